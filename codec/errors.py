@@ -1,0 +1,44 @@
+"""The codec's typed errors: decoding raises these and nothing else."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .avp import Avp
+
+
+class CodecError(Exception):
+    """Base of every error the codec raises on bad input."""
+
+    result_code: int = 5012
+
+    def __init__(self, message: str, result_code: int | None = None) -> None:
+        super().__init__(message)
+        if result_code is not None:
+            self.result_code = result_code
+        self.error_message = message
+
+
+class FramingError(CodecError):
+    """The byte stream cannot be split into messages: the transport must close."""
+
+    result_code = 5015
+
+
+class AvpError(CodecError):
+    """A message-level fault, with the Result-Code and Failed-AVP the answer must carry."""
+
+    def __init__(
+        self,
+        result_code: int,
+        message: str,
+        failed_avp: Avp | None = None,
+        header: Any = None,
+    ) -> None:
+        super().__init__(message, result_code)
+        self.failed_avp = failed_avp
+        self.header = header  # set by Message.decode when the fault is found during decode
+
+    def __repr__(self) -> str:
+        return f"AvpError({self.result_code}, {self.error_message!r})"

@@ -1,0 +1,330 @@
+"""Diameter messages, and the command classes generated from the dictionary.
+
+`Message.decode` parses the header and indexes the top-level AVPs; nothing else is decoded
+until it is read. Every command the dictionary defines gets a request and an answer class
+(`CreditControlRequest`, `CreditControlAnswer`, ...) with its grammar attached, so AVPs
+read as lists exactly where the grammar allows several.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .avp import Avp, AvpContainer, Group, scan
+from .constants import FLAG_ERROR, FLAG_PROXIABLE, FLAG_REQUEST, FLAG_RETRANSMIT
+from .dictionary import CommandDef, Dictionary, Grammar, get_dictionary
+from .errors import AvpError, FramingError
+from .header import DEFAULT_MAX_LENGTH, HEADER, parse_header
+
+_SESSION_ID = (263, 0)
+_PROXY_INFO = (284, 0)
+
+
+class Message(AvpContainer):
+    """A Diameter message. Also the generic class for commands the dictionary lacks."""
+
+    __slots__ = ("code", "app_id", "flags", "hop_by_hop", "end_to_end")
+
+    _command: CommandDef | None = None
+    _is_request: bool | None = None
+    _grammar: Grammar | None = None
+
+    def __init__(
+        self,
+        *,
+        code: int | None = None,
+        app_id: int | None = None,
+        flags: int | None = None,
+        hop_by_hop: int = 0,
+        end_to_end: int = 0,
+        dictionary: Dictionary | None = None,
+        **avps: Any,
+    ) -> None:
+        cmd = self._command
+        osa = object.__setattr__
+        if cmd is not None:
+            code = cmd.code if code is None else code
+            if app_id is None:
+                app_id = cmd.app_id if cmd.app_id is not None else 0
+            if flags is None:
+                flags = (FLAG_REQUEST if self._is_request else 0) | (
+                    FLAG_PROXIABLE if cmd.proxiable else 0
+                )
+        if code is None:
+            raise TypeError("a generic Message needs code=")
+        osa(self, "code", code)
+        osa(self, "app_id", app_id or 0)
+        osa(self, "flags", FLAG_REQUEST if flags is None else flags)
+        osa(self, "hop_by_hop", hop_by_hop)
+        osa(self, "end_to_end", end_to_end)
+        osa(self, "_dict", dictionary or get_dictionary())
+        osa(self, "_avps", [])
+        osa(self, "_buf", None)
+        osa(self, "_start", 20)
+        osa(self, "_end", 20)
+        osa(self, "_dirty", True)
+        if avps:
+            self._fill(avps)
+
+    # -- decoding ---------------------------------------------------------------------
+
+    @classmethod
+    def decode(
+        cls,
+        data: bytes | bytearray | memoryview,
+        *,
+        dictionary: Dictionary | None = None,
+        max_length: int = DEFAULT_MAX_LENGTH,
+    ) -> Message:
+        """One whole message. Framing faults raise FramingError, AVP structure AvpError."""
+        buf = data if type(data) is bytes else bytes(data)
+        hdr = parse_header(buf, max_length)
+        if hdr.length != len(buf):
+            raise FramingError(
+                f"length field says {hdr.length} octets, the buffer holds {len(buf)}", 5015
+            )
+        d = dictionary or get_dictionary()
+        klass = class_for(d, hdr.app_id, hdr.code, bool(hdr.flags & FLAG_REQUEST))
+        m = klass.__new__(klass)
+        osa = object.__setattr__
+        osa(m, "code", hdr.code)
+        osa(m, "app_id", hdr.app_id)
+        osa(m, "flags", hdr.flags)
+        osa(m, "hop_by_hop", hdr.hop_by_hop)
+        osa(m, "end_to_end", hdr.end_to_end)
+        osa(m, "_dict", d)
+        osa(m, "_buf", buf)
+        osa(m, "_start", 20)
+        osa(m, "_end", hdr.length)
+        osa(m, "_dirty", False)
+        try:
+            osa(m, "_avps", scan(buf, 20, hdr.length, d.avps))
+        except AvpError as exc:
+            exc.header = hdr
+            raise
+        return m
+
+    # -- header -----------------------------------------------------------------------
+
+    @property
+    def is_request(self) -> bool:
+        return bool(self.flags & FLAG_REQUEST)
+
+    @property
+    def is_proxiable(self) -> bool:
+        return bool(self.flags & FLAG_PROXIABLE)
+
+    @is_proxiable.setter
+    def is_proxiable(self, on: bool) -> None:
+        self._flag(FLAG_PROXIABLE, on)
+
+    @property
+    def is_error(self) -> bool:
+        return bool(self.flags & FLAG_ERROR)
+
+    @is_error.setter
+    def is_error(self, on: bool) -> None:
+        self._flag(FLAG_ERROR, on)
+
+    @property
+    def is_retransmit(self) -> bool:
+        return bool(self.flags & FLAG_RETRANSMIT)
+
+    @is_retransmit.setter
+    def is_retransmit(self, on: bool) -> None:
+        self._flag(FLAG_RETRANSMIT, on)
+
+    def _flag(self, bit: int, on: bool) -> None:
+        object.__setattr__(self, "flags", (self.flags | bit) if on else (self.flags & ~bit))
+
+    @property
+    def command_name(self) -> str:
+        cmd = self._command
+        base = cmd.name if cmd is not None else f"Command-{self.code}"
+        return base + ("-Request" if self.is_request else "-Answer")
+
+    # -- encoding ---------------------------------------------------------------------
+
+    @property
+    def raw(self) -> bytes | None:
+        """The bytes this message was decoded from, if nothing has changed since."""
+        buf = self._buf
+        if buf is None or self._changed():
+            return None
+        if HEADER.unpack_from(buf, 0)[1:] != (
+            (self.flags << 24) | self.code,
+            self.app_id,
+            self.hop_by_hop,
+            self.end_to_end,
+        ):
+            return None
+        return buf
+
+    def encode(self) -> bytes:
+        buf = self._buf
+        if buf is not None and not self._changed():
+            head = HEADER.pack(
+                (1 << 24) | self._end,
+                (self.flags << 24) | self.code,
+                self.app_id,
+                self.hop_by_hop,
+                self.end_to_end,
+            )
+            return buf if buf[:20] == head else head + buf[20 : self._end]
+        parts: list[bytes] = [b""]
+        n = 20
+        for a in self._items():
+            n += a._encode_into(parts)
+        parts[0] = HEADER.pack(
+            (1 << 24) | n, (self.flags << 24) | self.code, self.app_id, self.hop_by_hop, self.end_to_end
+        )
+        return b"".join(parts)
+
+    # -- answers ----------------------------------------------------------------------
+
+    def answer(
+        self,
+        result_code: int | None = None,
+        *,
+        origin_host: str | None = None,
+        origin_realm: str | None = None,
+        error_message: str | None = None,
+        failed_avp: Avp | list[Avp] | None = None,
+        **avps: Any,
+    ) -> Message:
+        """The answer RFC 6733 6.2 describes: same ids and code, Session-Id and Proxy-Info copied."""
+        d = self._dict
+        klass = class_for(d, self.app_id, self.code, False)
+        flags = self.flags & FLAG_PROXIABLE
+        if result_code is not None and 3000 <= result_code < 4000:
+            flags |= FLAG_ERROR
+        ans = klass(
+            code=self.code,
+            app_id=self.app_id,
+            flags=flags,
+            hop_by_hop=self.hop_by_hop,
+            end_to_end=self.end_to_end,
+            dictionary=d,
+        )
+        items = self._items()
+        for a in items:
+            if a.code == 263 and a.vendor == 0:
+                ans._insert(a.copy())
+                break
+        if origin_host is not None:
+            ans.set("Origin-Host", origin_host)
+        if origin_realm is not None:
+            ans.set("Origin-Realm", origin_realm)
+        if result_code is not None:
+            ans.set("Result-Code", result_code)
+        if error_message is not None:
+            ans.set("Error-Message", error_message)
+        if failed_avp is not None:
+            inner = failed_avp if isinstance(failed_avp, list) else [failed_avp]
+            ans.set("Failed-AVP", Group(d.avp("Failed-AVP"), d))
+            g = ans.get("Failed-AVP")
+            for a in inner:
+                g.add(a.copy())
+        if avps:
+            ans._fill(avps)
+        for a in items:
+            if a.code == 284 and a.vendor == 0:
+                ans._insert(a.copy())
+        return ans
+
+    # -- validation and presentation --------------------------------------------------
+
+    def find_errors(self, *, limit: int | None = None) -> list[AvpError]:
+        from .validate import find_errors
+
+        return find_errors(self, limit=limit)
+
+    def validate(self) -> None:
+        """Raise the first fault the answer must report (3008, 3009, 5001, 5004, 5005, ...)."""
+        errs = self.find_errors(limit=1)
+        if errs:
+            raise errs[0]
+
+    def header_dict(self) -> dict[str, Any]:
+        return {
+            "command": self.command_name,
+            "code": self.code,
+            "application": self.app_id,
+            "flags": self.flags,
+            "flag_letters": _flag_letters(self.flags),
+            "hop_by_hop": self.hop_by_hop,
+            "end_to_end": self.end_to_end,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"header": self.header_dict(), "avps": self.to_list()}
+
+    def dump(self) -> str:
+        length = self._end if self._buf is not None and not self._changed() else len(self.encode())
+        lines = [
+            f"{self.command_name} <code {self.code}, app {self.app_id}, flags 0x{self.flags:02x} "
+            f"({_flag_letters(self.flags)}), hbh 0x{self.hop_by_hop:08x}, e2e 0x{self.end_to_end:08x}, "
+            f"length {length}>"
+        ]
+        self._dump_lines(lines, 1)
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        sid = None
+        try:
+            sid = self.get("Session-Id")
+        except Exception:  # noqa: BLE001 - a repr must not raise on a broken message
+            pass
+        return (
+            f"<{type(self).__name__} code={self.code} app={self.app_id} flags=0x{self.flags:02x} "
+            f"hbh=0x{self.hop_by_hop:08x} session={sid!r} avps={len(self._items())}>"
+        )
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Message):
+            return NotImplemented
+        return self.encode() == other.encode()
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+def _flag_letters(flags: int) -> str:
+    return "".join(c if flags & b else "-" for c, b in zip("RPET", (0x80, 0x40, 0x20, 0x10), strict=True))
+
+
+def class_for(d: Dictionary, app_id: int, code: int, request: bool) -> type[Message]:
+    """The generated class for (application, command, R bit), or Message itself."""
+    key = (app_id, code, request)
+    klass = d.classes.get(key)
+    if klass is None:
+        cmd = d.command(code, app_id)
+        klass = command_class(d, cmd, request) if cmd is not None else Message
+        d.classes[key] = klass
+    return klass
+
+
+def command_class(d: Dictionary, cmd: CommandDef, request: bool) -> type[Message]:
+    key = (id(cmd), request)
+    klass = d.classes.get(key)
+    if klass is None:
+        name = cmd.class_name + ("Request" if request else "Answer")
+        klass = type(
+            name,
+            (Message,),
+            {
+                "__slots__": (),
+                "__module__": "chargegw.codec.commands",
+                "__doc__": f"{cmd.name}-{'Request' if request else 'Answer'} "
+                f"(code {cmd.code}, application {cmd.app_id if cmd.app_id is not None else 'any'}; "
+                f"{cmd.source}).",
+                "_command": cmd,
+                "_is_request": request,
+                "_grammar": cmd.request if request else cmd.answer,
+            },
+        )
+        d.classes[key] = klass
+    return klass
+
+
+def decode_message(data: bytes | bytearray | memoryview, **kw: Any) -> Message:
+    return Message.decode(data, **kw)

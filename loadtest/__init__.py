@@ -1,0 +1,1 @@
+"""chargegw.loadtest."""
