@@ -76,5 +76,7 @@ def run(args: argparse.Namespace) -> int:
         print("result codes: " + ", ".join(f"{k}={v}" for k, v in summary["result_codes"].items()))
     if args.json:
         with open(args.json, "wb") as f:
-            f.write(orjson.dumps({"config": vars(args), "summary": summary}, option=orjson.OPT_INDENT_2))
+            f.write(
+                orjson.dumps({"config": vars(args), "summary": summary}, option=orjson.OPT_INDENT_2)
+            )
     return 0 if summary["timeouts"] == 0 and summary["answered"] == summary["sent"] else 1

@@ -143,7 +143,9 @@ def build_templates(cfg: LoadConfig) -> dict[str, _Template]:
             service_context_id="32251@3gpp.org",
             cc_request_type=kind,
             cc_request_number=0x7FFFFFFF,
-            subscription_id=[{"subscription_id_type": 0, "subscription_id_data": msisdn_marker.decode()}],
+            subscription_id=[
+                {"subscription_id_type": 0, "subscription_id_data": msisdn_marker.decode()}
+            ],
             multiple_services_indicator=1,
             multiple_services_credit_control=[mscc(rsu, usu)],
             **extra,
@@ -152,7 +154,9 @@ def build_templates(cfg: LoadConfig) -> dict[str, _Template]:
     return {
         "initial": _Template(ccr(1, True, False, {}), sid_marker, msisdn_marker),
         "update": _Template(ccr(2, True, True, {}), sid_marker, msisdn_marker),
-        "terminate": _Template(ccr(3, False, True, {"termination_cause": 1}), sid_marker, msisdn_marker),
+        "terminate": _Template(
+            ccr(3, False, True, {"termination_cause": 1}), sid_marker, msisdn_marker
+        ),
     }
 
 
@@ -196,7 +200,6 @@ class LoadClient(asyncio.Protocol):
         except Exception as exc:  # noqa: BLE001 - a framing fault ends this connection only
             self._fail(exc)
             return
-        now = time.perf_counter()
         for frame in frames:
             h = parse_header(frame)
             if h.flags & 0x80:

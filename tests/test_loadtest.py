@@ -37,7 +37,9 @@ class FakeOcs(asyncio.Protocol):
                     **kw,
                 )
             elif m.code == 257:
-                ans = m.answer(2001, host_ip_address=["127.0.0.1"], vendor_id=0, product_name="fake", **kw)
+                ans = m.answer(
+                    2001, host_ip_address=["127.0.0.1"], vendor_id=0, product_name="fake", **kw
+                )
             else:
                 ans = m.answer(2001, **kw)
             self.t.write(ans.encode())  # type: ignore[attr-defined]
