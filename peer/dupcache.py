@@ -1,0 +1,80 @@
+"""Answer cache for duplicate detection (RFC 6733 6.1.9 / section 10 of the spec digest).
+
+Keyed by (Origin-Host, End-to-End id). Bounded in size and age; the TTL is one value for the
+whole cache, so insertion order is expiry order and eviction looks only at the front.
+Time is passed in.
+
+An OrderedDict, not a dict: evicting from the front of a full plain dict costs a scan over
+the holes earlier deletions left there (CPython compacts only on resize), which made a full
+100,000-entry cache cost ~100 us per request; OrderedDict's front is O(1).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Any
+
+IN_PROGRESS = object()  # marks a request being handled whose answer is not known yet
+
+
+class DuplicateCache:
+    __slots__ = ("max_size", "ttl", "in_progress_ttl", "_data")
+
+    def __init__(
+        self, max_size: int = 100_000, ttl: float = 240.0, in_progress_ttl: float = 10.0
+    ) -> None:
+        self.max_size = max_size
+        self.ttl = ttl
+        # A request whose answer never came (a lost worker, a handler that never answers)
+        # must not make its retransmissions disappear for the whole TTL.
+        self.in_progress_ttl = in_progress_ttl
+        # key -> (expiry, answer bytes or IN_PROGRESS, time begun)
+        self._data: OrderedDict[Any, tuple[float, Any, float]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    @property
+    def enabled(self) -> bool:
+        return self.max_size > 0
+
+    def get(self, key: Any, now: float) -> Any:
+        """The cached answer bytes, IN_PROGRESS, or None."""
+        item = self._data.get(key)
+        if item is None:
+            return None
+        if item[0] <= now or (item[1] is IN_PROGRESS and now - item[2] > self.in_progress_ttl):
+            del self._data[key]
+            return None
+        return item[1]
+
+    def begin(self, key: Any, now: float) -> None:
+        """Note that a request is being handled, so a copy arriving meanwhile is caught."""
+        self._put(key, IN_PROGRESS, now)
+
+    def put(self, key: Any, answer: bytes, now: float) -> None:
+        self._put(key, answer, now)
+
+    def forget(self, key: Any) -> None:
+        self._data.pop(key, None)
+
+    def _put(self, key: Any, value: Any, now: float) -> None:
+        data = self._data
+        data[key] = (now + self.ttl, value, now)
+        data.move_to_end(key)  # insertion order stays expiry order
+        if len(data) > self.max_size:
+            self.evict(now, force=len(data) - self.max_size)
+
+    def evict(self, now: float, force: int = 0) -> int:
+        """Drop expired entries from the front, plus `force` of the oldest live ones."""
+        data = self._data
+        removed = 0
+        while data:
+            key = next(iter(data))
+            if force > 0:
+                force -= 1
+            elif data[key][0] > now:
+                break
+            data.popitem(last=False)
+            removed += 1
+        return removed
