@@ -2,6 +2,7 @@
 
 from chargegw.config.loader import ENV_CONFIG_FILE, ConfigError, apply_env, load_config
 from chargegw.config.schema import (
+    Allow,
     Application,
     Config,
     Diameter,
@@ -11,12 +12,14 @@ from chargegw.config.schema import (
     Peer,
     Pool,
     Route,
+    TlsSettings,
     Worker,
     default_applications,
 )
 
 __all__ = [
     "ENV_CONFIG_FILE",
+    "Allow",
     "Application",
     "Config",
     "ConfigError",
@@ -27,6 +30,7 @@ __all__ = [
     "Peer",
     "Pool",
     "Route",
+    "TlsSettings",
     "Worker",
     "apply_env",
     "default_applications",

@@ -1,0 +1,312 @@
+"""The configuration schema: msgspec Structs, one per TOML table.
+
+Every default here is the embedded default, so `chargegw run` works with no file at all.
+`config/default.toml` spells out the same values; a test keeps the two in step.
+
+Validation that msgspec cannot express lives in `__post_init__` and raises
+`ValueError("key: what is wrong")`; the loader turns that into a full key path.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Literal
+
+import msgspec
+
+# Application ids the default config serves (kept here so the gateway and the launcher
+# agree on the list without importing the charging code).
+APP_ACCOUNTING = 3
+APP_CREDIT_CONTROL = 4
+APP_SY = 16777302
+APP_TEST = 16777215  # freeDiameter test_app
+VENDOR_3GPP = 10415
+VENDOR_FD_TEST = 999999
+
+Transport = Literal["tcp", "tls", "sctp"]
+
+
+class _Base(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    pass
+
+
+def _check(cond: bool, key: str, what: str) -> None:
+    if not cond:
+        raise ValueError(f"{key}: {what}")
+
+
+class Identity(_Base):
+    """Who the gateway is on the Diameter wire (CER/CEA, Origin-* of every answer)."""
+
+    origin_host: str = "gw.localdomain"
+    origin_realm: str = "localdomain"
+    product_name: str = "chargegw"
+    vendor_id: int = 0
+    # Host-IP-Address values for CER/CEA; empty = the listen addresses.
+    host_ip_addresses: list[str] = []
+    firmware_revision: int = 1
+
+    def __post_init__(self) -> None:
+        # freeDiameter's acl_wl (and common sense) reject one-label identities.
+        _check("." in self.origin_host, "origin_host", "must be a FQDN with at least two labels")
+        _check(bool(self.origin_realm), "origin_realm", "must not be empty")
+
+
+class TlsSettings(_Base):
+    """Certificate files for TLS over TCP (RFC 6733 13: TLS before CER)."""
+
+    cert: str = ""
+    key: str = ""
+    ca: str = ""
+    verify_peer: bool = True
+
+
+class Listen(_Base):
+    """A Diameter listening endpoint (port 0 = ephemeral, for tests)."""
+
+    address: str = "127.0.0.1"
+    port: int = 3868
+    transport: Transport = "tcp"
+    tls: TlsSettings | None = None
+
+    def __post_init__(self) -> None:
+        _check(0 <= self.port <= 65535, "port", f"{self.port} is not a port number")
+        _check(
+            self.transport != "tls" or (self.tls is not None and bool(self.tls.cert)),
+            "tls",
+            "transport 'tls' needs tls.cert and tls.key",
+        )
+
+
+class Peer(_Base):
+    """A statically configured peer, always admitted inbound; `connect = true` dials it."""
+
+    name: str  # the peer's Origin-Host
+    realm: str = ""  # used by routing when no route names this peer
+    address: str = "127.0.0.1"
+    port: int = 0  # 0 = 3868 (5658 for tls)
+    transport: Transport = "tcp"
+    connect: bool = False
+    tls: TlsSettings | None = None
+    tw: float = 0.0  # 0 = diameter.tw
+
+    def __post_init__(self) -> None:
+        _check(bool(self.name), "name", "must not be empty")
+        _check(0 <= self.port <= 65535, "port", f"{self.port} is not a port number")
+        _check(self.tw == 0.0 or self.tw >= 6.0, "tw", "must be at least 6 seconds (RFC 3539)")
+
+
+class Route(_Base):
+    """A realm route: requests for `realm` (and `app_id`, 0 = any) go to one of `peers`.
+    A realm beginning with "." or "*." matches that suffix (the longest match wins)."""
+
+    realm: str
+    peers: list[str]
+    app_id: int = 0
+
+    def __post_init__(self) -> None:
+        _check(bool(self.realm), "realm", "must not be empty")
+        _check(bool(self.peers), "peers", "must name at least one peer")
+
+
+class Allow(_Base):
+    """Admits an inbound peer whose Origin-Host and Origin-Realm match (fnmatch patterns)."""
+
+    host: str = "*"
+    realm: str = "*"
+
+
+class Diameter(_Base):
+    """Base-protocol knobs handed to the Node."""
+
+    tw: float = 30.0  # RFC 3539 watchdog interval
+    max_message_length: int = 1 << 20
+    relay: bool = False  # advertise the Relay application id
+    request_timeout: float = 5.0  # requests the gateway sends (worker-initiated ones)
+    default_route: list[str] = []  # peers for requests no route matches
+    # Inbound peers admitted besides the configured ones; empty = anyone.
+    allow: list[Allow] = []
+    check_destination: bool = True  # answer 3002/3003 for another host or realm
+    validate_requests: bool = False  # full grammar check in the front end (costs throughput)
+    dup_cache_size: int = 100_000  # duplicate detection (T flag) in the Node; 0 = off
+    supported_vendors: list[int] = []  # Supported-Vendor-Id; the app vendors are added
+
+    def __post_init__(self) -> None:
+        _check(self.tw >= 6.0, "tw", "must be at least 6 seconds (RFC 3539)")
+        _check(self.max_message_length >= 64, "max_message_length", "must be at least 64")
+        _check(self.request_timeout > 0, "request_timeout", "must be > 0")
+
+
+class Pool(_Base):
+    """The gateway side of the worker pool."""
+
+    # ROUTER endpoints the gateway binds (tcp://host:port or ipc://path). Empty = the
+    # default ipc endpoint under data_dir (see `Config.pool_endpoints`).
+    bind: list[str] = []
+    deadline: float = 4.0  # seconds a request may take before the gateway answers it
+    heartbeat_interval: float = 1.0
+    heartbeat_timeout: float = 3.0  # silence after which a worker is dropped
+    max_credit: int = 4096  # cap on what one worker may grant (bounds the in-flight map)
+    forward: Literal["raw", "decoded"] = "raw"  # see gateway/dispatch.py and the benchmark
+    drain_timeout: float = 5.0  # graceful shutdown: bound on draining in-flight requests
+    vnodes: int = 64  # consistent-hash points per worker
+
+    def __post_init__(self) -> None:
+        _check(self.deadline > 0, "deadline", "must be > 0")
+        _check(self.heartbeat_interval > 0, "heartbeat_interval", "must be > 0")
+        _check(
+            self.heartbeat_timeout > self.heartbeat_interval,
+            "heartbeat_timeout",
+            "must be greater than heartbeat_interval",
+        )
+        _check(self.max_credit >= 1, "max_credit", "must be >= 1")
+        _check(self.vnodes >= 1, "vnodes", "must be >= 1")
+        for i, ep in enumerate(self.bind):
+            _check(_is_endpoint(ep), f"bind[{i}]", f"{ep!r} is not a tcp:// or ipc:// endpoint")
+
+
+class Worker(_Base):
+    """The worker side: where to connect and how much to take on."""
+
+    # Gateways to connect to; a worker serves all of them. Empty = the gateway's own bind
+    # list (the all-in-one case).
+    gateways: list[str] = []
+    credit: int = 256  # slots granted to each gateway
+    id: str = ""  # routing identity; empty = host-pid-random
+    heartbeat_interval: float = 1.0
+    heartbeat_timeout: float = 3.0
+
+    def __post_init__(self) -> None:
+        _check(self.credit >= 1, "credit", "must be >= 1")
+        _check(self.heartbeat_interval > 0, "heartbeat_interval", "must be > 0")
+        _check(
+            self.heartbeat_timeout > self.heartbeat_interval,
+            "heartbeat_timeout",
+            "must be greater than heartbeat_interval",
+        )
+        for i, ep in enumerate(self.gateways):
+            _check(_is_endpoint(ep), f"gateways[{i}]", f"{ep!r} is not a tcp:// or ipc:// endpoint")
+
+
+class Launcher(_Base):
+    """`chargegw run`: how many workers and how to restart them."""
+
+    workers: int = 0  # 0 = number of CPU cores
+    restart_backoff_min: float = 0.5
+    restart_backoff_max: float = 30.0
+    stable_after: float = 10.0  # a worker up this long resets its backoff
+
+    def __post_init__(self) -> None:
+        _check(self.workers >= 0, "workers", "must be >= 0 (0 = one per core)")
+        _check(self.restart_backoff_min > 0, "restart_backoff_min", "must be > 0")
+        _check(
+            self.restart_backoff_max >= self.restart_backoff_min,
+            "restart_backoff_max",
+            "must be >= restart_backoff_min",
+        )
+
+
+class Logging(_Base):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class Application(_Base):
+    """One `[[applications]]` entry: an application id and the handler that serves it."""
+
+    app_id: int
+    handler: str  # "module:attr"
+    # Vendor-Id for a Vendor-Specific-Application-Id in CER/CEA; 0 = plain Auth/Acct id.
+    vendor_id: int = 0
+    kind: Literal["auth", "acct", ""] = ""  # "" = acct for app 3, else auth
+    config: dict[str, Any] = {}
+
+    def __post_init__(self) -> None:
+        _check(0 < self.app_id < 0xFFFFFFFF, "app_id", f"{self.app_id} is not an application id")
+        mod, sep, attr = self.handler.partition(":")
+        _check(bool(mod and sep and attr), "handler", f"{self.handler!r} is not 'module:attr'")
+
+    @property
+    def is_acct(self) -> bool:
+        return self.kind == "acct" or (self.kind == "" and self.app_id == APP_ACCOUNTING)
+
+
+def default_applications() -> list[Application]:
+    return [
+        Application(
+            app_id=APP_CREDIT_CONTROL, handler="chargegw.workers.charging.gy:CreditControlApp"
+        ),
+        Application(app_id=APP_ACCOUNTING, handler="chargegw.workers.charging.rf:AccountingApp"),
+        Application(
+            app_id=APP_SY,
+            handler="chargegw.workers.charging.sy:SpendingLimitApp",
+            vendor_id=VENDOR_3GPP,
+        ),
+        Application(
+            app_id=APP_TEST, handler="chargegw.workers.testapp:TestApp", vendor_id=VENDOR_FD_TEST
+        ),
+    ]
+
+
+class Config(_Base):
+    data_dir: str = "./data"
+    identity: Identity = msgspec.field(default_factory=Identity)
+    listen: list[Listen] = msgspec.field(default_factory=lambda: [Listen()])
+    peers: list[Peer] = []
+    routes: list[Route] = []
+    diameter: Diameter = msgspec.field(default_factory=Diameter)
+    pool: Pool = msgspec.field(default_factory=Pool)
+    worker: Worker = msgspec.field(default_factory=Worker)
+    launcher: Launcher = msgspec.field(default_factory=Launcher)
+    logging: Logging = msgspec.field(default_factory=Logging)
+    applications: list[Application] = msgspec.field(default_factory=default_applications)
+
+    def __post_init__(self) -> None:
+        _check(bool(self.data_dir), "data_dir", "must not be empty")
+        seen: set[int] = set()
+        for i, app in enumerate(self.applications):
+            _check(
+                app.app_id not in seen, f"applications[{i}].app_id", f"{app.app_id} is listed twice"
+            )
+            seen.add(app.app_id)
+        names: set[str] = set()
+        for i, peer in enumerate(self.peers):
+            _check(peer.name not in names, f"peers[{i}].name", f"{peer.name!r} is listed twice")
+            names.add(peer.name)
+
+    # Derived values -------------------------------------------------------------------
+
+    @property
+    def data_path(self) -> str:
+        return os.path.abspath(self.data_dir)
+
+    def pool_endpoints(self) -> list[str]:
+        """The ROUTER endpoints the gateway binds."""
+        return list(self.pool.bind) or [default_ipc_endpoint(self.data_path)]
+
+    def worker_gateways(self) -> list[str]:
+        """The endpoints a worker connects to (a bound tcp://0.0.0.0 becomes 127.0.0.1)."""
+        if self.worker.gateways:
+            return list(self.worker.gateways)
+        return [
+            ep.replace("tcp://0.0.0.0:", "tcp://127.0.0.1:").replace("tcp://*:", "tcp://127.0.0.1:")
+            for ep in self.pool_endpoints()
+        ]
+
+
+def _is_endpoint(ep: str) -> bool:
+    return (ep.startswith("tcp://") and ":" in ep[6:]) or (ep.startswith("ipc://") and len(ep) > 6)
+
+
+# ipc:// paths are Unix socket paths: the kernel limit is 107 bytes.
+_IPC_MAX = 100
+
+
+def default_ipc_endpoint(data_path: str) -> str:
+    path = os.path.join(data_path, "gateway.ipc")
+    if len(path) <= _IPC_MAX:
+        return "ipc://" + path
+    import hashlib
+    import tempfile
+
+    digest = hashlib.sha1(path.encode()).hexdigest()[:12]
+    return "ipc://" + os.path.join(tempfile.gettempdir(), f"chargegw-{digest}.ipc")

@@ -1,0 +1,508 @@
+"""`chargegw bench gateway [--json F]`: the gateway and its workers under load, in one run.
+
+1. ceiling: `chargegw run` with null workers (they answer at once, without decoding), fed
+   by a pipelined driver process (gateway/benchdriver.py); raw forwarding (header-only
+   front end) and decoded forwarding, same run. Besides answers/s we read the front-end
+   process's CPU time, so "answers per gateway CPU-second" is the one-core figure even when
+   the driver and workers share the machine's cores.
+2. fd-client (freeDiameter test_app flood) against `chargegw run` and against fd-server.sh.
+3. erl-ccr-client (OTP, CCR-I/U/T) against `chargegw run` and against erl-ccr-server.escript.
+4. worker scaling: 1, 2 and 4 workers, test_app through the codec, driver flood.
+
+Runs that need a tool that is not installed are skipped with the reason. Every process
+is started in its own session and killed by process group afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import re
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+PEERS = Path(
+    os.environ.get(
+        "CHARGEGW_PEERS_DIR", Path(__file__).resolve().parents[1].parent / "shared" / "peers"
+    )
+)
+TEST_APP = 16777215
+CLK = os.sysconf("SC_CLK_TCK")
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", metavar="F", help="write the report here (orjson)")
+    parser.add_argument(
+        "--duration", type=float, default=5.0, help="seconds per measured run (default 5)"
+    )
+    parser.add_argument(
+        "--window", type=int, default=200, help="driver requests outstanding (default 200)"
+    )
+    parser.add_argument(
+        "--workers", type=int, default=2, help="workers for the fd/erl comparisons (default 2)"
+    )
+    parser.add_argument(
+        "--erl-sessions", type=int, default=20000, help="sessions per erl-ccr-client run"
+    )
+    parser.add_argument("--peers-dir", default=str(PEERS), help="the independent peers' scripts")
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=["ceiling", "fd", "erl", "scaling"],
+        help="run only these parts (repeatable)",
+    )
+    parser.add_argument("--base-port", type=int, default=39100, help="first TCP port to use")
+
+
+# Processes -------------------------------------------------------------------------------
+
+
+class Proc:
+    """A child in its own session; `stop()` signals the whole group."""
+
+    def __init__(
+        self, argv: list[str], *, env: dict[str, str] | None = None, cwd: str | None = None
+    ) -> None:
+        self.argv = argv
+        self.p = subprocess.Popen(
+            argv,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=cwd,
+            start_new_session=True,
+        )
+        self.lines: list[str] = []
+
+    def wait_line(self, pattern: str, timeout: float) -> re.Match[str]:
+        assert self.p.stdout is not None
+        rx = re.compile(pattern)
+        end = time.monotonic() + timeout
+        fd = self.p.stdout.fileno()
+        buf = b""
+        while time.monotonic() < end:
+            r, _, _ = select.select([fd], [], [], 0.2)
+            if not r:
+                if self.p.poll() is not None:
+                    break
+                continue
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            buf += chunk
+            *done, buf = buf.split(b"\n")
+            for raw in done:
+                line = raw.decode(errors="replace")
+                self.lines.append(line)
+                if m := rx.search(line):
+                    return m
+        raise RuntimeError(f"{self.argv[:3]}: no line matching {pattern!r}; got: {self.lines[-5:]}")
+
+    def output(self, timeout: float) -> str:
+        try:
+            out, _ = self.p.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.stop()
+            out, _ = self.p.communicate()
+        return "\n".join(self.lines) + "\n" + (out or b"").decode(errors="replace")
+
+    def cpu_seconds(self) -> float:
+        """user+system CPU of the process itself (not its children)."""
+        with open(f"/proc/{self.p.pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLK
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> None:
+        if self.p.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.p.pid, sig)
+            try:
+                self.p.wait(timeout)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.p.pid, signal.SIGKILL)
+                self.p.wait(5)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.p.pid, signal.SIGKILL)  # stragglers in the group
+
+
+def _toml_app(
+    app_id: int, handler: str, vendor: int = 0, config: dict[str, Any] | None = None
+) -> str:
+    out = f'[[applications]]\napp_id = {app_id}\nhandler = "{handler}"\nvendor_id = {vendor}\n'
+    if config:
+        out += "[applications.config]\n" + "".join(f"{k} = {_tv(v)}\n" for k, v in config.items())
+    return out
+
+
+def _tv(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    return f'"{v}"' if isinstance(v, str) else str(v)
+
+
+def write_config(
+    d: Path, name: str, port: int, apps: str, *, credit: int = 256, log: str = "warning"
+) -> Path:
+    data = d / f"data-{name}"
+    cfg = d / f"{name}.toml"
+    cfg.write_text(
+        f'data_dir = "{data}"\n[[listen]]\naddress = "127.0.0.1"\nport = {port}\n'
+        f'[worker]\ncredit = {credit}\n[logging]\nlevel = "{log}"\n' + apps
+    )
+    return cfg
+
+
+@contextlib.contextmanager
+def chargegw_run(cfg: Path, workers: int, *, forward: str = "raw") -> Iterator[Proc]:
+    proc = Proc(
+        [
+            sys.executable,
+            "-m",
+            "chargegw.cli",
+            "run",
+            "--config",
+            str(cfg),
+            "--workers",
+            str(workers),
+            "--forward",
+            forward,
+        ]
+    )
+    try:
+        proc.wait_line(r"listening on", 30)
+        _wait_workers(cfg, workers)
+        yield proc
+    finally:
+        proc.stop()
+
+
+def _wait_workers(cfg: Path, n: int, timeout: float = 30.0) -> None:
+    from chargegw.config import load_config
+    from chargegw.gateway.status_cli import query
+
+    ep = load_config(str(cfg)).worker_gateways()[0]
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        with contextlib.suppress(TimeoutError):
+            if len(query(ep, 1.0)["pool"]["workers"]) >= n:
+                return
+        time.sleep(0.2)
+    raise RuntimeError(f"{n} workers did not register in {timeout}s")
+
+
+def drive(port: int, duration: float, window: int) -> dict[str, Any]:
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "chargegw.gateway.benchdriver",
+            "--port",
+            str(port),
+            "--duration",
+            str(duration),
+            "--window",
+            str(window),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=duration + 90,
+    )
+    line = (out.stdout.strip().splitlines() or ["{}"])[-1]
+    return orjson.loads(line)
+
+
+# The parts -------------------------------------------------------------------------------
+
+
+def part_ceiling(d: Path, a: argparse.Namespace, port: int) -> dict[str, Any]:
+    res: dict[str, Any] = {}
+    apps = _toml_app(TEST_APP, "chargegw.workers.testapp:NullApp", 999999)
+    for mode in ("raw", "decoded"):
+        cfg = write_config(d, f"ceiling-{mode}", port, apps, credit=4096)
+        with chargegw_run(cfg, 1, forward=mode) as gw:
+            drive(port, 1.0, a.window)  # warm-up
+            cpu0 = gw.cpu_seconds()
+            t0 = time.monotonic()
+            r = drive(port, a.duration, a.window)
+            wall = time.monotonic() - t0
+            cpu = gw.cpu_seconds() - cpu0
+        answered = r.get("answered", 0)
+        r["gateway_cpu_s"] = round(cpu, 2)
+        r["gateway_cpu_share"] = round(cpu / wall, 2) if wall else None
+        r["per_gateway_cpu_s"] = round(answered / cpu, 1) if cpu > 0 else None
+        res[mode] = r
+        port += 1
+    raw_rate = res["raw"].get("per_gateway_cpu_s") or 0
+    dec_rate = res["decoded"].get("per_gateway_cpu_s") or 0
+    res["faster"] = "raw" if raw_rate >= dec_rate else "decoded"
+    res["target_per_core"] = 40000
+    return res
+
+
+def _fd_rate(text: str) -> dict[str, Any]:
+    m = re.search(r"RESULT median_answers_per_s=(\d+)", text)
+    runs = re.findall(r"RUN \d+: sent=(\d+) answered=(\d+) errors=(\d+)", text)
+    sent, answered, errors = (sum(int(r[i]) for r in runs) for i in range(3)) if runs else (0, 0, 0)
+    return {
+        "answers_per_s": int(m.group(1)) if m else None,
+        "sent": sent,
+        "answered": answered,
+        "errors": errors,
+    }
+
+
+CACHE = Path(os.environ.get("PEERS_CACHE", "/var/tmp/diameter-peers"))
+
+
+def part_fd(d: Path, a: argparse.Namespace, port: int) -> dict[str, Any]:
+    if not shutil.which("freeDiameterd") or not (CACHE / "test_app.fdx").exists():
+        return {
+            "skipped": "freeDiameterd or its test_app.fdx missing (../shared/peers/setup.sh fd)"
+        }
+    client = str(Path(a.peers_dir) / "fd-client.sh")
+    res: dict[str, Any] = {}
+    dur = str(max(3, int(a.duration)))
+    for name, fast in (("chargegw_codec", False), ("chargegw_fast", True)):
+        apps = _toml_app(TEST_APP, "chargegw.workers.testapp:TestApp", 999999, {"fast": fast})
+        cfg = write_config(d, f"fd-{name}", port, apps)
+        with chargegw_run(cfg, a.workers):
+            out = subprocess.run(
+                [
+                    "bash",
+                    client,
+                    "--port",
+                    str(port),
+                    "--peer-identity",
+                    "gw.localdomain",
+                    "--duration",
+                    dur,
+                    "--concurrency",
+                    "100",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=float(dur) + 120,
+            )
+        res[name] = _fd_rate(out.stdout + out.stderr)
+        port += 1
+    server = Proc(["bash", str(Path(a.peers_dir) / "fd-server.sh"), "--port", str(port)])
+    try:
+        server.wait_line(r"FD-SERVER READY", 60)
+        out = subprocess.run(
+            [
+                "bash",
+                client,
+                "--port",
+                str(port),
+                "--peer-identity",
+                "server.localdomain",
+                "--duration",
+                dur,
+                "--concurrency",
+                "100",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=float(dur) + 120,
+        )
+        res["freediameter"] = _fd_rate(out.stdout + out.stderr)
+    finally:
+        server.stop(signal.SIGINT)
+    fd = res["freediameter"].get("answers_per_s") or 0
+    for name in ("chargegw_codec", "chargegw_fast"):
+        mine = res[name].get("answers_per_s") or 0
+        res[name]["ratio"] = round(mine / fd, 3) if fd else None
+    res["target_ratio"] = 0.5
+    return res
+
+
+def _erl_rate(text: str) -> dict[str, Any]:
+    m = re.search(
+        r"SENT=(\d+) ANSWERED=(\d+) OK=(\d+) ERRORS=(\d+) elapsed_s=([\d.]+) answers_per_s=([\d.]+)",
+        text,
+    )
+    if not m:
+        return {"error": text.strip().splitlines()[-3:] if text.strip() else "no output"}
+    return {
+        "sent": int(m.group(1)),
+        "ok": int(m.group(3)),
+        "errors": int(m.group(4)),
+        "elapsed_s": float(m.group(5)),
+        "answers_per_s": float(m.group(6)),
+        "result": "ok" if "RESULT ok" in text else "fail",
+    }
+
+
+def part_erl(d: Path, a: argparse.Namespace, port: int) -> dict[str, Any]:
+    if not shutil.which("escript") or not (CACHE / "erl" / "rfc4006_cc.dia").exists():
+        return {
+            "skipped": "escript or OTP's RFC 4006 dictionary missing (../shared/peers/setup.sh erlang)"
+        }
+    client = str(Path(a.peers_dir) / "erl-ccr-client.escript")
+    argv = ["--sessions", str(a.erl_sessions), "--updates", "1", "--concurrency", "50"]
+    res: dict[str, Any] = {}
+    cfg = write_config(d, "erl-gw", port, _default_apps())
+    with chargegw_run(cfg, a.workers):
+        out = subprocess.run(
+            ["escript", client, "--port", str(port), *argv],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+    res["chargegw"] = _erl_rate(out.stdout + out.stderr)
+    port += 1
+    # The same traffic answered by a null CCA handler: the gateway and pool without the
+    # charging application and its store, to tell where the time goes.
+    null_cca = _toml_app(
+        4, "chargegw.workers.testapp:NullApp", 0, {"copy": [[258, 0], [416, 0], [415, 0]]}
+    )
+    cfg = write_config(d, "erl-null", port, null_cca)
+    with chargegw_run(cfg, a.workers):
+        out = subprocess.run(
+            ["escript", client, "--port", str(port), *argv],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+    res["chargegw_null_cca"] = _erl_rate(out.stdout + out.stderr)
+    port += 1
+    server = Proc(
+        ["escript", str(Path(a.peers_dir) / "erl-ccr-server.escript"), "--port", str(port)]
+    )
+    try:
+        server.wait_line(r"ERL-CCR-SERVER READY", 60)
+        out = subprocess.run(
+            ["escript", client, "--port", str(port), *argv],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        res["otp"] = _erl_rate(out.stdout + out.stderr)
+    finally:
+        server.stop()
+    otp = res["otp"].get("answers_per_s") or 0
+    res["ratio"] = round((res["chargegw"].get("answers_per_s") or 0) / otp, 3) if otp else None
+    res["ratio_null_cca"] = (
+        round((res["chargegw_null_cca"].get("answers_per_s") or 0) / otp, 3) if otp else None
+    )
+    res["target_ratio"] = 1.0
+    return res
+
+
+def _default_apps() -> str:
+    from chargegw.config import default_applications
+
+    return "".join(_toml_app(x.app_id, x.handler, x.vendor_id) for x in default_applications())
+
+
+def part_scaling(d: Path, a: argparse.Namespace, port: int) -> dict[str, Any]:
+    res: dict[str, Any] = {}
+    apps = _toml_app(TEST_APP, "chargegw.workers.testapp:TestApp", 999999)
+    for n in (1, 2, 4):
+        cfg = write_config(d, f"scale-{n}", port, apps)
+        with chargegw_run(cfg, n):
+            drive(port, 1.0, a.window)
+            r = drive(port, a.duration, a.window)
+        res[str(n)] = {
+            k: r.get(k) for k in ("rate", "p50_ms", "p99_ms", "errors", "unanswered", "answered")
+        }
+        port += 1
+    return res
+
+
+def _table(report: dict[str, Any]) -> str:
+    lines = [
+        "",
+        "chargegw bench gateway (2-core machine shared by gateway, workers and load generators)",
+        "",
+    ]
+    c = report.get("ceiling")
+    if c:
+        lines.append("ceiling, null workers (answers/s; per gateway CPU-second = one-core figure):")
+        for mode in ("raw", "decoded"):
+            r = c[mode]
+            lines.append(
+                f"  {mode:<8} {r.get('rate', 0):>9,.0f}/s wall   {r.get('per_gateway_cpu_s') or 0:>9,.0f}/gateway-cpu-s"
+                f"   p99 {r.get('p99_ms')} ms   errors {r.get('errors')}"
+            )
+        lines.append(f"  faster: {c['faster']} (target {c['target_per_core']:,}/s on one core)")
+    f = report.get("fd")
+    if f:
+        if "skipped" in f:
+            lines.append(f"fd-client: skipped: {f['skipped']}")
+        else:
+            fd = f["freediameter"].get("answers_per_s")
+            lines.append(f"fd-client test_app flood: freeDiameter fd-server {fd}/s")
+            for name in ("chargegw_codec", "chargegw_fast"):
+                r = f[name]
+                lines.append(
+                    f"  {name:<15} {r.get('answers_per_s')}/s  ratio {r.get('ratio')}  errors {r.get('errors')}  (target 0.5)"
+                )
+    e = report.get("erl")
+    if e:
+        if "skipped" in e:
+            lines.append(f"erl-ccr-client: skipped: {e['skipped']}")
+        else:
+            lines.append(
+                f"erl-ccr-client CCR-I/U/T: chargegw {e['chargegw'].get('answers_per_s')}/s "
+                f"({e['chargegw'].get('result')}), OTP server {e['otp'].get('answers_per_s')}/s, "
+                f"ratio {e.get('ratio')} (target 1.0)"
+            )
+            n = e.get("chargegw_null_cca", {})
+            lines.append(
+                f"  same through a null CCA handler (no charging store): {n.get('answers_per_s')}/s "
+                f"({n.get('result')}), ratio {e.get('ratio_null_cca')}"
+            )
+    s = report.get("scaling")
+    if s:
+        lines.append("worker scaling (test_app through the codec, driver flood):")
+        for n, r in s.items():
+            lines.append(
+                f"  {n} worker(s): {r.get('rate') or 0:>9,.0f}/s   p50 {r.get('p50_ms')} ms   p99 {r.get('p99_ms')} ms   errors {r.get('errors')}"
+            )
+    return "\n".join(lines)
+
+
+def run(a: argparse.Namespace) -> int:
+    parts = a.only or ["ceiling", "fd", "erl", "scaling"]
+    report: dict[str, Any] = {
+        "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
+        "duration_s": a.duration,
+        "window": a.window,
+        "started": time.time(),
+    }
+    port = a.base_port
+    with tempfile.TemporaryDirectory(prefix="chargegw-bench-") as tmp:
+        d = Path(tmp)
+        for name, fn in (
+            ("ceiling", part_ceiling),
+            ("fd", part_fd),
+            ("erl", part_erl),
+            ("scaling", part_scaling),
+        ):
+            if name not in parts:
+                continue
+            print(f"[bench] {name} ...", file=sys.stderr, flush=True)
+            try:
+                report[name] = fn(d, a, port)
+            except Exception as exc:  # one part failing still reports the others
+                report[name] = {"error": f"{type(exc).__name__}: {exc}"}
+            port += 10
+    if a.json:
+        Path(a.json).write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
+    print(_table(report))
+    if a.json:
+        print(f"\nreport written to {a.json}")
+    return 0

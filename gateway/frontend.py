@@ -1,0 +1,315 @@
+"""The front end: the Node (every peer connection, the base protocol) plus the worker pool.
+
+Per application request the front end does the least it can: the Node has checked the
+framing and header and indexed the top-level AVPs; here we read the Session-Id (affinity),
+place the raw bytes on a worker with a small envelope, and return None so the Node does
+not wait. The worker's answer bytes go back to the peer as they are.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+import time
+from typing import Any
+
+from chargegw.codec import CodecError, Message
+from chargegw.config.schema import Config
+from chargegw.gateway import forwarding
+from chargegw.gateway.pool import NoWorker, Pending, PoolCore
+from chargegw.gateway.pool_io import OutRequestFailed, PoolServer
+from chargegw.peer.config import (
+    AllowRule,
+    ListenConfig,
+    NodeConfig,
+    PeerConfig,
+    RouteConfig,
+    TlsConfig,
+    VendorApp,
+)
+from chargegw.peer.node import Node, RequestError
+
+log = logging.getLogger("chargegw.gateway")
+
+UNABLE_TO_COMPLY = 5012
+UNABLE_TO_DELIVER = 3002
+TOO_BUSY = 3004
+
+
+def _tls(t: Any) -> TlsConfig | None:
+    if t is None:
+        return None
+    return TlsConfig(
+        certfile=t.cert or None,
+        keyfile=t.key or None,
+        cafile=t.ca or None,
+        verify_peer=t.verify_peer,
+    )
+
+
+def build_node_config(config: Config) -> NodeConfig:
+    """Translate our schema into the peer layer's NodeConfig (also used on SIGHUP)."""
+    auth: list[int] = []
+    acct: list[int] = []
+    vendor_apps: list[VendorApp] = []
+    vendors: set[int] = set(config.diameter.supported_vendors)
+    for app in config.applications:
+        if app.vendor_id:
+            vendor_apps.append(VendorApp(app.vendor_id, app.app_id, acct=app.is_acct))
+            vendors.add(app.vendor_id)
+        elif app.is_acct:
+            acct.append(app.app_id)
+        else:
+            auth.append(app.app_id)
+    ident = config.identity
+    host_ips = list(ident.host_ip_addresses) or sorted(
+        {lst.address for lst in config.listen if lst.address not in ("0.0.0.0", "::", "")}
+        or {"127.0.0.1"}
+    )
+    d = config.diameter
+    return NodeConfig(
+        origin_host=ident.origin_host,
+        origin_realm=ident.origin_realm,
+        host_ip_addresses=host_ips,
+        vendor_id=ident.vendor_id,
+        product_name=ident.product_name,
+        firmware_revision=ident.firmware_revision,
+        auth_apps=auth,
+        acct_apps=acct,
+        vendor_specific_apps=vendor_apps,  # type: ignore[arg-type]
+        supported_vendors=sorted(vendors),
+        relay=d.relay,
+        listen=[
+            ListenConfig(
+                host=lst.address, port=lst.port, transport=lst.transport, tls=_tls(lst.tls)
+            )
+            for lst in config.listen
+        ],
+        peers=[
+            PeerConfig(
+                name=p.name,
+                host=p.address,
+                port=p.port or None,
+                transport=p.transport,
+                realm=p.realm or None,
+                connect=p.connect,
+                tls=_tls(p.tls),
+                tw=p.tw or None,
+            )
+            for p in config.peers
+        ],
+        routes=[
+            RouteConfig(realm=r.realm, peers=list(r.peers), app_id=r.app_id or None)
+            for r in config.routes
+        ],
+        default_route=list(d.default_route),
+        allow=[AllowRule(host=a.host, realm=a.realm) for a in d.allow] or None,
+        tw=d.tw,
+        request_timeout=d.request_timeout,
+        max_message_length=d.max_message_length,
+        dup_cache_size=d.dup_cache_size,
+        check_destination=d.check_destination,
+        validate_requests=d.validate_requests,
+    )
+
+
+_AVP = struct.Struct("!II")
+
+
+def session_id_bytes(raw: bytes) -> bytes:
+    """The Session-Id value as raw octets, without decoding the message: it is the first
+    AVP in every session-based command grammar, so this is usually one unpack. b"" when
+    the request has none (affinity then does not matter)."""
+    end = len(raw)
+    pos = 20
+    while pos + 8 <= end:
+        code, fl = _AVP.unpack_from(raw, pos)
+        length = fl & 0xFFFFFF
+        if length < 8:
+            return b""
+        if code == 263 and not fl & 0x80000000:
+            return raw[pos + 8 : pos + length]
+        pos += (length + 3) & ~3
+    return b""
+
+
+class Gateway:
+    """Owns the Node and the PoolServer and wires them together."""
+
+    def __init__(self, config: Config, *, forward: str | None = None) -> None:
+        self.config = config
+        self.forward = forward or config.pool.forward
+        self.node = Node(build_node_config(config))
+        self.core = PoolCore(
+            deadline=config.pool.deadline,
+            heartbeat_timeout=config.pool.heartbeat_timeout,
+            max_credit=config.pool.max_credit,
+            vnodes=config.pool.vnodes,
+        )
+        self.pool = PoolServer(
+            self.core,
+            config.pool_endpoints(),
+            deliver=self._deliver,
+            error_answer=self._late_error,
+            out_request=self._out_request,
+            status_extra=self._status_extra,
+            heartbeat_interval=config.pool.heartbeat_interval,
+            log=log,
+        )
+        self.app_ids = [a.app_id for a in config.applications]
+        handler = self._handle_decoded if self.forward == "decoded" else self._handle
+        for app_id in self.app_ids:
+            self.node.add_handler(app_id, handler)
+        self.errors_sent = 0
+        self.draining = False
+        self.started_at = time.time()
+
+    async def start(self) -> None:
+        self.pool.start()
+        try:
+            await self.node.start()
+        except BaseException:
+            self.pool.close(goodbye=False)
+            raise
+
+    def listen_addresses(self) -> list[tuple[str, int]]:
+        return [(host, port) for _transport, host, port in self.node.listen_addresses]
+
+    async def stop(self, *, drain_timeout: float | None = None) -> None:
+        """Graceful stop: new requests get 3004 (a peer with another gateway fails over);
+        what the workers hold is answered (up to the bound); then the Node stops listening
+        and sends DPR; then the pool closes. DPR comes after the drain because a peer
+        closes the connection on DPA, and answers still in the workers would be lost."""
+        timeout = self.config.pool.drain_timeout if drain_timeout is None else drain_timeout
+        self.draining = True
+        left = await self.pool.drain(timeout)
+        if left:
+            log.warning("%d requests still in flight after %.1fs of draining", left, timeout)
+        try:
+            await self.node.stop(graceful=True, timeout=max(1.0, min(timeout, 5.0)))
+        finally:
+            self.pool.close()
+
+    def reload(self, config: Config) -> None:
+        """SIGHUP: peers, routes and allowlists; established connections stay up."""
+        self.node.update_config(build_node_config(config))
+        self.config = config
+
+    # The hot path ---------------------------------------------------------------------
+
+    def _handle(self, msg: Message, peer: Any) -> bytes | None:
+        if self.draining:
+            return self._error(msg, TOO_BUSY, "gateway shutting down")
+        raw = msg.raw
+        if raw is None:
+            raw = msg.encode()
+        try:
+            self.pool.submit(
+                peer=peer.name,
+                hbh=msg.hop_by_hop,
+                app=msg.app_id,
+                cmd=msg.code,
+                session_id=session_id_bytes(raw),
+                raw=raw,
+                ref=msg,
+            )
+        except NoWorker as exc:
+            return self._error(msg, exc.result_code, exc.reason)
+        return None
+
+    def _handle_decoded(self, msg: Message, peer: Any) -> bytes | None:
+        if self.draining:
+            return self._error(msg, TOO_BUSY, "gateway shutting down")
+        try:
+            doc = forwarding.tree(msg)
+        except CodecError as exc:
+            code = getattr(exc, "result_code", UNABLE_TO_COMPLY) or UNABLE_TO_COMPLY
+            return self._error(msg, code, str(exc))
+        try:
+            sid = msg.session_id
+        except CodecError:
+            sid = None
+        try:
+            self.pool.submit(
+                peer=peer.name,
+                hbh=msg.hop_by_hop,
+                app=msg.app_id,
+                cmd=msg.code,
+                session_id=sid.encode() if type(sid) is str else b"",
+                raw=b"",
+                ref=msg,
+                decoded=doc,
+            )
+        except NoWorker as exc:
+            return self._error(msg, exc.result_code, exc.reason)
+        return None
+
+    def _deliver(self, peer: str, raw: bytes) -> None:
+        try:
+            self.node.send_answer(peer, raw)
+        except Exception as exc:  # the peer went away meanwhile: nothing to answer to
+            log.debug("answer for %s not sent: %s", peer, exc)
+
+    def _error(self, msg: Message, code: int, reason: str) -> bytes:
+        self.errors_sent += 1
+        ident = self.config.identity
+        return msg.answer(
+            code,
+            origin_host=ident.origin_host,
+            origin_realm=ident.origin_realm,
+            error_message=reason,
+        ).encode()
+
+    def _late_error(self, p: Pending, code: int, reason: str) -> None:
+        msg = p.ref if isinstance(p.ref, Message) else None
+        try:
+            if msg is None:
+                msg = Message.decode(p.raw)
+            self._deliver(p.peer, self._error(msg, code, reason))
+        except Exception:
+            log.exception("cannot answer %d for Session-Id %s", code, p.session_id)
+
+    # Worker-initiated requests --------------------------------------------------------
+
+    async def _out_request(self, raw: bytes, peer: str, timeout: float) -> bytes:
+        try:
+            msg = Message.decode(raw)
+        except CodecError as exc:
+            raise OutRequestFailed(
+                UNABLE_TO_COMPLY, f"the worker's request does not decode: {exc}"
+            ) from None
+        target = peer if peer and self._peer_open(peer) else None
+        try:
+            ans = await self.node.request(msg, peer=target, timeout=timeout)
+        except RequestError as exc:
+            raise OutRequestFailed(
+                getattr(exc, "result_code", UNABLE_TO_DELIVER) or UNABLE_TO_DELIVER, str(exc)
+            ) from None
+        except TimeoutError:
+            raise OutRequestFailed(UNABLE_TO_DELIVER, "no answer from the peer in time") from None
+        out = ans.raw
+        return out if out is not None else ans.encode()
+
+    def _peer_open(self, name: str) -> bool:
+        info = self.node.peers.get(name)
+        if info is None:  # the table is keyed by the name as the peer spelled it
+            low = name.lower()
+            info = next((p for n, p in self.node.peers.items() if n.lower() == low), None)
+        return info is not None and info.usable
+
+    # Status ---------------------------------------------------------------------------
+
+    def _status_extra(self) -> dict[str, Any]:
+        peers = [info.to_dict() for info in list(self.node.peers.values())]
+        ident = self.config.identity
+        return {
+            "origin_host": ident.origin_host,
+            "origin_realm": ident.origin_realm,
+            "listen": [f"{h}:{p}" for h, p in self.listen_addresses()],
+            "forward": self.forward,
+            "applications": self.app_ids,
+            "peers": peers,
+            "errors_sent": self.errors_sent,
+            "draining": self.draining,
+            "node": dict(self.node.stats),
+        }

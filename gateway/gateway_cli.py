@@ -1,0 +1,57 @@
+"""`chargegw gateway --config F`: the front end alone (workers connect to it separately)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+import zmq
+
+from chargegw.gateway.service import (
+    install_signals,
+    load_or_exit,
+    log,
+    reloader,
+    run_loop,
+    setup_logging,
+    startup_line,
+)
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config", "-c", help="TOML config file (default: embedded defaults, or $CHARGEGW_CONFIG)"
+    )
+    parser.add_argument(
+        "--log-level", choices=["debug", "info", "warning", "error"], help="overrides logging.level"
+    )
+    parser.add_argument(
+        "--forward", choices=["raw", "decoded"], help="overrides pool.forward (benchmarking)"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    config = load_or_exit(args.config)
+    if config is None:
+        return 2
+    setup_logging(args.log_level or config.logging.level)
+    return run_loop(_main(args, config))
+
+
+async def _main(args: argparse.Namespace, config: object) -> int:
+    from chargegw.gateway.frontend import Gateway
+
+    gw = Gateway(config, forward=args.forward)  # type: ignore[arg-type]
+    try:
+        await gw.start()
+    except (OSError, zmq.ZMQError) as exc:
+        print(f"chargegw gateway: cannot start: {exc}", file=sys.stderr)
+        return 1
+    stop = asyncio.Event()
+    install_signals(stop, reloader(args.config, gw.reload))
+    print(startup_line(gw, config), flush=True)  # type: ignore[arg-type]
+    await stop.wait()
+    log.info("stopping: draining in-flight requests, then DPR to peers")
+    await gw.stop()
+    return 0

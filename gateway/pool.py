@@ -1,0 +1,371 @@
+"""The worker pool's bookkeeping, without sockets or clocks (sans-IO).
+
+`PoolCore` decides where a request goes and what happens when things go wrong: credit per
+worker, session affinity on a consistent-hash ring over live workers, the in-flight map,
+deadlines, heartbeat silence and failover. The ZeroMQ adapter (gateway/pool_io.py) feeds
+it events with the current time and carries out what it returns; tests drive it directly.
+
+Invariants:
+- a worker never holds more requests of its current registration than it granted;
+- every placed request leaves `pending` exactly once: answered by its worker, answered by
+  the gateway (deadline, no worker left), or moved to another worker (same id);
+- a request answered by the gateway while its worker still holds it keeps occupying that
+  worker's slot (a "zombie") until the worker answers or is dropped.
+"""
+
+from __future__ import annotations
+
+import bisect
+import zlib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+# Result codes the pool answers with.
+TOO_BUSY = 3004  # no live worker for the app has a free slot
+UNABLE_TO_DELIVER = 3002  # no live worker for the app, or the deadline passed
+
+
+@dataclass(slots=True)
+class Pending:
+    id: int
+    worker: bytes  # routing identity of the worker holding it
+    peer: str
+    hbh: int
+    app: int
+    cmd: int
+    session_id: bytes  # the raw Session-Id value (affinity key; decoded only for logs)
+    deadline: float  # monotonic clock
+    wall_deadline: float  # time.time(), as sent to the worker
+    raw: bytes
+    ref: Any = None  # the adapter's handle for building an error answer (the decoded request)
+    decoded: Any = None  # "decoded" forwarding mode payload
+    retransmit: bool = False
+    placed: int = 1  # how many workers it was given to
+
+
+@dataclass(slots=True)
+class WorkerState:
+    ident: bytes
+    worker_id: str
+    credit: int  # slots granted by the worker for this registration
+    available: int
+    apps: frozenset[int]
+    last_seen: float
+    gen: int = 0
+    pid: int = 0
+    host: str = ""
+    draining: bool = False
+    inflight: set[int] = field(default_factory=set)  # pending and zombie ids it holds
+    handled: int = 0
+
+    def to_dict(self, now: float) -> dict[str, Any]:
+        return {
+            "id": self.worker_id,
+            "host": self.host,
+            "pid": self.pid,
+            "apps": sorted(self.apps),
+            "credit": self.credit,
+            "available": self.available,
+            "inflight": len(self.inflight),
+            "handled": self.handled,
+            "draining": self.draining,
+            "silent_s": round(max(0.0, now - self.last_seen), 3),
+        }
+
+
+@dataclass(slots=True)
+class Counters:
+    placed: int = 0
+    answered: int = 0
+    shed_busy: int = 0  # 3004
+    no_worker: int = 0  # 3002 because no live worker serves the app
+    expired: int = 0  # 3002 because the deadline passed
+    resent: int = 0  # failed over to another worker
+    failed_over_lost: int = 0  # 3002 because the worker was lost and no resend was possible
+    late_answers: int = 0  # answers after the gateway had answered itself
+    stray_answers: int = 0  # answers for ids this gateway does not hold
+    workers_dropped: int = 0
+    affinity_misses: int = 0  # placed on another worker than the session's ring owner
+
+    def to_dict(self) -> dict[str, int]:
+        return {name: getattr(self, name) for name in self.__slots__}  # type: ignore[attr-defined]
+
+
+def session_hash(session_id: bytes | str) -> int:
+    """Stable across processes and hosts, so that gateways sharing workers agree."""
+    return zlib.crc32(session_id.encode() if isinstance(session_id, str) else session_id)
+
+
+def _point(ident: bytes, i: int) -> int:
+    return zlib.crc32(ident + i.to_bytes(2, "big"))
+
+
+class NoWorker(Exception):
+    """Raised by `place`; `result_code` is 3004 or 3002."""
+
+    def __init__(self, result_code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.result_code = result_code
+        self.reason = reason
+
+
+class PoolCore:
+    def __init__(
+        self, *, deadline: float, heartbeat_timeout: float, max_credit: int = 4096, vnodes: int = 64
+    ) -> None:
+        self.deadline = deadline
+        self.heartbeat_timeout = heartbeat_timeout
+        self.max_credit = max_credit
+        self.vnodes = vnodes
+        self.workers: dict[bytes, WorkerState] = {}
+        self.pending: dict[int, Pending] = {}  # insertion order == deadline order
+        self.zombies: dict[int, bytes] = {}  # id -> worker still holding an expired request
+        self.counters = Counters()
+        self._next_id = 1
+        self._ring_keys: list[int] = []
+        self._ring_idents: list[bytes] = []
+
+    # Membership -----------------------------------------------------------------------
+
+    def register(
+        self,
+        ident: bytes,
+        *,
+        worker_id: str,
+        credit: int,
+        apps: Iterable[int],
+        now: float,
+        gen: int = 0,
+        pid: int = 0,
+        host: str = "",
+    ) -> tuple[list[tuple[bytes, Pending]], list[Pending]]:
+        """A worker's Ready. A repeat of the current registration only refreshes it; a new
+        one (`gen` differs) fails over what the worker held (it will not answer those)."""
+        moved: list[tuple[bytes, Pending]] = []
+        failed: list[Pending] = []
+        old = self.workers.get(ident)
+        if old is not None and old.gen == gen:
+            old.last_seen = now
+            return moved, failed
+        if old is not None:
+            moved, failed = self.drop(ident, now)
+            self.counters.workers_dropped -= 1  # a re-registration is not a loss
+        credit = max(0, min(credit, self.max_credit))
+        self.workers[ident] = WorkerState(
+            ident=ident,
+            worker_id=worker_id,
+            credit=credit,
+            available=credit,
+            apps=frozenset(apps),
+            last_seen=now,
+            gen=gen,
+            pid=pid,
+            host=host,
+        )
+        self._rebuild_ring()
+        return moved, failed
+
+    def drop(self, ident: bytes, now: float) -> tuple[list[tuple[bytes, Pending]], list[Pending]]:
+        """A worker is gone (silent, goodbye, unreachable). Its requests go to other workers
+        while their deadline allows; the rest are returned for a 3002 answer."""
+        w = self.workers.pop(ident, None)
+        if w is None:
+            return [], []
+        self.counters.workers_dropped += 1
+        self._rebuild_ring()
+        moved: list[tuple[bytes, Pending]] = []
+        failed: list[Pending] = []
+        for rid in sorted(w.inflight):
+            if self.zombies.pop(rid, None) is not None:
+                continue
+            p = self.pending.get(rid)
+            if p is None or p.worker != ident:
+                continue
+            target = self._choose(p.app, p.session_id) if p.deadline > now else None
+            if target is None:
+                del self.pending[rid]
+                self.counters.failed_over_lost += 1
+                failed.append(p)
+                continue
+            p.worker = target.ident
+            p.retransmit = True
+            p.placed += 1
+            target.available -= 1
+            target.inflight.add(rid)
+            self.counters.resent += 1
+            moved.append((target.ident, p))
+        return moved, failed
+
+    def set_draining(self, ident: bytes) -> None:
+        """The worker is stopping: no new requests, but it answers what it holds."""
+        w = self.workers.get(ident)
+        if w is not None and not w.draining:
+            w.draining = True
+            self._rebuild_ring()
+
+    def seen(self, ident: bytes, now: float) -> bool:
+        """Any message from a worker; False when the worker is unknown (send it Reset)."""
+        w = self.workers.get(ident)
+        if w is None:
+            return False
+        w.last_seen = now
+        return True
+
+    def add_credit(self, ident: bytes, n: int) -> None:
+        w = self.workers.get(ident)
+        if w is not None and n > 0:
+            grant = min(n, self.max_credit - w.credit)
+            w.credit += grant
+            w.available += grant
+
+    def silent(self, now: float) -> list[bytes]:
+        limit = now - self.heartbeat_timeout
+        return [ident for ident, w in self.workers.items() if w.last_seen < limit]
+
+    # Placement ------------------------------------------------------------------------
+
+    def place(
+        self,
+        *,
+        peer: str,
+        hbh: int,
+        app: int,
+        cmd: int,
+        session_id: bytes,
+        raw: bytes,
+        now: float,
+        wall_now: float,
+        ref: Any = None,
+        decoded: Any = None,
+    ) -> Pending:
+        """Give a request to a worker (raises NoWorker). The caller sends it."""
+        w = self._choose(app, session_id)
+        if w is None:
+            if any(app in x.apps and not x.draining for x in self.workers.values()):
+                self.counters.shed_busy += 1
+                raise NoWorker(TOO_BUSY, "no worker has a free slot")
+            self.counters.no_worker += 1
+            raise NoWorker(UNABLE_TO_DELIVER, f"no live worker serves application {app}")
+        rid = self._next_id
+        self._next_id = rid + 1
+        p = Pending(
+            id=rid,
+            worker=w.ident,
+            peer=peer,
+            hbh=hbh,
+            app=app,
+            cmd=cmd,
+            session_id=session_id,
+            deadline=now + self.deadline,
+            wall_deadline=wall_now + self.deadline,
+            raw=raw,
+            ref=ref,
+            decoded=decoded,
+        )
+        self.pending[rid] = p
+        w.available -= 1
+        w.inflight.add(rid)
+        self.counters.placed += 1
+        return p
+
+    def owner(self, session_id: bytes | str) -> bytes | None:
+        """The session's ring owner among live (non-draining) workers, credit ignored."""
+        if not self._ring_keys:
+            return None
+        i = bisect.bisect(self._ring_keys, session_hash(session_id)) % len(self._ring_keys)
+        return self._ring_idents[i]
+
+    def _choose(self, app: int, session_id: bytes) -> WorkerState | None:
+        keys = self._ring_keys
+        n = len(keys)
+        if not n:
+            return None
+        idents = self._ring_idents
+        workers = self.workers
+        start = bisect.bisect(keys, session_hash(session_id)) % n
+        w = workers[idents[start]]
+        if w.available > 0 and app in w.apps:
+            return w
+        # Affinity is an optimisation: walk the ring to the next worker that can take it.
+        tried = {w.ident}
+        for k in range(1, n):
+            ident = idents[(start + k) % n]
+            if ident in tried:
+                continue
+            tried.add(ident)
+            w = workers[ident]
+            if w.available > 0 and app in w.apps:
+                self.counters.affinity_misses += 1
+                return w
+            if len(tried) == len(workers):
+                break
+        return None
+
+    def _rebuild_ring(self) -> None:
+        points = sorted(
+            (_point(ident, i), ident)
+            for ident, w in self.workers.items()
+            if not w.draining
+            for i in range(self.vnodes)
+        )
+        self._ring_keys = [p for p, _ in points]
+        self._ring_idents = [ident for _, ident in points]
+
+    # Answers and deadlines ------------------------------------------------------------
+
+    def answer(self, ident: bytes, rid: int) -> Pending | None:
+        """A worker's answer to `rid`: the Pending to deliver, or None (late or stray)."""
+        w = self.workers.get(ident)
+        if w is not None and rid in w.inflight:
+            w.inflight.discard(rid)
+            w.available += 1
+            w.handled += 1
+        p = self.pending.get(rid)
+        if p is not None and p.worker == ident:
+            del self.pending[rid]
+            self.counters.answered += 1
+            return p
+        if self.zombies.get(rid) == ident:
+            del self.zombies[rid]
+            self.counters.late_answers += 1
+        else:
+            self.counters.stray_answers += 1
+        return None
+
+    def expire(self, now: float) -> list[Pending]:
+        """Requests past their deadline: the caller answers them 3002. Their workers keep
+        the slot until they answer."""
+        out: list[Pending] = []
+        for _rid, p in self.pending.items():
+            if p.deadline > now:
+                break
+            out.append(p)
+        for p in out:
+            del self.pending[p.id]
+            if p.worker in self.workers:
+                self.zombies[p.id] = p.worker
+        self.counters.expired += len(out)
+        return out
+
+    def next_deadline(self) -> float | None:
+        for p in self.pending.values():
+            return p.deadline
+        return None
+
+    # Introspection --------------------------------------------------------------------
+
+    def free_slots(self, app: int | None = None) -> int:
+        return sum(
+            w.available
+            for w in self.workers.values()
+            if not w.draining and (app is None or app in w.apps)
+        )
+
+    def status(self, now: float) -> dict[str, Any]:
+        return {
+            "workers": [w.to_dict(now) for w in self.workers.values()],
+            "pending": len(self.pending),
+            "zombies": len(self.zombies),
+            "counters": self.counters.to_dict(),
+        }

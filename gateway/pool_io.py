@@ -1,0 +1,477 @@
+"""The gateway's ZeroMQ ROUTER: carries out what PoolCore decides.
+
+Requests placed during one loop turn are batched per worker into one frame. Answers are
+drained in batches and handed to `deliver(peer, raw)`. A periodic tick (every
+`TICK` seconds) expires deadlines, sends heartbeats, drops silent workers and re-checks
+the socket (see workers/zmqloop.py for why).
+
+Status is served over the same ROUTER: a DEALER that sends `StatusQuery` gets a
+`StatusReply` with the JSON document (`chargegw status` does this), so there is no second
+socket to configure or secure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import struct
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+import zmq
+
+from chargegw.gateway.pool import TOO_BUSY, UNABLE_TO_DELIVER, NoWorker, Pending, PoolCore
+from chargegw.workers import pool_protocol as pp
+from chargegw.workers.zmqloop import LoopSocket
+
+TICK = 0.05
+FLUSH_AT = 64  # messages for one worker that go out at once instead of at the end of the turn
+MAX_OUT_REQUESTS = 10_000  # worker-initiated requests in flight at once
+UNABLE_TO_COMPLY = 5012
+_HDR = struct.Struct("!I I I I I")  # version+length, flags+code, app, hbh, e2e
+
+DeliverFn = Callable[[str, bytes], None]
+ErrorFn = Callable[[Pending, int, str], None]
+OutRequestFn = Callable[[bytes, str, float], Awaitable[bytes]]
+
+
+class OutRequestFailed(Exception):
+    """Raised by the out-request callback: the Result-Code and why."""
+
+    def __init__(self, result_code: int, reason: str) -> None:
+        super().__init__(f"{result_code}: {reason}")
+        self.result_code = result_code
+        self.reason = reason
+
+
+class PoolServer:
+    def __init__(
+        self,
+        core: PoolCore,
+        endpoints: list[str],
+        *,
+        deliver: DeliverFn,
+        error_answer: ErrorFn,
+        out_request: OutRequestFn | None = None,
+        status_extra: Callable[[], dict[str, Any]] | None = None,
+        heartbeat_interval: float = 1.0,
+        log: logging.Logger | None = None,
+        context: zmq.Context | None = None,
+    ) -> None:
+        self.core = core
+        self.endpoints = endpoints
+        self.deliver = deliver
+        self.error_answer = error_answer
+        self.out_request = out_request
+        self.status_extra = status_extra
+        self.heartbeat_interval = heartbeat_interval
+        self.log = log or logging.getLogger("chargegw.gateway.pool")
+        self._ctx = context or zmq.Context.instance()
+        self._sock: zmq.Socket | None = None
+        self._ls: LoopSocket | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._outbox: dict[bytes, list[pp.PoolMessage]] = {}
+        self._flush_scheduled = False
+        self._tick_handle: asyncio.TimerHandle | None = None
+        self._last_hb = 0.0
+        self._reset_sent: dict[bytes, float] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.bad_frames = 0
+        self.bad_answers = 0
+        self.out_requests = 0
+        self.started = time.time()
+        self.on_idle: asyncio.Event | None = None
+
+    # Life cycle ----------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        sock = self._ctx.socket(zmq.ROUTER)
+        sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.SNDHWM, 100_000)
+        sock.setsockopt(zmq.RCVHWM, 100_000)
+        try:
+            for ep in self.endpoints:
+                if ep.startswith("ipc://"):
+                    _prepare_ipc(ep)
+                sock.bind(ep)
+        except zmq.ZMQError:
+            sock.close(linger=0)
+            raise
+        self._sock = sock
+        self._ls = LoopSocket(self._loop, sock, self._on_frames)
+        self._tick_handle = self._loop.call_later(TICK, self._tick)
+
+    @property
+    def bound(self) -> list[str]:
+        """The endpoints as bound (a tcp port 0 or '*' resolved)."""
+        if self._sock is None:
+            return []
+        last = self._sock.getsockopt_string(zmq.LAST_ENDPOINT)
+        return [*self.endpoints[:-1], last] if self.endpoints else []
+
+    async def drain(self, timeout: float) -> int:
+        """Wait until no request is pending or `timeout` passes; returns what is left."""
+        end = time.monotonic() + timeout
+        while self.core.pending and time.monotonic() < end:
+            await asyncio.sleep(0.02)
+        return len(self.core.pending)
+
+    def close(self, *, goodbye: bool = True) -> None:
+        if self._tick_handle is not None:
+            self._tick_handle.cancel()
+            self._tick_handle = None
+        for t in list(self._tasks):
+            t.cancel()
+        if self._sock is not None and goodbye:
+            bye = pp.encode_one(pp.Goodbye(reason="gateway stopping"))
+            for ident in list(self.core.workers):
+                try:
+                    self._sock.send_multipart([ident, bye], zmq.NOBLOCK)
+                except zmq.ZMQError:
+                    pass
+        if self._ls is not None:
+            self._ls.close(linger=200 if goodbye else 0)
+            self._ls = None
+        self._sock = None
+
+    # Requests in ----------------------------------------------------------------------
+
+    def submit(
+        self,
+        *,
+        peer: str,
+        hbh: int,
+        app: int,
+        cmd: int,
+        session_id: bytes,
+        raw: bytes,
+        ref: Any = None,
+        decoded: Any = None,
+    ) -> None:
+        """Place a request on a worker; raises NoWorker (3004 or 3002) when none can take it."""
+        p = self.core.place(
+            peer=peer,
+            hbh=hbh,
+            app=app,
+            cmd=cmd,
+            session_id=session_id,
+            raw=raw,
+            now=time.monotonic(),
+            wall_now=time.time(),
+            ref=ref,
+            decoded=decoded,
+        )
+        self._queue(p.worker, self._request(p))
+
+    @staticmethod
+    def _request(p: Pending) -> pp.Request:
+        return pp.Request(
+            p.id, p.peer, p.hbh, p.app, p.cmd, p.wall_deadline, p.raw, p.retransmit, p.decoded
+        )
+
+    def _queue(self, ident: bytes, msg: pp.PoolMessage) -> None:
+        box = self._outbox.get(ident)
+        if box is None:
+            self._outbox[ident] = [msg]
+        else:
+            box.append(msg)
+            if len(box) >= FLUSH_AT:
+                # A big burst: let the worker start on it while we parse the rest.
+                self._send_box(ident, self._outbox.pop(ident))
+                return
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            assert self._loop is not None
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        sock = self._sock
+        if sock is None:
+            return
+        while self._outbox:
+            boxes, self._outbox = self._outbox, {}
+            for ident, msgs in boxes.items():
+                self._send_box(ident, msgs)
+        if self._ls is not None:
+            self._ls.kick()
+
+    def _send_box(self, ident: bytes, msgs: list[pp.PoolMessage]) -> None:
+        sock = self._sock
+        if sock is None:
+            return
+        try:
+            sock.send_multipart([ident, pp.encode(msgs)], zmq.NOBLOCK)
+        except zmq.ZMQError as exc:
+            # Unreachable (gone, or its pipe is full although credit bounds it).
+            self.log.warning("worker %r unreachable (%s): dropping it", ident, exc.strerror)
+            self._drop(ident, "unreachable")
+
+    # Frames in ------------------------------------------------------------------------
+
+    def _on_frames(self, batch: list[list[bytes]]) -> None:
+        now = time.monotonic()
+        core = self.core
+        for frames in batch:
+            if len(frames) != 2:
+                self.bad_frames += 1
+                continue
+            ident, frame = frames
+            try:
+                msgs = pp.decode(frame)
+            except pp.ProtocolError as exc:
+                self.bad_frames += 1
+                self.log.warning("bad frame from %r: %s", ident, exc)
+                continue
+            known = core.seen(ident, now)
+            for m in msgs:
+                if type(m) is pp.Answer:
+                    if known:
+                        p = core.answer(ident, m.id)
+                        if p is not None:
+                            self._deliver(p, m.raw)
+                    else:
+                        self._reset(ident, now)
+                else:
+                    known = self._control(ident, m, known, now)
+        if self._outbox and not self._flush_scheduled:
+            self._flush()
+
+    def _deliver(self, p: Pending, raw: bytes) -> None:
+        # Cheap sanity check, so a buggy worker cannot put garbage on a peer's connection.
+        if len(raw) >= 20:
+            vl, fc, _app, hbh, _e2e = _HDR.unpack_from(raw)
+            if (
+                vl == (0x01000000 | len(raw))
+                and not fc & 0x80000000
+                and hbh == p.hbh
+                and (fc & 0xFFFFFF) == p.cmd
+            ):
+                self.deliver(p.peer, raw)
+                return
+        self.bad_answers += 1
+        self.log.error("invalid answer from a worker for Session-Id %s: answering 5012", _sid(p))
+        self.error_answer(p, UNABLE_TO_COMPLY, "the handler produced an invalid answer")
+
+    def _control(self, ident: bytes, m: pp.PoolMessage, known: bool, now: float) -> bool:
+        core = self.core
+        t = type(m)
+        if t is pp.Ready:
+            assert isinstance(m, pp.Ready)
+            if m.version != pp.PROTOCOL_VERSION:
+                self._send_now(
+                    ident, pp.Goodbye(reason=f"protocol version {m.version} unsupported")
+                )
+                return known
+            moved, failed = core.register(
+                ident,
+                worker_id=m.worker_id,
+                credit=m.credit,
+                apps=m.apps,
+                now=now,
+                gen=m.gen,
+                pid=m.pid,
+                host=m.host,
+            )
+            self._settle(moved, failed, "worker re-registered")
+            self._reset_sent.pop(ident, None)
+            if not known:
+                self.log.info(
+                    "worker %s registered (pid %s on %s, credit %d, apps %s)",
+                    m.worker_id,
+                    m.pid,
+                    m.host or "?",
+                    m.credit,
+                    m.apps,
+                )
+            self._queue(ident, pp.Heartbeat(time.time()))
+            return True
+        if t is pp.StatusQuery:
+            self._send_now(ident, pp.StatusReply(json=orjson.dumps(self.status())))
+            return known
+        if not known:
+            if t is not pp.Goodbye:
+                self._reset(ident, now)
+            return known
+        if t is pp.Heartbeat:
+            pass  # `seen` already noted it
+        elif t is pp.Credit:
+            assert isinstance(m, pp.Credit)
+            core.add_credit(ident, m.n)
+        elif t is pp.OutRequest:
+            assert isinstance(m, pp.OutRequest)
+            self._start_out_request(ident, m)
+        elif t is pp.Goodbye:
+            assert isinstance(m, pp.Goodbye)
+            if m.drain:
+                self.log.info("worker %r is draining (%s)", ident, m.reason)
+                core.set_draining(ident)
+                # Acknowledge; it reaches the worker after any request already sent to it.
+                self._queue(ident, pp.Heartbeat(time.time(), free=pp.DRAIN_ACK))
+            else:
+                self.log.info("worker %r said goodbye (%s)", ident, m.reason)
+                self._drop(ident, "goodbye")
+                return False
+        else:
+            self.bad_frames += 1
+        return known
+
+    def _reset(self, ident: bytes, now: float) -> None:
+        last = self._reset_sent.get(ident, 0.0)
+        if now - last >= self.heartbeat_interval:
+            self._reset_sent[ident] = now
+            self._send_now(ident, pp.Reset(reason="unknown worker: register again"))
+            if len(self._reset_sent) > 10_000:
+                self._reset_sent.clear()
+
+    def _send_now(self, ident: bytes, m: pp.PoolMessage) -> None:
+        if self._sock is None:
+            return
+        try:
+            self._sock.send_multipart([ident, pp.encode_one(m)], zmq.NOBLOCK)
+        except zmq.ZMQError:
+            pass
+
+    # Faults ---------------------------------------------------------------------------
+
+    def drop_worker(self, ident: bytes, why: str) -> None:
+        """Told from outside that a worker is gone (the launcher saw its process exit)."""
+        self._drop(ident, why)
+        if self._outbox and not self._flush_scheduled:
+            self._flush()
+
+    def _drop(self, ident: bytes, why: str) -> None:
+        w = self.core.workers.get(ident)
+        if w is None:
+            return
+        held = len(w.inflight)
+        moved, failed = self.core.drop(ident, time.monotonic())
+        self._outbox.pop(ident, None)
+        self.log.warning(
+            "worker %s dropped (%s): %d in flight, %d resent, %d answered 3002",
+            w.worker_id,
+            why,
+            held,
+            len(moved),
+            len(failed),
+        )
+        self._settle(moved, failed, f"worker lost ({why})")
+
+    def _settle(self, moved: list[tuple[bytes, Pending]], failed: list[Pending], why: str) -> None:
+        for ident, p in moved:
+            self._queue(ident, self._request(p))
+        for p in failed:
+            self.error_answer(p, UNABLE_TO_DELIVER, why)
+
+    def _tick(self) -> None:
+        assert self._loop is not None
+        self._tick_handle = self._loop.call_later(TICK, self._tick)
+        try:
+            now = time.monotonic()
+            for p in self.core.expire(now):
+                self.log.warning(
+                    "request for Session-Id %s timed out in its worker: answering 3002", _sid(p)
+                )
+                self.error_answer(p, UNABLE_TO_DELIVER, "no answer from the application in time")
+            for ident in self.core.silent(now):
+                self._drop(ident, "silent")
+            if now - self._last_hb >= self.heartbeat_interval:
+                self._last_hb = now
+                hb = pp.Heartbeat(time.time())
+                for ident in self.core.workers:
+                    self._queue(ident, hb)
+            if self._ls is not None:
+                self._ls.kick()
+        except Exception:  # the tick must survive anything
+            self.log.exception("pool tick failed")
+
+    # Worker-initiated requests --------------------------------------------------------
+
+    def _start_out_request(self, ident: bytes, m: pp.OutRequest) -> None:
+        self.out_requests += 1
+        if len(self._tasks) >= MAX_OUT_REQUESTS:  # bounded like everything else
+            self._queue(
+                ident, pp.OutAnswer(m.id, error=TOO_BUSY, reason="too many requests outstanding")
+            )
+            return
+        assert self._loop is not None
+        task = self._loop.create_task(self._out_request(ident, m))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _out_request(self, ident: bytes, m: pp.OutRequest) -> None:
+        if self.out_request is None:
+            reply = pp.OutAnswer(
+                m.id, error=UNABLE_TO_DELIVER, reason="this gateway sends no requests"
+            )
+        else:
+            try:
+                raw = await self.out_request(m.raw, m.peer, m.timeout)
+                reply = pp.OutAnswer(m.id, raw=raw)
+            except OutRequestFailed as exc:
+                reply = pp.OutAnswer(m.id, error=exc.result_code, reason=exc.reason)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # never lose the worker's request silently
+                self.log.exception("worker-initiated request failed")
+                reply = pp.OutAnswer(m.id, error=UNABLE_TO_COMPLY, reason=f"gateway error: {exc}")
+        self._queue(ident, reply)
+
+    # Status ---------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {
+            "time": time.time(),
+            "uptime_s": round(time.time() - self.started, 3),
+            "endpoints": self.bound,
+            "pool": self.core.status(time.monotonic()),
+        }
+        doc["pool"]["counters"].update(
+            bad_frames=self.bad_frames, bad_answers=self.bad_answers, out_requests=self.out_requests
+        )
+        if self.status_extra is not None:
+            try:
+                doc.update(self.status_extra())
+            except Exception as exc:
+                doc["status_error"] = str(exc)
+        return doc
+
+
+def _sid(p: Pending) -> str:
+    return p.session_id.decode("utf-8", "replace") or "(none)"
+
+
+def _prepare_ipc(endpoint: str) -> None:
+    """Create the socket's directory, and refuse a path another live process is bound to
+    (ZeroMQ would silently take it over, cutting that gateway off from its workers)."""
+    import os
+    import socket
+
+    path = endpoint[len("ipc://") :]
+    if path.startswith("@"):
+        return  # abstract namespace
+    d = os.path.dirname(path)
+    if d:
+        os.makedirs(d, exist_ok=True)
+    # A socket closed a moment ago (a restart in the same process) may still accept for a
+    # few milliseconds: only one that keeps accepting is taken as live.
+    for _ in range(10):
+        if not os.path.exists(path):
+            return
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(path)
+        except OSError:
+            return  # stale file of a process that is gone: ZeroMQ replaces it
+        finally:
+            probe.close()
+        time.sleep(0.05)
+    raise OSError(f"{endpoint} is in use by another running gateway")
+
+
+__all__ = ["OutRequestFailed", "PoolServer", "NoWorker", "TOO_BUSY", "UNABLE_TO_DELIVER"]

@@ -1,0 +1,484 @@
+"""The ZeroMQ pool end to end inside one event loop: PoolServer (gateway side) and
+WorkerRuntime instances (worker side) over ipc:// in tmp_path. No Diameter peer: requests
+are submitted to the PoolServer directly and answers collected from its callbacks."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import zmq
+
+from chargegw.codec import Avp, Message
+from chargegw.gateway.frontend import session_id_bytes
+from chargegw.gateway.pool import NoWorker, Pending, PoolCore
+from chargegw.gateway.pool_io import OutRequestFailed, PoolServer
+from chargegw.workers import pool_protocol as pp
+from chargegw.workers.api import AppSpec
+from chargegw.workers.runtime import WorkerRuntime
+from chargegw.workers.testapp import TEST_APP_ID, TEST_AVP, TEST_CMD, TEST_VENDOR
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def aio(fn: Any) -> Any:
+    """Run an async test in a fresh event loop (no pytest-asyncio here)."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kw: Any) -> Any:
+        return asyncio.run(asyncio.wait_for(fn(*args, **kw), 45))
+
+    return wrapper
+
+
+HB = 0.1
+HB_TIMEOUT = 0.4
+
+
+def make_request(i: int, sid: str | None = None) -> bytes:
+    m = Message(
+        code=TEST_CMD, app_id=TEST_APP_ID, flags=0xC0, hop_by_hop=1000 + i, end_to_end=5000 + i
+    )
+    m.set("Session-Id", sid or f"client.localdomain;1;{i}")
+    m.set("Origin-Host", "client.localdomain")
+    m.set("Origin-Realm", "localdomain")
+    m.set("Destination-Realm", "localdomain")
+    m.add(Avp(TEST_AVP, i.to_bytes(4, "big"), vendor=TEST_VENDOR, flags=0x80))
+    return m.encode()
+
+
+@dataclass
+class Gw:
+    server: PoolServer
+    core: PoolCore
+    endpoint: str
+    answers: dict[int, Message] = field(default_factory=dict)  # hbh -> answer
+    errors: list[tuple[int, int]] = field(default_factory=list)  # (hbh, result code)
+    answered_at: dict[int, float] = field(default_factory=dict)
+
+    def submit(self, raw: bytes, app: int = TEST_APP_ID) -> None:
+        m = Message.decode(raw)
+        self.server.submit(
+            peer="client.localdomain",
+            hbh=m.hop_by_hop,
+            app=app,
+            cmd=m.code,
+            session_id=session_id_bytes(raw),
+            raw=raw,
+            ref=m,
+        )
+
+    def total(self) -> int:
+        return len(self.answers)
+
+
+def make_gateway(endpoint: str, *, deadline: float = 4.0, out_request: Any = None) -> Gw:
+    core = PoolCore(deadline=deadline, heartbeat_timeout=HB_TIMEOUT)
+    gw: Gw
+
+    def deliver(peer: str, raw: bytes) -> None:
+        m = Message.decode(raw)
+        assert m.hop_by_hop not in gw.answers, "answered twice"
+        gw.answers[m.hop_by_hop] = m
+        gw.answered_at[m.hop_by_hop] = time.monotonic()
+
+    def error_answer(p: Pending, code: int, reason: str) -> None:
+        ans = p.ref.answer(
+            code, origin_host="gw.localdomain", origin_realm="localdomain", error_message=reason
+        )
+        gw.errors.append((p.hbh, code))
+        deliver(p.peer, ans.encode())
+
+    server = PoolServer(
+        core,
+        [endpoint],
+        deliver=deliver,
+        error_answer=error_answer,
+        out_request=out_request,
+        heartbeat_interval=HB,
+    )
+    gw = Gw(server, core, endpoint)
+    server.start()
+    return gw
+
+
+def make_worker(
+    endpoints: list[str], apps: list[AppSpec], *, credit: int = 64, wid: str | None = None
+) -> WorkerRuntime:
+    return WorkerRuntime(
+        gateways=endpoints,
+        apps=apps,
+        credit=credit,
+        worker_id=wid,
+        heartbeat_interval=HB,
+        heartbeat_timeout=HB_TIMEOUT,
+        data_dir="/tmp",
+    )
+
+
+TEST = AppSpec(TEST_APP_ID, "chargegw.workers.testapp:TestApp")
+
+
+def slow(delay: float, app_id: int = TEST_APP_ID) -> AppSpec:
+    return AppSpec(app_id, "chargegw.workers.testapp:SlowApp", {"delay": delay})
+
+
+class Workers:
+    def __init__(self) -> None:
+        self.items: list[tuple[WorkerRuntime, asyncio.Event, asyncio.Task[None]]] = []
+
+    def start(self, rt: WorkerRuntime) -> WorkerRuntime:
+        stop = asyncio.Event()
+        self.items.append((rt, stop, asyncio.ensure_future(rt.run(stop, drain_timeout=2.0))))
+        return rt
+
+    async def stop(self, rt: WorkerRuntime) -> None:
+        for r, ev, task in self.items:
+            if r is rt:
+                ev.set()
+                await asyncio.wait_for(task, 5)
+
+    def freeze(self, rt: WorkerRuntime) -> None:
+        """The worker goes silent without a word (a hung or dead process)."""
+        for r, _ev, task in self.items:
+            if r is rt:
+                task.cancel()
+                if rt._tick_handle is not None:
+                    rt._tick_handle.cancel()
+                for link in rt.links:
+                    if link.ls is not None:
+                        link.ls.close(linger=0)
+                        link.ls = None
+
+
+@asynccontextmanager
+async def pool(tmp_path: Path, **kw: Any) -> AsyncIterator[tuple[Gw, Workers]]:
+    gw = make_gateway(f"ipc://{tmp_path}/gw.ipc", **kw)
+    ws = Workers()
+    try:
+        yield gw, ws
+    finally:
+        for _rt, ev, _task in ws.items:
+            ev.set()
+        await asyncio.gather(*(t for _, _, t in ws.items), return_exceptions=True)
+        gw.server.close(goodbye=False)
+
+
+async def until(cond: Any, timeout: float = 5.0, what: str = "condition") -> None:
+    end = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+@aio
+async def test_roundtrip_echoes_test_avp(tmp_path: Path) -> None:
+    async with pool(tmp_path) as (gw, ws):
+        ws.start(make_worker([gw.endpoint], [TEST]))
+        await until(lambda: len(gw.core.workers) == 1, what="registration")
+        for i in range(50):
+            gw.submit(make_request(i))
+        await until(lambda: gw.total() == 50, what="50 answers")
+        for i in range(50):
+            a = gw.answers[1000 + i]
+            assert a.end_to_end == 5000 + i and not a.is_request
+            assert int(a.get("Result-Code")) == 2001
+            assert a.find_code(TEST_AVP, TEST_VENDOR)[0].data == i.to_bytes(4, "big")
+            assert a.get("Session-Id") == f"client.localdomain;1;{i}"
+        assert gw.core.counters.answered == 50
+        w = next(iter(gw.core.workers.values()))
+        assert w.available == w.credit == 64
+
+
+@aio
+async def test_credit_bounds_inflight_and_3004_when_full(tmp_path: Path) -> None:
+    async with pool(tmp_path) as (gw, ws):
+        rt = ws.start(make_worker([gw.endpoint], [slow(0.3)], credit=3))
+        await until(lambda: len(gw.core.workers) == 1, what="registration")
+        for i in range(3):
+            gw.submit(make_request(i))
+        with pytest.raises(NoWorker) as exc:
+            gw.submit(make_request(3))
+        assert exc.value.result_code == 3004
+        await asyncio.sleep(0.1)
+        assert sum(link.busy for link in rt.links) == 3  # the worker never holds more
+        await until(lambda: gw.total() == 3, what="3 answers")
+        await until(lambda: next(iter(gw.core.workers.values())).available == 3, what="credit back")
+        gw.submit(make_request(4))
+        await until(lambda: gw.total() == 4, what="answer after credit came back")
+        assert all(int(a.get("Result-Code")) == 2001 for a in gw.answers.values())
+
+
+def test_handler_exception_answers_5012_and_worker_lives(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("ERROR", logger="chargegw.worker")
+    asyncio.run(asyncio.wait_for(_handler_exception(tmp_path), 45))
+    assert any(
+        "Session-Id client.localdomain;1;1" in r.getMessage() and "5012" in r.getMessage()
+        for r in caplog.records
+    ), [r.getMessage() for r in caplog.records]
+
+
+async def _handler_exception(tmp_path: Path) -> None:
+    async with pool(tmp_path) as (gw, ws):
+        apps = [TEST, AppSpec(1, "chargegw.workers.testapp:FailApp")]
+        rt = ws.start(make_worker([gw.endpoint], apps))
+        await until(lambda: len(gw.core.workers) == 1, what="registration")
+        gw.submit(make_request(1), app=1)
+        gw.submit(make_request(2))
+        await until(lambda: gw.total() == 2, what="2 answers")
+        assert int(gw.answers[1001].get("Result-Code")) == 5012
+        assert int(gw.answers[1002].get("Result-Code")) == 2001
+        assert rt.errors == 1
+        gw.submit(make_request(3))
+        await until(lambda: gw.total() == 3, what="the worker still serves")
+
+
+@aio
+async def test_silent_worker_is_dropped_and_its_requests_resent(tmp_path: Path) -> None:
+    async with pool(tmp_path) as (gw, ws):
+        a = ws.start(make_worker([gw.endpoint], [slow(0.5)], wid="a"))
+        b = ws.start(make_worker([gw.endpoint], [slow(0.05)], wid="b"))
+        await until(lambda: len(gw.core.workers) == 2, what="registration")
+        for i in range(40):
+            gw.submit(make_request(i))
+        on_a = [p.hbh for p in gw.core.pending.values() if p.worker == b"a"]
+        assert on_a, "affinity should have put some sessions on a"
+        await asyncio.sleep(0.05)
+        ws.freeze(a)
+        t0 = time.monotonic()
+        await until(lambda: gw.total() == 40, timeout=4.0, what="all answered")
+        assert b"a" not in gw.core.workers
+        assert gw.core.counters.resent == len(on_a)
+        assert all(int(m.get("Result-Code")) == 2001 for m in gw.answers.values())
+        # b saw them flagged as possible duplicates
+        assert b.apps[TEST_APP_ID].app.seen_retransmit == len(on_a)
+        # failover happened after the heartbeat timeout, well before the deadline
+        assert max(gw.answered_at[h] for h in on_a) - t0 < HB_TIMEOUT + 1.5
+
+
+@aio
+async def test_deadline_passed_in_worker_answers_3002_then_slot_returns(tmp_path: Path) -> None:
+    async with pool(tmp_path, deadline=0.3) as (gw, ws):
+        ws.start(make_worker([gw.endpoint], [slow(0.8)], credit=1))
+        await until(lambda: len(gw.core.workers) == 1, what="registration")
+        gw.submit(make_request(1))
+        await until(lambda: gw.total() == 1, what="gateway's own answer")
+        assert gw.errors == [(1001, 3002)]
+        assert gw.answers[1001].is_error
+        w = next(iter(gw.core.workers.values()))
+        with pytest.raises(NoWorker):  # the worker still holds it
+            gw.submit(make_request(2))
+        await until(lambda: w.available == 1, what="late answer frees the slot")
+        assert gw.core.counters.late_answers == 1
+        assert gw.total() == 1  # the late answer was not sent twice
+
+
+@aio
+async def test_affinity_one_session_one_worker(tmp_path: Path) -> None:
+    async with pool(tmp_path) as (gw, ws):
+        rts = [ws.start(make_worker([gw.endpoint], [TEST], wid=f"w{i}")) for i in range(3)]
+        await until(lambda: len(gw.core.workers) == 3, what="registration")
+        n = 0
+        for s in range(12):
+            before = [rt.handled for rt in rts]
+            for _ in range(5):
+                gw.submit(make_request(n, sid=f"sess-{s}"))
+                n += 1
+            await until(lambda n=n: gw.total() == n, what="answers")
+            delta = [rt.handled - b for rt, b in zip(rts, before, strict=True)]
+            assert sorted(delta) == [0, 0, 5], delta
+        assert gw.core.counters.affinity_misses == 0
+        assert all(rt.handled > 0 for rt in rts)
+
+
+@aio
+async def test_gateway_restart_worker_registers_again(tmp_path: Path) -> None:
+    ep = f"ipc://{tmp_path}/gw.ipc"
+    gw1 = make_gateway(ep)
+    ws = Workers()
+    rt = ws.start(make_worker([ep], [TEST]))
+    try:
+        await until(lambda: len(gw1.core.workers) == 1, what="first registration")
+        gw1.server.close()  # says goodbye
+        gw2 = make_gateway(ep)
+        try:
+            await until(
+                lambda: len(gw2.core.workers) == 1,
+                timeout=5,
+                what="registration with the new gateway",
+            )
+            gw2.submit(make_request(1))
+            await until(lambda: gw2.total() == 1, what="answer")
+            assert rt.links[0].acked
+        finally:
+            gw2.server.close(goodbye=False)
+    finally:
+        await ws.stop(rt)
+
+
+@aio
+async def test_unknown_worker_gets_reset_and_reregisters(tmp_path: Path) -> None:
+    async with pool(tmp_path) as (gw, ws):
+        rt = ws.start(make_worker([gw.endpoint], [TEST], wid="w"))
+        await until(lambda: len(gw.core.workers) == 1, what="registration")
+        gen = rt.links[0].gen
+        gw.server.drop_worker(b"w", "test")  # as if it had been silent
+        assert not gw.core.workers
+        await until(
+            lambda: len(gw.core.workers) == 1, timeout=3, what="re-registration after Reset"
+        )
+        assert rt.links[0].gen == gen + 1
+        gw.submit(make_request(1))
+        await until(lambda: gw.total() == 1, what="answer")
+
+
+@aio
+async def test_worker_initiated_request(tmp_path: Path) -> None:
+    seen: list[tuple[str, float, int]] = []
+
+    async def out_request(raw: bytes, peer: str, timeout: float) -> bytes:
+        m = Message.decode(raw)
+        seen.append((peer, timeout, m.code))
+        if peer == "fail.localdomain":
+            raise OutRequestFailed(3002, "peer not connected")
+        return m.answer(2001, origin_host="client.localdomain", origin_realm="localdomain").encode()
+
+    async with pool(tmp_path, out_request=out_request) as (gw, ws):
+        ws.start(
+            make_worker(
+                [gw.endpoint], [AppSpec(TEST_APP_ID, "chargegw.workers.testapp:AskPeerApp")]
+            )
+        )
+        await until(lambda: len(gw.core.workers) == 1, what="registration")
+        gw.submit(make_request(1))
+        await until(lambda: gw.total() == 1, what="answer")
+        assert seen == [("client.localdomain", 2.0, TEST_CMD)]
+        assert int(gw.answers[1001].get("Result-Code")) == 2001
+        # The error path: the SendError's Result-Code reaches the application.
+        m = Message.decode(make_request(2))
+        gw.server.submit(
+            peer="fail.localdomain",
+            hbh=1002,
+            app=TEST_APP_ID,
+            cmd=TEST_CMD,
+            session_id=b"s",
+            raw=m.encode(),
+            ref=m,
+        )
+        await until(lambda: gw.total() == 2, what="answer 2")
+        assert int(gw.answers[1002].get("Result-Code")) == 3002
+
+
+@aio
+async def test_two_gateways_share_one_worker(tmp_path: Path) -> None:
+    gw1 = make_gateway(f"ipc://{tmp_path}/gw1.ipc")
+    gw2 = make_gateway(f"ipc://{tmp_path}/gw2.ipc")
+    ws = Workers()
+    rt = ws.start(make_worker([gw1.endpoint, gw2.endpoint], [TEST], credit=4))
+    try:
+        await until(
+            lambda: len(gw1.core.workers) == 1 and len(gw2.core.workers) == 1,
+            what="both registered",
+        )
+        for i in range(4):
+            gw1.submit(make_request(i))
+            gw2.submit(make_request(10 + i))
+        await until(lambda: gw1.total() == 4 and gw2.total() == 4, what="answers on both")
+        assert set(gw1.answers) == {1000, 1001, 1002, 1003}
+        assert set(gw2.answers) == {1010, 1011, 1012, 1013}
+    finally:
+        await ws.stop(rt)
+        gw1.server.close(goodbye=False)
+        gw2.server.close(goodbye=False)
+
+
+class GarbageApp:
+    """Answers with bytes that are not an answer to the request."""
+
+    app_id = TEST_APP_ID
+
+    def setup(self, ctx: Any) -> None:
+        pass
+
+    def handle_raw(self, raw: bytes, ctx: Any) -> bytes:
+        return b"\x01\x00\x00\x14" + b"\x00" * 16  # a request-less header, wrong hop-by-hop
+
+
+@aio
+async def test_bad_frames_and_bad_answers_do_not_crash(tmp_path: Path) -> None:
+    async with pool(tmp_path) as (gw, ws):
+        ws.start(make_worker([gw.endpoint], [AppSpec(TEST_APP_ID, f"{__name__}:GarbageApp")]))
+        await until(lambda: len(gw.core.workers) == 1, what="registration")
+        rogue = zmq.Context.instance().socket(zmq.DEALER)
+        rogue.setsockopt(zmq.LINGER, 0)
+        rogue.connect(gw.endpoint)
+        try:
+            for junk in (b"", b"\x09junk", b"\x01\xff\xff", pp.encode_one(pp.Answer(1, b"x"))[:-1]):
+                rogue.send(junk)
+            rogue.send_multipart([b"a", b"b", b"c"])
+            rogue.send(pp.encode_one(pp.Answer(12345, b"not registered")))
+            await until(lambda: gw.server.bad_frames >= 4, what="bad frames counted")
+            assert rogue.poll(2000), "an unregistered sender is told to register"
+            assert isinstance(pp.decode(rogue.recv())[0], pp.Reset)
+        finally:
+            rogue.close(linger=0)
+        gw.submit(make_request(1))
+        await until(lambda: gw.total() == 1, what="an answer")
+        assert int(gw.answers[1001].get("Result-Code")) == 5012
+        assert gw.server.bad_answers == 1
+
+
+@aio
+async def test_status_query_over_the_router(tmp_path: Path) -> None:
+    from chargegw.gateway.status_cli import query, render
+
+    async with pool(tmp_path) as (gw, ws):
+        ws.start(make_worker([gw.endpoint], [TEST], wid="status-w"))
+        await until(lambda: len(gw.core.workers) == 1, what="registration")
+        doc = await asyncio.get_running_loop().run_in_executor(None, query, gw.endpoint, 3.0)
+        assert [w["id"] for w in doc["pool"]["workers"]] == ["status-w"]
+        assert doc["pool"]["counters"]["placed"] == 0
+        assert "status-w" in render(doc)
+
+
+@aio
+async def test_worker_goodbye_drains_then_leaves(tmp_path: Path) -> None:
+    async with pool(tmp_path) as (gw, ws):
+        a = ws.start(make_worker([gw.endpoint], [slow(0.3)], wid="a"))
+        await until(lambda: len(gw.core.workers) == 1, what="registration")
+        for i in range(5):
+            gw.submit(make_request(i))
+        stopping = asyncio.ensure_future(ws.stop(a))
+        await until(
+            lambda: gw.core.workers.get(b"a") is None or gw.core.workers[b"a"].draining,
+            what="draining",
+        )
+        with pytest.raises(NoWorker):
+            gw.submit(make_request(99))  # no new work for a draining worker
+        await stopping
+        await until(lambda: not gw.core.workers, what="goodbye")
+        assert sorted(gw.answers) == [1000, 1001, 1002, 1003, 1004]
+        assert all(int(m.get("Result-Code")) == 2001 for m in gw.answers.values())
+        assert gw.core.counters.resent == 0
+
+
+@aio
+async def test_second_gateway_on_the_same_ipc_path_is_refused(tmp_path: Path) -> None:
+    gw = make_gateway(f"ipc://{tmp_path}/gw.ipc")
+    try:
+        with pytest.raises(OSError, match="in use by another running gateway"):
+            make_gateway(f"ipc://{tmp_path}/gw.ipc")
+    finally:
+        gw.server.close(goodbye=False)
+    again = make_gateway(f"ipc://{tmp_path}/gw.ipc")  # a stale file is fine
+    again.server.close(goodbye=False)

@@ -1,0 +1,168 @@
+"""The gateway <-> worker wire protocol over ZeroMQ ROUTER/DEALER.
+
+A ZeroMQ message is one frame (after the ROUTER's identity frame): a version byte, then a
+msgpack array of tagged, array-like msgspec Structs. Batching is the normal case: the
+gateway sends every request it placed on a worker during one event-loop turn in one frame,
+and a worker answers a drained batch in one frame, so the per-message cost of ZeroMQ and
+of the system calls under it is paid once per batch.
+
+The Diameter message itself travels as raw bytes (`Request.raw`, `Answer.raw`): the gateway
+parses only the header and routing AVPs, the worker decodes fully. The small typed
+envelope around it is encoded once, at the gateway.
+
+Credit: a worker grants `Ready.credit` slots to each gateway; every Request takes one, and
+every Answer (or `Credit`) gives one back. A worker that hears `Reset` (the gateway does
+not know it: it was dropped, or the gateway restarted) registers again with a new `Ready`,
+and answers of requests taken before that are replaced by `Credit` messages, so the two
+sides never disagree about the window.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+PROTOCOL_VERSION = 1
+_VERSION_BYTE = bytes([PROTOCOL_VERSION])
+
+
+class _Msg(msgspec.Struct, array_like=True, tag_field="type"):
+    pass
+
+
+class Ready(_Msg, tag=1):
+    """worker -> gateway: (re)register and grant `credit` slots."""
+
+    worker_id: str
+    credit: int
+    apps: list[int]
+    gen: int = 0  # registration number; a repeated Ready of the same gen only refreshes
+    pid: int = 0
+    host: str = ""
+    version: int = PROTOCOL_VERSION
+
+
+class Credit(_Msg, tag=2):
+    """worker -> gateway: `n` more slots (answers of a past registration, or a larger window)."""
+
+    n: int
+
+
+class Request(_Msg, tag=3):
+    """gateway -> worker: one Diameter request to handle."""
+
+    id: int  # gateway-local request id (hop-by-hop ids of different peers may collide)
+    peer: str  # Origin-Host of the peer connection it came on
+    hbh: int
+    app: int
+    cmd: int
+    deadline: float  # time.time() after which the gateway answers it itself
+    raw: bytes  # the request exactly as received; empty in "decoded" forwarding mode
+    retransmit: bool = False  # resent after the worker holding it was lost
+    decoded: dict | None = None  # "decoded" forwarding mode only (see gateway/dispatch.py)
+
+
+class Answer(_Msg, tag=4):
+    """worker -> gateway: the encoded answer to request `id` (returns its slot)."""
+
+    id: int
+    raw: bytes
+
+
+DRAIN_ACK = -2
+
+
+class Heartbeat(_Msg, tag=5):
+    """Both ways, every heartbeat interval; `free` is the sender's free slots (worker side).
+    From the gateway, `free == DRAIN_ACK` acknowledges a worker's draining Goodbye."""
+
+    t: float
+    free: int = -1
+
+
+class OutRequest(_Msg, tag=6):
+    """worker -> gateway: send `raw` to `peer` (or by realm routing when empty)."""
+
+    id: int  # worker-local id
+    raw: bytes
+    peer: str = ""
+    timeout: float = 5.0
+
+
+class OutAnswer(_Msg, tag=7):
+    """gateway -> worker: the answer to an OutRequest, or `error` (a Result-Code) and why."""
+
+    id: int
+    raw: bytes = b""
+    error: int = 0
+    reason: str = ""
+
+
+class Goodbye(_Msg, tag=8):
+    """Either way: the sender is going away. From a worker with `drain`, it takes no new
+    requests but answers those it holds; without, the gateway fails them over at once."""
+
+    reason: str = ""
+    drain: bool = False
+
+
+class Reset(_Msg, tag=9):
+    """gateway -> worker: unknown to this gateway; register again with Ready."""
+
+    reason: str = ""
+
+
+class StatusQuery(_Msg, tag=10):
+    """`chargegw status` -> gateway (over the same ROUTER)."""
+
+    pass
+
+
+class StatusReply(_Msg, tag=11):
+    """gateway -> `chargegw status`: the status document as JSON."""
+
+    json: bytes
+
+
+PoolMessage = (
+    Ready
+    | Credit
+    | Request
+    | Answer
+    | Heartbeat
+    | OutRequest
+    | OutAnswer
+    | Goodbye
+    | Reset
+    | StatusQuery
+    | StatusReply
+)
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder(list[PoolMessage])
+
+
+class ProtocolError(Exception):
+    """A frame that is not a valid message of this protocol version."""
+
+
+def encode(messages: list[PoolMessage]) -> bytes:
+    """One frame carrying `messages` (a batch)."""
+    buf = bytearray(_VERSION_BYTE)
+    _encoder.encode_into(messages, buf, 1)
+    return bytes(buf)
+
+
+def encode_one(message: PoolMessage) -> bytes:
+    return encode([message])
+
+
+def decode(frame: bytes | memoryview) -> list[PoolMessage]:
+    """The messages of a frame; ProtocolError for anything else (never another exception)."""
+    if len(frame) < 2:
+        raise ProtocolError("empty frame")
+    if frame[0] != PROTOCOL_VERSION:
+        raise ProtocolError(f"protocol version {frame[0]}, expected {PROTOCOL_VERSION}")
+    try:
+        return _decoder.decode(memoryview(frame)[1:])
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise ProtocolError(str(exc)) from None
