@@ -1,0 +1,179 @@
+"""`chargegw bench store`: reserve+debit operations per second for each backend.
+
+One operation is one credit-control update on an open session: debit the used units, release
+the old reservation and reserve a new grant, with its idempotency record, in one atomic store
+step (what every CCR-U costs). Runs with 1 and with N processes on a fresh store, then checks
+the ledger invariants, prints the figures and writes a JSON report with orjson.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import os
+import shutil
+import sys
+import tempfile
+import time
+from typing import Any
+
+import orjson
+
+from . import core
+from .core import CCOp, ServiceReq
+from .store import AccountRow, StoreConfig, ledger_check, open_store
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--backend", choices=["sqlite", "redis", "all"], default="all")
+    parser.add_argument(
+        "--processes", default="1,2", help="comma-separated process counts (default 1,2)"
+    )
+    parser.add_argument("--seconds", type=float, default=3.0, help="measuring time per run")
+    parser.add_argument(
+        "--accounts", type=int, default=1000, help="accounts the sessions spread over"
+    )
+    parser.add_argument("--sessions", type=int, default=200, help="open sessions per process")
+    parser.add_argument(
+        "--redis-url", default="", help="use this Redis instead of a private redis-server"
+    )
+    parser.add_argument(
+        "--batch",
+        default="1,16",
+        help="requests per store transaction (group commit), comma-separated",
+    )
+    parser.add_argument("--json", default="bench-store.json", help="report path ('' for none)")
+
+
+def _worker(
+    cfg: StoreConfig, data_dir: str, idx: int, args: dict[str, Any], start: Any, q: Any
+) -> None:
+    store = open_store(cfg, data_dir)
+    n_acct = args["accounts"]
+    sessions = [f"b{idx}-{i}" for i in range(args["sessions"])]
+    numbers = dict.fromkeys(sessions, 0)
+    now = time.time()
+    for i, sid in enumerate(sessions):
+        subs = [(0, f"9{(idx * 7919 + i) % n_acct:09d}")]
+        store.credit_control(
+            CCOp(sid, 0, core.INITIAL, [ServiceReq("1:", 10, 60, 0, 600)], subs, now=now)
+        )
+    start.wait()
+    ops = 0
+    t0 = time.perf_counter()
+    end = t0 + args["seconds"]
+    svc = [ServiceReq("1:", 10, 60, 60, 600)]
+    batch = args["batch"]
+    while True:
+        if batch <= 1:
+            for sid in sessions:
+                numbers[sid] += 1
+                store.credit_control(CCOp(sid, numbers[sid], core.UPDATE, svc, now=now))
+        else:
+            for k in range(0, len(sessions), batch):
+                chunk = []
+                for sid in sessions[k : k + batch]:
+                    numbers[sid] += 1
+                    chunk.append(CCOp(sid, numbers[sid], core.UPDATE, svc, now=now))
+                store.credit_control_many(chunk)
+        ops += len(sessions)
+        if time.perf_counter() >= end:
+            break
+    q.put((ops, time.perf_counter() - t0))
+
+
+def _run(cfg: StoreConfig, procs: int, args: dict[str, Any]) -> dict[str, Any]:
+    data_dir = tempfile.mkdtemp(prefix="cg-bench-")
+    try:
+        store = open_store(cfg, data_dir)
+        rows = [
+            AccountRow(f"acct{i}", 10**15, 0, False, [(0, f"9{i:09d}")])
+            for i in range(args["accounts"])
+        ]
+        store.import_accounts(rows, time.time())
+        ctx = mp.get_context("fork")
+        start, q = ctx.Barrier(procs + 1), ctx.Queue()
+        ps = [
+            ctx.Process(target=_worker, args=(cfg, data_dir, i, args, start, q))
+            for i in range(procs)
+        ]
+        for p in ps:
+            p.start()
+        start.wait(timeout=120)
+        results = [q.get(timeout=args["seconds"] + 120) for _ in ps]
+        for p in ps:
+            p.join(10)
+        ops = sum(r[0] for r in results)
+        wall = max(r[1] for r in results)
+        rep = ledger_check(store)
+        return {
+            "processes": procs,
+            "ops": ops,
+            "seconds": round(wall, 3),
+            "ops_per_s": round(ops / wall, 1),
+            "ledger_ok": rep.ok,
+            "debits": rep.debits,
+        }
+    finally:
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    counts = [int(x) for x in str(args.processes).split(",") if x.strip()]
+    batches = [int(x) for x in str(args.batch).split(",") if x.strip()]
+    params = {"seconds": args.seconds, "accounts": args.accounts, "sessions": args.sessions}
+    backends = ["sqlite", "redis"] if args.backend == "all" else [args.backend]
+    report: dict[str, Any] = {
+        "benchmark": "store",
+        "cpus": os.cpu_count(),
+        "params": params,
+        "results": [],
+    }
+    server = None
+    try:
+        for backend in backends:
+            if backend == "redis":
+                url = args.redis_url
+                if not url:
+                    from .testing import RedisServer
+
+                    if shutil.which("redis-server") is None:
+                        print("redis: skipped (no redis-server binary and no --redis-url)")
+                        continue
+                    server = RedisServer().start()
+                    url = server.url
+                cfgs = [
+                    StoreConfig(backend="redis", url=url, prefix=f"bench{n}", timeout=5.0)
+                    for n in counts
+                ]
+            else:
+                cfgs = [StoreConfig(backend="sqlite", timeout=10.0) for _ in counts]
+            for b in batches:
+                for n, cfg in zip(counts, cfgs, strict=True):
+                    if backend == "redis":
+                        cfg = StoreConfig(
+                            backend="redis", url=cfg.url, prefix=f"{cfg.prefix}b{b}", timeout=5.0
+                        )
+                    res = _run(cfg, n, {**params, "batch": b})
+                    res["backend"] = backend
+                    res["batch"] = b
+                    report["results"].append(res)
+                    print(
+                        f"{backend:6s} processes={n} batch={b:<3d} {res['ops_per_s']:>10,.0f} reserve+debit ops/s"
+                        f"  ({res['ops']} ops in {res['seconds']} s, ledger {'ok' if res['ledger_ok'] else 'FAILED'})"
+                    )
+                    sys.stdout.flush()
+    finally:
+        if server is not None:
+            server.stop()
+    if args.json:
+        with open(args.json, "wb") as f:
+            f.write(orjson.dumps(report, option=orjson.OPT_INDENT_2))
+        print(f"report: {args.json}")
+    return 0 if all(r["ledger_ok"] for r in report["results"]) else 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    p = argparse.ArgumentParser()
+    configure(p)
+    sys.exit(run(p.parse_args()))

@@ -1,0 +1,600 @@
+"""The embedded default store: one SQLite file in WAL mode, shared by all worker processes.
+
+Each credit-control request is one BEGIN IMMEDIATE ... COMMIT. WAL with synchronous=NORMAL
+makes a committed transaction survive the crash of any process (the WAL is in the OS page
+cache); only a power loss or kernel crash can lose the last transactions, and then whole,
+never half. Writers queue on SQLite's write lock; the wait is a short spin with backoff in
+Python (SQLite's own busy handler sleeps in whole milliseconds), bounded by `timeout`, after
+which StoreUnavailable is raised and the request is answered 3004.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import TypeVar
+
+import msgspec
+import orjson
+
+from . import core
+from .core import Account, CCOp, LedgerEntry, Outcome, Session
+from .store import (
+    AccountInfo,
+    AccountRow,
+    Cdr,
+    Notice,
+    ProvisionRule,
+    StoreError,
+    StoreUnavailable,
+    SySubscription,
+    match_rule,
+)
+
+T = TypeVar("T")
+
+
+class _Busy(Exception):
+    """The write lock is held by another process (only raised when not waiting)."""
+
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS accounts (
+    id TEXT PRIMARY KEY, balance INTEGER NOT NULL, reserved INTEGER NOT NULL DEFAULT 0,
+    credit_limit INTEGER NOT NULL DEFAULT 0, blocked INTEGER NOT NULL DEFAULT 0,
+    spent INTEGER NOT NULL DEFAULT 0, period TEXT NOT NULL DEFAULT '', sy INTEGER NOT NULL DEFAULT 0,
+    CHECK (balance - reserved >= credit_limit OR reserved = 0)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS subscriptions (
+    sub_type INTEGER, sub_data TEXT, account TEXT NOT NULL, PRIMARY KEY (sub_type, sub_data)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS subscriptions_account ON subscriptions(account);
+CREATE TABLE IF NOT EXISTS rules (
+    sub_type INTEGER, prefix TEXT, balance INTEGER, credit_limit INTEGER, PRIMARY KEY (sub_type, prefix)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS sessions (
+    id TEXT PRIMARY KEY, account TEXT NOT NULL, state INTEGER NOT NULL, expires REAL NOT NULL,
+    fui INTEGER NOT NULL DEFAULT 0, data BLOB NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS sessions_expires ON sessions(expires);
+CREATE INDEX IF NOT EXISTS sessions_account ON sessions(account);
+CREATE TABLE IF NOT EXISTS ledger (
+    seq INTEGER PRIMARY KEY, ts REAL, account TEXT, kind TEXT, session TEXT, number INTEGER,
+    key TEXT, units INTEGER, price INTEGER, unit INTEGER, amount INTEGER, shortfall INTEGER
+);
+CREATE TABLE IF NOT EXISTS notices (
+    seq INTEGER PRIMARY KEY, kind TEXT, session TEXT, account TEXT, client_host TEXT, client_realm TEXT
+);
+CREATE TABLE IF NOT EXISTS cdrs (
+    session TEXT, number INTEGER, sub INTEGER, received REAL, data BLOB,
+    PRIMARY KEY (session, number, sub)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS cdrs_received ON cdrs(received);
+CREATE TABLE IF NOT EXISTS sy (session TEXT PRIMARY KEY, account TEXT, data BLOB) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS sy_account ON sy(account);
+"""
+
+_ACCT_COLS = "id, balance, reserved, credit_limit, blocked, spent, period, sy"
+_sess_enc = msgspec.msgpack.Encoder()
+_sess_dec = msgspec.msgpack.Decoder(Session)
+_sy_dec = msgspec.msgpack.Decoder(SySubscription)
+_cdr_dec = msgspec.json.Decoder(Cdr)
+
+
+def _bucket(expires: float, tcc: float) -> float:
+    """Expiry rounded up to a tenth of Tcc (at most 10 s): the sweep index then changes
+    rarely while a session is busy, and a session is swept at most Tcc/10 late."""
+    step = min(10.0, tcc / 10) or 0.001
+    return -(-expires // step) * step
+
+
+def _account(row: tuple) -> Account:
+    return Account(row[0], row[1], row[2], row[3], bool(row[4]), row[5], row[6], row[7])
+
+
+class SqliteStore:
+    """See the module docstring. One instance per process; not thread-safe."""
+
+    def __init__(self, path: str, *, timeout: float = 2.0) -> None:
+        self.path = path
+        self.timeout = timeout
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        try:
+            self.db = sqlite3.connect(
+                path, timeout=0, isolation_level=None, check_same_thread=False
+            )
+            # Opening races with the other workers (one of them may be seeding): SQLite's own
+            # busy handler waits during set-up; afterwards `_txn` does its own bounded wait.
+            self.db.execute("PRAGMA busy_timeout=10000")
+            # Small pages: a commit writes every page it touched to the WAL, so 1 KiB pages
+            # make a credit-control transaction (about five pages) markedly cheaper.
+            self.db.execute("PRAGMA page_size=1024")
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.execute("PRAGMA journal_size_limit=67108864")
+            self.db.execute("PRAGMA mmap_size=268435456")
+            self.db.executescript(SCHEMA)  # idempotent
+            self.db.execute("PRAGMA busy_timeout=0")
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"sqlite {path}: {exc}") from exc
+        self._rules: list[ProvisionRule] = []
+        self._rules_at = 0.0
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    def _txn(self, fn: Callable[[], T], wait: bool = True) -> T:
+        """Run `fn` in one write transaction, waiting for the write lock at most `timeout`
+        (or, with wait=False, raising _Busy at once when another process holds it)."""
+        db = self.db
+        deadline = time.monotonic() + self.timeout
+        delay = 0.00002
+        while True:
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                break
+            except sqlite3.OperationalError as exc:
+                msg = str(exc)
+                if "locked" not in msg and "busy" not in msg:
+                    raise StoreUnavailable(f"sqlite {self.path}: {exc}") from exc
+                if not wait:
+                    raise _Busy from exc
+                if time.monotonic() >= deadline:
+                    raise StoreUnavailable(
+                        f"sqlite {self.path}: write lock not free in {self.timeout}s"
+                    ) from exc
+                time.sleep(delay)
+                delay = min(delay * 2, 0.002)
+        try:
+            result = fn()
+            db.execute("COMMIT")
+            return result
+        except BaseException as exc:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.OperationalError):
+                raise StoreUnavailable(f"sqlite {self.path}: {exc}") from exc
+            raise
+
+    def _read(self, sql: str, args: tuple = ()) -> list[tuple]:
+        try:
+            return self.db.execute(sql, args).fetchall()
+        except sqlite3.OperationalError as exc:
+            raise StoreUnavailable(f"sqlite {self.path}: {exc}") from exc
+
+    def _load_account(self, account_id: str) -> Account | None:
+        row = self.db.execute(
+            f"SELECT {_ACCT_COLS} FROM accounts WHERE id=?", (account_id,)
+        ).fetchone()
+        return _account(row) if row else None
+
+    def _save_account(self, a: Account) -> None:
+        self.db.execute(
+            "UPDATE accounts SET balance=?, reserved=?, credit_limit=?, blocked=?, spent=?, period=?, sy=? WHERE id=?",
+            (a.balance, a.reserved, a.credit_limit, int(a.blocked), a.spent, a.period, a.sy, a.id),
+        )
+
+    def _insert_account(self, a: Account) -> None:
+        self.db.execute(
+            f"INSERT INTO accounts ({_ACCT_COLS}) VALUES (?,?,?,?,?,?,?,?)",
+            (a.id, a.balance, a.reserved, a.credit_limit, int(a.blocked), a.spent, a.period, a.sy),
+        )
+
+    _LEDGER_SQL = (
+        "INSERT INTO ledger (ts, account, kind, session, number, key, units, price, unit, amount, shortfall)"
+        " VALUES (?,?,?,?,?,?,?,?,?,?,?)"
+    )
+
+    def _ledger(self, entries: Iterable[LedgerEntry]) -> None:
+        for e in entries:
+            self.db.execute(
+                self._LEDGER_SQL,
+                (
+                    e.ts,
+                    e.account,
+                    e.kind,
+                    e.session,
+                    e.number,
+                    e.key,
+                    e.units,
+                    e.price,
+                    e.unit,
+                    e.amount,
+                    e.shortfall,
+                ),
+            )
+
+    def _current_rules(self) -> list[ProvisionRule]:
+        now = time.monotonic()
+        if now - self._rules_at > 5.0:
+            self._rules = [
+                ProvisionRule(*r)
+                for r in self.db.execute(
+                    "SELECT sub_type, prefix, balance, credit_limit FROM rules"
+                )
+            ]
+            self._rules_at = now
+        return self._rules
+
+    def _resolve(
+        self,
+        subs: list[tuple[int, str]],
+        now: float,
+        create: bool,
+        defer: list[Account] | None = None,
+    ) -> Account | None:
+        """The account of the first known identity, else one a provisioning rule makes.
+
+        With `defer`, a new account is not inserted here but appended to it: the caller inserts
+        it with its final state, one statement instead of an INSERT and an UPDATE."""
+        db = self.db
+        for sub_type, data in subs:
+            row = db.execute(
+                "SELECT account FROM subscriptions WHERE sub_type=? AND sub_data=?",
+                (sub_type, data),
+            ).fetchone()
+            if row:
+                return self._load_account(row[0])
+        hit = match_rule(self._current_rules(), subs)
+        if hit is None:
+            return None
+        rule, data = hit
+        acct = self._load_account(data)
+        if acct is None:
+            acct = Account(data, rule.balance, 0, rule.credit_limit)
+            if create:
+                if defer is not None:
+                    defer.append(acct)
+                else:
+                    self._insert_account(acct)
+                self._ledger(
+                    [LedgerEntry(now, data, "credit", "", 0, "provision", 0, 0, 1, rule.balance)]
+                )
+        if create:
+            db.execute(
+                "INSERT OR IGNORE INTO subscriptions VALUES (?,?,?)", (rule.sub_type, data, acct.id)
+            )
+        return acct
+
+    # -- credit control -------------------------------------------------------------------
+
+    def credit_control(self, op: CCOp) -> Outcome:
+        return self._txn(lambda: self._cc(op))
+
+    def credit_control_many(
+        self, ops: list[CCOp], wait: bool = True
+    ) -> list[Outcome | Exception] | None:
+        """Several requests in one transaction (group commit): one write-lock round and one
+        WAL commit for all. Should one of them fail, each is redone in its own transaction.
+
+        With wait=False it returns None, having done nothing, when another process holds the
+        write lock: the caller can then gather more requests and try again, instead of
+        sleeping with its event loop blocked."""
+        out: list[Outcome | Exception] = []
+        for i in range(0, len(ops), 64):
+            chunk = ops[i : i + 64]
+            try:
+                out.extend(
+                    self._txn(lambda chunk=chunk: [self._cc(op) for op in chunk], wait or i > 0)
+                )
+            except _Busy:
+                return None
+            except StoreUnavailable:
+                raise
+            except Exception:
+                for op in chunk:
+                    try:
+                        out.append(self.credit_control(op))
+                    except StoreUnavailable:
+                        raise
+                    except Exception as exc:
+                        out.append(exc)
+        return out
+
+    def _cc(self, op: CCOp) -> Outcome:
+        db = self.db
+        row = db.execute(
+            "SELECT s.data, s.expires, a.id, a.balance, a.reserved, a.credit_limit, a.blocked, a.spent, a.period, a.sy"
+            " FROM sessions s LEFT JOIN accounts a ON a.id = s.account WHERE s.id=?",
+            (op.session_id,),
+        ).fetchone()
+        session = _sess_dec.decode(row[0]) if row else None
+        created: list[Account] = []
+        early = core.precheck(op, session)
+        if early is not None:
+            return early
+        if row is not None:
+            account = _account(row[2:]) if row[2] is not None else None
+        else:
+            account = self._resolve(op.subscriptions, op.now, create=True, defer=created)
+        applied = core.apply_cc(op, account, session)
+        if created:
+            self._insert_account(created[0])  # the same object, now with its final state
+        elif applied.account is not None:
+            self._save_account(applied.account)
+        if applied.ledger:
+            self._ledger(applied.ledger)
+        s = applied.session
+        if s is not None:
+            if applied.new_session:
+                db.execute(
+                    "INSERT INTO sessions (id, account, state, expires, fui, data) VALUES (?,?,?,?,?,?)",
+                    (
+                        s.id,
+                        s.account,
+                        s.state,
+                        _bucket(s.expires, op.tcc),
+                        int(s.fui),
+                        _sess_enc.encode(s),
+                    ),
+                )
+            elif (bucket := _bucket(s.expires, op.tcc)) != row[1]:
+                db.execute(
+                    "UPDATE sessions SET state=?, expires=?, fui=?, data=? WHERE id=?",
+                    (s.state, bucket, int(s.fui), _sess_enc.encode(s), s.id),
+                )
+            else:  # leave the expiry index alone when the bucket did not move
+                db.execute(
+                    "UPDATE sessions SET state=?, fui=?, data=? WHERE id=?",
+                    (s.state, int(s.fui), _sess_enc.encode(s), s.id),
+                )
+        return applied.outcome
+
+    def resolve(self, subscriptions: list[tuple[int, str]]) -> Account | None:
+        try:
+            return self._resolve(subscriptions, time.time(), create=False)
+        except sqlite3.OperationalError as exc:
+            raise StoreUnavailable(f"sqlite {self.path}: {exc}") from exc
+
+    def provision(self, subscriptions: list[tuple[int, str]], now: float) -> Account | None:
+        """Resolve, creating the account from a provisioning rule when one matches."""
+        return self._txn(lambda: self._resolve(subscriptions, now, create=True))
+
+    def sweep(self, now: float, closed_ttl: float, limit: int = 500) -> int:
+        """Release reservations of open sessions idle past Tcc (at most `limit`), and forget
+        finished sessions past their TTL (in bulk: they pile up as fast as sessions end)."""
+
+        def run() -> int:
+            db = self.db
+            db.execute(
+                "DELETE FROM sessions WHERE id IN"
+                " (SELECT id FROM sessions WHERE expires < ? AND state != 1 LIMIT ?)",
+                (now, limit * 100),
+            )
+            rows = db.execute(
+                "SELECT id, data FROM sessions WHERE expires < ? AND state = 1 LIMIT ?",
+                (now, limit),
+            ).fetchall()
+            for sid, data in rows:
+                s = _sess_dec.decode(data)
+                acct = self._load_account(s.account)
+                core.release_session(acct, s, now, closed_ttl)
+                if acct is not None:
+                    self._save_account(acct)
+                db.execute(
+                    "UPDATE sessions SET state=?, expires=?, fui=0, data=? WHERE id=?",
+                    (s.state, s.expires, _sess_enc.encode(s), sid),
+                )
+            return len(rows)
+
+        return self._txn(run)
+
+    def take_notices(self, limit: int = 100) -> list[Notice]:
+        def run() -> list[Notice]:
+            rows = self.db.execute(
+                "DELETE FROM notices WHERE seq IN (SELECT seq FROM notices ORDER BY seq LIMIT ?)"
+                " RETURNING kind, session, account, client_host, client_realm",
+                (limit,),
+            ).fetchall()
+            return [Notice(*r) for r in rows]
+
+        if not self._read("SELECT 1 FROM notices LIMIT 1"):
+            return []
+        return self._txn(run)
+
+    # -- accounts -------------------------------------------------------------------------
+
+    def import_accounts(self, rows: Iterable[AccountRow], now: float) -> int:
+        rows = list(rows)
+        return self._txn(lambda: self._import(rows, now))
+
+    def _import(self, rows: list[AccountRow], now: float) -> int:
+        db = self.db
+        for r in rows:
+            acct = self._load_account(r.id)
+            if acct is None:
+                acct = Account(r.id, 0, 0, r.credit_limit, r.blocked)
+                self._insert_account(acct)
+            delta = r.balance - acct.balance
+            if delta:
+                self._ledger([LedgerEntry(now, r.id, "credit", "", 0, "import", 0, 0, 1, delta)])
+            acct.balance = r.balance
+            acct.credit_limit = r.credit_limit
+            acct.blocked = r.blocked
+            if acct.balance - acct.reserved < acct.credit_limit and acct.reserved:
+                raise StoreError(f"account {r.id}: balance below limit plus reservations")
+            self._save_account(acct)
+            for sub_type, data in r.subscriptions:
+                db.execute(
+                    "INSERT OR REPLACE INTO subscriptions VALUES (?,?,?)",
+                    (sub_type, data, r.id),
+                )
+        return len(rows)
+
+    def get_account(self, account_id: str) -> AccountInfo | None:
+        acct = self._load_account(account_id)
+        if acct is None:
+            row = self._read("SELECT account FROM subscriptions WHERE sub_data=?", (account_id,))
+            acct = self._load_account(row[0][0]) if row else None
+        if acct is None:
+            return None
+        subs = [
+            tuple(r)
+            for r in self._read(
+                "SELECT sub_type, sub_data FROM subscriptions WHERE account=?", (acct.id,)
+            )
+        ]
+        n = self._read("SELECT count(*) FROM sessions WHERE account=? AND state=1", (acct.id,))[0][
+            0
+        ]
+        return AccountInfo(acct, subs, n)  # type: ignore[arg-type]
+
+    def _notify(self, kind: str, account_id: str, fui_only: bool) -> None:
+        sql = "SELECT id, data FROM sessions WHERE account=? AND state=1" + (
+            " AND fui=1" if fui_only else ""
+        )
+        for sid, data in self.db.execute(sql, (account_id,)).fetchall():
+            s = _sess_dec.decode(data)
+            self.db.execute(
+                "INSERT INTO notices (kind, session, account, client_host, client_realm) VALUES (?,?,?,?,?)",
+                (kind, sid, account_id, s.client_host, s.client_realm),
+            )
+
+    def topup(self, account_id: str, amount: int, now: float) -> Account:
+        if amount <= 0:
+            raise StoreError("a top-up amount must be positive")
+
+        def run() -> Account:
+            acct = self._load_account(account_id)
+            if acct is None:
+                raise StoreError(f"no account {account_id!r}")
+            acct.balance += amount
+            self._save_account(acct)
+            self._ledger([LedgerEntry(now, account_id, "credit", "", 0, "topup", 0, 0, 1, amount)])
+            self._notify("rar", account_id, fui_only=True)
+            return acct
+
+        return self._txn(run)
+
+    def set_blocked(self, account_id: str, blocked: bool) -> Account:
+        def run() -> Account:
+            acct = self._load_account(account_id)
+            if acct is None:
+                raise StoreError(f"no account {account_id!r}")
+            changed = acct.blocked != blocked
+            acct.blocked = blocked
+            self._save_account(acct)
+            if blocked and changed:
+                self._notify("asr", account_id, fui_only=False)
+            return acct
+
+        return self._txn(run)
+
+    def set_rules(self, rules: list[ProvisionRule]) -> None:
+        self._txn(lambda: self._set_rules(rules))
+
+    def _set_rules(self, rules: list[ProvisionRule]) -> None:
+        self.db.execute("DELETE FROM rules")
+        self.db.executemany(
+            "INSERT INTO rules VALUES (?,?,?,?)",
+            [(r.sub_type, r.prefix, r.balance, r.credit_limit) for r in rules],
+        )
+        self._rules_at = 0.0
+
+    def rules(self) -> list[ProvisionRule]:
+        return [
+            ProvisionRule(*r)
+            for r in self._read("SELECT sub_type, prefix, balance, credit_limit FROM rules")
+        ]
+
+    def seed_demo(self, rows: list[AccountRow], rules: list[ProvisionRule], now: float) -> bool:
+        """Seed once per data directory, in one transaction: the first worker to get the
+        write lock does it; a crash half-way leaves nothing behind."""
+
+        def run() -> bool:
+            if self.db.execute("SELECT 1 FROM meta WHERE k='seeded'").fetchone():
+                return False
+            self.db.execute("INSERT INTO meta VALUES ('seeded', ?)", (str(now),))
+            self._import(rows, now)
+            self._set_rules(rules)
+            return True
+
+        return self._txn(run)
+
+    # -- Rf -------------------------------------------------------------------------------
+
+    def put_cdr(self, cdr: Cdr) -> bool:
+        data = msgspec.json.encode(cdr)
+
+        def run() -> bool:
+            cur = self.db.execute(
+                "INSERT OR IGNORE INTO cdrs VALUES (?,?,?,?,?)",
+                (cdr.session_id, cdr.record_number, cdr.sub_session, cdr.received, data),
+            )
+            return cur.rowcount == 1
+
+        return self._txn(run)
+
+    def iter_cdrs(self, since: float | None = None) -> Iterator[Cdr]:
+        cur = self.db.execute(
+            "SELECT data FROM cdrs WHERE received >= ? ORDER BY received", (since or 0.0,)
+        )
+        for (data,) in cur:
+            yield _cdr_dec.decode(data)
+
+    # -- Sy -------------------------------------------------------------------------------
+
+    def sy_put(self, sub: SySubscription) -> None:
+        def run() -> None:
+            old = self.db.execute(
+                "SELECT account FROM sy WHERE session=?", (sub.session_id,)
+            ).fetchone()
+            if old is None or old[0] != sub.account:
+                if old is not None:
+                    self.db.execute("UPDATE accounts SET sy = max(sy - 1, 0) WHERE id=?", (old[0],))
+                self.db.execute("UPDATE accounts SET sy = sy + 1 WHERE id=?", (sub.account,))
+            self.db.execute(
+                "INSERT OR REPLACE INTO sy VALUES (?,?,?)",
+                (sub.session_id, sub.account, _sess_enc.encode(sub)),
+            )
+
+        self._txn(run)
+
+    def sy_get(self, session_id: str) -> SySubscription | None:
+        row = self._read("SELECT data FROM sy WHERE session=?", (session_id,))
+        return _sy_dec.decode(row[0][0]) if row else None
+
+    def sy_delete(self, session_id: str) -> SySubscription | None:
+        def run() -> SySubscription | None:
+            row = self.db.execute(
+                "DELETE FROM sy WHERE session=? RETURNING data", (session_id,)
+            ).fetchone()
+            if row is None:
+                return None
+            sub = _sy_dec.decode(row[0])
+            self.db.execute("UPDATE accounts SET sy = max(sy - 1, 0) WHERE id=?", (sub.account,))
+            return sub
+
+        return self._txn(run)
+
+    def sy_for_account(self, account_id: str) -> list[SySubscription]:
+        return [
+            _sy_dec.decode(r[0])
+            for r in self._read("SELECT data FROM sy WHERE account=?", (account_id,))
+        ]
+
+    # -- iteration for checks and CLIs -----------------------------------------------------
+
+    def iter_accounts(self) -> Iterator[Account]:
+        for row in self._read(f"SELECT {_ACCT_COLS} FROM accounts ORDER BY id"):
+            yield _account(row)
+
+    def iter_open_sessions(self) -> Iterator[Session]:
+        for (data,) in self._read("SELECT data FROM sessions WHERE state=1"):
+            yield _sess_dec.decode(data)
+
+    def iter_ledger(self) -> Iterator[LedgerEntry]:
+        cur = self.db.execute(
+            "SELECT ts, account, kind, session, number, key, units, price, unit, amount, shortfall FROM ledger ORDER BY seq"
+        )
+        for row in cur:
+            yield LedgerEntry(*row)
+
+    def close(self) -> None:
+        self.db.close()
+
+
+def dumps_cdr(cdr: Cdr) -> bytes:
+    return orjson.dumps(msgspec.to_builtins(cdr))

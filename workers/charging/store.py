@@ -1,0 +1,280 @@
+"""The one store interface the charging applications use, and the backend factory.
+
+Backends: `SqliteStore` (embedded default, one file under the data directory, safe with many
+worker processes) and `RedisStore` (scale-out across hosts). Both pass tests/test_store_contract.py.
+Every method that changes money does it in one atomic step; a backend that cannot reach its
+storage raises `StoreUnavailable` quickly instead of hanging.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, Protocol
+
+import msgspec
+
+from .core import Account, CCOp, LedgerEntry, Outcome, Session
+from .money import price_of
+
+
+class StoreError(Exception):
+    """A request the store refuses (unknown account, bad amount)."""
+
+
+class StoreUnavailable(Exception):
+    """Storage is unreachable or locked past the deadline; the request should get 3004."""
+
+
+class AccountRow(msgspec.Struct):
+    """An account as imported: the full desired state."""
+
+    id: str
+    balance: int = 0
+    credit_limit: int = 0
+    blocked: bool = False
+    subscriptions: list[tuple[int, str]] = msgspec.field(default_factory=list)
+
+
+class ProvisionRule(msgspec.Struct, array_like=True):
+    """Unknown subscribers whose Subscription-Id starts with `prefix` get an account on first use."""
+
+    sub_type: int
+    prefix: str
+    balance: int
+    credit_limit: int = 0
+
+
+class AccountInfo(msgspec.Struct):
+    account: Account
+    subscriptions: list[tuple[int, str]]
+    open_sessions: int
+
+
+class Notice(msgspec.Struct, array_like=True):
+    """Server-initiated work queued by an admin action: "rar" (top-up) or "asr" (blocked)."""
+
+    kind: str
+    session: str
+    account: str
+    client_host: str
+    client_realm: str
+
+
+class Cdr(msgspec.Struct):
+    """One received ACR, as persisted before its ACA is sent."""
+
+    session_id: str
+    record_number: int
+    record_type: int
+    received: float
+    origin_host: str
+    origin_realm: str
+    sub_session: int = 0
+    event_timestamp: float | None = None
+    user_name: str | None = None
+    service_context_id: str | None = None
+    subscriptions: list[tuple[int, str]] = msgspec.field(default_factory=list)
+    interim_interval: int | None = None
+    retransmit: bool = False
+    end_to_end: int = 0
+    avps: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+class SyCounter(msgspec.Struct, array_like=True):
+    """A subscribed policy counter: thresholds (micro-units, ascending) and their statuses."""
+
+    id: str
+    base_status: str
+    thresholds: list[tuple[int, str]]
+
+    def status(self, spent: int) -> str:
+        current = self.base_status
+        for at, status in self.thresholds:
+            if spent >= at:
+                current = status
+        return current
+
+
+class SySubscription(msgspec.Struct):
+    session_id: str
+    account: str
+    pcrf_host: str
+    pcrf_realm: str
+    counters: list[SyCounter]
+
+
+class LedgerReport(msgspec.Struct):
+    """The reconciliation figures `chargegw ledger check` prints."""
+
+    accounts: int = 0
+    entries: int = 0
+    open_sessions: int = 0
+    debits: int = 0  # micro-units actually taken
+    shortfall: int = 0  # usage beyond what the credit limit allowed (rated, not collectable)
+    rated: int = 0  # sum over debits of used units times tariff
+    refunds: int = 0
+    credits: int = 0
+    balances: int = 0
+    reserved: int = 0
+    reservations: int = 0
+    off_tariff: int = 0
+    problems: list[str] = msgspec.field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+class Store(Protocol):
+    """What the applications and the CLIs need from a backend."""
+
+    def credit_control(self, op: CCOp) -> Outcome: ...
+    def credit_control_many(
+        self, ops: list[CCOp], wait: bool = True
+    ) -> list[Outcome | Exception] | None: ...
+    def resolve(self, subscriptions: list[tuple[int, str]]) -> Account | None: ...
+    def provision(self, subscriptions: list[tuple[int, str]], now: float) -> Account | None: ...
+    def sweep(self, now: float, closed_ttl: float, limit: int = 500) -> int: ...
+    def take_notices(self, limit: int = 100) -> list[Notice]: ...
+    def import_accounts(self, rows: Iterable[AccountRow], now: float) -> int: ...
+    def get_account(self, account_id: str) -> AccountInfo | None: ...
+    def topup(self, account_id: str, amount: int, now: float) -> Account: ...
+    def set_blocked(self, account_id: str, blocked: bool) -> Account: ...
+    def set_rules(self, rules: list[ProvisionRule]) -> None: ...
+    def rules(self) -> list[ProvisionRule]: ...
+    def seed_demo(self, rows: list[AccountRow], rules: list[ProvisionRule], now: float) -> bool: ...
+    def put_cdr(self, cdr: Cdr) -> bool: ...
+    def iter_cdrs(self, since: float | None = None) -> Iterator[Cdr]: ...
+    def sy_put(self, sub: SySubscription) -> None: ...
+    def sy_get(self, session_id: str) -> SySubscription | None: ...
+    def sy_delete(self, session_id: str) -> SySubscription | None: ...
+    def sy_for_account(self, account_id: str) -> list[SySubscription]: ...
+    def iter_accounts(self) -> Iterator[Account]: ...
+    def iter_open_sessions(self) -> Iterator[Session]: ...
+    def iter_ledger(self) -> Iterator[LedgerEntry]: ...
+    def close(self) -> None: ...
+
+
+def match_rule(
+    rules: list[ProvisionRule], subscriptions: list[tuple[int, str]]
+) -> tuple[ProvisionRule, str] | None:
+    """The first rule matching one of the request's identities, with that identity's data."""
+    for sub_type, data in subscriptions:
+        for rule in rules:
+            if rule.sub_type == sub_type and data.startswith(rule.prefix) and data.isdigit():
+                return rule, data
+    return None
+
+
+def ledger_check(
+    store: Store, tariff_of: Callable[[str], tuple[int, int] | None] | None = None
+) -> LedgerReport:
+    """Verify the invariants on a store and return the figures.
+
+    - each balance equals its credits plus refunds minus debits in the ledger;
+    - each account's reserved amount equals the reservations of its open sessions;
+    - no balance minus reservations is below the credit limit;
+    - every debit's amount plus shortfall equals its used units times its tariff (so the sum of
+      debits equals the sum of used units times tariff, less recorded shortfall);
+    - no (session, request number, service) was debited twice;
+    - with `tariff_of`, every debit was priced at the configured tariff of its service.
+    """
+    rep = LedgerReport()
+    money: dict[str, int] = {}
+    seen: set[tuple[str, int, str, str]] = set()
+    for e in store.iter_ledger():
+        rep.entries += 1
+        if e.kind == "credit":
+            rep.credits += e.amount
+            money[e.account] = money.get(e.account, 0) + e.amount
+            continue
+        rated = price_of(e.units, e.price, e.unit)
+        key = (e.session, e.number, e.key, e.kind)
+        if key in seen:
+            rep.problems.append(
+                f"{e.kind} twice for session {e.session} number {e.number} service {e.key}"
+            )
+        seen.add(key)
+        if e.kind == "refund":
+            rep.refunds += e.amount
+            money[e.account] = money.get(e.account, 0) + e.amount
+            if e.amount != rated:
+                rep.problems.append(f"refund {e.session}/{e.number} {e.amount} != rated {rated}")
+            continue
+        rep.debits += e.amount
+        rep.shortfall += e.shortfall
+        rep.rated += rated
+        money[e.account] = money.get(e.account, 0) - e.amount
+        if e.amount + e.shortfall != rated or e.amount < 0 or e.shortfall < 0:
+            rep.problems.append(
+                f"debit {e.session}/{e.number}/{e.key}: {e.amount}+{e.shortfall} != {e.units} units rated {rated}"
+            )
+        if tariff_of is not None and tariff_of(e.key) != (e.price, e.unit):
+            rep.off_tariff += 1
+    held: dict[str, int] = {}
+    for s in store.iter_open_sessions():
+        rep.open_sessions += 1
+        for r in s.resv.values():
+            rep.reservations += 1
+            held[s.account] = held.get(s.account, 0) + r.amount
+            if r.amount != price_of(r.units, r.price, r.unit):
+                rep.problems.append(f"reservation of {s.id} holds {r.amount} for {r.units} units")
+    for a in store.iter_accounts():
+        rep.accounts += 1
+        rep.balances += a.balance
+        rep.reserved += a.reserved
+        if money.get(a.id, 0) != a.balance:
+            rep.problems.append(
+                f"account {a.id}: balance {a.balance} != ledger {money.get(a.id, 0)}"
+            )
+        if held.get(a.id, 0) != a.reserved:
+            rep.problems.append(
+                f"account {a.id}: reserved {a.reserved} != reservations {held.get(a.id, 0)}"
+            )
+        if a.balance - a.reserved < a.credit_limit:
+            rep.problems.append(
+                f"account {a.id}: balance {a.balance} - reserved {a.reserved} below limit {a.credit_limit}"
+            )
+    if rep.debits + rep.shortfall != rep.rated:
+        rep.problems.append(f"debits {rep.debits} + shortfall {rep.shortfall} != rated {rep.rated}")
+    return rep
+
+
+class StoreConfig(msgspec.Struct, forbid_unknown_fields=True):
+    """`store` table of an application's config."""
+
+    backend: str = "sqlite"  # "sqlite" or "redis"
+    path: str = ""  # sqlite file; default <data_dir>/charging.db
+    url: str = "redis://127.0.0.1:6379/0"  # redis
+    prefix: str = "cg"  # redis key prefix
+    timeout: float = 0.5  # seconds before an unreachable or locked store gives StoreUnavailable
+
+    def __post_init__(self) -> None:
+        if self.backend not in ("sqlite", "redis"):
+            raise ValueError(f"backend must be 'sqlite' or 'redis', not {self.backend!r}")
+        if self.timeout <= 0:
+            raise ValueError("timeout must be > 0")
+
+
+_open: dict[tuple[int, str, str], Store] = {}
+
+
+def open_store(cfg: StoreConfig, data_dir: str) -> Store:
+    """The process-wide store for this config (the Gy, Rf and Sy apps of one worker share it)."""
+    target = (
+        cfg.url if cfg.backend == "redis" else (cfg.path or os.path.join(data_dir, "charging.db"))
+    )
+    key = (os.getpid(), cfg.backend, target + "|" + cfg.prefix)
+    store = _open.get(key)
+    if store is None:
+        if cfg.backend == "redis":
+            from .redis_store import RedisStore
+
+            store = RedisStore(target, prefix=cfg.prefix, timeout=cfg.timeout)
+        else:
+            from .sqlite_store import SqliteStore
+
+            store = SqliteStore(target, timeout=cfg.timeout)
+        _open[key] = store
+    return store
