@@ -27,6 +27,7 @@ from chargegw.peer.config import (
     TlsConfig,
     VendorApp,
 )
+from chargegw.peer.errors import error_answer_bytes
 from chargegw.peer.node import Node, RequestError
 
 log = logging.getLogger("chargegw.gateway")
@@ -251,14 +252,20 @@ class Gateway:
             log.debug("answer for %s not sent: %s", peer, exc)
 
     def _error(self, msg: Message, code: int, reason: str) -> bytes:
+        """Through the peer layer's one error-answer boundary: the generic grammar for
+        3xxx, and the command's own required AVPs (e.g. CCA's CC-Request-*) for the rest."""
         self.errors_sent += 1
         ident = self.config.identity
-        return msg.answer(
+        raw = error_answer_bytes(
+            msg,
             code,
             origin_host=ident.origin_host,
             origin_realm=ident.origin_realm,
             error_message=reason,
-        ).encode()
+        )
+        if raw is None:
+            raise ValueError(f"cannot build a {code} answer")
+        return raw
 
     def _late_error(self, p: Pending, code: int, reason: str) -> None:
         msg = p.ref if isinstance(p.ref, Message) else None

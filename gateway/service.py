@@ -11,6 +11,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from chargegw.config import Config, ConfigError, load_config
+from chargegw.peer import loop as peer_loop
 
 log = logging.getLogger("chargegw.gateway")
 
@@ -24,12 +25,8 @@ def setup_logging(level: str) -> None:
 
 
 def run_loop(coro: Coroutine[Any, Any, int]) -> int:
-    """Run on uvloop when installed (it is markedly faster for many small messages)."""
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run(coro)
-    return uvloop.run(coro)
+    """Run on the peer layer's loop choice: uvloop when installed, unless CHARGEGW_UVLOOP=0."""
+    return peer_loop.run(coro)
 
 
 def install_signals(stop: asyncio.Event, reload: Callable[[], None] | None = None) -> None:
