@@ -262,3 +262,49 @@ def _fuzz_app(factory):
         app.setup(FakeWorkerContext(str(factory.mktemp("fuzz")), {"group_commit": False}))
         _APPS["app"] = app
     return _APPS["app"]
+
+
+def test_batch_hook_answers_like_the_sync_path_and_charges_once(tmp_path):
+    import asyncio
+    import sqlite3
+
+    batched, plain = CreditControlApp(), CreditControlApp()
+    batched.setup(FakeWorkerContext(str(tmp_path / "b"), {"store": {"timeout": 2.0}}))
+    plain.setup(FakeWorkerContext(str(tmp_path / "p"), {"group_commit": False}))
+    s = {"msisdn": "4670000000019", "hbh": 5}
+    wave1 = [
+        build({**s, "rtype": 1, "sid": f"h{i}", "requested_service_unit": {}}, 0) for i in range(10)
+    ]
+    wave1.append(b"\x01\x00\x00\x14\x80" + b"\x00" * 15)  # not a CCR: the codec path, 3001
+    usu = {"requested_service_unit": {}, "used_service_unit": [{"cc_time": 61}]}
+    wave2 = [build({**s, **usu, "rtype": 2, "sid": f"h{i}"}, 1) for i in range(10)]
+    wave2 += wave2[:3]  # retransmissions inside the same batch
+
+    async def main():
+        assert batched.handle_raw_batch(wave1) == [plain.handle_raw(r) for r in wave1]
+        other = sqlite3.connect(str(tmp_path / "b" / "charging.db"), isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")  # another worker holds the write lock
+        pending = batched.handle_raw_batch(wave2)
+        assert not isinstance(pending, list)  # an awaitable: the loop keeps running
+        await asyncio.sleep(0.05)
+        other.execute("COMMIT")
+        other.close()
+        assert await pending == [plain.handle_raw(r) for r in wave2]
+
+    asyncio.run(main())
+    for app in (batched, plain):
+        acct = app.store.get_account("4670000000019").account
+        assert acct.balance == 100_000_000 - 10 * 20_000 and acct.reserved == 10 * 100_000
+
+
+def test_batch_hook_hands_back_decode_errors_for_the_runtime(tmp_path):
+    from chargegw.codec import AvpError
+
+    app = CreditControlApp()
+    app.setup(FakeWorkerContext(str(tmp_path), {}))
+    good = build({"msisdn": "4670000000020", "hbh": 1, "rtype": 1, "sid": "e1"}, 0)
+    junk = good[:20] + b"\x00\x00\x01\x07\x40\x00\x00\x04"  # an AVP shorter than its header
+    junk = junk[:1] + len(junk).to_bytes(3, "big") + junk[4:]
+    out = app.handle_raw_batch([good, junk])
+    assert Message.decode(out[0]).result_code == 2001
+    assert isinstance(out[1], (AvpError, CodecError))

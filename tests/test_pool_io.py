@@ -482,3 +482,59 @@ async def test_second_gateway_on_the_same_ipc_path_is_refused(tmp_path: Path) ->
         gw.server.close(goodbye=False)
     again = make_gateway(f"ipc://{tmp_path}/gw.ipc")  # a stale file is fine
     again.server.close(goodbye=False)
+
+
+class BatchApp:
+    """`handle_raw_batch`: answers a whole drained batch at once; request 3 raises (5012),
+    and with `later` the list comes back from an awaitable."""
+
+    app_id = TEST_APP_ID
+    later = False
+    batches: list[int] = []
+
+    def setup(self, ctx: Any) -> None:
+        self.ctx = ctx
+
+    def _one(self, raw: bytes) -> Any:
+        m = Message.decode(raw)
+        if m.hop_by_hop == 1003:
+            return RuntimeError("boom")
+        return m.answer(
+            2001, origin_host=self.ctx.origin_host, origin_realm=self.ctx.origin_realm
+        ).encode()
+
+    def handle_raw_batch(self, raws: list[bytes], ctxs: list[Any]) -> Any:
+        assert len(ctxs) == len(raws) and all(c.peer == "client.localdomain" for c in ctxs)
+        type(self).batches.append(len(raws))
+        answers = [self._one(r) for r in raws]
+        if not self.later:
+            return answers
+
+        async def deferred() -> list[Any]:
+            await asyncio.sleep(0.01)
+            return answers
+
+        return deferred()
+
+
+class LaterBatchApp(BatchApp):
+    later = True
+
+
+@pytest.mark.parametrize("app", ["BatchApp", "LaterBatchApp"])
+@aio
+async def test_batch_hook_answers_every_request_of_a_batch(tmp_path: Path, app: str) -> None:
+    BatchApp.batches = []
+    async with pool(tmp_path) as (gw, ws):
+        ws.start(make_worker([gw.endpoint], [AppSpec(TEST_APP_ID, f"{__name__}:{app}")]))
+        await until(lambda: len(gw.core.workers) == 1, what="registration")
+        for i in range(40):
+            gw.submit(make_request(i))
+        await until(lambda: gw.total() == 40, what="all answers")
+        codes = {hbh: int(m.get("Result-Code")) for hbh, m in gw.answers.items()}
+        assert codes.pop(1003) == 5012
+        assert set(codes.values()) == {2001} and len(codes) == 39
+        assert sum(BatchApp.batches) == 40 and max(BatchApp.batches) > 1  # batched, not 1 by 1
+        # every slot came back: the window is whole again
+        w = next(iter(gw.core.workers.values()))
+        await until(lambda: w.available == w.credit, what="credit returned")

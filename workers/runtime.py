@@ -11,7 +11,11 @@ still finished (the applications are idempotent), but their answers are replaced
 `Credit(1)`: the gateway has already resent or answered them.
 
 Applications may define `handle_raw(raw: bytes, ctx) -> bytes` (or an awaitable of it) to
-skip decoding; the null and test_app benchmark handlers do.
+skip decoding; the null and test_app benchmark handlers do. An application may also define
+`handle_raw_batch(raws: list[bytes], ctxs: list[RequestContext])`, returning a list with one
+answer per request (bytes, a Message, or an exception for 5012), or an awaitable of that
+list: the runtime then hands it all the raw requests of one drained batch at once, so the
+application can decide them together (one store transaction) with no per-request future.
 """
 
 from __future__ import annotations
@@ -106,6 +110,7 @@ class _App:
     app: Any
     ctx: _AppContext
     raw: Callable[..., Any] | None
+    raw_batch: Callable[..., Any] | None = None
 
 
 class WorkerRuntime:
@@ -197,7 +202,13 @@ class WorkerRuntime:
         setup = getattr(app, "setup", None)
         if setup is not None:
             setup(ctx)
-        self.apps[spec.app_id] = _App(spec.app_id, app, ctx, getattr(app, "handle_raw", None))
+        self.apps[spec.app_id] = _App(
+            spec.app_id,
+            app,
+            ctx,
+            getattr(app, "handle_raw", None),
+            getattr(app, "handle_raw_batch", None),
+        )
 
     # Running --------------------------------------------------------------------------
 
@@ -349,6 +360,8 @@ class WorkerRuntime:
     def _on_frames(self, i: int, batch: list[list[bytes]]) -> None:
         link = self.links[i]
         link.last_heard = time.monotonic()
+        grouped: dict[int, list[pp.Request]] | None = None
+        apps = self.apps
         for frames in batch:
             try:
                 msgs = pp.decode(frames[-1])
@@ -359,7 +372,13 @@ class WorkerRuntime:
                 t = type(m)
                 if t is pp.Request:
                     link.acked = True
-                    self._handle(i, m)  # type: ignore[arg-type]
+                    entry = apps.get(m.app)  # type: ignore[union-attr]
+                    if entry is not None and entry.raw_batch is not None and m.raw:  # type: ignore[union-attr]
+                        if grouped is None:
+                            grouped = {}
+                        grouped.setdefault(entry.app_id, []).append(m)  # type: ignore[arg-type]
+                    else:
+                        self._handle(i, m)  # type: ignore[arg-type]
                 elif t is pp.OutAnswer:
                     self._out_answer(link, m)  # type: ignore[arg-type]
                 elif t is pp.Heartbeat:
@@ -370,6 +389,9 @@ class WorkerRuntime:
                     self._reregister(i, "gateway does not know us")
                 elif t is pp.Goodbye:
                     self._reregister(i, "gateway said goodbye")
+        if grouped is not None:
+            for app_id, reqs in grouped.items():
+                self._handle_batch(i, apps[app_id], reqs)
         self._flush()
 
     # Request handling -----------------------------------------------------------------
@@ -410,6 +432,70 @@ class WorkerRuntime:
         except Exception as exc:
             result = self._failed(req, msg, exc)
         self._finish(i, gen, req, msg, result)
+
+    def _handle_batch(self, i: int, entry: _App, reqs: list[pp.Request]) -> None:
+        """All requests of one drained batch for an application with `handle_raw_batch`."""
+        link = self.links[i]
+        n = len(reqs)
+        link.busy += n
+        link.requests += n
+        gen = link.gen
+        peer_link = self._peer_link
+        ctxs = []
+        for req in reqs:
+            peer_link[req.peer] = link
+            ctxs.append(
+                RequestContext(peer=req.peer, deadline=req.deadline, retransmit=req.retransmit)
+            )
+        try:
+            results: Any = entry.raw_batch([r.raw for r in reqs], ctxs)  # type: ignore[misc]
+            if type(results) is not list and inspect.isawaitable(results):
+                fut = asyncio.ensure_future(results)
+                self._tasks.add(fut)
+                fut.add_done_callback(lambda f: self._batch_done(i, gen, reqs, f))
+                return
+        except Exception as exc:
+            results = [exc] * n
+        self._finish_batch(i, gen, reqs, results)
+
+    def _batch_done(
+        self, i: int, gen: int, reqs: list[pp.Request], fut: asyncio.Future[Any]
+    ) -> None:
+        self._tasks.discard(fut)
+        if fut.cancelled():
+            results: Any = [RuntimeError("handler cancelled")] * len(reqs)
+        elif (exc := fut.exception()) is not None:
+            results = [exc] * len(reqs)
+        else:
+            results = fut.result()
+        self._finish_batch(i, gen, reqs, results)
+        self._schedule_flush()
+
+    def _finish_batch(self, i: int, gen: int, reqs: list[pp.Request], results: Any) -> None:
+        if type(results) is not list or len(results) != len(reqs):
+            bad = RuntimeError(f"handle_raw_batch returned {type(results).__name__}, not a list "
+                               f"of {len(reqs)} answers")  # fmt: skip
+            results = [bad] * len(reqs)
+        link = self.links[i]
+        if gen != link.gen:
+            link.busy -= len(reqs)
+            self.handled += len(reqs)
+            self._queue(i, pp.Credit(len(reqs)))
+            return
+        fast: list[pp.PoolMessage] = []
+        for req, result in zip(reqs, results, strict=True):
+            if type(result) is bytes:
+                link.busy -= 1
+                self.handled += 1
+                fast.append(pp.Answer(req.id, result))
+            elif isinstance(result, AvpError):
+                self._finish(i, gen, req, None, self._protocol_error(req, result))
+            elif isinstance(result, BaseException):
+                self._finish(i, gen, req, None, self._failed(req, None, result))
+            else:
+                self._finish(i, gen, req, None, result)
+        if fast:
+            self._queue_many(i, fast)
 
     def _decode(self, req: pp.Request) -> Message:
         if req.raw:
@@ -502,6 +588,16 @@ class WorkerRuntime:
         box.append(m)
         if len(box) >= FLUSH_AT:
             self._send_link(i)  # a big batch: let the gateway forward these while we go on
+            return
+        self._dirty.add(i)
+        if not self._flush_scheduled:
+            self._schedule_flush()
+
+    def _queue_many(self, i: int, ms: list[pp.PoolMessage]) -> None:
+        box = self.links[i].outbox
+        box.extend(ms)
+        if len(box) >= FLUSH_AT:
+            self._send_link(i)
             return
         self._dirty.add(i)
         if not self._flush_scheduled:

@@ -18,6 +18,8 @@ import zmq
 
 # Frames handled per drain before yielding to the loop (TCP peers must get their turn).
 DRAIN_LIMIT = 512
+_EVENTS = zmq.EVENTS
+_POLLIN = zmq.POLLIN
 
 
 class LoopSocket:
@@ -42,10 +44,16 @@ class LoopSocket:
         self._scheduled = False
         if self._closed:
             return
-        recv = self.sock.recv_multipart
+        sock = self.sock
+        recv = sock.recv_multipart
+        get = sock.get
         batch: list[list[bytes]] = []
+        # Ask ZMQ_EVENTS before each read instead of reading until zmq.Again: raising and
+        # catching that exception costs more than the read itself.
         try:
             for _ in range(self.limit):
+                if not get(_EVENTS) & _POLLIN:
+                    break
                 batch.append(recv(zmq.NOBLOCK))
         except zmq.Again:
             pass

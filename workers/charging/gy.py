@@ -148,6 +148,17 @@ def _spawn(coro: Coroutine[Any, Any, Any]) -> None:
     task.add_done_callback(_TASKS.discard)
 
 
+async def _gather(results: list[Any]) -> list[Any]:
+    """`results` with each future replaced by its result (or its exception)."""
+    for k, r in enumerate(results):
+        if isinstance(r, asyncio.Future):
+            try:
+                results[k] = await r
+            except Exception as exc:
+                results[k] = exc
+    return results
+
+
 class _Service:
     """A service of the request with its tariff (None: unrated) and what the store should do."""
 
@@ -315,6 +326,88 @@ class CreditControlApp:
                 return fut
         return self._bytes(raw, p, self._store_step(p, prep))
 
+    def handle_raw_batch(self, raws: list[bytes], rctxs: Any = None) -> Any:
+        """The runtime's batch hook: the CCRs of one drained batch, decided together in one
+        store transaction (group commit); answers come back as one list, in order, once
+        that transaction has committed. No per-request future: the list is returned at once
+        unless another process holds the write lock, and then one awaitable of it is.
+
+        An element is the answer's bytes, or the exception that request raised (the runtime
+        answers it as `handle_raw` raising it would be answered)."""
+        n = len(raws)
+        results: list[Any] = [None] * n
+        pending: list[tuple[int, bytes, Parsed, tuple[int, CCOp, list[_Service]]]] = []
+        for k, raw in enumerate(raws):
+            try:
+                p = parse_ccr(raw)
+                if p is None:
+                    rctx = rctxs[k] if rctxs is not None else None
+                    results[k] = self.handle(Message.decode(raw), rctx).encode()
+                    continue
+                prep = self._prepare(p)
+                if isinstance(prep, Answer):
+                    results[k] = self._bytes(raw, p, prep)
+                else:
+                    pending.append((k, raw, p, prep))
+            except Exception as exc:
+                results[k] = exc
+        if not pending:
+            return results
+        if not self.cfg.group_commit:
+            for k, raw, p, prep in pending:
+                try:
+                    results[k] = self._bytes(raw, p, self._store_step(p, prep))
+                except Exception as exc:
+                    results[k] = exc
+            return results
+        try:
+            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        outcomes: list[Any] | None = None
+        if not self._batch_armed:  # else earlier CCRs wait for the lock: join them
+            assert self.store is not None
+            try:
+                outcomes = self.store.credit_control_many(
+                    [x[3][1] for x in pending], wait=loop is None
+                )
+            except StoreUnavailable as exc:
+                self._store_down(exc)
+                outcomes = [exc] * len(pending)
+            except Exception as exc:  # a bug fails this batch's requests, not the worker
+                self.ctx.log.exception("credit-control batch failed")
+                outcomes = [exc] * len(pending)
+        if outcomes is not None:
+            for (k, raw, p, (rtype, _, services)), out in zip(pending, outcomes, strict=True):
+                results[k] = self._settle(raw, p, rtype, services, out)
+            return results
+        # Another worker holds the write lock: the retry machinery of `handle_raw` waits for
+        # it without blocking the loop; this batch joins it and is answered as a whole.
+        assert loop is not None
+        for k, raw, p, prep in pending:
+            fut: asyncio.Future[bytes] = loop.create_future()
+            self._batch.append((raw, p, prep, fut))
+            results[k] = fut
+        if not self._batch_armed:
+            self._batch_armed = True
+            loop.call_soon(self._run_batch)
+        return _gather(results)
+
+    def _settle(
+        self, raw: bytes, p: Parsed, rtype: int, services: list[_Service], out: Any
+    ) -> bytes | BaseException:
+        """The answer bytes for a store outcome (or the exception to answer for)."""
+        try:
+            if isinstance(out, StoreUnavailable):
+                ans = Answer(3004, error_message="charging store unavailable")
+            elif isinstance(out, BaseException):
+                return out
+            else:
+                ans = self._complete(p, rtype, services, out)
+            return self._bytes(raw, p, ans)
+        except Exception as exc:
+            return exc
+
     def _bytes(self, raw: bytes, p: Parsed, ans: Answer) -> bytes:
         if ans.failed is not None or ans.error_message is not None:
             return self._render(Message.decode(raw), ans).encode()
@@ -352,17 +445,11 @@ class CreditControlApp:
         for (raw, p, (rtype, _, services), fut), out in zip(batch, outcomes, strict=True):
             if fut.done():
                 continue
-            try:
-                if isinstance(out, StoreUnavailable):
-                    ans = Answer(3004, error_message="charging store unavailable")
-                elif isinstance(out, BaseException):
-                    fut.set_exception(out)
-                    continue
-                else:
-                    ans = self._complete(p, rtype, services, out)
-                fut.set_result(self._bytes(raw, p, ans))
-            except Exception as exc:  # the runtime answers 5012 and logs it
-                fut.set_exception(exc)
+            res = self._settle(raw, p, rtype, services, out)
+            if type(res) is bytes:
+                fut.set_result(res)
+            else:  # the runtime answers 5012 and logs it
+                fut.set_exception(res)  # type: ignore[arg-type]
 
     def handle(self, request: Message, rctx: Any = None) -> Message:
         if request.code != CMD_CCR:

@@ -341,10 +341,7 @@ class Writer:
             rank = self.order.get(attr)
             if rank is None:
                 return Avp.new(attr, value).encode()
-            big = 1 << 30
-            data = b"".join(
-                [self.avps(k, value[k]) for k in sorted(value, key=lambda k: rank.get(k, big))]
-            )
+            data = b"".join([self.avps(k, value[k]) for k in self._order(attr, rank, value)])
             head = self._heads.get(attr)
             if head is None:
                 head = self._heads[attr] = Avp.new(attr, {}).encode()
@@ -357,6 +354,18 @@ class Writer:
             if len(self._leaves) < 20_000:
                 self._leaves[key] = b
         return b
+
+    def _order(self, parent: str, rank: dict[str, int], fields: dict[str, Any]) -> list[str]:
+        """`fields`' keys in placement order, memoised per key sequence (answers repeat a
+        few shapes; sorting is stable, so equal sequences always sort the same)."""
+        shape = (parent, *fields)
+        keys = self._shapes.get(shape)
+        if keys is None:
+            big = 1 << 30
+            keys = sorted(fields, key=lambda k: rank.get(k, big))
+            if len(self._shapes) < 4096:
+                self._shapes[shape] = keys
+        return keys
 
     def avps(self, attr: str, value: Any) -> bytes:
         if type(value) is list:
@@ -379,11 +388,9 @@ class Writer:
         if p.cc_request_number is not None:
             fields["cc_request_number"] = p.cc_request_number
         fields.update(extra)
-        rank = self.cca_rank
-        big = 1 << 30
         avps = self.avps
         body = p.session_avp + b"".join(
-            [avps(k, fields[k]) for k in sorted(fields, key=lambda k: rank.get(k, big))]
+            [avps(k, fields[k]) for k in self._order("", self.cca_rank, fields)]
         )
         flags = (p.flags & FLAG_P) | (FLAG_E if 3000 <= result < 4000 else 0)
         return (
