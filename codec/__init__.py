@@ -23,7 +23,7 @@ from .constants import (
     DisconnectCause,
     ResultCode,
 )
-from .dictionary import Dictionary, DictionaryError, get_dictionary
+from .dictionary import Dictionary, DictionaryError, get_dictionary, load_extra
 from .errors import AvpError, CodecError, FramingError
 from .header import DEFAULT_MAX_LENGTH, FrameReader, Header, parse_header
 from .message import Message, class_for, decode_message
@@ -64,5 +64,6 @@ __all__ = [
     "class_for",
     "decode_message",
     "get_dictionary",
+    "load_extra",
     "parse_header",
 ]

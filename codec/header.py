@@ -25,7 +25,9 @@ class Header(NamedTuple):
     end_to_end: int
 
 
-def parse_header(buf: bytes | bytearray | memoryview, max_length: int = DEFAULT_MAX_LENGTH) -> Header:
+def parse_header(
+    buf: bytes | bytearray | memoryview, max_length: int = DEFAULT_MAX_LENGTH
+) -> Header:
     """Read and check the 20-octet header; the AVPs are not looked at."""
     if len(buf) < HEADER_LENGTH:
         raise FramingError(f"message shorter than a header ({len(buf)} octets)", 5015)

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from .avp import Avp, AvpContainer, Group, scan
+from .avp import Avp, AvpContainer, encode_avps, scan_into
 from .constants import FLAG_ERROR, FLAG_PROXIABLE, FLAG_REQUEST, FLAG_RETRANSMIT
 from .dictionary import CommandDef, Dictionary, Grammar, get_dictionary
 from .errors import AvpError, FramingError
-from .header import DEFAULT_MAX_LENGTH, HEADER, parse_header
+from .header import DEFAULT_MAX_LENGTH, HEADER, Header, parse_header
 
 _SESSION_ID = (263, 0)
 _PROXY_INFO = (284, 0)
@@ -41,7 +41,6 @@ class Message(AvpContainer):
         **avps: Any,
     ) -> None:
         cmd = self._command
-        osa = object.__setattr__
         if cmd is not None:
             code = cmd.code if code is None else code
             if app_id is None:
@@ -52,17 +51,20 @@ class Message(AvpContainer):
                 )
         if code is None:
             raise TypeError("a generic Message needs code=")
-        osa(self, "code", code)
-        osa(self, "app_id", app_id or 0)
-        osa(self, "flags", FLAG_REQUEST if flags is None else flags)
-        osa(self, "hop_by_hop", hop_by_hop)
-        osa(self, "end_to_end", end_to_end)
-        osa(self, "_dict", dictionary or get_dictionary())
-        osa(self, "_avps", [])
-        osa(self, "_buf", None)
-        osa(self, "_start", 20)
-        osa(self, "_end", 20)
-        osa(self, "_dirty", True)
+        self.code = code
+        self.app_id = app_id or 0
+        self.flags = FLAG_REQUEST if flags is None else flags
+        self.hop_by_hop = hop_by_hop
+        self.end_to_end = end_to_end
+        self._dict = dictionary or get_dictionary()
+        self._avps = []
+        self._keys = self._offs = None
+        self._scan = 20
+        self._vals = None
+        self._buf = None
+        self._start = 20
+        self._end = 20
+        self._dirty = True
         if avps:
             self._fill(avps)
 
@@ -76,33 +78,50 @@ class Message(AvpContainer):
         dictionary: Dictionary | None = None,
         max_length: int = DEFAULT_MAX_LENGTH,
     ) -> Message:
-        """One whole message. Framing faults raise FramingError, AVP structure AvpError."""
+        """One whole message. Framing faults raise FramingError, AVP structure AvpError
+        (with `.header` set, so that an answer can still carry hop-by-hop and end-to-end)."""
         buf = data if type(data) is bytes else bytes(data)
-        hdr = parse_header(buf, max_length)
-        if hdr.length != len(buf):
-            raise FramingError(
-                f"length field says {hdr.length} octets, the buffer holds {len(buf)}", 5015
-            )
+        n = len(buf)
+        if n < 20:
+            raise FramingError(f"message shorter than a header ({n} octets)", 5015)
+        vl, fc, app, hbh, e2e = HEADER.unpack_from(buf, 0)
+        length = vl & 0xFFFFFF
+        if vl >> 24 != 1 or length < 20 or length & 3 or length > max_length:
+            parse_header(buf, max_length)  # raises the precise FramingError
+        if length != n:
+            raise FramingError(f"length field says {length} octets, the buffer holds {n}", 5015)
         d = dictionary or get_dictionary()
-        klass = class_for(d, hdr.app_id, hdr.code, bool(hdr.flags & FLAG_REQUEST))
+        flags = fc >> 24
+        code = fc & 0xFFFFFF
+        klass = d.classes.get((app, code, flags >= 0x80))
+        if klass is None:
+            klass = class_for(d, app, code, flags >= 0x80)
         m = klass.__new__(klass)
-        osa = object.__setattr__
-        osa(m, "code", hdr.code)
-        osa(m, "app_id", hdr.app_id)
-        osa(m, "flags", hdr.flags)
-        osa(m, "hop_by_hop", hdr.hop_by_hop)
-        osa(m, "end_to_end", hdr.end_to_end)
-        osa(m, "_dict", d)
-        osa(m, "_buf", buf)
-        osa(m, "_start", 20)
-        osa(m, "_end", hdr.length)
-        osa(m, "_dirty", False)
+        m.code = code
+        m.app_id = app
+        m.flags = flags
+        m.hop_by_hop = hbh
+        m.end_to_end = e2e
+        m._dict = d
+        m._buf = buf
+        m._start = 20
+        m._end = m._scan = length
+        m._dirty = False
+        m._avps = None
+        m._vals = None
+        m._keys = keys = []
+        m._offs = offs = []
         try:
-            osa(m, "_avps", scan(buf, 20, hdr.length, d.avps))
+            scan_into(buf, 20, length, keys, offs, -1, d.avps)
         except AvpError as exc:
-            exc.header = hdr
+            exc.header = Header(1, length, flags, code, app, hbh, e2e)
             raise
         return m
+
+    @property
+    def header(self) -> Header:
+        n = self._end if self._buf is not None and not self._changed() else len(self.encode())
+        return Header(1, n, self.flags, self.code, self.app_id, self.hop_by_hop, self.end_to_end)
 
     # -- header -----------------------------------------------------------------------
 
@@ -135,7 +154,7 @@ class Message(AvpContainer):
         self._flag(FLAG_RETRANSMIT, on)
 
     def _flag(self, bit: int, on: bool) -> None:
-        object.__setattr__(self, "flags", (self.flags | bit) if on else (self.flags & ~bit))
+        self.flags = (self.flags | bit) if on else (self.flags & ~bit)
 
     @property
     def command_name(self) -> str:
@@ -172,11 +191,13 @@ class Message(AvpContainer):
             )
             return buf if buf[:20] == head else head + buf[20 : self._end]
         parts: list[bytes] = [b""]
-        n = 20
-        for a in self._items():
-            n += a._encode_into(parts)
+        n = 20 + encode_avps(self._items(), parts)
         parts[0] = HEADER.pack(
-            (1 << 24) | n, (self.flags << 24) | self.code, self.app_id, self.hop_by_hop, self.end_to_end
+            (1 << 24) | n,
+            (self.flags << 24) | self.code,
+            self.app_id,
+            self.hop_by_hop,
+            self.end_to_end,
         )
         return b"".join(parts)
 
@@ -206,30 +227,26 @@ class Message(AvpContainer):
             end_to_end=self.end_to_end,
             dictionary=d,
         )
-        items = self._items()
-        for a in items:
-            if a.code == 263 and a.vendor == 0:
-                ans._insert(a.copy())
-                break
+        kw: dict[str, Any] = {}
+        sid = self._copies(263)
+        if sid:
+            kw["Session-Id"] = sid[0]
         if origin_host is not None:
-            ans.set("Origin-Host", origin_host)
+            kw["Origin-Host"] = origin_host
         if origin_realm is not None:
-            ans.set("Origin-Realm", origin_realm)
+            kw["Origin-Realm"] = origin_realm
         if result_code is not None:
-            ans.set("Result-Code", result_code)
+            kw["Result-Code"] = result_code
         if error_message is not None:
-            ans.set("Error-Message", error_message)
+            kw["Error-Message"] = error_message
         if failed_avp is not None:
             inner = failed_avp if isinstance(failed_avp, list) else [failed_avp]
-            ans.set("Failed-AVP", Group(d.avp("Failed-AVP"), d))
-            g = ans.get("Failed-AVP")
-            for a in inner:
-                g.add(a.copy())
-        if avps:
-            ans._fill(avps)
-        for a in items:
-            if a.code == 284 and a.vendor == 0:
-                ans._insert(a.copy())
+            kw["Failed-AVP"] = [a.copy() for a in inner]
+        kw.update(avps)
+        proxy = self._copies(284)
+        if proxy:
+            kw["Proxy-Info"] = proxy
+        ans._fill(kw)
         return ans
 
     # -- validation and presentation --------------------------------------------------
@@ -289,7 +306,9 @@ class Message(AvpContainer):
 
 
 def _flag_letters(flags: int) -> str:
-    return "".join(c if flags & b else "-" for c, b in zip("RPET", (0x80, 0x40, 0x20, 0x10), strict=True))
+    return "".join(
+        c if flags & b else "-" for c, b in zip("RPET", (0x80, 0x40, 0x20, 0x10), strict=True)
+    )
 
 
 def class_for(d: Dictionary, app_id: int, code: int, request: bool) -> type[Message]:

@@ -1,16 +1,20 @@
 """RFC 6733 basic and derived AVP data types: bytes in, Python values out, and back.
 
-Each type is a small object with `decode(buf, start, end)` and `encode(value) -> bytes`.
-Decoding works on offsets into the message buffer so that fixed-size values are read with
-one `unpack_from` and no slicing. Faults raise `TypeFault` with the Result-Code the answer
-needs (5004 for a bad value, 5014 for a wrong length); the AVP layer turns it into AvpError.
+Each type is a small object with `decode(buf, start, end)`, `check(value)` and
+`encode(value) -> bytes`. Decoding works on offsets into the message buffer so that
+fixed-size values are read with one `unpack_from` and no slicing. `check` runs once, when a
+value is assigned, and returns the value to store (an enum name becomes its member, a Unix
+time a UTC datetime); `encode` then trusts it. Faults raise `TypeFault` with the Result-Code
+the answer needs (5004 for a bad value, 5014 for a wrong length); the AVP layer turns it into
+AvpError (decoding) or EncodeError (building).
 """
 
 from __future__ import annotations
 
 import ipaddress
+import math
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from struct import Struct
 from typing import Any, NamedTuple
 
@@ -30,20 +34,27 @@ class OtherAddress(NamedTuple):
 
 NTP_UNIX_OFFSET = 2208988800  # seconds from 1900-01-01 to 1970-01-01
 ERA = 1 << 32
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# RFC 2030 3: with the top bit set the value counts from 1900 (1968-01-20 .. 2036-02-07),
+# with it clear from 2036-02-07 06:28:16 UTC (up to 2104-02-26).
+TIME_MIN = _EPOCH + timedelta(seconds=(1 << 31) - NTP_UNIX_OFFSET)
+TIME_MAX = _EPOCH + timedelta(seconds=ERA + (1 << 31) - 1 - NTP_UNIX_OFFSET)
 
 
 class FixedType:
     """A type whose data is one struct field (integers, floats, enumerations, time)."""
 
-    __slots__ = ("name", "struct", "size", "lo", "hi")
+    __slots__ = ("name", "struct", "size", "lo", "hi", "is_float")
     fixed = True
+    converts = False  # True when the stored value is not what the struct packs (Time)
 
-    def __init__(self, name: str, fmt: str, lo: float | None = None, hi: float | None = None) -> None:
+    def __init__(self, name: str, fmt: str, lo: int | None = None, hi: int | None = None) -> None:
         self.name = name
         self.struct = Struct(">" + fmt)
         self.size = self.struct.size
         self.lo = lo
         self.hi = hi
+        self.is_float = lo is None
 
     def decode(self, buf: Any, start: int, end: int) -> Any:
         if end - start != self.size:
@@ -51,58 +62,88 @@ class FixedType:
         return self.struct.unpack_from(buf, start)[0]
 
     def check(self, value: Any) -> Any:
-        if self.lo is not None:
-            if not isinstance(value, int) or isinstance(value, bool):
+        if type(value) is int and not self.is_float and self.lo <= value <= self.hi:  # type: ignore[operator]
+            return value
+        if type(value) is bool:
+            raise TypeFault(f"{self.name} needs a number, got bool")
+        if not self.is_float:
+            if not isinstance(value, int):
                 raise TypeFault(f"{self.name} needs an int, got {type(value).__name__}")
             if not self.lo <= value <= self.hi:  # type: ignore[operator]
                 raise TypeFault(f"{value} is out of range for {self.name}")
-        elif not isinstance(value, (int, float)) or isinstance(value, bool):
+            return value
+        if not isinstance(value, (int, float)):
             raise TypeFault(f"{self.name} needs a number, got {type(value).__name__}")
+        value = float(value)
+        if self.size == 4 and math.isfinite(value):
+            try:
+                self.struct.pack(value)
+            except OverflowError:
+                raise TypeFault(f"{value} is out of range for {self.name}") from None
+        return value
+
+    def wire(self, value: Any) -> Any:
+        """The struct field for a checked value (the identity, except for Time)."""
         return value
 
     def encode(self, value: Any) -> bytes:
-        return self.struct.pack(self.check(value))
+        return self.struct.pack(self.wire(self.check(value)))
 
 
 class TimeType(FixedType):
     """NTP seconds, always UTC; values with the top bit clear belong to the era after 2036."""
 
     __slots__ = ()
+    converts = True
 
     def __init__(self) -> None:
-        super().__init__("Time", "I")
+        super().__init__("Time", "I", 0, ERA - 1)
 
     def decode(self, buf: Any, start: int, end: int) -> datetime:
         ntp = FixedType.decode(self, buf, start, end)
         if not ntp & 0x80000000:
             ntp += ERA
-        return datetime.fromtimestamp(ntp - NTP_UNIX_OFFSET, UTC)
+        return _EPOCH + timedelta(seconds=ntp - NTP_UNIX_OFFSET)
 
-    def check(self, value: Any) -> int:
+    def check(self, value: Any) -> datetime:
+        """A datetime (naive means UTC) or Unix seconds -> an aware UTC datetime, whole seconds."""
         if isinstance(value, datetime):
             if value.tzinfo is None:
                 value = value.replace(tzinfo=UTC)
-            unix = int(value.timestamp())
+            elif value.utcoffset():
+                value = value.astimezone(UTC)
+            elif value.tzinfo is not UTC:
+                value = value.replace(tzinfo=UTC)
+            if value.microsecond:
+                value = value.replace(microsecond=0)
         elif isinstance(value, (int, float)) and not isinstance(value, bool):
-            unix = int(value)
+            if not math.isfinite(value):
+                raise TypeFault(f"Time needs a finite number, got {value}")
+            try:
+                value = _EPOCH + timedelta(seconds=math.floor(value))
+            except OverflowError:
+                raise TypeFault(f"Time {value} is out of range") from None
         else:
             raise TypeFault(f"Time needs a datetime or Unix seconds, got {type(value).__name__}")
-        ntp = unix + NTP_UNIX_OFFSET
-        if ntp >= ERA:
-            ntp -= ERA
-            if ntp & 0x80000000:
-                raise TypeFault("Time is past 2104, beyond what the NTP format can carry")
-        elif not ntp & 0x80000000:
-            raise TypeFault("Time before 1968 cannot be told apart from the era after 2036")
-        return ntp
+        if not TIME_MIN <= value <= TIME_MAX:
+            raise TypeFault(
+                f"Time {value.isoformat()} is outside what NTP seconds can carry "
+                f"({TIME_MIN.isoformat()} .. {TIME_MAX.isoformat()})"
+            )
+        return value
 
-    def encode(self, value: Any) -> bytes:
-        return self.struct.pack(self.check(value))
+    def wire(self, value: datetime) -> int:
+        ntp = (value - _EPOCH) // _SECOND + NTP_UNIX_OFFSET
+        return ntp - ERA if ntp >= ERA else ntp
+
+
+_SECOND = timedelta(seconds=1)
 
 
 class OctetStringType:
     __slots__ = ("name",)
     fixed = False
+    converts = False
 
     def __init__(self, name: str = "OctetString") -> None:
         self.name = name
@@ -110,15 +151,22 @@ class OctetStringType:
     def decode(self, buf: Any, start: int, end: int) -> Any:
         return bytes(buf[start:end])
 
-    def encode(self, value: Any) -> bytes:
-        if isinstance(value, (bytes, bytearray, memoryview)):
+    def check(self, value: Any) -> bytes:
+        if type(value) is bytes:
+            return value
+        if isinstance(value, (bytearray, memoryview)):
             return bytes(value)
         if isinstance(value, str):
             return value.encode("utf-8")
         raise TypeFault(f"{self.name} needs bytes, got {type(value).__name__}")
 
+    def encode(self, value: Any) -> bytes:
+        return self.check(value)
+
 
 class UTF8StringType(OctetStringType):
+    """UTF-8 text. RFC 6733 allows code points 1..0x7fffffff, so a NUL octet is invalid."""
+
     __slots__ = ()
 
     def __init__(self, name: str = "UTF8String") -> None:
@@ -126,23 +174,48 @@ class UTF8StringType(OctetStringType):
 
     def decode(self, buf: Any, start: int, end: int) -> str:
         try:
-            return str(buf[start:end], "utf-8")
+            s = str(buf[start:end], "utf-8")
         except UnicodeDecodeError as exc:
             raise TypeFault(f"{self.name} is not valid UTF-8: {exc.reason}") from None
+        if "\x00" in s:
+            raise TypeFault(f"{self.name} contains a NUL octet")
+        return self.validate_str(s)
 
     def validate_str(self, value: str) -> str:
         return value
 
+    def check(self, value: Any) -> str:
+        if type(value) is str and value.isascii() and "\x00" not in value:
+            return self.validate_str(value) if value else value
+        if type(value) is not str:
+            if isinstance(value, str):
+                value = str(value)
+            else:
+                raise TypeFault(f"{self.name} needs a str, got {type(value).__name__}")
+        if not value:
+            return value  # the zero-length example a 5005 Failed-AVP carries (RFC 6733 7.5)
+        if "\x00" in value:
+            raise TypeFault(f"{self.name} contains a NUL character")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise TypeFault(f"{self.name} cannot be encoded as UTF-8: {exc.reason}") from None
+        return self.validate_str(value)
+
     def encode(self, value: Any) -> bytes:
-        if isinstance(value, str):
-            return self.validate_str(value).encode("utf-8")
         if isinstance(value, (bytes, bytearray, memoryview)):
-            try:
-                self.validate_str(str(value, "utf-8"))
-            except UnicodeDecodeError as exc:
-                raise TypeFault(f"{self.name} is not valid UTF-8: {exc.reason}") from None
             return bytes(value)
-        raise TypeFault(f"{self.name} needs a str, got {type(value).__name__}")
+        return self.check(value).encode("utf-8")
+
+
+# DiameterIdentity is an FQDN or realm; IDNA makes it ASCII. Printable ASCII without
+# spaces is accepted (underscores and other oddities occur in the field).
+_IDENTITY = re.compile(r"[!-~]{1,255}").fullmatch
+
+
+def _identity_ok(s: str) -> bool:
+    """The same test as _IDENTITY, without the regex engine (it runs for every Origin-Host)."""
+    return 0 < len(s) <= 255 and s.isascii() and s.isprintable() and " " not in s
 
 
 class IdentityType(UTF8StringType):
@@ -154,20 +227,30 @@ class IdentityType(UTF8StringType):
         super().__init__("DiameterIdentity")
 
     def decode(self, buf: Any, start: int, end: int) -> str:
-        return self.validate_str(UTF8StringType.decode(self, buf, start, end))
+        try:
+            s = str(buf[start:end], "ascii")
+        except UnicodeDecodeError:
+            raise TypeFault("DiameterIdentity is not ASCII") from None
+        if not _identity_ok(s):
+            raise TypeFault(f"invalid DiameterIdentity {s!r}")
+        return s
 
     def validate_str(self, value: str) -> str:
-        if not value or any(c.isspace() for c in value):
+        if not _identity_ok(value):
             raise TypeFault(f"invalid DiameterIdentity {value!r}")
         return value
 
 
+# RFC 6733 4.3.1:  "aaa://" | "aaas://"  FQDN [ ":" port ] [ ";transport=" tcp|sctp|udp ]
+# [ ";protocol=" diameter|radius|tacacs+ ]. An IPv6 literal in brackets and "tls" (RFC 3588
+# era peers) are accepted as well; the two parameters may come in either order.
 _URI = re.compile(
-    r"^aaas?://[^\s:;/]+(:\d{1,5})?"
-    r"(;transport=(tcp|sctp|udp|tls))?(;protocol=(diameter|radius|tacacs\+))?"
-    r"(;transport=(tcp|sctp|udp|tls))?$",
+    r"aaas?://(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_](?:[A-Za-z0-9_.\-]*[A-Za-z0-9_])?)"
+    r"(?::(\d{1,5}))?"
+    r"(?:;transport=(?:tcp|sctp|udp|tls)(?:;protocol=(?:diameter|radius|tacacs\+))?"
+    r"|;protocol=(?:diameter|radius|tacacs\+)(?:;transport=(?:tcp|sctp|udp|tls))?)?",
     re.IGNORECASE,
-)
+).fullmatch
 
 
 class URIType(UTF8StringType):
@@ -178,13 +261,59 @@ class URIType(UTF8StringType):
     def __init__(self) -> None:
         super().__init__("DiameterURI")
 
-    def decode(self, buf: Any, start: int, end: int) -> str:
-        return self.validate_str(UTF8StringType.decode(self, buf, start, end))
-
     def validate_str(self, value: str) -> str:
-        if not _URI.match(value):
+        m = _URI(value)
+        if m is None or (m.group(1) is not None and int(m.group(1)) > 65535):
             raise TypeFault(f"invalid DiameterURI {value!r}")
         return value
+
+
+_PORTS = re.compile(r"\d{1,5}(?:-\d{1,5})?(?:,\d{1,5}(?:-\d{1,5})?)*").fullmatch
+_OPTIONS = {"frag", "ipoptions", "tcpoptions", "established", "setup", "tcpflags", "icmptypes"}
+_OPTION_ARG = {"ipoptions", "tcpoptions", "tcpflags", "icmptypes"}
+
+
+def _filter_address(words: list[str], i: int) -> int:
+    """Parse `[!] (any|assigned|addr[/mask]) [ports]` from words[i]; return the next index."""
+    if i < len(words) and words[i] == "!":
+        i += 1
+    if i >= len(words):
+        raise ValueError("address missing")
+    w = words[i]
+    if w.startswith("!"):
+        w = w[1:]
+    if w not in ("any", "assigned"):
+        ipaddress.ip_network(w, strict=False)
+    i += 1
+    if i < len(words) and words[i] != "to" and _PORTS(words[i]):
+        for part in words[i].split(","):
+            for p in part.split("-"):
+                if int(p) > 65535:
+                    raise ValueError(f"port {p} out of range")
+        i += 1
+    return i
+
+
+def parse_ipfilter(value: str) -> None:
+    """Check the RFC 6733 4.3.1 syntax: action dir proto from src [ports] to dst [ports] [options]."""
+    w = value.split()
+    if len(w) < 7 or w[0] not in ("permit", "deny") or w[1] not in ("in", "out"):
+        raise ValueError("expected 'permit|deny in|out PROTO from SRC to DST'")
+    if w[2] != "ip" and not (w[2].isdigit() and int(w[2]) <= 255):
+        raise ValueError(f"protocol {w[2]!r} is neither 'ip' nor a number 0-255")
+    if w[3] != "from":
+        raise ValueError("'from' missing")
+    i = _filter_address(w, 4)
+    if i >= len(w) or w[i] != "to":
+        raise ValueError("'to' missing")
+    i = _filter_address(w, i + 1)
+    while i < len(w):
+        opt = w[i]
+        if opt not in _OPTIONS:
+            raise ValueError(f"unknown option {opt!r}")
+        i += 2 if opt in _OPTION_ARG else 1
+        if i > len(w):
+            raise ValueError(f"option {opt!r} needs an argument")
 
 
 class IPFilterRuleType(UTF8StringType):
@@ -195,23 +324,17 @@ class IPFilterRuleType(UTF8StringType):
     def __init__(self) -> None:
         super().__init__("IPFilterRule")
 
-    def decode(self, buf: Any, start: int, end: int) -> str:
-        return self.validate_str(UTF8StringType.decode(self, buf, start, end))
-
     def validate_str(self, value: str) -> str:
-        words = value.split()
-        if (
-            len(words) < 7
-            or words[0] not in ("permit", "deny")
-            or words[1] not in ("in", "out")
-            or "from" not in words
-            or "to" not in words
-        ):
-            raise TypeFault(f"invalid IPFilterRule {value!r}")
+        try:
+            parse_ipfilter(value)
+        except ValueError as exc:
+            raise TypeFault(f"invalid IPFilterRule {value!r}: {exc}") from None
         return value
 
 
 _FAMILY = Struct(">H")
+_V4 = b"\x00\x01"
+_V6 = b"\x00\x02"
 
 
 class AddressType:
@@ -220,6 +343,7 @@ class AddressType:
     __slots__ = ()
     name = "Address"
     fixed = False
+    converts = False
 
     def decode(self, buf: Any, start: int, end: int) -> Any:
         if end - start < 2:
@@ -236,21 +360,47 @@ class AddressType:
             return ipaddress.IPv6Address(data)
         return OtherAddress(family, data)
 
-    def encode(self, value: Any) -> bytes:
+    def check(self, value: Any) -> Any:
+        if isinstance(value, (ipaddress.IPv4Address, ipaddress.IPv6Address, OtherAddress)):
+            if isinstance(value, OtherAddress):
+                return self._other(value.family, value.data)
+            return value
         if isinstance(value, str):
             try:
-                value = ipaddress.ip_address(value)
+                return ipaddress.ip_address(value)
             except ValueError:
                 raise TypeFault(f"invalid IP address {value!r}") from None
-        if isinstance(value, ipaddress.IPv4Address):
-            return b"\x00\x01" + value.packed
-        if isinstance(value, ipaddress.IPv6Address):
-            return b"\x00\x02" + value.packed
-        if isinstance(value, OtherAddress):
-            return _FAMILY.pack(value.family) + bytes(value.data)
         if isinstance(value, tuple) and len(value) == 2:
-            return _FAMILY.pack(value[0]) + bytes(value[1])
+            return self._other(value[0], value[1])
         raise TypeFault(f"Address needs an IP address, got {type(value).__name__}")
+
+    @staticmethod
+    def _other(family: Any, data: Any) -> Any:
+        if not isinstance(family, int) or not 0 <= family <= 0xFFFF:
+            raise TypeFault(f"Address family {family!r} is not 0-65535")
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeFault("Address data must be bytes")
+        data = bytes(data)
+        if family == 1 and len(data) == 4:
+            return ipaddress.IPv4Address(data)
+        if family == 2 and len(data) == 16:
+            return ipaddress.IPv6Address(data)
+        if family in (1, 2):
+            raise TypeFault(f"family {family} needs {4 if family == 1 else 16} octets")
+        return OtherAddress(family, data)
+
+    def encode(self, value: Any) -> bytes:
+        t = type(value)
+        if t is ipaddress.IPv4Address:
+            return _V4 + value.packed
+        if t is ipaddress.IPv6Address:
+            return _V6 + value.packed
+        if isinstance(value, (bytes, bytearray, memoryview)):
+            return bytes(value)
+        value = self.check(value)
+        if isinstance(value, OtherAddress):
+            return _FAMILY.pack(value.family) + value.data
+        return (_V4 if value.version == 4 else _V6) + value.packed
 
 
 class GroupedType:
@@ -259,6 +409,7 @@ class GroupedType:
     __slots__ = ()
     name = "Grouped"
     fixed = False
+    converts = False
 
 
 TYPES: dict[str, Any] = {
