@@ -46,7 +46,21 @@ def load_config(path: str | None = None, env: Mapping[str, str] | None = None) -
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {path!r} is not valid TOML: {exc}") from None
     origins = apply_env(data, env)
-    return convert(data, origins, path)
+    config = convert(data, origins, path)
+    load_dictionaries(config)
+    return config
+
+
+def load_dictionaries(config: Config) -> None:
+    """Load `dictionaries.files` into this process's codec dictionary, before any message is
+    decoded; a bad or conflicting file is a config error naming its key path."""
+    from chargegw.codec.dictionary import DictionaryError, load_extra
+
+    for i, path in enumerate(config.dictionaries.files):
+        try:
+            load_extra([path], on_conflict=config.dictionaries.on_conflict)
+        except (DictionaryError, OSError) as exc:
+            raise ConfigError(f"config error: dictionaries.files[{i}] ({path}): {exc}") from None
 
 
 def convert(

@@ -210,6 +210,24 @@ class Logging(_Base):
     level: Literal["debug", "info", "warning", "error"] = "info"
 
 
+class Dictionaries(_Base):
+    """Dictionary files loaded at start, beyond the built-in ones (every process loads them)."""
+
+    # chargegw JSON dictionaries or Wireshark dictionary XML (entity includes are followed),
+    # e.g. "/usr/share/wireshark/diameter/dictionary.xml" for every vendor Wireshark knows.
+    files: list[str] = []
+    # What a definition that clashes with a loaded one does: "error" (refuse to start,
+    # naming both sources), "skip" (keep the loaded one) or "rename" (load it as Name.code).
+    on_conflict: str = "error"
+
+    def __post_init__(self) -> None:
+        _check(
+            self.on_conflict in ("error", "skip", "rename"),
+            "on_conflict",
+            f"must be error, skip or rename, not {self.on_conflict!r}",
+        )
+
+
 class Application(_Base):
     """One `[[applications]]` entry: an application id and the handler that serves it."""
 
@@ -258,6 +276,7 @@ class Config(_Base):
     worker: Worker = msgspec.field(default_factory=Worker)
     launcher: Launcher = msgspec.field(default_factory=Launcher)
     logging: Logging = msgspec.field(default_factory=Logging)
+    dictionaries: Dictionaries = msgspec.field(default_factory=Dictionaries)
     applications: list[Application] = msgspec.field(default_factory=default_applications)
 
     def __post_init__(self) -> None:
