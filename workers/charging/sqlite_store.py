@@ -78,6 +78,8 @@ CREATE INDEX IF NOT EXISTS sy_account ON sy(account);
 """
 
 _ACCT_COLS = "id, balance, reserved, credit_limit, blocked, spent, period, sy"
+WAL_AUTOCHECKPOINT = 8192  # pages (1 KiB)
+_CACHE_MAX = 65536  # entries per cache dict; the oldest goes first
 _sess_enc = msgspec.msgpack.Encoder()
 _sess_dec = msgspec.msgpack.Decoder(Session)
 _sy_dec = msgspec.msgpack.Decoder(SySubscription)
@@ -114,6 +116,9 @@ class SqliteStore:
             self.db.execute("PRAGMA page_size=1024")
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
+            # Checkpoint every 8 MiB of WAL rather than every 1 MiB: a hot page (ledger tail,
+            # session and account pages) is then copied back once for many commits.
+            self.db.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT}")
             self.db.execute("PRAGMA journal_size_limit=67108864")
             self.db.execute("PRAGMA mmap_size=268435456")
             self.db.executescript(SCHEMA)  # idempotent
@@ -122,12 +127,25 @@ class SqliteStore:
             raise StoreUnavailable(f"sqlite {path}: {exc}") from exc
         self._rules: list[ProvisionRule] = []
         self._rules_at = 0.0
+        # Row cache for credit control (see `_txn`): session id -> (session, stored expiry
+        # bucket), account id -> account, (sub_type, data) -> account id. Objects here are
+        # exactly what this connection last wrote or read inside a write transaction.
+        self._sessions: dict[str, tuple[Session, float]] = {}
+        self._accounts: dict[str, Account] = {}
+        self._subs: dict[tuple[int, str], str] = {}
+        self._data_version = -1
 
     # -- plumbing -------------------------------------------------------------------------
 
-    def _txn(self, fn: Callable[[], T], wait: bool = True) -> T:
+    def _txn(self, fn: Callable[[], T], wait: bool = True, keep_cache: bool = False) -> T:
         """Run `fn` in one write transaction, waiting for the write lock at most `timeout`
-        (or, with wait=False, raising _Busy at once when another process holds it)."""
+        (or, with wait=False, raising _Busy at once when another process holds it).
+
+        The row cache is trusted only while no other connection has committed: right after
+        BEGIN IMMEDIATE (we hold the write lock, so nobody can commit until we finish) a
+        changed `PRAGMA data_version` drops it. It is also dropped on any failure (rolled-back
+        writes may already be in it) and before any transaction that is not credit control
+        (keep_cache=False), since those write accounts and sessions behind the cache's back."""
         db = self.db
         deadline = time.monotonic() + self.timeout
         delay = 0.00002
@@ -148,15 +166,44 @@ class SqliteStore:
                 time.sleep(delay)
                 delay = min(delay * 2, 0.002)
         try:
+            version = db.execute("PRAGMA data_version").fetchone()[0]
+            if version != self._data_version or not keep_cache:
+                self._drop_cache()
+                self._data_version = version
             result = fn()
             db.execute("COMMIT")
             return result
         except BaseException as exc:
+            self._drop_cache()
             if db.in_transaction:
                 db.execute("ROLLBACK")
             if isinstance(exc, sqlite3.OperationalError):
                 raise StoreUnavailable(f"sqlite {self.path}: {exc}") from exc
             raise
+
+    def _drop_cache(self) -> None:
+        self._sessions.clear()
+        self._accounts.clear()
+        self._subs.clear()
+
+    def _cache_account(self, a: Account) -> Account:
+        """The cached object for this account (the one all writes must go through)."""
+        accounts = self._accounts
+        cached = accounts.get(a.id)
+        if cached is not None:
+            return cached
+        if len(accounts) >= _CACHE_MAX:
+            del accounts[next(iter(accounts))]
+        accounts[a.id] = a
+        return a
+
+    def _cached_account(self, account_id: str) -> Account | None:
+        a = self._accounts.get(account_id)
+        if a is None:
+            a = self._load_account(account_id)
+            if a is not None:
+                self._cache_account(a)
+        return a
 
     def _read(self, sql: str, args: tuple = ()) -> list[tuple]:
         try:
@@ -261,7 +308,7 @@ class SqliteStore:
     # -- credit control -------------------------------------------------------------------
 
     def credit_control(self, op: CCOp) -> Outcome:
-        return self._txn(lambda: self._cc(op))
+        return self._txn(lambda: self._cc(op), keep_cache=True)
 
     def credit_control_many(
         self, ops: list[CCOp], wait: bool = True
@@ -277,7 +324,11 @@ class SqliteStore:
             chunk = ops[i : i + 64]
             try:
                 out.extend(
-                    self._txn(lambda chunk=chunk: [self._cc(op) for op in chunk], wait or i > 0)
+                    self._txn(
+                        lambda chunk=chunk: [self._cc(op) for op in chunk],
+                        wait or i > 0,
+                        keep_cache=True,
+                    )
                 )
             except _Busy:
                 return None
@@ -294,53 +345,132 @@ class SqliteStore:
         return out
 
     def _cc(self, op: CCOp) -> Outcome:
+        """One request inside the caller's transaction. Rows come from the cache when it has
+        them (see `_txn`); every change is still written to SQLite here."""
         db = self.db
-        row = db.execute(
-            "SELECT s.data, s.expires, a.id, a.balance, a.reserved, a.credit_limit, a.blocked, a.spent, a.period, a.sy"
-            " FROM sessions s LEFT JOIN accounts a ON a.id = s.account WHERE s.id=?",
-            (op.session_id,),
-        ).fetchone()
-        session = _sess_dec.decode(row[0]) if row else None
-        created: list[Account] = []
+        account: Account | None
+        session: Session | None
+        hit = self._sessions.get(op.session_id)
+        if hit is not None:
+            session, bucket = hit
+            account = self._cached_account(session.account)
+        else:
+            row = db.execute(
+                "SELECT s.data, s.expires, a.id, a.balance, a.reserved, a.credit_limit, a.blocked, a.spent, a.period, a.sy"
+                " FROM sessions s LEFT JOIN accounts a ON a.id = s.account WHERE s.id=?",
+                (op.session_id,),
+            ).fetchone()
+            if row is not None:
+                session, bucket = _sess_dec.decode(row[0]), row[1]
+                account = self._cache_account(_account(row[2:])) if row[2] is not None else None
+            else:
+                session, bucket, account = None, 0.0, None
         early = core.precheck(op, session)
         if early is not None:
             return early
-        if row is not None:
-            account = _account(row[2:]) if row[2] is not None else None
+        if session is not None:
+            applied, inserted = core.apply_cc(op, account, session), False
         else:
-            account = self._resolve(op.subscriptions, op.now, create=True, defer=created)
-        applied = core.apply_cc(op, account, session)
-        if created:
-            self._insert_account(created[0])  # the same object, now with its final state
-        elif applied.account is not None:
-            self._save_account(applied.account)
+            applied, inserted = self._cc_new(op)
+        if applied.account is not None:
+            if not inserted:
+                self._save_account(applied.account)
+        elif account is not None:  # apply_cc may have touched it without a write: forget it
+            self._accounts.pop(account.id, None)
         if applied.ledger:
             self._ledger(applied.ledger)
         s = applied.session
         if s is not None:
+            new_bucket = _bucket(s.expires, op.tcc)
             if applied.new_session:
                 db.execute(
                     "INSERT INTO sessions (id, account, state, expires, fui, data) VALUES (?,?,?,?,?,?)",
-                    (
-                        s.id,
-                        s.account,
-                        s.state,
-                        _bucket(s.expires, op.tcc),
-                        int(s.fui),
-                        _sess_enc.encode(s),
-                    ),
+                    (s.id, s.account, s.state, new_bucket, int(s.fui), _sess_enc.encode(s)),
                 )
-            elif (bucket := _bucket(s.expires, op.tcc)) != row[1]:
+            elif new_bucket != bucket:
                 db.execute(
                     "UPDATE sessions SET state=?, expires=?, fui=?, data=? WHERE id=?",
-                    (s.state, bucket, int(s.fui), _sess_enc.encode(s), s.id),
+                    (s.state, new_bucket, int(s.fui), _sess_enc.encode(s), s.id),
                 )
             else:  # leave the expiry index alone when the bucket did not move
                 db.execute(
                     "UPDATE sessions SET state=?, fui=?, data=? WHERE id=?",
                     (s.state, int(s.fui), _sess_enc.encode(s), s.id),
                 )
+            if s.state == core.OPEN:
+                sessions = self._sessions
+                if s.id not in sessions and len(sessions) >= _CACHE_MAX:
+                    del sessions[next(iter(sessions))]
+                sessions[s.id] = (s, new_bucket)
+            else:  # finished: only a retransmission may still ask, and SQLite has it
+                self._sessions.pop(s.id, None)
+        elif session is not None:
+            self._sessions.pop(session.id, None)
         return applied.outcome
+
+    def _cc_new(self, op: CCOp) -> tuple[core.Applied, bool]:
+        """CCR-I or event of an unknown session: find (or provision) the account and apply;
+        also says whether the account row was just inserted with its final state.
+
+        A provisioned account is inserted with its final state by one INSERT ... ON CONFLICT
+        DO NOTHING, without reading first; should the id exist after all (an imported account
+        named like the identity but not linked to it), the request is applied to that one."""
+        subs_cache = self._subs
+        for sub_type, sub_data in op.subscriptions:
+            key = (sub_type, sub_data)
+            acct_id = subs_cache.get(key)
+            if acct_id is None:
+                row = self.db.execute(
+                    "SELECT account FROM subscriptions WHERE sub_type=? AND sub_data=?", key
+                ).fetchone()
+                if row is None:
+                    continue
+                acct_id = row[0]
+                if len(subs_cache) >= _CACHE_MAX:
+                    del subs_cache[next(iter(subs_cache))]
+                subs_cache[key] = acct_id
+            account = self._cached_account(acct_id)
+            return core.apply_cc(op, account, None), False
+        hit = match_rule(self._current_rules(), op.subscriptions)
+        if hit is None:
+            return core.apply_cc(op, None, None), False
+        rule, data = hit
+        account = self._accounts.get(data)
+        fresh = account is None
+        if fresh:
+            account = Account(data, rule.balance, 0, rule.credit_limit)
+        applied = core.apply_cc(op, account, None)
+        inserted = False
+        if fresh:
+            a = applied.account or account
+            cur = self.db.execute(
+                f"INSERT INTO accounts ({_ACCT_COLS}) VALUES (?,?,?,?,?,?,?,?)"
+                " ON CONFLICT (id) DO NOTHING",
+                (
+                    a.id,
+                    a.balance,
+                    a.reserved,
+                    a.credit_limit,
+                    int(a.blocked),
+                    a.spent,
+                    a.period,
+                    a.sy,
+                ),
+            )
+            if cur.rowcount == 1:
+                inserted = True
+                self._cache_account(a)
+                self._ledger(
+                    [LedgerEntry(op.now, data, "credit", "", 0, "provision", 0, 0, 1, rule.balance)]
+                )
+            else:
+                account = self._cached_account(data)
+                applied = core.apply_cc(op, account, None)
+        self.db.execute(
+            "INSERT OR IGNORE INTO subscriptions VALUES (?,?,?)", (rule.sub_type, data, data)
+        )
+        self._subs[(rule.sub_type, data)] = data
+        return applied, inserted
 
     def resolve(self, subscriptions: list[tuple[int, str]]) -> Account | None:
         try:
@@ -392,7 +522,7 @@ class SqliteStore:
 
         if not self._read("SELECT 1 FROM notices LIMIT 1"):
             return []
-        return self._txn(run)
+        return self._txn(run, keep_cache=True)  # notices only
 
     # -- accounts -------------------------------------------------------------------------
 
@@ -525,7 +655,7 @@ class SqliteStore:
             )
             return cur.rowcount == 1
 
-        return self._txn(run)
+        return self._txn(run, keep_cache=True)  # CDRs only
 
     def iter_cdrs(self, since: float | None = None) -> Iterator[Cdr]:
         cur = self.db.execute(
