@@ -31,7 +31,12 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 
 def _usage() -> str:
     width = max(len(n) for n in SUBCOMMANDS)
-    lines = [f"chargegw {__version__}: Diameter charging gateway", "", "usage: chargegw COMMAND ...", ""]
+    lines = [
+        f"chargegw {__version__}: Diameter charging gateway",
+        "",
+        "usage: chargegw COMMAND ...",
+        "",
+    ]
     lines += [f"  {name:<{width}}  {help_}" for name, (_, help_) in SUBCOMMANDS.items()]
     lines += ["", "Run 'chargegw COMMAND --help' for a command's options."]
     return "\n".join(lines)

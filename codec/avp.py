@@ -485,6 +485,14 @@ def _value_at(d: AvpDef | None, buf: Any, off: int) -> Any:
                 if d.codec.converts:
                     return d.codec.decode(buf, off + d.fixed_len - d.codec.size, off + d.fixed_len)
                 return v
+        elif d.kind == 0:  # variable-size (strings, octets, addresses): decoded in place
+            fl = _U32.unpack_from(buf, off + 4)[0]
+            try:
+                return d.codec.decode(
+                    buf, off + (12 if fl & 0x80000000 else 8), off + (fl & 0xFFFFFF)
+                )
+            except TypeFault:
+                pass  # through an Avp below, which shapes the AvpError and its Failed-AVP
         elif d.type == "Grouped":
             fl = _HDR.unpack_from(buf, off)[1]
             g = _new_group(Group)
@@ -889,6 +897,55 @@ class AvpContainer:
 
     def get_all(self, name: str | AvpDef) -> list[Any]:
         return self._lookup(self._def(name), True)
+
+    def raw_value(self, name: str | AvpDef) -> bytes | None:
+        """The data octets (no header, no padding) of the first occurrence, or None.
+
+        No type decoding and no Avp object: the cheap read for routing and affinity keys
+        (Session-Id, Origin-Host, Destination-Realm...), which need octets to compare or
+        hash, not validated strings. Decoded containers read it from their index."""
+        d = self._dict.by_name.get(name) if type(name) is str else name
+        if d is None:
+            d = self._def(name)
+        keys = self._keys
+        if keys is None or self._scan < self._end:
+            if self._avps is not None:
+                code = d.code
+                vendor = d.vendor
+                for a in self._avps:
+                    if a.code == code and a.vendor == vendor:
+                        return a.data
+                return None
+            keys = self._index()
+        try:
+            off = self._offs[keys.index(d.ikey)]  # type: ignore[index, union-attr]
+        except ValueError:
+            return None
+        buf = self._buf
+        fl = _U32.unpack_from(buf, off + 4)[0]
+        return bytes(buf[off + (12 if fl & 0x80000000 else 8) : off + (fl & 0xFFFFFF)])
+
+    def raw_values(self, name: str | AvpDef) -> list[bytes]:
+        """The data octets of every occurrence, in wire order (e.g. the Route-Records)."""
+        d = self._def(name)
+        if self._avps is None:
+            keys = self._index()
+            key = d.ikey
+            if key not in keys:
+                return []
+            buf = self._buf
+            offs = self._offs
+            unpack = _U32.unpack_from
+            out = []
+            for i, k in enumerate(keys):
+                if k == key:
+                    off = offs[i]  # type: ignore[index]
+                    fl = unpack(buf, off + 4)[0]
+                    out.append(
+                        bytes(buf[off + (12 if fl & 0x80000000 else 8) : off + (fl & 0xFFFFFF)])
+                    )
+            return out
+        return [a.data for a in self._avps if a.code == d.code and a.vendor == d.vendor]
 
     def find(self, name: str | AvpDef) -> Avp | None:
         """The first Avp object of that name, to copy or inspect flags."""

@@ -97,6 +97,9 @@ class AvpDef:
     owner: Any = None  # the Dictionary it belongs to (nested groups decode with it)
     _ec: Any = _NO_ENUM  # the IntEnum class, made on first use (thousands would slow loading)
     _em: Any = None  # its value -> member map
+    # What validating a value from the wire takes: 0 nothing once the length is right (fixed
+    # sizes, OctetString), 1 an Enumerated with values (defined?), 2 a group, 3 decoding.
+    vcheck: int = 0
 
     def __post_init__(self) -> None:
         self.attr = snake_name(self.name)
@@ -110,6 +113,12 @@ class AvpDef:
         self.flags = (AVP_VENDOR if self.vendor else 0) | (AVP_MANDATORY if self.mandatory else 0)
         self._ec = _NO_ENUM if self.enum else None
         self._em = None
+        if self.kind == 2:
+            self.vcheck = 2
+        elif codec.fixed:
+            self.vcheck = 1 if self.enum and self.type == "Enumerated" else 0
+        else:
+            self.vcheck = 0 if self.type == "OctetString" else 3
         if self.codec.fixed:
             fmt = self.codec.struct.format.lstrip(">")
             self.fixed_struct = _struct(">III" + fmt if self.vendor else ">II" + fmt)
@@ -209,7 +218,7 @@ def parse_rule(text: str) -> Rule:
 class Grammar:
     """A parsed CCF body: which AVPs may appear, how often, and in what order to place them."""
 
-    __slots__ = ("rules", "by_key", "rank", "any_allowed", "fixed", "many")
+    __slots__ = ("rules", "by_key", "rank", "any_allowed", "fixed", "many", "checks", "required")
 
     def __init__(self, rules: list[Rule]) -> None:
         self.rules = rules
@@ -230,6 +239,13 @@ class Grammar:
             if r.max is None or r.max > 1:
                 many.add(r.avp.ikey)
         self.many = frozenset(many)  # index keys (code | vendor << 32) read as a list
+        # For validation, by index key: (rule, max occurrences (None: any), position a
+        # <fixed> rule demands (-1: none)); and the rules with a minimum, to count against.
+        self.checks: dict[int, tuple[Rule, int | None, int]] = {}
+        for r in self.by_key.values():
+            at = next((j for j, f in enumerate(self.fixed) if f is r), -1)
+            self.checks[r.avp.ikey] = (r, r.max, at)  # type: ignore[union-attr]
+        self.required = [(r.avp.ikey, r) for r in rules if r.avp is not None and r.min > 0]
 
     def multiple(self, key: tuple[int, int]) -> bool:
         return (key[0] | key[1] << 32) in self.many

@@ -21,9 +21,20 @@ class CodecError(Exception):
 
 
 class FramingError(CodecError):
-    """The byte stream cannot be split into messages: the transport must close."""
+    """The byte stream cannot be split into messages: the transport must close.
+
+    Raised by `FrameReader.feed`, it carries what the stream held up to the fault: `frames`,
+    the complete messages before it (not returned otherwise, and good to serve), and `rest`,
+    the octets from the bad header on (a 5011 answer can be built from its first 20).
+    Raised elsewhere both are empty.
+    """
 
     result_code = 5015
+
+    def __init__(self, message: str, result_code: int | None = None) -> None:
+        super().__init__(message, result_code)
+        self.frames: list[bytes] = []
+        self.rest: bytes = b""
 
 
 class AvpError(CodecError):

@@ -41,12 +41,19 @@ def parse_header(
 
 
 def _check_length(length: int, max_length: int) -> None:
+    exc = _length_error(length, max_length)
+    if exc is not None:
+        raise exc
+
+
+def _length_error(length: int, max_length: int) -> FramingError | None:
     if length < HEADER_LENGTH:
-        raise FramingError(f"message length {length} is under 20", 5015)
+        return FramingError(f"message length {length} is under 20", 5015)
     if length & 3:
-        raise FramingError(f"message length {length} is not a multiple of 4", 5015)
+        return FramingError(f"message length {length} is not a multiple of 4", 5015)
     if length > max_length:
-        raise FramingError(f"message length {length} exceeds the maximum {max_length}", 5015)
+        return FramingError(f"message length {length} exceeds the maximum {max_length}", 5015)
+    return None
 
 
 class FrameReader:
@@ -68,6 +75,9 @@ class FrameReader:
         return len(self._buf)
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[bytes]:
+        """The complete messages now available. On a framing fault raises FramingError whose
+        `.frames` holds the complete messages that preceded the fault in the stream (they are
+        good: serve them before closing) and `.rest` the octets from the bad header on."""
         buf = self._buf + data if self._buf else bytes(data)
         out: list[bytes] = []
         pos = 0
@@ -77,12 +87,15 @@ class FrameReader:
         while end - pos >= 4:
             vl = unpack(buf, pos)[0]
             length = vl & 0xFFFFFF
-            if vl >> 24 != 1:
+            if vl >> 24 != 1 or length < HEADER_LENGTH or length & 3 or length > max_length:
                 self._buf = b""
-                raise FramingError(f"unsupported version {vl >> 24}", 5011)
-            if length < HEADER_LENGTH or length & 3 or length > max_length:
-                self._buf = b""
-                _check_length(length, max_length)
+                if vl >> 24 != 1:
+                    exc = FramingError(f"unsupported version {vl >> 24}", 5011)
+                else:
+                    exc = _length_error(length, max_length)  # type: ignore[assignment]
+                exc.frames = out
+                exc.rest = buf[pos:]
+                raise exc
             if end - pos < length:
                 break
             out.append(buf[pos : pos + length] if (pos or length != end) else buf)

@@ -230,22 +230,22 @@ class Message(AvpContainer):
         kw: dict[str, Any] = {}
         sid = self._copies(263)
         if sid:
-            kw["Session-Id"] = sid[0]
+            kw["session_id"] = sid[0]
         if origin_host is not None:
-            kw["Origin-Host"] = origin_host
+            kw["origin_host"] = origin_host
         if origin_realm is not None:
-            kw["Origin-Realm"] = origin_realm
+            kw["origin_realm"] = origin_realm
         if result_code is not None:
-            kw["Result-Code"] = result_code
+            kw["result_code"] = result_code
         if error_message is not None:
-            kw["Error-Message"] = error_message
+            kw["error_message"] = error_message
         if failed_avp is not None:
             inner = failed_avp if isinstance(failed_avp, list) else [failed_avp]
-            kw["Failed-AVP"] = [a.copy() for a in inner]
+            kw["failed_avp"] = [a.copy() for a in inner]
         kw.update(avps)
         proxy = self._copies(284)
         if proxy:
-            kw["Proxy-Info"] = proxy
+            kw["proxy_info"] = proxy
         ans._fill(kw)
         return ans
 

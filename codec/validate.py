@@ -14,11 +14,13 @@ command's: a 3xxx answer carries no application AVPs.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING
 
-from .avp import Avp, AvpContainer, Group
+from .avp import _U32, _UNSET, Avp, AvpContainer, Group, _materialize, _value_at
 from .constants import AVP_RESERVED, AVP_VENDOR, FLAG_ERROR, FLAG_REQUEST, FLAG_RESERVED
 from .errors import AvpError, CodecError
+from .types import TypeFault
 
 if TYPE_CHECKING:
     from .dictionary import AvpDef, Dictionary, Grammar
@@ -87,16 +89,16 @@ def example_avp(d: AvpDef) -> Avp:
     return Avp.example(d)
 
 
-def _within(parent: Avp, report: Report) -> Report:
-    """Report faults found inside a group with the Failed-AVP wrapped in that group."""
+def _within(parent: Avp | Callable[[], Avp], report: Report) -> Report:
+    """Report faults found inside a group with the Failed-AVP wrapped in that group.
+    `parent` may be a function making the group's Avp: it is only needed on a fault."""
 
     def wrapped(e: AvpError) -> None:
         inner = e.failed_avp
         if inner is not None:
-            outer = Avp(
-                parent.code, vendor=parent.vendor, flags=parent.flags, definition=parent._defn
-            )
-            g = Group(parent._defn)
+            p = parent if isinstance(parent, Avp) else parent()
+            outer = Avp(p.code, vendor=p.vendor, flags=p.flags, definition=p._defn)
+            g = Group(p._defn)
             g._avps.append(inner)  # type: ignore[union-attr]
             outer._value = g
             e.failed_avp = outer
@@ -106,12 +108,128 @@ def _within(parent: Avp, report: Report) -> Report:
 
 
 def _check(c: AvpContainer, g: Grammar | None, report: Report) -> None:
-    counts: dict[tuple[int, int], int] = {}
+    """Check a container against its grammar. From the wire (the usual case) it walks the
+    index and reads each AVP's octets in place: values are decoded only where decoding can
+    fail (a fixed-size value only by its length, an enum only when the M bit asks for a
+    defined value), and an Avp object is made only for an AVP that is reported."""
+    if c._avps is not None:
+        _check_items(c, c._avps, g, report)
+        return
     try:
-        items = c._items()
+        keys = c._index()
     except AvpError as exc:
         report(exc)
         return
+    buf = c._buf
+    offs: list[int] = c._offs  # type: ignore[assignment]
+    vals = c._vals
+    defs = c._dict.avps
+    checks = g.checks if g is not None else None
+    counts: dict[int, int] = {}
+    u32 = _U32.unpack_from
+
+    def at(i: int) -> Avp:
+        return _materialize(buf, [offs[i]], [vals[i]] if vals else None, defs)[0]
+
+    for i, key in enumerate(keys):
+        off = offs[i]
+        fl = u32(buf, off + 4)[0]
+        flags = fl >> 24
+        if flags & AVP_RESERVED or (flags & AVP_VENDOR and key < 1 << 32):
+            _check_items(c, [at(i)], None, report, counts=None)
+            continue
+        d = defs.get((key & 0xFFFFFFFF, key >> 32))
+        if d is None:
+            if flags & 0x40:
+                report(
+                    AvpError(
+                        5001,
+                        f"unknown AVP {key & 0xFFFFFFFF} (vendor {key >> 32}) with the M bit",
+                        at(i),
+                    )
+                )
+            continue
+        if checks is not None:
+            entry = checks.get(key)
+            if entry is None:
+                if not g.any_allowed and flags & 0x40:  # type: ignore[union-attr]
+                    report(AvpError(5008, f"{d.name} is not allowed here", at(i)))
+                    continue
+            else:
+                n = counts.get(key, 0) + 1
+                counts[key] = n
+                rule, mx, pos = entry
+                if mx == 0:
+                    report(AvpError(5008, f"{d.name} must not occur here", at(i)))
+                    continue
+                if mx is not None and n > mx:
+                    report(AvpError(5009, f"{d.name} occurs more than {mx} time(s)", at(i)))
+                    continue
+                if pos >= 0 and pos != i:
+                    report(AvpError(5008, f"{d.name} must stand at position {pos + 1}", at(i)))
+                    continue
+        v = vals[i] if vals else _UNSET
+        if v is _UNSET:
+            vc = d.vcheck
+            if d.fixed_struct is not None and fl & 0xFFFFFF != d.fixed_len:
+                pass  # a wrong length: decoded below, for the 5014 it raises
+            elif vc == 0:
+                continue  # a fixed-size value of the right length, or octets: always valid
+            elif vc == 1:
+                if flags & 0x40:
+                    n = d.fixed_struct.unpack_from(buf, off)[-1]  # type: ignore[union-attr]
+                    if type(d.member(n)) is int:
+                        report(AvpError(5004, f"{d.name}: {n} is not a defined value", at(i)))
+                continue
+            elif vc == 2:
+                v = _value_at(d, buf, off)
+                if vals is not None:
+                    vals[i] = v
+                _check(v, d.grammar, _within(partial(at, i), report))
+                continue
+            else:
+                start = off + (12 if fl & 0x80000000 else 8)
+                try:
+                    d.codec.decode(buf, start, off + (fl & 0xFFFFFF))
+                    continue
+                except TypeFault:
+                    pass
+            _check_value(at(i), d, report)
+            continue
+        if type(v) is Group:
+            _check(v, d.grammar, _within(partial(at, i), report))
+        elif d.type == "Enumerated" and d.enum and flags & 0x40 and type(v) is int:
+            report(AvpError(5004, f"{d.name}: {v} is not a defined value", at(i)))
+    if g is not None:
+        for key, rule in g.required:
+            if counts.get(key, 0) < rule.min:
+                report(AvpError(5005, f"missing AVP {rule.name}", Avp.example(rule.avp)))  # type: ignore[arg-type]
+
+
+def _check_value(a: Avp, d: AvpDef, report: Report) -> None:
+    """Decode one AVP's value and report why it fails (or recurse into a group)."""
+    try:
+        v = a.value
+    except CodecError as exc:
+        report(exc if isinstance(exc, AvpError) else AvpError(5004, str(exc), a))
+        return
+    if d.type == "Enumerated" and d.enum and a.is_mandatory and type(v) is int:
+        report(AvpError(5004, f"{d.name}: {v} is not a defined value", a))
+        return
+    if isinstance(v, Group):
+        _check(v, d.grammar, _within(a, report))
+
+
+def _check_items(
+    c: AvpContainer,
+    items: list[Avp],
+    g: Grammar | None,
+    report: Report,
+    counts: dict[tuple[int, int], int] | None = None,
+) -> None:
+    """The same checks over Avp objects (a built or modified container)."""
+    if counts is None:
+        counts = {}
     for i, a in enumerate(items):
         key = (a.code, a.vendor)
         if a.flags & AVP_RESERVED:
@@ -147,16 +265,7 @@ def _check(c: AvpContainer, g: Grammar | None, report: Report) -> None:
                     if at is not None and at != i:
                         report(AvpError(5008, f"{d.name} must stand at position {at + 1}", a))
                         continue
-        try:
-            v = a.value
-        except CodecError as exc:
-            report(exc if isinstance(exc, AvpError) else AvpError(5004, str(exc), a))
-            continue
-        if d.type == "Enumerated" and d.enum and a.is_mandatory and type(v) is int:
-            report(AvpError(5004, f"{d.name}: {v} is not a defined value", a))
-            continue
-        if isinstance(v, Group):
-            _check(v, d.grammar, _within(a, report))
+        _check_value(a, d, report)
     if g is None:
         return
     for rule in g.rules:

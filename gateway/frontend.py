@@ -9,7 +9,6 @@ not wait. The worker's answer bytes go back to the peer as they are.
 from __future__ import annotations
 
 import logging
-import struct
 import time
 from typing import Any
 
@@ -114,26 +113,6 @@ def build_node_config(config: Config) -> NodeConfig:
     )
 
 
-_AVP = struct.Struct("!II")
-
-
-def session_id_bytes(raw: bytes) -> bytes:
-    """The Session-Id value as raw octets, without decoding the message: it is the first
-    AVP in every session-based command grammar, so this is usually one unpack. b"" when
-    the request has none (affinity then does not matter)."""
-    end = len(raw)
-    pos = 20
-    while pos + 8 <= end:
-        code, fl = _AVP.unpack_from(raw, pos)
-        length = fl & 0xFFFFFF
-        if length < 8:
-            return b""
-        if code == 263 and not fl & 0x80000000:
-            return raw[pos + 8 : pos + length]
-        pos += (length + 3) & ~3
-    return b""
-
-
 class Gateway:
     """Owns the Node and the PoolServer and wires them together."""
 
@@ -210,7 +189,7 @@ class Gateway:
                 hbh=msg.hop_by_hop,
                 app=msg.app_id,
                 cmd=msg.code,
-                session_id=session_id_bytes(raw),
+                session_id=msg.raw_value("Session-Id") or b"",  # affinity key, from the index
                 raw=raw,
                 ref=msg,
             )
@@ -227,16 +206,12 @@ class Gateway:
             code = getattr(exc, "result_code", UNABLE_TO_COMPLY) or UNABLE_TO_COMPLY
             return self._error(msg, code, str(exc))
         try:
-            sid = msg.session_id
-        except CodecError:
-            sid = None
-        try:
             self.pool.submit(
                 peer=peer.name,
                 hbh=msg.hop_by_hop,
                 app=msg.app_id,
                 cmd=msg.code,
-                session_id=sid.encode() if type(sid) is str else b"",
+                session_id=msg.raw_value("Session-Id") or b"",
                 raw=b"",
                 ref=msg,
                 decoded=doc,

@@ -47,46 +47,6 @@ Answer = Message | bytes | None
 Handler = Callable[[Message, "PeerInfo"], Answer | Awaitable[Answer]]
 
 _HDR4 = struct.Struct(">IIII")  # flags|code, app, hbh, e2e (from offset 4)
-_AVP_HDR = struct.Struct(">II")
-_ROUTING_CODES = frozenset((264, 282, 283, 293))  # Origin-Host, Route-Record, Dest-Realm, Dest-Host
-
-
-def scan_routing(
-    data: bytes,
-) -> tuple[bytes | None, bytes | None, bytes | None, list[bytes] | None]:
-    """(Origin-Host, Destination-Host, Destination-Realm, Route-Records) as raw octets.
-
-    One pass over the top-level AVP headers of an encoded message, without building AVP
-    objects: the receive and send paths need these four and nothing else. Stops quietly at a
-    malformed AVP (Message.decode reports those).
-    """
-    pos = 20
-    end = len(data)
-    unpack = _AVP_HDR.unpack_from
-    oh = dh = dr = None
-    rr: list[bytes] | None = None
-    while end - pos >= 8:
-        code, fl = unpack(data, pos)
-        length = fl & 0xFFFFFF
-        if length < 8 or pos + length > end:
-            break
-        if code in _ROUTING_CODES and not fl & 0x80000000:
-            value = data[pos + 8 : pos + length]
-            if code == 264:
-                if oh is None:
-                    oh = value
-            elif code == 293:
-                if dh is None:
-                    dh = value
-            elif code == 283:
-                if dr is None:
-                    dr = value
-            elif rr is None:
-                rr = [value]
-            else:
-                rr.append(value)
-        pos += (length + 3) & ~3
-    return oh, dh, dr, rr
 
 
 def _text(value: bytes | None) -> str | None:
@@ -365,9 +325,8 @@ class Node:
                 raise RequestError(UNABLE_TO_DELIVER, f"peer {peer!r} is not open")
             meta: tuple[Any, ...] = (app, None, None, True, ())
         else:
-            _, dh, dr, _ = scan_routing(data)
-            dest_host = _text(dh)
-            dest_realm = _text(dr)
+            dest_host = _text(msg.raw_value("Destination-Host"))
+            dest_realm = _text(msg.raw_value("Destination-Realm"))
             target = self._route(app, dest_host, dest_realm, ())
             meta = (app, dest_host, dest_realm, False, ())
         conn = target.conn
@@ -973,46 +932,26 @@ class Node:
         if len(conn.pending):
             self._failover(peer, conn.pending.drain())
 
-    def conn_framing_error(self, conn: Connection, exc: FramingError, data: bytes) -> None:
-        """Unrecoverable framing: answer what can be answered, then close."""
+    def conn_framing_error(self, conn: Connection, exc: FramingError) -> None:
+        """Unrecoverable framing: answer what can be answered, then close. The codec hands
+        over the complete frames that preceded the fault (`exc.frames`) and the octets from
+        the bad header on (`exc.rest`)."""
         self.stats["framing_errors"] += 1
         log.warning("%r: framing error: %s", conn, exc)
-        if data and conn.open:
-            # Frames before the bad one in this chunk are good: serve them first.
-            pos = 0
-            good: list[bytes] = []
-            while len(data) - pos >= 20:
-                vl = struct.unpack_from(">I", data, pos)[0]
-                length = vl & 0xFFFFFF
-                if vl >> 24 != 1 or length < 20 or length & 3 or length > conn.reader.max_length:
-                    break
-                if len(data) - pos < length:
-                    break
-                good.append(data[pos : pos + length])
-                pos += length
-            if good:
-                conn._in_receive = True
-                try:
-                    self.conn_frames(conn, good)
-                finally:
-                    conn._in_receive = False
-            bad = data[pos:]
-            if exc.result_code == UNSUPPORTED_VERSION and len(bad) >= 20 and bad[4] & 0x80:
-                ans = error_answer_bytes(
-                    bad[:20],
-                    UNSUPPORTED_VERSION,
-                    origin_host=self.config.origin_host,
-                    origin_realm=self.config.origin_realm,
-                    error_message=str(exc),
-                )
-                if ans:
-                    conn.send(ans)
-            conn.close()
-            return
-        if data and exc.result_code == UNSUPPORTED_VERSION and len(data) >= 20 and data[4] & 0x80:
-            # Before CER: still say why, then close.
+        good = exc.frames
+        if conn.open and good:
+            conn._in_receive = True
+            try:
+                self.conn_frames(conn, good)
+            except Exception:  # the frames' own faults are logged there; still close below
+                log.exception("%r: frame handling failed", conn)
+            finally:
+                conn._in_receive = False
+        bad = exc.rest
+        if exc.result_code == UNSUPPORTED_VERSION and len(bad) >= 20 and bad[4] & 0x80:
+            # Say why before closing (also before CER).
             ans = error_answer_bytes(
-                data[:20],
+                bad[:20],
                 UNSUPPORTED_VERSION,
                 origin_host=self.config.origin_host,
                 origin_realm=self.config.origin_realm,
@@ -1020,6 +959,9 @@ class Node:
             )
             if ans:
                 conn.send(ans)
+            conn.close()
+            return
+        if conn.open:
             conn.close()
             return
         conn.abort()
@@ -1313,7 +1255,12 @@ class Node:
             log.exception("%s: request decoding failed", peer.name)
             self._send_error(conn, peer, data, UNABLE_TO_COMPLY, "undecodable request")
             return
-        oh, dh, dr, rr = scan_routing(data)
+        # Routing reads: the codec's raw octets from its index, no value decoding.
+        raw_value = msg.raw_value
+        oh = raw_value("Origin-Host")
+        dh = raw_value("Destination-Host")
+        dr = raw_value("Destination-Realm")
+        rr = msg.raw_values("Route-Record") or None
         if rr is not None or cfg.check_destination:
             bad = self._check_destination(dh, dr, rr, cfg.check_destination)
             if bad is not None:

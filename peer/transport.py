@@ -32,7 +32,7 @@ class ConnectionOwner(Protocol):
 
     def conn_made(self, conn: Connection) -> None: ...
     def conn_frames(self, conn: Connection, frames: list[bytes]) -> None: ...
-    def conn_framing_error(self, conn: Connection, exc: FramingError, data: bytes) -> None: ...
+    def conn_framing_error(self, conn: Connection, exc: FramingError) -> None: ...
     def conn_lost(self, conn: Connection, exc: Exception | None) -> None: ...
 
 
@@ -122,11 +122,10 @@ class Connection(asyncio.Protocol):
         self.owner.conn_made(self)
 
     def data_received(self, data: bytes) -> None:
-        before = self.reader.buffered
         try:
             frames = self.reader.feed(data)
-        except FramingError as exc:
-            self.owner.conn_framing_error(self, exc, data if before == 0 else b"")
+        except FramingError as exc:  # exc.frames: the good frames before the fault
+            self.owner.conn_framing_error(self, exc)
             return
         if frames:
             self._in_receive = True

@@ -17,7 +17,7 @@ import pytest
 from chargegw.codec import Avp, Message
 from chargegw.config import Config, load_config
 from chargegw.gateway import forwarding
-from chargegw.gateway.frontend import Gateway, build_node_config, session_id_bytes
+from chargegw.gateway.frontend import Gateway, build_node_config
 from chargegw.peer.config import NodeConfig, PeerConfig, VendorApp
 from chargegw.peer.node import Node
 from chargegw.peer.testing import RawPeer, make_ccr, result_code
@@ -338,10 +338,10 @@ def test_forwarding_tree_rebuilds_the_same_message() -> None:
     assert forwarding.rebuild(doc).encode() == raw
 
 
-def test_session_id_bytes() -> None:
+def test_session_id_affinity_key() -> None:
+    """The affinity key the front end submits: the codec's raw Session-Id octets."""
     raw = test_req(1, sid="abc;1").encode()
-    assert session_id_bytes(raw) == b"abc;1"
+    assert Message.decode(raw).raw_value("Session-Id") == b"abc;1"
     no_sid = Message(code=TEST_CMD, app_id=TEST_APP_ID, flags=0xC0)
     no_sid.set("Origin-Host", CLIENT)
-    assert session_id_bytes(no_sid.encode()) == b""
-    assert session_id_bytes(raw[:24]) == b""  # truncated: no crash
+    assert Message.decode(no_sid.encode()).raw_value("Session-Id") is None

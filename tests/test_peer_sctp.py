@@ -63,7 +63,7 @@ class Owner:
     def conn_frames(self, conn: Connection, frames: list[bytes]) -> None:
         self.frames.extend(frames)
 
-    def conn_framing_error(self, conn: Connection, exc: FramingError, data: bytes) -> None:
+    def conn_framing_error(self, conn: Connection, exc: FramingError) -> None:
         self.errors.append(exc)
         conn.abort()
 

@@ -16,7 +16,6 @@ import pytest
 import zmq
 
 from chargegw.codec import Avp, Message
-from chargegw.gateway.frontend import session_id_bytes
 from chargegw.gateway.pool import NoWorker, Pending, PoolCore
 from chargegw.gateway.pool_io import OutRequestFailed, PoolServer
 from chargegw.workers import pool_protocol as pp
@@ -70,7 +69,7 @@ class Gw:
             hbh=m.hop_by_hop,
             app=app,
             cmd=m.code,
-            session_id=session_id_bytes(raw),
+            session_id=m.raw_value("Session-Id") or b"",
             raw=raw,
             ref=m,
         )
