@@ -271,11 +271,23 @@ class Avp:
 
     def copy(self) -> Avp:
         """An independent copy: wire AVPs share the (immutable) buffer, not decoded state."""
-        c = Avp.__new__(Avp)
-        c.code, c.flags, c.vendor, c._defn = self.code, self.flags, self.vendor, self._defn
-        if self._pristine():
-            c._buf, c._off, c._len, c._hdr = self._buf, self._off, self._len, self._hdr
-            v = self._value
+        c = _new_avp(Avp)
+        c.code = self.code
+        c.flags = flags = self.flags
+        c.vendor = self.vendor
+        c._defn = self._defn
+        buf = self._buf
+        v = self._value
+        # self._pristine(), written out: copying an answer's Session-Id is on the hot path
+        if (
+            buf is not None
+            and buf[self._off + 4] == flags
+            and (v is _UNSET or type(v) is not Group or not v._changed())
+        ):
+            c._buf = buf
+            c._off = self._off
+            c._len = self._len
+            c._hdr = self._hdr
             c._value = _UNSET if isinstance(v, Group) else v
         else:
             raw = self.encode()
@@ -327,7 +339,7 @@ def encode_avps(items: list[Avp], parts: list[Any]) -> int:
         if d is not None:
             st = d.fixed_struct
             if st is not None and type(v) is not bytes and (flags & 0x80) == (d.flags & 0x80):
-                if d.codec.converts:
+                if d.converts:
                     v = d.codec.wire(v)
                 try:
                     if flags & 0x80:
@@ -343,6 +355,17 @@ def encode_avps(items: list[Avp], parts: list[Any]) -> int:
             data = v.encode()
         elif t is bytes:
             data = v
+        elif t is Group:  # built groups, written here: recursion without the method calls
+            i = len(parts)
+            append(b"")  # the header, once the length is known
+            n = encode_avps(v._items(), parts)
+            if flags & 0x80:
+                parts[i] = _HDR_V.pack(a.code, (flags << 24) | (12 + n), a.vendor)
+                total += 12 + n
+            else:
+                parts[i] = _HDR.pack(a.code, (flags << 24) | (8 + n))
+                total += 8 + n
+            continue
         else:
             total += a._encode_into(parts)
             continue
@@ -626,7 +649,7 @@ def _enum_value(d: AvpDef, value: Any) -> Any:
 
 def _is_occurrences(d: AvpDef, value: Any) -> bool:
     """Does a list given for `d` hold several occurrences (not one group's content)?"""
-    if d.type != "Grouped" or not value:
+    if d.kind != 2 or not value or not isinstance(value[0], Avp):
         return True
     return not all(isinstance(a, Avp) and (a.code, a.vendor) != (d.code, d.vendor) for a in value)
 
@@ -964,6 +987,8 @@ class AvpContainer:
         if key not in keys:
             return []
         offs = self._offs
+        if keys.count(key) == 1:  # the usual case (Session-Id): no scan in Python
+            return _materialize(self._buf, [offs[keys.index(key)]], None, self._dict.avps)  # type: ignore[index]
         return _materialize(
             self._buf, [offs[i] for i, k in enumerate(keys) if k == key], None, self._dict.avps
         )
@@ -1048,36 +1073,79 @@ class AvpContainer:
         items.insert(0, a)
 
     def _fill(self, kwargs: Mapping[str, Any]) -> None:
-        """Keyword building: every AVP in grammar order (stable for equal ranks)."""
+        """Keyword building: every AVP in grammar order (stable for equal ranks).
+
+        The hot path of building answers, so the common values (ints in range, enum
+        members, ASCII strings and identities, octets, Avp objects, dicts for groups) are
+        checked and wrapped here without a call; the rest go through _make. The AVPs are
+        gathered with their ranks and sorted once, and only when they came out of order."""
         g = self._grammar
         rank = g.rank if g is not None else _NO_RANK
-        dic = self._dict
-        by_attr = dic.by_attr.get
-        find = dic.find_avp
-        new: list[tuple[int, int, Avp]] = []
+        by_attr = self._dict.by_attr
+        new: list[Avp] = []
         add = new.append
-        n = 0
+        ranks: list[int] = []
+        radd = ranks.append
+        last = -1
+        ordered = True
         for k, v in kwargs.items():
             if v is None:
                 continue
-            d = by_attr(k) or find(k)
+            d = by_attr.get(k)
             if d is None:
-                raise KeyError(f"no AVP named {k!r} in the dictionary")
+                d = self._dict.find_avp(k)
+                if d is None:
+                    raise KeyError(f"no AVP named {k!r} in the dictionary")
             r = rank.get(d.ikey, _LAST)
+            if r < last:
+                ordered = False
+            last = r
             for x in v if type(v) is list and _is_occurrences(d, v) else (v,):
                 t = type(x)
-                # the common values are checked here; the rest go through _make (a call)
-                if t is int and d.lo is not None and d.lo <= x <= d.hi and d.kind != 2:
-                    x = d.member(x) if d.kind == 1 else x
-                elif t is str and d.plain and x.isascii() and "\x00" not in x:
-                    pass
-                elif t is d._ec:  # already a member of this AVP's enum
-                    pass
-                elif t is bytes and d.type == "OctetString":
-                    pass
-                else:
-                    add((r, n, x if isinstance(x, Avp) else _make(d, x)))
-                    n += 1
+                if t is int:
+                    lo = d.lo
+                    if lo is None or not lo <= x <= d.hi:
+                        add(_make(d, x))
+                        radd(r)
+                        continue
+                    if d.kind:  # an enumerated value: its member (d.member, written out)
+                        em = d._em
+                        m = em.get(x) if em is not None else d.member(x)
+                        if m is not None:
+                            x = m
+                elif t is str:
+                    if not (
+                        (d.plain and x.isascii() and "\x00" not in x)
+                        or (
+                            d.ident
+                            and x.isascii()
+                            and x.isprintable()
+                            and " " not in x
+                            and len(x) <= 255
+                        )
+                    ):
+                        add(_make(d, x))
+                        radd(r)
+                        continue
+                elif t is Avp:
+                    add(x)
+                    radd(r)
+                    continue
+                elif t is dict and d.kind == 2:
+                    grp = _new_group(Group)
+                    grp._defn = d
+                    grp._grammar = d.grammar
+                    grp._dict = d.owner or self._dict
+                    grp._avps = []
+                    grp._keys = grp._offs = grp._vals = grp._buf = None
+                    grp._start = grp._end = grp._scan = 0
+                    grp._dirty = True
+                    if x:
+                        grp._fill(x)
+                    x = grp
+                elif t is not d._ec and (t is not bytes or d.type != "OctetString"):
+                    add(x if isinstance(x, Avp) else _make(d, x))
+                    radd(r)
                     continue
                 a = _new_avp(Avp)
                 a.code = d.code
@@ -1087,18 +1155,19 @@ class AvpContainer:
                 a._buf = None
                 a._off = a._len = a._hdr = 0
                 a._value = x
-                add((r, n, a))
-                n += 1
+                add(a)
+                radd(r)
         if not new:
             return
         items = self._items()
         self._dirty = True
         if items:
-            for t in new:
-                self._insert(t[2])
+            for a in new:
+                self._insert(a)
             return
-        new.sort()  # (rank, n) is unique: the Avp itself is never compared
-        items.extend([t[2] for t in new])
+        if not ordered:
+            new = [new[i] for i in sorted(range(len(new)), key=ranks.__getitem__)]
+        items.extend(new)
 
     # -- presentation ----------------------------------------------------------------
 

@@ -94,6 +94,8 @@ class AvpDef:
     lo: int | None = None  # an integer type's range (building checks ints against it inline)
     hi: int | None = None
     plain: bool = False  # UTF8String: any str of ASCII without NUL is valid as it is
+    ident: bool = False  # DiameterIdentity: printable ASCII without spaces, 255 at most
+    converts: bool = False  # codec.converts: the stored value is not what the struct packs
     owner: Any = None  # the Dictionary it belongs to (nested groups decode with it)
     _ec: Any = _NO_ENUM  # the IntEnum class, made on first use (thousands would slow loading)
     _em: Any = None  # its value -> member map
@@ -110,6 +112,8 @@ class AvpDef:
         if codec.fixed and not codec.is_float and not codec.converts:
             self.lo, self.hi = codec.lo, codec.hi
         self.plain = self.type == "UTF8String"
+        self.ident = self.type == "DiameterIdentity"
+        self.converts = codec.converts
         self.flags = (AVP_VENDOR if self.vendor else 0) | (AVP_MANDATORY if self.mandatory else 0)
         self._ec = _NO_ENUM if self.enum else None
         self._em = None

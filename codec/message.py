@@ -215,18 +215,24 @@ class Message(AvpContainer):
     ) -> Message:
         """The answer RFC 6733 6.2 describes: same ids and code, Session-Id and Proxy-Info copied."""
         d = self._dict
-        klass = class_for(d, self.app_id, self.code, False)
+        klass = d.classes.get((self.app_id, self.code, False))
+        if klass is None:
+            klass = class_for(d, self.app_id, self.code, False)
         flags = self.flags & FLAG_PROXIABLE
         if result_code is not None and 3000 <= result_code < 4000:
             flags |= FLAG_ERROR
-        ans = klass(
-            code=self.code,
-            app_id=self.app_id,
-            flags=flags,
-            hop_by_hop=self.hop_by_hop,
-            end_to_end=self.end_to_end,
-            dictionary=d,
-        )
+        # what klass(code=..., ..., dictionary=d) makes, without the keyword call (hot path)
+        ans = klass.__new__(klass)
+        ans.code = self.code
+        ans.app_id = self.app_id
+        ans.flags = flags
+        ans.hop_by_hop = self.hop_by_hop
+        ans.end_to_end = self.end_to_end
+        ans._dict = d
+        ans._avps = []
+        ans._keys = ans._offs = ans._vals = ans._buf = None
+        ans._scan = ans._start = ans._end = 20
+        ans._dirty = True
         kw: dict[str, Any] = {}
         sid = self._copies(263)
         if sid:
