@@ -994,7 +994,13 @@ class AvpContainer:
         )
 
     def find_code(self, code: int, vendor: int = 0) -> list[Avp]:
+        """This container's own Avp objects of (code, vendor): changing one changes it."""
         return [a for a in self._items() if a.code == code and a.vendor == vendor]
+
+    def copy_avps(self, code: int, vendor: int = 0) -> list[Avp]:
+        """Independent copies of the (code, vendor) AVPs, e.g. to echo into an answer;
+        unlike find_code, a decoded message builds objects only for the matches."""
+        return self._copies(code, vendor)
 
     def __contains__(self, name: str) -> bool:
         d = self._dict.find_avp(name)

@@ -175,8 +175,8 @@ def _from_message(
         for rule in grammar.rules:
             if rule.kind == "optional" or rule.avp is None or rule.avp.key in _SKIP_COPY:
                 continue
-            for a in req.find_code(rule.avp.code, rule.avp.vendor):
-                ans.add(a.copy())
+            for a in req.copy_avps(rule.avp.code, rule.avp.vendor):
+                ans.add(a)
                 if rule.max == 1:
                     break
     if error_reporting_host is not None:

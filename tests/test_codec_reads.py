@@ -174,3 +174,19 @@ def test_validation_sees_a_group_changed_through_the_index() -> None:
     m.multiple_services_credit_control[0].add(Avp(60001, b"", flags=0x40))
     assert [e.result_code for e in m.find_errors()] == [5001]
     assert _faults(m) == _faults(Message.decode(m.encode()))
+
+
+def test_copy_avps_copies_only_the_matches_and_leaves_the_message_alone() -> None:
+    from chargegw.codec import Avp, Message
+
+    m = Message(code=16777214, app_id=16777215, session_id="s;1", origin_host="a.b")
+    m.add(Avp(16777215, b"\x00\x00\x00\x07", vendor=999999, flags=0x80))
+    m.add(Avp(16777215, b"\x00\x00\x00\x08", vendor=999999, flags=0x80))
+    raw = m.encode()
+    d = Message.decode(raw)
+    copies = d.copy_avps(16777215, 999999)
+    assert [c.data for c in copies] == [b"\x00\x00\x00\x07", b"\x00\x00\x00\x08"]
+    assert d._avps is None  # nothing else was turned into objects
+    copies[0].value = b"\x00\x00\x00\x09"
+    assert d.encode() == raw  # the copies are independent of the message
+    assert d.copy_avps(16777215, 1) == []

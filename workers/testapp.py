@@ -106,8 +106,8 @@ class TestApp:
 
     def handle(self, request: Message, ctx: RequestContext) -> Message:
         ans = request.answer(2001, origin_host=self.origin_host, origin_realm=self.origin_realm)
-        for a in request.find_code(TEST_AVP, TEST_VENDOR):
-            ans.add(a.copy())
+        for a in request.copy_avps(TEST_AVP, TEST_VENDOR):
+            ans.add(a)
         return ans
 
 
