@@ -36,16 +36,17 @@ _READ_SIZE = 256 * 1024
 
 
 def sctp_unavailable_reason() -> str | None:
-    """None when SCTP sockets work here; otherwise why not."""
-    try:
-        import sctp  # noqa: F401
-    except ImportError:
-        return "pysctp is not installed (pip install 'chargegw[sctp]')"
+    """None when SCTP sockets work here; otherwise why not (the kernel first: without
+    kernel SCTP, installing pysctp would not help)."""
     try:
         s = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_SCTP)
     except OSError as exc:
         return f"the kernel has no SCTP: socket(AF_INET, SOCK_STREAM, IPPROTO_SCTP) failed: {exc}"
     s.close()
+    try:
+        import sctp  # noqa: F401
+    except ImportError:
+        return "pysctp is not installed (pip install 'chargegw[sctp]')"
     return None
 
 
