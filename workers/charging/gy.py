@@ -20,7 +20,7 @@ from .core import CCOp, Outcome, ServiceReq
 from .money import EXPONENT, price_of
 from .rating import Rater, units_of
 from .store import AccountRow, ProvisionRule, Store, StoreUnavailable, open_store
-from .wire import Parsed, Svc, Units, Writer, parse_ccr
+from .wire import Frozen, Parsed, Svc, Units, Writer, parse_ccr
 
 APP_ID = 4
 CMD_CCR = 272
@@ -194,6 +194,9 @@ class CreditControlApp:
         ] = []
         self._threshold: dict[str, tuple[str, int]] = {}
         self._fui: dict[str, Any] = {}
+        self._blocks: dict[tuple[Any, ...], Frozen] = {}  # `_outcome` key -> MSCC block
+        # (RG, SI) -> (tariff, store key, quota): rating a service is a dict look-up
+        self._rated: dict[tuple[int | None, int | None], tuple[Tariff | None, str, int]] = {}
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -201,6 +204,7 @@ class CreditControlApp:
         self.ctx = ctx
         self.cfg = load(GyConfig, "Gy", ctx.config)
         self.rater = Rater(self.cfg.tariffs, self.cfg.quota)
+        self._rated.clear()
         q = self.cfg.quota
         self._threshold = {
             "time": ("time_quota_threshold", q.time_quota_threshold),
@@ -208,6 +212,7 @@ class CreditControlApp:
             "units": ("unit_quota_threshold", q.unit_quota_threshold),
         }
         self._fui = self._final_unit()
+        self._blocks.clear()
         self.store = open_store(self.cfg.store, ctx.data_dir)
         self._seed()
         ctx.call_later(self.cfg.sweep_interval, self._sweep_tick)
@@ -538,9 +543,16 @@ class CreditControlApp:
         svcs = p.services
         if not svcs and rtype == core.EVENT:
             svcs = [Svc(None, None, None, [])]
+        rated = self._rated
         for svc in svcs:
             rg, sid = svc.rating_group, svc.service_identifier
-            t = rater.tariff(rg, sid)
+            hit = rated.get((rg, sid))
+            if hit is None:
+                t0 = rater.tariff(rg, sid)
+                hit = (t0, service_key(rg, sid), rater.quota_for(t0) if t0 is not None else 0)
+                if len(rated) < 4096:
+                    rated[(rg, sid)] = hit
+            t, skey, quota = hit
             s = _Service(rg, sid, t)
             out.append(s)
             if t is None:
@@ -551,7 +563,6 @@ class CreditControlApp:
             requested = 0
             rsu = svc.rsu
             if granting and (rsu is not None or rtype == core.EVENT):
-                quota = rater.quota_for(t)
                 asked = self._units(rsu, t.unit_type, "Requested-Service-Unit")
                 if rtype == core.EVENT:
                     requested = asked if asked is not None else quota
@@ -559,7 +570,7 @@ class CreditControlApp:
                     requested = min(asked, quota)
                 else:
                     requested = quota
-            s.req = ServiceReq(service_key(rg, sid), t.micro, t.unit_size, used, requested)
+            s.req = ServiceReq(skey, t.micro, t.unit_size, used, requested)
         return out
 
     def _prepare(self, p: Parsed) -> Answer | tuple[int, CCOp, list[_Service]]:
@@ -606,32 +617,22 @@ class CreditControlApp:
         ):
             return Answer(out.result)
         results = {r.key: r for r in out.services}
-        q = self.cfg.quota
         blocks: list[dict[str, Any]] = []
+        cache = self._blocks
         for s in services:
-            block: dict[str, Any] = {}
-            if s.rating_group is not None:
-                block["rating_group"] = s.rating_group
-            if s.service_identifier is not None:
-                block["service_identifier"] = [s.service_identifier]
             r = results.get(s.req.key) if s.req is not None else None
             if s.tariff is None or r is None:
-                block["result_code"] = core.RATING_FAILED
-                blocks.append(block)
-                continue
-            block["result_code"] = r.result
-            if r.granted and rtype != core.TERMINATION:
-                block["granted_service_unit"] = {_UNIT_AVP[s.tariff.unit_type]: r.granted}
-                if rtype != core.EVENT:
-                    if q.validity_time:
-                        block["validity_time"] = q.validity_time
-                    name, value = self._threshold[s.tariff.unit_type]
-                    if value:
-                        block[name] = value
-                    if q.quota_holding_time:
-                        block["quota_holding_time"] = q.quota_holding_time
-                    if r.fui:
-                        block["final_unit_indication"] = self._fui
+                key: tuple[Any, ...] = (s.rating_group, s.service_identifier, None)
+            elif r.granted and rtype != core.TERMINATION:
+                key = (s.rating_group, s.service_identifier, r.result, s.tariff.unit_type,
+                       r.granted, rtype == core.EVENT, r.fui)  # fmt: skip
+            else:
+                key = (s.rating_group, s.service_identifier, r.result)
+            block = cache.get(key)
+            if block is None:
+                block = self._block(key)
+                if len(cache) < 4096:
+                    cache[key] = block
             blocks.append(block)
         extra: dict[str, Any] = {}
         result = out.result
@@ -645,6 +646,35 @@ class CreditControlApp:
             if result == core.SUCCESS and b["result_code"] != core.SUCCESS:
                 result = b["result_code"]
         return Answer(result, extra)
+
+    def _block(self, key: tuple[Any, ...]) -> Frozen:
+        """An MSCC answer block from its `_outcome` key: shared between answers, so never
+        changed after it is built (the writer keeps its encoding on it)."""
+        rg, sid, result = key[0], key[1], key[2]
+        block = Frozen()
+        if rg is not None:
+            block["rating_group"] = rg
+        if sid is not None:
+            block["service_identifier"] = [sid]
+        if result is None:
+            block["result_code"] = core.RATING_FAILED
+            return block
+        block["result_code"] = result
+        if len(key) > 3:
+            unit_type, granted, event, fui = key[3:]
+            q = self.cfg.quota
+            block["granted_service_unit"] = {_UNIT_AVP[unit_type]: granted}
+            if not event:
+                if q.validity_time:
+                    block["validity_time"] = q.validity_time
+                name, value = self._threshold[unit_type]
+                if value:
+                    block[name] = value
+                if q.quota_holding_time:
+                    block["quota_holding_time"] = q.quota_holding_time
+                if fui:
+                    block["final_unit_indication"] = self._fui
+        return block
 
     def _enquiry(self, p: Parsed, action: int, services: list[_Service]) -> Answer:
         """CHECK_BALANCE and PRICE_ENQUIRY: answered from the tariffs (and balance), nothing stored."""

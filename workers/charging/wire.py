@@ -138,29 +138,39 @@ def _u32(buf: bytes, s: int, e: int) -> int:
     return _I.unpack_from(buf, s)[0]
 
 
-def _u64(buf: bytes, s: int, e: int) -> int:
-    if e - s != 8:
-        raise _Skip
-    return _Q.unpack_from(buf, s)[0]
+_UNIT_CODES = {420: "cc_time", 421: "cc_total_octets", 412: "cc_input_octets",
+               414: "cc_output_octets", 417: "cc_service_specific_units"}  # fmt: skip
 
 
-def _units(buf: bytes, s: int, e: int) -> Units:
+def _units(buf: bytes, pos: int, end: int) -> Units:
+    """An RSU/USU, scanned in place (what `_scan` checks, without building its list)."""
     u = Units()
-    for code, vendor, vs, ve in _scan(buf, s, e):
-        if vendor:
-            continue
-        if code == 420:
-            u.cc_time = _u32(buf, vs, ve)
-        elif code == 421:
-            u.cc_total_octets = _u64(buf, vs, ve)
-        elif code == 412:
-            u.cc_input_octets = _u64(buf, vs, ve)
-        elif code == 414:
-            u.cc_output_octets = _u64(buf, vs, ve)
-        elif code == 417:
-            u.cc_service_specific_units = _u64(buf, vs, ve)
-        elif code == 413:
-            raise _Skip  # CC-Money: the codec path judges it
+    unpack = _II.unpack_from
+    while pos < end:
+        if end - pos < 8:
+            raise _Skip
+        code, fl = unpack(buf, pos)
+        length = fl & 0xFFFFFF
+        ve = pos + length
+        if fl & 0x80000000:  # vendor-specific: not ours
+            if length < 12 or ve > end:
+                raise _Skip
+        else:
+            if length < 8 or ve > end:
+                raise _Skip
+            if code == 420:
+                if length != 12:
+                    raise _Skip
+                u.cc_time = _I.unpack_from(buf, pos + 8)[0]
+            elif code in _UNIT_CODES:
+                if length != 16:
+                    raise _Skip
+                setattr(u, _UNIT_CODES[code], _Q.unpack_from(buf, pos + 8)[0])
+            elif code == 413:
+                raise _Skip  # CC-Money: the codec path judges it
+        pos += (length + 3) & ~3
+    if pos != end:
+        raise _Skip
     return u
 
 
@@ -187,6 +197,7 @@ def parse_ccr(raw: bytes) -> Parsed | None:
         end = len(raw)
         pos = 20
         unpack = _II.unpack_from
+        unpack_I = _I.unpack_from
         while pos < end:
             if end - pos < 8:
                 return None
@@ -248,18 +259,34 @@ def parse_ccr(raw: bytes) -> Parsed | None:
                 rg = sid = None
                 m_rsu: Units | None = None
                 m_usus: list[Units] = []
-                for c2, v2, s2, e2 in _scan(raw, vs, ve):
-                    if v2:
-                        continue
-                    if c2 == 432:
-                        rg = _u32(raw, s2, e2)
+                q = vs
+                while q < ve:  # the MSCC's members, scanned in place as `_scan` would
+                    if ve - q < 8:
+                        return None
+                    c2, f2 = unpack(raw, q)
+                    n2 = f2 & 0xFFFFFF
+                    e2 = q + n2
+                    if f2 & 0x80000000:
+                        if n2 < 12 or e2 > ve:
+                            return None
+                    elif n2 < 8 or e2 > ve:
+                        return None
+                    elif c2 == 437:
+                        m_rsu = _units(raw, q + 8, e2)
+                    elif c2 == 446:
+                        m_usus.append(_units(raw, q + 8, e2))
+                    elif c2 == 432:
+                        if n2 != 12:
+                            return None
+                        rg = unpack_I(raw, q + 8)[0]
                     elif c2 == 439:
                         if sid is None:
-                            sid = _u32(raw, s2, e2)
-                    elif c2 == 437:
-                        m_rsu = _units(raw, s2, e2)
-                    elif c2 == 446:
-                        m_usus.append(_units(raw, s2, e2))
+                            if n2 != 12:
+                                return None
+                            sid = unpack_I(raw, q + 8)[0]
+                    q += (n2 + 3) & ~3
+                if q != ve:
+                    return None
                 p.services.append(Svc(rg, sid, m_rsu, m_usus))
             elif code == 284:
                 return None  # Proxy-Info must be copied into the answer: the codec does that
@@ -308,6 +335,26 @@ _SAMPLE: dict[str, Any] = {
 }
 
 
+_HEAD_KEYS = (
+    "result_code",
+    "origin_host",
+    "origin_realm",
+    "auth_application_id",
+    "cc_request_type",
+)
+
+
+class Frozen(dict):  # type: ignore[type-arg]
+    """A grouped AVP's content that is never changed after it is built (the OCS caches the
+    MSCC blocks it answers with): the Writer encodes it once and keeps the bytes on it."""
+
+    __slots__ = ("blob",)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.blob: tuple[str, bytes] | None = None
+
+
 class Writer:
     """Encodes answer content exactly as the codec would, for the AVPs the OCS sends.
 
@@ -325,6 +372,11 @@ class Writer:
         self._heads: dict[str, bytes] = {}
         self._leaves: dict[tuple[str, Any], bytes] = {}
         self._shapes: dict[tuple[str, ...], list[str]] = {}  # key set -> keys in placement order
+        self._tails: dict[tuple[str, ...], list[str] | None] = {}
+        self._cca_heads: dict[tuple[int, str, str, int], bytes] = {}
+        ranks = [self.cca_rank.get(k) for k in (*_HEAD_KEYS, "cc_request_number")]
+        # -1: the codec does not place them as one leading run, so the head is never reused
+        self._head_last = max(ranks) if ranks == sorted(ranks) and None not in ranks else -1  # type: ignore[type-var]
 
     def _learn(self, parent: str, avps: list[Any]) -> dict[str, int]:
         rank: dict[str, int] = {}
@@ -337,23 +389,51 @@ class Writer:
         return rank
 
     def avp(self, attr: str, value: Any) -> bytes:
-        if type(value) is dict:
-            rank = self.order.get(attr)
-            if rank is None:
-                return Avp.new(attr, value).encode()
-            data = b"".join([self.avps(k, value[k]) for k in self._order(attr, rank, value)])
-            head = self._heads.get(attr)
-            if head is None:
-                head = self._heads[attr] = Avp.new(attr, {}).encode()
-            n = len(head) + len(data)
-            return head[:5] + n.to_bytes(3, "big") + head[8:] + data
+        t = type(value)
+        if t is Frozen:
+            blob = value.blob
+            if blob is None or blob[0] != attr:
+                blob = value.blob = (attr, self._group(attr, value))
+            return blob[1]
+        if t is dict:
+            return self._group(attr, value)
         key = (attr, value)
         b = self._leaves.get(key)
         if b is None:
-            b = Avp.new(attr, value).encode()
-            if len(self._leaves) < 20_000:
-                self._leaves[key] = b
+            b = self._leaf(key)
         return b
+
+    def _leaf(self, key: tuple[str, Any]) -> bytes:
+        b = Avp.new(*key).encode()
+        if len(self._leaves) < 20_000:
+            self._leaves[key] = b
+        return b
+
+    def _group(self, attr: str, value: dict[str, Any]) -> bytes:
+        """A grouped AVP: its members in placement order, leaves inlined (the hot loop)."""
+        rank = self.order.get(attr)
+        if rank is None:
+            return Avp.new(attr, value).encode()
+        parts: list[bytes] = []
+        add = parts.append
+        leaves = self._leaves
+        for k in self._order(attr, rank, value):
+            v = value[k]
+            t = type(v)
+            if t is list:
+                for x in v:
+                    add(self.avp(k, x))
+            elif t is dict or t is Frozen:
+                add(self.avp(k, v))
+            else:
+                b = leaves.get((k, v))
+                add(b if b is not None else self._leaf((k, v)))
+        data = b"".join(parts)
+        head = self._heads.get(attr)
+        if head is None:
+            head = self._heads[attr] = Avp.new(attr, {}).encode()
+        n = len(head) + len(data)
+        return head[:5] + n.to_bytes(3, "big") + head[8:] + data
 
     def _order(self, parent: str, rank: dict[str, int], fields: dict[str, Any]) -> list[str]:
         """`fields`' keys in placement order, memoised per key sequence (answers repeat a
@@ -367,6 +447,20 @@ class Writer:
                 self._shapes[shape] = keys
         return keys
 
+    def _tail(self, extra: dict[str, Any]) -> list[str] | None:
+        """`extra`'s keys in placement order when all of them go after CC-Request-Number
+        (so the fixed head can be reused), else None; memoised per key sequence."""
+        shape = tuple(extra)
+        keys = self._tails.get(shape, False)
+        if keys is False:
+            keys = self._order("", self.cca_rank, extra)
+            last = self._head_last
+            if last < 0 or any(self.cca_rank.get(k, last + 1) <= last for k in keys):
+                keys = None
+            if len(self._tails) < 4096:
+                self._tails[shape] = keys
+        return keys  # type: ignore[return-value]
+
     def avps(self, attr: str, value: Any) -> bytes:
         if type(value) is list:
             return b"".join([self.avp(attr, v) for v in value])
@@ -377,21 +471,43 @@ class Writer:
     ) -> bytes:
         """The CCA for `p`: what `req.answer(result, origin_host=..., origin_realm=...,
         auth_application_id=4, cc_request_type=..., cc_request_number=..., **extra)` encodes."""
-        fields: dict[str, Any] = {
-            "result_code": result,
-            "origin_host": origin_host,
-            "origin_realm": origin_realm,
-            "auth_application_id": APP_CC,
-        }
-        if p.cc_request_type is not None:
-            fields["cc_request_type"] = p.cc_request_type
-        if p.cc_request_number is not None:
-            fields["cc_request_number"] = p.cc_request_number
-        fields.update(extra)
-        avps = self.avps
-        body = p.session_avp + b"".join(
-            [avps(k, fields[k]) for k in self._order("", self.cca_rank, fields)]
-        )
+        rtype, number = p.cc_request_type, p.cc_request_number
+        tail = self._tail(extra) if rtype is not None and number is not None else None
+        if tail is not None:
+            # The common case: the six command-level AVPs lead, in a fixed order, and only
+            # the number changes from answer to answer; the rest follows in placement order.
+            hk = (result, origin_host, origin_realm, rtype)
+            head = self._cca_heads.get(hk)
+            if head is None:
+                head = b"".join(
+                    [
+                        self.avp(k, v)
+                        for k, v in zip(_HEAD_KEYS, (*hk[:3], APP_CC, rtype), strict=True)
+                    ]
+                )
+                if len(self._cca_heads) < 1024:
+                    self._cca_heads[hk] = head
+            nb = self._leaves.get(("cc_request_number", number))
+            if nb is None:
+                nb = self._leaf(("cc_request_number", number))
+            avps = self.avps
+            body = b"".join([p.session_avp, head, nb, *[avps(k, extra[k]) for k in tail]])
+        else:
+            fields: dict[str, Any] = {
+                "result_code": result,
+                "origin_host": origin_host,
+                "origin_realm": origin_realm,
+                "auth_application_id": APP_CC,
+            }
+            if rtype is not None:
+                fields["cc_request_type"] = rtype
+            if number is not None:
+                fields["cc_request_number"] = number
+            fields.update(extra)
+            avps = self.avps
+            body = p.session_avp + b"".join(
+                [avps(k, fields[k]) for k in self._order("", self.cca_rank, fields)]
+            )
         flags = (p.flags & FLAG_P) | (FLAG_E if 3000 <= result < 4000 else 0)
         return (
             _HDR.pack((1 << 24) | (20 + len(body)), (flags << 24) | CMD_CCR, APP_CC, p.hbh, p.e2e)
