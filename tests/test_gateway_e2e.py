@@ -65,8 +65,10 @@ def start_run(
     cfg = tmp_path / "chargegw.toml"
     cfg.write_text(
         f'data_dir = "{tmp_path}/data"\n[[listen]]\naddress = "127.0.0.1"\nport = {port}\n'
-        "[pool]\nheartbeat_interval = 0.2\nheartbeat_timeout = 0.8\n"
-        "[worker]\nheartbeat_interval = 0.2\nheartbeat_timeout = 0.8\n"
+        # 2 s, not less: on a loaded 2-core CI machine a starved worker must not flap out of
+        # the pool; still well inside the 4 s request deadline the SIGKILL test checks.
+        "[pool]\nheartbeat_interval = 0.2\nheartbeat_timeout = 2.0\n"
+        "[worker]\nheartbeat_interval = 0.2\nheartbeat_timeout = 2.0\n"
         "[launcher]\nrestart_backoff_min = 0.2\n" + toml
     )
     proc = Proc(
@@ -74,11 +76,11 @@ def start_run(
         env={**os.environ, **(env or {})},
     )
     m = proc.wait_line(
-        r"listening on 127\.0\.0\.1:(\d+); (\d+) workers?; worker pool on (\S+);", 30
+        r"listening on 127\.0\.0\.1:(\d+); (\d+) workers?; worker pool on (\S+);", 60
     )
     assert int(m.group(1)) == port and int(m.group(2)) == workers
     r = Running(proc, port, m.group(3).rstrip(","), cfg)
-    r.wait(lambda s: len(s["pool"]["workers"]) == workers, what=f"{workers} workers")
+    r.wait(lambda s: len(s["pool"]["workers"]) == workers, 60.0, f"{workers} workers")
     return r
 
 
