@@ -518,16 +518,9 @@ def _value_at(d: AvpDef | None, buf: Any, off: int) -> Any:
                 pass  # through an Avp below, which shapes the AvpError and its Failed-AVP
         elif d.type == "Grouped":
             fl = _HDR.unpack_from(buf, off)[1]
-            g = _new_group(Group)
-            g._defn = d
-            g._grammar = d.grammar
-            g._dict = d.owner
-            g._avps = g._keys = g._offs = g._vals = None
-            g._buf = buf
-            g._start = g._scan = off + (12 if fl & 0x80000000 else 8)
-            g._end = off + (fl & 0xFFFFFF)
-            g._dirty = False
-            return g
+            return Group._from_wire(
+                buf, off + (12 if fl & 0x80000000 else 8), off + (fl & 0xFFFFFF), d
+            )
     return _materialize(buf, [off], None, {} if d is None else {(d.code, d.vendor): d})[0].value
 
 
@@ -718,15 +711,9 @@ def _read_value(d: AvpDef, self: AvpContainer) -> Any:
                     v = _value_at(d, buf, off)
             elif d.kind == 2:
                 fl = _U32.unpack_from(buf, off + 4)[0]
-                v = _new_group(Group)
-                v._defn = d
-                v._grammar = d.grammar
-                v._dict = d.owner
-                v._avps = v._keys = v._offs = v._vals = None
-                v._buf = buf
-                v._start = v._scan = off + (12 if fl & 0x80000000 else 8)
-                v._end = off + (fl & 0xFFFFFF)
-                v._dirty = False
+                v = Group._from_wire(
+                    buf, off + (12 if fl & 0x80000000 else 8), off + (fl & 0xFFFFFF), d
+                )
             else:
                 v = _value_at(d, buf, off)
             vals[i] = v
