@@ -353,31 +353,29 @@ def part_erl(d: Path, a: argparse.Namespace, port: int) -> dict[str, Any]:
     client = str(Path(a.peers_dir) / "erl-ccr-client.escript")
     argv = ["--sessions", str(a.erl_sessions), "--updates", "1", "--concurrency", "50"]
     res: dict[str, Any] = {}
-    cfg = write_config(d, "erl-gw", port, _default_apps())
-    with chargegw_run(cfg, a.workers):
-        out = subprocess.run(
-            ["escript", client, "--port", str(port), *argv],
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-    res["chargegw"] = _erl_rate(out.stdout + out.stderr)
-    port += 1
+
+    def erl_against_chargegw(name: str, apps: str) -> dict[str, Any]:
+        nonlocal port
+        cfg = write_config(d, name, port, apps)
+        with chargegw_run(cfg, a.workers):
+            out = subprocess.run(
+                ["escript", client, "--port", str(port), *argv],
+                capture_output=True,
+                text=True,
+                timeout=600,
+            )
+        port += 1
+        return _erl_rate(out.stdout + out.stderr)
+
+    res["chargegw"] = erl_against_chargegw("erl-gw", _default_apps())
     # The same traffic answered by a null CCA handler: the gateway and pool without the
     # charging application and its store, to tell where the time goes.
-    null_cca = _toml_app(
-        4, "chargegw.workers.testapp:NullApp", 0, {"copy": [[258, 0], [416, 0], [415, 0]]}
+    res["chargegw_null_cca"] = erl_against_chargegw(
+        "erl-null",
+        _toml_app(
+            4, "chargegw.workers.testapp:NullApp", 0, {"copy": [[258, 0], [416, 0], [415, 0]]}
+        ),
     )
-    cfg = write_config(d, "erl-null", port, null_cca)
-    with chargegw_run(cfg, a.workers):
-        out = subprocess.run(
-            ["escript", client, "--port", str(port), *argv],
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-    res["chargegw_null_cca"] = _erl_rate(out.stdout + out.stderr)
-    port += 1
     server = Proc(
         ["escript", str(Path(a.peers_dir) / "erl-ccr-server.escript"), "--port", str(port)]
     )
