@@ -169,6 +169,7 @@ def chargegw_run(cfg: Path, workers: int, *, forward: str = "raw") -> Iterator[P
     proc = Proc(
         [
             sys.executable,
+            "-P",  # the working directory must not shadow the installed package
             "-m",
             "chargegw.cli",
             "run",

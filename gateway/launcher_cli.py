@@ -122,6 +122,7 @@ class Supervisor:
     def _argv(self, wid: str) -> list[str]:
         argv = [
             sys.executable,
+            "-P",  # the working directory must not shadow the installed package
             "-m",
             "chargegw.cli",
             "worker",
