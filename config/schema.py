@@ -105,7 +105,9 @@ class Peer(_Base):
     def __post_init__(self) -> None:
         _check(bool(self.name), "name", "must not be empty")
         for i, entry in enumerate(self.source):
-            _check(_is_source(entry), f"source[{i}]", f"{entry!r} is not an address, network or host")
+            _check(
+                _is_source(entry), f"source[{i}]", f"{entry!r} is not an address, network or host"
+            )
         _check(0 <= self.port <= 65535, "port", f"{self.port} is not a port number")
         _check(self.tw == 0.0 or self.tw >= 6.0, "tw", "must be at least 6 seconds (RFC 3539)")
 

@@ -113,9 +113,7 @@ def build_node_config(config: Config) -> NodeConfig:
         default_route=list(d.default_route),
         # allow_any admits anyone; otherwise [[peers]] and the rules, and with no rules any
         # peer over loopback, but only while no listener is reachable from outside.
-        allow=None
-        if d.allow_any
-        else [AllowRule(host=a.host, realm=a.realm) for a in d.allow],
+        allow=None if d.allow_any else [AllowRule(host=a.host, realm=a.realm) for a in d.allow],
         allow_loopback=not d.allow and all(is_loopback(lst.address) for lst in config.listen),
         tw=d.tw,
         request_timeout=d.request_timeout,

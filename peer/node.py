@@ -625,13 +625,7 @@ class Node:
 
     # -- listening and connecting ------------------------------------------------------------------
 
-    def _new_conn(
-        self,
-        initiator: bool,
-        kind: str,
-        tls: tuple[ssl.SSLContext, bool] | None = None,
-        verify: bool = False,
-    ) -> Connection:
+    def _new_conn(self, initiator: bool, kind: str, verify: bool = False) -> Connection:
         cfg = self.config
         assert self._loop is not None
         conn = Connection(
@@ -643,12 +637,22 @@ class Node:
             high_water=cfg.write_high_water,
             max_inflight=cfg.max_inflight_per_connection,
         )
-        if tls is not None:  # an accepted TLS connection: the handshake starts in conn_made
-            conn.tags["tls_ctx"] = tls[0]
-            conn.tags["tls_verify"] = tls[1]
-        elif verify:
+        if verify:
             conn.tags["tls_verify"] = True
+        if not initiator:
+            self._accepted(conn)
         return conn
+
+    def _accepted(self, conn: Connection) -> None:
+        """At accept (for TLS before the handshake, when asyncio creates the protocol): the
+        CER timer starts now, so it covers the handshake, and the total cap is applied."""
+        loop = self._loop
+        assert loop is not None
+        if len(self._inbound) >= self.config.max_pre_cer:
+            conn.tags["refuse"] = "too many connections without CER"
+            return
+        conn.cer_deadline = loop.time() + self.config.cer_timeout
+        self._inbound.add(conn)
 
     async def _listen(self, lc: ListenConfig) -> None:
         assert self._loop is not None
@@ -665,19 +669,20 @@ class Node:
                 nodelay=self.config.sctp_nodelay,
             )
         else:
-            # TLS is started by conn_made (loop.start_tls), not by create_server: the
-            # accept-time limits then see the source address before any handshake work, and
-            # the CER timer runs from accept, handshake included.
-            tls: tuple[ssl.SSLContext, bool] | None = None
+            ctx = None
+            verify = False
             if lc.transport == "tls":
                 if lc.tls is None:
                     raise ValueError("a TLS listener needs tls settings")
-                tls = (_tls_server_context(lc.tls), lc.tls.verify_peer)
+                ctx = _tls_server_context(lc.tls)
+                verify = lc.tls.verify_peer
             kind = lc.transport
             server = await self._loop.create_server(
-                lambda: self._new_conn(False, kind, tls),
+                lambda: self._new_conn(False, kind, verify),
                 lc.host,
                 lc.port,
+                ssl=ctx,
+                ssl_handshake_timeout=self.config.tls_handshake_timeout if ctx else None,
                 reuse_address=True,
                 backlog=512,
             )
@@ -739,7 +744,7 @@ class Node:
                 kind = pc.transport
                 _, conn = await asyncio.wait_for(
                     loop.create_connection(
-                        lambda: self._new_conn(True, kind, verify=verify),
+                        lambda: self._new_conn(True, kind, verify),
                         pc.host,
                         pc.effective_port,
                         **kw,
@@ -1013,82 +1018,43 @@ class Node:
     # -- Connection callbacks -----------------------------------------------------------------------
 
     def conn_made(self, conn: Connection) -> None:
+        """Accepted (for TLS: handshake done): the caps on connections without CER."""
         if conn.initiator:
-            return
-        if self._stopping:
-            conn.abort()
             return
         loop = self._loop
         assert loop is not None
         cfg = self.config
         src = _source_ip(conn.remote)
-        if (
-            len(self._inbound) >= cfg.max_pre_cer
-            or self._inbound_by_src[src] >= cfg.max_pre_cer_per_source
+        why = conn.tags.pop("refuse", None)
+        if why is None and self._stopping:
+            why = "stopping"
+        elif why is None and self._inbound_by_src[src] >= cfg.max_pre_cer_per_source:
+            why = f"too many connections without CER from {src}"
+        elif why is None and (
+            conn.closing  # timed out by the housekeeping tick during the TLS handshake
+            or (conn.cer_deadline is not None and loop.time() >= conn.cer_deadline)
         ):
-            # Closed at accept, before any TLS or decoding work: a flood of idle connections
-            # must not use up memory or descriptors, or crowd out well-behaved peers.
+            why = "no CER in time (the TLS handshake used up the CER timer)"
+        if why is not None:
+            # Closed before any decoding work: a flood of idle connections must not use up
+            # memory or descriptors, or crowd out well-behaved peers.
+            self._pre_cer_done(conn)
             self.stats["refused_at_accept"] += 1
             now = loop.time()
             if now - self._refused_at >= 1.0:
                 self._refused_at = now
-                log.warning(
-                    "%r: refused at accept: %d connections without CER (%d from %s)",
-                    conn,
-                    len(self._inbound),
-                    self._inbound_by_src[src],
-                    src,
-                )
+                log.warning("%r: closed at accept: %s", conn, why)
             conn.abort()
             return
-        conn.cer_deadline = loop.time() + cfg.cer_timeout  # covers the TLS handshake too
         conn.tags["src"] = src
-        self._inbound.add(conn)
         self._inbound_by_src[src] += 1
-        ctx = conn.tags.pop("tls_ctx", None)
-        if ctx is not None:
-            assert conn.transport is not None
-            conn.transport.pause_reading()  # the ClientHello waits in the kernel for start_tls
-            task = loop.create_task(self._start_tls(conn, ctx))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-
-    async def _start_tls(self, conn: Connection, ctx: ssl.SSLContext) -> None:
-        """The server side of a TLS handshake, bounded by tls_handshake_timeout."""
-        loop = self._loop
-        raw = conn.transport
-        assert loop is not None and raw is not None
-        try:
-            tls_transport = await loop.start_tls(
-                raw,  # type: ignore[arg-type]
-                conn,
-                ctx,
-                server_side=True,
-                ssl_handshake_timeout=self.config.tls_handshake_timeout,
-            )
-        except asyncio.CancelledError:
-            raw.abort()  # type: ignore[attr-defined]
-            raise
-        except Exception as exc:
-            log.info("%r: TLS handshake failed: %s", conn, exc)
-            raw.abort()  # type: ignore[attr-defined]
-            if not conn.closed:  # the raw transport may never report its loss to us
-                conn.connection_lost(exc)
-            return
-        if conn.closed or conn.closing:
-            tls_transport.abort()  # type: ignore[attr-defined]
-            return
-        conn.transport = tls_transport
-        set_limits = getattr(tls_transport, "set_write_buffer_limits", None)
-        if set_limits is not None:
-            set_limits(high=conn.high_water, low=conn.high_water // 4)
 
     def _pre_cer_done(self, conn: Connection) -> None:
         """The connection leaves the pre-CER set (accepted, refused, closed or timed out)."""
         conn.cer_deadline = None
-        if conn in self._inbound:
-            self._inbound.remove(conn)
-            src = conn.tags.get("src")
+        self._inbound.discard(conn)
+        if "src" in conn.tags:
+            src = conn.tags.pop("src")
             n = self._inbound_by_src[src] - 1
             if n > 0:
                 self._inbound_by_src[src] = n
