@@ -62,23 +62,42 @@ class FrameReader:
     Sans-IO: the transport feeds what it read and sends what comes out. A framing fault is
     unrecoverable on a stream (there is no way to find the next header), so it raises and the
     transport closes the connection.
+
+    Linear in the bytes fed: a partial frame is kept as a list of chunks and joined once,
+    when the frame is complete (joining on every read made a 1 MiB frame arriving in small
+    reads cost O(n^2) copying).
     """
 
-    __slots__ = ("_buf", "max_length")
+    __slots__ = ("_chunks", "_have", "_need", "max_length")
 
     def __init__(self, max_length: int = DEFAULT_MAX_LENGTH) -> None:
-        self._buf = b""
+        self._chunks: list[bytes] = []
+        self._have = 0  # octets in _chunks
+        self._need = 0  # length of the frame at the front of _chunks, once its header is known
         self.max_length = max_length
 
     @property
     def buffered(self) -> int:
-        return len(self._buf)
+        return self._have
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[bytes]:
         """The complete messages now available. On a framing fault raises FramingError whose
         `.frames` holds the complete messages that preceded the fault in the stream (they are
         good: serve them before closing) and `.rest` the octets from the bad header on."""
-        buf = self._buf + data if self._buf else bytes(data)
+        if not data:
+            return []
+        chunks = self._chunks
+        if chunks:
+            chunks.append(bytes(data))
+            self._have += len(data)
+            if self._have < (self._need or 4):
+                return []  # the frame at the front is still incomplete: nothing to copy yet
+            buf = b"".join(chunks)
+            chunks.clear()
+        else:
+            buf = bytes(data)
+        self._have = 0
+        self._need = 0
         out: list[bytes] = []
         pos = 0
         end = len(buf)
@@ -88,7 +107,6 @@ class FrameReader:
             vl = unpack(buf, pos)[0]
             length = vl & 0xFFFFFF
             if vl >> 24 != 1 or length < HEADER_LENGTH or length & 3 or length > max_length:
-                self._buf = b""
                 if vl >> 24 != 1:
                     exc = FramingError(f"unsupported version {vl >> 24}", 5011)
                 else:
@@ -97,15 +115,19 @@ class FrameReader:
                 exc.rest = buf[pos:]
                 raise exc
             if end - pos < length:
+                self._need = length
                 break
             out.append(buf[pos : pos + length] if (pos or length != end) else buf)
             pos += length
-        self._buf = buf[pos:] if pos < end else b""
+        if pos < end:
+            chunks.append(buf[pos:] if pos else buf)
+            self._have = end - pos
         return out
 
     def eof(self) -> None:
         """The peer closed: anything left is a truncated frame."""
-        if self._buf:
-            n = len(self._buf)
-            self._buf = b""
+        if self._have:
+            n = self._have
+            self._chunks.clear()
+            self._have = self._need = 0
             raise FramingError(f"connection closed inside a frame ({n} octets left)", 5015)

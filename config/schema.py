@@ -9,6 +9,7 @@ Validation that msgspec cannot express lives in `__post_init__` and raises
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from typing import Any, Literal
 
@@ -57,8 +58,16 @@ class TlsSettings(_Base):
 
     cert: str = ""
     key: str = ""
-    ca: str = ""
-    verify_peer: bool = True
+    ca: str = ""  # the only trust anchors: the system store is never used
+    verify_peer: bool = True  # needs `ca`; the peer's certificate must name its Origin-Host
+
+    def __post_init__(self) -> None:
+        _check(
+            not self.verify_peer or bool(self.ca),
+            "ca",
+            "verify_peer = true needs a CA file (the system trust store is never used);"
+            " set ca, or verify_peer = false to accept any certificate",
+        )
 
 
 class Listen(_Base):
@@ -89,9 +98,16 @@ class Peer(_Base):
     connect: bool = False
     tls: TlsSettings | None = None
     tw: float = 0.0  # 0 = diameter.tw
+    # Addresses a CER naming this peer may come from: IPs, CIDR networks or host names.
+    # Empty = `address`; ["*"] = any address (the name is then only a claim).
+    source: list[str] = []
 
     def __post_init__(self) -> None:
         _check(bool(self.name), "name", "must not be empty")
+        for i, entry in enumerate(self.source):
+            _check(
+                _is_source(entry), f"source[{i}]", f"{entry!r} is not an address, network or host"
+            )
         _check(0 <= self.port <= 65535, "port", f"{self.port} is not a port number")
         _check(self.tw == 0.0 or self.tw >= 6.0, "tw", "must be at least 6 seconds (RFC 3539)")
 
@@ -120,21 +136,35 @@ class Diameter(_Base):
     """Base-protocol knobs handed to the Node."""
 
     tw: float = 30.0  # RFC 3539 watchdog interval
-    max_message_length: int = 1 << 20
+    max_message_length: int = 65536  # bytes; raise it for peers that send bigger messages
     relay: bool = False  # advertise the Relay application id
     request_timeout: float = 5.0  # requests the gateway sends (worker-initiated ones)
     default_route: list[str] = []  # peers for requests no route matches
-    # Inbound peers admitted besides the configured ones; empty = anyone.
+    # Inbound peers admitted besides [[peers]]. Empty: none, except that when every
+    # listener is on a loopback address any peer connecting over loopback is admitted.
     allow: list[Allow] = []
+    # Admit any peer at all. Needed, explicitly, for a non-loopback listener with neither
+    # `allow` rules nor [[peers]].
+    allow_any: bool = False
     check_destination: bool = True  # answer 3002/3003 for another host or realm
     validate_requests: bool = False  # full grammar check in the front end (costs throughput)
     dup_cache_size: int = 100_000  # duplicate detection (T flag) in the Node; 0 = off
+    dup_cache_bytes: int = 64 << 20  # bound on the answer bytes the duplicate cache holds
+    cer_timeout: float = 10.0  # an accepted connection must finish TLS and CER within this
+    tls_handshake_timeout: float = 5.0  # bound on one TLS handshake
+    max_pre_cer_connections: int = 256  # accepted connections without CER, in total
+    max_pre_cer_per_source: int = 32  # the same, from one source address
     supported_vendors: list[int] = []  # Supported-Vendor-Id; the app vendors are added
 
     def __post_init__(self) -> None:
         _check(self.tw >= 6.0, "tw", "must be at least 6 seconds (RFC 3539)")
         _check(self.max_message_length >= 64, "max_message_length", "must be at least 64")
         _check(self.request_timeout > 0, "request_timeout", "must be > 0")
+        _check(self.dup_cache_bytes >= 0, "dup_cache_bytes", "must be >= 0")
+        _check(self.cer_timeout > 0, "cer_timeout", "must be > 0")
+        _check(self.tls_handshake_timeout > 0, "tls_handshake_timeout", "must be > 0")
+        _check(self.max_pre_cer_connections >= 1, "max_pre_cer_connections", "must be >= 1")
+        _check(self.max_pre_cer_per_source >= 1, "max_pre_cer_per_source", "must be >= 1")
 
 
 class Pool(_Base):
@@ -291,6 +321,15 @@ class Config(_Base):
         for i, peer in enumerate(self.peers):
             _check(peer.name not in names, f"peers[{i}].name", f"{peer.name!r} is listed twice")
             names.add(peer.name)
+        admits = bool(self.diameter.allow or self.peers or self.diameter.allow_any)
+        for i, lst in enumerate(self.listen):
+            _check(
+                admits or is_loopback(lst.address),
+                f"listen[{i}].address",
+                f"{lst.address!r} is not a loopback address and no peer is allowlisted:"
+                " list the peers ([[peers]] or [[diameter.allow]]), or set"
+                " diameter.allow_any = true to admit any peer that connects",
+            )
 
     # Derived values -------------------------------------------------------------------
 
@@ -310,6 +349,27 @@ class Config(_Base):
             ep.replace("tcp://0.0.0.0:", "tcp://127.0.0.1:").replace("tcp://*:", "tcp://127.0.0.1:")
             for ep in self.pool_endpoints()
         ]
+
+
+def is_loopback(address: str) -> bool:
+    """A listen address only this host can reach (a host name counts only as "localhost")."""
+    if address.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
+
+
+def _is_source(entry: str) -> bool:
+    if entry == "*":
+        return True
+    try:
+        ipaddress.ip_network(entry, strict=False)
+        return True
+    except ValueError:
+        pass
+    return bool(entry) and all(c.isalnum() or c in "-." for c in entry)
 
 
 def _is_endpoint(ep: str) -> bool:

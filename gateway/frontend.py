@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import Any, NoReturn
 
 from chargegw.codec import CodecError, Message
-from chargegw.config.schema import Config
+from chargegw.config.schema import Config, is_loopback
 from chargegw.gateway import forwarding
 from chargegw.gateway.pool import NoWorker, Pending, PoolCore
 from chargegw.gateway.pool_io import OutRequestFailed, PoolServer
@@ -26,7 +26,7 @@ from chargegw.peer.config import (
     TlsConfig,
     VendorApp,
 )
-from chargegw.peer.errors import error_answer_bytes
+from chargegw.peer.errors import ProtocolError, error_answer_bytes
 from chargegw.peer.node import Node, RequestError
 
 log = logging.getLogger("chargegw.gateway")
@@ -45,6 +45,13 @@ def _tls(t: Any) -> TlsConfig | None:
         cafile=t.ca or None,
         verify_peer=t.verify_peer,
     )
+
+
+def _source(p: Any) -> list[str] | None:
+    """Where a configured peer may connect from: `source`, else its `address`; "*" = any."""
+    if "*" in p.source:
+        return None
+    return list(p.source) or [p.address]
 
 
 def build_node_config(config: Config) -> NodeConfig:
@@ -95,6 +102,7 @@ def build_node_config(config: Config) -> NodeConfig:
                 connect=p.connect,
                 tls=_tls(p.tls),
                 tw=p.tw or None,
+                source=_source(p),
             )
             for p in config.peers
         ],
@@ -103,11 +111,19 @@ def build_node_config(config: Config) -> NodeConfig:
             for r in config.routes
         ],
         default_route=list(d.default_route),
-        allow=[AllowRule(host=a.host, realm=a.realm) for a in d.allow] or None,
+        # allow_any admits anyone; otherwise [[peers]] and the rules, and with no rules any
+        # peer over loopback, but only while no listener is reachable from outside.
+        allow=None if d.allow_any else [AllowRule(host=a.host, realm=a.realm) for a in d.allow],
+        allow_loopback=not d.allow and all(is_loopback(lst.address) for lst in config.listen),
         tw=d.tw,
         request_timeout=d.request_timeout,
         max_message_length=d.max_message_length,
         dup_cache_size=d.dup_cache_size,
+        dup_cache_bytes=d.dup_cache_bytes,
+        cer_timeout=d.cer_timeout,
+        tls_handshake_timeout=d.tls_handshake_timeout,
+        max_pre_cer=d.max_pre_cer_connections,
+        max_pre_cer_per_source=d.max_pre_cer_per_source,
         check_destination=d.check_destination,
         validate_requests=d.validate_requests,
     )
@@ -179,7 +195,7 @@ class Gateway:
 
     def _handle(self, msg: Message, peer: Any) -> bytes | None:
         if self.draining:
-            return self._error(msg, TOO_BUSY, "gateway shutting down")
+            self._refuse(TOO_BUSY, "gateway shutting down")
         raw = msg.raw
         if raw is None:
             raw = msg.encode()
@@ -194,17 +210,17 @@ class Gateway:
                 ref=msg,
             )
         except NoWorker as exc:
-            return self._error(msg, exc.result_code, exc.reason)
+            self._refuse(exc.result_code, exc.reason)
         return None
 
     def _handle_decoded(self, msg: Message, peer: Any) -> bytes | None:
         if self.draining:
-            return self._error(msg, TOO_BUSY, "gateway shutting down")
+            self._refuse(TOO_BUSY, "gateway shutting down")
         try:
             doc = forwarding.tree(msg)
         except CodecError as exc:
             code = getattr(exc, "result_code", UNABLE_TO_COMPLY) or UNABLE_TO_COMPLY
-            return self._error(msg, code, str(exc))
+            self._refuse(code, str(exc))
         try:
             self.pool.submit(
                 peer=peer.name,
@@ -217,14 +233,24 @@ class Gateway:
                 decoded=doc,
             )
         except NoWorker as exc:
-            return self._error(msg, exc.result_code, exc.reason)
+            self._refuse(exc.result_code, exc.reason)
         return None
 
-    def _deliver(self, peer: str, raw: bytes) -> None:
+    def _deliver(self, peer: str, raw: bytes, *, cache: bool = True) -> None:
+        """Send an answer. Only a worker's answers are kept by the Node for duplicates
+        (cache=True); an error made here reports a passing condition, and a T-flagged
+        retransmission must be tried again rather than get that stale error."""
         try:
-            self.node.send_answer(peer, raw)
+            self.node.send_answer(peer, raw, cache=cache)
         except Exception as exc:  # the peer went away meanwhile: nothing to answer to
             log.debug("answer for %s not sent: %s", peer, exc)
+
+    def _refuse(self, code: int, reason: str) -> NoReturn:
+        """Answer the request being handled with a locally made error. Raised, not returned:
+        the Node sends a handler's ProtocolError through its error-answer boundary and does
+        not keep it in the duplicate cache (a returned answer would be kept)."""
+        self.errors_sent += 1
+        raise ProtocolError(code, reason)
 
     def _error(self, msg: Message, code: int, reason: str) -> bytes:
         """Through the peer layer's one error-answer boundary: the generic grammar for
@@ -247,7 +273,7 @@ class Gateway:
         try:
             if msg is None:
                 msg = Message.decode(p.raw)
-            self._deliver(p.peer, self._error(msg, code, reason))
+            self._deliver(p.peer, self._error(msg, code, reason), cache=False)
         except Exception:
             log.exception("cannot answer %d for Session-Id %s", code, p.session_id)
 

@@ -137,13 +137,19 @@ def parse_capabilities(msg: Message) -> PeerCapabilities:
 
 
 def is_allowed(
-    host: str, realm: str, rules: Iterable[AllowRule] | None, configured: Iterable[str] = ()
+    host: str,
+    realm: str,
+    rules: Iterable[AllowRule] | None,
+    configured: Iterable[str] = (),
+    *,
+    loopback_ok: bool = False,
 ) -> bool:
-    """Configured peers always; otherwise the allowlist (None admits anyone). Case-insensitive."""
+    """Configured peers always; otherwise the allowlist (None admits anyone), or any peer on a
+    loopback connection when `loopback_ok`. Case-insensitive."""
     h = host.lower()
     if any(h == name.lower() for name in configured):
         return True
-    if rules is None:
+    if rules is None or loopback_ok:
         return True
     r = realm.lower()
     return any(
@@ -170,11 +176,14 @@ def common_security(ours: Iterable[int], caps: PeerCapabilities) -> bool:
 
 
 def check_cer(
-    msg: Message, config: NodeConfig, configured: Iterable[str] = ()
+    msg: Message, config: NodeConfig, configured: Iterable[str] = (), *, from_loopback: bool = False
 ) -> tuple[PeerCapabilities, frozenset[int]]:
-    """Admit or refuse an inbound CER."""
+    """Admit or refuse an inbound CER (`from_loopback`: it came over a loopback address)."""
     caps = parse_capabilities(msg)
-    if not is_allowed(caps.origin_host, caps.origin_realm, config.allow, configured):
+    loopback_ok = from_loopback and config.allow_loopback
+    if not is_allowed(
+        caps.origin_host, caps.origin_realm, config.allow, configured, loopback_ok=loopback_ok
+    ):
         raise CapabilitiesError(
             UNKNOWN_PEER, f"peer {caps.origin_host!r} is not allowed", caps=caps
         )

@@ -27,6 +27,7 @@ class TlsConfig:
     # A peer must present a certificate signed by cafile (both directions).
     verify_peer: bool = True
     # Hostname checked against the server certificate; None = the peer's configured name.
+    # Whatever it is, the certificate's DNS SAN must also name the peer's Origin-Host.
     server_hostname: str | None = None
     check_hostname: bool = True
     # Passed to SSLContext.set_ciphers when given.
@@ -58,6 +59,10 @@ class PeerConfig:
     local_addresses: list[str] = field(default_factory=list)
     # Overrides NodeConfig.tw for this peer.
     tw: float | None = None
+    # Source addresses (IP literals, CIDR networks or host names) a CER naming this peer
+    # may come from; None = any address. Binds the name to something an attacker cannot
+    # simply claim in an AVP.
+    source: list[str] | None = None
 
     @property
     def effective_port(self) -> int:
@@ -122,10 +127,14 @@ class NodeConfig:
     default_route: list[str] = field(default_factory=list)
     # None admits any peer (configured peers are always admitted); a list restricts to it.
     allow: list[AllowRule] | None = None
+    # With an allowlist: still admit an unknown peer whose connection comes from a loopback
+    # address (the embedded local default: open on 127.0.0.1 only).
+    allow_loopback: bool = False
 
     # Timers (seconds).
     tw: float = 30.0  # RFC 3539 watchdog; clamped to >= 6 and jittered by +-2 s
-    cer_timeout: float = 10.0  # inbound connection must send CER within this
+    cer_timeout: float = 10.0  # inbound connection must send CER within this (from accept)
+    tls_handshake_timeout: float = 5.0  # bound on a TLS handshake (asyncio's default is 60 s)
     cea_timeout: float = 10.0  # Wait-Conn-Ack / Wait-I-CEA / Wait-Returns
     dpa_timeout: float = 5.0  # Closing
     connect_timeout: float = 5.0
@@ -135,12 +144,17 @@ class NodeConfig:
     request_timeout: float = 5.0
 
     # Limits.
-    max_message_length: int = 1 << 20
+    max_message_length: int = 1 << 16
     dup_cache_size: int = 100_000  # 0 disables duplicate detection
+    dup_cache_bytes: int = 64 << 20  # bound on the answer bytes the cache holds
     dup_cache_ttl: float = 240.0
     dup_in_progress_ttl: float = 10.0  # a copy of an unanswered request is dropped this long
     write_high_water: int = 4 << 20  # bytes buffered per connection before reads pause
     max_inflight_per_connection: int = 10_000  # async handlers running per connection
+    # Inbound connections that have not finished CER (TLS handshakes included): in total,
+    # and from one source address. Excess connections are closed at accept.
+    max_pre_cer: int = 256
+    max_pre_cer_per_source: int = 32
 
     # Behaviour switches.
     # RFC 3539 says to throw away non-DWA traffic from a peer in REOPEN. Doing so drops a

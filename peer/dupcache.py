@@ -1,7 +1,8 @@
 """Answer cache for duplicate detection (RFC 6733 6.1.9 / section 10 of the spec digest).
 
-Keyed by (Origin-Host, End-to-End id). Bounded in size and age; the TTL is one value for the
-whole cache, so insertion order is expiry order and eviction looks only at the front.
+Keyed by (Origin-Host, End-to-End id). Bounded in entries, in answer bytes (a count alone
+lets 100k cached 1 MiB answers hold 100 GB) and in age; the TTL is one value for the whole
+cache, so insertion order is expiry order and eviction looks only at the front.
 Time is passed in.
 
 An OrderedDict, not a dict: evicting from the front of a full plain dict costs a scan over
@@ -18,12 +19,18 @@ IN_PROGRESS = object()  # marks a request being handled whose answer is not know
 
 
 class DuplicateCache:
-    __slots__ = ("max_size", "ttl", "in_progress_ttl", "_data")
+    __slots__ = ("max_size", "max_bytes", "ttl", "in_progress_ttl", "_data", "nbytes")
 
     def __init__(
-        self, max_size: int = 100_000, ttl: float = 240.0, in_progress_ttl: float = 10.0
+        self,
+        max_size: int = 100_000,
+        ttl: float = 240.0,
+        in_progress_ttl: float = 10.0,
+        max_bytes: int = 64 << 20,
     ) -> None:
         self.max_size = max_size
+        self.max_bytes = max_bytes
+        self.nbytes = 0  # answer bytes held now
         self.ttl = ttl
         # A request whose answer never came (a lost worker, a handler that never answers)
         # must not make its retransmissions disappear for the whole TTL.
@@ -44,7 +51,7 @@ class DuplicateCache:
         if item is None:
             return None
         if item[0] <= now or (item[1] is IN_PROGRESS and now - item[2] > self.in_progress_ttl):
-            del self._data[key]
+            self._pop(key)
             return None
         return item[1]
 
@@ -53,17 +60,37 @@ class DuplicateCache:
         self._put(key, IN_PROGRESS, now)
 
     def put(self, key: Any, answer: bytes, now: float) -> None:
+        if len(answer) > self.max_bytes:  # could never fit: a retransmission is handled again
+            self._pop(key)
+            return
         self._put(key, answer, now)
 
     def forget(self, key: Any) -> None:
-        self._data.pop(key, None)
+        self._pop(key)
+
+    def _pop(self, key: Any) -> None:
+        item = self._data.pop(key, None)
+        if item is not None and item[1] is not IN_PROGRESS:
+            self.nbytes -= len(item[1])
 
     def _put(self, key: Any, value: Any, now: float) -> None:
         data = self._data
-        data[key] = (now + self.ttl, value, now)
-        data.move_to_end(key)  # insertion order stays expiry order
+        self._pop(key)
+        data[key] = (now + self.ttl, value, now)  # appended: insertion order is expiry order
+        if value is not IN_PROGRESS:
+            self.nbytes += len(value)
         if len(data) > self.max_size:
             self.evict(now, force=len(data) - self.max_size)
+        if self.nbytes > self.max_bytes:
+            self._evict_bytes()
+
+    def _evict_bytes(self) -> None:
+        """Drop the oldest entries until the answers fit in max_bytes."""
+        data = self._data
+        while self.nbytes > self.max_bytes and data:
+            _, item = data.popitem(last=False)
+            if item[1] is not IN_PROGRESS:
+                self.nbytes -= len(item[1])
 
     def evict(self, now: float, force: int = 0) -> int:
         """Drop expired entries from the front, plus `force` of the oldest live ones."""
@@ -75,6 +102,8 @@ class DuplicateCache:
                 force -= 1
             elif data[key][0] > now:
                 break
-            data.popitem(last=False)
+            _, item = data.popitem(last=False)
+            if item[1] is not IN_PROGRESS:
+                self.nbytes -= len(item[1])
             removed += 1
         return removed

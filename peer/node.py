@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import ipaddress
 import logging
 import math
 import random
 import ssl
 import struct
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
@@ -229,8 +230,18 @@ class PeerInfo:
         )
 
 
+def _need_ca(tls: TlsConfig) -> None:
+    if tls.verify_peer and not tls.cafile:
+        raise ValueError(
+            "TLS verify_peer needs a CA file (cafile): the system trust store is never used"
+        )
+
+
 def _tls_server_context(tls: TlsConfig) -> ssl.SSLContext:
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    """Trusts only tls.cafile: a public CA must not vouch for a Diameter peer."""
+    _need_ca(tls)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     if tls.certfile:
         ctx.load_cert_chain(tls.certfile, tls.keyfile)
     if tls.cafile:
@@ -242,7 +253,12 @@ def _tls_server_context(tls: TlsConfig) -> ssl.SSLContext:
 
 
 def _tls_client_context(tls: TlsConfig) -> ssl.SSLContext:
-    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=tls.cafile)
+    """Trusts only tls.cafile (no system store, which create_default_context would load)."""
+    _need_ca(tls)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    if tls.cafile:
+        ctx.load_verify_locations(tls.cafile)
     if tls.certfile:
         ctx.load_cert_chain(tls.certfile, tls.keyfile)
     ctx.check_hostname = tls.verify_peer and tls.check_hostname
@@ -251,6 +267,47 @@ def _tls_client_context(tls: TlsConfig) -> ssl.SSLContext:
     if tls.ciphers:
         ctx.set_ciphers(tls.ciphers)
     return ctx
+
+
+def _source_ip(addr: Any) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The IP of a peername tuple (an IPv4-mapped IPv6 address counts as the IPv4 one)."""
+    if not isinstance(addr, tuple) or not addr:
+        return None
+    try:
+        ip = ipaddress.ip_address(str(addr[0]).split("%", 1)[0])
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
+def _san_matches(pattern: str, host: str) -> bool:
+    """RFC 6125 DNS-ID match: exact, or a "*." wildcard standing for one leftmost label."""
+    pattern = pattern.lower().rstrip(".")
+    host = host.lower().rstrip(".")
+    if pattern == host:
+        return True
+    if pattern.startswith("*.") and "." in host:
+        return host.split(".", 1)[1] == pattern[2:] and pattern.count(".") >= 2
+    return False
+
+
+def tls_identity_error(conn: Connection, origin_host: str) -> str | None:
+    """Why a verified TLS peer's certificate does not name `origin_host` (None: it does).
+
+    Certificate verification alone says only that the CA signed *some* name; the Diameter
+    identity is the Origin-Host, so a certificate's DNS SANs must include it.
+    """
+    if conn.kind != "tls" or not conn.tags.get("tls_verify") or conn.transport is None:
+        return None
+    cert = conn.transport.get_extra_info("peercert")
+    if not cert:
+        return "no verified peer certificate"
+    names = [v for k, v in cert.get("subjectAltName", ()) if k == "DNS"]
+    if any(_san_matches(n, origin_host) for n in names):
+        return None
+    return f"certificate names {names or 'no DNS SAN'}, not Origin-Host {origin_host!r}"
 
 
 class Node:
@@ -265,14 +322,20 @@ class Node:
         self._handlers: dict[tuple[int, int | None], Handler] = {}
         self._handler_apps: set[int] = set()
         self._dup = DuplicateCache(
-            config.dup_cache_size, config.dup_cache_ttl, config.dup_in_progress_ttl
+            config.dup_cache_size,
+            config.dup_cache_ttl,
+            config.dup_in_progress_ttl,
+            config.dup_cache_bytes,
         )
         # (peer key, hbh) -> dup key, for answers sent later by send_answer (bounded, FIFO)
         self._dup_later: OrderedDict[tuple[str, int], Any] = OrderedDict()
         self._loop: asyncio.AbstractEventLoop | None = None
         # (transport, host, configured port) -> (server, its bound addresses)
         self._servers: dict[tuple[str, str, int], tuple[Any, list[tuple[str, str, int]]]] = {}
-        self._inbound: set[Connection] = set()
+        self._inbound: set[Connection] = set()  # accepted, CER not yet accepted
+        self._inbound_by_src: Counter[Any] = Counter()  # the same, by source address
+        self._resolved: dict[str, frozenset[str]] = {}  # host names in PeerConfig.source
+        self._refused_at = 0.0  # last "pre-CER connection refused" log line (rate limit)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._ticker: asyncio.Task[None] | None = None
         self._e2e = EndToEndAllocator(time.time())
@@ -282,7 +345,13 @@ class Node:
         self._own_host_b = config.origin_host.lower().encode()
         self._own_realm_b = config.origin_realm.lower().encode()
         self.listen_addresses: list[tuple[str, str, int]] = []  # (transport, host, port)
-        self.stats = {"framing_errors": 0, "rejected_cer": 0, "duplicates": 0, "handler_errors": 0}
+        self.stats = {
+            "framing_errors": 0,
+            "rejected_cer": 0,
+            "duplicates": 0,
+            "handler_errors": 0,
+            "refused_at_accept": 0,
+        }
 
     # -- application API -------------------------------------------------------------------------
 
@@ -292,6 +361,8 @@ class Node:
         The handler gets (request, PeerInfo) and returns the answer (a Message, or bytes
         already encoded), None to answer later with `send_answer`, or an awaitable of those.
         Raising ProtocolError/AvpError answers with that Result-Code; anything else 5012.
+        A returned answer is kept for duplicates (T flag); a raised error is not, so a
+        retransmission after a passing failure (no worker, overload) is handled again.
         """
         self._handlers[(app_id, command)] = handler
         self._handler_apps.add(app_id)
@@ -348,8 +419,13 @@ class Node:
         conn.send(data)
         return await fut
 
-    def send_answer(self, peer_name: str, answer: Message | bytes) -> bool:
-        """Send an answer a handler deferred (it returned None). False if the peer is gone."""
+    def send_answer(self, peer_name: str, answer: Message | bytes, *, cache: bool = True) -> bool:
+        """Send an answer a handler deferred (it returned None). False if the peer is gone.
+
+        cache=False: the answer reports a passing condition (an error made locally: no
+        worker, a deadline passed); it is not kept for duplicates, and a retransmission of
+        the request is handled afresh instead of getting the stale error.
+        """
         peer = self._peers.get(peer_name.lower())
         if peer is None or peer.conn is None:
             return False
@@ -358,8 +434,11 @@ class Node:
         if self._dup_later:
             hbh = struct.unpack_from(">I", data, 12)[0]
             key = self._dup_later.pop((peer.key, hbh), None)
-            if key is not None and self._loop is not None:
-                self._dup.put(key, data, self._loop.time())
+            if key is not None:
+                if not cache:
+                    self._dup.forget(key)
+                elif self._loop is not None:
+                    self._dup.put(key, data, self._loop.time())
         return True
 
     def send_request_nowait(self, peer_name: str, msg: Message) -> bool:
@@ -406,6 +485,7 @@ class Node:
         self._stopping = False
         for lc in self.config.listen:
             await self._listen(lc)
+        self._resolve_sources()
         for pc in self.config.peers:
             self._add_configured_peer(pc)
         self._ticker = self._loop.create_task(self._tick_loop())
@@ -489,6 +569,7 @@ class Node:
         self._dup.max_size = new.dup_cache_size
         self._dup.ttl = new.dup_cache_ttl
         self._dup.in_progress_ttl = new.dup_in_progress_ttl
+        self._dup.max_bytes = new.dup_cache_bytes
         if self._loop is None:
             return
         new_peers = {pc.name.lower(): pc for pc in new.peers}
@@ -520,6 +601,7 @@ class Node:
         for key, pc in new_peers.items():
             if key not in self._peers:
                 self._add_configured_peer(pc)
+        self._resolve_sources()
         old_listen = [(lc.transport, lc.host, lc.port) for lc in old.listen]
         new_listen = [(lc.transport, lc.host, lc.port) for lc in new.listen]
         if old_listen != new_listen:
@@ -543,10 +625,10 @@ class Node:
 
     # -- listening and connecting ------------------------------------------------------------------
 
-    def _new_conn(self, initiator: bool, kind: str) -> Connection:
+    def _new_conn(self, initiator: bool, kind: str, verify: bool = False) -> Connection:
         cfg = self.config
         assert self._loop is not None
-        return Connection(
+        conn = Connection(
             self,
             self._loop,
             initiator=initiator,
@@ -555,6 +637,22 @@ class Node:
             high_water=cfg.write_high_water,
             max_inflight=cfg.max_inflight_per_connection,
         )
+        if verify:
+            conn.tags["tls_verify"] = True
+        if not initiator:
+            self._accepted(conn)
+        return conn
+
+    def _accepted(self, conn: Connection) -> None:
+        """At accept (for TLS before the handshake, when asyncio creates the protocol): the
+        CER timer starts now, so it covers the handshake, and the total cap is applied."""
+        loop = self._loop
+        assert loop is not None
+        if len(self._inbound) >= self.config.max_pre_cer:
+            conn.tags["refuse"] = "too many connections without CER"
+            return
+        conn.cer_deadline = loop.time() + self.config.cer_timeout
+        self._inbound.add(conn)
 
     async def _listen(self, lc: ListenConfig) -> None:
         assert self._loop is not None
@@ -572,16 +670,19 @@ class Node:
             )
         else:
             ctx = None
+            verify = False
             if lc.transport == "tls":
                 if lc.tls is None:
                     raise ValueError("a TLS listener needs tls settings")
                 ctx = _tls_server_context(lc.tls)
+                verify = lc.tls.verify_peer
             kind = lc.transport
             server = await self._loop.create_server(
-                lambda: self._new_conn(False, kind),
+                lambda: self._new_conn(False, kind, verify),
                 lc.host,
                 lc.port,
                 ssl=ctx,
+                ssl_handshake_timeout=self.config.tls_handshake_timeout if ctx else None,
                 reuse_address=True,
                 backlog=512,
             )
@@ -631,16 +732,22 @@ class Node:
                 )
             else:
                 kw: dict[str, Any] = {}
+                verify = False
                 if pc.transport == "tls":
                     tls = pc.tls or TlsConfig()
                     kw["ssl"] = _tls_client_context(tls)
                     kw["server_hostname"] = tls.server_hostname or pc.name
+                    kw["ssl_handshake_timeout"] = self.config.tls_handshake_timeout
+                    verify = tls.verify_peer
                 if pc.local_addresses:
                     kw["local_addr"] = (pc.local_addresses[0], 0)
                 kind = pc.transport
                 _, conn = await asyncio.wait_for(
                     loop.create_connection(
-                        lambda: self._new_conn(True, kind), pc.host, pc.effective_port, **kw
+                        lambda: self._new_conn(True, kind, verify),
+                        pc.host,
+                        pc.effective_port,
+                        **kw,
                     ),
                     self.config.connect_timeout,
                 )
@@ -769,8 +876,7 @@ class Node:
             peer.conn_r = conn
             conn.peer = peer
             conn.peer_name = peer.name
-            conn.cer_deadline = None
-            self._inbound.discard(conn)
+            self._pre_cer_done(conn)
         elif action is Action.R_SND_CEA:
             c = peer.conn_r
             if c is not None:
@@ -814,7 +920,7 @@ class Node:
                 text = "election lost" if wait else "already connected to this peer"
                 conn.send(capmod.build_cea(cfg, cer, rc, error_message=text).encode())
                 conn.close()
-                self._inbound.discard(conn)
+                self._pre_cer_done(conn)
         elif action is Action.SND_DPR:
             c = peer.conn
             if c is not None:
@@ -912,16 +1018,51 @@ class Node:
     # -- Connection callbacks -----------------------------------------------------------------------
 
     def conn_made(self, conn: Connection) -> None:
-        if not conn.initiator:
-            if self._stopping:
-                conn.abort()
-                return
-            assert self._loop is not None
-            conn.cer_deadline = self._loop.time() + self.config.cer_timeout
-            self._inbound.add(conn)
+        """Accepted (for TLS: handshake done): the caps on connections without CER."""
+        if conn.initiator:
+            return
+        loop = self._loop
+        assert loop is not None
+        cfg = self.config
+        src = _source_ip(conn.remote)
+        why = conn.tags.pop("refuse", None)
+        if why is None and self._stopping:
+            why = "stopping"
+        elif why is None and self._inbound_by_src[src] >= cfg.max_pre_cer_per_source:
+            why = f"too many connections without CER from {src}"
+        elif why is None and (
+            conn.closing  # timed out by the housekeeping tick during the TLS handshake
+            or (conn.cer_deadline is not None and loop.time() >= conn.cer_deadline)
+        ):
+            why = "no CER in time (the TLS handshake used up the CER timer)"
+        if why is not None:
+            # Closed before any decoding work: a flood of idle connections must not use up
+            # memory or descriptors, or crowd out well-behaved peers.
+            self._pre_cer_done(conn)
+            self.stats["refused_at_accept"] += 1
+            now = loop.time()
+            if now - self._refused_at >= 1.0:
+                self._refused_at = now
+                log.warning("%r: closed at accept: %s", conn, why)
+            conn.abort()
+            return
+        conn.tags["src"] = src
+        self._inbound_by_src[src] += 1
+
+    def _pre_cer_done(self, conn: Connection) -> None:
+        """The connection leaves the pre-CER set (accepted, refused, closed or timed out)."""
+        conn.cer_deadline = None
+        self._inbound.discard(conn)
+        if "src" in conn.tags:
+            src = conn.tags.pop("src")
+            n = self._inbound_by_src[src] - 1
+            if n > 0:
+                self._inbound_by_src[src] = n
+            else:
+                del self._inbound_by_src[src]
 
     def conn_lost(self, conn: Connection, exc: Exception | None) -> None:
-        self._inbound.discard(conn)
+        self._pre_cer_done(conn)
         peer: PeerInfo | None = conn.peer
         if peer is None or self._loop is None:
             return
@@ -1075,8 +1216,14 @@ class Node:
             conn.close()
             return
         configured = [pc.name for pc in cfg.peers]
+        src = _source_ip(conn.remote)
         try:
-            caps, common = capmod.check_cer(msg, cfg, configured)
+            caps, common = capmod.check_cer(
+                msg, cfg, configured, from_loopback=src is not None and src.is_loopback
+            )
+            why = self._identity_error(conn, caps.origin_host, src)
+            if why is not None:
+                raise CapabilitiesError(capmod.UNKNOWN_PEER, why, caps=caps)
         except CapabilitiesError as exc:
             self.stats["rejected_cer"] += 1
             who = exc.caps.origin_host if exc.caps else "?"
@@ -1109,6 +1256,9 @@ class Node:
         try:
             msg = Message.decode(data, max_length=self.config.max_message_length)
             caps, common = capmod.check_cea(msg, self.config, peer.name)
+            why = tls_identity_error(conn, caps.origin_host)
+            if why is not None:
+                raise CapabilitiesError(capmod.UNKNOWN_PEER, why, caps=caps)
         except (CodecError, CapabilitiesError) as exc:
             rc = getattr(exc, "result_code", None)
             log.warning("%s: CEA refused (%s): %s", peer.name, rc, exc)
@@ -1117,6 +1267,73 @@ class Node:
         conn.caps = caps
         conn.tags["common"] = common
         self._fsm(peer, Event.I_RCV_CEA, conn)
+
+    def _identity_error(self, conn: Connection, origin_host: str, src: Any) -> str | None:
+        """Why this connection may not speak as `origin_host` (None: it may).
+
+        A configured peer with `source` set is bound to those addresses; over verified TLS
+        the certificate must name the Origin-Host.
+        """
+        why = tls_identity_error(conn, origin_host)
+        if why is not None:
+            return why
+        key = origin_host.lower()
+        pc = next((p for p in self.config.peers if p.name.lower() == key), None)
+        if pc is None or pc.source is None:
+            return None
+        if src is not None and self._source_allowed(pc.source, src):
+            return None
+        self._resolve_sources(only_missing=False)  # DNS may have moved: look again
+        return f"peer {origin_host!r} may not connect from {src}"
+
+    def _source_allowed(self, sources: list[str], src: Any) -> bool:
+        text = str(src)
+        for entry in sources:
+            try:
+                net = ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                if text in self._resolved.get(entry.lower(), ()):
+                    return True
+                continue
+            if src.version == net.version and src in net:
+                return True
+        return False
+
+    def _resolve_sources(self, only_missing: bool = True) -> None:
+        """Look up the host names in PeerConfig.source (in the background, never blocking)."""
+        loop = self._loop
+        if loop is None:
+            return
+        for pc in self.config.peers:
+            for entry in pc.source or ():
+                try:
+                    ipaddress.ip_network(entry, strict=False)
+                    continue
+                except ValueError:
+                    pass
+                name = entry.lower()
+                if only_missing and name in self._resolved:
+                    continue
+                if any(t.get_name() == f"resolve:{name}" for t in self._tasks):
+                    continue
+                task = loop.create_task(self._resolve(name), name=f"resolve:{name}")
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+
+    async def _resolve(self, name: str) -> None:
+        assert self._loop is not None
+        try:
+            infos = await asyncio.wait_for(self._loop.getaddrinfo(name, None), 5.0)
+        except Exception as exc:
+            log.warning("cannot resolve peer source %r: %s", name, exc)
+            self._resolved.setdefault(name, frozenset())
+            return
+        ips = set()
+        for info in infos:
+            ip = _source_ip(info[4])
+            if ip is not None:
+                ips.add(str(ip))
+        self._resolved[name] = frozenset(ips)
 
     def _host_ips(self, conn: Connection) -> list[str]:
         """Host-IP-Address values: every local address of an SCTP association, else config."""
@@ -1492,9 +1709,8 @@ class Node:
         for conn in list(self._inbound):
             if conn.cer_deadline is not None and now >= conn.cer_deadline:
                 log.info("%r: no CER within %.1f s, closing", conn, self.config.cer_timeout)
-                conn.cer_deadline = None
+                self._pre_cer_done(conn)
                 conn.abort()
-                self._inbound.discard(conn)
         for peer in list(self._peers.values()):
             fsm = peer.fsm
             if fsm.deadline is not None and now >= fsm.deadline:

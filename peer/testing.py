@@ -124,9 +124,11 @@ class RawPeer:
         *,
         ssl: ssl_mod.SSLContext | None = None,
         server_hostname: str | None = None,
+        local_addr: tuple[str, int] | None = None,
     ) -> RawPeer:
+        """local_addr: the source address (any 127.x.y.z works on Linux loopback)."""
         reader, writer = await asyncio.open_connection(
-            host, port, ssl=ssl, server_hostname=server_hostname
+            host, port, ssl=ssl, server_hostname=server_hostname, local_addr=local_addr
         )
         return cls(reader, writer)
 

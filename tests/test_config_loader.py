@@ -98,6 +98,23 @@ def write(tmp_path: Path, text: str) -> str:
             "routes[0].peers: must name at least one peer",
         ),
         ("bogus = 1\n", "bogus: unknown key"),
+        (
+            "[[listen]]\naddress = '0.0.0.0'\n",
+            "listen[0].address: '0.0.0.0' is not a loopback address and no peer is allowlisted",
+        ),
+        (
+            "[[listen]]\naddress = '127.0.0.1'\n[[listen]]\naddress = '192.0.2.1'\n",
+            "listen[1].address: '192.0.2.1' is not a loopback address",
+        ),
+        (
+            "[[listen]]\ntransport = 'tls'\n[listen.tls]\ncert = 'c.pem'\nkey = 'k.pem'\n",
+            "listen[0].tls.ca: verify_peer = true needs a CA file",
+        ),
+        (
+            "[[peers]]\nname = 'a.b'\nsource = ['10.0.0.0/33']\n",
+            "peers[0].source[0]: '10.0.0.0/33' is not an address, network or host",
+        ),
+        ("[diameter]\nmax_pre_cer_per_source = 0\n", "diameter.max_pre_cer_per_source: must be"),
     ],
 )
 def test_bad_config_names_the_key_path(tmp_path: Path, text: str, expected: str) -> None:
@@ -107,6 +124,19 @@ def test_bad_config_names_the_key_path(tmp_path: Path, text: str, expected: str)
     msg = str(exc.value)
     assert expected in msg
     assert path in msg
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "[diameter]\nallow_any = true\n",
+        "[[diameter.allow]]\nhost = '*.pgw.example'\n",
+        "[[peers]]\nname = 'pgw.example'\naddress = '192.0.2.7'\n",
+    ],
+)
+def test_public_listener_starts_with_an_allowlist_or_allow_any(tmp_path: Path, text: str) -> None:
+    c = load_config(write(tmp_path, "[[listen]]\naddress = '0.0.0.0'\n" + text), env={})
+    assert c.listen[0].address == "0.0.0.0"
 
 
 def test_missing_and_invalid_files(tmp_path: Path) -> None:
