@@ -255,12 +255,28 @@ def test_events_direct_debit_refund(store):
         op("e2", 0, core.EVENT, [svc(requested=100)], action=core.DIRECT_DEBITING)
     )
     assert out.result == 4012 and store.get_account("A1").account.balance == 700
-    out = store.credit_control(
-        op("e3", 0, core.EVENT, [svc(requested=10)], action=core.REFUND_ACCOUNT)
-    )
+
+    def refund(sid, ref, units):
+        o = op(sid, 0, core.EVENT, [svc(requested=units)], action=core.REFUND_ACCOUNT)
+        o.ref = ref
+        return store.credit_control(o)
+
+    # a refund must name a debit event of this account; nothing moves otherwise
+    for sid, ref in (("r0", ""), ("r1", "nope"), ("r2", "e2")):
+        out = refund(sid, ref, 10)
+        assert out.result == 5004 and out.failed_avp == "CC-Correlation-Id"
+    assert store.get_account("A1").account.balance == 700
+    out = refund("e3", "e1", 10)
     assert out.result == 2001 and store.get_account("A1").account.balance == 800
+    assert refund("e3", "e1", 10).replay  # a resend is answered, not paid again
+    # capped at what e1 took less what was refunded of it: 20 of the 30 units are left
+    out = refund("e4", "e1", 30)
+    assert out.result == 2001 and out.services[0].granted == 20
+    assert store.get_account("A1").account.balance == 1000
+    assert refund("e5", "e1", 1).result == 5004
+    assert store.get_account("A1").account.balance == 1000
     rep = ledger_check(store)
-    assert rep.ok and rep.refunds == 100 and rep.debits == 300
+    assert rep.ok and rep.refunds == 300 and rep.debits == 300
 
 
 def test_cdrs_are_stored_once(store):
