@@ -144,6 +144,7 @@ def test_refund_needs_a_listed_peer_and_a_debit_and_is_capped_by_it(tmp_path):
     a = refund("r;unknown", ref=b"never-debited")
     assert a.result_code == 5004 and a.failed_avp[0].cc_correlation_id == b"never-debited"
     assert refund("r;rg2", rg=2).result_code == 5004
+    assert refund("r;bin", ref=b"\xff\xfe").result_code == 5004  # not UTF-8: names nothing
     assert acct(app, MSISDN).balance == start
     # another subscriber cannot have this subscriber's debit refunded to them
     a = ask(app, ccr_bytes(4, 0, "r;other", msisdn=OTHER, origin="billing.example",
@@ -160,6 +161,11 @@ def test_refund_needs_a_listed_peer_and_a_debit_and_is_capped_by_it(tmp_path):
     assert acct(app, MSISDN).balance == 100_000_000
     rep = ledger_check(app.store)
     assert rep.ok and rep.refunds == rep.debits == 200_000
+    # CC-Correlation-Id is an OctetString: any value is fine on requests that are no refund
+    a = ask(app, ccr_bytes(1, 0, "s;bin", msisdn=OTHER, cc_correlation_id=b"\xff\x00",
+                           requested_service_unit={"cc_time": 60}))  # fmt: skip
+    assert a.result_code == 2001
+    ask(app, ccr_bytes(3, 1, "s;bin", msisdn=OTHER))
     well_behaved_session(app)
     assert ledger_ok(tmp_path)
 

@@ -112,11 +112,8 @@ def from_message(req: Message) -> Parsed:
     p.cc_request_number = _int(req.cc_request_number)
     p.requested_action = _int(req.requested_action)
     ref = req.cc_correlation_id
-    if ref is not None:
-        try:
-            p.ref = bytes(ref).decode()
-        except UnicodeDecodeError:
-            raise BadRequest(5004, "CC-Correlation-Id", bytes(ref)) from None
+    if ref is not None:  # OctetString; only ever compared with a Session-Id (UTF-8)
+        p.ref = bytes(ref).decode(errors="replace")
     p.subscriptions = [
         (int(x.subscription_id_type), str(x.subscription_id_data))
         for x in req.get_all("Subscription-Id")
@@ -436,6 +433,7 @@ class CreditControlApp:
         """The answer bytes for a store outcome (or the exception to answer for)."""
         try:
             if isinstance(out, StoreUnavailable):
+                self._store_down(out)  # logged at most once every 5 s
                 ans = Answer(3004, error_message="charging store unavailable")
             elif isinstance(out, BaseException):
                 return out
@@ -518,11 +516,7 @@ class CreditControlApp:
         unsupported = self._unsupported(request)
         if unsupported is not None:
             return self._render(request, unsupported)
-        try:
-            p = from_message(request)
-        except BadRequest as exc:
-            return self._render(request, Answer(exc.result_code, failed=(exc.name, exc.value)))
-        return self._render(request, self._decide(p, rctx))
+        return self._render(request, self._decide(from_message(request), rctx))
 
     @staticmethod
     def _unsupported(request: Message) -> Answer | None:

@@ -319,8 +319,8 @@ def parse_ccr(raw: bytes) -> Parsed | None:
                     p.cc_request_number = _u32(raw, vs, ve)
             elif code == 436:
                 p.requested_action = _u32(raw, vs, ve)
-            elif code == 411:
-                p.ref = raw[vs:ve].decode()
+            elif code == 411:  # OctetString: decoded as from_message does
+                p.ref = raw[vs:ve].decode(errors="replace")
             elif code == 443:
                 st = sd = None
                 for c2, v2, s2, e2 in _scan(raw, vs, ve, known):
