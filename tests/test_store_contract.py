@@ -443,6 +443,52 @@ def test_invariants_hold_under_random_workloads(
         s.close()
 
 
+events = st.lists(
+    st.tuples(
+        st.sampled_from("DRB"),  # D debit event, R refund of one, B refund of another account's
+        st.integers(0, 4),  # which debit event (a refund names it)
+        st.integers(0, 40),  # units
+        st.sampled_from(["1:", "2:"]),  # service
+    ),
+    max_size=30,
+)
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "redis"])
+@settings(
+    max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(script=events)
+def test_refunds_never_give_back_more_than_was_debited(request, tmp_path_factory, kind, script):
+    srv = request.getfixturevalue("redis_server") if kind == "redis" else None
+    s = make_store(kind, tmp_path_factory.mktemp("r"), srv)
+    try:
+        seed(s, balance=100_000)
+        seed(s, balance=100_000, acct="A2", msisdn="222")
+        debited = {"A1": 0, "A2": 0}
+        for n, (what, ev, units, key) in enumerate(script):
+            if what == "D":
+                out = s.credit_control(
+                    op(f"e{ev}", 0, core.EVENT, [svc(key, requested=units)],
+                       action=core.DIRECT_DEBITING)
+                )  # fmt: skip
+                if not out.replay:
+                    debited["A1"] += sum(x.charged for x in out.services)
+                continue
+            o = op(f"r{n}", 0, core.EVENT, [svc(key, requested=units)], action=core.REFUND_ACCOUNT,
+                   subs=((E164, "222" if what == "B" else "111"),))  # fmt: skip
+            o.ref = f"e{ev}"
+            s.credit_control(o)
+        a1, a2 = s.get_account("A1").account, s.get_account("A2").account
+        assert a2.balance == 100_000  # nobody else's debit is refunded to A2
+        assert 100_000 - debited["A1"] <= a1.balance <= 100_000
+        rep = ledger_check(s)
+        assert rep.ok, rep.problems
+        assert rep.refunds <= rep.debits
+    finally:
+        s.close()
+
+
 def _hammer(kind: str, target: str, prefix: str, worker: int, sessions: int, q) -> None:
     if kind == "sqlite":
         from chargegw.workers.charging.sqlite_store import SqliteStore
