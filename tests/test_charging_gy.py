@@ -215,7 +215,7 @@ def test_bad_input_gets_5005_and_5004(tmp_path):
 
 
 def test_events(tmp_path):
-    app, _ = make_app(tmp_path)
+    app, _ = make_app(tmp_path, {"refunds": {"enabled": True, "peers": ["client.test"]}})
     sms = {
         "multiple_services_credit_control": [
             {"rating_group": 3, "requested_service_unit": {"cc_service_specific_units": 2}}
@@ -227,8 +227,12 @@ def test_events(tmp_path):
     assert balance(app, MSISDN).balance == 100_000_000 - 100_000
     a2 = app.handle(ccr(4, 0, sid="ev1", requested_action=0, **sms), None)
     assert a2.result_code == 2001 and balance(app, MSISDN).balance == 100_000_000 - 100_000
-    a = rt(app, ccr(4, 0, sid="ev2", requested_action=1, **sms))
+    a = rt(app, ccr(4, 0, sid="ev2", requested_action=1, cc_correlation_id=b"ev1", **sms))
     assert a.result_code == 2001 and balance(app, MSISDN).balance == 100_000_000
+    # all of ev1 is refunded: a second refund of it gives nothing back
+    a = rt(app, ccr(4, 0, sid="ev2b", requested_action=1, cc_correlation_id=b"ev1", **sms))
+    assert a.result_code == 5004 and a.failed_avp[0].cc_correlation_id == b"ev1"
+    assert balance(app, MSISDN).balance == 100_000_000
     a = rt(app, ccr(4, 0, sid="ev3", requested_action=3, **sms))
     assert a.cost_information.unit_value.value_digits == 100_000
     assert a.cost_information.unit_value.exponent == -6 and a.cost_information.currency_code == 978

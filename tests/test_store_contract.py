@@ -255,12 +255,28 @@ def test_events_direct_debit_refund(store):
         op("e2", 0, core.EVENT, [svc(requested=100)], action=core.DIRECT_DEBITING)
     )
     assert out.result == 4012 and store.get_account("A1").account.balance == 700
-    out = store.credit_control(
-        op("e3", 0, core.EVENT, [svc(requested=10)], action=core.REFUND_ACCOUNT)
-    )
+
+    def refund(sid, ref, units):
+        o = op(sid, 0, core.EVENT, [svc(requested=units)], action=core.REFUND_ACCOUNT)
+        o.ref = ref
+        return store.credit_control(o)
+
+    # a refund must name a debit event of this account; nothing moves otherwise
+    for sid, ref in (("r0", ""), ("r1", "nope"), ("r2", "e2")):
+        out = refund(sid, ref, 10)
+        assert out.result == 5004 and out.failed_avp == "CC-Correlation-Id"
+    assert store.get_account("A1").account.balance == 700
+    out = refund("e3", "e1", 10)
     assert out.result == 2001 and store.get_account("A1").account.balance == 800
+    assert refund("e3", "e1", 10).replay  # a resend is answered, not paid again
+    # capped at what e1 took less what was refunded of it: 20 of the 30 units are left
+    out = refund("e4", "e1", 30)
+    assert out.result == 2001 and out.services[0].granted == 20
+    assert store.get_account("A1").account.balance == 1000
+    assert refund("e5", "e1", 1).result == 5004
+    assert store.get_account("A1").account.balance == 1000
     rep = ledger_check(store)
-    assert rep.ok and rep.refunds == 100 and rep.debits == 300
+    assert rep.ok and rep.refunds == 300 and rep.debits == 300
 
 
 def test_cdrs_are_stored_once(store):
@@ -423,6 +439,52 @@ def test_invariants_hold_under_random_workloads(
             assert acct.balance - acct.reserved >= acct.credit_limit
         rep = ledger_check(s)
         assert rep.ok, rep.problems
+    finally:
+        s.close()
+
+
+events = st.lists(
+    st.tuples(
+        st.sampled_from("DRB"),  # D debit event, R refund of one, B refund of another account's
+        st.integers(0, 4),  # which debit event (a refund names it)
+        st.integers(0, 40),  # units
+        st.sampled_from(["1:", "2:"]),  # service
+    ),
+    max_size=30,
+)
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "redis"])
+@settings(
+    max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(script=events)
+def test_refunds_never_give_back_more_than_was_debited(request, tmp_path_factory, kind, script):
+    srv = request.getfixturevalue("redis_server") if kind == "redis" else None
+    s = make_store(kind, tmp_path_factory.mktemp("r"), srv)
+    try:
+        seed(s, balance=100_000)
+        seed(s, balance=100_000, acct="A2", msisdn="222")
+        debited = {"A1": 0, "A2": 0}
+        for n, (what, ev, units, key) in enumerate(script):
+            if what == "D":
+                out = s.credit_control(
+                    op(f"e{ev}", 0, core.EVENT, [svc(key, requested=units)],
+                       action=core.DIRECT_DEBITING)
+                )  # fmt: skip
+                if not out.replay:
+                    debited["A1"] += sum(x.charged for x in out.services)
+                continue
+            o = op(f"r{n}", 0, core.EVENT, [svc(key, requested=units)], action=core.REFUND_ACCOUNT,
+                   subs=((E164, "222" if what == "B" else "111"),))  # fmt: skip
+            o.ref = f"e{ev}"
+            s.credit_control(o)
+        a1, a2 = s.get_account("A1").account, s.get_account("A2").account
+        assert a2.balance == 100_000  # nobody else's debit is refunded to A2
+        assert 100_000 - debited["A1"] <= a1.balance <= 100_000
+        rep = ledger_check(s)
+        assert rep.ok, rep.problems
+        assert rep.refunds <= rep.debits
     finally:
         s.close()
 

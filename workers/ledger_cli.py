@@ -15,7 +15,10 @@ from chargegw.workers.charging.store import StoreUnavailable, ledger_check
 
 def configure(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="action", required=True)
-    chk = sub.add_parser("check", help="reconcile balances, reservations and debits")
+    chk = sub.add_parser(
+        "check",
+        help="reconcile balances, reservations, debits and refunds; fail on money from nothing",
+    )
     chk.add_argument("--json", action="store_true", help="print the report as JSON")
     add_store_args(chk)
 
@@ -41,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
         f"shortfall         {m(rep.shortfall)}  (usage beyond credit limits, rated but not collectable)"
     )
     print(f"used x tariff     {m(rep.rated)}  (= debits + shortfall)")
-    print(f"refunds           {m(rep.refunds)}")
+    print(f"refunds           {m(rep.refunds)}  (each within the debit it names)")
     print(f"balances          {m(rep.balances)}  (= credits + refunds - debits)")
     print(f"reserved          {m(rep.reserved)}")
     if rep.off_tariff:

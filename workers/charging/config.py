@@ -127,6 +127,44 @@ class Demo(msgspec.Struct, forbid_unknown_fields=True):
             raise ValueError(f"balance: {exc}") from None
 
 
+# Event records (and so event idempotency) last `event_ttl`, which must stay well above any
+# window in which a client may still resend an event: RFC 8506 Tx (10 s) plus a failover and
+# the late-answer wait it suggests (120 s), and the gateway's own duplicate cache (240 s).
+EVENT_TTL_MIN = 300.0
+EVENT_TTL_MAX = 7 * 86400.0
+
+
+def _check_peer_groups(groups: list[list[str]]) -> None:
+    for i, g in enumerate(groups):
+        if not g or any(not isinstance(h, str) or not h.strip() for h in g):
+            raise ValueError(f"peer_groups[{i}] must list one or more Origin-Host names")
+
+
+def peer_index(groups: list[list[str]]) -> dict[str, tuple[str, ...]]:
+    """Origin-Host (lower case) -> the peers that may act for it: itself first, then the
+    other members of every group it is in (so a client's sessions survive its failover)."""
+    out: dict[str, tuple[str, ...]] = {}
+    for g in groups:
+        names = [h.strip().lower() for h in g]
+        for h in names:
+            have = out.get(h, (h,))
+            out[h] = have + tuple(n for n in names if n not in have)
+    return out
+
+
+class Refunds(msgspec.Struct, forbid_unknown_fields=True):
+    """REFUND_ACCOUNT events: off unless enabled, and then only from the listed peers. A refund
+    names the DIRECT_DEBITING event it refunds by that event's Session-Id in CC-Correlation-Id,
+    and gives back at most what that event took for each of its services."""
+
+    enabled: bool = False
+    peers: list[str] = msgspec.field(default_factory=list)  # Origin-Host names allowed to refund
+
+    def __post_init__(self) -> None:
+        if self.enabled and not self.peers:
+            raise ValueError("peers must list the Origin-Hosts allowed to refund when enabled")
+
+
 class GyConfig(msgspec.Struct, forbid_unknown_fields=True):
     store: StoreConfig = msgspec.field(default_factory=StoreConfig)
     currency: int = 978  # ISO 4217 numeric, sent in Cost-Information
@@ -137,6 +175,11 @@ class GyConfig(msgspec.Struct, forbid_unknown_fields=True):
         0.0  # idle seconds before a session's reservations are swept; 0 = 2 x validity_time
     )
     closed_ttl: float = 600.0  # seconds a finished session's answer is kept for retransmissions
+    event_ttl: float = 3600.0  # seconds an event's record is kept: a resend within is not charged
+    refunds: Refunds = msgspec.field(default_factory=Refunds)
+    # Peers that may continue each other's sessions (client failover), e.g.
+    # [["ctf-a.example", "ctf-b.example"]]; any other peer gets 5002 for a session it did not open.
+    peer_groups: list[list[str]] = msgspec.field(default_factory=list)
     sweep_interval: float = 5.0
     notice_interval: float = 1.0  # how often queued RAR/ASR work is picked up
     service_contexts: list[str] = msgspec.field(
@@ -147,6 +190,11 @@ class GyConfig(msgspec.Struct, forbid_unknown_fields=True):
 
     def __post_init__(self) -> None:
         _nonneg(tcc=self.tcc, closed_ttl=self.closed_ttl)
+        if not EVENT_TTL_MIN <= self.event_ttl <= EVENT_TTL_MAX:
+            raise ValueError(
+                f"event_ttl must be between {EVENT_TTL_MIN:g} and {EVENT_TTL_MAX:g} seconds"
+            )
+        _check_peer_groups(self.peer_groups)
         if self.sweep_interval <= 0 or self.notice_interval <= 0:
             raise ValueError("sweep_interval and notice_interval must be > 0")
         seen: set[str] = set()
@@ -204,6 +252,10 @@ DEFAULT_COUNTERS = [
 class SyConfig(msgspec.Struct, forbid_unknown_fields=True):
     store: StoreConfig = msgspec.field(default_factory=StoreConfig)
     counters: list[Counter] = msgspec.field(default_factory=lambda: list(DEFAULT_COUNTERS))
+    peer_groups: list[list[str]] = msgspec.field(default_factory=list)  # as Gy's
+
+    def __post_init__(self) -> None:
+        _check_peer_groups(self.peer_groups)
 
 
 def load(kind: type[T], name: str, table: Mapping[str, Any] | None) -> T:

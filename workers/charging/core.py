@@ -12,6 +12,8 @@ from typing import Any
 
 import msgspec
 
+from chargegw.codec import ResultCode
+
 from .money import affordable_units, price_of
 
 # CC-Request-Type
@@ -28,6 +30,7 @@ END_USER_SERVICE_DENIED = 4010
 CREDIT_LIMIT_REACHED = 4012
 USER_UNKNOWN = 5030
 RATING_FAILED = 5031
+REF_AVP = "CC-Correlation-Id"  # names the debit event a refund gives money back for
 
 
 class Resv(msgspec.Struct, array_like=True):
@@ -56,8 +59,24 @@ class Account(msgspec.Struct, array_like=True):
         return self.balance - self.reserved - self.credit_limit
 
 
+class Debit(msgspec.Struct, array_like=True):
+    """What a DIRECT_DEBITING event took for one service, and how much of it was refunded
+    since: a refund naming the event is capped at `amount - refunded`."""
+
+    units: int
+    price: int
+    unit: int
+    amount: int
+    refunded: int = 0
+    refunded_units: int = 0
+
+
 class Session(msgspec.Struct, array_like=True):
-    """A credit-control session; `outcome` is the stored answer content for replays."""
+    """A credit-control session; `outcome` is the stored answer content for replays.
+
+    `owner` is the peer that opened it (the Origin-Host of its connection); only that peer,
+    or one of its configured group, may send the session's further requests. `debits` is set
+    on the record of a DIRECT_DEBITING event (service key -> what it took)."""
 
     id: str
     account: str
@@ -70,6 +89,8 @@ class Session(msgspec.Struct, array_like=True):
     client_realm: str = ""
     fui: bool = False
     expires: float = 0.0
+    owner: str = ""
+    debits: dict[str, Debit] = msgspec.field(default_factory=dict)
 
 
 class ServiceReq(msgspec.Struct, array_like=True):
@@ -96,6 +117,11 @@ class CCOp(msgspec.Struct):
     now: float = 0.0
     tcc: float = 7200.0  # idle time after which an open session's reservations are swept
     closed_ttl: float = 600.0  # how long a closed session's last answer is kept for replays
+    # The requesting peer (lower case) first, then the peers of its group: who may use an
+    # existing session. Empty: no owner check (store-level callers without a peer).
+    peers: tuple[str, ...] = ()
+    event_ttl: float = 3600.0  # how long an event's record (and answer) is kept for replays
+    ref: str = ""  # REFUND_ACCOUNT: the Session-Id of the debit event it refunds
 
 
 class ServiceResult(msgspec.Struct, array_like=True):
@@ -127,7 +153,7 @@ class LedgerEntry(msgspec.Struct, array_like=True):
 
     ts: float
     account: str
-    kind: str  # "debit", "refund" or "credit" (import, top-up, provisioning)
+    kind: str  # "debit", "refund" or "credit" (`key` says which: import, topup, provision)
     session: str
     number: int
     key: str
@@ -136,6 +162,10 @@ class LedgerEntry(msgspec.Struct, array_like=True):
     unit: int
     amount: int
     shortfall: int = 0
+    ref: str = ""  # refunds: the Session-Id of the debit event refunded
+
+
+CREDIT_KINDS = ("provision", "import", "topup")  # the `key` of a "credit" entry
 
 
 class Applied(msgspec.Struct):
@@ -146,6 +176,7 @@ class Applied(msgspec.Struct):
     session: Session | None  # state to write (None: nothing to write)
     new_session: bool = False
     ledger: list[LedgerEntry] = msgspec.field(default_factory=list)
+    ref_session: Session | None = None  # a refunded debit event's record, to write back
 
 
 _enc = msgspec.msgpack.Encoder()
@@ -181,11 +212,17 @@ def precheck(op: CCOp, session: Session | None) -> Outcome | None:
     resend after a worker died): it gets the stored outcome. A lower number cannot be answered
     identically any more (only the last answer is kept, as a client has one CCR outstanding per
     session, RFC 8506 7.1) and gets 5004 with Failed-AVP CC-Request-Number; nothing is charged.
+
+    A session belongs to the peer that opened it (and that peer's configured group): any other
+    peer is answered 5002 as if the session did not exist, replays included, so it can neither
+    end someone else's session nor read its answers.
     """
     if session is None:
         if op.req_type in (UPDATE, TERMINATION):
             return Outcome(UNKNOWN_SESSION)
         return None
+    if op.peers and (session.owner or session.client_host.lower()) not in op.peers:
+        return Outcome(UNKNOWN_SESSION)
     if op.number == session.last_number and op.req_type == session.last_type and session.outcome:
         return decode_outcome(session.outcome)
     if op.req_type in (INITIAL, EVENT):
@@ -248,24 +285,42 @@ def _grant(account: Account, session: Session, svc: ServiceReq, res: ServiceResu
     res.fui = svc.price > 0 and account.available < svc.price
 
 
-def apply_cc(op: CCOp, account: Account | None, session: Session | None) -> Applied:
-    """Apply a session or event CCR that passed `precheck` to the account and session state."""
+def apply_cc(
+    op: CCOp, account: Account | None, session: Session | None, ref: Session | None = None
+) -> Applied:
+    """Apply a session or event CCR that passed `precheck` to the account and session state.
+
+    `ref` is, for a refund, the stored record of the debit event named by `op.ref` (None when
+    the store has no such record)."""
     if account is None:
         return Applied(Outcome(USER_UNKNOWN), None, None)
     _roll_period(account, op.now)
     spent_before = account.spent
     ledger: list[LedgerEntry] = []
     new = session is None
+    ref_session: Session | None = None
     if op.req_type == EVENT:
-        out = _apply_event(op, account, ledger)
         session = Session(op.session_id, account.id, EVENT_DONE, op.number, op.req_type, b"")
-        session.expires = op.now + op.closed_ttl
+        session.client_host, session.client_realm = op.client_host, op.client_realm
+        session.owner = op.peers[0] if op.peers else ""
+        # Kept past any retransmission window, so that a late resend is answered, not charged.
+        session.expires = op.now + op.event_ttl
+        if op.action == REFUND_ACCOUNT:
+            refund = _apply_refund(op, account, ref, ledger)
+            if refund is None:  # no debit to refund: nothing is written, nothing moves
+                return Applied(Outcome(INVALID_AVP_VALUE, failed_avp=REF_AVP), None, None)
+            out, ref_session = refund, ref
+        elif op.action == DIRECT_DEBITING:
+            out = _apply_event(op, account, session, ledger)
+        else:  # enquiries are answered by the application and never reach a store
+            return Applied(Outcome(INVALID_AVP_VALUE, failed_avp="Requested-Action"), None, None)
     else:
         if new:
             if account.blocked:
                 return Applied(Outcome(END_USER_SERVICE_DENIED, account=account.id), None, None)
             session = Session(op.session_id, account.id, OPEN, op.number, op.req_type, b"")
             session.client_host, session.client_realm = op.client_host, op.client_realm
+            session.owner = op.peers[0] if op.peers else ""
         assert session is not None
         out = _apply_session(op, account, session, ledger)
     out.account = account.id
@@ -277,7 +332,7 @@ def apply_cc(op: CCOp, account: Account | None, session: Session | None) -> Appl
     session.last_number = op.number
     session.last_type = op.req_type
     session.outcome = encode_outcome(out)
-    return Applied(out, account, session, new, ledger)
+    return Applied(out, account, session, new, ledger, ref_session)
 
 
 def _apply_session(
@@ -315,42 +370,78 @@ def _apply_session(
     return Outcome(result, results)
 
 
-def _apply_event(op: CCOp, account: Account, ledger: list[LedgerEntry]) -> Outcome:
+def _apply_event(
+    op: CCOp, account: Account, session: Session, ledger: list[LedgerEntry]
+) -> Outcome:
+    """DIRECT_DEBITING: debit each service's units at once (all or nothing per service), and
+    note on the event's record what each took, for a later refund naming it."""
     results: list[ServiceResult] = []
-    if account.blocked and op.action == DIRECT_DEBITING:
+    if account.blocked:
         return Outcome(END_USER_SERVICE_DENIED)
     ok = 0
     for svc in op.services:
         res = ServiceResult(svc.key, SUCCESS)
         cost = price_of(svc.requested, svc.price, svc.unit)
-        if op.action == DIRECT_DEBITING:
-            if cost > account.available:
-                res.result = CREDIT_LIMIT_REACHED
-            else:
-                account.balance -= cost
-                account.spent += cost
-                res.granted, res.charged, res.used = svc.requested, cost, svc.requested
-                ledger.append(
-                    LedgerEntry(
-                        op.now, account.id, "debit", op.session_id, op.number, svc.key,
-                        svc.requested, svc.price, svc.unit, cost, 0,
-                    )
-                )  # fmt: skip
-                ok += 1
-        elif op.action == REFUND_ACCOUNT:
-            account.balance += cost
-            account.spent = max(0, account.spent - cost)
-            res.granted, res.charged = svc.requested, -cost
+        if cost > account.available:
+            res.result = CREDIT_LIMIT_REACHED
+        else:
+            account.balance -= cost
+            account.spent += cost
+            res.granted, res.charged, res.used = svc.requested, cost, svc.requested
             ledger.append(
                 LedgerEntry(
-                    op.now, account.id, "refund", op.session_id, op.number, svc.key,
+                    op.now, account.id, "debit", op.session_id, op.number, svc.key,
                     svc.requested, svc.price, svc.unit, cost, 0,
                 )
             )  # fmt: skip
+            if cost > 0 and svc.key not in session.debits:
+                session.debits[svc.key] = Debit(svc.requested, svc.price, svc.unit, cost)
             ok += 1
         results.append(res)
     result = SUCCESS if ok or not results else CREDIT_LIMIT_REACHED
     return Outcome(result, results)
+
+
+def _apply_refund(
+    op: CCOp, account: Account, ref: Session | None, ledger: list[LedgerEntry]
+) -> Outcome | None:
+    """REFUND_ACCOUNT: give back, per service, at most what the named debit event took for
+    that service less what earlier refunds of it gave back, at the price it was debited at.
+    None when there is nothing to refund: no such debit on this account, no service of the
+    request that it debited, or all of it refunded already. (The application has checked
+    that refunds are enabled and that this peer may send them.)"""
+    if (
+        ref is None
+        or ref.state != EVENT_DONE
+        or ref.account != account.id
+        or not ref.debits
+        or not op.ref
+    ):
+        return None
+    results: list[ServiceResult] = []
+    ok = 0
+    for svc in op.services:
+        d = ref.debits.get(svc.key)
+        units = 0 if d is None else min(svc.requested, d.units - d.refunded_units)
+        amount = 0 if d is None else min(price_of(units, d.price, d.unit), d.amount - d.refunded)
+        if d is None or units <= 0 or amount <= 0:
+            results.append(ServiceResult(svc.key, int(ResultCode.DIAMETER_INVALID_AVP_VALUE)))
+            continue
+        d.refunded += amount
+        d.refunded_units += units
+        account.balance += amount
+        account.spent = max(0, account.spent - amount)
+        results.append(ServiceResult(svc.key, SUCCESS, granted=units, charged=-amount))
+        ledger.append(
+            LedgerEntry(
+                op.now, account.id, "refund", op.session_id, op.number, svc.key,
+                units, d.price, d.unit, amount, 0, op.ref,
+            )
+        )  # fmt: skip
+        ok += 1
+    if not ok:
+        return None
+    return Outcome(SUCCESS, results)
 
 
 def release_session(

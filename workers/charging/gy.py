@@ -12,12 +12,12 @@ import time
 from collections.abc import Coroutine
 from typing import Any
 
-from chargegw.codec import Avp, Message, commands
+from chargegw.codec import Avp, Message, ResultCode, commands
 
 from . import core
-from .config import GyConfig, Tariff, load, service_key
+from .config import GyConfig, Tariff, load, peer_index, service_key
 from .core import CCOp, Outcome, ServiceReq
-from .money import EXPONENT, price_of
+from .money import EXPONENT, MAX_AMOUNT, MAX_UNITS, price_of
 from .rating import Rater, units_of
 from .store import AccountRow, ProvisionRule, Store, StoreUnavailable, open_store
 from .wire import Frozen, Parsed, Svc, Units, Writer, parse_ccr
@@ -67,7 +67,8 @@ class BadRequest(Exception):
 
 
 class Answer:
-    """What to answer: the result, the AVPs beside it, and for errors the Failed-AVP."""
+    """What to answer: the result, the AVPs beside it, and for errors the Failed-AVP (as
+    (name, value), or the offending Avp itself)."""
 
     __slots__ = ("result", "extra", "failed", "error_message")
 
@@ -75,7 +76,7 @@ class Answer:
         self,
         result: int,
         extra: dict[str, Any] | None = None,
-        failed: tuple[str, Any] | None = None,
+        failed: tuple[str, Any] | Avp | None = None,
         error_message: str | None = None,
     ) -> None:
         self.result = result
@@ -110,6 +111,9 @@ def from_message(req: Message) -> Parsed:
     p.cc_request_type = _int(req.cc_request_type)
     p.cc_request_number = _int(req.cc_request_number)
     p.requested_action = _int(req.requested_action)
+    ref = req.cc_correlation_id
+    if ref is not None:  # OctetString; only ever compared with a Session-Id (UTF-8)
+        p.ref = bytes(ref).decode(errors="replace")
     p.subscriptions = [
         (int(x.subscription_id_type), str(x.subscription_id_data))
         for x in req.get_all("Subscription-Id")
@@ -132,6 +136,11 @@ def from_message(req: Message) -> Parsed:
             p.services = [Svc(None, _int(_first(req.service_identifier)), rsu, usus)]
     p.hbh, p.e2e, p.flags = req.hop_by_hop, req.end_to_end, req.flags
     return p
+
+
+def _deadline(rctx: Any) -> float:
+    """The request's pool deadline (time.time()), 0.0 when there is none (no runtime)."""
+    return float(getattr(rctx, "deadline", 0.0) or 0.0)
 
 
 _TASKS: set[asyncio.Task[Any]] = set()  # the loop keeps only weak references to tasks
@@ -190,9 +199,11 @@ class CreditControlApp:
         self._busy_since = 0.0
         self._busy_delay = 0.00005
         self._batch: list[
-            tuple[bytes, Parsed, tuple[int, CCOp, list[_Service]], asyncio.Future[bytes]]
-        ] = []
+            tuple[bytes, Parsed, tuple[int, CCOp, list[_Service]], asyncio.Future[bytes], float]
+        ] = []  # (raw, parsed, store op, answer future, deadline)
         self._threshold: dict[str, tuple[str, int]] = {}
+        self._peers: dict[str, tuple[str, ...]] = {}  # Origin-Host -> who may act for it
+        self._refunders: frozenset[str] = frozenset()
         self._fui: dict[str, Any] = {}
         self._blocks: dict[tuple[Any, ...], Frozen] = {}  # `_outcome` key -> MSCC block
         # (RG, SI) -> (tariff, store key, quota): rating a service is a dict look-up
@@ -212,6 +223,8 @@ class CreditControlApp:
             "units": ("unit_quota_threshold", q.unit_quota_threshold),
         }
         self._fui = self._final_unit()
+        self._peers = peer_index(self.cfg.peer_groups)
+        self._refunders = frozenset(h.strip().lower() for h in self.cfg.refunds.peers)
         self._blocks.clear()
         self.store = open_store(self.cfg.store, ctx.data_dir)
         self._seed()
@@ -314,9 +327,10 @@ class CreditControlApp:
         p = parse_ccr(raw)
         if p is None:
             return self.handle(Message.decode(raw), rctx).encode()
-        prep = self._prepare(p)
+        prep = self._prepare(p, rctx)
         if isinstance(prep, Answer):
             return self._bytes(raw, p, prep)
+        deadline = _deadline(rctx)
         if self.cfg.group_commit:
             try:
                 loop = asyncio.get_running_loop()
@@ -324,12 +338,12 @@ class CreditControlApp:
                 loop = None
             if loop is not None:
                 fut: asyncio.Future[bytes] = loop.create_future()
-                self._batch.append((raw, p, prep, fut))
+                self._batch.append((raw, p, prep, fut, deadline))
                 if not self._batch_armed:
                     self._batch_armed = True
                     loop.call_soon(self._run_batch)
                 return fut
-        return self._bytes(raw, p, self._store_step(p, prep))
+        return self._bytes(raw, p, self._store_step(p, prep, deadline))
 
     def handle_raw_batch(self, raws: list[bytes], rctxs: Any = None) -> Any:
         """The runtime's batch hook: the CCRs of one drained batch, decided together in one
@@ -338,30 +352,45 @@ class CreditControlApp:
         unless another process holds the write lock, and then one awaitable of it is.
 
         An element is the answer's bytes, or the exception that request raised (the runtime
-        answers it as `handle_raw` raising it would be answered)."""
+        answers it as `handle_raw` raising it would be answered). Each request is answered by
+        its own outcome, also when part of the batch failed in the store."""
         n = len(raws)
         results: list[Any] = [None] * n
         pending: list[tuple[int, bytes, Parsed, tuple[int, CCOp, list[_Service]]]] = []
+        deadlines: list[float] = []
         for k, raw in enumerate(raws):
+            rctx = rctxs[k] if rctxs is not None else None
             try:
                 p = parse_ccr(raw)
                 if p is None:
-                    rctx = rctxs[k] if rctxs is not None else None
                     results[k] = self.handle(Message.decode(raw), rctx).encode()
                     continue
-                prep = self._prepare(p)
+                prep = self._prepare(p, rctx)
                 if isinstance(prep, Answer):
                     results[k] = self._bytes(raw, p, prep)
                 else:
                     pending.append((k, raw, p, prep))
+                    deadlines.append(_deadline(rctx))
             except Exception as exc:
                 results[k] = exc
+        # The gateway has answered a request past its deadline (3002) already: the client never
+        # sees this answer, so applying it would charge or reserve for nothing.
+        now = time.time()
+        if any(d and d <= now for d in deadlines):
+            live = []
+            for item, d in zip(pending, deadlines, strict=True):
+                if d and d <= now:
+                    results[item[0]] = self._expired(item[1], item[2])
+                else:
+                    live.append((item, d))
+            pending = [x[0] for x in live]
+            deadlines = [x[1] for x in live]
         if not pending:
             return results
         if not self.cfg.group_commit:
-            for k, raw, p, prep in pending:
+            for (k, raw, p, prep), d in zip(pending, deadlines, strict=True):
                 try:
-                    results[k] = self._bytes(raw, p, self._store_step(p, prep))
+                    results[k] = self._bytes(raw, p, self._store_step(p, prep, d))
                 except Exception as exc:
                     results[k] = exc
             return results
@@ -389,9 +418,9 @@ class CreditControlApp:
         # Another worker holds the write lock: the retry machinery of `handle_raw` waits for
         # it without blocking the loop; this batch joins it and is answered as a whole.
         assert loop is not None
-        for k, raw, p, prep in pending:
+        for (k, raw, p, prep), d in zip(pending, deadlines, strict=True):
             fut: asyncio.Future[bytes] = loop.create_future()
-            self._batch.append((raw, p, prep, fut))
+            self._batch.append((raw, p, prep, fut, d))
             results[k] = fut
         if not self._batch_armed:
             self._batch_armed = True
@@ -404,6 +433,7 @@ class CreditControlApp:
         """The answer bytes for a store outcome (or the exception to answer for)."""
         try:
             if isinstance(out, StoreUnavailable):
+                self._store_down(out)  # logged at most once every 5 s
                 ans = Answer(3004, error_message="charging store unavailable")
             elif isinstance(out, BaseException):
                 return out
@@ -412,6 +442,15 @@ class CreditControlApp:
             return self._bytes(raw, p, ans)
         except Exception as exc:
             return exc
+
+    def _expired(self, raw: bytes, p: Parsed) -> bytes:
+        """The stand-in answer for a request dropped unapplied after its deadline: the gateway
+        answered it 3002 itself and discards this one, which only returns the credit."""
+        return self._bytes(
+            raw,
+            p,
+            Answer(int(ResultCode.DIAMETER_UNABLE_TO_DELIVER), error_message="deadline passed"),
+        )
 
     def _bytes(self, raw: bytes, p: Parsed, ans: Answer) -> bytes:
         if ans.failed is not None or ans.error_message is not None:
@@ -423,6 +462,21 @@ class CreditControlApp:
     def _run_batch(self) -> None:
         batch, self._batch = self._batch, []
         assert self.store is not None
+        # Checked again here, right before the store: a request may have waited in the batch
+        # (for the write lock) past its deadline, and the gateway has answered it 3002 since.
+        now = time.time()
+        if any(b[4] and b[4] <= now for b in batch):
+            live = []
+            for b in batch:
+                if b[4] and b[4] <= now:
+                    if not b[3].done():
+                        b[3].set_result(self._expired(b[0], b[1]))
+                else:
+                    live.append(b)
+            batch = live
+            if not batch:
+                self._busy_since, self._busy_delay, self._batch_armed = 0.0, 0.00005, False
+                return
         outcomes: list[Any] | None
         try:
             outcomes = self.store.credit_control_many([b[2][1] for b in batch], wait=False)
@@ -447,7 +501,7 @@ class CreditControlApp:
             self._store_down(exc)
             outcomes = [exc] * len(batch)
         self._busy_since, self._busy_delay, self._batch_armed = 0.0, 0.00005, False
-        for (raw, p, (rtype, _, services), fut), out in zip(batch, outcomes, strict=True):
+        for (raw, p, (rtype, _, services), fut, _d), out in zip(batch, outcomes, strict=True):
             if fut.done():
                 continue
             res = self._settle(raw, p, rtype, services, out)
@@ -459,7 +513,24 @@ class CreditControlApp:
     def handle(self, request: Message, rctx: Any = None) -> Message:
         if request.code != CMD_CCR:
             return self._render(request, Answer(3001))
-        return self._render(request, self._decide(from_message(request)))
+        unsupported = self._unsupported(request)
+        if unsupported is not None:
+            return self._render(request, unsupported)
+        return self._render(request, self._decide(from_message(request), rctx))
+
+    @staticmethod
+    def _unsupported(request: Message) -> Answer | None:
+        """5001 for an AVP the dictionary does not know that has the M bit, at any depth
+        (RFC 6733 4.1), before anything else reads the request. The codec's validation finds
+        it and builds the Failed-AVP (wrapped in its enclosing groups)."""
+        for err in request.find_errors():
+            if err.result_code == ResultCode.DIAMETER_AVP_UNSUPPORTED:
+                return Answer(
+                    int(ResultCode.DIAMETER_AVP_UNSUPPORTED),
+                    failed=err.failed_avp,
+                    error_message=err.error_message or "unsupported mandatory AVP",
+                )
+        return None
 
     def _render(self, req: Message, ans: Answer) -> Message:
         extra = dict(ans.extra)
@@ -468,7 +539,9 @@ class CreditControlApp:
             extra["cc_request_type"] = rtype
         if isinstance(number, int):
             extra["cc_request_number"] = number
-        if ans.failed is not None:
+        if isinstance(ans.failed, Avp):
+            extra["failed_avp"] = ans.failed
+        elif ans.failed is not None:
             extra["failed_avp"] = Avp.new(*ans.failed)
         if ans.error_message is not None:
             extra["error_message"] = ans.error_message
@@ -480,15 +553,21 @@ class CreditControlApp:
             **extra,
         )
 
-    def _decide(self, p: Parsed) -> Answer:
-        prep = self._prepare(p)
+    def _decide(self, p: Parsed, rctx: Any = None) -> Answer:
+        prep = self._prepare(p, rctx)
         if isinstance(prep, Answer):
             return prep
-        return self._store_step(p, prep)
+        return self._store_step(p, prep, _deadline(rctx))
 
-    def _store_step(self, p: Parsed, prep: tuple[int, CCOp, list[_Service]]) -> Answer:
+    def _store_step(
+        self, p: Parsed, prep: tuple[int, CCOp, list[_Service]], deadline: float = 0.0
+    ) -> Answer:
         rtype, op, services = prep
         assert self.store is not None
+        if deadline and time.time() >= deadline:  # answered 3002 by the gateway already
+            return Answer(
+                int(ResultCode.DIAMETER_UNABLE_TO_DELIVER), error_message="deadline passed"
+            )
         try:
             outcome = self.store.credit_control(op)
         except StoreUnavailable as exc:
@@ -535,6 +614,32 @@ class CreditControlApp:
             raise BadRequest(5004, name, {"cc_money": {"unit_value": {"value_digits": u.money}}})
         return units_of(u, unit_type)
 
+    @staticmethod
+    def _too_big(p: Parsed, svc: Svc, used: bool, u: Units | None, unit_type: str) -> BadRequest:
+        """5004 for units (or their price) past what the money arithmetic holds (MAX_UNITS,
+        MAX_AMOUNT), naming the unit AVPs at fault inside their RSU/USU (and MSCC)."""
+        if u is None:
+            inner: dict[str, Any] = {}
+        elif unit_type == "volume" and u.cc_total_octets is None:
+            inner = {
+                k: v
+                for k in ("cc_input_octets", "cc_output_octets")
+                if (v := getattr(u, k)) is not None
+            }
+        else:
+            inner = {_UNIT_AVP[unit_type]: getattr(u, _UNIT_AVP[unit_type])}
+        name = "Used-Service-Unit" if used else "Requested-Service-Unit"
+        if not p.mscc:
+            return BadRequest(5004, name, inner)
+        block: dict[str, Any] = {
+            "used_service_unit" if used else "requested_service_unit": [inner] if used else inner
+        }
+        if svc.rating_group is not None:
+            block["rating_group"] = svc.rating_group
+        if svc.service_identifier is not None:
+            block["service_identifier"] = [svc.service_identifier]
+        return BadRequest(5004, "Multiple-Services-Credit-Control", block)
+
     def _services(self, p: Parsed, rtype: int) -> list[_Service]:
         """Rate each service of the request: its MSCCs, or the top-level units."""
         out: list[_Service] = []
@@ -560,12 +665,18 @@ class CreditControlApp:
             used = 0
             for u in svc.usus:
                 used += self._units(u, t.unit_type, "Used-Service-Unit") or 0
+                if used > MAX_UNITS or price_of(used, t.micro, t.unit_size) > MAX_AMOUNT:
+                    raise self._too_big(p, svc, True, u, t.unit_type)
             requested = 0
             rsu = svc.rsu
             if granting and (rsu is not None or rtype == core.EVENT):
                 asked = self._units(rsu, t.unit_type, "Requested-Service-Unit")
+                if asked is not None and asked > MAX_UNITS:
+                    raise self._too_big(p, svc, False, rsu, t.unit_type)
                 if rtype == core.EVENT:
                     requested = asked if asked is not None else quota
+                    if price_of(requested, t.micro, t.unit_size) > MAX_AMOUNT:
+                        raise self._too_big(p, svc, False, rsu, t.unit_type)
                 elif asked and self.cfg.quota.honour_requested:
                     requested = min(asked, quota)
                 else:
@@ -573,10 +684,23 @@ class CreditControlApp:
             s.req = ServiceReq(skey, t.micro, t.unit_size, used, requested)
         return out
 
-    def _prepare(self, p: Parsed) -> Answer | tuple[int, CCOp, list[_Service]]:
-        """Check and rate a CCR: either its answer already, or the store operation it needs."""
+    def _prepare(self, p: Parsed, rctx: Any = None) -> Answer | tuple[int, CCOp, list[_Service]]:
+        """Check and rate a CCR: either its answer already, or the store operation it needs.
+
+        The requesting peer is the Origin-Host of the connection the request came in on (the
+        runtime's `rctx.peer`; the Origin-Host AVP only without a runtime): sessions belong
+        to it and its group, and refunds are allowed per peer."""
+        peer = ((rctx.peer if rctx is not None else "") or p.origin_host or "").lower()
         try:
             rtype, number, action = self._check(p)
+            if action == core.REFUND_ACCOUNT:
+                if not self.cfg.refunds.enabled or peer not in self._refunders:
+                    return Answer(
+                        int(ResultCode.DIAMETER_AUTHORIZATION_REJECTED),
+                        error_message="refunds are not accepted from this peer",
+                    )
+                if not p.ref:
+                    raise BadRequest(5005, core.REF_AVP, b"")
             services = self._services(p, rtype)
             rated = [s.req for s in services if s.req is not None]
             if services and not rated:
@@ -598,6 +722,7 @@ class CreditControlApp:
             p.session_id or "", number, rtype, rated, p.subscriptions, action,
             p.origin_host or "", p.origin_realm or "", time.time(),
             self.cfg.tcc_seconds, self.cfg.closed_ttl,
+            self._peers.get(peer) or (peer,), self.cfg.event_ttl, p.ref or "",
         )  # fmt: skip
         return rtype, op, services
 
@@ -610,7 +735,11 @@ class CreditControlApp:
 
     def _outcome(self, p: Parsed, rtype: int, out: Outcome, services: list[_Service]) -> Answer:
         if out.failed_avp:
-            value = p.cc_request_number if out.failed_avp == "CC-Request-Number" else None
+            value: Any = {
+                "CC-Request-Number": p.cc_request_number,
+                core.REF_AVP: (p.ref or "").encode(),
+                "Requested-Action": p.requested_action,
+            }.get(out.failed_avp)
             return Answer(out.result, failed=(out.failed_avp, value))
         if out.result in (core.UNKNOWN_SESSION, core.USER_UNKNOWN) or (
             out.result == 4010 and not out.services

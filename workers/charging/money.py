@@ -6,6 +6,12 @@ from decimal import Decimal, InvalidOperation
 
 SCALE = 1_000_000  # micro-units per currency unit
 EXPONENT = -6  # Unit-Value exponent matching SCALE
+# The largest unit count and the largest amount one request may carry. Both stores keep
+# integers as signed 64-bit (SQLite INTEGER, Redis via msgpack), and a ledger entry holds
+# amount + shortfall == price; 2**62 leaves room to add two of them without overflow.
+# A request past either bound is refused with 5004 before anything is stored.
+MAX_UNITS = 2**62 - 1
+MAX_AMOUNT = 2**62 - 1
 
 
 def parse_money(text: str | int) -> int:

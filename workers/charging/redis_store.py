@@ -34,20 +34,30 @@ from .store import (
     match_rule,
 )
 
+# KEYS: account, session, ledger, open-session set, and for a refund the refunded debit
+# event's record (same hash tag). ARGV: old/new account, old/new session, open flag, session
+# id, session TTL (ms, 0 = none), old/new debit record, its TTL, then the ledger entries.
 _CAS = """
 local a = redis.call('GET', KEYS[1])
 if (a or '') ~= ARGV[1] then return 0 end
 local s = redis.call('GET', KEYS[2])
 if (s or '') ~= ARGV[3] then return 0 end
+if #KEYS >= 5 then
+  local r = redis.call('GET', KEYS[5])
+  if (r or '') ~= ARGV[8] then return 0 end
+end
 if ARGV[2] ~= '' then redis.call('SET', KEYS[1], ARGV[2]) end
 if ARGV[4] == '-' then redis.call('DEL', KEYS[2])
 elseif ARGV[4] ~= '' then
   if ARGV[7] ~= '0' then redis.call('SET', KEYS[2], ARGV[4], 'PX', ARGV[7])
   else redis.call('SET', KEYS[2], ARGV[4]) end
 end
+if #KEYS >= 5 and ARGV[9] ~= '' then
+  redis.call('SET', KEYS[5], ARGV[9], 'PX', ARGV[10])
+end
 if ARGV[5] == '1' then redis.call('SADD', KEYS[4], ARGV[6])
 elseif ARGV[5] == '0' then redis.call('SREM', KEYS[4], ARGV[6]) end
-for i = 8, #ARGV do redis.call('RPUSH', KEYS[3], ARGV[i]) end
+for i = 11, #ARGV do redis.call('RPUSH', KEYS[3], ARGV[i]) end
 return 1
 """
 
@@ -153,12 +163,24 @@ class RedisStore:
         open_flag: str = "",
         extra: Callable[[object], None] | None = None,
         ttl_ms: int = 0,
+        ref: tuple[str, bytes | None, Session | None, int] | None = None,
     ) -> int:
-        """Queue the compare-and-set (and its index updates) on `pipe`; the CAS result's index."""
+        """Queue the compare-and-set (and its index updates) on `pipe`; the CAS result's index.
+        `ref` (session id, old bytes, new state, TTL ms) also compares and writes a refunded
+        debit event's record in the same atomic step."""
         if isinstance(new_s, str):
             s_arg: bytes | str = new_s
         else:
             s_arg = _enc.encode(new_s) if new_s is not None else b""
+        keys = [self._ka(a), self._ks(a, sid), self._kl(a), self._kss(a)]
+        r_old: bytes = b""
+        r_new: bytes = b""
+        r_ttl = "1"
+        if ref is not None:
+            keys.append(self._ks(a, ref[0]))
+            r_old = ref[1] or b""
+            r_new = _enc.encode(ref[2]) if ref[2] is not None else b""
+            r_ttl = str(max(ref[3], 1))
         args = [
             old_a or b"",
             _enc.encode(new_a) if new_a is not None else b"",
@@ -167,12 +189,13 @@ class RedisStore:
             open_flag,
             sid,
             str(max(ttl_ms, 0)),
+            r_old,
+            r_new,
+            r_ttl,
             *[_enc.encode(e) for e in ledger],
         ]
         index = len(pipe)  # type: ignore[arg-type]
-        self._cas(
-            keys=[self._ka(a), self._ks(a, sid), self._kl(a), self._kss(a)], args=args, client=pipe
-        )
+        self._cas(keys=keys, args=args, client=pipe)
         if extra is not None:
             extra(pipe)
         return index
@@ -216,9 +239,18 @@ class RedisStore:
     ) -> list[Outcome | Exception] | None:
         """A batch in three round trips: account lookups, one read per request, and all the
         compare-and-set scripts in one pipeline. Requests on an account already in the batch,
-        and any whose CAS lost a race, are then done one by one."""
+        and any whose CAS lost a race, are then done one by one.
+
+        One element per request: its outcome or the exception it met, so each request is
+        answered by its own fate. When Redis fails before anything was written, the whole
+        batch gets the StoreUnavailable; when it fails during the CAS pipeline, only the
+        requests whose CAS result is unknown get it; a request already decided keeps its
+        outcome."""
         out: list[Outcome | Exception | None] = [None] * len(ops)
-        accounts = self._accounts_for_many(ops)
+        try:
+            accounts = self._accounts_for_many(ops)
+        except StoreUnavailable as exc:
+            return [exc] * len(ops)
         wave: list[int] = []
         later: list[int] = []
         seen: set[str] = set()
@@ -241,15 +273,18 @@ class RedisStore:
             for i in wave:
                 a = accounts[i][0]
                 assert a is not None
-                pipe.mget([self._ka(a), self._ks(a, ops[i].session_id)])
-            reads = self._call(pipe.execute)
+                pipe.mget(self._cc_keys(ops[i], a))
+            try:
+                reads = self._call(pipe.execute)
+            except StoreUnavailable as exc:
+                return [exc if x is None else x for x in out]
             pipe = self.r.pipeline(transaction=False)
             queued: list[tuple[int, Outcome, int]] = []
-            for i, (raw_a, raw_s) in zip(wave, reads, strict=True):  # type: ignore[arg-type]
+            for i, raws in zip(wave, reads, strict=True):  # type: ignore[arg-type]
                 a, rule = accounts[i]
                 assert a is not None
                 try:
-                    outcome, commit = self._plan(ops[i], a, rule, raw_a, raw_s)
+                    outcome, commit = self._plan(ops[i], a, rule, *raws)
                 except Exception as exc:
                     out[i] = exc
                     continue
@@ -258,21 +293,35 @@ class RedisStore:
                 else:
                     queued.append((i, outcome, self._queue_commit(pipe, *commit)))
             if queued:
-                results = self._call(pipe.execute)
+                try:
+                    results = self._call(pipe.execute)
+                except StoreUnavailable as exc:
+                    # Some of these scripts may have run: their requests get 3004, and a resend
+                    # is answered from what the store then holds.
+                    return [exc if x is None else x for x in out]
                 for i, outcome, index in queued:
                     if results[index]:  # type: ignore[index]
                         out[i] = outcome
                         self._remember(ops[i].session_id, accounts[i][0] or "")
                     else:
                         later.append(i)
-        for i in sorted(later):
+        for n, i in enumerate(sorted(later)):
             try:
                 out[i] = self.credit_control(ops[i])
-            except StoreUnavailable:
-                raise
+            except StoreUnavailable as exc:
+                for j in sorted(later)[n:]:
+                    out[j] = exc
+                break
             except Exception as exc:
                 out[i] = exc
         return out  # type: ignore[return-value]
+
+    def _cc_keys(self, op: CCOp, a: str) -> list[str]:
+        """What one request reads: account, session, and for a refund the debit it names."""
+        keys = [self._ka(a), self._ks(a, op.session_id)]
+        if op.req_type == core.EVENT and op.action == core.REFUND_ACCOUNT and op.ref:
+            keys.append(self._ks(a, op.ref))
+        return keys
 
     def _accounts_for_many(self, ops: list[CCOp]) -> list[tuple[str | None, ProvisionRule | None]]:
         found: list[tuple[str | None, ProvisionRule | None] | None] = []
@@ -313,18 +362,24 @@ class RedisStore:
         return hit[1], hit[0]
 
     def _cc(self, op: CCOp, a: str, rule: ProvisionRule | None) -> Outcome:
-        raw_a, raw_s = self.r.mget([self._ka(a), self._ks(a, op.session_id)])
-        outcome, commit = self._plan(op, a, rule, raw_a, raw_s)
+        raws = self.r.mget(self._cc_keys(op, a))
+        outcome, commit = self._plan(op, a, rule, *raws)
         if commit is not None:
             self._commit(*commit)
             self._remember(op.session_id, a)
         return outcome
 
     def _plan(
-        self, op: CCOp, a: str, rule: ProvisionRule | None, raw_a: bytes | None, raw_s: bytes | None
+        self,
+        op: CCOp,
+        a: str,
+        rule: ProvisionRule | None,
+        raw_a: bytes | None,
+        raw_s: bytes | None,
+        raw_ref: bytes | None = None,
     ) -> tuple[Outcome, tuple | None]:
         """Apply `op` to the state read: the outcome, and the `_queue_commit` arguments (None:
-        nothing to write)."""
+        nothing to write). `raw_ref` is a refund's debit event record, as read."""
         session = _sess_dec.decode(raw_s) if raw_s else None
         early = core.precheck(op, session)
         if early is not None:
@@ -336,7 +391,8 @@ class RedisStore:
             ledger.append(
                 LedgerEntry(op.now, a, "credit", "", 0, "provision", 0, 0, 1, rule.balance)
             )
-        applied = core.apply_cc(op, account, session)
+        ref_session = _sess_dec.decode(raw_ref) if raw_ref else None
+        applied = core.apply_cc(op, account, session, ref_session)
         s = applied.session
         if applied.account is None or s is None:
             return applied.outcome, None
@@ -363,6 +419,10 @@ class RedisStore:
                         pipe.sadd(f"{p}:{{{a}}}:subs", f"{t}:{d}")  # type: ignore[attr-defined]
 
         flag = "1" if open_ else "0"
+        ref = None
+        r = applied.ref_session
+        if r is not None:  # keep the debit record's own expiry
+            ref = (r.id, raw_ref, r, max(1, int((r.expires - op.now) * 1000)))
         return applied.outcome, (
             a,
             sid,
@@ -374,6 +434,7 @@ class RedisStore:
             flag,
             extra,
             ttl_ms,
+            ref,
         )
 
     def resolve(self, subscriptions: list[tuple[int, str]]) -> Account | None:

@@ -63,7 +63,8 @@ CREATE INDEX IF NOT EXISTS sessions_expires ON sessions(expires);
 CREATE INDEX IF NOT EXISTS sessions_account ON sessions(account);
 CREATE TABLE IF NOT EXISTS ledger (
     seq INTEGER PRIMARY KEY, ts REAL, account TEXT, kind TEXT, session TEXT, number INTEGER,
-    key TEXT, units INTEGER, price INTEGER, unit INTEGER, amount INTEGER, shortfall INTEGER
+    key TEXT, units INTEGER, price INTEGER, unit INTEGER, amount INTEGER, shortfall INTEGER,
+    ref TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS notices (
     seq INTEGER PRIMARY KEY, kind TEXT, session TEXT, account TEXT, client_host TEXT, client_realm TEXT
@@ -122,6 +123,7 @@ class SqliteStore:
             self.db.execute("PRAGMA journal_size_limit=67108864")
             self.db.execute("PRAGMA mmap_size=268435456")
             self.db.executescript(SCHEMA)  # idempotent
+            self._migrate_ledger()
             self.db.execute("PRAGMA busy_timeout=0")
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"sqlite {path}: {exc}") from exc
@@ -230,9 +232,25 @@ class SqliteStore:
         )
 
     _LEDGER_SQL = (
-        "INSERT INTO ledger (ts, account, kind, session, number, key, units, price, unit, amount, shortfall)"
-        " VALUES (?,?,?,?,?,?,?,?,?,?,?)"
+        "INSERT INTO ledger (ts, account, kind, session, number, key, units, price, unit, amount, shortfall, ref)"
+        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
     )
+
+    def _migrate_ledger(self) -> None:
+        """Add the `ref` column (the debit a refund names) to a ledger made before it existed.
+        Done under the write lock, so that two workers opening an old file do not race."""
+        cols = [r[1] for r in self.db.execute("PRAGMA table_info(ledger)")]
+        if "ref" in cols:
+            return
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            cols = [r[1] for r in self.db.execute("PRAGMA table_info(ledger)")]
+            if "ref" not in cols:
+                self.db.execute("ALTER TABLE ledger ADD COLUMN ref TEXT NOT NULL DEFAULT ''")
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
 
     def _ledger(self, entries: Iterable[LedgerEntry]) -> None:
         for e in entries:
@@ -250,6 +268,7 @@ class SqliteStore:
                     e.unit,
                     e.amount,
                     e.shortfall,
+                    e.ref,
                 ),
             )
 
@@ -313,8 +332,14 @@ class SqliteStore:
     def credit_control_many(
         self, ops: list[CCOp], wait: bool = True
     ) -> list[Outcome | Exception] | None:
-        """Several requests in one transaction (group commit): one write-lock round and one
-        WAL commit for all. Should one of them fail, each is redone in its own transaction.
+        """Several requests in chunks of 64, each chunk one transaction (group commit): one
+        write-lock round and one WAL commit per chunk. Should a chunk fail, each of its
+        requests is redone in its own transaction.
+
+        The list has one element per request, in order: its outcome, or the exception that
+        request met. Each request is answered by its own fate: once a chunk has committed, its
+        outcomes stand whatever happens to later chunks; when the store becomes unavailable,
+        that request and every one after it (none of them applied) get the StoreUnavailable.
 
         With wait=False it returns None, having done nothing, when another process holds the
         write lock: the caller can then gather more requests and try again, instead of
@@ -331,15 +356,22 @@ class SqliteStore:
                     )
                 )
             except _Busy:
-                return None
-            except StoreUnavailable:
-                raise
+                if i == 0:
+                    return None
+                out.extend(
+                    [StoreUnavailable(f"sqlite {self.path}: write lock busy")] * (len(ops) - i)
+                )
+                return out
+            except StoreUnavailable as exc:
+                out.extend([exc] * (len(ops) - i))
+                return out
             except Exception:
-                for op in chunk:
+                for k, op in enumerate(chunk):
                     try:
                         out.append(self.credit_control(op))
-                    except StoreUnavailable:
-                        raise
+                    except StoreUnavailable as exc:
+                        out.extend([exc] * (len(ops) - i - k))
+                        return out
                     except Exception as exc:
                         out.append(exc)
         return out
@@ -368,10 +400,11 @@ class SqliteStore:
         early = core.precheck(op, session)
         if early is not None:
             return early
+        ref = self._ref_session(op)
         if session is not None:
-            applied, inserted = core.apply_cc(op, account, session), False
+            applied, inserted = core.apply_cc(op, account, session, ref), False
         else:
-            applied, inserted = self._cc_new(op)
+            applied, inserted = self._cc_new(op, ref)
         if applied.account is not None:
             if not inserted:
                 self._save_account(applied.account)
@@ -379,6 +412,9 @@ class SqliteStore:
             self._accounts.pop(account.id, None)
         if applied.ledger:
             self._ledger(applied.ledger)
+        r = applied.ref_session
+        if r is not None:  # a refunded debit event: what is left to refund
+            db.execute("UPDATE sessions SET data=? WHERE id=?", (_sess_enc.encode(r), r.id))
         s = applied.session
         if s is not None:
             new_bucket = _bucket(s.expires, op.tcc)
@@ -408,7 +444,15 @@ class SqliteStore:
             self._sessions.pop(session.id, None)
         return applied.outcome
 
-    def _cc_new(self, op: CCOp) -> tuple[core.Applied, bool]:
+    def _ref_session(self, op: CCOp) -> Session | None:
+        """For a refund, the record of the debit event it names (read inside the caller's
+        transaction, so that two refunds of one debit see each other)."""
+        if op.req_type != core.EVENT or op.action != core.REFUND_ACCOUNT or not op.ref:
+            return None
+        row = self.db.execute("SELECT data FROM sessions WHERE id=?", (op.ref,)).fetchone()
+        return _sess_dec.decode(row[0]) if row else None
+
+    def _cc_new(self, op: CCOp, ref: Session | None = None) -> tuple[core.Applied, bool]:
         """CCR-I or event of an unknown session: find (or provision) the account and apply;
         also says whether the account row was just inserted with its final state.
 
@@ -430,16 +474,16 @@ class SqliteStore:
                     del subs_cache[next(iter(subs_cache))]
                 subs_cache[key] = acct_id
             account = self._cached_account(acct_id)
-            return core.apply_cc(op, account, None), False
+            return core.apply_cc(op, account, None, ref), False
         hit = match_rule(self._current_rules(), op.subscriptions)
         if hit is None:
-            return core.apply_cc(op, None, None), False
+            return core.apply_cc(op, None, None, ref), False
         rule, data = hit
         account = self._accounts.get(data)
         fresh = account is None
         if fresh:
             account = Account(data, rule.balance, 0, rule.credit_limit)
-        applied = core.apply_cc(op, account, None)
+        applied = core.apply_cc(op, account, None, ref)
         inserted = False
         if fresh:
             a = applied.account or account
@@ -465,7 +509,8 @@ class SqliteStore:
                 )
             else:
                 account = self._cached_account(data)
-                applied = core.apply_cc(op, account, None)
+                # the first try may have changed `ref` in place: read it again
+                applied = core.apply_cc(op, account, None, self._ref_session(op))
         self.db.execute(
             "INSERT OR IGNORE INTO subscriptions VALUES (?,?,?)", (rule.sub_type, data, data)
         )
@@ -717,7 +762,8 @@ class SqliteStore:
 
     def iter_ledger(self) -> Iterator[LedgerEntry]:
         cur = self.db.execute(
-            "SELECT ts, account, kind, session, number, key, units, price, unit, amount, shortfall FROM ledger ORDER BY seq"
+            "SELECT ts, account, kind, session, number, key, units, price, unit, amount, shortfall, ref"
+            " FROM ledger ORDER BY seq"
         )
         for row in cur:
             yield LedgerEntry(*row)

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 import msgspec
 
-from .core import Account, CCOp, LedgerEntry, Outcome, Session
+from .core import CREDIT_KINDS, Account, CCOp, LedgerEntry, Outcome, Session
 from .money import price_of
 
 
@@ -172,22 +172,35 @@ def ledger_check(
 ) -> LedgerReport:
     """Verify the invariants on a store and return the figures.
 
-    - each balance equals its credits plus refunds minus debits in the ledger;
-    - each account's reserved amount equals the reservations of its open sessions;
-    - no balance minus reservations is below the credit limit;
-    - every debit's amount plus shortfall equals its used units times its tariff (so the sum of
-      debits equals the sum of used units times tariff, less recorded shortfall);
-    - no (session, request number, service) was debited twice;
-    - with `tariff_of`, every debit was priced at the configured tariff of its service.
+    Money may enter an account only as a typed credit (provisioning, import, top-up) or as a
+    refund of a debit it had paid; so the check fails when
+    - an entry has an unknown kind, or a credit an unknown type;
+    - a refund names no debit, a debit of another account or service, or gives back more
+      than that debit took (all refunds of it together), or more than its units are rated;
+    - a balance differs from its credits plus refunds minus debits in the ledger;
+    - an account's reserved amount differs from the reservations of its open sessions;
+    - a balance minus reservations is below the credit limit;
+    - a debit's amount plus shortfall differs from its used units times its tariff (so the sum
+      of debits equals the sum of used units times tariff, less recorded shortfall), or a
+      debit, refund or shortfall is negative;
+    - a (session, request number, service) was debited or refunded twice.
+    With `tariff_of`, it also counts debits priced at other than the configured tariff.
     """
     rep = LedgerReport()
     money: dict[str, int] = {}
     seen: set[tuple[str, int, str, str]] = set()
+    debited: dict[tuple[str, str], tuple[str, int]] = {}  # (session, key) -> (account, amount)
+    refunds: list[LedgerEntry] = []
     for e in store.iter_ledger():
         rep.entries += 1
         if e.kind == "credit":
+            if e.key not in CREDIT_KINDS:
+                rep.problems.append(f"credit to {e.account} of unknown type {e.key!r}")
             rep.credits += e.amount
             money[e.account] = money.get(e.account, 0) + e.amount
+            continue
+        if e.kind not in ("debit", "refund"):
+            rep.problems.append(f"entry of unknown kind {e.kind!r} on {e.account}")
             continue
         rated = price_of(e.units, e.price, e.unit)
         key = (e.session, e.number, e.key, e.kind)
@@ -199,19 +212,37 @@ def ledger_check(
         if e.kind == "refund":
             rep.refunds += e.amount
             money[e.account] = money.get(e.account, 0) + e.amount
-            if e.amount != rated:
-                rep.problems.append(f"refund {e.session}/{e.number} {e.amount} != rated {rated}")
+            if e.amount < 0 or e.amount > rated:
+                rep.problems.append(f"refund {e.session}/{e.number} {e.amount} > rated {rated}")
+            refunds.append(e)
             continue
         rep.debits += e.amount
         rep.shortfall += e.shortfall
         rep.rated += rated
         money[e.account] = money.get(e.account, 0) - e.amount
+        prev = debited.get((e.session, e.key), (e.account, 0))
+        debited[(e.session, e.key)] = (e.account, prev[1] + e.amount)
         if e.amount + e.shortfall != rated or e.amount < 0 or e.shortfall < 0:
             rep.problems.append(
                 f"debit {e.session}/{e.number}/{e.key}: {e.amount}+{e.shortfall} != {e.units} units rated {rated}"
             )
         if tariff_of is not None and tariff_of(e.key) != (e.price, e.unit):
             rep.off_tariff += 1
+    given: dict[tuple[str, str], int] = {}
+    for e in refunds:
+        d = debited.get((e.ref, e.key)) if e.ref else None
+        if d is None or d[0] != e.account:
+            rep.problems.append(
+                f"refund {e.session}/{e.number}/{e.key} of {e.amount} to {e.account}"
+                f" names no debit of that account (ref {e.ref!r})"
+            )
+            continue
+        total = given.get((e.ref, e.key), 0) + e.amount
+        given[(e.ref, e.key)] = total
+        if total > d[1]:
+            rep.problems.append(
+                f"refunds of debit {e.ref}/{e.key} give back {total}, more than its {d[1]}"
+            )
     held: dict[str, int] = {}
     for s in store.iter_open_sessions():
         rep.open_sessions += 1
@@ -220,7 +251,9 @@ def ledger_check(
             held[s.account] = held.get(s.account, 0) + r.amount
             if r.amount != price_of(r.units, r.price, r.unit):
                 rep.problems.append(f"reservation of {s.id} holds {r.amount} for {r.units} units")
+    known: set[str] = set()
     for a in store.iter_accounts():
+        known.add(a.id)
         rep.accounts += 1
         rep.balances += a.balance
         rep.reserved += a.reserved
@@ -236,6 +269,9 @@ def ledger_check(
             rep.problems.append(
                 f"account {a.id}: balance {a.balance} - reserved {a.reserved} below limit {a.credit_limit}"
             )
+    for acct_id, amount in money.items():
+        if acct_id not in known and amount:
+            rep.problems.append(f"ledger moves {amount} for {acct_id}, which is no account")
     if rep.debits + rep.shortfall != rep.rated:
         rep.problems.append(f"debits {rep.debits} + shortfall {rep.shortfall} != rated {rep.rated}")
     return rep

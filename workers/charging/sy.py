@@ -12,7 +12,7 @@ from typing import Any
 
 from chargegw.codec import Avp, Message, commands
 
-from .config import SyConfig, load
+from .config import SyConfig, load, peer_index
 from .core import period_of
 from .store import Store, StoreUnavailable, SyCounter, SySubscription, open_store
 
@@ -77,12 +77,22 @@ class SpendingLimitApp:
         self.counters: dict[str, SyCounter] = {}
         self.store: Store | None = None
         self.ctx: Any = None
+        self._peers: dict[str, tuple[str, ...]] = {}
 
     def setup(self, ctx: Any) -> None:
         self.ctx = ctx
         self.cfg = load(SyConfig, "Sy", ctx.config)
         self.counters = {c.id: c.compiled() for c in self.cfg.counters}
+        self._peers = peer_index(self.cfg.peer_groups)
         self.store = open_store(self.cfg.store, ctx.data_dir)
+
+    def _foreign(self, sub: SySubscription | None, req: Message, rctx: Any) -> bool:
+        """Whether `sub` exists and belongs to another PCRF than the requesting peer (the
+        Origin-Host of its connection) and that peer's configured group."""
+        if sub is None:
+            return False
+        peer = ((rctx.peer if rctx is not None else "") or str(req.origin_host or "")).lower()
+        return sub.pcrf_host.lower() not in (self._peers.get(peer) or (peer,))
 
     def _answer(self, req: Message, result: int | None, **avps: Any) -> Message:
         return req.answer(
@@ -103,16 +113,20 @@ class SpendingLimitApp:
                         failed_avp=Avp.new(name, 0 if name.startswith("Auth") else ""),
                     )
             if request.code == CMD_SLR:
-                return self._slr(request)
+                return self._slr(request, rctx)
             if request.code == CMD_STR:
-                gone = self.store.sy_delete(str(request.session_id)) if self.store else None
+                assert self.store is not None
+                sid = str(request.session_id)
+                if self._foreign(self.store.sy_get(sid), request, rctx):
+                    return self._answer(request, 5002)  # not this peer's: as if unknown
+                gone = self.store.sy_delete(sid)
                 return self._answer(request, 2001 if gone is not None else 5002)
             return self._answer(request, 3001)
         except StoreUnavailable as exc:
             self.ctx.log.error("charging store unavailable: %s", exc)
             return self._answer(request, 3004, error_message="charging store unavailable")
 
-    def _slr(self, req: Message) -> Message:
+    def _slr(self, req: Message, rctx: Any = None) -> Message:
         assert self.store is not None
         rtype = req.sl_request_type
         if rtype is None:
@@ -121,7 +135,7 @@ class SpendingLimitApp:
             return self._answer(req, 5004, failed_avp=Avp.new("SL-Request-Type", int(rtype)))
         sid = str(req.session_id)
         existing = self.store.sy_get(sid)
-        if int(rtype) == 1 and existing is None:
+        if (int(rtype) == 1 and existing is None) or self._foreign(existing, req, rctx):
             return self._answer(req, 5002)
         if existing is not None and not req.get_all("Subscription-Id"):
             account = existing.account

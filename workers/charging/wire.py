@@ -4,8 +4,10 @@ wire and write the CCA bytes, for the runtime's `handle_raw` hook.
 Everything here is checked against the codec (tests/test_charging_wire.py: the bytes this
 module writes equal what the codec's `answer()` builds from the same content). Anything
 outside the common shapes (Proxy-Info, CC-Money, a malformed or truncated AVP) returns None
-from `parse_ccr`, and the request takes the full codec path instead. AVP codes, flags,
-types and the placement order all come from the codec (public API only).
+from `parse_ccr`, and the request takes the full codec path instead. So does a request with
+an AVP the dictionary does not know and the M bit set, at any depth (RFC 6733 4.1): the codec
+path answers it 5001 with that AVP in Failed-AVP. AVP codes, flags, types and the placement
+order all come from the codec (public API only).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 import struct
 from typing import Any
 
-from chargegw.codec import Avp, commands
+from chargegw.codec import Avp, commands, get_dictionary
 
 _II = struct.Struct("!II")
 _III = struct.Struct("!III")
@@ -26,6 +28,29 @@ _HDR = struct.Struct("!IIIII")
 CMD_CCR = 272
 APP_CC = 4
 FLAG_R, FLAG_P, FLAG_E = 0x80, 0x40, 0x20
+AVP_V, AVP_M = 0x80000000, 0x40000000  # in the AVP's flags-and-length word
+MAX_DEPTH = 16  # grouped AVPs nested deeper than this take the codec path
+
+
+class _Known:
+    """The codec dictionary's AVPs as `code | vendor << 32` -> is it Grouped, rebuilt when the
+    dictionary grows (extra dictionary files load at start-up)."""
+
+    __slots__ = ("size", "grouped")
+
+    def __init__(self) -> None:
+        self.size = -1
+        self.grouped: dict[int, bool] = {}
+
+    def get(self) -> dict[int, bool]:
+        avps = get_dictionary().avps
+        if len(avps) != self.size:
+            self.grouped = {d.ikey: d.type == "Grouped" for d in avps.values()}
+            self.size = len(avps)
+        return self.grouped
+
+
+_known = _Known()
 
 
 class Units:
@@ -85,7 +110,7 @@ class Parsed:
     __slots__ = (
         "session_id", "session_avp", "origin_host", "origin_realm", "destination_realm",
         "auth_application_id", "service_context_id", "cc_request_type", "cc_request_number",
-        "requested_action", "subscriptions", "mscc", "services", "hbh", "e2e", "flags",
+        "requested_action", "subscriptions", "mscc", "services", "hbh", "e2e", "flags", "ref",
     )  # fmt: skip
 
     def __init__(self) -> None:
@@ -103,14 +128,62 @@ class Parsed:
         self.mscc = False
         self.services: list[Svc] = []
         self.hbh = self.e2e = self.flags = 0
+        self.ref: str | None = None  # CC-Correlation-Id: the debit event a refund names
 
 
 class _Skip(Exception):
     pass
 
 
-def _scan(buf: bytes, pos: int, end: int) -> list[tuple[int, int, int, int]]:
-    """(code, vendor, value start, value end) of each AVP in buf[pos:end]."""
+def _unknown_m(buf: bytes, off: int, fl: int, known: dict[int, bool]) -> bool:
+    """Whether the AVP at `off` (its flags-and-length word `fl`) is one the dictionary does
+    not know with the M bit set, or a known Grouped AVP that holds one at any depth."""
+    code = _I.unpack_from(buf, off)[0]
+    if fl & AVP_V:
+        grouped = known.get(code | _I.unpack_from(buf, off + 8)[0] << 32)
+        start = off + 12
+    else:
+        grouped = known.get(code)
+        start = off + 8
+    if grouped is None:
+        return bool(fl & AVP_M)
+    return grouped and _unknown_in(buf, start, off + (fl & 0xFFFFFF), known, 1)
+
+
+def _unknown_in(buf: bytes, pos: int, end: int, known: dict[int, bool], depth: int) -> bool:
+    """`_unknown_m` over the members of a group (buf[pos:end]); _Skip on a malformed one."""
+    if depth > MAX_DEPTH:
+        raise _Skip
+    unpack = _II.unpack_from
+    while pos < end:
+        if end - pos < 8:
+            raise _Skip
+        code, fl = unpack(buf, pos)
+        n = fl & 0xFFFFFF
+        if fl & AVP_V:
+            if n < 12 or pos + n > end:
+                raise _Skip
+            grouped = known.get(code | _I.unpack_from(buf, pos + 8)[0] << 32)
+            head = 12
+        else:
+            if n < 8 or pos + n > end:
+                raise _Skip
+            grouped = known.get(code)
+            head = 8
+        if grouped is None:
+            if fl & AVP_M:
+                return True
+        elif grouped and _unknown_in(buf, pos + head, pos + n, known, depth + 1):
+            return True
+        pos += (n + 3) & ~3
+    return False
+
+
+def _scan(
+    buf: bytes, pos: int, end: int, known: dict[int, bool]
+) -> list[tuple[int, int, int, int]]:
+    """(code, vendor, value start, value end) of each AVP in buf[pos:end]; _Skip (the codec
+    path) when one of them is an unknown AVP with the M bit."""
     out = []
     unpack = _II.unpack_from
     while pos < end:
@@ -126,6 +199,8 @@ def _scan(buf: bytes, pos: int, end: int) -> list[tuple[int, int, int, int]]:
             if length < 8 or pos + length > end:
                 raise _Skip
             out.append((code, 0, pos + 8, pos + length))
+        if (code != 450 and code != 444 or fl & 0x80000000) and _unknown_m(buf, pos, fl, known):
+            raise _Skip  # an unknown M-bit AVP beside Subscription-Id-Type/-Data
         pos += (length + 3) & ~3
     if pos != end:
         raise _Skip
@@ -142,7 +217,7 @@ _UNIT_CODES = {420: "cc_time", 421: "cc_total_octets", 412: "cc_input_octets",
                414: "cc_output_octets", 417: "cc_service_specific_units"}  # fmt: skip
 
 
-def _units(buf: bytes, pos: int, end: int) -> Units:
+def _units(buf: bytes, pos: int, end: int, known: dict[int, bool]) -> Units:
     """An RSU/USU, scanned in place (what `_scan` checks, without building its list)."""
     u = Units()
     unpack = _II.unpack_from
@@ -154,6 +229,8 @@ def _units(buf: bytes, pos: int, end: int) -> Units:
         ve = pos + length
         if fl & 0x80000000:  # vendor-specific: not ours
             if length < 12 or ve > end:
+                raise _Skip
+            if _unknown_m(buf, pos, fl, known):
                 raise _Skip
         else:
             if length < 8 or ve > end:
@@ -168,6 +245,8 @@ def _units(buf: bytes, pos: int, end: int) -> Units:
                 setattr(u, _UNIT_CODES[code], _Q.unpack_from(buf, pos + 8)[0])
             elif code == 413:
                 raise _Skip  # CC-Money: the codec path judges it
+            elif _unknown_m(buf, pos, fl, known):
+                raise _Skip
         pos += (length + 3) & ~3
     if pos != end:
         raise _Skip
@@ -198,6 +277,7 @@ def parse_ccr(raw: bytes) -> Parsed | None:
         pos = 20
         unpack = _II.unpack_from
         unpack_I = _I.unpack_from
+        known = _known.get()
         while pos < end:
             if end - pos < 8:
                 return None
@@ -206,10 +286,11 @@ def parse_ccr(raw: bytes) -> Parsed | None:
             ve = pos + length
             if length < 8 or ve > end:
                 return None
+            at = pos
             vs = pos + 8
             pos += (length + 3) & ~3
             if fl & 0x80000000:  # vendor-specific: nothing the OCS reads
-                if length < 12:
+                if length < 12 or _unknown_m(raw, at, fl, known):
                     return None
                 continue
             if code == 263:
@@ -238,9 +319,11 @@ def parse_ccr(raw: bytes) -> Parsed | None:
                     p.cc_request_number = _u32(raw, vs, ve)
             elif code == 436:
                 p.requested_action = _u32(raw, vs, ve)
+            elif code == 411:  # OctetString: decoded as from_message does
+                p.ref = raw[vs:ve].decode(errors="replace")
             elif code == 443:
                 st = sd = None
-                for c2, v2, s2, e2 in _scan(raw, vs, ve):
+                for c2, v2, s2, e2 in _scan(raw, vs, ve, known):
                     if v2 == 0 and c2 == 450:
                         st = _u32(raw, s2, e2)
                     elif v2 == 0 and c2 == 444:
@@ -249,9 +332,9 @@ def parse_ccr(raw: bytes) -> Parsed | None:
                     return None
                 p.subscriptions.append((st, sd))
             elif code == 437:
-                rsu = _units(raw, vs, ve)
+                rsu = _units(raw, vs, ve, known)
             elif code == 446:
-                usus.append(_units(raw, vs, ve))
+                usus.append(_units(raw, vs, ve, known))
             elif code == 439:
                 top_svc = _u32(raw, vs, ve)
             elif code == 456:
@@ -267,14 +350,14 @@ def parse_ccr(raw: bytes) -> Parsed | None:
                     n2 = f2 & 0xFFFFFF
                     e2 = q + n2
                     if f2 & 0x80000000:
-                        if n2 < 12 or e2 > ve:
+                        if n2 < 12 or e2 > ve or _unknown_m(raw, q, f2, known):
                             return None
                     elif n2 < 8 or e2 > ve:
                         return None
                     elif c2 == 437:
-                        m_rsu = _units(raw, q + 8, e2)
+                        m_rsu = _units(raw, q + 8, e2, known)
                     elif c2 == 446:
-                        m_usus.append(_units(raw, q + 8, e2))
+                        m_usus.append(_units(raw, q + 8, e2, known))
                     elif c2 == 432:
                         if n2 != 12:
                             return None
@@ -284,12 +367,16 @@ def parse_ccr(raw: bytes) -> Parsed | None:
                             if n2 != 12:
                                 return None
                             sid = unpack_I(raw, q + 8)[0]
+                    elif _unknown_m(raw, q, f2, known):
+                        return None
                     q += (n2 + 3) & ~3
                 if q != ve:
                     return None
                 p.services.append(Svc(rg, sid, m_rsu, m_usus))
             elif code == 284:
                 return None  # Proxy-Info must be copied into the answer: the codec does that
+            elif _unknown_m(raw, at, fl, known):
+                return None  # the codec path answers 5001
         if pos != end:
             return None
         if p.session_id is None or not p.session_avp:
