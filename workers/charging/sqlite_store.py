@@ -71,7 +71,9 @@ CREATE TABLE IF NOT EXISTS sessions (
     id TEXT PRIMARY KEY, account TEXT NOT NULL, state INTEGER NOT NULL, expires REAL NOT NULL,
     fui INTEGER NOT NULL DEFAULT 0, data BLOB NOT NULL
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS sessions_expires ON sessions(expires);
+-- the sweep looks up silent open sessions and expired finished ones by (state, expires)
+CREATE INDEX IF NOT EXISTS sessions_sweep ON sessions(state, expires);
+DROP INDEX IF EXISTS sessions_expires;
 CREATE INDEX IF NOT EXISTS sessions_account ON sessions(account);
 CREATE TABLE IF NOT EXISTS ledger (
     seq INTEGER PRIMARY KEY, ts REAL, account TEXT, kind TEXT, session TEXT, number INTEGER,
@@ -117,6 +119,7 @@ def _account(row: tuple) -> Account:
 SWEEP_BUDGET = 0.02  # seconds one sweep or purge call may take (it runs on the worker's loop)
 SWEEP_CHUNK = 256  # finished sessions (or CDRs) deleted per transaction
 RELEASE_CHUNK = 16  # silent open sessions released per transaction
+_DONE = (core.CLOSED, core.EVENT_DONE)  # finished session states
 
 
 @contextlib.contextmanager
@@ -616,7 +619,7 @@ class SqliteStore:
 
         def release() -> int:
             rows = db.execute(
-                "SELECT id, data FROM sessions WHERE expires < ? AND state = 1 LIMIT ?",
+                f"SELECT id, data FROM sessions WHERE state = {core.OPEN} AND expires < ? LIMIT ?",
                 (now, min(RELEASE_CHUNK, limit - released)),
             ).fetchall()
             for sid, data in rows:
@@ -634,7 +637,7 @@ class SqliteStore:
         def forget() -> int:
             return db.execute(
                 "DELETE FROM sessions WHERE id IN"
-                " (SELECT id FROM sessions WHERE expires < ? AND state != 1 LIMIT ?)",
+                f" (SELECT id FROM sessions WHERE state IN {_DONE} AND expires < ? LIMIT ?)",
                 (now, SWEEP_CHUNK),
             ).rowcount
 
