@@ -290,8 +290,9 @@ def durable_redis():
         r = redis.Redis.from_url(srv.url)
         r.config_set("appendonly", "yes")
         r.config_set("appendfsync", "always")
-        r.close()
         yield srv
+        r.config_set("appendonly", "no")  # else redis-server takes seconds to stop
+        r.close()
 
 
 @pytest.fixture(params=["sqlite", "redis"])

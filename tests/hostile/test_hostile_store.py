@@ -199,7 +199,65 @@ def test_redis_cdr_store_refuses_a_server_that_does_not_fsync(tmp_path):
         assert [c.session_id for c in rf.store.iter_cdrs()] == ["red;1"]
         # Records live on their own connection, apart from the charging store's keys.
         assert r.ttl("cg:cdr:{red;1}") > 80 * 86400  # retention: 90 days by default
+        r.config_set("appendonly", "no")  # else redis-server takes seconds to stop
         r.close()
+
+
+class _FakeRedis:
+    """Just enough of a Redis 7.2 client to see what the CDR store sends (no 7.2 here)."""
+
+    def __init__(self, version: str, conf: dict[str, str], fsynced: int = 1) -> None:
+        self.version, self.conf, self.fsynced, self.sent = version, conf, fsynced, []
+
+    def info(self, section):
+        return {"redis_version": self.version}
+
+    def config_get(self, pattern):
+        return self.conf
+
+    def pipeline(self, transaction=False):
+        fake = self
+
+        class Pipe:
+            def __init__(self):
+                self.cmds = []
+
+            def hsetnx(self, *a):
+                self.cmds.append(("HSETNX", *a))
+
+            def expire(self, *a):
+                self.cmds.append(("EXPIRE", *a))
+
+            def execute_command(self, *a):
+                self.cmds.append(a)
+
+            def execute(self):
+                fake.sent.extend(self.cmds)
+                return [[fake.fsynced, 0] if c[0] == "WAITAOF" else 1 for c in self.cmds]
+
+        return Pipe()
+
+
+def test_redis_72_cdr_batches_wait_for_the_local_aof_fsync(monkeypatch):
+    pytest.importorskip("redis")
+    from chargegw.workers.charging import redis_store
+    from chargegw.workers.charging.store import Cdr, NotDurable, StoreUnavailable
+
+    fake = _FakeRedis("7.2.4", {"appendonly": "yes", "appendfsync": "everysec"})
+    monkeypatch.setattr(redis_store, "_client", lambda url, timeout: fake)
+    store = redis_store.RedisCdrStore("redis://fake", timeout=0.5, retention=3600)
+    cdrs = [Cdr(f"s{i}", 0, 2, 0.0, "pgw.test", "test") for i in range(3)]
+    assert store.put_cdrs(cdrs) == [True] * 3
+    # one WAITAOF for the whole batch, after its writes: numlocal 1, no replicas
+    assert [c[0] for c in fake.sent] == ["HSETNX", "EXPIRE"] * 3 + ["WAITAOF"]
+    assert fake.sent[-1][1:3] == (1, 0)
+    fake.fsynced = 0  # the server did not get the batch to disk in time: no 2001
+    with pytest.raises(StoreUnavailable):
+        store.put_cdrs(cdrs)
+    off = _FakeRedis("7.2.4", {"appendonly": "no", "appendfsync": "always"})
+    monkeypatch.setattr(redis_store, "_client", lambda url, timeout: off)
+    with pytest.raises(NotDurable):  # WAITAOF cannot wait for a file that is not written
+        redis_store.RedisCdrStore("redis://fake")
 
 
 @pytest.mark.skipif(not HAS_REDIS, reason="redis-server not installed")

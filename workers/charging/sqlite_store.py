@@ -145,9 +145,16 @@ def _setup_lock(path: str, timeout: float) -> Iterator[None]:
         os.close(fd)  # releases the lock
 
 
-def _connect(path: str, timeout: float, synchronous: str, schema: str) -> sqlite3.Connection:
-    """A set-up connection: WAL, 1 KiB pages, the schema. Done under the set-up flock, and
-    retried until `timeout` should a running process briefly hold the database."""
+def _connect(
+    path: str,
+    timeout: float,
+    synchronous: str,
+    schema: str,
+    init: Callable[[sqlite3.Connection], None] | None = None,
+) -> sqlite3.Connection:
+    """A set-up connection: WAL, 1 KiB pages, the schema, then `init(db)`. Done under the
+    set-up flock, and retried until `timeout` should a running process briefly hold the
+    database."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     deadline = time.monotonic() + timeout
     with _setup_lock(path, timeout):
@@ -168,6 +175,8 @@ def _connect(path: str, timeout: float, synchronous: str, schema: str) -> sqlite
                 db.execute("PRAGMA journal_size_limit=67108864")
                 db.execute("PRAGMA mmap_size=268435456")
                 db.executescript(schema)  # idempotent
+                if init is not None:
+                    init(db)
                 db.execute("PRAGMA busy_timeout=0")
                 return db
             except sqlite3.Error as exc:
@@ -852,6 +861,31 @@ class SqliteStore:
         self.db.close()
 
 
+def _adopt(db: sqlite3.Connection, legacy: str) -> None:
+    """Copy, once, the records an older version kept in the charging store's `cdrs` table.
+    Runs under the set-up flock; the legacy file is only read."""
+    if db.execute("SELECT 1 FROM meta WHERE k='legacy'").fetchone():
+        return
+    db.execute("ATTACH DATABASE ? AS legacy", (legacy,))
+    try:
+        db.execute("BEGIN")  # deferred: only this file is written
+        try:
+            if db.execute(
+                "SELECT 1 FROM legacy.sqlite_master WHERE type='table' AND name='cdrs'"
+            ).fetchone():
+                db.execute(
+                    "INSERT OR IGNORE INTO main.cdrs"
+                    " SELECT session, number, sub, received, data FROM legacy.cdrs"
+                )
+            db.execute("INSERT INTO main.meta VALUES ('legacy', ?)", (legacy,))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+    finally:
+        db.execute("DETACH DATABASE legacy")
+
+
 class SqliteCdrStore:
     """Rf records in their own SQLite file, WAL with synchronous=FULL: each commit is fsynced
     before it returns, so a record answered 2001 survives a power cut. One transaction per
@@ -864,34 +898,12 @@ class SqliteCdrStore:
         self.path = path
         self.timeout = timeout
         self._nowait = False
-        self.db = _connect(path, max(setup_timeout, timeout), "FULL", CDR_SCHEMA)
-        if legacy and os.path.exists(legacy):
-            self._adopt(legacy, setup_timeout)
 
-    def _adopt(self, legacy: str, timeout: float) -> None:
-        """Copy the records an older version kept in the charging store (once)."""
-        db = self.db
-        if db.execute("SELECT 1 FROM meta WHERE k='legacy'").fetchone():
-            return
-        db.execute("ATTACH DATABASE ? AS legacy", (f"file:{legacy}?mode=ro",))
-        try:
-            has = db.execute(
-                "SELECT 1 FROM legacy.sqlite_master WHERE type='table' AND name='cdrs'"
-            ).fetchone()
+        def adopt(db: sqlite3.Connection) -> None:
+            if legacy and os.path.exists(legacy):
+                _adopt(db, legacy)
 
-            def run() -> None:
-                if db.execute("SELECT 1 FROM meta WHERE k='legacy'").fetchone():
-                    return
-                if has:
-                    db.execute(
-                        "INSERT OR IGNORE INTO cdrs SELECT session, number, sub, received, data"
-                        " FROM legacy.cdrs"
-                    )
-                db.execute("INSERT INTO meta VALUES ('legacy', ?)", (legacy,))
-
-            self._txn(run, timeout)
-        finally:
-            db.execute("DETACH DATABASE legacy")
+        self.db = _connect(path, max(setup_timeout, timeout), "FULL", CDR_SCHEMA, adopt)
 
     @contextlib.contextmanager
     def nowait(self) -> Iterator[None]:
@@ -901,9 +913,9 @@ class SqliteCdrStore:
         finally:
             self._nowait = before
 
-    def _txn(self, fn: Callable[[], T], timeout: float | None = None, wait: bool = True) -> T:
+    def _txn(self, fn: Callable[[], T], wait: bool = True) -> T:
         db = self.db
-        _begin(db, self.path, wait and not self._nowait, timeout or self.timeout)
+        _begin(db, self.path, wait and not self._nowait, self.timeout)
         try:
             result = fn()
             db.execute("COMMIT")
