@@ -362,6 +362,34 @@ def test_locked_charging_store_never_blocks_the_loop_for_sy_or_gy(tmp_path):
     assert ledger_check(gy.store).ok
 
 
+def test_unresponsive_redis_costs_one_timeout_per_loop_turn_not_one_per_request(tmp_path):
+    pytest.importorskip("redis")
+    import socket
+
+    # A "server" that completes the TCP handshake (backlog) and never answers.
+    hole = socket.socket()
+    hole.bind(("127.0.0.1", 0))
+    hole.listen(64)
+    url = f"redis://127.0.0.1:{hole.getsockname()[1]}/0"
+    gy, _ = setup_app(CreditControlApp(), tmp_path, {"store": {"backend": "redis", "url": url, "timeout": BUDGET}})  # fmt: skip
+
+    async def run():
+        def work():
+            return [
+                gy.handle(ccr(1, 0, f"gy;{i}", requested_service_unit={"cc_time": 60}), None)
+                for i in range(16)
+            ]
+
+        return await with_lag_probe(work)
+
+    try:
+        answers, worst, took = asyncio.run(run())
+    finally:
+        hole.close()
+    assert [a.result_code for a in answers] == [3004] * 16
+    assert took < 2 * BUDGET + 0.2 and worst < 2 * BUDGET + 0.2, (took, worst)
+
+
 # -- 3. the sweep holds the write lock for a few ms at most ---------------------------------
 
 

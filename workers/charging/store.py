@@ -355,6 +355,22 @@ def turn_deadline(wait: float) -> float:
     return float(_turn[1])
 
 
+def turn_spent() -> bool:
+    """Whether this loop turn's store budget is used up (never true off a running loop)."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return _turn[0] is loop and time.monotonic() >= _turn[1]
+
+
+def spend_turn() -> None:
+    """Use up this loop turn's store budget: after a store call timed out, the turn's other
+    requests fail fast instead of each waiting out its own timeout."""
+    turn_deadline(0.0)
+    _turn[1] = 0.0
+
+
 def without_blocking(store: Any, fn: Callable[[], T], budget: float) -> T | Awaitable[T]:
     """`fn()` (store calls that are safe to redo when they did nothing), never blocking a
     running event loop: it is tried at once in the store's no-wait mode and, while the store
