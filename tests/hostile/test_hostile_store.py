@@ -165,13 +165,13 @@ def test_cdrs_past_retention_are_purged_in_small_transactions(tmp_path):
     store.db.executemany("INSERT INTO cdrs VALUES (?,?,?,?,?)", rows)
     store.db.execute("COMMIT")
     assert rf.handle(acr(0, sid="recent;1"), None).result_code == 2001
-    holds = _time_transactions(store)
+    holds = _time_transactions(store, time.thread_time)  # work, not fsync waits
     while store.db.execute("SELECT count(*) FROM cdrs").fetchone()[0] > 1:
         ctx.run_timers()  # the purge tick
     assert [c.session_id for c in store.iter_cdrs()] == ["recent;1"]
     # chunked: many short transactions (each fsynced: this store runs synchronous=FULL)
     assert rf.purged == 5000 and len(holds) >= 5000 // 256
-    assert max(holds) < 0.02, f"longest purge transaction {max(holds) * 1000:.1f} ms"
+    assert max(holds) < 0.005, f"longest purge transaction {max(holds) * 1000:.1f} ms"
 
 
 # -- Redis: an acknowledged CDR waits for the fsynced append-only file ----------------------
@@ -393,8 +393,9 @@ def test_unresponsive_redis_costs_one_timeout_per_loop_turn_not_one_per_request(
 # -- 3. the sweep holds the write lock for a few ms at most ---------------------------------
 
 
-def _time_transactions(store) -> list[float]:
-    """Record how long each write transaction of `store` holds the lock (BEGIN to COMMIT).
+def _time_transactions(store, clock=time.perf_counter) -> list[float]:
+    """Record how long each write transaction of `store` holds the lock (BEGIN to COMMIT),
+    by `clock` (time.thread_time: the work done, not time this shared machine spent elsewhere).
 
     Automatic checkpoints are switched off: SQLite runs them after the commit has released
     the write lock (sqlite3_wal_hook), so they would only blur the figure."""
@@ -408,11 +409,11 @@ def _time_transactions(store) -> list[float]:
         def execute(self, sql, *args):
             if sql.startswith("BEGIN"):
                 out = real.execute(sql, *args)
-                self.t0 = time.perf_counter()
+                self.t0 = clock()
                 return out
             out = real.execute(sql, *args)
             if sql in ("COMMIT", "ROLLBACK"):
-                holds.append(time.perf_counter() - self.t0)
+                holds.append(clock() - self.t0)
             return out
 
         def __getattr__(self, name):
@@ -442,7 +443,8 @@ def test_sweep_of_many_expired_rows_never_holds_the_lock_long(tmp_path):
         [(f"done{i}", "A", core.CLOSED, 150.0, 0, b"") for i in range(50_000)],
     )
     store.db.execute("COMMIT")
-    holds = _time_transactions(store)
+    # CPU time: the 2-core CI machine may preempt a transaction; the work in it is the point.
+    holds = _time_transactions(store, time.thread_time)
     released = calls = 0
     while store.db.execute("SELECT count(*) FROM sessions").fetchone()[0] and calls < 1000:
         released += store.sweep(1_000.0, closed_ttl=0.0)
