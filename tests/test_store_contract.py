@@ -279,11 +279,44 @@ def test_events_direct_debit_refund(store):
     assert rep.ok and rep.refunds == 300 and rep.debits == 300
 
 
-def test_cdrs_are_stored_once(store):
+@pytest.fixture(scope="module")
+def durable_redis():
+    """A private redis-server with an fsynced append-only file, as the CDR store requires."""
+    if not HAS_REDIS:
+        pytest.skip("redis-server binary not installed (apt-get install redis-server)")
+    with RedisServer() as srv:
+        import redis
+
+        r = redis.Redis.from_url(srv.url)
+        r.config_set("appendonly", "yes")
+        r.config_set("appendfsync", "always")
+        yield srv
+        r.config_set("appendonly", "no")  # else redis-server takes seconds to stop
+        r.close()
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def cdr_store(request, tmp_path):
+    if request.param == "sqlite":
+        from chargegw.workers.charging.sqlite_store import SqliteCdrStore
+
+        s = SqliteCdrStore(str(tmp_path / "cdr.db"), timeout=5.0)
+    else:
+        from chargegw.workers.charging.redis_store import RedisCdrStore
+
+        _n[0] += 1
+        srv = request.getfixturevalue("durable_redis")
+        s = RedisCdrStore(srv.url, prefix=f"t{_n[0]}", timeout=2.0)
+    yield s
+    s.close()
+
+
+def test_cdrs_are_stored_once(cdr_store):
+    store = cdr_store
     c = Cdr("acct;1", 0, 2, NOW, "pgw", "test", avps={"x": 1})
     assert store.put_cdr(c) is True
     assert store.put_cdr(c) is False
-    assert store.put_cdr(Cdr("acct;1", 1, 3, NOW + 5, "pgw", "test")) is True
+    assert store.put_cdrs([Cdr("acct;1", 1, 3, NOW + 5, "pgw", "test"), c]) == [True, False]
     got = list(store.iter_cdrs())
     assert [(x.session_id, x.record_number) for x in got] == [("acct;1", 0), ("acct;1", 1)]
     assert got[0].avps == {"x": 1}

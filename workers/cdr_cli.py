@@ -11,8 +11,8 @@ from typing import IO
 import msgspec
 import orjson
 
-from chargegw.workers.charging.cli_common import add_store_args, fail, open_from_args
-from chargegw.workers.charging.store import StoreUnavailable
+from chargegw.workers.charging.cli_common import add_store_args, fail, open_cdrs_from_args
+from chargegw.workers.charging.store import StoreError, StoreUnavailable
 
 CSV_FIELDS = [
     "session_id", "record_number", "sub_session", "record_type", "received", "event_timestamp",
@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     except ValueError:
         return fail("cdr", f"--since {args.since!r} is neither epoch seconds nor ISO 8601")
     try:
-        store, _ = open_from_args(args)
+        store = open_cdrs_from_args(args)
         records = store.iter_cdrs(since)
         if args.output:
             with open(args.output, "wb") as f:
@@ -89,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             n = export(records, args.format, sys.stdout.buffer)
             sys.stdout.buffer.flush()
-    except StoreUnavailable as exc:
+    except (StoreUnavailable, StoreError) as exc:
         return fail("cdr", str(exc))
     print(f"{n} records", file=sys.stderr)
     return 0

@@ -6,8 +6,8 @@ import argparse
 import sys
 from typing import Any
 
-from .config import GyConfig, load
-from .store import Store, StoreConfig, open_store
+from .config import GyConfig, RfConfig, load
+from .store import CdrStore, Store, StoreConfig, open_cdr_store, open_store
 
 
 def add_store_args(parser: argparse.ArgumentParser) -> None:
@@ -22,35 +22,44 @@ def add_store_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def load_gy(args: argparse.Namespace) -> tuple[str, GyConfig]:
-    """The data directory and the Gy application's config of the deployment."""
+def _app_table(args: argparse.Namespace, handler: str) -> tuple[str, dict[str, Any]]:
+    """The data directory and the config table of the application served by `handler`."""
     from chargegw.config import load_config
 
     cfg = load_config(args.config)
     data_dir = args.data_dir or cfg.data_path
     table: dict[str, Any] = {}
     for app in cfg.applications:
-        if app.handler.endswith("charging.gy:CreditControlApp"):
+        if app.handler.endswith(handler):
             table = dict(app.config)
+    return data_dir, table
+
+
+def load_gy(args: argparse.Namespace) -> tuple[str, GyConfig]:
+    """The data directory and the Gy application's config of the deployment."""
+    data_dir, table = _app_table(args, "charging.gy:CreditControlApp")
     return data_dir, load(GyConfig, "Gy", table)
+
+
+def _cli_store(args: argparse.Namespace, cfg: StoreConfig) -> StoreConfig:
+    """The app's store table as a command uses it: `--store-url`, longer waits, no retries."""
+    fields = {f: getattr(cfg, f) for f in cfg.__struct_fields__}
+    fields.update(timeout=5.0, start_timeout=0.0)
+    if args.store_url:
+        fields.update(backend="redis", url=args.store_url, cdr_url="", timeout=2.0)
+    return StoreConfig(**fields)
 
 
 def open_from_args(args: argparse.Namespace) -> tuple[Store, GyConfig]:
     data_dir, gy = load_gy(args)
-    store_cfg = gy.store
-    if args.store_url:
-        store_cfg = StoreConfig(
-            backend="redis", url=args.store_url, prefix=store_cfg.prefix, timeout=2.0
-        )
-    else:
-        store_cfg = StoreConfig(
-            backend=store_cfg.backend,
-            path=store_cfg.path,
-            url=store_cfg.url,
-            prefix=store_cfg.prefix,
-            timeout=5.0,
-        )
-    return open_store(store_cfg, data_dir), gy
+    return open_store(_cli_store(args, gy.store), data_dir), gy
+
+
+def open_cdrs_from_args(args: argparse.Namespace) -> CdrStore:
+    """The CDR store of the deployment's Rf application."""
+    data_dir, table = _app_table(args, "charging.rf:AccountingApp")
+    rf = load(RfConfig, "Rf", table)
+    return open_cdr_store(_cli_store(args, rf.store), data_dir)
 
 
 def fail(prog: str, message: str) -> int:

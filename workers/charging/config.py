@@ -213,6 +213,13 @@ class GyConfig(msgspec.Struct, forbid_unknown_fields=True):
 class RfConfig(msgspec.Struct, forbid_unknown_fields=True):
     store: StoreConfig = msgspec.field(default_factory=StoreConfig)
     interim_interval: int = 0  # Acct-Interim-Interval to send in ACAs; 0 = do not send
+    retention_days: float = 90.0  # how long CDRs are kept; 0 = forever
+    purge_interval: float = 60.0  # seconds between purges of CDRs past their retention
+
+    def __post_init__(self) -> None:
+        _nonneg(retention_days=self.retention_days)
+        if self.purge_interval <= 0:
+            raise ValueError("purge_interval must be > 0")
 
 
 class Threshold(msgspec.Struct, forbid_unknown_fields=True):

@@ -10,13 +10,19 @@ each change is atomic. Lookups that cross slots (Subscription-Id -> account, Ses
 account, the sweep index) are plain keys written beside the script in the same pipeline.
 Connection or timeout errors raise StoreUnavailable after `timeout`, never hang; redis-py
 reconnects by itself on the next call once the server is back.
+
+Rf records live in `RedisCdrStore`, on a connection of their own: each batch is acknowledged
+only once the server has fsynced its append-only file (WAITAOF on Redis 7.2+; before that the
+server must run `appendonly yes` with `appendfsync always`, checked when the store opens).
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 import msgspec
 
@@ -26,12 +32,17 @@ from .store import (
     AccountInfo,
     AccountRow,
     Cdr,
+    NotDurable,
     Notice,
     ProvisionRule,
+    StoreBusy,
     StoreError,
     StoreUnavailable,
     SySubscription,
     match_rule,
+    spend_turn,
+    turn_deadline,
+    turn_spent,
 )
 
 # KEYS: account, session, ledger, open-session set, and for a refund the refunded debit
@@ -70,8 +81,29 @@ _sy_dec = msgspec.msgpack.Decoder(SySubscription)
 _cdr_dec = msgspec.json.Decoder(Cdr)
 
 
+SWEEP_BUDGET = 0.02  # seconds one sweep call may take
+
+
 class Conflict(Exception):
     pass
+
+
+def _client(url: str, timeout: float) -> Any:
+    try:
+        import redis
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        raise StoreUnavailable(
+            "the redis backend needs the 'redis' package (pip install chargegw[redis])"
+        ) from exc
+    return redis.Redis.from_url(
+        url,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        retry=Retry(NoBackoff(), 0),
+        health_check_interval=0,
+    )
 
 
 class RedisStore:
@@ -80,14 +112,9 @@ class RedisStore:
     def __init__(
         self, url: str, *, prefix: str = "cg", timeout: float = 0.5, retries: int = 200
     ) -> None:
-        try:
-            import redis
-            from redis.backoff import NoBackoff
-            from redis.retry import Retry
-        except ImportError as exc:  # pragma: no cover - depends on the install
-            raise StoreUnavailable(
-                "the redis backend needs the 'redis' package (pip install chargegw[redis])"
-            ) from exc
+        self.r = _client(url, timeout)
+        import redis
+
         self._errors: tuple[type[BaseException], ...] = (
             redis.ConnectionError,
             redis.TimeoutError,
@@ -97,14 +124,8 @@ class RedisStore:
         self.url = url
         self.p = prefix
         self.retries = retries
-        self.r = redis.Redis.from_url(
-            url,
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-            retry=Retry(NoBackoff(), 0),
-            health_check_interval=0,
-        )
         self._cas = self.r.register_script(_CAS)
+        self._nowait = False
         self._sidx: OrderedDict[str, str] = OrderedDict()  # Session-Id -> account, bounded cache
         self._rules: list[ProvisionRule] = []
         self._rules_at = 0.0
@@ -132,23 +153,48 @@ class RedisStore:
     # -- plumbing -------------------------------------------------------------------------
 
     def _call(self, fn: Callable[[], object]) -> object:
+        """`fn()`, with connection errors as StoreUnavailable. On an event loop, one that
+        fails uses up the turn's store budget (`spend_turn`): the turn's other requests get
+        3004 at once instead of each waiting out `timeout` on an unreachable server."""
+        if turn_spent():
+            raise StoreUnavailable(f"redis {self.url}: unavailable in this loop turn")
         try:
             return fn()
         except self._errors as exc:
+            spend_turn()
             raise StoreUnavailable(f"redis {self.url}: {exc}") from exc
         except self._busy as exc:
             raise StoreUnavailable(f"redis {self.url}: {exc}") from exc
 
     def _retry(self, fn: Callable[[], object]) -> object:
-        """Run an optimistic read-apply-CAS step until it commits without a conflict."""
+        """Run an optimistic read-apply-CAS step until it commits without a conflict.
+
+        The sleeps between tries are bounded by `turn_deadline` (on an event loop, the turn's
+        budget), and inside `nowait()` a conflict raises StoreBusy after a few quick tries."""
         delay = 0.0001
-        for _ in range(self.retries):
+        deadline = 0.0
+        for attempt in range(self.retries):
             try:
                 return self._call(fn)
             except Conflict:
+                if self._nowait and attempt >= 3:
+                    raise StoreBusy(f"redis {self.url}: contention") from None
+                if not deadline:
+                    deadline = turn_deadline(self.retries * 0.005)
+                if time.monotonic() >= deadline:
+                    break
                 time.sleep(delay)
                 delay = min(delay * 2, 0.005)
         raise StoreUnavailable(f"redis {self.url}: too much contention")
+
+    @contextlib.contextmanager
+    def nowait(self) -> Iterator[None]:
+        """Inside it, contention raises StoreBusy instead of sleeping."""
+        before, self._nowait = self._nowait, True
+        try:
+            yield
+        finally:
+            self._nowait = before
 
     def _queue_commit(
         self,
@@ -479,11 +525,16 @@ class RedisStore:
         return _acct_dec.decode(raw) if raw else None
 
     def sweep(self, now: float, closed_ttl: float, limit: int = 500) -> int:
+        """Release silent sessions, one compare-and-set each, for at most SWEEP_BUDGET
+        seconds (it runs on the worker's loop); the rest waits for the next tick."""
         members = self._call(
             lambda: self.r.zrangebyscore(f"{self.p}:sweep", "-inf", now, start=0, num=limit)
         )
+        deadline = time.monotonic() + SWEEP_BUDGET
         released = 0
         for m in members:  # type: ignore[union-attr]
+            if time.monotonic() >= deadline:
+                break
             a, _, sid = m.decode().partition("\n")
             res = self._retry(lambda a=a, sid=sid: self._sweep_one(a, sid, now, closed_ttl))
             released += res == "released"
@@ -649,23 +700,6 @@ class RedisStore:
         self.set_rules(rules)
         return bool(self._call(lambda: self.r.set(f"{self.p}:seeded", str(now), nx=True)))
 
-    # -- Rf -------------------------------------------------------------------------------
-
-    def put_cdr(self, cdr: Cdr) -> bool:
-        key = f"{self.p}:cdr:{{{cdr.session_id}}}"
-        field = f"{cdr.record_number}:{cdr.sub_session}"
-        return bool(self._call(lambda: self.r.hsetnx(key, field, msgspec.json.encode(cdr))))
-
-    def iter_cdrs(self, since: float | None = None) -> Iterator[Cdr]:
-        out: list[Cdr] = []
-        for key in self._call(lambda: list(self.r.scan_iter(match=f"{self.p}:cdr:*", count=1000))):  # type: ignore[union-attr]
-            for raw in self._call(lambda key=key: self.r.hvals(key)):  # type: ignore[union-attr]
-                cdr = _cdr_dec.decode(raw)
-                if since is None or cdr.received >= since:
-                    out.append(cdr)
-        out.sort(key=lambda c: c.received)
-        yield from out
-
     # -- Sy -------------------------------------------------------------------------------
 
     def _sy_count(self, a: str, delta: int) -> None:
@@ -739,3 +773,122 @@ class RedisStore:
 
     def close(self) -> None:
         self.r.close()
+
+
+class RedisCdrStore:
+    """Rf records on their own Redis connection (`cdr_url`, default the store's `url`), one
+    hash per session (`cg:cdr:{SID}`, field `number:sub`), written with HSETNX so each key is
+    stored once. A batch is acknowledged only once it is in the fsynced append-only file:
+    WAITAOF 1 0 on Redis 7.2+, else the server must run appendfsync always (checked at open,
+    or at the first write when the server was not up yet). With `retention` each session's
+    hash expires that long after its last record."""
+
+    def __init__(
+        self, url: str, *, prefix: str = "cg", timeout: float = 0.5, retention: float = 0.0
+    ) -> None:
+        self.r = _client(url, timeout)
+        import redis
+
+        self._errors: tuple[type[BaseException], ...] = (
+            redis.ConnectionError,
+            redis.TimeoutError,
+            redis.exceptions.BusyLoadingError,
+            OSError,
+        )
+        self._response_error = redis.ResponseError
+        self.url = url
+        self.p = prefix
+        self.timeout = timeout
+        self.retention = int(retention)
+        self._mode = ""  # "waitaof" or "always" once checked
+        try:
+            self._check()
+        except StoreUnavailable:
+            pass  # not up yet: checked before the first write
+
+    def _call(self, fn: Callable[[], object]) -> object:
+        if turn_spent():
+            raise StoreUnavailable(f"redis {self.url}: unavailable in this loop turn")
+        try:
+            return fn()
+        except self._errors as exc:
+            spend_turn()
+            raise StoreUnavailable(f"redis {self.url}: {exc}") from exc
+
+    def _check(self) -> None:
+        """How a commit is made durable on this server, or NotDurable."""
+        if self._mode:
+            return
+        r = self.r
+        info = self._call(lambda: r.info("server"))  # type: ignore[attr-defined]
+        version = tuple(int(x) for x in str(info["redis_version"]).split(".")[:2])  # type: ignore[index]
+        try:
+            conf = self._call(lambda: r.config_get("append*"))  # type: ignore[attr-defined]
+        except self._response_error as exc:
+            raise NotDurable(
+                f"redis {self.url}: cannot read the append-only settings ({exc}); the CDR store"
+                " needs appendonly yes (and appendfsync always before Redis 7.2)"
+            ) from exc
+        if conf.get("appendonly") != "yes":  # type: ignore[union-attr]
+            raise NotDurable(
+                f"redis {self.url}: appendonly is off, so an acknowledged CDR would not survive"
+                " a restart or power cut; run the CDR Redis with appendonly yes"
+            )
+        if version >= (7, 2):
+            self._mode = "waitaof"
+        elif conf.get("appendfsync") == "always":  # type: ignore[union-attr]
+            self._mode = "always"
+        else:
+            raise NotDurable(
+                f"redis {self.url}: Redis {'.'.join(map(str, version))} has no WAITAOF and"
+                f" appendfsync is {conf.get('appendfsync')!r}; set appendfsync always"  # type: ignore[union-attr]
+            )
+
+    def _key(self, session_id: str) -> str:
+        return f"{self.p}:cdr:{{{session_id}}}"
+
+    @contextlib.contextmanager
+    def nowait(self) -> Iterator[None]:
+        """Redis has no lock to wait for: calls fail (StoreUnavailable) or succeed."""
+        yield
+
+    def put_cdrs(self, cdrs: list[Cdr]) -> list[bool]:
+        try:
+            self._check()
+        except NotDurable as exc:  # found at the first write: refuse the records (3004)
+            raise StoreUnavailable(str(exc)) from exc
+        pipe = self.r.pipeline(transaction=False)  # type: ignore[attr-defined]
+        step = 2 if self.retention else 1
+        for c in cdrs:
+            key = self._key(c.session_id)
+            pipe.hsetnx(key, f"{c.record_number}:{c.sub_session}", msgspec.json.encode(c))
+            if self.retention:
+                pipe.expire(key, self.retention)
+        if self._mode == "waitaof":
+            pipe.execute_command("WAITAOF", 1, 0, max(1, int(self.timeout * 800)))
+        res = self._call(pipe.execute)
+        if self._mode == "waitaof" and int(res[-1][0]) < 1:  # type: ignore[index]
+            raise StoreUnavailable(f"redis {self.url}: the append-only file was not fsynced")
+        return [bool(res[i * step]) for i in range(len(cdrs))]  # type: ignore[index]
+
+    def put_cdr(self, cdr: Cdr) -> bool:
+        return self.put_cdrs([cdr])[0]
+
+    def iter_cdrs(self, since: float | None = None) -> Iterator[Cdr]:
+        r = self.r
+        out: list[Cdr] = []
+        keys = self._call(lambda: list(r.scan_iter(match=f"{self.p}:cdr:*", count=1000)))  # type: ignore[attr-defined]
+        for key in keys:  # type: ignore[union-attr]
+            for raw in self._call(lambda key=key: r.hvals(key)):  # type: ignore[attr-defined]
+                cdr = _cdr_dec.decode(raw)
+                if since is None or cdr.received >= since:
+                    out.append(cdr)
+        out.sort(key=lambda c: c.received)
+        yield from out
+
+    def purge(self, before: float, budget: float = SWEEP_BUDGET) -> int:
+        """Nothing to do: Redis expires each session's records by itself (`retention`)."""
+        return 0
+
+    def close(self) -> None:
+        self.r.close()  # type: ignore[attr-defined]

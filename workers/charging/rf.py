@@ -1,19 +1,27 @@
 """Rf offline accounting (TS 32.299 over RFC 6733 accounting), app id 3: ACR -> CDR -> ACA.
 
-A record is committed to the store before 2001 is returned. The key (Session-Id,
+A record is committed durably (fsynced: see `open_cdr_store`) to the CDR store before 2001 is
+returned; the ACRs of one drained batch share one commit. The key (Session-Id,
 Accounting-Record-Number, Accounting-Sub-Session-Id) is stored once; a duplicate (a
 T-flagged retransmission or a replay from the client's storage) is answered 2001 again.
+
+Waiting for the store never blocks the worker's loop: a batch that finds the CDR store locked
+waits asynchronously for at most `store.timeout` and is then answered 3004 (the client keeps
+the records and sends them again). Records older than `retention_days` are purged every
+`purge_interval` seconds, in small chunks.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable
 from typing import Any
 
 from chargegw.codec import Avp, Message
+from chargegw.codec.constants import ResultCode
 
 from .config import RfConfig, load
-from .store import Cdr, Store, StoreUnavailable, open_store
+from .store import Cdr, CdrStore, StoreUnavailable, open_cdr_store, without_blocking
 
 APP_ID = 3
 CMD_ACR = 271
@@ -38,14 +46,30 @@ class AccountingApp:
 
     def __init__(self) -> None:
         self.cfg = RfConfig()
-        self.store: Store | None = None
+        self.store: CdrStore | None = None
         self.ctx: Any = None
         self.duplicates = 0
+        self.purged = 0
 
     def setup(self, ctx: Any) -> None:
         self.ctx = ctx
         self.cfg = load(RfConfig, "Rf", ctx.config)
-        self.store = open_store(self.cfg.store, ctx.data_dir)
+        retention = self.cfg.retention_days * 86400.0
+        self.store = open_cdr_store(self.cfg.store, ctx.data_dir, retention)
+        if retention:
+            ctx.call_later(self.cfg.purge_interval, self._purge_tick)
+
+    def _purge_tick(self) -> None:
+        try:
+            if self.store is not None:
+                before = time.time() - self.cfg.retention_days * 86400.0
+                self.purged += self.store.purge(before)
+        except StoreUnavailable as exc:
+            self.ctx.log.warning("CDR purge postponed: %s", exc)
+        except Exception:  # a purge must never kill the worker
+            self.ctx.log.exception("CDR purge failed")
+        finally:
+            self.ctx.call_later(self.cfg.purge_interval, self._purge_tick)
 
     def _answer(self, req: Message, result: int, **avps: Any) -> Message:
         for name in ("accounting_record_type", "accounting_record_number", "acct_application_id"):
@@ -56,21 +80,26 @@ class AccountingApp:
             result, origin_host=self.ctx.origin_host, origin_realm=self.ctx.origin_realm, **avps
         )
 
-    def handle(self, request: Message, rctx: Any = None) -> Message:
+    def _record(self, request: Message) -> Message | Cdr:
+        """The CDR an ACR asks to store, or the answer that refuses it."""
         if request.code != CMD_ACR:
-            return self._answer(request, 3001)
+            return self._answer(request, ResultCode.DIAMETER_COMMAND_UNSUPPORTED)
         for name in REQUIRED:
             if request.get(name) is None:
                 return self._answer(
                     request,
-                    5005,
+                    ResultCode.DIAMETER_MISSING_AVP,
                     failed_avp=Avp.new(
                         name, "" if "-Host" in name or "-Id" in name or "Realm" in name else 0
                     ),
                 )
         rtype = int(request.accounting_record_type)
         if not 1 <= rtype <= 4:
-            return self._answer(request, 5004, failed_avp=Avp.new("Accounting-Record-Type", rtype))
+            return self._answer(
+                request,
+                ResultCode.DIAMETER_INVALID_AVP_VALUE,
+                failed_avp=Avp.new("Accounting-Record-Type", rtype),
+            )
         subs = [
             (int(x.subscription_id_type), str(x.subscription_id_data))
             for x in request.get_all("Subscription-Id")
@@ -78,7 +107,7 @@ class AccountingApp:
         ]
         user = request.get("User-Name")
         ctx_id = request.get("Service-Context-Id")
-        cdr = Cdr(
+        return Cdr(
             session_id=str(request.session_id),
             record_number=int(request.accounting_record_number),
             record_type=rtype,
@@ -95,16 +124,87 @@ class AccountingApp:
             end_to_end=request.end_to_end,
             avps=request.to_dict(),
         )
-        try:
-            assert self.store is not None
-            if not self.store.put_cdr(cdr):
-                self.duplicates += 1
-        except StoreUnavailable as exc:
-            self.ctx.log.error("CDR store unavailable: %s", exc)
-            return self._answer(request, 3004, error_message="CDR store unavailable")
+
+    def _stored(self, requests: list[Message], inserted: list[bool] | Exception) -> list[Message]:
+        if isinstance(inserted, Exception):
+            self.ctx.log.error("CDR store unavailable: %s", inserted)
+            return [
+                self._answer(r, ResultCode.DIAMETER_TOO_BUSY, error_message="CDR store unavailable")
+                for r in requests
+            ]
+        self.duplicates += inserted.count(False)
         extra = (
             {"acct_interim_interval": self.cfg.interim_interval}
             if self.cfg.interim_interval
             else {}
         )
-        return self._answer(request, 2001, **extra)
+        return [self._answer(r, ResultCode.DIAMETER_SUCCESS, **extra) for r in requests]
+
+    def _commit(
+        self, requests: list[Message], cdrs: list[Cdr]
+    ) -> list[Message] | Awaitable[list[Message]]:
+        """Store the CDRs in one durable commit, then answer their requests; on a running
+        loop, a locked store is waited for asynchronously within `store.timeout`."""
+        store = self.store
+        assert store is not None
+        try:
+            res = without_blocking(store, lambda: store.put_cdrs(cdrs), self.cfg.store.timeout)
+        except StoreUnavailable as exc:
+            return self._stored(requests, exc)
+        if isinstance(res, list):
+            return self._stored(requests, res)
+        return self._later(requests, res)
+
+    async def _later(self, requests: list[Message], res: Awaitable[list[bool]]) -> list[Message]:
+        try:
+            inserted: list[bool] | Exception = await res
+        except StoreUnavailable as exc:
+            inserted = exc
+        return self._stored(requests, inserted)
+
+    def handle(self, request: Message, rctx: Any = None) -> Message | Awaitable[Message]:
+        rec = self._record(request)
+        if isinstance(rec, Message):
+            return rec
+        out = self._commit([request], [rec])
+        if isinstance(out, list):
+            return out[0]
+        return _first(out)
+
+    def handle_raw_batch(self, raws: list[bytes], rctxs: Any = None) -> Any:
+        """The ACRs of one drained batch, stored in one durable commit (one fsync for all)."""
+        results: list[Any] = [None] * len(raws)
+        idx: list[int] = []
+        reqs: list[Message] = []
+        cdrs: list[Cdr] = []
+        for k, raw in enumerate(raws):
+            try:
+                req = Message.decode(raw)
+                rec = self._record(req)
+            except Exception as exc:  # the runtime answers it (5012, or the codec's error)
+                results[k] = exc
+                continue
+            if isinstance(rec, Message):
+                results[k] = rec
+            else:
+                idx.append(k)
+                reqs.append(req)
+                cdrs.append(rec)
+        if not cdrs:
+            return results
+        out = self._commit(reqs, cdrs)
+        if isinstance(out, list):
+            for k, ans in zip(idx, out, strict=True):
+                results[k] = ans
+            return results
+        return _fill(results, idx, out)
+
+
+async def _first(out: Awaitable[list[Message]]) -> Message:
+    return (await out)[0]
+
+
+async def _fill(results: list[Any], idx: list[int], out: Awaitable[list[Message]]) -> list[Any]:
+    for k, ans in zip(idx, await out, strict=True):
+        results[k] = ans
+    return results

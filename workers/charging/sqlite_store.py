@@ -4,12 +4,22 @@ Each credit-control request is one BEGIN IMMEDIATE ... COMMIT. WAL with synchron
 makes a committed transaction survive the crash of any process (the WAL is in the OS page
 cache); only a power loss or kernel crash can lose the last transactions, and then whole,
 never half. Writers queue on SQLite's write lock; the wait is a short spin with backoff in
-Python (SQLite's own busy handler sleeps in whole milliseconds), bounded by `timeout`, after
-which StoreUnavailable is raised and the request is answered 3004.
+Python (SQLite's own busy handler sleeps in whole milliseconds), bounded by `timeout` (and, on
+a running event loop, by the turn's budget: see `store.turn_deadline`), after which
+StoreUnavailable is raised and the request is answered 3004.
+
+Rf records are kept apart, in `SqliteCdrStore` (its own file, synchronous=FULL: a record
+acknowledged with 2001 survives a power cut, and Rf never waits for Gy's write lock).
+
+Opening is serialised across processes by an flock on `<file>.lock`: two workers starting on
+a fresh data directory would otherwise race on `PRAGMA journal_mode=WAL`, which SQLite does
+not retry (its busy handler is not called when two connections would deadlock).
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import sqlite3
 import time
@@ -27,16 +37,18 @@ from .store import (
     Cdr,
     Notice,
     ProvisionRule,
+    StoreBusy,
     StoreError,
     StoreUnavailable,
     SySubscription,
     match_rule,
+    turn_deadline,
 )
 
 T = TypeVar("T")
 
 
-class _Busy(Exception):
+class _Busy(StoreBusy):
     """The write lock is held by another process (only raised when not waiting)."""
 
 
@@ -59,7 +71,9 @@ CREATE TABLE IF NOT EXISTS sessions (
     id TEXT PRIMARY KEY, account TEXT NOT NULL, state INTEGER NOT NULL, expires REAL NOT NULL,
     fui INTEGER NOT NULL DEFAULT 0, data BLOB NOT NULL
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS sessions_expires ON sessions(expires);
+-- the sweep looks up silent open sessions and expired finished ones by (state, expires)
+CREATE INDEX IF NOT EXISTS sessions_sweep ON sessions(state, expires);
+DROP INDEX IF EXISTS sessions_expires;
 CREATE INDEX IF NOT EXISTS sessions_account ON sessions(account);
 CREATE TABLE IF NOT EXISTS ledger (
     seq INTEGER PRIMARY KEY, ts REAL, account TEXT, kind TEXT, session TEXT, number INTEGER,
@@ -69,13 +83,17 @@ CREATE TABLE IF NOT EXISTS ledger (
 CREATE TABLE IF NOT EXISTS notices (
     seq INTEGER PRIMARY KEY, kind TEXT, session TEXT, account TEXT, client_host TEXT, client_realm TEXT
 );
+CREATE TABLE IF NOT EXISTS sy (session TEXT PRIMARY KEY, account TEXT, data BLOB) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS sy_account ON sy(account);
+"""
+
+CDR_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS cdrs (
     session TEXT, number INTEGER, sub INTEGER, received REAL, data BLOB,
     PRIMARY KEY (session, number, sub)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS cdrs_received ON cdrs(received);
-CREATE TABLE IF NOT EXISTS sy (session TEXT PRIMARY KEY, account TEXT, data BLOB) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS sy_account ON sy(account);
 """
 
 _ACCT_COLS = "id, balance, reserved, credit_limit, blocked, spent, period, sy"
@@ -98,35 +116,113 @@ def _account(row: tuple) -> Account:
     return Account(row[0], row[1], row[2], row[3], bool(row[4]), row[5], row[6], row[7])
 
 
+SWEEP_BUDGET = 0.02  # seconds one sweep or purge call may take (it runs on the worker's loop)
+SWEEP_CHUNK = 256  # finished sessions (or CDRs) deleted per transaction
+RELEASE_CHUNK = 16  # silent open sessions released per transaction
+_DONE = (core.CLOSED, core.EVENT_DONE)  # finished session states
+
+
+@contextlib.contextmanager
+def _setup_lock(path: str, timeout: float) -> Iterator[None]:
+    """Hold an flock on `<path>.lock` (beside the database) while a connection is set up."""
+    fd = os.open(path + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        deadline = time.monotonic() + timeout
+        delay = 0.001
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise StoreUnavailable(
+                        f"sqlite {path}: set-up lock not free in {timeout}s"
+                    ) from None
+                time.sleep(delay)
+                delay = min(delay * 2, 0.05)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _connect(
+    path: str,
+    timeout: float,
+    synchronous: str,
+    schema: str,
+    init: Callable[[sqlite3.Connection], None] | None = None,
+) -> sqlite3.Connection:
+    """A set-up connection: WAL, 1 KiB pages, the schema, then `init(db)`. Done under the
+    set-up flock, and retried until `timeout` should a running process briefly hold the
+    database."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    deadline = time.monotonic() + timeout
+    with _setup_lock(path, timeout):
+        while True:
+            db: sqlite3.Connection | None = None
+            try:
+                db = sqlite3.connect(path, timeout=0, isolation_level=None, check_same_thread=False)
+                left = max(deadline - time.monotonic(), 0.001)
+                db.execute(f"PRAGMA busy_timeout={int(left * 1000)}")
+                # Small pages: a commit writes every page it touched to the WAL, so 1 KiB pages
+                # make a credit-control transaction (about five pages) markedly cheaper.
+                db.execute("PRAGMA page_size=1024")
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute(f"PRAGMA synchronous={synchronous}")
+                # Checkpoint every 8 MiB of WAL rather than every 1 MiB: a hot page (ledger
+                # tail, session and account pages) is then copied back once for many commits.
+                db.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT}")
+                db.execute("PRAGMA journal_size_limit=67108864")
+                db.execute("PRAGMA mmap_size=268435456")
+                db.executescript(schema)  # idempotent
+                if init is not None:
+                    init(db)
+                db.execute("PRAGMA busy_timeout=0")
+                return db
+            except sqlite3.Error as exc:
+                if db is not None:
+                    db.close()
+                if time.monotonic() >= deadline:
+                    raise StoreUnavailable(f"sqlite {path}: {exc}") from exc
+                time.sleep(0.01)
+
+
+def _begin(db: sqlite3.Connection, path: str, wait: bool, timeout: float) -> None:
+    """BEGIN IMMEDIATE, waiting for the write lock until `turn_deadline(timeout)`; with
+    wait=False raise _Busy at once when another process holds it."""
+    deadline = 0.0
+    delay = 0.00002
+    while True:
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            return
+        except sqlite3.OperationalError as exc:
+            msg = str(exc)
+            if "locked" not in msg and "busy" not in msg:
+                raise StoreUnavailable(f"sqlite {path}: {exc}") from exc
+            if not wait:
+                raise _Busy(f"sqlite {path}: write lock busy") from exc
+            if not deadline:
+                deadline = turn_deadline(timeout)
+            if time.monotonic() >= deadline:
+                raise StoreUnavailable(f"sqlite {path}: write lock not free in time") from exc
+            time.sleep(delay)
+            delay = min(delay * 2, 0.002)
+
+
 class SqliteStore:
     """See the module docstring. One instance per process; not thread-safe."""
 
-    def __init__(self, path: str, *, timeout: float = 2.0) -> None:
+    def __init__(self, path: str, *, timeout: float = 2.0, setup_timeout: float = 10.0) -> None:
         self.path = path
         self.timeout = timeout
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        try:
-            self.db = sqlite3.connect(
-                path, timeout=0, isolation_level=None, check_same_thread=False
-            )
-            # Opening races with the other workers (one of them may be seeding): SQLite's own
-            # busy handler waits during set-up; afterwards `_txn` does its own bounded wait.
-            self.db.execute("PRAGMA busy_timeout=10000")
-            # Small pages: a commit writes every page it touched to the WAL, so 1 KiB pages
-            # make a credit-control transaction (about five pages) markedly cheaper.
-            self.db.execute("PRAGMA page_size=1024")
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA synchronous=NORMAL")
-            # Checkpoint every 8 MiB of WAL rather than every 1 MiB: a hot page (ledger tail,
-            # session and account pages) is then copied back once for many commits.
-            self.db.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT}")
-            self.db.execute("PRAGMA journal_size_limit=67108864")
-            self.db.execute("PRAGMA mmap_size=268435456")
-            self.db.executescript(SCHEMA)  # idempotent
+        self._nowait = False
+
+        def migrate(db: sqlite3.Connection) -> None:  # under the set-up flock
+            self.db = db
             self._migrate_ledger()
-            self.db.execute("PRAGMA busy_timeout=0")
-        except sqlite3.Error as exc:
-            raise StoreUnavailable(f"sqlite {path}: {exc}") from exc
+
+        self.db = _connect(path, max(setup_timeout, timeout), "NORMAL", SCHEMA, migrate)
         self._rules: list[ProvisionRule] = []
         self._rules_at = 0.0
         # Row cache for credit control (see `_txn`): session id -> (session, stored expiry
@@ -141,7 +237,8 @@ class SqliteStore:
 
     def _txn(self, fn: Callable[[], T], wait: bool = True, keep_cache: bool = False) -> T:
         """Run `fn` in one write transaction, waiting for the write lock at most `timeout`
-        (or, with wait=False, raising _Busy at once when another process holds it).
+        (on a running event loop: the turn's budget, `store.turn_deadline`), or, with
+        wait=False or inside `nowait()`, raising _Busy at once when another process holds it.
 
         The row cache is trusted only while no other connection has committed: right after
         BEGIN IMMEDIATE (we hold the write lock, so nobody can commit until we finish) a
@@ -149,24 +246,7 @@ class SqliteStore:
         writes may already be in it) and before any transaction that is not credit control
         (keep_cache=False), since those write accounts and sessions behind the cache's back."""
         db = self.db
-        deadline = time.monotonic() + self.timeout
-        delay = 0.00002
-        while True:
-            try:
-                db.execute("BEGIN IMMEDIATE")
-                break
-            except sqlite3.OperationalError as exc:
-                msg = str(exc)
-                if "locked" not in msg and "busy" not in msg:
-                    raise StoreUnavailable(f"sqlite {self.path}: {exc}") from exc
-                if not wait:
-                    raise _Busy from exc
-                if time.monotonic() >= deadline:
-                    raise StoreUnavailable(
-                        f"sqlite {self.path}: write lock not free in {self.timeout}s"
-                    ) from exc
-                time.sleep(delay)
-                delay = min(delay * 2, 0.002)
+        _begin(db, self.path, wait and not self._nowait, self.timeout)
         try:
             version = db.execute("PRAGMA data_version").fetchone()[0]
             if version != self._data_version or not keep_cache:
@@ -182,6 +262,15 @@ class SqliteStore:
             if isinstance(exc, sqlite3.OperationalError):
                 raise StoreUnavailable(f"sqlite {self.path}: {exc}") from exc
             raise
+
+    @contextlib.contextmanager
+    def nowait(self) -> Iterator[None]:
+        """Inside it, a write that finds the lock held raises StoreBusy at once (nothing done)."""
+        before, self._nowait = self._nowait, True
+        try:
+            yield
+        finally:
+            self._nowait = before
 
     def _drop_cache(self) -> None:
         self._sessions.clear()
@@ -529,18 +618,18 @@ class SqliteStore:
 
     def sweep(self, now: float, closed_ttl: float, limit: int = 500) -> int:
         """Release reservations of open sessions idle past Tcc (at most `limit`), and forget
-        finished sessions past their TTL (in bulk: they pile up as fast as sessions end)."""
+        finished sessions past their TTL.
 
-        def run() -> int:
-            db = self.db
-            db.execute(
-                "DELETE FROM sessions WHERE id IN"
-                " (SELECT id FROM sessions WHERE expires < ? AND state != 1 LIMIT ?)",
-                (now, limit * 100),
-            )
+        It runs on the worker's loop beside request traffic, so it works in small
+        transactions (RELEASE_CHUNK releases, SWEEP_CHUNK deletions) that hold the write lock
+        for a few ms each, stops after SWEEP_BUDGET, and never waits for the lock: what is
+        left is done on the next tick. Returns the number of sessions released."""
+        db = self.db
+
+        def release() -> int:
             rows = db.execute(
-                "SELECT id, data FROM sessions WHERE expires < ? AND state = 1 LIMIT ?",
-                (now, limit),
+                f"SELECT id, data FROM sessions WHERE state = {core.OPEN} AND expires < ? LIMIT ?",
+                (now, min(RELEASE_CHUNK, limit - released)),
             ).fetchall()
             for sid, data in rows:
                 s = _sess_dec.decode(data)
@@ -554,7 +643,28 @@ class SqliteStore:
                 )
             return len(rows)
 
-        return self._txn(run)
+        def forget() -> int:
+            return db.execute(
+                "DELETE FROM sessions WHERE id IN"
+                f" (SELECT id FROM sessions WHERE state IN {_DONE} AND expires < ? LIMIT ?)",
+                (now, SWEEP_CHUNK),
+            ).rowcount
+
+        deadline = time.monotonic() + SWEEP_BUDGET
+        released = 0
+        try:
+            while released < limit and time.monotonic() < deadline:
+                n = self._txn(release, wait=False)
+                released += n
+                if n < RELEASE_CHUNK:
+                    break
+            # Only finished sessions go: the row cache holds open ones, so it stays valid.
+            while time.monotonic() < deadline:
+                if self._txn(forget, wait=False, keep_cache=True) < SWEEP_CHUNK:
+                    break
+        except _Busy:
+            pass  # another process has the lock: the next tick goes on
+        return released
 
     def take_notices(self, limit: int = 100) -> list[Notice]:
         def run() -> list[Notice]:
@@ -688,27 +798,6 @@ class SqliteStore:
 
         return self._txn(run)
 
-    # -- Rf -------------------------------------------------------------------------------
-
-    def put_cdr(self, cdr: Cdr) -> bool:
-        data = msgspec.json.encode(cdr)
-
-        def run() -> bool:
-            cur = self.db.execute(
-                "INSERT OR IGNORE INTO cdrs VALUES (?,?,?,?,?)",
-                (cdr.session_id, cdr.record_number, cdr.sub_session, cdr.received, data),
-            )
-            return cur.rowcount == 1
-
-        return self._txn(run, keep_cache=True)  # CDRs only
-
-    def iter_cdrs(self, since: float | None = None) -> Iterator[Cdr]:
-        cur = self.db.execute(
-            "SELECT data FROM cdrs WHERE received >= ? ORDER BY received", (since or 0.0,)
-        )
-        for (data,) in cur:
-            yield _cdr_dec.decode(data)
-
     # -- Sy -------------------------------------------------------------------------------
 
     def sy_put(self, sub: SySubscription) -> None:
@@ -767,6 +856,127 @@ class SqliteStore:
         )
         for row in cur:
             yield LedgerEntry(*row)
+
+    def close(self) -> None:
+        self.db.close()
+
+
+def _adopt(db: sqlite3.Connection, legacy: str) -> None:
+    """Copy, once, the records an older version kept in the charging store's `cdrs` table.
+    Runs under the set-up flock; the legacy file is only read."""
+    if db.execute("SELECT 1 FROM meta WHERE k='legacy'").fetchone():
+        return
+    db.execute("ATTACH DATABASE ? AS legacy", (legacy,))
+    try:
+        db.execute("BEGIN")  # deferred: only this file is written
+        try:
+            if db.execute(
+                "SELECT 1 FROM legacy.sqlite_master WHERE type='table' AND name='cdrs'"
+            ).fetchone():
+                db.execute(
+                    "INSERT OR IGNORE INTO main.cdrs"
+                    " SELECT session, number, sub, received, data FROM legacy.cdrs"
+                )
+            db.execute("INSERT INTO main.meta VALUES ('legacy', ?)", (legacy,))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+    finally:
+        db.execute("DETACH DATABASE legacy")
+
+
+class SqliteCdrStore:
+    """Rf records in their own SQLite file, WAL with synchronous=FULL: each commit is fsynced
+    before it returns, so a record answered 2001 survives a power cut. One transaction per
+    batch of ACRs (one fsync for all). `legacy` names the charging store whose `cdrs` table
+    older versions wrote; its records are copied here once."""
+
+    def __init__(
+        self, path: str, *, timeout: float = 2.0, setup_timeout: float = 10.0, legacy: str = ""
+    ) -> None:
+        self.path = path
+        self.timeout = timeout
+        self._nowait = False
+
+        def adopt(db: sqlite3.Connection) -> None:
+            if legacy and os.path.exists(legacy):
+                _adopt(db, legacy)
+
+        self.db = _connect(path, max(setup_timeout, timeout), "FULL", CDR_SCHEMA, adopt)
+
+    @contextlib.contextmanager
+    def nowait(self) -> Iterator[None]:
+        before, self._nowait = self._nowait, True
+        try:
+            yield
+        finally:
+            self._nowait = before
+
+    def _txn(self, fn: Callable[[], T], wait: bool = True) -> T:
+        db = self.db
+        _begin(db, self.path, wait and not self._nowait, self.timeout)
+        try:
+            result = fn()
+            db.execute("COMMIT")
+            return result
+        except BaseException as exc:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.OperationalError):
+                raise StoreUnavailable(f"sqlite {self.path}: {exc}") from exc
+            raise
+
+    def put_cdrs(self, cdrs: list[Cdr]) -> list[bool]:
+        """Store the records in one durable commit; True for each one not stored before."""
+        rows = [
+            (c.session_id, c.record_number, c.sub_session, c.received, msgspec.json.encode(c))
+            for c in cdrs
+        ]
+
+        def run() -> list[bool]:
+            ins = self.db.execute
+            return [
+                ins("INSERT OR IGNORE INTO cdrs VALUES (?,?,?,?,?)", r).rowcount == 1 for r in rows
+            ]
+
+        return self._txn(run)
+
+    def put_cdr(self, cdr: Cdr) -> bool:
+        return self.put_cdrs([cdr])[0]
+
+    def iter_cdrs(self, since: float | None = None) -> Iterator[Cdr]:
+        try:
+            cur = self.db.execute(
+                "SELECT data FROM cdrs WHERE received >= ? ORDER BY received", (since or 0.0,)
+            )
+            for (data,) in cur:
+                yield _cdr_dec.decode(data)
+        except sqlite3.OperationalError as exc:
+            raise StoreUnavailable(f"sqlite {self.path}: {exc}") from exc
+
+    def purge(self, before: float, budget: float = SWEEP_BUDGET) -> int:
+        """Delete records received before `before`, in small transactions for at most
+        `budget` seconds, never waiting for the lock; returns how many went."""
+
+        def run() -> int:
+            return self.db.execute(
+                "DELETE FROM cdrs WHERE (session, number, sub) IN (SELECT session, number, sub"
+                " FROM cdrs WHERE received < ? ORDER BY received LIMIT ?)",
+                (before, SWEEP_CHUNK),
+            ).rowcount
+
+        deadline = time.monotonic() + budget
+        gone = 0
+        try:
+            while time.monotonic() < deadline:
+                n = self._txn(run, wait=False)
+                gone += n
+                if n < SWEEP_CHUNK:
+                    break
+        except _Busy:
+            pass
+        return gone
 
     def close(self) -> None:
         self.db.close()

@@ -4,18 +4,31 @@ Backends: `SqliteStore` (embedded default, one file under the data directory, sa
 worker processes) and `RedisStore` (scale-out across hosts). Both pass tests/test_store_contract.py.
 Every method that changes money does it in one atomic step; a backend that cannot reach its
 storage raises `StoreUnavailable` quickly instead of hanging.
+
+CDRs live in a store of their own (`open_cdr_store`): a separate SQLite file committed with
+synchronous=FULL, or a Redis connection that waits for the append-only file, so an ACA never
+leaves before its record would survive a power cut, and Rf never queues behind Gy's write lock.
+
+Store waits never stall a worker's event loop: `without_blocking` runs a store call that must
+not wait and, when the store is busy, retries it from a coroutine within a time budget; any
+blocking wait made on a running loop is capped by `LOOP_WAIT` per loop turn (`turn_deadline`).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
-from collections.abc import Callable, Iterable, Iterator
-from typing import Any, Protocol
+import time
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from typing import Any, Protocol, TypeVar
 
 import msgspec
 
 from .core import CREDIT_KINDS, Account, CCOp, LedgerEntry, Outcome, Session
 from .money import price_of
+
+T = TypeVar("T")
 
 
 class StoreError(Exception):
@@ -24,6 +37,14 @@ class StoreError(Exception):
 
 class StoreUnavailable(Exception):
     """Storage is unreachable or locked past the deadline; the request should get 3004."""
+
+
+class StoreBusy(StoreUnavailable):
+    """Another process holds the write lock and the caller asked not to wait; nothing was done."""
+
+
+class NotDurable(StoreError):
+    """The CDR store cannot promise that a committed record survives a power cut."""
 
 
 class AccountRow(msgspec.Struct):
@@ -144,8 +165,6 @@ class Store(Protocol):
     def set_rules(self, rules: list[ProvisionRule]) -> None: ...
     def rules(self) -> list[ProvisionRule]: ...
     def seed_demo(self, rows: list[AccountRow], rules: list[ProvisionRule], now: float) -> bool: ...
-    def put_cdr(self, cdr: Cdr) -> bool: ...
-    def iter_cdrs(self, since: float | None = None) -> Iterator[Cdr]: ...
     def sy_put(self, sub: SySubscription) -> None: ...
     def sy_get(self, session_id: str) -> SySubscription | None: ...
     def sy_delete(self, session_id: str) -> SySubscription | None: ...
@@ -153,6 +172,18 @@ class Store(Protocol):
     def iter_accounts(self) -> Iterator[Account]: ...
     def iter_open_sessions(self) -> Iterator[Session]: ...
     def iter_ledger(self) -> Iterator[LedgerEntry]: ...
+    def nowait(self) -> contextlib.AbstractContextManager[None]: ...
+    def close(self) -> None: ...
+
+
+class CdrStore(Protocol):
+    """Where Rf keeps its records: durable before the ACA, each key stored once."""
+
+    def put_cdrs(self, cdrs: list[Cdr]) -> list[bool]: ...
+    def put_cdr(self, cdr: Cdr) -> bool: ...
+    def iter_cdrs(self, since: float | None = None) -> Iterator[Cdr]: ...
+    def purge(self, before: float, budget: float = 0.02) -> int: ...
+    def nowait(self) -> contextlib.AbstractContextManager[None]: ...
     def close(self) -> None: ...
 
 
@@ -285,32 +316,170 @@ class StoreConfig(msgspec.Struct, forbid_unknown_fields=True):
     url: str = "redis://127.0.0.1:6379/0"  # redis
     prefix: str = "cg"  # redis key prefix
     timeout: float = 0.5  # seconds before an unreachable or locked store gives StoreUnavailable
+    cdr_path: str = ""  # sqlite file of the Rf records; default <data_dir>/cdr.db
+    cdr_url: str = ""  # redis of the Rf records (own connection); default `url`
+    start_timeout: float = 30.0  # seconds a worker retries a store not yet available at start
 
     def __post_init__(self) -> None:
         if self.backend not in ("sqlite", "redis"):
             raise ValueError(f"backend must be 'sqlite' or 'redis', not {self.backend!r}")
         if self.timeout <= 0:
             raise ValueError("timeout must be > 0")
+        if self.start_timeout < 0:
+            raise ValueError("start_timeout must be >= 0")
 
 
-_open: dict[tuple[int, str, str], Store] = {}
+LOOP_WAIT = 0.05  # seconds a store may block a running event loop in one turn, all calls together
+_turn: list[Any] = [None, 0.0]  # [loop of the current turn, its deadline]
+
+
+def _end_turn() -> None:
+    _turn[0] = None
+
+
+def turn_deadline(wait: float) -> float:
+    """When a blocking store wait that may last `wait` must give up.
+
+    Off an event loop (CLIs, set-up) that is just `wait` from now. On a running loop every
+    blocking wait of the turn shares one budget of LOOP_WAIT, so a batch of requests that each
+    wait for a lock stalls the loop for LOOP_WAIT at most, not `wait` per request; the rest of
+    the turn's requests then fail fast (StoreUnavailable, answered 3004)."""
+    now = time.monotonic()
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return now + wait
+    if _turn[0] is not loop:
+        _turn[0], _turn[1] = loop, now + min(wait, LOOP_WAIT)
+        loop.call_soon(_end_turn)  # runs on the next turn
+    return float(_turn[1])
+
+
+def turn_spent() -> bool:
+    """Whether this loop turn's store budget is used up (never true off a running loop)."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return _turn[0] is loop and time.monotonic() >= _turn[1]
+
+
+def spend_turn() -> None:
+    """Use up this loop turn's store budget: after a store call timed out, the turn's other
+    requests fail fast instead of each waiting out its own timeout."""
+    turn_deadline(0.0)
+    _turn[1] = 0.0
+
+
+def without_blocking(store: Any, fn: Callable[[], T], budget: float) -> T | Awaitable[T]:
+    """`fn()` (store calls that are safe to redo when they did nothing), never blocking a
+    running event loop: it is tried at once in the store's no-wait mode and, while the store
+    is busy, retried from a coroutine until `budget` seconds have passed; then it raises
+    StoreUnavailable (the caller answers 3004). With no running loop it simply runs `fn()`
+    with the store's own bounded wait."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return fn()
+    start = time.monotonic()
+    try:
+        with store.nowait():
+            return fn()
+    except StoreBusy:
+        pass
+    return _retry_later(store, fn, start + budget, budget)
+
+
+async def _retry_later(store: Any, fn: Callable[[], T], deadline: float, budget: float) -> T:
+    delay = 0.0005
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise StoreUnavailable(f"store busy for {budget}s")
+        await asyncio.sleep(min(delay, left))
+        delay = min(delay * 2, 0.02)
+        try:
+            with store.nowait():
+                return fn()
+        except StoreBusy:
+            continue
+
+
+_open: dict[tuple[int, str, str], Any] = {}
+
+
+def _retry_start(cfg: StoreConfig, make: Callable[[], T]) -> T:
+    """A store that is not available yet at start (Redis still starting, a locked file) is
+    retried with backoff for `start_timeout`: a reason to wait, not a configuration error."""
+    deadline = time.monotonic() + cfg.start_timeout
+    delay = 0.05
+    while True:
+        try:
+            return make()
+        except StoreUnavailable:
+            if time.monotonic() + delay > deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 1.0)
+
+
+def _sqlite_path(cfg: StoreConfig, data_dir: str) -> str:
+    return cfg.path or os.path.join(data_dir, "charging.db")
 
 
 def open_store(cfg: StoreConfig, data_dir: str) -> Store:
-    """The process-wide store for this config (the Gy, Rf and Sy apps of one worker share it)."""
-    target = (
-        cfg.url if cfg.backend == "redis" else (cfg.path or os.path.join(data_dir, "charging.db"))
-    )
+    """The process-wide store for this config (the Gy and Sy apps of one worker share it)."""
+    target = cfg.url if cfg.backend == "redis" else _sqlite_path(cfg, data_dir)
     key = (os.getpid(), cfg.backend, target + "|" + cfg.prefix)
     store = _open.get(key)
     if store is None:
         if cfg.backend == "redis":
             from .redis_store import RedisStore
 
-            store = RedisStore(target, prefix=cfg.prefix, timeout=cfg.timeout)
+            store = _retry_start(
+                cfg, lambda: RedisStore(target, prefix=cfg.prefix, timeout=cfg.timeout)
+            )
         else:
             from .sqlite_store import SqliteStore
 
-            store = SqliteStore(target, timeout=cfg.timeout)
+            store = _retry_start(
+                cfg,
+                lambda: SqliteStore(target, timeout=cfg.timeout, setup_timeout=cfg.start_timeout),
+            )
         _open[key] = store
-    return store
+    return store  # type: ignore[no-any-return]
+
+
+def open_cdr_store(cfg: StoreConfig, data_dir: str, retention: float = 0.0) -> CdrStore:
+    """The process-wide CDR store for this config: its own SQLite file or Redis connection.
+
+    `retention` (seconds, 0 = forever) is how long a record is kept; Redis applies it itself
+    (per session key), SQLite by `purge`."""
+    if cfg.backend == "redis":
+        target = cfg.cdr_url or cfg.url
+    else:
+        target = cfg.cdr_path or os.path.join(data_dir, "cdr.db")
+    key = (os.getpid(), "cdr-" + cfg.backend, target + "|" + cfg.prefix)
+    store = _open.get(key)
+    if store is None:
+        if cfg.backend == "redis":
+            from .redis_store import RedisCdrStore
+
+            store = _retry_start(
+                cfg,
+                lambda: RedisCdrStore(
+                    target, prefix=cfg.prefix, timeout=cfg.timeout, retention=retention
+                ),
+            )
+        else:
+            from .sqlite_store import SqliteCdrStore
+
+            legacy = _sqlite_path(cfg, data_dir)
+            store = _retry_start(
+                cfg,
+                lambda: SqliteCdrStore(
+                    target, timeout=cfg.timeout, setup_timeout=cfg.start_timeout, legacy=legacy
+                ),
+            )
+        _open[key] = store
+    return store  # type: ignore[no-any-return]

@@ -8,13 +8,22 @@ and send the SNR through the gateway when a debit moves a counter across a thres
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable
 from typing import Any
 
 from chargegw.codec import Avp, Message, commands
+from chargegw.codec.constants import ResultCode
 
 from .config import SyConfig, load, peer_index
 from .core import period_of
-from .store import Store, StoreUnavailable, SyCounter, SySubscription, open_store
+from .store import (
+    Store,
+    StoreUnavailable,
+    SyCounter,
+    SySubscription,
+    open_store,
+    without_blocking,
+)
 
 APP_ID = 16777302
 CMD_SLR = 8388635
@@ -103,28 +112,52 @@ class SpendingLimitApp:
             **avps,
         )
 
-    def handle(self, request: Message, rctx: Any = None) -> Message:
+    def handle(self, request: Message, rctx: Any = None) -> Message | Awaitable[Message]:
+        """Answer an SLR or STR. Its store writes never block the worker's loop: while the
+        store is locked the request is retried asynchronously, for `store.timeout` at most,
+        and then answered 3004 (each write is idempotent, and a busy store did nothing)."""
+        if self.store is None:
+            return self._serve(request, rctx)
         try:
-            for name in ("Session-Id", "Origin-Host", "Origin-Realm", "Auth-Application-Id"):
-                if request.get(name) is None:
-                    return self._answer(
-                        request,
-                        5005,
-                        failed_avp=Avp.new(name, 0 if name.startswith("Auth") else ""),
-                    )
-            if request.code == CMD_SLR:
-                return self._slr(request, rctx)
-            if request.code == CMD_STR:
-                assert self.store is not None
-                sid = str(request.session_id)
-                if self._foreign(self.store.sy_get(sid), request, rctx):
-                    return self._answer(request, 5002)  # not this peer's: as if unknown
-                gone = self.store.sy_delete(sid)
-                return self._answer(request, 2001 if gone is not None else 5002)
-            return self._answer(request, 3001)
+            res = without_blocking(
+                self.store, lambda: self._serve(request, rctx), self.cfg.store.timeout
+            )
         except StoreUnavailable as exc:
-            self.ctx.log.error("charging store unavailable: %s", exc)
-            return self._answer(request, 3004, error_message="charging store unavailable")
+            return self._unavailable(request, exc)
+        if isinstance(res, Message):
+            return res
+        return self._later(request, res)
+
+    async def _later(self, request: Message, res: Awaitable[Message]) -> Message:
+        try:
+            return await res
+        except StoreUnavailable as exc:
+            return self._unavailable(request, exc)
+
+    def _unavailable(self, request: Message, exc: Exception) -> Message:
+        self.ctx.log.error("charging store unavailable: %s", exc)
+        return self._answer(
+            request, ResultCode.DIAMETER_TOO_BUSY, error_message="charging store unavailable"
+        )
+
+    def _serve(self, request: Message, rctx: Any = None) -> Message:
+        for name in ("Session-Id", "Origin-Host", "Origin-Realm", "Auth-Application-Id"):
+            if request.get(name) is None:
+                return self._answer(
+                    request,
+                    5005,
+                    failed_avp=Avp.new(name, 0 if name.startswith("Auth") else ""),
+                )
+        if request.code == CMD_SLR:
+            return self._slr(request, rctx)
+        if request.code == CMD_STR:
+            assert self.store is not None
+            sid = str(request.session_id)
+            if self._foreign(self.store.sy_get(sid), request, rctx):
+                return self._answer(request, 5002)  # not this peer's: as if unknown
+            gone = self.store.sy_delete(sid)
+            return self._answer(request, 2001 if gone is not None else 5002)
+        return self._answer(request, 3001)
 
     def _slr(self, req: Message, rctx: Any = None) -> Message:
         assert self.store is not None
