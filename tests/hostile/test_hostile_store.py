@@ -102,11 +102,22 @@ async def with_lag_probe(work):
 # -- 1. acknowledged CDRs are durable, in a store of their own -------------------------------
 
 
+def test_charging_store_fsyncs_every_commit_unless_told_otherwise(tmp_path):
+    """A grant or debit the client saw must survive a power cut: synchronous=FULL by default;
+    `durable = false` is the explicit, documented opt-out (NORMAL)."""
+    gy, _ = setup_app(CreditControlApp(), tmp_path / "a", {"store": STORE})
+    assert gy.store.db.execute("PRAGMA synchronous").fetchone()[0] == 2
+    fast, _ = setup_app(
+        CreditControlApp(), tmp_path / "b", {"store": {**STORE, "durable": False}}
+    )
+    assert fast.store.db.execute("PRAGMA synchronous").fetchone()[0] == 1
+
+
 def test_acked_cdrs_are_fsynced_in_their_own_store_and_not_behind_gy(tmp_path):
     rf, _ = setup_app(AccountingApp(), tmp_path, {"store": STORE})
     gy, _ = setup_app(CreditControlApp(), tmp_path, {"store": STORE})
     # Rf's records are committed with synchronous=FULL (fsync before the ACA), in a file
-    # other than the charging store, whose commits stay at NORMAL.
+    # other than the charging store.
     assert rf.store.db.execute("PRAGMA synchronous").fetchone()[0] == 2
     assert rf.store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert os.path.realpath(rf.store.path) != os.path.realpath(gy.store.path)

@@ -1,9 +1,11 @@
 """The embedded default store: one SQLite file in WAL mode, shared by all worker processes.
 
-Each credit-control request is one BEGIN IMMEDIATE ... COMMIT. WAL with synchronous=NORMAL
-makes a committed transaction survive the crash of any process (the WAL is in the OS page
-cache); only a power loss or kernel crash can lose the last transactions, and then whole,
-never half. Writers queue on SQLite's write lock; the wait is a short spin with backoff in
+Each credit-control request is one BEGIN IMMEDIATE ... COMMIT. By default (`store.durable`)
+the file runs WAL with synchronous=FULL: a commit is fsynced before the answer it backs leaves,
+so a grant or a debit that a client saw survives a power cut. With `durable = false`
+(synchronous=NORMAL) a committed transaction still survives the crash of any process (the WAL
+is in the OS page cache), but a power loss or kernel crash can lose the last transactions,
+whole, never half. Writers queue on SQLite's write lock; the wait is a short spin with backoff in
 Python (SQLite's own busy handler sleeps in whole milliseconds), bounded by `timeout` (and, on
 a running event loop, by the turn's budget: see `store.turn_deadline`), after which
 StoreUnavailable is raised and the request is answered 3004.
@@ -213,7 +215,9 @@ def _begin(db: sqlite3.Connection, path: str, wait: bool, timeout: float) -> Non
 class SqliteStore:
     """See the module docstring. One instance per process; not thread-safe."""
 
-    def __init__(self, path: str, *, timeout: float = 2.0, setup_timeout: float = 10.0) -> None:
+    def __init__(
+        self, path: str, *, timeout: float = 2.0, setup_timeout: float = 10.0, durable: bool = True
+    ) -> None:
         self.path = path
         self.timeout = timeout
         self._nowait = False
@@ -222,7 +226,8 @@ class SqliteStore:
             self.db = db
             self._migrate_ledger()
 
-        self.db = _connect(path, max(setup_timeout, timeout), "NORMAL", SCHEMA, migrate)
+        sync = "FULL" if durable else "NORMAL"
+        self.db = _connect(path, max(setup_timeout, timeout), sync, SCHEMA, migrate)
         self._rules: list[ProvisionRule] = []
         self._rules_at = 0.0
         # Row cache for credit control (see `_txn`): session id -> (session, stored expiry

@@ -319,6 +319,9 @@ class StoreConfig(msgspec.Struct, forbid_unknown_fields=True):
     cdr_path: str = ""  # sqlite file of the Rf records; default <data_dir>/cdr.db
     cdr_url: str = ""  # redis of the Rf records (own connection); default `url`
     start_timeout: float = 30.0  # seconds a worker retries a store not yet available at start
+    # SQLite: fsync every commit (synchronous=FULL) so no answer leaves before its effect
+    # survives a power cut. false = synchronous=NORMAL: survives process crashes only.
+    durable: bool = True
 
     def __post_init__(self) -> None:
         if self.backend not in ("sqlite", "redis"):
@@ -444,7 +447,12 @@ def open_store(cfg: StoreConfig, data_dir: str) -> Store:
 
             store = _retry_start(
                 cfg,
-                lambda: SqliteStore(target, timeout=cfg.timeout, setup_timeout=cfg.start_timeout),
+                lambda: SqliteStore(
+                    target,
+                    timeout=cfg.timeout,
+                    setup_timeout=cfg.start_timeout,
+                    durable=cfg.durable,
+                ),
             )
         _open[key] = store
     return store  # type: ignore[no-any-return]
