@@ -295,6 +295,14 @@ async def _main(args: argparse.Namespace, config: Config, n: int, level: str) ->
     # an application config error, a signal or the ready timeout stops us first).
     failure: str | None = None
     lc = config.launcher
+    if lc.min_workers > n:
+        log.warning(
+            "launcher.min_workers is %d but this launcher starts %d: the rest must come from "
+            "other hosts within launcher.ready_timeout (%.0fs)",
+            lc.min_workers,
+            n,
+            lc.ready_timeout,
+        )
     try:
         opened = await gw.open(
             min_workers=lc.min_workers, ready_timeout=lc.ready_timeout, abort=stop
