@@ -1,4 +1,8 @@
-"""`chargegw gateway --config F`: the front end alone (workers connect to it separately)."""
+"""`chargegw gateway --config F`: the front end alone (workers connect to it separately).
+
+Like `chargegw run`, it opens the Diameter listeners only once `launcher.min_workers`
+workers have registered, and exits with an error after `launcher.ready_timeout` seconds
+without them."""
 
 from __future__ import annotations
 
