@@ -6,6 +6,9 @@ underscore between levels, case-insensitive: `CHARGEGW_POOL__DEADLINE=2.5`,
 A numeric level indexes a list of tables: `CHARGEGW_LISTEN__0__PORT=3869`. A list value is
 written as a TOML array (`["tcp://a:5555", "tcp://b:5555"]`) or, for a list of strings, as
 a comma-separated string. `CHARGEGW_CONFIG` names the file when no `--config` is given.
+
+Variables in `NOT_CONFIG` are process switches read elsewhere, not config keys; every other
+`CHARGEGW_*` variable must name a key (a typo fails at start instead of being ignored).
 """
 
 from __future__ import annotations
@@ -22,6 +25,11 @@ from chargegw.config.schema import Config
 
 ENV_PREFIX = "CHARGEGW_"
 ENV_CONFIG_FILE = "CHARGEGW_CONFIG"
+# CHARGEGW_* variables that are not config overrides: name -> who reads it.
+NOT_CONFIG: dict[str, str] = {
+    ENV_CONFIG_FILE: "the config file to load (this module)",
+    "CHARGEGW_UVLOOP": "0 = asyncio's event loop even when uvloop is installed (peer/loop.py)",
+}
 
 
 class ConfigError(Exception):
@@ -102,7 +110,7 @@ def apply_env(data: dict[str, Any], env: Mapping[str, str]) -> dict[str, str]:
     """Apply CHARGEGW_* overrides to `data` in place; return {key path: env var name}."""
     origins: dict[str, str] = {}
     for name in sorted(env):
-        if not name.upper().startswith(ENV_PREFIX) or name.upper() == ENV_CONFIG_FILE:
+        if not name.upper().startswith(ENV_PREFIX) or name.upper() in NOT_CONFIG:
             continue
         parts = [p.lower() for p in name[len(ENV_PREFIX) :].split("__")]
         if not all(parts):

@@ -219,15 +219,27 @@ class Worker(_Base):
 
 
 class Launcher(_Base):
-    """`chargegw run`: how many workers and how to restart them."""
+    """`chargegw run`: how many workers and how to restart them; and, for `chargegw run` and
+    `chargegw gateway` alike, how many workers must be there before the Diameter port opens
+    (a port that is open with no worker behind it answers every request 3002)."""
 
     workers: int = 0  # 0 = number of CPU cores
     restart_backoff_min: float = 0.5
     restart_backoff_max: float = 30.0
     stable_after: float = 10.0  # a worker up this long resets its backoff
+    # A worker slot that exits crash_limit times within crash_window seconds stops the
+    # launcher (non-zero status) instead of restarting forever; 0 = restart forever.
+    crash_limit: int = 5
+    crash_window: float = 60.0
+    min_workers: int = 1  # registered workers before the Diameter listeners open; 0 = at once
+    ready_timeout: float = 60.0  # give up (exit non-zero) if min_workers are not there by then
 
     def __post_init__(self) -> None:
         _check(self.workers >= 0, "workers", "must be >= 0 (0 = one per core)")
+        _check(self.crash_limit >= 0, "crash_limit", "must be >= 0 (0 = restart forever)")
+        _check(self.crash_window > 0, "crash_window", "must be > 0")
+        _check(self.min_workers >= 0, "min_workers", "must be >= 0")
+        _check(self.ready_timeout > 0, "ready_timeout", "must be > 0")
         _check(self.restart_backoff_min > 0, "restart_backoff_min", "must be > 0")
         _check(
             self.restart_backoff_max >= self.restart_backoff_min,

@@ -8,6 +8,7 @@ not wait. The worker's answer bytes go back to the peer as they are.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any, NoReturn
@@ -129,6 +130,10 @@ def build_node_config(config: Config) -> NodeConfig:
     )
 
 
+class NotReady(Exception):
+    """Too few workers registered in time: the Diameter listeners were not opened."""
+
+
 class Gateway:
     """Owns the Node and the PoolServer and wires them together."""
 
@@ -160,13 +165,70 @@ class Gateway:
         self.draining = False
         self.started_at = time.time()
 
-    async def start(self) -> None:
+    async def start(
+        self,
+        *,
+        min_workers: int = 0,
+        ready_timeout: float = 60.0,
+        abort: asyncio.Event | None = None,
+    ) -> bool:
+        """Bind the worker pool, then `open` the Diameter listeners (see there)."""
+        self.start_pool()
+        return await self.open(min_workers=min_workers, ready_timeout=ready_timeout, abort=abort)
+
+    def start_pool(self) -> None:
+        """Bind the worker pool: workers can register and the status query answers, while
+        no Diameter port is open yet."""
         self.pool.start()
+
+    async def open(
+        self,
+        *,
+        min_workers: int = 0,
+        ready_timeout: float = 60.0,
+        abort: asyncio.Event | None = None,
+    ) -> bool:
+        """Open the Diameter listeners once `min_workers` workers have registered, so that
+        no peer meets an open port with nobody behind it (every request would get 3002).
+        False when `abort` was set first (a signal, a fatal worker error); NotReady when the
+        workers did not come within `ready_timeout` seconds."""
         try:
+            if not await self._wait_workers(min_workers, ready_timeout, abort):
+                return False
             await self.node.start()
         except BaseException:
             self.pool.close(goodbye=False)
             raise
+        return True
+
+    def ready_workers(self) -> int:
+        """Registered workers that take new requests."""
+        return sum(1 for w in self.core.workers.values() if not w.draining)
+
+    async def _wait_workers(self, want: int, timeout: float, abort: asyncio.Event | None) -> bool:
+        if self.ready_workers() >= want:
+            return True
+        log.info(
+            "waiting for %d worker%s to register before opening the Diameter port (up to %.0fs)",
+            want,
+            "s" if want != 1 else "",
+            timeout,
+        )
+        end = time.monotonic() + timeout
+        while (have := self.ready_workers()) < want:
+            if abort is not None and abort.is_set():
+                return False
+            if time.monotonic() >= end:
+                raise NotReady(
+                    f"{have} of {want} workers registered within {timeout:.0f}s, so the "
+                    "Diameter port stays closed (launcher.min_workers, launcher.ready_timeout; "
+                    "the workers' log lines above say why they did not come)"
+                )
+            await asyncio.sleep(0.05)
+        log.info(
+            "%d worker%s registered: opening the Diameter listeners", have, "s" if have != 1 else ""
+        )
+        return True
 
     def listen_addresses(self) -> list[tuple[str, int]]:
         return [(host, port) for _transport, host, port in self.node.listen_addresses]

@@ -1,4 +1,8 @@
-"""`chargegw gateway --config F`: the front end alone (workers connect to it separately)."""
+"""`chargegw gateway --config F`: the front end alone (workers connect to it separately).
+
+Like `chargegw run`, it opens the Diameter listeners only once `launcher.min_workers`
+workers have registered, and exits with an error after `launcher.ready_timeout` seconds
+without them."""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ import sys
 
 import zmq
 
+from chargegw.config import Config
 from chargegw.gateway.service import (
     install_signals,
     load_or_exit,
@@ -39,19 +44,27 @@ def run(args: argparse.Namespace) -> int:
     return run_loop(_main(args, config))
 
 
-async def _main(args: argparse.Namespace, config: object) -> int:
-    from chargegw.gateway.frontend import Gateway
+async def _main(args: argparse.Namespace, config: Config) -> int:
+    from chargegw.gateway.frontend import Gateway, NotReady
 
-    gw = Gateway(config, forward=args.forward)  # type: ignore[arg-type]
+    gw = Gateway(config, forward=args.forward)
+    stop = asyncio.Event()
+    install_signals(stop, reloader(args.config, gw.reload))
+    lc = config.launcher
     try:
-        await gw.start()
+        opened = await gw.start(
+            min_workers=lc.min_workers, ready_timeout=lc.ready_timeout, abort=stop
+        )
     except (OSError, zmq.ZMQError) as exc:
         print(f"chargegw gateway: cannot start: {exc}", file=sys.stderr)
         return 1
-    stop = asyncio.Event()
-    install_signals(stop, reloader(args.config, gw.reload))
-    print(startup_line(gw, config), flush=True)  # type: ignore[arg-type]
-    await stop.wait()
+    except NotReady as exc:
+        print(f"chargegw gateway: {exc}", file=sys.stderr)
+        await gw.stop(drain_timeout=0.0)
+        return 1
+    if opened:
+        print(startup_line(gw, config), flush=True)
+        await stop.wait()
     log.info("stopping: draining in-flight requests, then DPR to peers")
     await gw.stop()
     return 0

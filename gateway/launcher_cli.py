@@ -3,7 +3,13 @@
 The gateway runs in this process; workers are child processes (`chargegw worker`) with
 ids this launcher assigns, so when one exits the gateway fails its requests over at once
 instead of waiting for the heartbeat timeout. A crashed worker is restarted with
-exponential backoff (reset once it has stayed up `launcher.stable_after` seconds).
+exponential backoff (reset once it has stayed up `launcher.stable_after` seconds); a slot
+that exits `launcher.crash_limit` times within `launcher.crash_window` seconds stops the
+launcher with an error instead of restarting forever.
+
+The Diameter listeners open only once `launcher.min_workers` workers have registered, so a
+peer never meets an open port with no worker behind it; if they do not come within
+`launcher.ready_timeout` seconds, the launcher stops with an error.
 
 Shutdown (SIGTERM/SIGINT): the gateway drains and sends DPR, then the workers get SIGTERM
 (they finish what they hold and say goodbye), then SIGKILL after a bound.
@@ -20,6 +26,7 @@ import signal
 import socket
 import sys
 import time
+from collections import deque
 from typing import Any
 
 import zmq
@@ -111,6 +118,7 @@ class Supervisor:
         self.restarts = 0
         self.stopping = False
         self.config_error = False
+        self.crash_loop: str | None = None  # why the launcher gave up, when it did
         self.on_fatal: Any = None
         self._tasks: list[asyncio.Task[None]] = []
         self._tag = secrets.token_hex(2)
@@ -144,6 +152,7 @@ class Supervisor:
         lc = self.config.launcher
         backoff = lc.restart_backoff_min
         incarnation = 0
+        exits: deque[float] = deque()  # when this slot's recent workers exited
         while not self.stopping:
             incarnation += 1
             wid = f"{socket.gethostname()}-{self._tag}-w{slot}.{incarnation}"
@@ -154,6 +163,7 @@ class Supervisor:
             except OSError as exc:
                 log.error("cannot start worker %d: %s", slot, exc)
                 proc = None
+            last = "cannot start"
             started = time.monotonic()
             if proc is not None:
                 self.procs[slot] = proc
@@ -170,13 +180,39 @@ class Supervisor:
                     if self.on_fatal is not None:
                         self.on_fatal()
                     return
-                log.warning("worker %s exited with %s", wid, _describe_rc(rc))
+                last = _describe_rc(rc)
+                log.warning("worker %s exited with %s", wid, last)
+            if self._crash_loop(slot, exits, last):
+                return
             if time.monotonic() - started >= lc.stable_after:
                 backoff = lc.restart_backoff_min
             self.restarts += 1
             log.info("restarting worker slot %d in %.1fs", slot, backoff)
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, lc.restart_backoff_max)
+
+    def _crash_loop(self, slot: int, exits: deque[float], last: str) -> bool:
+        """Note an exit; True (and the launcher told to stop) when the slot has exited
+        `crash_limit` times within `crash_window` seconds: restarting a worker that cannot
+        stay up only hides the fault while every request gets 3002."""
+        lc = self.config.launcher
+        if not lc.crash_limit:
+            return False
+        now = time.monotonic()
+        exits.append(now)
+        while exits and now - exits[0] > lc.crash_window:
+            exits.popleft()
+        if len(exits) < lc.crash_limit:
+            return False
+        self.crash_loop = (
+            f"worker slot {slot} exited {len(exits)} times within {lc.crash_window:.0f}s "
+            f"(last: {last}); giving up instead of restarting it forever. The worker's own "
+            "output above says why (launcher.crash_limit, launcher.crash_window)"
+        )
+        log.error("%s", self.crash_loop)
+        if self.on_fatal is not None:
+            self.on_fatal()
+        return True
 
     async def stop(self, timeout: float = WORKER_STOP_TIMEOUT) -> None:
         self.stopping = True
@@ -224,11 +260,11 @@ def _describe_rc(rc: int | None) -> str:
 
 
 async def _main(args: argparse.Namespace, config: Config, n: int, level: str) -> int:
-    from chargegw.gateway.frontend import Gateway
+    from chargegw.gateway.frontend import Gateway, NotReady
 
     gw = Gateway(config, forward=args.forward)
     try:
-        await gw.start()
+        gw.start_pool()
     except (OSError, zmq.ZMQError) as exc:
         print(f"chargegw run: cannot start the gateway: {exc}", file=sys.stderr)
         return 1
@@ -255,15 +291,42 @@ async def _main(args: argparse.Namespace, config: Config, n: int, level: str) ->
     sup.on_fatal = stop.set
     sup.start()
     install_signals(stop, reloader(args.config, gw.reload))
-    print(startup_line(gw, config, workers=n), flush=True)
-    await stop.wait()
+    # The Diameter port opens only once the workers are there (or never: a crash loop,
+    # an application config error, a signal or the ready timeout stops us first).
+    failure: str | None = None
+    lc = config.launcher
+    if lc.min_workers > n:
+        log.warning(
+            "launcher.min_workers is %d but this launcher starts %d: the rest must come from "
+            "other hosts within launcher.ready_timeout (%.0fs)",
+            lc.min_workers,
+            n,
+            lc.ready_timeout,
+        )
+    try:
+        opened = await gw.open(
+            min_workers=lc.min_workers, ready_timeout=lc.ready_timeout, abort=stop
+        )
+    except (OSError, zmq.ZMQError) as exc:
+        failure, opened = f"cannot start the gateway: {exc}", False
+    except NotReady as exc:
+        failure, opened = str(exc), False
+    if opened:
+        print(startup_line(gw, config, workers=n), flush=True)
+        await stop.wait()
     log.info("stopping: draining in-flight requests, DPR to peers, then the workers")
     try:
-        await gw.stop()
+        await gw.stop(drain_timeout=None if opened else 0.0)
     finally:
         await sup.stop()
     log.info("stopped")
-    return 2 if sup.config_error else 0
+    if sup.config_error:
+        return 2
+    failure = sup.crash_loop or failure
+    if failure:
+        print(f"chargegw run: {failure}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _connectable(ep: str) -> str:

@@ -1,4 +1,8 @@
-"""Event loop choice: uvloop when installed (and not switched off), asyncio's otherwise."""
+"""Event loop choice: uvloop when installed (and not switched off), asyncio's otherwise.
+
+`CHARGEGW_UVLOOP=0` (or false, no, off) switches uvloop off for every chargegw command; the
+config loader knows the name and does not take it for a config key (`NOT_CONFIG` there).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,9 @@ from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+
+ENV_UVLOOP = "CHARGEGW_UVLOOP"
+_OFF = ("0", "false", "no", "off")
 
 
 def uvloop_available() -> bool:
@@ -21,7 +28,7 @@ def uvloop_available() -> bool:
 def want_uvloop(use_uvloop: bool | None = None) -> bool:
     """None: use it when installed, unless CHARGEGW_UVLOOP=0."""
     if use_uvloop is None:
-        use_uvloop = os.environ.get("CHARGEGW_UVLOOP", "1") not in ("0", "false", "no")
+        use_uvloop = os.environ.get(ENV_UVLOOP, "1").strip().lower() not in _OFF
     return use_uvloop and uvloop_available()
 
 
