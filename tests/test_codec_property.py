@@ -30,7 +30,7 @@ D = get_dictionary()
 COMMANDS = sorted(D.commands.values(), key=lambda c: (c.code, c.app_id or 0))
 VEC = load_vectors()
 SETTINGS = settings(
-    max_examples=int(os.environ.get("CHARGEGW_HYPOTHESIS_EXAMPLES", "300")),
+    max_examples=int(os.environ.get("TEST_HYPOTHESIS_EXAMPLES", "300")),
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
