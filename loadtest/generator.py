@@ -35,7 +35,9 @@ from .stats import merge as merge_records
 from .wire import AnswerView, server_request_answer
 
 _U32 = struct.Struct(">I")
-_HBH_E2E = struct.Struct(">II")
+# The one clock of the run: high resolution (uvloop's loop.time() counts whole milliseconds)
+# and system-wide, so that processes share one start time.
+_now = time.monotonic
 
 
 class ConnectError(ConnectionError):
@@ -389,9 +391,11 @@ class Engine:
         conn.pending[hbh] = s
         conn.transport.write(t.render(hbh, e2e, s.sid, s.sub, s.step, s.echo))
         self.rec.on_sent(t.step, s.measured)
+        if s.measured:  # how late the generator itself is: its share of every latency
+            self.rec.lag.record_value(max(1, int((_now() - intended) * 1e6)))
 
     def on_answer(self, s: Session, frame: bytes) -> None:
-        now = self.loop.time()
+        now = _now()
         t = s.flow.steps[s.step]
         rec = self.rec
         bad = None
@@ -428,7 +432,7 @@ class Engine:
             s.step = last  # close what was opened, so reservations are released
         iv = s.flow.interval
         if iv > 0:
-            s.handle = self.loop.call_at(now + iv, self.send, s, now + iv)
+            s.handle = self.loop.call_later(iv, self.send, s, now + iv)
         else:
             self.send(s, now)
 
@@ -438,7 +442,7 @@ class Engine:
         if s.measured:
             self.rec.c["sessions_completed" if ok else "sessions_failed"] += 1
         if self.cfg.rate is None and not self.stopping:
-            now = self.loop.time()
+            now = _now()
             if self._may_start(now) and self.start_session(now):
                 return
             self.stopping = True
@@ -471,7 +475,7 @@ class Engine:
         limit = self._session_limit()
         i = 0
         while not self.stopping:
-            now = self.loop.time()
+            now = _now()
             nxt = self.t0 + offset + i / rate
             while nxt <= now:
                 if nxt >= self.stop_at or (limit is not None and i >= limit):
@@ -484,7 +488,7 @@ class Engine:
                 nxt = self.t0 + offset + i / rate
             if self.stopping:
                 break
-            await asyncio.sleep(max(0.0, nxt - self.loop.time()))
+            await asyncio.sleep(max(0.0, nxt - _now()))
         self._check_idle()
 
     async def _sweeper(self) -> None:
@@ -492,7 +496,7 @@ class Engine:
         period = min(0.05, timeout / 4)
         while True:
             await asyncio.sleep(period)
-            limit = self.loop.time() - timeout
+            limit = _now() - timeout
             for c in self.conns:
                 expired = []
                 for hbh, s in c.pending.items():
@@ -506,11 +510,11 @@ class Engine:
 
     async def _ticker(self) -> None:
         rec = self.rec
-        await asyncio.sleep(max(0.0, rec.measure_start - self.loop.time()))
+        await asyncio.sleep(max(0.0, rec.measure_start - _now()))
         index = 0
         rec.interval = Interval(0)
         while True:
-            await asyncio.sleep(max(0.0, rec.measure_start + index + 1 - self.loop.time()))
+            await asyncio.sleep(max(0.0, rec.measure_start + index + 1 - _now()))
             self._emit_interval()
             index += 1
             rec.interval = Interval(index)
@@ -530,12 +534,12 @@ class Engine:
     async def run(self, start_at: float | None = None) -> dict[str, Any]:
         """Run (after `connect`) and return this process's recorder dict and intervals."""
         cfg = self.cfg
-        now = self.loop.time()
+        now = _now()
         self.t0 = max(now, start_at or now)
         self.rec.measure_start = self.t0 + cfg.warmup
         if cfg.duration is not None:
             self.stop_at = self.rec.measure_start + cfg.duration
-        await asyncio.sleep(max(0.0, self.t0 - self.loop.time()))
+        await asyncio.sleep(max(0.0, self.t0 - _now()))
         tasks = [asyncio.create_task(self._sweeper()), asyncio.create_task(self._ticker())]
         try:
             if cfg.rate:
@@ -546,7 +550,7 @@ class Engine:
                         + (1 if cfg.process_index < cfg.concurrency % max(1, cfg.processes)
                            else 0))
                 for _ in range(n if limit is None else min(n, limit)):
-                    if not self.start_session(self.loop.time()):
+                    if not self.start_session(_now()):
                         break
                 if self.active == 0:
                     self.stopping = True
@@ -555,7 +559,7 @@ class Engine:
         finally:
             for t in tasks:
                 t.cancel()
-            self.rec.end = self.loop.time()
+            self.rec.end = _now()
             if self.rec.interval is not None and (self.rec.interval.sent
                                                   or self.rec.interval.answered):
                 self._emit_interval()
@@ -574,7 +578,14 @@ def build_report(cfg: LoadConfig, parts: list[dict[str, Any]]) -> dict[str, Any]
     """Merge the processes' results into the report's `summary`."""
     merged = merge_records([p["record"] for p in parts])
     series = merge_intervals([r for p in parts for r in p["intervals"]])
-    return summarize(merged, series, cfg.rate) | {"problems": merged["problems"]}
+    out = summarize(merged, series, cfg.rate) | {"problems": merged["problems"]}
+    lag, lat = out["send_lag_ms"]["p99"], out["latency_ms"]["p99"]
+    if lag is not None and lat is not None and lag > 1.0 and lag > 0.25 * lat:
+        out["problems"].append(
+            f"the generator itself sent late (send lag p99 {lag} ms of latency p99 {lat} ms): "
+            "the figures measure the generator too; add --processes or lower the rate"
+        )
+    return out
 
 
 async def run_load(cfg: LoadConfig, *, on_progress: Any = None) -> dict[str, Any]:

@@ -83,6 +83,7 @@ class Recorder:
         self.conn: dict[str, int] = dict.fromkeys(CONN_EVENTS, 0)
         self.server_requests: dict[str, int] = dict.fromkeys(SERVER_REQUESTS, 0)
         self.hist = new_histogram()
+        self.lag = new_histogram()  # intended -> actual send time
         self.by_step: dict[str, HdrHistogram] = {}
         self.step_sent: dict[str, int] = {}
         self.problems: list[str] = []
@@ -151,6 +152,7 @@ class Recorder:
             "conn": dict(self.conn),
             "server_requests": dict(self.server_requests),
             "hist": self.hist.encode().decode() if self.hist.get_total_count() else "",
+            "lag": self.lag.encode().decode() if self.lag.get_total_count() else "",
             "by_step": {k: h.encode().decode() for k, h in self.by_step.items()},
             "step_sent": dict(self.step_sent),
             "problems": list(self.problems),
@@ -192,6 +194,7 @@ def merge(parts: list[dict[str, Any]]) -> dict[str, Any]:
     conn = dict.fromkeys(CONN_EVENTS, 0)
     sreq = dict.fromkeys(SERVER_REQUESTS, 0)
     hist = new_histogram()
+    lag = new_histogram()
     by_step: dict[str, HdrHistogram] = {}
     step_sent: dict[str, int] = {}
     problems: list[str] = []
@@ -205,6 +208,7 @@ def merge(parts: list[dict[str, Any]]) -> dict[str, Any]:
             for k, v in src.items():
                 dst[k] = dst.get(k, 0) + v
         _add(hist, p["hist"])
+        _add(lag, p["lag"])
         for k, s in p["by_step"].items():
             _add(by_step.setdefault(k, new_histogram()), s)
         for line in p["problems"]:
@@ -219,6 +223,7 @@ def merge(parts: list[dict[str, Any]]) -> dict[str, Any]:
         "conn": conn,
         "server_requests": sreq,
         "hist": hist,
+        "lag": lag,
         "by_step": by_step,
         "step_sent": step_sent,
         "problems": problems,
@@ -276,6 +281,7 @@ def summarize(m: dict[str, Any], series: list[dict[str, Any]], offered: float | 
         "result_classes": dict(sorted(classes.items())),
         "mismatch_kinds": m["mismatch"],
         "latency_ms": latency_ms(m["hist"]),
+        "send_lag_ms": latency_ms(m["lag"]),
         "by_step": {
             k: {"sent": m["step_sent"].get(k, 0), "answered": h.get_total_count(),
                 "latency_ms": latency_ms(h)}
