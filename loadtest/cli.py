@@ -45,6 +45,8 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="Used-Service-Unit CC-Total-Octets per rating group per report")
     s.add_argument("--requested-action", type=int, default=None,
                    help="gy-event: 0 direct debiting, 1 refund, 2 check balance, 3 price")
+    s.add_argument("--no-ps-information", dest="ps_information", action="store_false",
+                   default=None, help="leave out the 3GPP Service-Information (plain RFC 4006)")
     s.add_argument("--msisdn-base", type=int, default=4670000000000)
     s.add_argument("--subscribers", type=int, default=10000, help="distinct MSISDNs used")
     s.add_argument("--subscribers-csv", default=None, help="MSISDNs, first column, one length")
@@ -82,6 +84,7 @@ def config_from_args(args: argparse.Namespace) -> LoadConfig:
         "service_identifier": args.service_identifier,
         "used_octets": args.used_octets,
         "requested_action": args.requested_action,
+        "ps_information": args.ps_information,
     }
     if args.scenario in PRESETS:
         scn = preset(args.scenario, **over)

@@ -77,6 +77,8 @@ class FlowSpec:
     requested_action: int = 0  # gy-event: 0 DIRECT_DEBITING, 1 REFUND, 2 CHECK_BALANCE, 3 PRICE
     event_units: int = 1  # gy-event: CC-Service-Specific-Units requested
     policy_counters: list[str] = field(default_factory=lambda: ["daily-data"])
+    ps_information: bool = True  # Service-Information/PS-Information (3GPP, M bit): off for
+    # a plain RFC 4006 server, which answers 5001 to AVPs it does not know
 
 
 @dataclass
@@ -183,7 +185,9 @@ def _sid(ident: Identity, tag: str) -> str:
     return f"{ident.origin_host};{tag};{SID_MARKER.decode()}"
 
 
-def _ps_information() -> dict[str, Any]:
+def _ps_information(on: bool = True) -> dict[str, Any]:
+    if not on:
+        return {}
     return {
         "service_information": {
             "ps_information": {
@@ -238,10 +242,10 @@ def _gy_flow(f: FlowSpec, ident: Identity, tag: str, sub: str, w: int) -> list[T
             requested_action=f.requested_action,
             service_identifier=f.service_identifier,
             requested_service_unit={"cc_service_specific_units": f.event_units},
-            **_ps_information(),
+            **_ps_information(f.ps_information),
         )
         return [Template("gy-event", ev, sub_width=w, num_code=AVP_CC_REQUEST_NUMBER, final=True)]
-    si = _ps_information()
+    si = _ps_information(f.ps_information)
     steps = [
         Template(
             "gy-initial",
@@ -270,7 +274,7 @@ def _gy_flow(f: FlowSpec, ident: Identity, tag: str, sub: str, w: int) -> list[T
 
 def _rf_flow(f: FlowSpec, ident: Identity, tag: str, sub: str, w: int) -> list[Template]:
     def acr(rtype: int) -> Message:
-        si = _ps_information()
+        si = _ps_information(f.ps_information) or {"service_information": {}}
         si["service_information"]["subscription_id"] = [
             {"subscription_id_type": 0, "subscription_id_data": sub}
         ]
