@@ -132,6 +132,19 @@ class LoadConn(asyncio.Protocol):
         self.open = False
         self.dead = False
         self.closing = False  # we sent DPR or are closing on purpose
+        self.out: list[bytes | bytearray] = []  # requests written at the end of this loop turn
+        self.loop = loop
+
+    def queue(self, frame: bytes | bytearray) -> None:
+        """Coalesce the requests of one event-loop turn into one write (one syscall)."""
+        if not self.out:
+            self.loop.call_soon(self.flush)
+        self.out.append(frame)
+
+    def flush(self) -> None:
+        out, self.out = self.out, []
+        if out and self.transport is not None and not self.transport.is_closing():
+            self.transport.write(b"".join(out))
 
     def next_ids(self) -> tuple[int, int]:
         self.hbh = (self.hbh + 1) & 0xFFFFFFFF
@@ -216,8 +229,7 @@ class LoadConn(asyncio.Protocol):
         except Exception as exc:  # noqa: BLE001 - a request we cannot decode is reported
             eng.rec.problem(f"connection {self.index}: undecodable {kind} from the server: {exc}")
             return
-        if self.transport is not None:
-            self.transport.write(ans)
+        self.queue(ans)
         if kind == "ASR" and known and sid is not None:
             self.sessions[sid].aborted = True  # the next step becomes the session's last
         elif kind == "DPR":
@@ -336,6 +348,7 @@ class Engine:
                                             origin_realm=self.ident.origin_realm,
                                             disconnect_cause=0)
                 c.closing = True
+                c.flush()
                 c.transport.write(dpr.encode())
         waits = [c.dpa for c in self.conns if c.closing and not c.dead]
         if waits:
@@ -389,7 +402,7 @@ class Engine:
         if t.echo_off >= 0:
             s.echo = self.rng.getrandbits(31)
         conn.pending[hbh] = s
-        conn.transport.write(t.render(hbh, e2e, s.sid, s.sub, s.step, s.echo))
+        conn.queue(t.render(hbh, e2e, s.sid, s.sub, s.step, s.echo))
         self.rec.on_sent(t.step, s.measured)
         if s.measured:  # how late the generator itself is: its share of every latency
             self.rec.lag.record_value(max(1, int((_now() - intended) * 1e6)))
