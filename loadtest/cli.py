@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import subprocess
 import sys
 import time
 from dataclasses import asdict
@@ -17,6 +18,7 @@ from typing import Any
 
 from chargegw import __version__
 
+from . import money
 from .generator import ConnectError, LoadConfig
 from .report import SCHEMA, ProgressLine, plot, print_table, write_json
 from .runner import run_config
@@ -70,6 +72,13 @@ def configure(p: argparse.ArgumentParser) -> None:
     g.add_argument("--max-p99-ms", type=float, default=None, help="fail (exit 1) above this p99")
     g.add_argument("--ramp", default=None, metavar="FROM:TO:STEP/SECONDS",
                    help="open-loop rate steps; reports the knee (highest passing rate)")
+    mo = p.add_argument_group("money check (Gy)")
+    mo.add_argument("--expect-tariff", action="append", default=None, metavar="RG=PRICE/UNIT",
+                    help="tariff per rating group, e.g. 100=0.01/1048576 (default: the config's)")
+    mo.add_argument("--verify-ledger", action="store_true",
+                    help="compare expected debits with `chargegw ledger check --json` before/after")
+    mo.add_argument("--ledger-config", default=None,
+                    help="the gateway's config file (tariffs and store) for the money check")
     o = p.add_argument_group("output")
     o.add_argument("--json", metavar="FILE", help="write the report as JSON (schema chargegw-load/1)")
     o.add_argument("--plot", metavar="FILE.png", help="throughput and percentiles over time")
@@ -211,6 +220,24 @@ def _compare(cfg: LoadConfig, args: argparse.Namespace, first: dict[str, Any]) -
     return rows
 
 
+def _money(cfg: LoadConfig, summary: dict[str, Any], tariffs: dict[int, tuple[int, int]],
+           before: dict[str, Any] | None, args: argparse.Namespace) -> dict[str, Any]:
+    exp = money.expected_debits(cfg.build_scenario(), summary["usage_reports"], tariffs)
+    low, high = exp["low_micro"], exp["high_micro"]
+    rng = money.fmt(low) if low == high else f"{money.fmt(low)} .. {money.fmt(high)}"
+    print(f"money: the OCS should have rated {rng} for the usage this run reported")
+    out: dict[str, Any] = {"expected": exp}
+    if before is not None:
+        res = money.verify(before, money.ledger_snapshot(args.ledger_config), exp)
+        out |= res
+        print(f"money: ledger rated {money.fmt(res['rated_delta_micro'])} during the run, ledger "
+              f"{'OK' if res['ledger_ok'] else 'FAILED'}: "
+              f"{'match' if res['passed'] else 'MISMATCH'}")
+        for p in res["ledger_problems"]:
+            print(f"  ledger problem: {p}")
+    return out
+
+
 def run(args: argparse.Namespace) -> int:
     try:
         cfg = config_from_args(args)
@@ -223,8 +250,19 @@ def run(args: argparse.Namespace) -> int:
         "schema": SCHEMA, "tool": f"chargegw load {__version__}",
         "started": datetime.now(UTC).isoformat(timespec="seconds"),
         "target": cfg.target, "params": params(cfg), "summary": None,
-        "gates": None, "ramp": None, "compare": None,
+        "gates": None, "ramp": None, "compare": None, "money": None,
     }
+    tariffs = before = None
+    if args.expect_tariff or args.verify_ledger:
+        try:
+            tariffs = (money.parse_tariffs(args.expect_tariff) if args.expect_tariff
+                       else money.tariffs_from_config(args.ledger_config))
+            money.expected_debits(cfg.build_scenario(), {}, tariffs)  # fail early on gaps
+            if args.verify_ledger:
+                before = money.ledger_snapshot(args.ledger_config)
+        except (ValueError, OSError, subprocess.SubprocessError) as exc:
+            print(f"chargegw load: money check: {exc}", file=sys.stderr)
+            return 2
     t0 = time.monotonic()
     try:
         if args.ramp:
@@ -244,6 +282,10 @@ def run(args: argparse.Namespace) -> int:
         if args.json:
             write_json(args.json, report)
         return 2
+    if tariffs is not None and report["summary"] is not None:
+        report["money"] = _money(cfg, report["summary"], tariffs, before, args)
+        if report["money"].get("passed") is False:
+            failed.append("the ledger does not match the usage reported")
     report["gates"] = {"max_error_rate": args.max_error_rate, "max_p99_ms": args.max_p99_ms,
                        "passed": not failed, "failures": failed}
     report["wall_s"] = round(time.monotonic() - t0, 3)

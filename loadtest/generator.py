@@ -326,6 +326,8 @@ class Engine:
         for s in list(conn.pending.values()):
             if s.measured:
                 rec.c["lost"] += 1
+            if s.flow.steps[s.step].usage:
+                rec.on_usage(s.flow.index, False)
             self.end_session(s, False)
         conn.pending.clear()
         for s in list(conn.sessions.values()):  # sessions waiting between steps
@@ -428,9 +430,13 @@ class Engine:
                 bad = "echo"
         if bad is not None:
             rec.on_mismatch(bad, s.measured)
+            if t.usage:
+                rec.on_usage(s.flow.index, False)
             self.end_session(s, False)
             return
         rc = v.result_code
+        if t.usage:
+            rec.on_usage(s.flow.index, rc == 2001)
         rec.on_answer(t.step, rc, int((now - s.intended) * 1e6), s.measured, now)
         last = len(s.flow.steps) - 1
         if 2000 <= rc < 3000:
@@ -519,6 +525,8 @@ class Engine:
                 for hbh in expired:
                     s = c.pending.pop(hbh)
                     self.rec.on_timeout(s.measured)
+                    if s.flow.steps[s.step].usage:
+                        self.rec.on_usage(s.flow.index, False)
                     self.end_session(s, False)
 
     async def _ticker(self) -> None:

@@ -258,7 +258,7 @@ def _gy_flow(f: FlowSpec, ident: Identity, tag: str, sub: str, w: int) -> list[T
         "gy-update",
         ccr(2, True, True, multiple_services_indicator=1,
             multiple_services_credit_control=mscc(True, True), **si),
-        sub_width=w, num_code=AVP_CC_REQUEST_NUMBER,
+        sub_width=w, num_code=AVP_CC_REQUEST_NUMBER, usage=True,
     )
     steps += [upd] * f.updates
     steps.append(
@@ -266,7 +266,7 @@ def _gy_flow(f: FlowSpec, ident: Identity, tag: str, sub: str, w: int) -> list[T
             "gy-terminate",
             ccr(3, False, True, multiple_services_indicator=1,
                 multiple_services_credit_control=mscc(False, True), termination_cause=1, **si),
-            sub_width=w, num_code=AVP_CC_REQUEST_NUMBER, final=True,
+            sub_width=w, num_code=AVP_CC_REQUEST_NUMBER, final=True, usage=True,
         )
     )
     return steps
@@ -339,6 +339,8 @@ class Flow:
     weight: float
     interval: float
     steps: list[Template]
+    index: int = 0
+    spec: FlowSpec | None = None
 
 
 def build_flows(scn: Scenario, ident: Identity, tag: str) -> list[Flow]:
@@ -346,7 +348,7 @@ def build_flows(scn: Scenario, ident: Identity, tag: str) -> list[Flow]:
     w = scn.sub_width
     sub = (SUB_MARK_CHAR * w).decode()
     out = []
-    for f in scn.flows:
+    for i, f in enumerate(scn.flows):
         if f.kind in ("gy", "gy-event"):
             steps = _gy_flow(f, ident, tag, sub, w)
         elif f.kind == "rf":
@@ -358,7 +360,7 @@ def build_flows(scn: Scenario, ident: Identity, tag: str) -> list[Flow]:
                               echo=True, final=True)]
         else:
             raise ValueError(f"unknown flow kind {f.kind!r}")
-        out.append(Flow(f.kind, f.weight, f.interval, steps))
+        out.append(Flow(f.kind, f.weight, f.interval, steps, i, f))
     return out
 
 

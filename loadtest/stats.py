@@ -87,6 +87,9 @@ class Recorder:
         self.by_step: dict[str, HdrHistogram] = {}
         self.step_sent: dict[str, int] = {}
         self.problems: list[str] = []
+        # flow index -> [usage reports answered 2001, reports whose fate is unknown]; warm-up
+        # included, because the OCS debits those too
+        self.usage: dict[str, list[int]] = {}
         self.measure_start = 0.0
         self.first_send = 0.0
         self.last_answer = 0.0
@@ -133,6 +136,12 @@ class Recorder:
                 iv.errors += 1
             iv.hist.record_value(lat)
 
+    def on_usage(self, flow: int, certain: bool) -> None:
+        u = self.usage.get(str(flow))
+        if u is None:
+            u = self.usage[str(flow)] = [0, 0]
+        u[0 if certain else 1] += 1
+
     def on_mismatch(self, kind: str, measured: bool) -> None:
         if measured:
             self.c["mismatches"] += 1
@@ -156,6 +165,7 @@ class Recorder:
             "by_step": {k: h.encode().decode() for k, h in self.by_step.items()},
             "step_sent": dict(self.step_sent),
             "problems": list(self.problems),
+            "usage": {k: list(v) for k, v in self.usage.items()},
             "measure_start": self.measure_start,
             "last_answer": self.last_answer,
             "end": self.end,
@@ -207,7 +217,12 @@ def merge(parts: list[dict[str, Any]]) -> dict[str, Any]:
     by_step: dict[str, HdrHistogram] = {}
     step_sent: dict[str, int] = {}
     problems: list[str] = []
+    usage: dict[str, list[int]] = {}
     for p in parts:
+        for k, (a, b) in p["usage"].items():
+            u = usage.setdefault(k, [0, 0])
+            u[0] += a
+            u[1] += b
         for k, v in p["counters"].items():
             c[k] += v
         for k, v in p["by_result"].items():
@@ -236,6 +251,7 @@ def merge(parts: list[dict[str, Any]]) -> dict[str, Any]:
         "by_step": by_step,
         "step_sent": step_sent,
         "problems": problems,
+        "usage": usage,
         "measure_start": min(starts) if starts else 0.0,
         "end": max(ends) if ends else 0.0,
     }
@@ -299,5 +315,7 @@ def summarize(m: dict[str, Any], series: list[dict[str, Any]], offered: float | 
         "connections": m["conn"],
         "server_requests": m["server_requests"],
         "warmup": {"sent": c["warmup_sent"], "answered": c["warmup_answered"]},
+        "usage_reports": {k: {"answered_2001": a, "unknown": b}
+                          for k, (a, b) in sorted(m["usage"].items())},
         "series": series,
     }

@@ -68,16 +68,18 @@ class Template:
         "num_code",
         "echo_off",
         "final",
+        "usage",
     )
 
     def __init__(self, step: str, msg: Message, *, sub_width: int, num_code: int | None,
-                 echo: bool = False, final: bool = False) -> None:
+                 echo: bool = False, final: bool = False, usage: bool = False) -> None:
         raw = msg.encode()
         self.step = step
         self.raw = raw
         self.code = msg.code
         self.app_id = msg.app_id
         self.final = final
+        self.usage = usage  # carries Used-Service-Unit: the OCS debits it (money check)
         if raw.count(SID_MARKER) != 1:
             raise ValueError(f"{step}: the Session-Id marker must occur exactly once")
         self.sid_off = raw.index(SID_MARKER)

@@ -230,14 +230,14 @@ def test_two_processes_merge_counts() -> None:
 
 EXPECTED_REPORT_KEYS = {
     "schema", "tool", "started", "target", "params", "summary", "gates", "ramp", "compare",
-    "wall_s",
+    "money", "wall_s",
 }
 EXPECTED_SUMMARY_KEYS = {
     "sent", "answered", "ok", "ok_2001", "errors", "timeouts", "mismatches", "lost",
     "unexpected_answers", "error_rate", "elapsed_s", "answers_per_s", "offered_rate",
     "sessions_started", "sessions_completed", "sessions_failed", "result_codes",
     "result_classes", "mismatch_kinds", "latency_ms", "send_lag_ms", "by_step", "connections",
-    "server_requests", "warmup", "series", "problems",
+    "server_requests", "warmup", "usage_reports", "series", "problems",
 }
 LATENCY_KEYS = {"min", "mean", "p50", "p90", "p99", "p999", "max"}
 SERIES_KEYS = {"t", "sent", "answered", "errors", "timeouts", "p50", "p90", "p99", "max"}
