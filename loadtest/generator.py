@@ -600,6 +600,14 @@ def build_report(cfg: LoadConfig, parts: list[dict[str, Any]]) -> dict[str, Any]
     merged = merge_records([p["record"] for p in parts])
     series = merge_intervals([r for p in parts for r in p["intervals"]])
     out = summarize(merged, series, cfg.rate) | {"problems": merged["problems"]}
+    if out["timeouts"]:
+        out["problems"].append(
+            f"{out['timeouts']} requests got no answer from {cfg.target} within "
+            f"{cfg.timeout:g} s (counted as timeouts)")
+    if out["mismatches"]:
+        kinds = ", ".join(f"{k} {v}" for k, v in out["mismatch_kinds"].items() if v)
+        out["problems"].append(
+            f"{out['mismatches']} answers did not match their request ({kinds})")
     lag, lat = out["send_lag_ms"]["p99"], out["latency_ms"]["p99"]
     if lag is not None and lat is not None and lag > 1.0 and lag > 0.25 * lat:
         out["problems"].append(

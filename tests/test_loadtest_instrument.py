@@ -168,6 +168,7 @@ def test_silent_server_times_out_cleanly() -> None:
     assert time.monotonic() - t0 < 4
     assert s["answered"] == 3
     assert s["timeouts"] == s["sent"] - 3 > 0
+    assert any("no answer" in p for p in s["problems"])
 
 
 def test_unreachable_target_fails_fast_with_address() -> None:
@@ -311,3 +312,64 @@ def test_unreachable_target_exit_code_2(capsys: Any) -> None:
     cli.configure(p)
     assert cli.run(p.parse_args(["--port", "1", "--quiet", "--connect-timeout", "1"])) == 2
     assert "127.0.0.1:1" in capsys.readouterr().err
+
+
+def test_compare_prints_ratios(tmp_path: Any, capsys: Any) -> None:
+    import threading
+
+    loop = asyncio.new_event_loop()
+    slow, slow_port = loop.run_until_complete(start_stub(StubBehaviour(delay=0.02)))
+    th = threading.Thread(target=loop.run_forever, daemon=True)
+    th.start()
+    out = tmp_path / "c.json"
+    try:
+        rc = _cli(["--scenario", "test_app", "--duration", "1", "--concurrency", "4",
+                   "--compare", f"127.0.0.1:{slow_port}", "--json", str(out)])
+    finally:
+        loop.call_soon_threadsafe(slow.close)
+        loop.call_soon_threadsafe(loop.stop)
+        th.join(5)
+    assert rc == 0
+    rows = orjson.loads(out.read_bytes())["compare"]
+    assert rows[0]["ratio"] == 1.0
+    # 4 in flight at 20 ms each: at most ~200/s, far below the fast stub
+    assert rows[1]["summary"]["answers_per_s"] <= 210 and rows[1]["ratio"] < 0.5
+    assert "ratio" in capsys.readouterr().out
+
+
+def test_scenario_file_and_subscriber_csv(tmp_path: Any) -> None:
+    (tmp_path / "subs.csv").write_text("# msisdn\n46701112223,x\n46701112224,y\n")
+    (tmp_path / "s.toml").write_text(
+        '[scenario]\nupdates = 2\n[[scenario.flows]]\nkind = "gy"\nweight = 3\n'
+        'rating_groups = [1, 100]\n[[scenario.flows]]\nkind = "rf"\nweight = 1\nupdates = 0\n'
+        '[subscribers]\ncsv = "subs.csv"\n'
+    )
+    b = StubBehaviour(record=True)
+    assert _cli(["--scenario", str(tmp_path / "s.toml"), "--sessions", "40", "--seed", "3"],
+                b) == 0
+    from chargegw.codec import Message
+
+    msgs = [Message.decode(f) for f in b.seen]
+    ccr = [m for m in msgs if m.code == 272]
+    acr = [m for m in msgs if m.code == 271]
+    assert ccr and acr and len(ccr) + len(acr) == len(msgs)
+    assert len(ccr) % 4 == 0 and len(acr) % 2 == 0  # gy: I, U, U, T; rf: START, STOP
+    assert {int(m.accounting_record_type) for m in acr} == {2, 4}
+    assert {len(m.multiple_services_credit_control) for m in ccr} == {2}
+    subs = {m.subscription_id[0].subscription_id_data for m in ccr}
+    assert subs <= {"46701112223", "46701112224"}
+    for m in msgs:
+        m.validate()
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[scenario]\nkind = "gy"\nupdtes = 1\n')
+    assert _cli(["--scenario", str(bad)]) == 2
+
+
+def test_old_flags_still_drive_gy_sessions(tmp_path: Any) -> None:
+    b = StubBehaviour(record=True)
+    out = tmp_path / "o.json"
+    assert _cli(["--sessions", "30", "--updates", "2", "--concurrency", "5", "--json", str(out)],
+                b) == 0
+    s = orjson.loads(out.read_bytes())["summary"]
+    assert s["sent"] == 120 and s["sessions_completed"] == 30 and s["result_codes"] == {
+        "2001": 120}
