@@ -373,3 +373,29 @@ def test_old_flags_still_drive_gy_sessions(tmp_path: Any) -> None:
     s = orjson.loads(out.read_bytes())["summary"]
     assert s["sent"] == 120 and s["sessions_completed"] == 30 and s["result_codes"] == {
         "2001": 120}
+
+
+def test_bench_load_null_part_runs(tmp_path: Any) -> None:
+    """`chargegw bench load --only null`: the stub subprocess and two short runs, no anchors."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "b.json"
+    r = subprocess.run(
+        [sys.executable, "-m", "chargegw.cli", "bench", "load", "--only", "null", "--duration",
+         "1", "--concurrency", "20", "--base-port", str(_free_port()), "--json", str(out)],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    parts = orjson.loads(out.read_bytes())["parts"]["null"]
+    for kind in ("test_app", "gy"):
+        assert parts[kind]["answered"] > 0, parts
+        assert parts[kind]["mismatches"] == parts[kind]["timeouts"] == 0
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
