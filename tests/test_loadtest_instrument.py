@@ -43,19 +43,21 @@ def _hist(summary: dict[str, Any]) -> HdrHistogram:
 
 
 def test_percentiles_match_known_server_delays() -> None:
-    # 90% of answers come after 10 ms, 10% after 60 ms; closed loop, one request per session
-    b = StubBehaviour(delay=lambda n: 0.060 if n % 10 == 9 else 0.010)
+    # 80% of answers come after 10 ms, 20% after 60 ms; closed loop, one request per session.
+    # p50 is then the median of the 10 ms group and p90 the median of the 60 ms group.
+    b = StubBehaviour(delay=lambda n: 0.060 if n % 5 == 4 else 0.010)
     cfg = LoadConfig(kind="test_app", sessions=400, concurrency=20, timeout=5)
     s, _ = _run(cfg, b)
     lat = s["latency_ms"]
     assert s["sent"] == s["answered"] == s["ok"] == 400
     # a latency can never be shorter than the server's delay (histogram precision 0.1%) ...
     assert lat["min"] >= 10.0 * 0.999
-    assert lat["p50"] >= 10.0 * 0.999 and lat["p90"] >= 10.0 * 0.999
-    assert lat["p99"] >= 60.0 * 0.999
+    assert lat["p50"] >= 10.0 * 0.999
+    assert lat["p90"] >= 60.0 * 0.999 and lat["p99"] >= 60.0 * 0.999
     # ... and only the loop's own overhead is added on top (generous for a busy 2-core box)
-    assert lat["p50"] <= 10.0 + 8 and lat["p90"] <= 10.0 + 8
-    assert lat["p99"] <= 60.0 + 15
+    assert lat["p50"] <= 10.0 + 8
+    assert lat["p90"] <= 60.0 + 8
+    assert lat["p99"] <= 60.0 + 30
     assert _hist(s).get_total_count() == 400
 
 
