@@ -1,11 +1,18 @@
-"""The bundled load generator: Gy CCR-I/U/T sessions over TCP, as fast as one core allows.
+"""The bundled load generator's engine: M peer connections, sessions, two load models.
 
-A load generator written in Python must not be the bottleneck of the system it measures, so
-it does the least per message: each request kind is encoded once through the codec as a
-template, and per request only the fixed-width fields (Session-Id counter, MSISDN digits,
-CC-Request-Number, hop-by-hop, end-to-end) are patched in place. Answers are matched by
-hop-by-hop id and read lazily for Result-Code. The connection speaks the base protocol a
-peer expects: CER/CEA first, DWR answered, DPR on the way out.
+Everything per request is callback-driven (no task or future per request): a request is
+rendered from its template, written, and parked in its connection's `pending` dict by
+hop-by-hop id; the answer's callback checks it, records its latency and sends the session's
+next step. Timeouts are found by one sweeper walking each `pending` dict from its oldest entry.
+
+Load models:
+- open loop (`rate`): session i is *intended* to start at t0 + i/rate, whatever the server does,
+  and every latency is measured from the request's intended send time. A stalled server (or a
+  stalled generator) therefore shows up in the percentiles instead of silently lowering the
+  offered load: no coordinated omission.
+- closed loop (`concurrency`): that many sessions in flight; a new one starts when one ends.
+Both stop after `sessions` sessions or `duration` seconds after the warm-up; requests intended
+during the `warmup` seconds are sent but kept out of the figures.
 """
 
 from __future__ import annotations
@@ -15,20 +22,23 @@ import os
 import random
 import struct
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from chargegw.codec import FrameReader, Message, parse_header
-from chargegw.codec.commands import (
-    CapabilitiesExchangeRequest,
-    CreditControlRequest,
-    DeviceWatchdogAnswer,
-    DisconnectPeerRequest,
-)
+from chargegw.codec import ResultCode
+from chargegw.codec.commands import DisconnectPeerRequest
+
+from .conn import ConnectError, LoadConn, Session
+from .scenarios import Identity, Scenario, build_flows, preset
+from .stats import Interval, Recorder, merge_intervals, summarize
+from .stats import merge as merge_records
+from .wire import AnswerView
 
 _U32 = struct.Struct(">I")
-SID_WIDTH = 10  # session counter digits in the Session-Id
-MSISDN_WIDTH = 13
+# The one clock of the run: high resolution (uvloop's loop.time() counts whole milliseconds)
+# and system-wide, so that processes share one start time.
+_now = time.monotonic
 
 
 @dataclass
@@ -39,317 +49,417 @@ class LoadConfig:
     origin_realm: str = "localdomain"
     destination_realm: str = "localdomain"
     destination_host: str | None = None
-    sessions: int = 1000
+    scenario: Scenario | None = None  # None: the `kind` preset with the fields below
+    kind: str = "gy"
+    sessions: int | None = 1000  # None with a duration: as many as the duration allows
     updates: int = 1
-    concurrency: int = 50
-    duration: float | None = None  # stop starting sessions after this many seconds
-    rate: float | None = None  # sessions started per second (None: as fast as answers allow)
+    interval: float = 0.0
+    concurrency: int = 50  # closed loop: sessions in flight (all processes together)
+    rate: float | None = None  # open loop: sessions started per second (all processes)
+    duration: float | None = None  # seconds after the warm-up
+    warmup: float = 0.0
+    connections: int = 1  # peer connections (all processes together, at least one each)
+    processes: int = 1
     msisdn_base: int = 4670000000000
     subscribers: int = 10000
-    rating_group: int = 100
+    rating_group: int | None = None
     service_identifier: int | None = None
-    octets_per_update: int = 1_000_000
+    octets_per_update: int | None = None
     timeout: float = 5.0
-    progress: float = 1.0  # seconds between progress lines; 0 disables them
+    connect_timeout: float = 5.0
+    progress: float = 1.0  # kept for compatibility; progress ticks are one a second
+    seed: int | None = None
+    process_index: int = 0  # set per child process
+    extra: dict[str, Any] = field(default_factory=dict)
 
-
-@dataclass
-class Stats:
-    sent: int = 0
-    answered: int = 0
-    timeouts: int = 0
-    sessions_started: int = 0
-    sessions_done: int = 0
-    by_result: dict[int, int] = field(default_factory=dict)
-    by_type: dict[str, int] = field(default_factory=dict)
-    latencies: list[float] = field(default_factory=list)
-    started: float = 0.0
-    finished: float = 0.0
+    def build_scenario(self) -> Scenario:
+        if self.scenario is not None:
+            return self.scenario
+        scn = preset(
+            self.kind,
+            updates=self.updates,
+            interval=self.interval,
+            rating_groups=[self.rating_group] if self.rating_group is not None else None,
+            service_identifier=self.service_identifier,
+            used_octets=self.octets_per_update,
+        )
+        scn.msisdn_base, scn.subscribers = self.msisdn_base, self.subscribers
+        return scn
 
     @property
-    def ok(self) -> int:
-        return self.by_result.get(2001, 0)
-
-    def summary(self) -> dict[str, Any]:
-        elapsed = max(self.finished - self.started, 1e-9)
-        lat = sorted(self.latencies)
-
-        def pct(p: float) -> float | None:
-            if not lat:
-                return None
-            return round(lat[min(len(lat) - 1, int(p * len(lat)))] * 1000, 3)
-
-        return {
-            "sent": self.sent,
-            "answered": self.answered,
-            "ok_2001": self.ok,
-            "errors": self.answered - self.ok,
-            "timeouts": self.timeouts,
-            "sessions_started": self.sessions_started,
-            "sessions_completed": self.sessions_done,
-            "result_codes": {str(k): v for k, v in sorted(self.by_result.items())},
-            "by_request_type": dict(sorted(self.by_type.items())),
-            "elapsed_s": round(elapsed, 3),
-            "answers_per_s": round(self.answered / elapsed, 1),
-            "latency_ms": {"p50": pct(0.50), "p90": pct(0.90), "p99": pct(0.99), "max": pct(1.0)},
-        }
+    def target(self) -> str:
+        return f"{self.host}:{self.port}"
 
 
-class _Template:
-    """A pre-encoded request with the byte offsets of the fields patched per use."""
+class Engine:
+    """One process's share of the run."""
 
-    def __init__(self, msg: Message, sid_marker: bytes, msisdn_marker: bytes) -> None:
-        raw = msg.encode()
-        self.raw = raw
-        self.sid_off = raw.index(sid_marker)
-        self.msisdn_off = raw.index(msisdn_marker)
-        # CC-Request-Number (415) value: find the AVP header and take the value after it.
-        hdr = struct.pack(">II", 415, (0x40 << 24) | 12)
-        self.reqnum_off = raw.index(hdr) + 8
-
-    def render(self, sid: bytes, msisdn: bytes, reqnum: int, hbh: int, e2e: int) -> bytes:
-        b = bytearray(self.raw)
-        b[12:16] = _U32.pack(hbh)
-        b[16:20] = _U32.pack(e2e)
-        b[self.sid_off : self.sid_off + SID_WIDTH] = sid
-        b[self.msisdn_off : self.msisdn_off + MSISDN_WIDTH] = msisdn
-        b[self.reqnum_off : self.reqnum_off + 4] = _U32.pack(reqnum)
-        return bytes(b)
-
-
-def build_templates(cfg: LoadConfig) -> dict[str, _Template]:
-    sid_marker = b"9" * SID_WIDTH
-    msisdn_marker = b"8" * MSISDN_WIDTH
-    sid = f"{cfg.origin_host};{os.getpid()};{sid_marker.decode()}"
-
-    def mscc(rsu: bool, usu: bool) -> dict[str, Any]:
-        m: dict[str, Any] = {"rating_group": cfg.rating_group}
-        if cfg.service_identifier is not None:
-            m["service_identifier"] = [cfg.service_identifier]
-        if rsu:
-            m["requested_service_unit"] = {}
-        if usu:
-            m["used_service_unit"] = [{"cc_total_octets": cfg.octets_per_update}]
-        return m
-
-    def ccr(kind: int, rsu: bool, usu: bool, extra: dict[str, Any]) -> Message:
-        return CreditControlRequest(
-            session_id=sid,
-            origin_host=cfg.origin_host,
-            origin_realm=cfg.origin_realm,
-            destination_realm=cfg.destination_realm,
-            destination_host=cfg.destination_host,
-            auth_application_id=4,
-            service_context_id="32251@3gpp.org",
-            cc_request_type=kind,
-            cc_request_number=0x7FFFFFFF,
-            subscription_id=[
-                {"subscription_id_type": 0, "subscription_id_data": msisdn_marker.decode()}
-            ],
-            multiple_services_indicator=1,
-            multiple_services_credit_control=[mscc(rsu, usu)],
-            **extra,
-        )
-
-    return {
-        "initial": _Template(ccr(1, True, False, {}), sid_marker, msisdn_marker),
-        "update": _Template(ccr(2, True, True, {}), sid_marker, msisdn_marker),
-        "terminate": _Template(
-            ccr(3, False, True, {"termination_cause": 1}), sid_marker, msisdn_marker
-        ),
-    }
-
-
-class LoadClient(asyncio.Protocol):
-    """One Diameter connection: base protocol plus request/answer matching by hop-by-hop."""
-
-    def __init__(self, cfg: LoadConfig, stats: Stats) -> None:
+    def __init__(self, cfg: LoadConfig, on_tick: Callable[[dict[str, Any]], None] | None = None,
+                 ) -> None:
         self.cfg = cfg
-        self.stats = stats
-        self.reader = FrameReader()
-        self.transport: asyncio.Transport | None = None
-        self.pending: dict[int, tuple[asyncio.Future[int], float]] = {}
-        self.cea: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
-        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.hbh = random.getrandbits(31)
-        self.e2e = random.getrandbits(20) | ((int(time.time()) & 0xFFF) << 20)
+        self.scn = cfg.build_scenario()
+        self.ident = Identity(cfg.origin_host, cfg.origin_realm, cfg.destination_realm,
+                              cfg.destination_host)
+        tag = f"{int(time.time())}.{os.getpid()}"
+        self.flows = build_flows(self.scn, self.ident, tag)
+        self.sid_prefix = f"{cfg.origin_host};{tag};".encode()
+        self.weights = [f.weight for f in self.flows]
+        self.rng = random.Random(None if cfg.seed is None else cfg.seed + cfg.process_index)
+        self.rec = Recorder()
+        self.on_tick = on_tick
+        self.conns: list[LoadConn] = []
+        self.rr = 0
+        self.counter = 0
+        self.active = 0
+        self.stopping = False
+        self.t0 = 0.0
+        self.stop_at = float("inf")
+        self.intervals: list[dict[str, Any]] = []
+        self.loop = asyncio.get_running_loop()
+        self.idle: asyncio.Event = asyncio.Event()
 
-    def next_ids(self) -> tuple[int, int]:
-        self.hbh = (self.hbh + 1) & 0xFFFFFFFF
-        self.e2e = (self.e2e + 1) & 0xFFFFFFFF
-        return self.hbh, self.e2e
+    # -- connections --------------------------------------------------------------------
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-        hbh, e2e = self.next_ids()
-        cer = CapabilitiesExchangeRequest(
-            hop_by_hop=hbh,
-            end_to_end=e2e,
-            origin_host=self.cfg.origin_host,
-            origin_realm=self.cfg.origin_realm,
-            host_ip_address=["127.0.0.1"],
-            vendor_id=0,
-            product_name="chargegw-load",
-            auth_application_id=[4],
-        )
-        self.transport.write(cer.encode())  # type: ignore[union-attr]
+    async def connect(self) -> None:
+        cfg = self.cfg
+        for i in range(max(1, cfg.connections)):
+            try:
+                _t, conn = await asyncio.wait_for(
+                    self.loop.create_connection(lambda i=i: LoadConn(self, i), cfg.host,
+                                                cfg.port),
+                    cfg.connect_timeout,
+                )
+            except (OSError, TimeoutError) as exc:
+                self.rec.conn["connect_failed"] += 1
+                await self.close()
+                raise ConnectError(f"cannot connect to {cfg.target}: "
+                                   f"{exc or 'timed out'}") from None
+            self.conns.append(conn)
+            try:
+                cea = await asyncio.wait_for(conn.cea, cfg.connect_timeout)
+            except TimeoutError:
+                await self.close()
+                raise ConnectError(
+                    f"{cfg.target} accepted the TCP connection but sent no CEA within "
+                    f"{cfg.connect_timeout:g} s"
+                ) from None
+            except ConnectError as exc:
+                await self.close()
+                raise ConnectError(f"{cfg.target}: {exc}") from None
+            rc = cea.get("Result-Code")
+            if rc != ResultCode.DIAMETER_SUCCESS:
+                await self.close()
+                raise ConnectError(f"{cfg.target} refused our CER with Result-Code {rc} "
+                                   f"({cea.get('Error-Message') or 'no Error-Message'})")
+            conn.open = True
+            self.rec.conn["connected"] += 1
 
-    def data_received(self, data: bytes) -> None:
-        try:
-            frames = self.reader.feed(data)
-        except Exception as exc:  # noqa: BLE001 - a framing fault ends this connection only
-            self._fail(exc)
-            return
-        for frame in frames:
-            h = parse_header(frame)
-            if h.flags & 0x80:
-                self._request(frame, h.code)
-                continue
-            entry = self.pending.pop(h.hop_by_hop, None)
-            if entry is not None:
-                fut, _sent = entry
-                if not fut.done():
-                    try:
-                        rc = Message.decode(frame).get("Result-Code") or 0
-                    except Exception:  # noqa: BLE001 - a broken answer counts as result 0
-                        rc = 0
-                    fut.set_result(int(rc))
-                continue
-            if h.code == 257 and not self.cea.done():
-                self.cea.set_result(Message.decode(frame))
-
-    def _request(self, frame: bytes, code: int) -> None:
-        req = Message.decode(frame)
-        if code == 280:  # DWR: the gateway checks we are alive
-            ans = DeviceWatchdogAnswer(
-                hop_by_hop=req.hop_by_hop,
-                end_to_end=req.end_to_end,
-                result_code=2001,
-                origin_host=self.cfg.origin_host,
-                origin_realm=self.cfg.origin_realm,
+    def on_conn_lost(self, conn: LoadConn, exc: BaseException | None) -> None:
+        rec = self.rec
+        outstanding = len(conn.pending)
+        if not conn.closing and not self.stopping or outstanding:
+            rec.conn["closed_by_server"] += 1
+            rec.problem(
+                f"connection {conn.index} to {self.cfg.target} was closed by the server "
+                f"mid-run ({exc or 'EOF'}) with {outstanding} requests outstanding"
             )
+        for s in list(conn.pending.values()):
+            if s.measured:
+                rec.c["lost"] += 1
+            if s.flow.steps[s.step].usage:
+                rec.on_usage(s.flow.index, False)
+            self.end_session(s, False)
+        conn.pending.clear()
+        for s in list(conn.sessions.values()):  # sessions waiting between steps
+            if s.handle is not None:
+                s.handle.cancel()
+                self.end_session(s, False)
+        if not any(c.open for c in self.conns):
+            if not self.stopping:
+                rec.problem("no open connection left: the run ended early")
+            self.stopping = True
+            self._check_idle()
+
+    async def close(self) -> None:
+        """DPR on every open connection, wait briefly for DPA, then close."""
+        for c in self.conns:
+            if c.open and c.transport is not None and not c.transport.is_closing():
+                hbh, e2e = c.next_ids()
+                dpr = DisconnectPeerRequest(hop_by_hop=hbh, end_to_end=e2e,
+                                            origin_host=self.ident.origin_host,
+                                            origin_realm=self.ident.origin_realm,
+                                            disconnect_cause=0)
+                c.closing = True
+                c.flush()
+                c.transport.write(dpr.encode())
+        waits = [c.dpa for c in self.conns if c.closing and not c.dead]
+        if waits:
+            await asyncio.wait(waits, timeout=1.0)
+        for c in self.conns:
+            c.closing = True
+            if c.transport is not None:
+                c.transport.close()
+
+    # -- sessions -----------------------------------------------------------------------
+
+    def _pick_conn(self) -> LoadConn | None:
+        n = len(self.conns)
+        for _ in range(n):
+            self.rr = (self.rr + 1) % n
+            c = self.conns[self.rr]
+            if c.open:
+                return c
+        return None
+
+    def start_session(self, intended: float) -> bool:
+        conn = self._pick_conn()
+        if conn is None:
+            return False
+        cfg = self.cfg
+        n = self.counter
+        self.counter += 1
+        flow = self.flows[0] if len(self.flows) == 1 else self.rng.choices(
+            self.flows, self.weights)[0]
+        sid = f"{cfg.process_index % 100:02d}{n % 10**10:010d}".encode()
+        s = Session(conn, flow, sid, self.sid_prefix + sid,
+                    self.scn.subscriber(n * max(1, cfg.processes) + cfg.process_index))
+        conn.sessions[s.sid_full] = s
+        self.active += 1
+        if intended >= self.rec.measure_start:
+            self.rec.c["sessions_started"] += 1
+        self.send(s, intended)
+        return True
+
+    def send(self, s: Session, intended: float) -> None:
+        s.handle = None
+        conn = s.conn
+        if not conn.open or conn.transport is None:
+            self.end_session(s, False)
+            return
+        t = s.flow.steps[s.step]
+        hbh, e2e = conn.next_ids()
+        s.e2e = e2e
+        s.intended = intended
+        s.measured = intended >= self.rec.measure_start
+        if t.echo_off >= 0:
+            s.echo = self.rng.getrandbits(31)
+        conn.pending[hbh] = s
+        conn.queue(t.render(hbh, e2e, s.sid, s.sub, s.step, s.echo))
+        self.rec.on_sent(t.step, s.measured)
+        if s.measured:  # how late the generator itself is: its share of every latency
+            self.rec.lag.record_value(max(1, int((_now() - intended) * 1e6)))
+
+    def on_answer(self, s: Session, frame: bytes) -> None:
+        now = _now()
+        t = s.flow.steps[s.step]
+        rec = self.rec
+        bad = None
+        if frame[5:8] != t.raw[5:8] or frame[8:12] != t.raw[8:12]:
+            bad = "command"
+        elif _U32.unpack_from(frame, 16)[0] != s.e2e:
+            bad = "end_to_end"
         else:
-            ans = req.answer(
-                3001 if code != 282 else 2001,
-                origin_host=self.cfg.origin_host,
-                origin_realm=self.cfg.origin_realm,
-            )
-        if self.transport is not None:
-            self.transport.write(ans.encode())
-
-    def _fail(self, exc: BaseException | None) -> None:
-        if not self.cea.done():
-            self.cea.set_exception(exc or ConnectionError("connection closed before CEA"))
-        for fut, _ in self.pending.values():
-            if not fut.done():
-                fut.set_exception(ConnectionError("connection lost"))
-        self.pending.clear()
-        if not self.closed.done():
-            self.closed.set_result(None)
-        if self.transport is not None:
-            self.transport.close()
-
-    def connection_lost(self, exc: BaseException | None) -> None:
-        self._fail(exc)
-
-    async def call(self, frame: bytes, hbh: int) -> int:
-        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self.pending[hbh] = (fut, time.perf_counter())
-        self.transport.write(frame)  # type: ignore[union-attr]
-        return await asyncio.wait_for(fut, self.cfg.timeout)
-
-    async def disconnect(self) -> None:
-        if self.transport is None or self.transport.is_closing():
+            v = AnswerView(frame, t.num_code or -1)
+            if v.malformed:
+                bad = "malformed"
+            elif v.session_id != s.sid_full:
+                bad = "session_id"
+            elif t.num_code is not None and v.number != s.step:
+                bad = "number"
+            elif t.echo_off >= 0 and v.echo != s.echo and v.result_code == 2001:
+                bad = "echo"
+        if bad is not None:
+            rec.on_mismatch(bad, s.measured)
+            if t.usage:
+                rec.on_usage(s.flow.index, False)
+            self.end_session(s, False)
             return
-        hbh, e2e = self.next_ids()
-        dpr = DisconnectPeerRequest(
-            hop_by_hop=hbh,
-            end_to_end=e2e,
-            origin_host=self.cfg.origin_host,
-            origin_realm=self.cfg.origin_realm,
-            disconnect_cause=0,
-        )
+        rc = v.result_code
+        if t.usage:
+            rec.on_usage(s.flow.index, rc == 2001)
+        rec.on_answer(t.step, rc, int((now - s.intended) * 1e6), s.measured, now)
+        last = len(s.flow.steps) - 1
+        if 2000 <= rc < 3000:
+            if s.step >= last:
+                self.end_session(s, True)
+                return
+            s.step = last if s.aborted else s.step + 1
+        elif s.step == 0 or s.step >= last:
+            self.end_session(s, False)
+            return
+        else:
+            s.step = last  # close what was opened, so reservations are released
+        iv = s.flow.interval
+        if iv > 0:
+            s.handle = self.loop.call_later(iv, self.send, s, now + iv)
+        else:
+            self.send(s, now)
+
+    def end_session(self, s: Session, ok: bool) -> None:
+        s.conn.sessions.pop(s.sid_full, None)
+        self.active -= 1
+        if s.measured:
+            self.rec.c["sessions_completed" if ok else "sessions_failed"] += 1
+        if self.cfg.rate is None and not self.stopping:
+            now = _now()
+            if self._may_start(now) and self.start_session(now):
+                return
+            self.stopping = True
+        self._check_idle()
+
+    def _may_start(self, now: float) -> bool:
+        limit = self._session_limit()
+        return (limit is None or self.counter < limit) and now < self.stop_at
+
+    def _session_limit(self) -> int | None:
+        cfg = self.cfg
+        total = cfg.sessions if cfg.sessions is not None else (None if cfg.duration else 1000)
+        if total is None:
+            return None
+        p, i = max(1, cfg.processes), cfg.process_index
+        return total // p + (1 if i < total % p else 0)
+
+    def _check_idle(self) -> None:
+        if self.stopping and self.active <= 0:
+            self.idle.set()
+
+    # -- the run ------------------------------------------------------------------------
+
+    async def _open_loop(self) -> None:
+        cfg = self.cfg
+        assert cfg.rate
+        rate = cfg.rate / max(1, cfg.processes)
+        # stagger processes so that their arrivals interleave instead of coinciding
+        offset = cfg.process_index / (rate * max(1, cfg.processes))
+        limit = self._session_limit()
+        i = 0
+        while not self.stopping:
+            now = _now()
+            nxt = self.t0 + offset + i / rate
+            while nxt <= now:
+                if nxt >= self.stop_at or (limit is not None and i >= limit):
+                    self.stopping = True
+                    break
+                if not self.start_session(nxt):
+                    self.stopping = True
+                    break
+                i += 1
+                nxt = self.t0 + offset + i / rate
+            if self.stopping:
+                break
+            await asyncio.sleep(max(0.0, nxt - _now()))
+        self._check_idle()
+
+    async def _sweeper(self) -> None:
+        timeout = self.cfg.timeout
+        period = min(0.05, timeout / 4)
+        while True:
+            await asyncio.sleep(period)
+            limit = _now() - timeout
+            for c in self.conns:
+                expired = []
+                for hbh, s in c.pending.items():
+                    if s.intended > limit:
+                        break
+                    expired.append(hbh)
+                for hbh in expired:
+                    s = c.pending.pop(hbh)
+                    self.rec.on_timeout(s.measured)
+                    if s.flow.steps[s.step].usage:
+                        self.rec.on_usage(s.flow.index, False)
+                    self.end_session(s, False)
+
+    async def _ticker(self) -> None:
+        rec = self.rec
+        await asyncio.sleep(max(0.0, rec.measure_start - _now()))
+        index = 0
+        rec.interval = Interval(0)
+        while True:
+            await asyncio.sleep(max(0.0, rec.measure_start + index + 1 - _now()))
+            self._emit_interval()
+            index += 1
+            rec.interval = Interval(index)
+
+    def _emit_interval(self) -> None:
+        iv = self.rec.interval
+        if iv is None:
+            return
+        row = iv.to_dict()
+        self.intervals.append(row)
+        if self.on_tick is not None:
+            c = self.rec.c
+            self.on_tick({**row, "total": {k: c[k] for k in (
+                "sent", "answered", "errors", "timeouts", "mismatches", "lost",
+                "sessions_started")}})
+
+    async def run(self, start_at: float | None = None) -> dict[str, Any]:
+        """Run (after `connect`) and return this process's recorder dict and intervals."""
+        cfg = self.cfg
+        now = _now()
+        self.t0 = max(now, start_at or now)
+        self.rec.measure_start = self.t0 + cfg.warmup
+        if cfg.duration is not None:
+            self.stop_at = self.rec.measure_start + cfg.duration
+        await asyncio.sleep(max(0.0, self.t0 - _now()))
+        while _now() < self.t0:  # uvloop's timers may fire up to a millisecond early
+            await asyncio.sleep(0)
+        tasks = [asyncio.create_task(self._sweeper()), asyncio.create_task(self._ticker())]
         try:
-            await self.call(dpr.encode(), hbh)
-        except (TimeoutError, ConnectionError):
-            pass
-        self.transport.close()
+            if cfg.rate:
+                tasks.append(asyncio.create_task(self._open_loop()))
+            else:
+                limit = self._session_limit()
+                n = max(1, cfg.concurrency // max(1, cfg.processes)
+                        + (1 if cfg.process_index < cfg.concurrency % max(1, cfg.processes)
+                           else 0))
+                for _ in range(n if limit is None else min(n, limit)):
+                    if not self.start_session(_now()):
+                        break
+                if self.active == 0:
+                    self.stopping = True
+            self._check_idle()
+            await self.idle.wait()
+        finally:
+            for t in tasks:
+                t.cancel()
+            self.rec.end = _now()
+            if self.rec.interval is not None and (self.rec.interval.sent
+                                                  or self.rec.interval.answered):
+                self._emit_interval()
+            await self.close()
+        return {"record": self.rec.to_dict(), "intervals": self.intervals}
+
+
+async def run_process(cfg: LoadConfig, on_tick: Callable[[dict[str, Any]], None] | None = None,
+                      start_at: float | None = None) -> dict[str, Any]:
+    eng = Engine(cfg, on_tick)
+    await eng.connect()
+    return await eng.run(start_at)
+
+
+def build_report(cfg: LoadConfig, parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """Merge the processes' results into the report's `summary`."""
+    merged = merge_records([p["record"] for p in parts])
+    series = merge_intervals([r for p in parts for r in p["intervals"]])
+    out = summarize(merged, series, cfg.rate) | {"problems": merged["problems"]}
+    if out["timeouts"]:
+        out["problems"].append(
+            f"{out['timeouts']} requests got no answer from {cfg.target} within "
+            f"{cfg.timeout:g} s (counted as timeouts)")
+    if out["mismatches"]:
+        kinds = ", ".join(f"{k} {v}" for k, v in out["mismatch_kinds"].items() if v)
+        out["problems"].append(
+            f"{out['mismatches']} answers did not match their request ({kinds})")
+    lag, lat = out["send_lag_ms"]["p99"], out["latency_ms"]["p99"]
+    if lag is not None and lat is not None and lag > 1.0 and lag > 0.25 * lat:
+        out["problems"].append(
+            f"the generator itself sent late (send lag p99 {lag} ms of latency p99 {lat} ms): "
+            "the figures measure the generator too; add --processes or lower the rate"
+        )
+    return out
 
 
 async def run_load(cfg: LoadConfig, *, on_progress: Any = None) -> dict[str, Any]:
-    """Run the configured sessions; return the summary dict (also the JSON report body)."""
-    loop = asyncio.get_running_loop()
-    stats = Stats()
-    templates = build_templates(cfg)
-    _t, client = await loop.create_connection(lambda: LoadClient(cfg, stats), cfg.host, cfg.port)
-    cea = await asyncio.wait_for(client.cea, cfg.timeout)
-    rc = cea.get("Result-Code")
-    if rc != 2001:
-        client.transport.close()  # type: ignore[union-attr]
-        raise ConnectionError(f"CEA refused the connection with Result-Code {rc}")
-
-    stats.started = time.perf_counter()
-    deadline = stats.started + cfg.duration if cfg.duration else None
-    counter = iter(range(cfg.sessions))
-    interval = 1.0 / cfg.rate if cfg.rate else 0.0
-    next_start = [stats.started]
-    steps = ["initial"] + ["update"] * cfg.updates + ["terminate"]
-
-    async def one(kind: str, sid: bytes, msisdn: bytes, number: int) -> int:
-        hbh, e2e = client.next_ids()
-        frame = templates[kind].render(sid, msisdn, number, hbh, e2e)
-        t0 = time.perf_counter()
-        stats.sent += 1
-        try:
-            rc = await client.call(frame, hbh)
-        except TimeoutError:
-            client.pending.pop(hbh, None)
-            stats.timeouts += 1
-            return -1
-        stats.latencies.append(time.perf_counter() - t0)
-        stats.answered += 1
-        stats.by_result[rc] = stats.by_result.get(rc, 0) + 1
-        stats.by_type[kind] = stats.by_type.get(kind, 0) + 1
-        return rc
-
-    async def lane() -> None:
-        for n in counter:
-            now = time.perf_counter()
-            if deadline is not None and now >= deadline:
-                return
-            if interval:
-                start_at = next_start[0]
-                next_start[0] = max(start_at, now) + interval
-                if start_at > now:
-                    await asyncio.sleep(start_at - now)
-            stats.sessions_started += 1
-            sid = str(n % 10**SID_WIDTH).zfill(SID_WIDTH).encode()
-            msisdn = str(cfg.msisdn_base + n % cfg.subscribers).zfill(MSISDN_WIDTH).encode()
-            for i, kind in enumerate(steps):
-                rc = await one(kind, sid, msisdn, i)
-                if rc != 2001 and kind != "terminate":
-                    break  # a session the OCS refused or lost: do not send more for it
-            else:
-                stats.sessions_done += 1
-            if client.closed.done():
-                return
-
-    async def progress() -> None:
-        last = (stats.started, 0)
-        while True:
-            await asyncio.sleep(cfg.progress)
-            now = time.perf_counter()
-            rate = (stats.answered - last[1]) / max(now - last[0], 1e-9)
-            last = (now, stats.answered)
-            if on_progress is not None:
-                on_progress(stats, rate)
-
-    ticker = asyncio.create_task(progress()) if cfg.progress and on_progress else None
-    try:
-        await asyncio.gather(*(lane() for _ in range(max(1, cfg.concurrency))))
-    finally:
-        stats.finished = time.perf_counter()
-        if ticker is not None:
-            ticker.cancel()
-        await client.disconnect()
-    return stats.summary()
+    """One process, in the running loop: the summary dict (the JSON report's `summary`)."""
+    part = await run_process(cfg, on_progress)
+    return build_report(cfg, [part])
