@@ -96,6 +96,7 @@ class Counters:
     workers_dropped: int = 0
     affinity_misses: int = 0  # placed on another worker than the session's ring owner
     identity_refused: int = 0  # registrations under a live identity from another key
+    credit_checked: int = 0  # worker heartbeats whose free count reconciled
     credit_mismatch: int = 0  # worker heartbeats whose free count did not reconcile
     worker_expired: int = 0  # requests a worker dropped unapplied (deadline passed)
 
@@ -255,6 +256,7 @@ class PoolCore:
         ok = free == w.available + w.excess + (w.sent - received)
         if ok:
             w.mismatches = 0
+            self.counters.credit_checked += 1
         else:
             w.mismatches += 1
             self.counters.credit_mismatch += 1

@@ -140,6 +140,9 @@ class PoolServer:
         sock.setsockopt(zmq.SNDHWM, 100_000)
         sock.setsockopt(zmq.RCVHWM, 100_000)
         sock.setsockopt(zmq.MAXMSGSIZE, self.max_frame)
+        # ZMTP heartbeats close dead connections, freeing their routing ids for reconnects.
+        sock.setsockopt(zmq.HEARTBEAT_IVL, max(1, int(self.heartbeat_interval * 1000)))
+        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, max(1, int(self.core.heartbeat_timeout * 1000)))
         if keys is not None:
             sec.curve_server(sock, keys)
         status: zmq.Socket | None = None

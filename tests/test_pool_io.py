@@ -20,8 +20,8 @@ from chargegw.gateway.pool import NoWorker, Pending, PoolCore
 from chargegw.gateway.pool_io import OutRequestFailed, PoolServer
 from chargegw.workers import pool_protocol as pp
 from chargegw.workers.api import AppSpec
-from chargegw.workers.runtime import WorkerRuntime
 from chargegw.workers.pool_security import DEFAULT_OUT_COMMANDS
+from chargegw.workers.runtime import WorkerRuntime
 from chargegw.workers.testapp import TEST_APP_ID, TEST_AVP, TEST_CMD, TEST_VENDOR
 
 pytestmark = pytest.mark.timeout(60)

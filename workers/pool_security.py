@@ -26,7 +26,8 @@ import zmq
 # Room for the pool envelope around one Diameter message (ids, peer name, deadline,
 # msgpack headers) and for small control messages batched with it.
 ENVELOPE = 16 * 1024
-STATUS_QUERY_MAX = 4096  # inbound limit on the status socket (queries are a few bytes)
+STATUS_QUERY_MAX = 4096
+ZAP_DOMAIN = "chargegw-pool"  # inbound limit on the status socket (queries are a few bytes)
 
 # Server-initiated commands workers may send out (RFC 6733 RAR/ASR, TS 29.219 SNR).
 RAR, ASR, SNR = 258, 274, 8388636
@@ -109,7 +110,7 @@ def start_authenticator(ctx: zmq.Context, keys: ServerKeys) -> object:
 
     auth = ThreadAuthenticator(ctx)
     auth.start()
-    auth.configure_curve(domain="*", location=keys.allowed_dir)
+    auth.configure_curve(domain=ZAP_DOMAIN, location=keys.allowed_dir)
     return auth
 
 
@@ -117,7 +118,7 @@ def curve_server(sock: zmq.Socket, keys: ServerKeys) -> None:
     sock.setsockopt(zmq.CURVE_SERVER, 1)
     sock.setsockopt(zmq.CURVE_SECRETKEY, keys.secret)
     sock.setsockopt(zmq.CURVE_PUBLICKEY, keys.public)
-    sock.setsockopt(zmq.ZAP_DOMAIN, b"chargegw-pool")
+    sock.setsockopt(zmq.ZAP_DOMAIN, ZAP_DOMAIN.encode())
 
 
 def curve_client(sock: zmq.Socket, keys: ClientKeys) -> None:

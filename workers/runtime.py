@@ -167,6 +167,7 @@ class WorkerRuntime:
         self.heartbeat_interval = heartbeat_interval
         self.heartbeat_timeout = heartbeat_timeout
         self._ctx = context or zmq.Context.instance()
+        self._keys: sec.ClientKeys | None = None
         self.curve_secret_key = curve_secret_key
         self.curve_server_key = curve_server_key
         self.max_frame = max_frame
@@ -249,38 +250,25 @@ class WorkerRuntime:
 
     async def run(self, stop: asyncio.Event, *, drain_timeout: float = 10.0) -> None:
         """Serve until `stop` is set, then drain and say goodbye."""
-        keys = self.client_keys()
+        self._keys = self.client_keys()
         if not self.apps:
             self.load_apps()
         self._loop = asyncio.get_running_loop()
-        ident = self.worker_id.encode()
         for ep in self.gateways:
-            sock = self._ctx.socket(zmq.DEALER)
-            sock.setsockopt(zmq.ROUTING_ID, ident)
-            sock.setsockopt(zmq.LINGER, 0)
-            sock.setsockopt(zmq.MAXMSGSIZE, self.max_frame)
-            if keys is not None:
-                sec.curve_client(sock, keys)
-            # Not ZMQ_IMMEDIATE: with it, what the gateway sent last (its Goodbye) is thrown
-            # away unread when its connection drops. Without it, what we send while the
-            # gateway is away waits (bounded by the HWM) and is sorted out by Reset/Ready.
-            sock.setsockopt(zmq.SNDHWM, 10_000)
-            sock.setsockopt(zmq.RCVHWM, 100_000)
-            sock.setsockopt(zmq.RECONNECT_IVL, 100)
-            sock.setsockopt(zmq.RECONNECT_IVL_MAX, 2000)
-            sock.connect(ep)
             # A process-unique starting gen: a restarted worker with the same id is a new
             # registration, never mistaken for the dead one.
             link = _Link(
                 endpoint=ep,
-                sock=sock,
+                sock=self._socket(ep),
                 last_heard=time.monotonic(),
                 gen=secrets.randbits(31),
                 unacked_since=time.monotonic(),
             )
             idx = len(self.links)
             self.links.append(link)
-            link.ls = LoopSocket(self._loop, sock, lambda batch, i=idx: self._on_frames(i, batch))
+            link.ls = LoopSocket(
+                self._loop, link.sock, lambda batch, i=idx: self._on_frames(i, batch)
+            )
         for i in range(len(self.links)):
             self._send_ready(i)
         self._tick_handle = self._loop.call_later(TICK, self._tick)
@@ -294,6 +282,40 @@ class WorkerRuntime:
             await stop.wait()
         finally:
             await self._shutdown(drain_timeout)
+
+    def _socket(self, ep: str) -> zmq.Socket:
+        sock = self._ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.ROUTING_ID, self.worker_id.encode())
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.MAXMSGSIZE, self.max_frame)
+        if self._keys is not None:
+            sec.curve_client(sock, self._keys)
+        # Not ZMQ_IMMEDIATE: with it, what the gateway sent last (its Goodbye) is thrown
+        # away unread when its connection drops. Without it, what we send while the
+        # gateway is away waits (bounded by the HWM) and is sorted out by Reset/Ready.
+        sock.setsockopt(zmq.SNDHWM, 10_000)
+        sock.setsockopt(zmq.RCVHWM, 100_000)
+        sock.setsockopt(zmq.RECONNECT_IVL, 100)
+        sock.setsockopt(zmq.RECONNECT_IVL_MAX, 2000)
+        # ZMTP heartbeats: a dead connection is closed (and the gateway frees our routing
+        # id, which it never hands over) within the heartbeat timeout.
+        sock.setsockopt(zmq.HEARTBEAT_IVL, max(1, int(self.heartbeat_interval * 1000)))
+        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, max(1, int(self.heartbeat_timeout * 1000)))
+        sock.connect(ep)
+        return sock
+
+    def _reconnect(self, i: int) -> None:
+        """A fresh socket for a link whose connection ZeroMQ gave up on (a protocol error,
+        such as an oversize frame, ends a session for good). What waits in the outbox stays."""
+        link = self.links[i]
+        assert self._loop is not None
+        if link.ls is not None:
+            link.ls.close()
+        link.sock = self._socket(link.endpoint)
+        link.ls = LoopSocket(self._loop, link.sock, lambda batch: self._on_frames(i, batch))
+        link.stuck = False
+        link.last_heard = link.unacked_since = time.monotonic()  # a while before another
+        log.info("worker %s reconnecting to %s", self.worker_id, link.endpoint)
 
     def client_keys(self) -> sec.ClientKeys | None:
         """The CURVE keys, required when a gateway is on tcp:// and then used on every link
@@ -390,7 +412,21 @@ class WorkerRuntime:
             for i, link in enumerate(self.links):
                 if link.stuck:
                     self._send_link(i)  # what zmq.Again held back; nothing new meanwhile
-                if link.acked and now - link.last_heard > self.heartbeat_timeout:
+                silent = now - link.last_heard > self.heartbeat_timeout
+                if (
+                    silent
+                    and not self._stopping
+                    and (
+                        link.stuck  # no pipe left to send on: ZeroMQ gave up on the session
+                        # Unanswered: the gateway may still hold our routing id on a dead
+                        # connection (it never hands one over), which ignores a new one.
+                        or (
+                            not link.acked and now - link.unacked_since > 2 * self.heartbeat_timeout
+                        )
+                    )
+                ):
+                    self._reconnect(i)
+                if link.acked and silent:
                     self._reregister(i, "gateway silent")
                 elif not link.acked and not self._stopping:
                     # Until the gateway answers, Ready again: quickly at first (registering
