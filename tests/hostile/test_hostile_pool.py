@@ -645,3 +645,22 @@ async def test_expired_requests_are_dropped_unapplied(tmp_path: Path) -> None:
         assert store.get_account("4670000001020").account.reserved > 0
         _ledger_ok(rt)
         assert gw.core.counters.credit_mismatch == 0
+
+
+def test_keys_cli_generates_and_a_missing_key_file_is_a_clear_error(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    cli = [sys.executable, "-m", "chargegw.cli"]
+    out = subprocess.run(
+        [*cli, "keys", "generate", "--dir", str(tmp_path / "k")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "curve_secret_key" in out.stdout
+    secret = tmp_path / "k" / "gateway" / "gateway.key_secret"
+    assert stat.S_IMODE(secret.stat().st_mode) == 0o600
+    with pytest.raises(sec.PoolKeyError, match=r"worker\.curve_server_key.*nope"):
+        sec.client_keys(str(tmp_path / "k" / "worker" / "worker.key_secret"), "nope")
