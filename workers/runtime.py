@@ -185,6 +185,7 @@ class WorkerRuntime:
         self._rr = 0
         self._tasks: set[asyncio.Future[Any]] = set()
         self._stopping = False
+        self._expired_logged = 0.0
         self.handled = 0
         self.errors = 0
 
@@ -503,9 +504,16 @@ class WorkerRuntime:
         link = self.links[i]
         link.expired += 1
         link.done += 1
-        log.warning(
-            "request for Session-Id %s arrived past its deadline: dropped unapplied",
+        # One warning per second at most: a stalled worker may find thousands at once.
+        now = time.monotonic()
+        level = logging.WARNING if now - self._expired_logged >= 1.0 else logging.DEBUG
+        if level == logging.WARNING:
+            self._expired_logged = now
+        log.log(
+            level,
+            "request for Session-Id %s is past its deadline: dropped unapplied (%d so far)",
             _session_id(req.raw) if req.raw else "?",
+            link.expired,
         )
         self._queue(i, pp.Expired(req.id))
 
