@@ -180,6 +180,15 @@ class Pool(_Base):
     forward: Literal["raw", "decoded"] = "raw"  # see gateway/dispatch.py and the benchmark
     drain_timeout: float = 5.0  # graceful shutdown: bound on draining in-flight requests
     vnodes: int = 64  # consistent-hash points per worker
+    # CURVE (required for every tcp:// bind; `chargegw keys generate` writes the files):
+    # the gateway's secret key file, and a directory of the worker public keys admitted.
+    curve_secret_key: str = ""
+    curve_workers: str = ""
+    # `chargegw status` asks here (ipc:// only: the operator's socket, mode 0600). Empty =
+    # ipc://<data_dir>/status.ipc.
+    status_bind: str = ""
+    # Command codes workers may send out besides RAR (258), ASR (274) and SNR (8388636).
+    out_commands: list[int] = []
 
     def __post_init__(self) -> None:
         _check(self.deadline > 0, "deadline", "must be > 0")
@@ -193,6 +202,21 @@ class Pool(_Base):
         _check(self.vnodes >= 1, "vnodes", "must be >= 1")
         for i, ep in enumerate(self.bind):
             _check(_is_endpoint(ep), f"bind[{i}]", f"{ep!r} is not a tcp:// or ipc:// endpoint")
+        if any(ep.startswith("tcp://") for ep in self.bind):
+            for key in ("curve_secret_key", "curve_workers"):
+                _check(
+                    bool(getattr(self, key)),
+                    key,
+                    "a tcp:// bind needs CURVE keys: set pool.curve_secret_key and "
+                    "pool.curve_workers (`chargegw keys generate` writes them)",
+                )
+        _check(
+            not self.status_bind or self.status_bind.startswith("ipc://"),
+            "status_bind",
+            "must be an ipc:// endpoint (only the operator may reach it)",
+        )
+        for i, code in enumerate(self.out_commands):
+            _check(0 < code < 1 << 24, f"out_commands[{i}]", f"{code} is not a command code")
 
 
 class Worker(_Base):
@@ -205,6 +229,10 @@ class Worker(_Base):
     id: str = ""  # routing identity; empty = host-pid-random
     heartbeat_interval: float = 1.0
     heartbeat_timeout: float = 3.0
+    # CURVE (required to connect to a tcp:// gateway): this worker's secret key file, and
+    # the gateway's public key file.
+    curve_secret_key: str = ""
+    curve_server_key: str = ""
 
     def __post_init__(self) -> None:
         _check(self.credit >= 1, "credit", "must be >= 1")
@@ -216,6 +244,14 @@ class Worker(_Base):
         )
         for i, ep in enumerate(self.gateways):
             _check(_is_endpoint(ep), f"gateways[{i}]", f"{ep!r} is not a tcp:// or ipc:// endpoint")
+        if any(ep.startswith("tcp://") for ep in self.gateways):
+            for key in ("curve_secret_key", "curve_server_key"):
+                _check(
+                    bool(getattr(self, key)),
+                    key,
+                    "a tcp:// gateway needs CURVE keys: set worker.curve_secret_key and "
+                    "worker.curve_server_key (`chargegw keys generate` writes them)",
+                )
 
 
 class Launcher(_Base):
@@ -392,12 +428,15 @@ def _is_endpoint(ep: str) -> bool:
 _IPC_MAX = 100
 
 
-def default_ipc_endpoint(data_path: str) -> str:
-    path = os.path.join(data_path, "gateway.ipc")
+def default_ipc_endpoint(data_path: str, name: str = "gateway.ipc") -> str:
+    """`name` in the data dir; when that path is too long for a Unix socket, in a private
+    directory (mode 0700, checked when the socket is bound) under the temp dir."""
+    path = os.path.join(data_path, name)
     if len(path) <= _IPC_MAX:
         return "ipc://" + path
     import hashlib
     import tempfile
 
-    digest = hashlib.sha1(path.encode()).hexdigest()[:12]
-    return "ipc://" + os.path.join(tempfile.gettempdir(), f"chargegw-{digest}.ipc")
+    digest = hashlib.sha1(data_path.encode()).hexdigest()[:12]
+    private = f"chargegw-{os.getuid()}-{digest}"
+    return "ipc://" + os.path.join(tempfile.gettempdir(), private, name)

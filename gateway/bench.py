@@ -192,8 +192,9 @@ def chargegw_run(cfg: Path, workers: int, *, forward: str = "raw") -> Iterator[P
 def _wait_workers(cfg: Path, n: int, timeout: float = 30.0) -> None:
     from chargegw.config import load_config
     from chargegw.gateway.status_cli import query
+    from chargegw.workers.pool_security import status_endpoint
 
-    ep = load_config(str(cfg)).worker_gateways()[0]
+    ep = status_endpoint(load_config(str(cfg)))
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         with contextlib.suppress(TimeoutError):

@@ -17,7 +17,7 @@ from chargegw.codec import CodecError, Message
 from chargegw.config.schema import Config, is_loopback
 from chargegw.gateway import forwarding
 from chargegw.gateway.pool import NoWorker, Pending, PoolCore
-from chargegw.gateway.pool_io import OutRequestFailed, PoolServer
+from chargegw.gateway.pool_io import OutRequestFailed, PoolServer, pool_options
 from chargegw.peer.config import (
     AllowRule,
     ListenConfig,
@@ -156,6 +156,7 @@ class Gateway:
             status_extra=self._status_extra,
             heartbeat_interval=config.pool.heartbeat_interval,
             log=log,
+            **pool_options(config),
         )
         self.app_ids = [a.app_id for a in config.applications]
         handler = self._handle_decoded if self.forward == "decoded" else self._handle

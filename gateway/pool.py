@@ -10,7 +10,10 @@ Invariants:
 - every placed request leaves `pending` exactly once: answered by its worker, answered by
   the gateway (deadline, no worker left), or moved to another worker (same id);
 - a request answered by the gateway while its worker still holds it keeps occupying that
-  worker's slot (a "zombie") until the worker answers or is dropped.
+  worker's slot (a "zombie") until the worker answers or is dropped;
+- a live identity belongs to the key that registered it: another key's registration under
+  it is refused, never adopted;
+- the worker's reported free slots reconcile exactly with `available` (see `reconcile`).
 """
 
 from __future__ import annotations
@@ -58,6 +61,10 @@ class WorkerState:
     draining: bool = False
     inflight: set[int] = field(default_factory=set)  # pending and zombie ids it holds
     handled: int = 0
+    owner: bytes = b""  # the CURVE public key it registered with (b"" on ipc)
+    sent: int = 0  # requests given to it in this registration (placed or moved)
+    excess: int = 0  # credit it granted beyond max_credit (not used, but in its own count)
+    mismatches: int = 0  # consecutive heartbeats whose `free` did not reconcile
 
     def to_dict(self, now: float) -> dict[str, Any]:
         return {
@@ -70,6 +77,7 @@ class WorkerState:
             "inflight": len(self.inflight),
             "handled": self.handled,
             "draining": self.draining,
+            "sent": self.sent,
             "silent_s": round(max(0.0, now - self.last_seen), 3),
         }
 
@@ -87,6 +95,10 @@ class Counters:
     stray_answers: int = 0  # answers for ids this gateway does not hold
     workers_dropped: int = 0
     affinity_misses: int = 0  # placed on another worker than the session's ring owner
+    identity_refused: int = 0  # registrations under a live identity from another key
+    credit_checked: int = 0  # worker heartbeats whose free count reconciled
+    credit_mismatch: int = 0  # worker heartbeats whose free count did not reconcile
+    worker_expired: int = 0  # requests a worker dropped unapplied (deadline passed)
 
     def to_dict(self) -> dict[str, int]:
         return {name: getattr(self, name) for name in self.__slots__}  # type: ignore[attr-defined]
@@ -108,6 +120,10 @@ class NoWorker(Exception):
         super().__init__(reason)
         self.result_code = result_code
         self.reason = reason
+
+
+class IdentityInUse(Exception):
+    """A registration under an identity that a live worker with another key holds."""
 
 
 class PoolCore:
@@ -139,19 +155,25 @@ class PoolCore:
         gen: int = 0,
         pid: int = 0,
         host: str = "",
+        owner: bytes = b"",
     ) -> tuple[list[tuple[bytes, Pending]], list[Pending]]:
         """A worker's Ready. A repeat of the current registration only refreshes it; a new
-        one (`gen` differs) fails over what the worker held (it will not answer those)."""
+        one (`gen` differs) fails over what the worker held (it will not answer those).
+        Raises IdentityInUse when a live worker registered `ident` with another key."""
         moved: list[tuple[bytes, Pending]] = []
         failed: list[Pending] = []
         old = self.workers.get(ident)
+        if old is not None and old.owner != owner:
+            self.counters.identity_refused += 1
+            raise IdentityInUse(f"identity {ident!r} is held by a live worker with another key")
         if old is not None and old.gen == gen:
             old.last_seen = now
             return moved, failed
         if old is not None:
             moved, failed = self.drop(ident, now)
             self.counters.workers_dropped -= 1  # a re-registration is not a loss
-        credit = max(0, min(credit, self.max_credit))
+        granted = max(0, credit)
+        credit = min(granted, self.max_credit)
         self.workers[ident] = WorkerState(
             ident=ident,
             worker_id=worker_id,
@@ -162,6 +184,8 @@ class PoolCore:
             gen=gen,
             pid=pid,
             host=host,
+            owner=owner,
+            excess=granted - credit,
         )
         self._rebuild_ring()
         return moved, failed
@@ -192,6 +216,7 @@ class PoolCore:
             p.retransmit = True
             p.placed += 1
             target.available -= 1
+            target.sent += 1
             target.inflight.add(rid)
             self.counters.resent += 1
             moved.append((target.ident, p))
@@ -215,9 +240,40 @@ class PoolCore:
     def add_credit(self, ident: bytes, n: int) -> None:
         w = self.workers.get(ident)
         if w is not None and n > 0:
-            grant = min(n, self.max_credit - w.credit)
+            grant = max(0, min(n, self.max_credit - w.credit))
             w.credit += grant
             w.available += grant
+            w.excess += n - grant
+
+    def reconcile(self, ident: bytes, gen: int, free: int, received: int) -> bool | None:
+        """A worker heartbeat's `free` against this side's count: everything the worker
+        answered before the heartbeat has been processed here (one ordered pipe), so
+        free == available + excess + (requests sent - requests it had received). None when
+        it is not about the current registration, else whether the two agree."""
+        w = self.workers.get(ident)
+        if w is None or gen != w.gen or received < 0 or free < 0:
+            return None
+        ok = free == w.available + w.excess + (w.sent - received)
+        if ok:
+            w.mismatches = 0
+            self.counters.credit_checked += 1
+        else:
+            w.mismatches += 1
+            self.counters.credit_mismatch += 1
+        return ok
+
+    def withdraw(self, ident: bytes, rid: int) -> Pending | None:
+        """A request that could not be sent to its worker after all (it never got it): its
+        slot and the sent count go back, and the caller answers it."""
+        w = self.workers.get(ident)
+        p = self.pending.get(rid)
+        if w is None or p is None or p.worker != ident or rid not in w.inflight:
+            return None
+        del self.pending[rid]
+        w.inflight.discard(rid)
+        w.available += 1
+        w.sent -= 1
+        return p
 
     def silent(self, now: float) -> list[bytes]:
         limit = now - self.heartbeat_timeout
@@ -265,6 +321,7 @@ class PoolCore:
         )
         self.pending[rid] = p
         w.available -= 1
+        w.sent += 1
         w.inflight.add(rid)
         self.counters.placed += 1
         return p

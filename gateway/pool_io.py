@@ -5,9 +5,16 @@ drained in batches and handed to `deliver(peer, raw)`. A periodic tick (every
 `TICK` seconds) expires deadlines, sends heartbeats, drops silent workers and re-checks
 the socket (see workers/zmqloop.py for why).
 
-Status is served over the same ROUTER: a DEALER that sends `StatusQuery` gets a
-`StatusReply` with the JSON document (`chargegw status` does this), so there is no second
-socket to configure or secure.
+Trust (see workers/pool_security.py): a pool with a tcp:// endpoint is CURVE on all its
+endpoints, and a ZAP handler admits only the allowlisted worker keys; ipc:// sockets are
+mode 0600 in a 0700 directory. No routing-id handover: a live identity stays with its
+connection, and a Ready from another key under it is refused. Every frame is bounded
+(ZMQ_MAXMSGSIZE in, batches split out). Workers may only send the server-initiated
+commands (RAR, ASR, SNR and `pool.out_commands`).
+
+Status is served on a separate ipc:// ROUTER (`pool.status_bind`, mode 0600) that only
+the operator's user can reach: a DEALER that sends `StatusQuery` gets a `StatusReply` with
+the JSON document (`chargegw status` does this). The worker endpoints never answer it.
 """
 
 from __future__ import annotations
@@ -16,14 +23,23 @@ import asyncio
 import logging
 import struct
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from typing import Any
 
 import orjson
 import zmq
 
-from chargegw.gateway.pool import TOO_BUSY, UNABLE_TO_DELIVER, NoWorker, Pending, PoolCore
+from chargegw.codec.constants import ResultCode
+from chargegw.gateway.pool import (
+    TOO_BUSY,
+    UNABLE_TO_DELIVER,
+    IdentityInUse,
+    NoWorker,
+    Pending,
+    PoolCore,
+)
 from chargegw.workers import pool_protocol as pp
+from chargegw.workers import pool_security as sec
 from chargegw.workers.zmqloop import LoopSocket
 
 TICK = 0.05
@@ -59,6 +75,12 @@ class PoolServer:
         heartbeat_interval: float = 1.0,
         log: logging.Logger | None = None,
         context: zmq.Context | None = None,
+        curve_secret_key: str = "",
+        curve_workers: str = "",
+        max_frame: int = sec.frame_limit(1 << 20),
+        status_endpoint: str | None = None,
+        out_commands: Collection[int] = sec.DEFAULT_OUT_COMMANDS,
+        out_apps: Collection[int] | None = None,
     ) -> None:
         self.core = core
         self.endpoints = endpoints
@@ -68,7 +90,17 @@ class PoolServer:
         self.status_extra = status_extra
         self.heartbeat_interval = heartbeat_interval
         self.log = log or logging.getLogger("chargegw.gateway.pool")
+        self._ctx_arg = context
         self._ctx = context or zmq.Context.instance()
+        self._own_ctx: zmq.Context | None = None
+        self._auth: Any = None
+        self.curve_secret_key = curve_secret_key
+        self.curve_workers = curve_workers
+        self.max_frame = max_frame
+        self.status_endpoint = status_endpoint
+        self.out_commands = frozenset(out_commands)
+        self.out_apps = frozenset(out_apps) if out_apps is not None else None
+        self._status_ls: LoopSocket | None = None
         self._sock: zmq.Socket | None = None
         self._ls: LoopSocket | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -81,30 +113,67 @@ class PoolServer:
         self.bad_frames = 0
         self.bad_answers = 0
         self.out_requests = 0
+        self.out_refused = 0
+        self.oversize = 0
         self.started = time.time()
         self.on_idle: asyncio.Event | None = None
 
     # Life cycle ----------------------------------------------------------------------
 
     def start(self) -> None:
+        """Bind; PoolKeyError (an OSError naming the config keys) when a tcp:// endpoint
+        has no CURVE keys."""
         self._loop = asyncio.get_running_loop()
+        curve = sec.needs_curve(self.endpoints)
+        keys = sec.server_keys(self.curve_secret_key, self.curve_workers) if curve else None
+        if keys is not None:
+            if not sec.allowed_keys(keys.allowed_dir):
+                self.log.warning("pool.curve_workers %s admits no worker key", keys.allowed_dir)
+            if self._ctx_arg is None:  # one ZAP handler per context: a context of our own
+                self._ctx = self._own_ctx = zmq.Context()
+            self._auth = sec.start_authenticator(self._ctx, keys)
         sock = self._ctx.socket(zmq.ROUTER)
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
-        sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
+        # No handover: a second connection under a live routing id does not take it over.
+        sock.setsockopt(zmq.ROUTER_HANDOVER, 0)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.SNDHWM, 100_000)
         sock.setsockopt(zmq.RCVHWM, 100_000)
+        sock.setsockopt(zmq.MAXMSGSIZE, self.max_frame)
+        # ZMTP heartbeats close dead connections, freeing their routing ids for reconnects.
+        sock.setsockopt(zmq.HEARTBEAT_IVL, max(1, int(self.heartbeat_interval * 1000)))
+        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, max(1, int(self.core.heartbeat_timeout * 1000)))
+        if keys is not None:
+            sec.curve_server(sock, keys)
+        status: zmq.Socket | None = None
         try:
             for ep in self.endpoints:
-                if ep.startswith("ipc://"):
-                    _prepare_ipc(ep)
-                sock.bind(ep)
-        except zmq.ZMQError:
+                _bind(sock, ep)
+            if self.status_endpoint:
+                status = self._ctx.socket(zmq.ROUTER)
+                status.setsockopt(zmq.LINGER, 0)
+                status.setsockopt(zmq.MAXMSGSIZE, sec.STATUS_QUERY_MAX)
+                _bind(status, self.status_endpoint)
+        except BaseException:
             sock.close(linger=0)
+            if status is not None:
+                status.close(linger=0)
+            self._stop_auth()
             raise
         self._sock = sock
-        self._ls = LoopSocket(self._loop, sock, self._on_frames)
+        # With CURVE, frames come with their metadata: the sender's key owns its identity.
+        self._ls = LoopSocket(self._loop, sock, self._on_frames, copy=keys is None)
+        if status is not None:
+            self._status_ls = LoopSocket(self._loop, status, self._on_status)
         self._tick_handle = self._loop.call_later(TICK, self._tick)
+
+    def _stop_auth(self) -> None:
+        if self._auth is not None:
+            self._auth.stop()
+            self._auth = None
+        if self._own_ctx is not None:
+            self._own_ctx.term()
+            self._own_ctx = None
 
     @property
     def bound(self) -> list[str]:
@@ -137,7 +206,11 @@ class PoolServer:
         if self._ls is not None:
             self._ls.close(linger=200 if goodbye else 0)
             self._ls = None
+        if self._status_ls is not None:
+            self._status_ls.close()
+            self._status_ls = None
         self._sock = None
+        self._stop_auth()
 
     # Requests in ----------------------------------------------------------------------
 
@@ -206,15 +279,38 @@ class PoolServer:
         if sock is None:
             return
         try:
-            sock.send_multipart([ident, pp.encode(msgs)], zmq.NOBLOCK)
+            for frame in self._frames(ident, msgs):
+                sock.send_multipart([ident, frame], zmq.NOBLOCK)
         except zmq.ZMQError as exc:
             # Unreachable (gone, or its pipe is full although credit bounds it).
             self.log.warning("worker %r unreachable (%s): dropping it", ident, exc.strerror)
             self._drop(ident, "unreachable")
 
+    def _frames(self, ident: bytes, msgs: list[pp.PoolMessage]) -> list[bytes]:
+        """`msgs` in frames of at most `max_frame` bytes (the worker's inbound limit). A
+        request that cannot fit alone is taken back and answered 5012 here."""
+        frame = pp.encode(msgs)
+        if len(frame) <= self.max_frame:
+            return [frame]
+        if len(msgs) > 1:
+            half = len(msgs) // 2
+            return self._frames(ident, msgs[:half]) + self._frames(ident, msgs[half:])
+        m = msgs[0]
+        self.oversize += 1
+        if type(m) is pp.Request:
+            p = self.core.withdraw(ident, m.id)
+            if p is not None:
+                self.log.warning("request for Session-Id %s too large for the pool", _sid(p))
+                self.error_answer(
+                    p, ResultCode.DIAMETER_UNABLE_TO_COMPLY, "request too large for the pool"
+                )
+        else:
+            self.log.error("%s of %d bytes too large for the pool", type(m).__name__, len(frame))
+        return []
+
     # Frames in ------------------------------------------------------------------------
 
-    def _on_frames(self, batch: list[list[bytes]]) -> None:
+    def _on_frames(self, batch: list[list[Any]]) -> None:
         now = time.monotonic()
         core = self.core
         for frames in batch:
@@ -222,6 +318,10 @@ class PoolServer:
                 self.bad_frames += 1
                 continue
             ident, frame = frames
+            src: zmq.Frame | None = None
+            if type(ident) is not bytes:  # CURVE: zmq.Frame with the sender's User-Id
+                src = frame
+                ident, frame = ident.bytes, frame.buffer
             try:
                 msgs = pp.decode(frame)
             except pp.ProtocolError as exc:
@@ -238,9 +338,29 @@ class PoolServer:
                     else:
                         self._reset(ident, now)
                 else:
-                    known = self._control(ident, m, known, now)
+                    known = self._control(ident, m, known, now, src)
         if self._outbox and not self._flush_scheduled:
             self._flush()
+
+    def _on_status(self, batch: list[list[bytes]]) -> None:
+        """The operator's socket: StatusQuery gets the status document, nothing else."""
+        ls = self._status_ls
+        if ls is None:
+            return
+        for frames in batch:
+            if len(frames) != 2:
+                continue
+            try:
+                msgs = pp.decode(frames[1])
+            except pp.ProtocolError:
+                continue
+            if any(type(m) is pp.StatusQuery for m in msgs):
+                reply = pp.encode_one(pp.StatusReply(json=orjson.dumps(self.status())))
+                try:
+                    ls.sock.send_multipart([frames[0], reply], zmq.NOBLOCK)
+                except zmq.ZMQError:
+                    pass
+        ls.kick()
 
     def _deliver(self, p: Pending, raw: bytes) -> None:
         # Cheap sanity check, so a buggy worker cannot put garbage on a peer's connection.
@@ -258,7 +378,9 @@ class PoolServer:
         self.log.error("invalid answer from a worker for Session-Id %s: answering 5012", _sid(p))
         self.error_answer(p, UNABLE_TO_COMPLY, "the handler produced an invalid answer")
 
-    def _control(self, ident: bytes, m: pp.PoolMessage, known: bool, now: float) -> bool:
+    def _control(
+        self, ident: bytes, m: pp.PoolMessage, known: bool, now: float, src: Any = None
+    ) -> bool:
         core = self.core
         t = type(m)
         if t is pp.Ready:
@@ -268,16 +390,27 @@ class PoolServer:
                     ident, pp.Goodbye(reason=f"protocol version {m.version} unsupported")
                 )
                 return known
-            moved, failed = core.register(
-                ident,
-                worker_id=m.worker_id,
-                credit=m.credit,
-                apps=m.apps,
-                now=now,
-                gen=m.gen,
-                pid=m.pid,
-                host=m.host,
-            )
+            owner = _user_id(src)
+            old = core.workers.get(ident)
+            try:
+                moved, failed = core.register(
+                    ident,
+                    worker_id=m.worker_id,
+                    credit=m.credit,
+                    apps=m.apps,
+                    now=now,
+                    gen=m.gen,
+                    pid=m.pid,
+                    host=m.host,
+                    owner=owner,
+                )
+            except IdentityInUse as exc:
+                self.log.warning("registration refused: %s", exc)
+                self._send_now(ident, pp.Goodbye(reason="identity in use by a live worker"))
+                return known
+            if old is not None and old is not core.workers.get(ident):
+                # A new registration: what was queued for the old one was failed over.
+                self._outbox.pop(ident, None)
             self._settle(moved, failed, "worker re-registered")
             self._reset_sent.pop(ident, None)
             if not known:
@@ -289,17 +422,25 @@ class PoolServer:
                     m.credit,
                     m.apps,
                 )
-            self._queue(ident, pp.Heartbeat(time.time()))
+            # The acknowledgement that starts the registration on the worker's side.
+            self._queue(ident, pp.Heartbeat(time.time(), gen=m.gen))
             return True
-        if t is pp.StatusQuery:
-            self._send_now(ident, pp.StatusReply(json=orjson.dumps(self.status())))
+        if t is pp.StatusQuery:  # not on the worker endpoints (see _on_status)
+            self.bad_frames += 1
             return known
         if not known:
             if t is not pp.Goodbye:
                 self._reset(ident, now)
             return known
         if t is pp.Heartbeat:
-            pass  # `seen` already noted it
+            assert isinstance(m, pp.Heartbeat)
+            self._reconcile(ident, m)
+        elif t is pp.Expired:
+            assert isinstance(m, pp.Expired)
+            core.counters.worker_expired += 1
+            p = core.answer(ident, m.id)
+            if p is not None:  # the worker's clock saw the deadline pass first
+                self.error_answer(p, UNABLE_TO_DELIVER, "deadline passed before the worker ran it")
         elif t is pp.Credit:
             assert isinstance(m, pp.Credit)
             core.add_credit(ident, m.n)
@@ -312,7 +453,9 @@ class PoolServer:
                 self.log.info("worker %r is draining (%s)", ident, m.reason)
                 core.set_draining(ident)
                 # Acknowledge; it reaches the worker after any request already sent to it.
-                self._queue(ident, pp.Heartbeat(time.time(), free=pp.DRAIN_ACK))
+                w = core.workers.get(ident)
+                gen = w.gen if w is not None else -1
+                self._queue(ident, pp.Heartbeat(time.time(), free=pp.DRAIN_ACK, gen=gen))
             else:
                 self.log.info("worker %r said goodbye (%s)", ident, m.reason)
                 self._drop(ident, "goodbye")
@@ -320,6 +463,25 @@ class PoolServer:
         else:
             self.bad_frames += 1
         return known
+
+    def _reconcile(self, ident: bytes, m: pp.Heartbeat) -> None:
+        """The worker's `free` must match this side's count. Two mismatches in a row mean
+        slots were lost (or invented): the worker registers afresh (Reset), which settles
+        everything it held and restarts both counts."""
+        ok = self.core.reconcile(ident, m.gen, m.free, m.received)
+        if ok is False:
+            w = self.core.workers[ident]
+            self.log.warning(
+                "worker %s reports %d free slots, this gateway counts %d available and %d "
+                "on the way",
+                w.worker_id,
+                m.free,
+                w.available + w.excess,
+                w.sent - m.received,
+            )
+            if w.mismatches >= 2:
+                self._drop(ident, "credit count out of step")
+                self._send_now(ident, pp.Reset(reason="credit count out of step: register again"))
 
     def _reset(self, ident: bytes, now: float) -> None:
         last = self._reset_sent.get(ident, 0.0)
@@ -382,9 +544,9 @@ class PoolServer:
                 self._drop(ident, "silent")
             if now - self._last_hb >= self.heartbeat_interval:
                 self._last_hb = now
-                hb = pp.Heartbeat(time.time())
-                for ident in self.core.workers:
-                    self._queue(ident, hb)
+                t = time.time()
+                for ident, w in self.core.workers.items():
+                    self._queue(ident, pp.Heartbeat(t, gen=w.gen))
             if self._ls is not None:
                 self._ls.kick()
         except Exception:  # the tick must survive anything
@@ -394,6 +556,14 @@ class PoolServer:
 
     def _start_out_request(self, ident: bytes, m: pp.OutRequest) -> None:
         self.out_requests += 1
+        why = self._out_refusal(m.raw)
+        if why is not None:
+            self.out_refused += 1
+            self.log.warning("worker %r: request refused, never sent to a peer: %s", ident, why)
+            self._queue(
+                ident, pp.OutAnswer(m.id, error=ResultCode.DIAMETER_COMMAND_UNSUPPORTED, reason=why)
+            )
+            return
         if len(self._tasks) >= MAX_OUT_REQUESTS:  # bounded like everything else
             self._queue(
                 ident, pp.OutAnswer(m.id, error=TOO_BUSY, reason="too many requests outstanding")
@@ -403,6 +573,26 @@ class PoolServer:
         task = self._loop.create_task(self._out_request(ident, m))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def _out_refusal(self, raw: bytes) -> str | None:
+        """Why a worker may not send `raw` (None: it may). Workers only send the
+        applications' server-initiated requests, never anything else as the gateway."""
+        if len(raw) < 20:
+            return "not a Diameter message"
+        vl, fc, app, _hbh, _e2e = _HDR.unpack_from(raw)
+        if vl != (0x01000000 | len(raw)):
+            return "bad Diameter header (version or length)"
+        if not fc & 0x80000000:
+            return "not a request"
+        cmd = fc & 0xFFFFFF
+        if cmd not in self.out_commands:
+            return (
+                f"command {cmd} is not a server-initiated command workers may send "
+                f"(RAR, ASR, SNR and pool.out_commands)"
+            )
+        if self.out_apps is not None and app not in self.out_apps:
+            return f"application {app} is not configured"
+        return None
 
     async def _out_request(self, ident: bytes, m: pp.OutRequest) -> None:
         if self.out_request is None:
@@ -432,7 +622,11 @@ class PoolServer:
             "pool": self.core.status(time.monotonic()),
         }
         doc["pool"]["counters"].update(
-            bad_frames=self.bad_frames, bad_answers=self.bad_answers, out_requests=self.out_requests
+            bad_frames=self.bad_frames,
+            bad_answers=self.bad_answers,
+            out_requests=self.out_requests,
+            out_refused=self.out_refused,
+            oversize=self.oversize,
         )
         if self.status_extra is not None:
             try:
@@ -446,6 +640,39 @@ def _sid(p: Pending) -> str:
     return p.session_id.decode("utf-8", "replace") or "(none)"
 
 
+def _user_id(src: Any) -> bytes:
+    """The CURVE key (z85) a frame came with, as the ZAP handler named it; b"" on ipc."""
+    if src is None:
+        return b""
+    try:
+        return (src.get("User-Id") or "").encode()
+    except zmq.ZMQError:
+        return b""
+
+
+def _bind(sock: zmq.Socket, ep: str) -> None:
+    """Bind; an ipc:// socket file is mode 0600 from the start, in a 0700 directory."""
+    if not ep.startswith("ipc://"):
+        sock.bind(ep)
+        return
+    _prepare_ipc(ep)
+    with sec.private_bind():
+        sock.bind(ep)
+    sec.after_ipc_bind(ep)
+
+
+def pool_options(config: Any) -> dict[str, Any]:
+    """The PoolServer settings a config implies (keys, limits, status socket, commands)."""
+    return {
+        "curve_secret_key": config.pool.curve_secret_key,
+        "curve_workers": config.pool.curve_workers,
+        "max_frame": sec.frame_limit(config.diameter.max_message_length),
+        "status_endpoint": sec.status_endpoint(config),
+        "out_commands": sec.DEFAULT_OUT_COMMANDS | set(config.pool.out_commands),
+        "out_apps": [a.app_id for a in config.applications],
+    }
+
+
 def _prepare_ipc(endpoint: str) -> None:
     """Create the socket's directory, and refuse a path another live process is bound to
     (ZeroMQ would silently take it over, cutting that gateway off from its workers)."""
@@ -457,7 +684,7 @@ def _prepare_ipc(endpoint: str) -> None:
         return  # abstract namespace
     d = os.path.dirname(path)
     if d:
-        os.makedirs(d, exist_ok=True)
+        sec.private_dir(d)
     # A socket closed a moment ago (a restart in the same process) may still accept for a
     # few milliseconds: only one that keeps accepting is taken as live.
     for _ in range(10):
@@ -474,4 +701,11 @@ def _prepare_ipc(endpoint: str) -> None:
     raise OSError(f"{endpoint} is in use by another running gateway")
 
 
-__all__ = ["OutRequestFailed", "PoolServer", "NoWorker", "TOO_BUSY", "UNABLE_TO_DELIVER"]
+__all__ = [
+    "OutRequestFailed",
+    "PoolServer",
+    "NoWorker",
+    "TOO_BUSY",
+    "UNABLE_TO_DELIVER",
+    "pool_options",
+]

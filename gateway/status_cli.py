@@ -1,8 +1,9 @@
 """`chargegw status`: ask a running gateway for its peers, workers and counters.
 
-The query travels over the gateway's worker endpoint (the ROUTER it binds): a DEALER sends
-a `StatusQuery` and the gateway replies `StatusReply` with a JSON document. The endpoint
-comes from `--endpoint`, or from the config (`pool.bind`, default ipc under data_dir).
+The query goes to the gateway's status socket, an ipc:// socket of mode 0600 that only the
+operator's user can reach (never the worker endpoints): a DEALER sends a `StatusQuery` and
+the gateway replies `StatusReply` with a JSON document. The endpoint comes from
+`--endpoint`, or from the config (`pool.status_bind`, default ipc://<data_dir>/status.ipc).
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ from chargegw.workers import pool_protocol as pp
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", "-c", help="TOML config file (to find the endpoint)")
-    parser.add_argument("--endpoint", "-e", help="gateway worker endpoint (tcp:// or ipc://)")
+    parser.add_argument(
+        "--endpoint", "-e", help="the gateway's status socket (ipc://; default from the config)"
+    )
     parser.add_argument("--json", action="store_true", help="print the raw JSON document")
     parser.add_argument("--timeout", type=float, default=2.0, help="seconds to wait (default 2)")
 
@@ -31,6 +34,7 @@ def query(endpoint: str, timeout: float = 2.0) -> dict[str, Any]:
     sock = ctx.socket(zmq.DEALER)
     sock.setsockopt(zmq.ROUTING_ID, b"status-" + secrets.token_hex(4).encode())
     sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.MAXMSGSIZE, 64 << 20)  # the status document; bounded all the same
     try:
         sock.connect(endpoint)
         sock.send(pp.encode_one(pp.StatusQuery()))
@@ -54,7 +58,9 @@ def run(args: argparse.Namespace) -> int:
         except ConfigError as exc:
             print(f"chargegw status: {exc}", file=sys.stderr)
             return 2
-        endpoint = cfg.worker_gateways()[0]
+        from chargegw.workers.pool_security import status_endpoint
+
+        endpoint = status_endpoint(cfg)
     try:
         doc = query(endpoint, args.timeout)
     except (TimeoutError, zmq.ZMQError, pp.ProtocolError) as exc:

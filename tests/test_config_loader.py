@@ -155,6 +155,10 @@ def test_env_overrides(tmp_path: Path) -> None:
         "CHARGEGW_DATA_DIR": str(tmp_path / "d"),
         "CHARGEGW_WORKER__GATEWAYS": "tcp://a:1, tcp://b:2",
         "CHARGEGW_POOL__BIND": '["tcp://0.0.0.0:5555"]',
+        "CHARGEGW_POOL__CURVE_SECRET_KEY": "k/gateway.key_secret",
+        "CHARGEGW_POOL__CURVE_WORKERS": "k/workers",
+        "CHARGEGW_WORKER__CURVE_SECRET_KEY": "k/worker.key_secret",
+        "CHARGEGW_WORKER__CURVE_SERVER_KEY": "k/gateway.key",
         "CHARGEGW_IDENTITY__ORIGIN_HOST": "gw1.example.net",
         "chargegw_logging__level": "debug",
         "CHARGEGW_WORKER__ID": "007",  # a str field keeps digits as written
@@ -186,7 +190,12 @@ def test_env_config_file_and_env_errors_name_the_variable(tmp_path: Path) -> Non
 
 def test_worker_gateways_default_follows_bind(tmp_path: Path) -> None:
     c = load_config(
-        write(tmp_path, "[pool]\nbind = ['tcp://0.0.0.0:5555', 'tcp://*:5556']\n"), env={}
+        write(
+            tmp_path,
+            "[pool]\nbind = ['tcp://0.0.0.0:5555', 'tcp://*:5556']\n"
+            "curve_secret_key = 'k/gw.key_secret'\ncurve_workers = 'k/workers'\n",
+        ),
+        env={},
     )
     assert c.worker_gateways() == ["tcp://127.0.0.1:5555", "tcp://127.0.0.1:5556"]
 
@@ -196,4 +205,16 @@ def test_long_data_dir_gets_a_short_ipc_path() -> None:
     ep = default_ipc_endpoint(long_dir)
     assert ep.startswith("ipc://") and len(ep) - len("ipc://") <= 100
     assert default_ipc_endpoint(long_dir) == ep  # stable: gateway and workers agree
-    assert os.path.basename(ep).startswith("chargegw-")
+    # in a private directory of this user's (made mode 0700 when the socket is bound)
+    assert os.path.basename(os.path.dirname(ep)).startswith(f"chargegw-{os.getuid()}-")
+
+
+def test_tcp_pool_without_curve_keys_is_refused_naming_the_keys(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"pool\.curve_secret_key.*pool\.curve_workers"):
+        load_config(write(tmp_path, "[pool]\nbind = ['tcp://0.0.0.0:5555']\n"), env={})
+    with pytest.raises(ConfigError, match=r"worker\.curve_secret_key.*worker\.curve_server_key"):
+        load_config(write(tmp_path, "[worker]\ngateways = ['tcp://gw:5555']\n"), env={})
+    with pytest.raises(ConfigError, match=r"pool\.status_bind: must be an ipc://"):
+        load_config(write(tmp_path, "[pool]\nstatus_bind = 'tcp://0.0.0.0:1'\n"), env={})
+    # ipc stays keyless
+    assert load_config(write(tmp_path, "[pool]\nbind = ['ipc:///tmp/x.ipc']\n"), env={})

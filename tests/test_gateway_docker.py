@@ -58,6 +58,13 @@ def test_compose_environment_makes_a_valid_config_for_each_service() -> None:
     worker = load_config(baked, env=_service_env(text, "worker"))
     assert worker.worker_gateways() == ["tcp://gateway:5555"]
     assert worker.data_path == gw.data_path == "/data"
+    # The tcp pool is CURVE: each service mounts its own keys directory at /keys.
+    assert gw.pool.curve_secret_key == "/keys/gateway.key_secret"
+    assert gw.pool.curve_workers == "/keys/workers"
+    assert gw.pool.status_bind.startswith("ipc://") and "/data/" not in gw.pool.status_bind
+    assert worker.worker.curve_secret_key == "/keys/worker.key_secret"
+    assert worker.worker.curve_server_key == "/keys/gateway.key"
+    assert "./keys/gateway:/keys:ro" in text and "./keys/worker:/keys:ro" in text
 
 
 def test_dockerfile_installs_the_package_and_bakes_the_config() -> None:

@@ -39,10 +39,12 @@ class Running:
         self.proc = proc
         self.port = port
         self.endpoint = endpoint
+        # the operator's status socket: next to the default ipc pool socket in the data dir
+        self.status_ep = endpoint.rsplit("/", 1)[0] + "/status.ipc"
         self.cfg = cfg
 
     def status(self) -> dict:
-        return query(self.endpoint, 3.0)
+        return query(self.status_ep, 3.0)
 
     def wait(self, cond, timeout: float = 20.0, what: str = "condition") -> dict:  # type: ignore[no-untyped-def]
         end = time.monotonic() + timeout
@@ -326,7 +328,7 @@ def test_status_cli_prints_workers_and_counters(run2: Running) -> None:
     assert "workers (2)" in out.stdout and "launcher: 2 slots" in out.stdout
     assert re.search(r"placed\s+\d+", out.stdout)
     js = subprocess.run(
-        [*CLI, "status", "--endpoint", run2.endpoint, "--json"],
+        [*CLI, "status", "--endpoint", run2.status_ep, "--json"],
         capture_output=True,
         text=True,
         timeout=30,

@@ -221,11 +221,36 @@ async def test_worker_initiated_request_reaches_the_peer(tmp_path: Path) -> None
         seen.append(msg.hop_by_hop)
         return msg.answer(2001, origin_host=CLIENT, origin_realm="localdomain")
 
-    async with running(config(tmp_path, apps), client_handler=client_handler) as (gw, client, _):
+    # test_app's request is the user application's declared server-initiated command.
+    cfg = config(tmp_path, apps, out_commands=[TEST_CMD])
+    async with running(cfg, client_handler=client_handler) as (gw, client, _):
         ans = await client.request(test_req(), timeout=5)
         assert result_code(ans) == 2001
         assert len(seen) == 1
         assert gw.pool.out_requests == 1
+
+
+@aio
+async def test_worker_initiated_request_of_an_undeclared_command_never_reaches_a_peer(
+    tmp_path: Path,
+) -> None:
+    apps = [
+        {
+            "app_id": TEST_APP_ID,
+            "handler": "chargegw.workers.testapp:AskPeerApp",
+            "vendor_id": TEST_VENDOR,
+        }
+    ]
+    seen: list[int] = []
+
+    def client_handler(msg: Message, peer: Any) -> Message:
+        seen.append(msg.hop_by_hop)
+        return msg.answer(2001, origin_host=CLIENT, origin_realm="localdomain")
+
+    async with running(config(tmp_path, apps), client_handler=client_handler) as (gw, client, _):
+        ans = await client.request(test_req(), timeout=5)
+        assert result_code(ans) == 3001  # the SendError's code, as AskPeerApp reports it
+        assert seen == [] and gw.pool.out_refused == 1
 
 
 @aio
@@ -242,7 +267,8 @@ async def test_worker_initiated_request_by_realm(tmp_path: Path) -> None:
     def client_handler(msg: Message, peer: Any) -> Message:
         return msg.answer(2002, origin_host=CLIENT, origin_realm="localdomain")
 
-    async with running(config(tmp_path, apps), client_handler=client_handler) as (_gw, client, _):
+    cfg = config(tmp_path, apps, out_commands=[TEST_CMD])
+    async with running(cfg, client_handler=client_handler) as (_gw, client, _):
         ans = await client.request(test_req(), timeout=5)
         assert result_code(ans) == 2002  # the peer's answer travelled back to the application
 

@@ -58,6 +58,11 @@ class SlowStart:
 '''
 
 
+def status_ep(pool_endpoint: str) -> str:
+    """The operator's status socket: next to the default ipc pool socket in the data dir."""
+    return pool_endpoint.replace("/gateway.ipc", "/status.ipc")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -127,7 +132,7 @@ def test_run_opens_the_port_only_after_min_workers_registered(
             rf"listening on 127\.0\.0\.1:(\d+); {workers} worker{s}; worker pool on (\S+);", 60
         )
         # The line comes only once they are registered: the status says so at once.
-        doc = query(m.group(2).rstrip(","), 3.0)
+        doc = query(status_ep(m.group(2).rstrip(",")), 3.0)
         assert len(doc["pool"]["workers"]) == workers, doc["pool"]
         assert port_open(port)
         assert any(
@@ -148,7 +153,7 @@ def test_gateway_alone_waits_for_a_worker_then_listens(tmp_path: Path) -> None:
         assert not port_open(port), "the port is open with no worker"
         worker = Proc([*CLI, "worker", "--config", str(cfg)], env=env)
         m = gw.wait_line(r"listening on 127\.0\.0\.1:(\d+); worker pool on (\S+);", 60)
-        doc = query(m.group(2).rstrip(","), 3.0)
+        doc = query(status_ep(m.group(2).rstrip(",")), 3.0)
         assert len(doc["pool"]["workers"]) == 1, doc["pool"]
         assert port_open(port)
     finally:

@@ -20,6 +20,7 @@ from chargegw.gateway.pool import NoWorker, Pending, PoolCore
 from chargegw.gateway.pool_io import OutRequestFailed, PoolServer
 from chargegw.workers import pool_protocol as pp
 from chargegw.workers.api import AppSpec
+from chargegw.workers.pool_security import DEFAULT_OUT_COMMANDS
 from chargegw.workers.runtime import WorkerRuntime
 from chargegw.workers.testapp import TEST_APP_ID, TEST_AVP, TEST_CMD, TEST_VENDOR
 
@@ -78,7 +79,9 @@ class Gw:
         return len(self.answers)
 
 
-def make_gateway(endpoint: str, *, deadline: float = 4.0, out_request: Any = None) -> Gw:
+def make_gateway(
+    endpoint: str, *, deadline: float = 4.0, out_request: Any = None, **options: Any
+) -> Gw:
     core = PoolCore(deadline=deadline, heartbeat_timeout=HB_TIMEOUT)
     gw: Gw
 
@@ -102,6 +105,7 @@ def make_gateway(endpoint: str, *, deadline: float = 4.0, out_request: Any = Non
         error_answer=error_answer,
         out_request=out_request,
         heartbeat_interval=HB,
+        **options,
     )
     gw = Gw(server, core, endpoint)
     server.start()
@@ -352,7 +356,9 @@ async def test_worker_initiated_request(tmp_path: Path) -> None:
             raise OutRequestFailed(3002, "peer not connected")
         return m.answer(2001, origin_host="client.localdomain", origin_realm="localdomain").encode()
 
-    async with pool(tmp_path, out_request=out_request) as (gw, ws):
+    # test_app's command is a user application's server-initiated command (declared).
+    out = {*DEFAULT_OUT_COMMANDS, TEST_CMD}
+    async with pool(tmp_path, out_request=out_request, out_commands=out) as (gw, ws):
         ws.start(
             make_worker(
                 [gw.endpoint], [AppSpec(TEST_APP_ID, "chargegw.workers.testapp:AskPeerApp")]
@@ -438,13 +444,22 @@ async def test_bad_frames_and_bad_answers_do_not_crash(tmp_path: Path) -> None:
 
 
 @aio
-async def test_status_query_over_the_router(tmp_path: Path) -> None:
+async def test_status_query_on_the_operator_socket_only(tmp_path: Path) -> None:
+    import os
+    import stat
+
     from chargegw.gateway.status_cli import query, render
 
-    async with pool(tmp_path) as (gw, ws):
+    status_ep = f"ipc://{tmp_path}/run/status.ipc"
+    async with pool(tmp_path, status_endpoint=status_ep) as (gw, ws):
         ws.start(make_worker([gw.endpoint], [TEST], wid="status-w"))
         await until(lambda: len(gw.core.workers) == 1, what="registration")
-        doc = await asyncio.get_running_loop().run_in_executor(None, query, gw.endpoint, 3.0)
+        run = asyncio.get_running_loop().run_in_executor
+        with pytest.raises(TimeoutError):  # the worker endpoint does not answer it
+            await run(None, query, gw.endpoint, 0.5)
+        assert stat.S_IMODE(os.stat(tmp_path / "run" / "status.ipc").st_mode) == 0o600
+        assert stat.S_IMODE(os.stat(tmp_path / "run").st_mode) == 0o700
+        doc = await run(None, query, status_ep, 3.0)
         assert [w["id"] for w in doc["pool"]["workers"]] == ["status-w"]
         assert doc["pool"]["counters"]["placed"] == 0
         assert "status-w" in render(doc)

@@ -11,17 +11,24 @@ parses only the header and routing AVPs, the worker decodes fully. The small typ
 envelope around it is encoded once, at the gateway.
 
 Credit: a worker grants `Ready.credit` slots to each gateway; every Request takes one, and
-every Answer (or `Credit`) gives one back. A worker that hears `Reset` (the gateway does
-not know it: it was dropped, or the gateway restarted) registers again with a new `Ready`,
-and answers of requests taken before that are replaced by `Credit` messages, so the two
-sides never disagree about the window.
+every Answer, `Expired` (or `Credit`) gives one back. A worker that hears `Reset` (the
+gateway does not know it: it was dropped, or the gateway restarted) registers again with a
+new `Ready`, and answers of requests taken before that are replaced by `Credit` messages, so
+the two sides never disagree about the window.
+
+A registration starts when the gateway's Heartbeat carrying its `gen` arrives (the
+gateway sends one in answer to every Ready). Requests that reach the worker before that
+belong to the previous registration, which the gateway has already failed over: the worker
+drops them unapplied. Worker heartbeats carry `gen` and `received` (requests of this
+registration), so the gateway checks `free` exactly: worker free == gateway available +
+(requests sent - requests received). No message is ever dropped for a full pipe.
 """
 
 from __future__ import annotations
 
 import msgspec
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # 2: CURVE pool, Expired, heartbeat reconciliation
 _VERSION_BYTE = bytes([PROTOCOL_VERSION])
 
 
@@ -77,6 +84,8 @@ class Heartbeat(_Msg, tag=5):
 
     t: float
     free: int = -1
+    gen: int = -1  # the registration it refers to (-1: none)
+    received: int = -1  # worker side: requests received in registration `gen`
 
 
 class OutRequest(_Msg, tag=6):
@@ -112,7 +121,7 @@ class Reset(_Msg, tag=9):
 
 
 class StatusQuery(_Msg, tag=10):
-    """`chargegw status` -> gateway (over the same ROUTER)."""
+    """`chargegw status` -> gateway, on the operator's status socket only."""
 
     pass
 
@@ -121,6 +130,13 @@ class StatusReply(_Msg, tag=11):
     """gateway -> `chargegw status`: the status document as JSON."""
 
     json: bytes
+
+
+class Expired(_Msg, tag=12):
+    """worker -> gateway: request `id` reached its deadline before it was applied; it was
+    dropped unapplied (the gateway answers, or has answered, 3002). Returns its slot."""
+
+    id: int
 
 
 PoolMessage = (
@@ -135,6 +151,7 @@ PoolMessage = (
     | Reset
     | StatusQuery
     | StatusReply
+    | Expired
 )
 
 _encoder = msgspec.msgpack.Encoder()

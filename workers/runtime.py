@@ -8,7 +8,19 @@ handlers become tasks whose answers are flushed at the end of the loop turn.
 Credit per link: `Ready.credit` slots. A link registers again (a new `gen`) when the
 gateway says Reset or Goodbye, or goes silent. Requests taken under an older `gen` are
 still finished (the applications are idempotent), but their answers are replaced by
-`Credit(1)`: the gateway has already resent or answered them.
+`Credit(1)`: the gateway has already resent or answered them. A registration starts with
+the gateway's Heartbeat carrying its gen; requests that arrive before it were sent under
+the previous registration, which the gateway fails over, and are dropped unapplied.
+Nothing that carries a slot back is ever dropped: when the socket says zmq.Again the
+batch waits and is sent again, and heartbeats say `free` and `received` so that the
+gateway can check the count.
+
+Expired requests: a request whose deadline (the gateway's clock, estimated from its
+heartbeats) has passed was already answered 3002 by the gateway. It is dropped unapplied
+when it arrives and again just before dispatch, and `Expired(id)` returns its slot.
+
+tcp:// links are CURVE clients (worker.curve_secret_key, worker.curve_server_key); every
+link has a maximum inbound frame size (diameter.max_message_length plus the envelope).
 
 Applications may define `handle_raw(raw: bytes, ctx) -> bytes` (or an awaitable of it) to
 skip decoding; the null and test_app benchmark handlers do. An application may also define
@@ -37,6 +49,7 @@ import zmq
 
 from chargegw.codec import AvpError, CodecError, Message
 from chargegw.workers import pool_protocol as pp
+from chargegw.workers import pool_security as sec
 from chargegw.workers.api import AppSpec, RequestContext, SendError
 from chargegw.workers.zmqloop import LoopSocket
 
@@ -102,6 +115,17 @@ class _Link:
         default_factory=dict
     )
     requests: int = 0
+    # This registration's slot count, reported in heartbeats: granted (Ready.credit plus
+    # Credits since), received and done (answered or Expired) requests.
+    ready_gen: int = -1  # the gen `ready_credit` was computed for
+    ready_credit: int = 0
+    granted: int = 0
+    received: int = 0
+    done: int = 0
+    offset: float = 0.0  # gateway clock minus ours, from its heartbeats
+    stuck: bool = False  # the socket said zmq.Again: the outbox waits for the next tick
+    stale: int = 0  # requests of a previous registration dropped unapplied
+    expired: int = 0  # requests dropped unapplied because their deadline passed
 
 
 @dataclass(slots=True)
@@ -127,6 +151,9 @@ class WorkerRuntime:
         heartbeat_interval: float = 1.0,
         heartbeat_timeout: float = 3.0,
         context: zmq.Context | None = None,
+        curve_secret_key: str = "",
+        curve_server_key: str = "",
+        max_frame: int = sec.frame_limit(1 << 20),
     ) -> None:
         if not gateways:
             raise ValueError("a worker needs at least one gateway endpoint")
@@ -140,6 +167,12 @@ class WorkerRuntime:
         self.heartbeat_interval = heartbeat_interval
         self.heartbeat_timeout = heartbeat_timeout
         self._ctx = context or zmq.Context.instance()
+        self._keys: sec.ClientKeys | None = None
+        self.curve_secret_key = curve_secret_key
+        self.curve_server_key = curve_server_key
+        self.max_frame = max_frame
+        # An answer must fit a frame with its envelope; a bigger one is answered 5012.
+        self.max_answer = max_frame - sec.ENVELOPE // 2
         self.apps: dict[int, _App] = {}
         self.links: list[_Link] = []
         self._peer_link: dict[str, _Link] = {}
@@ -152,6 +185,7 @@ class WorkerRuntime:
         self._rr = 0
         self._tasks: set[asyncio.Future[Any]] = set()
         self._stopping = False
+        self._expired_logged = 0.0
         self.handled = 0
         self.errors = 0
 
@@ -172,6 +206,9 @@ class WorkerRuntime:
             credit=config.worker.credit,
             heartbeat_interval=config.worker.heartbeat_interval,
             heartbeat_timeout=config.worker.heartbeat_timeout,
+            curve_secret_key=config.worker.curve_secret_key,
+            curve_server_key=config.worker.curve_server_key,
+            max_frame=sec.frame_limit(config.diameter.max_message_length),
         )
         kw.update(overrides)
         return cls(**kw)
@@ -214,34 +251,25 @@ class WorkerRuntime:
 
     async def run(self, stop: asyncio.Event, *, drain_timeout: float = 10.0) -> None:
         """Serve until `stop` is set, then drain and say goodbye."""
+        self._keys = self.client_keys()
         if not self.apps:
             self.load_apps()
         self._loop = asyncio.get_running_loop()
-        ident = self.worker_id.encode()
         for ep in self.gateways:
-            sock = self._ctx.socket(zmq.DEALER)
-            sock.setsockopt(zmq.ROUTING_ID, ident)
-            sock.setsockopt(zmq.LINGER, 0)
-            # Not ZMQ_IMMEDIATE: with it, what the gateway sent last (its Goodbye) is thrown
-            # away unread when its connection drops. Without it, what we send while the
-            # gateway is away waits (bounded by the HWM) and is sorted out by Reset/Ready.
-            sock.setsockopt(zmq.SNDHWM, 10_000)
-            sock.setsockopt(zmq.RCVHWM, 100_000)
-            sock.setsockopt(zmq.RECONNECT_IVL, 100)
-            sock.setsockopt(zmq.RECONNECT_IVL_MAX, 2000)
-            sock.connect(ep)
             # A process-unique starting gen: a restarted worker with the same id is a new
             # registration, never mistaken for the dead one.
             link = _Link(
                 endpoint=ep,
-                sock=sock,
+                sock=self._socket(ep),
                 last_heard=time.monotonic(),
                 gen=secrets.randbits(31),
                 unacked_since=time.monotonic(),
             )
             idx = len(self.links)
             self.links.append(link)
-            link.ls = LoopSocket(self._loop, sock, lambda batch, i=idx: self._on_frames(i, batch))
+            link.ls = LoopSocket(
+                self._loop, link.sock, lambda batch, i=idx: self._on_frames(i, batch)
+            )
         for i in range(len(self.links)):
             self._send_ready(i)
         self._tick_handle = self._loop.call_later(TICK, self._tick)
@@ -255,6 +283,47 @@ class WorkerRuntime:
             await stop.wait()
         finally:
             await self._shutdown(drain_timeout)
+
+    def _socket(self, ep: str) -> zmq.Socket:
+        sock = self._ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.ROUTING_ID, self.worker_id.encode())
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.MAXMSGSIZE, self.max_frame)
+        if self._keys is not None:
+            sec.curve_client(sock, self._keys)
+        # Not ZMQ_IMMEDIATE: with it, what the gateway sent last (its Goodbye) is thrown
+        # away unread when its connection drops. Without it, what we send while the
+        # gateway is away waits (bounded by the HWM) and is sorted out by Reset/Ready.
+        sock.setsockopt(zmq.SNDHWM, 10_000)
+        sock.setsockopt(zmq.RCVHWM, 100_000)
+        sock.setsockopt(zmq.RECONNECT_IVL, 100)
+        sock.setsockopt(zmq.RECONNECT_IVL_MAX, 2000)
+        # ZMTP heartbeats: a dead connection is closed (and the gateway frees our routing
+        # id, which it never hands over) within the heartbeat timeout.
+        sock.setsockopt(zmq.HEARTBEAT_IVL, max(1, int(self.heartbeat_interval * 1000)))
+        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, max(1, int(self.heartbeat_timeout * 1000)))
+        sock.connect(ep)
+        return sock
+
+    def _reconnect(self, i: int) -> None:
+        """A fresh socket for a link whose connection ZeroMQ gave up on (a protocol error,
+        such as an oversize frame, ends a session for good). What waits in the outbox stays."""
+        link = self.links[i]
+        assert self._loop is not None
+        if link.ls is not None:
+            link.ls.close()
+        link.sock = self._socket(link.endpoint)
+        link.ls = LoopSocket(self._loop, link.sock, lambda batch: self._on_frames(i, batch))
+        link.stuck = False
+        link.last_heard = link.unacked_since = time.monotonic()  # a while before another
+        log.info("worker %s reconnecting to %s", self.worker_id, link.endpoint)
+
+    def client_keys(self) -> sec.ClientKeys | None:
+        """The CURVE keys, required when a gateway is on tcp:// and then used on every link
+        (a gateway with a tcp:// bind is CURVE on all its endpoints); PoolKeyError."""
+        if sec.needs_curve(self.gateways) or self.curve_secret_key:
+            return sec.client_keys(self.curve_secret_key, self.curve_server_key)
+        return None
 
     async def _shutdown(self, drain_timeout: float) -> None:
         self._stopping = True
@@ -307,12 +376,15 @@ class WorkerRuntime:
     def _send_ready(self, i: int) -> None:
         link = self.links[i]
         link.last_ready = time.monotonic()
-        free = max(0, self.credit - link.busy)
+        if link.ready_gen != link.gen:  # a new registration; repeats grant the same
+            link.ready_gen = link.gen
+            link.ready_credit = link.granted = max(0, self.credit - link.busy)
+            link.received = link.done = 0
         self._queue(
             i,
             pp.Ready(
                 worker_id=self.worker_id,
-                credit=free,
+                credit=link.ready_credit,
                 apps=sorted(self.apps),
                 gen=link.gen,
                 pid=os.getpid(),
@@ -339,17 +411,36 @@ class WorkerRuntime:
             if beat:
                 self._last_hb = now
             for i, link in enumerate(self.links):
-                if link.acked and now - link.last_heard > self.heartbeat_timeout:
+                if link.stuck:
+                    self._send_link(i)  # what zmq.Again held back; nothing new meanwhile
+                silent = now - link.last_heard > self.heartbeat_timeout
+                if (
+                    silent
+                    and not self._stopping
+                    and (
+                        link.stuck  # no pipe left to send on: ZeroMQ gave up on the session
+                        # Unanswered: the gateway may still hold our routing id on a dead
+                        # connection (it never hands one over), which ignores a new one.
+                        or (
+                            not link.acked and now - link.unacked_since > 2 * self.heartbeat_timeout
+                        )
+                    )
+                ):
+                    self._reconnect(i)
+                if link.acked and silent:
                     self._reregister(i, "gateway silent")
                 elif not link.acked and not self._stopping:
                     # Until the gateway answers, Ready again: quickly at first (registering
                     # fast matters), then once a heartbeat (they queue while it is away).
                     fast = now - link.unacked_since < 2.0
                     every = min(0.2, self.heartbeat_interval) if fast else self.heartbeat_interval
-                    if now - link.last_ready >= every:
+                    if now - link.last_ready >= every and not link.stuck:
                         self._send_ready(i)
-                elif beat:
-                    self._queue(i, pp.Heartbeat(time.time(), max(0, self.credit - link.busy)))
+                elif beat and not link.stuck:
+                    free = link.granted - (link.received - link.done)
+                    self._queue(
+                        i, pp.Heartbeat(time.time(), free, gen=link.gen, received=link.received)
+                    )
                 if link.ls is not None:
                     link.ls.kick()
         except Exception:
@@ -371,7 +462,13 @@ class WorkerRuntime:
             for m in msgs:
                 t = type(m)
                 if t is pp.Request:
-                    link.acked = True
+                    if not link.acked:  # sent under a registration the gateway fails over
+                        link.stale += 1
+                        continue
+                    link.received += 1
+                    if self._expired(link, m):  # type: ignore[arg-type]
+                        self._drop_expired(i, m)  # type: ignore[arg-type]
+                        continue
                     entry = apps.get(m.app)  # type: ignore[union-attr]
                     if entry is not None and entry.raw_batch is not None and m.raw:  # type: ignore[union-attr]
                         if grouped is None:
@@ -382,7 +479,9 @@ class WorkerRuntime:
                 elif t is pp.OutAnswer:
                     self._out_answer(link, m)  # type: ignore[arg-type]
                 elif t is pp.Heartbeat:
-                    link.acked = True
+                    link.offset = m.t - time.time()  # type: ignore[union-attr]
+                    if m.gen == link.gen:  # type: ignore[union-attr]
+                        link.acked = True
                     if m.free == pp.DRAIN_ACK:  # type: ignore[union-attr]
                         link.drain_acked = True
                 elif t is pp.Reset:
@@ -396,13 +495,40 @@ class WorkerRuntime:
 
     # Request handling -----------------------------------------------------------------
 
+    def _expired(self, link: _Link, req: pp.Request) -> bool:
+        return req.deadline - link.offset <= time.time()
+
+    def _drop_expired(self, i: int, req: pp.Request) -> None:
+        """Not applied: the gateway has answered (or is answering) it 3002 itself, and the
+        client never saw a grant. The slot goes back."""
+        link = self.links[i]
+        link.expired += 1
+        link.done += 1
+        # One warning per second at most: a stalled worker may find thousands at once.
+        now = time.monotonic()
+        level = logging.WARNING if now - self._expired_logged >= 1.0 else logging.DEBUG
+        if level == logging.WARNING:
+            self._expired_logged = now
+        log.log(
+            level,
+            "request for Session-Id %s is past its deadline: dropped unapplied (%d so far)",
+            _session_id(req.raw) if req.raw else "?",
+            link.expired,
+        )
+        self._queue(i, pp.Expired(req.id))
+
     def _handle(self, i: int, req: pp.Request) -> None:
         link = self.links[i]
+        if self._expired(link, req):  # again just before dispatch
+            self._drop_expired(i, req)
+            return
         link.busy += 1
         link.requests += 1
         gen = link.gen
         self._peer_link[req.peer] = link
-        rctx = RequestContext(peer=req.peer, deadline=req.deadline, retransmit=req.retransmit)
+        rctx = RequestContext(
+            peer=req.peer, deadline=req.deadline - link.offset, retransmit=req.retransmit
+        )
         entry = self.apps.get(req.app)
         msg: Message | None = None
         try:
@@ -436,6 +562,14 @@ class WorkerRuntime:
     def _handle_batch(self, i: int, entry: _App, reqs: list[pp.Request]) -> None:
         """All requests of one drained batch for an application with `handle_raw_batch`."""
         link = self.links[i]
+        now = time.time() + link.offset
+        if any(r.deadline <= now for r in reqs):  # again just before dispatch
+            for r in reqs:
+                if r.deadline <= now:
+                    self._drop_expired(i, r)
+            reqs = [r for r in reqs if r.deadline > now]
+            if not reqs:
+                return
         n = len(reqs)
         link.busy += n
         link.requests += n
@@ -445,7 +579,9 @@ class WorkerRuntime:
         for req in reqs:
             peer_link[req.peer] = link
             ctxs.append(
-                RequestContext(peer=req.peer, deadline=req.deadline, retransmit=req.retransmit)
+                RequestContext(
+                    peer=req.peer, deadline=req.deadline - link.offset, retransmit=req.retransmit
+                )
             )
         try:
             results: Any = entry.raw_batch([r.raw for r in reqs], ctxs)  # type: ignore[misc]
@@ -480,12 +616,15 @@ class WorkerRuntime:
         if gen != link.gen:
             link.busy -= len(reqs)
             self.handled += len(reqs)
+            link.granted += len(reqs)
             self._queue(i, pp.Credit(len(reqs)))
             return
         fast: list[pp.PoolMessage] = []
+        limit = self.max_answer
         for req, result in zip(reqs, results, strict=True):
-            if type(result) is bytes:
+            if type(result) is bytes and len(result) <= limit:
                 link.busy -= 1
+                link.done += 1
                 self.handled += 1
                 fast.append(pp.Answer(req.id, result))
             elif isinstance(result, AvpError):
@@ -532,9 +671,13 @@ class WorkerRuntime:
                 raw = bytes(result)
         except Exception as exc:
             raw = self._failed(req, msg, exc)
+        if len(raw) > self.max_answer:
+            raw = self._failed(req, msg, ValueError(f"answer of {len(raw)} bytes is too large"))
         if gen == link.gen:
+            link.done += 1
             self._queue(i, pp.Answer(req.id, raw))
         else:
+            link.granted += 1
             self._queue(i, pp.Credit(1))
 
     def _failed(self, req: pp.Request, msg: Message | None, exc: BaseException) -> bytes:
@@ -584,8 +727,11 @@ class WorkerRuntime:
     # Outgoing batches -----------------------------------------------------------------
 
     def _queue(self, i: int, m: pp.PoolMessage) -> None:
-        box = self.links[i].outbox
+        link = self.links[i]
+        box = link.outbox
         box.append(m)
+        if link.stuck:
+            return  # the tick retries
         if len(box) >= FLUSH_AT:
             self._send_link(i)  # a big batch: let the gateway forward these while we go on
             return
@@ -594,8 +740,11 @@ class WorkerRuntime:
             self._schedule_flush()
 
     def _queue_many(self, i: int, ms: list[pp.PoolMessage]) -> None:
-        box = self.links[i].outbox
+        link = self.links[i]
+        box = link.outbox
         box.extend(ms)
+        if link.stuck:
+            return
         if len(box) >= FLUSH_AT:
             self._send_link(i)
             return
@@ -618,11 +767,23 @@ class WorkerRuntime:
         link = self.links[i]
         msgs, link.outbox = link.outbox, []
         if not msgs:
+            link.stuck = False
             return
+        frames = _frames(msgs, self.max_frame)
+        sent = 0
         try:
-            link.sock.send(pp.encode(msgs), zmq.NOBLOCK)
+            for frame, n in frames:
+                link.sock.send(frame, zmq.NOBLOCK)
+                sent += n
+            link.stuck = False
         except zmq.Again:
-            pass  # no connection to that gateway right now; it will not want these
+            # The pipe is full: keep what is left, in order, and try again on the next
+            # tick. Answers and Credits carry slots; dropping them would shrink the window.
+            link.outbox[:0] = msgs[sent:]
+            if not link.stuck:
+                log.warning("gateway %s not reading: holding %d messages", link.endpoint,
+                            len(msgs) - sent)  # fmt: skip
+            link.stuck = True
         except zmq.ZMQError as exc:
             log.warning("send to %s failed: %s", link.endpoint, exc)
         if link.ls is not None:
@@ -639,6 +800,11 @@ class WorkerRuntime:
             raw = request.encode()
         except Exception as exc:
             fut.set_exception(SendError(UNABLE_TO_COMPLY, f"cannot encode the request: {exc}"))
+            return fut
+        if len(raw) > self.max_answer:
+            fut.set_exception(
+                SendError(UNABLE_TO_COMPLY, f"request of {len(raw)} bytes is too large")
+            )
             return fut
         order = self._link_order(peer)
         if not order:
@@ -757,10 +923,23 @@ class WorkerRuntime:
                     "acked": link.acked,
                     "busy": link.busy,
                     "requests": link.requests,
+                    "free": link.granted - (link.received - link.done),
+                    "stale_dropped": link.stale,
+                    "expired_dropped": link.expired,
                 }
                 for link in self.links
             ],
         }
+
+
+def _frames(msgs: list[pp.PoolMessage], limit: int) -> list[tuple[bytes, int]]:
+    """`msgs` as frames of at most `limit` bytes (the gateway's inbound limit), each with
+    how many messages it holds. Every message fits alone (answers are capped)."""
+    frame = pp.encode(msgs)
+    if len(frame) <= limit or len(msgs) == 1:
+        return [(frame, len(msgs))]
+    half = len(msgs) // 2
+    return _frames(msgs[:half], limit) + _frames(msgs[half:], limit)
 
 
 # Helpers for answering a request that could not be decoded as a whole ----------------
@@ -838,6 +1017,7 @@ def run_worker(
     import signal
 
     rt = WorkerRuntime.from_config(config, **overrides)
+    rt.client_keys()  # PoolKeyError before anything starts
     rt.load_apps()
 
     async def main() -> None:

@@ -31,6 +31,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from chargegw.config import ConfigError, load_config
     from chargegw.gateway.service import setup_logging
+    from chargegw.workers.pool_security import PoolKeyError
     from chargegw.workers.runtime import EX_CONFIG, AppLoadError, run_worker
 
     try:
@@ -51,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
         overrides["credit"] = args.credit
     try:
         run_worker(config, parent_pid=args.parent_pid, **overrides)
-    except AppLoadError as exc:
+    except (AppLoadError, PoolKeyError) as exc:
         print(f"chargegw worker: config error: {exc}", file=sys.stderr)
         return EX_CONFIG
     return 0

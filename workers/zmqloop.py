@@ -7,6 +7,9 @@ the socket is drained with NOBLOCK until empty, handing the frames over as one b
 The zmq fd is edge-like: it signals that the socket's event state *may* have changed, and
 a send can consume that signal. So after sending, `kick()` checks ZMQ_EVENTS and schedules
 a drain when input is waiting, and the owner calls `kick()` from a periodic timer too.
+
+With `copy=False` the batch holds zmq.Frame objects instead of bytes, for owners that need
+a frame's metadata (the CURVE key a worker connected with).
 """
 
 from __future__ import annotations
@@ -27,14 +30,16 @@ class LoopSocket:
         self,
         loop: asyncio.AbstractEventLoop,
         sock: zmq.Socket,
-        on_batch: Callable[[list[list[bytes]]], None],
+        on_batch: Callable[[list[list[bytes]]], None] | Callable[[list[list[zmq.Frame]]], None],
         *,
         limit: int = DRAIN_LIMIT,
+        copy: bool = True,
     ) -> None:
         self.loop = loop
         self.sock = sock
         self.on_batch = on_batch
         self.limit = limit
+        self.copy = copy
         self._fd = sock.getsockopt(zmq.FD)
         self._scheduled = False
         self._closed = False
@@ -47,6 +52,7 @@ class LoopSocket:
         sock = self.sock
         recv = sock.recv_multipart
         get = sock.get
+        copy = self.copy
         batch: list[list[bytes]] = []
         # Ask ZMQ_EVENTS before each read instead of reading until zmq.Again: raising and
         # catching that exception costs more than the read itself.
@@ -54,7 +60,7 @@ class LoopSocket:
             for _ in range(self.limit):
                 if not get(_EVENTS) & _POLLIN:
                     break
-                batch.append(recv(zmq.NOBLOCK))
+                batch.append(recv(zmq.NOBLOCK, copy=copy))
         except zmq.Again:
             pass
         except zmq.ZMQError:
@@ -62,7 +68,7 @@ class LoopSocket:
                 return
             raise
         if batch:
-            self.on_batch(batch)
+            self.on_batch(batch)  # type: ignore[arg-type]
             if len(batch) >= self.limit:
                 self._schedule()
                 return

@@ -26,6 +26,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "ledger": ("chargegw.workers.ledger_cli", "check the ledger reconciliation invariant"),
     "bench": ("chargegw.bench", "benchmarks: codec, node, gateway, store"),
     "status": ("chargegw.gateway.status_cli", "query a running gateway's status"),
+    "keys": ("chargegw.gateway.keys_cli", "generate CURVE keys for a tcp:// worker pool"),
 }
 
 

@@ -55,7 +55,8 @@ def start_once(d: Path, env: dict[str, str]) -> None:
                 + "\n".join(proc.lines[-15:])
             ) from None
         assert int(m.group(1)) == port
-        endpoint = m.group(2).rstrip(",")
+        # the operator's status socket sits next to the default ipc pool socket
+        status_ep = m.group(2).rstrip(",").replace("/gateway.ipc", "/status.ipc")
         end = time.monotonic() + 90
         workers: list[dict[str, object]] = []
         while len(workers) < WORKERS:
@@ -64,7 +65,7 @@ def start_once(d: Path, env: dict[str, str]) -> None:
             )
             assert time.monotonic() < end, f"{d.name}: {len(workers)} of {WORKERS} workers in 90s"
             with contextlib.suppress(TimeoutError):
-                workers = query(endpoint, 2.0)["pool"]["workers"]
+                workers = query(status_ep, 2.0)["pool"]["workers"]
             time.sleep(0.1)
         # A well-behaved client is served in full.
         out = d / "load.json"
