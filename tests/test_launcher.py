@@ -247,3 +247,37 @@ def test_docker_config_serves_the_default_applications() -> None:
     assert [(a.app_id, a.handler, a.vendor_id) for a in docker.applications] == [
         (a.app_id, a.handler, a.vendor_id) for a in default.applications
     ]
+
+
+def test_a_store_not_up_at_start_is_temporary_not_a_config_error(tmp_path: Path) -> None:
+    """A worker whose store stays unavailable through `start_timeout` (here: its set-up lock
+    held by another process) exits EX_TEMPFAIL, so the launcher restarts it with backoff;
+    never EX_CONFIG, which stops the whole gateway as a bad config."""
+    import fcntl
+
+    from chargegw.workers.runtime import EX_CONFIG, EX_TEMPFAIL
+
+    data = tmp_path / "data"
+    data.mkdir()
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(
+        f'data_dir = "{data}"\n'
+        "[[applications]]\napp_id = 4\n"
+        'handler = "chargegw.workers.charging.gy:CreditControlApp"\nvendor_id = 0\n'
+        "[applications.config.store]\ntimeout = 0.2\nstart_timeout = 0.5\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHARGEGW_")}
+    fd = os.open(data / "charging.db.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        out = subprocess.run(
+            [*CLI, "worker", "--config", str(cfg), "--gateway", f"ipc://{tmp_path}/gw.ipc"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+        )
+    finally:
+        os.close(fd)
+    assert out.returncode == EX_TEMPFAIL != EX_CONFIG, (out.returncode, out.stderr[-2000:])
+    assert "not available yet" in out.stderr

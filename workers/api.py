@@ -21,6 +21,12 @@ if TYPE_CHECKING:
     from chargegw.codec import Message
 
 
+class SetupUnavailable(Exception):
+    """An application could not be set up for a reason that may pass by itself (its store is
+    not reachable yet). The worker then exits EX_TEMPFAIL and the launcher restarts it with
+    backoff, where any other set-up failure is a config error that stops the gateway."""
+
+
 class SendError(Exception):
     """A worker-initiated request could not be delivered or got no answer in time."""
 

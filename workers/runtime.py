@@ -62,6 +62,7 @@ FLUSH_AT = 64  # answers for one gateway that go out at once instead of at the e
 log = logging.getLogger("chargegw.worker")
 
 EX_CONFIG = 78  # a worker's exit status when an application cannot be loaded or set up
+EX_TEMPFAIL = 75  # set-up failed for a reason that may pass (a store not up yet): restart later
 
 
 class AppLoadError(Exception):

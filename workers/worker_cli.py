@@ -32,7 +32,8 @@ def run(args: argparse.Namespace) -> int:
     from chargegw.config import ConfigError, load_config
     from chargegw.gateway.service import setup_logging
     from chargegw.workers.pool_security import PoolKeyError
-    from chargegw.workers.runtime import EX_CONFIG, AppLoadError, run_worker
+    from chargegw.workers.api import SetupUnavailable
+    from chargegw.workers.runtime import EX_CONFIG, EX_TEMPFAIL, AppLoadError, run_worker
 
     try:
         config = load_config(args.config)
@@ -52,7 +53,14 @@ def run(args: argparse.Namespace) -> int:
         overrides["credit"] = args.credit
     try:
         run_worker(config, parent_pid=args.parent_pid, **overrides)
-    except (AppLoadError, PoolKeyError) as exc:
+    except AppLoadError as exc:
+        if isinstance(exc.__cause__, SetupUnavailable):
+            # Not the config's fault (a store still starting): the launcher retries with backoff.
+            print(f"chargegw worker: not available yet: {exc}", file=sys.stderr)
+            return EX_TEMPFAIL
+        print(f"chargegw worker: config error: {exc}", file=sys.stderr)
+        return EX_CONFIG
+    except PoolKeyError as exc:
         print(f"chargegw worker: config error: {exc}", file=sys.stderr)
         return EX_CONFIG
     return 0

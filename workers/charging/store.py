@@ -25,6 +25,7 @@ from typing import Any, Protocol, TypeVar
 
 import msgspec
 
+from ..api import SetupUnavailable
 from .core import CREDIT_KINDS, Account, CCOp, LedgerEntry, Outcome, Session
 from .money import price_of
 
@@ -35,7 +36,7 @@ class StoreError(Exception):
     """A request the store refuses (unknown account, bad amount)."""
 
 
-class StoreUnavailable(Exception):
+class StoreUnavailable(SetupUnavailable):
     """Storage is unreachable or locked past the deadline; the request should get 3004."""
 
 
