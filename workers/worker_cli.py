@@ -31,8 +31,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from chargegw.config import ConfigError, load_config
     from chargegw.gateway.service import setup_logging
-    from chargegw.workers.pool_security import PoolKeyError
     from chargegw.workers.api import SetupUnavailable
+    from chargegw.workers.pool_security import PoolKeyError
     from chargegw.workers.runtime import EX_CONFIG, EX_TEMPFAIL, AppLoadError, run_worker
 
     try:
