@@ -24,7 +24,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "accounts": ("chargegw.workers.accounts_cli", "import, show and top up accounts"),
     "cdr": ("chargegw.workers.cdr_cli", "export offline-charging records"),
     "ledger": ("chargegw.workers.ledger_cli", "check the ledger reconciliation invariant"),
-    "bench": ("chargegw.bench", "benchmarks: codec, node, gateway, store"),
+    "bench": ("chargegw.bench", "benchmarks: codec, node, gateway, store, load"),
     "status": ("chargegw.gateway.status_cli", "query a running gateway's status"),
     "keys": ("chargegw.gateway.keys_cli", "generate CURVE keys for a tcp:// worker pool"),
 }
