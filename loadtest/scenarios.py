@@ -76,7 +76,7 @@ class FlowSpec:
     service_context_id: str = "32251@3gpp.org"
     requested_action: int = 0  # gy-event: 0 DIRECT_DEBITING, 1 REFUND, 2 CHECK_BALANCE, 3 PRICE
     event_units: int = 1  # gy-event: CC-Service-Specific-Units requested
-    policy_counters: list[str] = field(default_factory=lambda: ["daily-data"])
+    policy_counters: list[str] = field(default_factory=lambda: ["monthly-spend"])
     ps_information: bool = True  # Service-Information/PS-Information (3GPP, M bit): off for
     # a plain RFC 4006 server, which answers 5001 to AVPs it does not know
 
