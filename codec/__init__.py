@@ -3,6 +3,7 @@
 See docs/codec-api.md for the contract the other layers build on.
 """
 
+from .answers import error_answer
 from .avp import Avp, AvpContainer, EncodeError, Group
 from .constants import (
     APP_ACCOUNTING,
@@ -27,6 +28,7 @@ from .dictionary import Dictionary, DictionaryError, get_dictionary, load_extra
 from .errors import AvpError, CodecError, DiameterError, FramingError
 from .header import DEFAULT_MAX_LENGTH, FrameReader, Header, parse_header
 from .message import Message, class_for, decode_message
+from .peek import ROUTING, Peek, avp_key, peek
 from .types import OtherAddress
 
 __all__ = [
@@ -46,6 +48,7 @@ __all__ = [
     "FLAG_PROXIABLE",
     "FLAG_REQUEST",
     "FLAG_RETRANSMIT",
+    "ROUTING",
     "Avp",
     "AvpContainer",
     "AvpError",
@@ -61,10 +64,14 @@ __all__ = [
     "Header",
     "Message",
     "OtherAddress",
+    "Peek",
     "ResultCode",
+    "avp_key",
     "class_for",
     "decode_message",
+    "error_answer",
     "get_dictionary",
     "load_extra",
     "parse_header",
+    "peek",
 ]

@@ -14,7 +14,7 @@ from .avp import Avp, AvpContainer, encode_avps, scan_into
 from .constants import FLAG_ERROR, FLAG_PROXIABLE, FLAG_REQUEST, FLAG_RETRANSMIT
 from .dictionary import CommandDef, Dictionary, Grammar, get_dictionary
 from .errors import AvpError, FramingError
-from .header import DEFAULT_MAX_LENGTH, HEADER, Header, parse_header
+from .header import DEFAULT_MAX_LENGTH, HEADER, Header, header_fault
 
 _SESSION_ID = (263, 0)
 _PROXY_INFO = (284, 0)
@@ -87,7 +87,7 @@ class Message(AvpContainer):
         vl, fc, app, hbh, e2e = HEADER.unpack_from(buf, 0)
         length = vl & 0xFFFFFF
         if vl >> 24 != 1 or length < 20 or length & 3 or length > max_length:
-            parse_header(buf, max_length)  # raises the precise FramingError
+            raise header_fault(vl, max_length)  # type: ignore[misc]
         if length != n:
             raise FramingError(f"length field says {length} octets, the buffer holds {n}", 5015)
         d = dictionary or get_dictionary()
