@@ -3,8 +3,9 @@
 See docs/codec-api.md for the contract the other layers build on.
 """
 
+from . import attributes as _attributes  # noqa: F401 - installs the AVP properties
 from .answers import error_answer
-from .avp import Avp, AvpContainer, EncodeError, Group
+from .avp import Avp, EncodeError
 from .constants import (
     APP_ACCOUNTING,
     APP_COMMON,
@@ -24,6 +25,7 @@ from .constants import (
     DisconnectCause,
     ResultCode,
 )
+from .container import AvpContainer, Group
 from .dictionary import Dictionary, DictionaryError, get_dictionary, load_extra
 from .errors import AvpError, CodecError, DiameterError, FramingError
 from .header import DEFAULT_MAX_LENGTH, FrameReader, Header, parse_header

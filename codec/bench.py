@@ -35,7 +35,7 @@ from typing import Any
 
 import orjson
 
-from .avp import Group
+from .container import Group
 from .dictionary import get_dictionary
 from .message import Message, class_for
 

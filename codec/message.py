@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from .avp import Avp, AvpContainer, encode_avps, scan_into
+from .avp import Avp, encode_avps, scan_into
 from .constants import FLAG_ERROR, FLAG_PROXIABLE, FLAG_REQUEST, FLAG_RETRANSMIT
+from .container import AvpContainer
 from .dictionary import CommandDef, Dictionary, Grammar, get_dictionary
 from .errors import AvpError, FramingError
 from .header import DEFAULT_MAX_LENGTH, HEADER, Header, header_fault
