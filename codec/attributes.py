@@ -50,10 +50,10 @@ def _read_value(d: AvpDef, self: AvpContainer) -> Any:
                 self._scan,
                 self._end,
                 keys,
-                self._offs,
+                self._offs,  # type: ignore[arg-type]
                 -1 if many else key,
                 self._dict.avps,
-            )  # type: ignore[arg-type]
+            )
         except AvpError:
             del keys[n:], self._offs[n:]  # type: ignore[index]
             raise
@@ -128,7 +128,7 @@ def avp_property(d: AvpDef) -> property:
 
 def install_attributes(defs: Mapping[str, AvpDef]) -> None:
     """Give AvpContainer a property for each AVP attribute name not already taken."""
-    reserved = None
+    reserved: set[str] | None = None
     for name, d in defs.items():
         if name not in _taken:
             _taken.add(name)
@@ -150,7 +150,8 @@ _shadowed: set[str] = set()  # AVP attribute names hidden by a method (read them
 def _subclasses(cls: type) -> list[type]:
     """Group, Message and the generated command classes: their methods are not AVP names
     (the codec's own classes only: an application's subclass does not hide a name)."""
-    out = []
+    out: list[type] = []
+    sub: type
     for sub in cls.__subclasses__():
         if sub.__module__.startswith("chargegw.codec"):
             out.append(sub)

@@ -44,6 +44,16 @@ class Avp:
 
     __slots__ = ("code", "flags", "vendor", "_buf", "_off", "_len", "_hdr", "_value", "_defn")
 
+    code: int
+    flags: int
+    vendor: int
+    _buf: Any  # bytes-like the AVP lies in (a message's buffer, or its own), or None
+    _off: int
+    _len: int
+    _hdr: int
+    _value: Any
+    _defn: AvpDef | None
+
     def __init__(
         self,
         code: int,
@@ -110,7 +120,8 @@ class Avp:
         """AVP Length as on the wire (header plus data, no padding)."""
         if self._buf is not None:
             return self._len
-        return _U32.unpack_from(self.encode(), 4)[0] & 0xFFFFFF
+        n: int = _U32.unpack_from(self.encode(), 4)[0] & 0xFFFFFF
+        return n
 
     # -- value -----------------------------------------------------------------------
 
@@ -388,7 +399,7 @@ def example_data(d: AvpDef) -> bytes:
     """Zero-filled data of the type's minimum length (RFC 6733 7.5, 7.1.5 for 5005/5014)."""
     codec = d.codec
     if codec.fixed:
-        return b"\x00" * codec.size
+        return b"\x00" * int(codec.size)
     if d.type == "Address":
         return b"\x00\x01\x00\x00\x00\x00"
     return b""
@@ -467,7 +478,7 @@ def scan(buf: Any, start: int, end: int, defs: Mapping[tuple[int, int], AvpDef])
 def _materialize(
     buf: Any, offs: list[int], vals: list[Any] | None, defs: Mapping[tuple[int, int], AvpDef]
 ) -> list[Avp]:
-    out = []
+    out: list[Avp] = []
     append = out.append
     new = Avp.__new__
     get = defs.get

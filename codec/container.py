@@ -56,7 +56,22 @@ class AvpContainer:
         "_dirty",
     )
 
+    _avps: list[Avp] | None
+    _keys: list[int] | None
+    _offs: list[int] | None
+    _vals: list[Any] | None
+    _buf: Any  # the message's bytes (or None when built); Any: read at offsets on hot paths
+    _start: int
+    _end: int
+    _scan: int
+    _dict: Dictionary
+    _dirty: bool
     _grammar: Grammar | None
+
+    if TYPE_CHECKING:
+        # The AVP attributes (`msg.origin_host`) are properties installed from the
+        # dictionary at run time (attributes.py); commands.pyi types the known ones.
+        def __getattr__(self, name: str) -> Any: ...
 
     def _index(self) -> list[int]:
         keys = self._keys
@@ -70,14 +85,14 @@ class AvpContainer:
         if keys is None:
             keys = self._keys = []
             self._offs = []
-        offs = self._offs
+        offs: list[int] = self._offs  # type: ignore[assignment]
         n = len(keys)
         try:
             self._scan = scan_into(
                 self._buf, self._scan, self._end, keys, offs, stop, self._dict.avps
-            )  # type: ignore[arg-type]
+            )
         except AvpError:
-            del keys[n:], offs[n:]  # type: ignore[index]
+            del keys[n:], offs[n:]
             raise
         vals = self._vals
         if vals is not None and len(vals) < len(keys):
@@ -88,7 +103,7 @@ class AvpContainer:
         avps = self._avps
         if avps is None:
             self._index()
-            avps = _materialize(self._buf, self._offs, self._vals, self._dict.avps)
+            avps = _materialize(self._buf, self._offs, self._vals, self._dict.avps)  # type: ignore[arg-type]
             self._avps = avps
             self._keys = self._offs = None
             self._vals = None
@@ -159,7 +174,8 @@ class AvpContainer:
         return default if v is None else v
 
     def get_all(self, name: str | AvpDef) -> list[Any]:
-        return self._lookup(self._def(name), True)
+        out: list[Any] = self._lookup(self._def(name), True)
+        return out
 
     def raw_value(self, name: str | AvpDef) -> bytes | None:
         """The data octets (no header, no padding) of the first occurrence, or None.
@@ -167,7 +183,7 @@ class AvpContainer:
         No type decoding and no Avp object: the cheap read for routing and affinity keys
         (Session-Id, Origin-Host, Destination-Realm...), which need octets to compare or
         hash, not validated strings. Decoded containers read it from their index."""
-        d = self._dict.by_name.get(name) if type(name) is str else name
+        d: AvpDef | None = self._dict.by_name.get(name) if type(name) is str else name  # type: ignore[assignment]
         if d is None:
             d = self._def(name)
         keys = self._keys
@@ -181,7 +197,7 @@ class AvpContainer:
                 return None
             keys = self._index()
         try:
-            off = self._offs[keys.index(d.ikey)]  # type: ignore[index, union-attr]
+            off = self._offs[keys.index(d.ikey)]  # type: ignore[index]
         except ValueError:
             return None
         buf = self._buf
@@ -226,9 +242,9 @@ class AvpContainer:
         key = code | vendor << 32
         if key not in keys:
             return []
-        offs = self._offs
+        offs: list[int] = self._offs  # type: ignore[assignment]
         if keys.count(key) == 1:  # the usual case (Session-Id): no scan in Python
-            return _materialize(self._buf, [offs[keys.index(key)]], None, self._dict.avps)  # type: ignore[index]
+            return _materialize(self._buf, [offs[keys.index(key)]], None, self._dict.avps)
         return _materialize(
             self._buf, [offs[i] for i, k in enumerate(keys) if k == key], None, self._dict.avps
         )

@@ -7,6 +7,7 @@ neither imports the other's user.
 
 from __future__ import annotations
 
+import builtins
 import keyword
 import re
 from dataclasses import dataclass
@@ -121,8 +122,8 @@ class AvpDef:
             self.fixed_len = (12 if self.vendor else 8) + self.codec.size
 
     @property
-    def enum_cls(self) -> type[IntEnum] | None:
-        ec = self._ec
+    def enum_cls(self) -> builtins.type[IntEnum] | None:
+        ec: builtins.type[IntEnum] | None = self._ec
         if ec is _NO_ENUM:
             ec = self._ec = make_enum(self.name, self.enum or {})
             self._em = ec._value2member_map_

@@ -161,7 +161,7 @@ class Dictionary:
         self.attr_collisions: list[tuple[str, AvpDef, AvpDef]] = []
         self._unresolved: list[Any] = []
         self._undo: list[tuple[AvpDef, Any, Any, Any, Any]] | None = None
-        self.classes: dict[Any, type] = {}  # filled by message.py, per dictionary
+        self.classes: dict[Any, Any] = {}  # filled by message.py, per dictionary
 
     _STATE = (
         "avps", "by_name", "by_attr", "by_lower", "commands", "vendors", "applications",
@@ -226,8 +226,8 @@ class Dictionary:
         self.sources.append(source)
         for v in spec.vendors:
             self.vendors.setdefault(v.id, v.name)
-        for a in spec.applications:
-            self.applications.setdefault(a.id, (a.name, a.kind))
+        for app in spec.applications:
+            self.applications.setdefault(app.id, (app.name, app.kind))
         renamed: dict[str, str] = {}
         added: list[AvpDef] = []
         for a in spec.avps:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+from enum import IntEnum
 from typing import Any
 
 from .avp import Avp
 from .errors import CodecError
+from .types import OtherAddress
 
 
 def _show(a: Avp, v: Any) -> str:
@@ -19,13 +22,13 @@ def _show(a: Avp, v: Any) -> str:
         except UnicodeDecodeError:
             pass
         return "0x" + v.hex()
-    if hasattr(v, "name") and isinstance(v, int):
+    if isinstance(v, IntEnum):
         return f"{v.name} ({int(v)})"
     if isinstance(v, str):
         return repr(v)
-    if hasattr(v, "isoformat"):
+    if isinstance(v, datetime):
         return v.isoformat()
-    if isinstance(v, tuple) and hasattr(v, "family"):
+    if isinstance(v, OtherAddress):
         return f"family {v.family}: 0x{bytes(v.data).hex()}"
     return str(v)
 
@@ -41,9 +44,9 @@ def json_value(v: Any) -> Any:
         return v.hex()
     if isinstance(v, (str, float)) or v is None:
         return v
-    if hasattr(v, "isoformat"):
+    if isinstance(v, datetime):
         return v.isoformat()
-    if isinstance(v, tuple) and hasattr(v, "family"):
+    if isinstance(v, OtherAddress):
         return {"family": v.family, "data": bytes(v.data).hex()}
     return str(v)
 
@@ -61,6 +64,6 @@ def _avp_dict(a: Avp) -> dict[str, Any]:
         d["result_code"] = exc.result_code
         d["data"] = a.data.hex()
         return d
-    if hasattr(v, "name") and isinstance(v, int) and not isinstance(v, bool):
+    if isinstance(v, IntEnum):
         d["enum"] = v.name
     return d
