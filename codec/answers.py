@@ -152,31 +152,27 @@ def _build(
         end_to_end=src.end_to_end,
         dictionary=d,
     )
-    session = d.avp("Session-Id")
-    proxy = d.avp("Proxy-Info")
-    fields: dict[str, Any] = {}
+    fields: dict[str, Any] = {}  # by attribute name, in answer-message order
+    session, proxy_info = d.avp("Session-Id"), d.avp("Proxy-Info")
     sid = src.copies(session.code, session.vendor, d)
     if sid:
-        fields["Session-Id"] = sid[0]
-    fields["Origin-Host"] = origin_host
-    fields["Origin-Realm"] = origin_realm
-    fields["Result-Code"] = int(error.result_code)
+        fields["session_id"] = sid[0]
+    fields["origin_host"] = origin_host
+    fields["origin_realm"] = origin_realm
+    fields["result_code"] = int(error.result_code)
     if origin_state_id is not None:
-        fields["Origin-State-Id"] = origin_state_id
+        fields["origin_state_id"] = origin_state_id
     text = error.error_message
     if text:
-        fields["Error-Message"] = text[:MAX_ERROR_MESSAGE]
+        fields["error_message"] = text[:MAX_ERROR_MESSAGE]
     if error_reporting_host is not None:
-        fields["Error-Reporting-Host"] = error_reporting_host
+        fields["error_reporting_host"] = error_reporting_host
     if failed:
-        fields["Failed-AVP"] = [a.copy() for a in failed]
-    for name, value in fields.items():  # in this order: a plain Message keeps it
-        if isinstance(value, Avp):
-            ans.add(value)
-        else:
-            ans.add(name, value)
-    for a in src.copies(proxy.code, proxy.vendor, d):
-        ans.add(a)
+        fields["failed_avp"] = [a.copy() for a in failed]
+    proxy = src.copies(proxy_info.code, proxy_info.vendor, d)
+    if proxy:
+        fields["proxy_info"] = proxy
+    ans._fill(fields)  # a plain Message keeps this order; a command class its grammar's
     grammar = ans._grammar
     if grammar is not None:
         skip = keys_for(_NOT_COPIED, d)
