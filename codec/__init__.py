@@ -3,7 +3,9 @@
 See docs/codec-api.md for the contract the other layers build on.
 """
 
-from .avp import Avp, AvpContainer, EncodeError, Group
+from . import attributes as _attributes  # noqa: F401 - installs the AVP properties
+from .answers import error_answer
+from .avp import Avp, EncodeError
 from .constants import (
     APP_ACCOUNTING,
     APP_COMMON,
@@ -23,10 +25,12 @@ from .constants import (
     DisconnectCause,
     ResultCode,
 )
+from .container import AvpContainer, Group
 from .dictionary import Dictionary, DictionaryError, get_dictionary, load_extra
-from .errors import AvpError, CodecError, FramingError
+from .errors import AvpError, CodecError, DiameterError, FramingError
 from .header import DEFAULT_MAX_LENGTH, FrameReader, Header, parse_header
 from .message import Message, class_for, decode_message
+from .peek import ROUTING, Peek, avp_key, peek
 from .types import OtherAddress
 
 __all__ = [
@@ -46,10 +50,12 @@ __all__ = [
     "FLAG_PROXIABLE",
     "FLAG_REQUEST",
     "FLAG_RETRANSMIT",
+    "ROUTING",
     "Avp",
     "AvpContainer",
     "AvpError",
     "CodecError",
+    "DiameterError",
     "Dictionary",
     "DictionaryError",
     "DisconnectCause",
@@ -60,10 +66,14 @@ __all__ = [
     "Header",
     "Message",
     "OtherAddress",
+    "Peek",
     "ResultCode",
+    "avp_key",
     "class_for",
     "decode_message",
+    "error_answer",
     "get_dictionary",
     "load_extra",
     "parse_header",
+    "peek",
 ]

@@ -35,7 +35,7 @@ from typing import Any
 
 import orjson
 
-from .avp import Group
+from .container import Group
 from .dictionary import get_dictionary
 from .message import Message, class_for
 
@@ -270,7 +270,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             return Message.decode(raw).encode()
 
         def ours_build(klass: Any = klass, kw: dict[str, Any] = kw) -> bytes:
-            return klass(**kw).encode()
+            out: bytes = klass(**kw).encode()
+            return out
 
         funcs: dict[str, Callable[[], Any]] = {
             "decode_read/ours": ours_read,
@@ -303,7 +304,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                     )
 
             def ref_relay(raw: bytes = raw) -> bytes:
-                return pd.from_bytes(raw).as_bytes()
+                out: bytes = pd.from_bytes(raw).as_bytes()
+                return out
 
             funcs.update(
                 {

@@ -24,12 +24,12 @@ from typing import Any
 
 import orjson
 
-from .avp import _avp_dict
 from .dictionary import ON_CONFLICT, DictionaryError, get_dictionary
 from .errors import AvpError, CodecError, FramingError
 from .header import DEFAULT_MAX_LENGTH, FrameReader
 from .message import Message
 from .pcap import CaptureError, is_capture, messages
+from .present import _avp_dict
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

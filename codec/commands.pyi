@@ -4,7 +4,7 @@
 from datetime import datetime
 from ipaddress import IPv4Address, IPv6Address
 
-from .avp import Group
+from .container import Group
 from .message import Message
 from .types import OtherAddress
 

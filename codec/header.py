@@ -10,7 +10,8 @@ from .errors import FramingError
 DEFAULT_MAX_LENGTH = 1 << 20
 HEADER_LENGTH = 20
 
-# version(1) length(3) | flags(1) code(3) | app | hop-by-hop | end-to-end
+# version(1) length(3) | flags(1) code(3) | app | hop-by-hop | end-to-end: the codec's one
+# header layout. FrameReader reads only the first word (a frame may not have 20 octets yet).
 HEADER = Struct(">IIIII")
 _U32 = Struct(">I")
 
@@ -32,21 +33,18 @@ def parse_header(
     if len(buf) < HEADER_LENGTH:
         raise FramingError(f"message shorter than a header ({len(buf)} octets)", 5015)
     vl, fc, app, hbh, e2e = HEADER.unpack_from(buf, 0)
-    version = vl >> 24
-    length = vl & 0xFFFFFF
-    if version != 1:
-        raise FramingError(f"unsupported version {version}", 5011)
-    _check_length(length, max_length)
-    return Header(version, length, fc >> 24, fc & 0xFFFFFF, app, hbh, e2e)
-
-
-def _check_length(length: int, max_length: int) -> None:
-    exc = _length_error(length, max_length)
+    exc = header_fault(vl, max_length)
     if exc is not None:
         raise exc
+    return Header(vl >> 24, vl & 0xFFFFFF, fc >> 24, fc & 0xFFFFFF, app, hbh, e2e)
 
 
-def _length_error(length: int, max_length: int) -> FramingError | None:
+def header_fault(vl: int, max_length: int) -> FramingError | None:
+    """The fault in a header's first word (version, length), or None: the one check that
+    FrameReader, parse_header, peek and Message.decode all make."""
+    if vl >> 24 != 1:
+        return FramingError(f"unsupported version {vl >> 24}", 5011)
+    length = vl & 0xFFFFFF
     if length < HEADER_LENGTH:
         return FramingError(f"message length {length} is under 20", 5015)
     if length & 3:
@@ -107,10 +105,8 @@ class FrameReader:
             vl = unpack(buf, pos)[0]
             length = vl & 0xFFFFFF
             if vl >> 24 != 1 or length < HEADER_LENGTH or length & 3 or length > max_length:
-                if vl >> 24 != 1:
-                    exc = FramingError(f"unsupported version {vl >> 24}", 5011)
-                else:
-                    exc = _length_error(length, max_length)  # type: ignore[assignment]
+                exc = header_fault(vl, max_length)
+                assert exc is not None
                 exc.frames = out
                 exc.rest = buf[pos:]
                 raise exc

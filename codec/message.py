@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from .avp import Avp, AvpContainer, encode_avps, scan_into
+from .avp import Avp, encode_avps, scan_into
 from .constants import FLAG_ERROR, FLAG_PROXIABLE, FLAG_REQUEST, FLAG_RETRANSMIT
+from .container import AvpContainer
 from .dictionary import CommandDef, Dictionary, Grammar, get_dictionary
 from .errors import AvpError, FramingError
-from .header import DEFAULT_MAX_LENGTH, HEADER, Header, parse_header
+from .header import DEFAULT_MAX_LENGTH, HEADER, Header, header_fault
 
 _SESSION_ID = (263, 0)
 _PROXY_INFO = (284, 0)
@@ -24,6 +25,12 @@ class Message(AvpContainer):
     """A Diameter message. Also the generic class for commands the dictionary lacks."""
 
     __slots__ = ("code", "app_id", "flags", "hop_by_hop", "end_to_end")
+
+    code: int
+    app_id: int
+    flags: int
+    hop_by_hop: int
+    end_to_end: int
 
     _command: CommandDef | None = None
     _is_request: bool | None = None
@@ -87,7 +94,7 @@ class Message(AvpContainer):
         vl, fc, app, hbh, e2e = HEADER.unpack_from(buf, 0)
         length = vl & 0xFFFFFF
         if vl >> 24 != 1 or length < 20 or length & 3 or length > max_length:
-            parse_header(buf, max_length)  # raises the precise FramingError
+            raise header_fault(vl, max_length)  # type: ignore[misc]
         if length != n:
             raise FramingError(f"length field says {length} octets, the buffer holds {n}", 5015)
         d = dictionary or get_dictionary()
@@ -96,7 +103,7 @@ class Message(AvpContainer):
         klass = d.classes.get((app, code, flags >= 0x80))
         if klass is None:
             klass = class_for(d, app, code, flags >= 0x80)
-        m = klass.__new__(klass)
+        m: Message = klass.__new__(klass)
         m.code = code
         m.app_id = app
         m.flags = flags
@@ -109,8 +116,10 @@ class Message(AvpContainer):
         m._dirty = False
         m._avps = None
         m._vals = None
-        m._keys = keys = []
-        m._offs = offs = []
+        keys: list[int] = []
+        offs: list[int] = []
+        m._keys = keys
+        m._offs = offs
         try:
             scan_into(buf, 20, length, keys, offs, -1, d.avps)
         except AvpError as exc:
@@ -177,7 +186,8 @@ class Message(AvpContainer):
             self.end_to_end,
         ):
             return None
-        return buf
+        raw: bytes = buf
+        return raw
 
     def encode(self) -> bytes:
         buf = self._buf
@@ -189,7 +199,8 @@ class Message(AvpContainer):
                 self.hop_by_hop,
                 self.end_to_end,
             )
-            return buf if buf[:20] == head else head + buf[20 : self._end]
+            out: bytes = buf if buf[:20] == head else head + buf[20 : self._end]
+            return out
         parts: list[bytes] = [b""]
         n = 20 + encode_avps(self._items(), parts)
         parts[0] = HEADER.pack(
@@ -222,7 +233,7 @@ class Message(AvpContainer):
         if result_code is not None and 3000 <= result_code < 4000:
             flags |= FLAG_ERROR
         # what klass(code=..., ..., dictionary=d) makes, without the keyword call (hot path)
-        ans = klass.__new__(klass)
+        ans: Message = klass.__new__(klass)
         ans.code = self.code
         ans.app_id = self.app_id
         ans.flags = flags

@@ -130,7 +130,7 @@ class TimeType(FixedType):
                 f"Time {value.isoformat()} is outside what NTP seconds can carry "
                 f"({TIME_MIN.isoformat()} .. {TIME_MAX.isoformat()})"
             )
-        return value
+        return value  # type: ignore[no-any-return]
 
     def wire(self, value: datetime) -> int:
         ntp = (value - _EPOCH) // _SECOND + NTP_UNIX_OFFSET
@@ -184,7 +184,7 @@ class UTF8StringType(OctetStringType):
     def validate_str(self, value: str) -> str:
         return value
 
-    def check(self, value: Any) -> str:
+    def check(self, value: Any) -> str:  # type: ignore[override]  # text, not octets: one wire code
         if type(value) is str and value.isascii() and "\x00" not in value:
             return self.validate_str(value) if value else value
         if type(value) is not str:
@@ -193,7 +193,7 @@ class UTF8StringType(OctetStringType):
             else:
                 raise TypeFault(f"{self.name} needs a str, got {type(value).__name__}")
         if not value:
-            return value  # the zero-length example a 5005 Failed-AVP carries (RFC 6733 7.5)
+            return value  # type: ignore[no-any-return]  # the empty example of a 5005 Failed-AVP
         if "\x00" in value:
             raise TypeFault(f"{self.name} contains a NUL character")
         try:
@@ -391,16 +391,20 @@ class AddressType:
 
     def encode(self, value: Any) -> bytes:
         t = type(value)
+        packed: bytes
         if t is ipaddress.IPv4Address:
-            return _V4 + value.packed
+            packed = value.packed
+            return _V4 + packed
         if t is ipaddress.IPv6Address:
-            return _V6 + value.packed
+            packed = value.packed
+            return _V6 + packed
         if isinstance(value, (bytes, bytearray, memoryview)):
             return bytes(value)
         value = self.check(value)
         if isinstance(value, OtherAddress):
             return _FAMILY.pack(value.family) + value.data
-        return (_V4 if value.version == 4 else _V6) + value.packed
+        packed = value.packed
+        return (_V4 if value.version == 4 else _V6) + packed
 
 
 class GroupedType:

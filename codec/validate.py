@@ -17,8 +17,9 @@ from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING
 
-from .avp import _U32, _UNSET, Avp, AvpContainer, Group, _materialize, _value_at
+from .avp import _U32, _UNSET, Avp, _materialize
 from .constants import AVP_RESERVED, AVP_VENDOR, FLAG_ERROR, FLAG_REQUEST, FLAG_RESERVED
+from .container import AvpContainer, Group, _value_at
 from .errors import AvpError, CodecError
 from .types import TypeFault
 

@@ -23,7 +23,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .dictionary import AvpDef, CommandDef, DictionaryError, _check_policy
+from .definitions import AvpDef, CommandDef, DictionaryError, _check_policy
 from .types import TYPES
 
 if TYPE_CHECKING:

@@ -49,7 +49,7 @@ def render() -> str:
         "from datetime import datetime",
         "from ipaddress import IPv4Address, IPv6Address",
         "",
-        "from .avp import Group",
+        "from .container import Group",
         "from .message import Message",
         "from .types import OtherAddress",
         "",
