@@ -24,7 +24,7 @@ from .constants import (
     ResultCode,
 )
 from .dictionary import Dictionary, DictionaryError, get_dictionary, load_extra
-from .errors import AvpError, CodecError, FramingError
+from .errors import AvpError, CodecError, DiameterError, FramingError, error_answer
 from .header import DEFAULT_MAX_LENGTH, FrameReader, Header, parse_header
 from .message import Message, class_for, decode_message
 from .types import OtherAddress
@@ -50,6 +50,7 @@ __all__ = [
     "AvpContainer",
     "AvpError",
     "CodecError",
+    "DiameterError",
     "Dictionary",
     "DictionaryError",
     "DisconnectCause",
@@ -63,6 +64,7 @@ __all__ = [
     "ResultCode",
     "class_for",
     "decode_message",
+    "error_answer",
     "get_dictionary",
     "load_extra",
     "parse_header",
