@@ -356,6 +356,7 @@ class Writer:
         self._leaves: dict[tuple[str, Any], bytes] = {}
         self._heads: dict[str, bytes] = {}
         self._shapes: dict[tuple[str, ...], list[str]] = {}
+        self._after: dict[tuple[str, ...], bool] = {}
 
     def _ranks(self, parent: str) -> tuple[dict[int, int], frozenset[int]]:
         g = self.grammar if not parent else self.d.avp(parent).grammar
@@ -406,21 +407,64 @@ class Writer:
         return b if b is not None else self._leaf((attr, value))
 
     def group(self, attr: str, value: Mapping[str, Any]) -> bytes:
-        avp = self.avp
-        data = b"".join([avp(k, value[k]) for k in self._order(attr, value)])
+        data = self.body(value, attr)
         head = self._heads.get(attr)
         if head is None:
             head = self._heads[attr] = Avp.new(attr, {}, dictionary=self.d).encode()
         n = len(head) + len(data)
         return head[:5] + n.to_bytes(3, "big") + head[8:] + data
 
-    def message(self, flags: int, hop_by_hop: int, end_to_end: int, fields: Mapping[str, Any]) -> bytes:
-        """The whole message: header (this command, its application) and `fields`."""
-        avp = self.avp
-        body = b"".join([avp(k, fields[k]) for k in self._order("", fields)])
+    def rank(self, attr: str) -> int:
+        """Where the command's grammar places AVP `attr` (large: not in the grammar)."""
+        a = self.d.by_attr.get(attr) or self.d.find_avp(attr)
+        return self.grammar.rank.get(a.ikey, _LAST) if a is not None else _LAST
+
+    def after(self, attr: str, fields: Mapping[str, Any]) -> bool:
+        """Whether every key of `fields` is placed after `attr` (memoised per key sequence):
+        a caller may then put fields' bytes behind bytes it encoded up to `attr`."""
+        shape = (attr, *fields)
+        ok = self._after.get(shape)
+        if ok is None:
+            at = self.rank(attr)
+            ok = all(self.rank(k) > at for k in fields)
+            if len(self._after) < 4096:
+                self._after[shape] = ok
+        return ok
+
+    def leaf(self, attr: str, value: Any) -> bytes:
+        """One leaf AVP (an int or str value), memoised."""
+        b = self._leaves.get((attr, value))
+        return b if b is not None else self._leaf((attr, value))
+
+    def body(self, fields: Mapping[str, Any], parent: str = "") -> bytes:
+        """The AVPs of `fields` in placement order, without a message header."""
+        parts: list[bytes] = []
+        add = parts.append
+        leaves = self._leaves
+        for k in self._order(parent, fields):
+            v = fields[k]
+            t = type(v)
+            if t is int or t is str:  # the common leaves: one look-up
+                b = leaves.get((k, v))
+                add(b if b is not None else self._leaf((k, v)))
+            elif t is list and v and type(v[0]) is not Avp:  # occurrences
+                for x in v:
+                    add(self.avp(k, x))
+            else:
+                add(self.avp(k, v))
+        return b"".join(parts)
+
+    def frame(self, flags: int, hop_by_hop: int, end_to_end: int, body: bytes) -> bytes:
+        """The message: a header (this command, its application) in front of `body`."""
         cmd = self.cmd
         return (
             _HDR.pack((1 << 24) | (20 + len(body)), flags << 24 | cmd.code, cmd.app_id or 0,
                       hop_by_hop, end_to_end)
             + body
         )  # fmt: skip
+
+    def message(
+        self, flags: int, hop_by_hop: int, end_to_end: int, fields: Mapping[str, Any]
+    ) -> bytes:
+        """The whole message for `fields`."""
+        return self.frame(flags, hop_by_hop, end_to_end, self.body(fields))

@@ -297,3 +297,27 @@ def test_demo_set_can_be_switched_off(tmp_path):
     app, _ = make_app(tmp_path, {"demo": {"enabled": False}})
     assert rt(app, ccr(1, 0, requested_service_unit={})).result_code == 5030
     assert app.store.get_account("demo-1") is None
+
+
+def test_the_decision_is_pure_no_store_no_loop():
+    """(CCR view, peer, now) -> store operation; money rules on plain state; outcome -> CCA."""
+    from chargegw.workers.charging import ccr as reader
+    from chargegw.workers.charging import core, decide
+    from chargegw.workers.charging.config import GyConfig
+    from chargegw.workers.charging.render import Renderer
+
+    cfg = GyConfig()
+    policy = decide.Policy(cfg)
+    v = reader.read(ccr_raw := ccr(1, 0, requested_service_unit={"cc_time": 600}).encode())
+    pending = decide.prepare(v, "client.test", policy, now=1000.0)
+    assert isinstance(pending, decide.Pending) and pending.op.peers == ("client.test",)
+    assert [s.requested for s in pending.op.services] == [600]
+    account = core.Account("acct", balance=1_000_000)
+    assert core.precheck(pending.op, None) is None
+    applied = core.apply_cc(pending.op, account, None)
+    assert account.reserved == 100_000 and applied.session.resv  # 10 minutes at 0.01
+    render = Renderer(cfg, "ocs.test", "test")
+    ans = Message.decode(render.cca(v, render.outcome(v, pending.rtype, applied.outcome,
+                                                     pending.services)))  # fmt: skip
+    assert ans.result_code == 2001 and ans.granted_service_unit.cc_time == 600
+    assert ans.session_id == Message.decode(ccr_raw).session_id
