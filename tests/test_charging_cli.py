@@ -8,7 +8,7 @@ import sys
 from chargegw.codec import Message, commands
 from chargegw.workers import accounts_cli, ledger_cli
 from chargegw.workers.charging.gy import CreditControlApp
-from chargegw.workers.charging.testing import FakeWorkerContext
+from chargegw.workers.charging.testing import FakeWorkerContext, answer
 
 CSV = """id,balance,credit_limit,blocked,msisdn,imsi
 alice,10.50,0,false,46111,24001111
@@ -64,7 +64,7 @@ def test_ledger_check_after_traffic_and_after_tampering(tmp_path, capsys):
             (1, 0, {"requested_service_unit": {}}),
             (3, 1, {"used_service_unit": [{"cc_time": 90}]}),
         ):
-            app.handle(
+            answer(app,
                 Message.decode(
                     commands.CreditControlRequest(
                         cc_request_type=t, cc_request_number=n, **base, **extra

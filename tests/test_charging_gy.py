@@ -10,7 +10,7 @@ from chargegw.codec import Message, commands
 from chargegw.workers.charging import config as cfgmod
 from chargegw.workers.charging.gy import CreditControlApp
 from chargegw.workers.charging.store import ledger_check
-from chargegw.workers.charging.testing import FakeWorkerContext, free_port
+from chargegw.workers.charging.testing import FakeWorkerContext, answer, free_port
 
 MSISDN = "4670000000123"
 
@@ -44,7 +44,7 @@ def ccr(rtype, number, sid="client;1;1", msisdn=MSISDN, hbh=7, **avps):
 
 def rt(app, req):
     """Handle and round-trip the answer through the wire format, as the runtime would."""
-    return Message.decode(app.handle(req, None).encode())
+    return Message.decode(answer(app, req, None).encode())
 
 
 def balance(app, acct):
@@ -184,11 +184,11 @@ def test_retransmission_gets_the_same_answer_and_is_charged_once(tmp_path):
     app, _ = make_app(tmp_path)
     rt(app, ccr(1, 0, requested_service_unit={"cc_time": 600}))
     upd = ccr(2, 1, requested_service_unit={"cc_time": 600}, used_service_unit=[{"cc_time": 600}])
-    first = app.handle(upd, None).encode()
+    first = answer(app, upd, None).encode()
     before = balance(app, MSISDN).balance
     again = ccr(2, 1, requested_service_unit={"cc_time": 600}, used_service_unit=[{"cc_time": 600}])
     again.is_retransmit = True
-    assert app.handle(again, None).encode() == first
+    assert answer(app, again, None).encode() == first
     assert balance(app, MSISDN).balance == before == 100_000_000 - 100_000
     late = rt(app, ccr(2, 0, requested_service_unit={"cc_time": 600}))
     assert late.result_code == 5004 and late.failed_avp[0].cc_request_number == 0
@@ -225,7 +225,7 @@ def test_events(tmp_path):
     assert a.result_code == 2001
     assert a.multiple_services_credit_control[0].granted_service_unit.cc_service_specific_units == 2
     assert balance(app, MSISDN).balance == 100_000_000 - 100_000
-    a2 = app.handle(ccr(4, 0, sid="ev1", requested_action=0, **sms), None)
+    a2 = answer(app, ccr(4, 0, sid="ev1", requested_action=0, **sms), None)
     assert a2.result_code == 2001 and balance(app, MSISDN).balance == 100_000_000 - 100_000
     a = rt(app, ccr(4, 0, sid="ev2", requested_action=1, cc_correlation_id=b"ev1", **sms))
     assert a.result_code == 2001 and balance(app, MSISDN).balance == 100_000_000
@@ -252,7 +252,7 @@ def test_store_unavailable_answers_3004_quickly(tmp_path):
     }
     app, ctx = make_app(tmp_path, conf)
     t0 = time.monotonic()
-    a = app.handle(ccr(1, 0, requested_service_unit={}), None)
+    a = answer(app, ccr(1, 0, requested_service_unit={}), None)
     assert a.result_code == 3004 and a.is_error
     assert time.monotonic() - t0 < 2.0
 
@@ -297,3 +297,27 @@ def test_demo_set_can_be_switched_off(tmp_path):
     app, _ = make_app(tmp_path, {"demo": {"enabled": False}})
     assert rt(app, ccr(1, 0, requested_service_unit={})).result_code == 5030
     assert app.store.get_account("demo-1") is None
+
+
+def test_the_decision_is_pure_no_store_no_loop():
+    """(CCR view, peer, now) -> store operation; money rules on plain state; outcome -> CCA."""
+    from chargegw.workers.charging import ccr as reader
+    from chargegw.workers.charging import core, decide
+    from chargegw.workers.charging.config import GyConfig
+    from chargegw.workers.charging.render import Renderer
+
+    cfg = GyConfig()
+    policy = decide.Policy(cfg)
+    v = reader.read(ccr_raw := ccr(1, 0, requested_service_unit={"cc_time": 600}).encode())
+    pending = decide.prepare(v, "client.test", policy, now=1000.0)
+    assert isinstance(pending, decide.Pending) and pending.op.peers == ("client.test",)
+    assert [s.requested for s in pending.op.services] == [600]
+    account = core.Account("acct", balance=1_000_000)
+    assert core.precheck(pending.op, None) is None
+    applied = core.apply_cc(pending.op, account, None)
+    assert account.reserved == 100_000 and applied.session.resv  # 10 minutes at 0.01
+    render = Renderer(cfg, "ocs.test", "test")
+    ans = Message.decode(render.cca(v, render.outcome(v, pending.rtype, applied.outcome,
+                                                     pending.services)))  # fmt: skip
+    assert ans.result_code == 2001 and ans.granted_service_unit.cc_time == 600
+    assert ans.session_id == Message.decode(ccr_raw).session_id

@@ -10,7 +10,7 @@ import orjson
 from chargegw.codec import Message, commands
 from chargegw.workers import cdr_cli
 from chargegw.workers.charging.rf import AccountingApp
-from chargegw.workers.charging.testing import FakeWorkerContext
+from chargegw.workers.charging.testing import FakeWorkerContext, answer
 
 
 def acr(rtype, number, sid="pgw;1", **kw):
@@ -33,14 +33,14 @@ def make(tmp_path, conf=None):
 def test_records_are_stored_and_answered(tmp_path):
     app = make(tmp_path, {"interim_interval": 300})
     for rtype, n in ((2, 0), (3, 1), (4, 2)):
-        a = app.handle(acr(rtype, n), None)
+        a = answer(app, acr(rtype, n), None)
         assert a.result_code == 2001 and int(a.accounting_record_type) == rtype
         assert (
             a.accounting_record_number == n
             and a.acct_application_id == 3
             and a.acct_interim_interval == 300
         )
-    a = app.handle(acr(1, 0, sid="sms;1"), None)
+    a = answer(app, acr(1, 0, sid="sms;1"), None)
     assert a.result_code == 2001
     cdrs = list(app.store.iter_cdrs())
     assert [(c.session_id, c.record_number, c.record_type) for c in cdrs] == [
@@ -54,10 +54,10 @@ def test_records_are_stored_and_answered(tmp_path):
 
 def test_duplicates_are_stored_once_and_answered_again(tmp_path):
     app = make(tmp_path)
-    assert app.handle(acr(2, 0), None).result_code == 2001
+    assert answer(app, acr(2, 0), None).result_code == 2001
     dup = acr(2, 0)
     dup.is_retransmit = True
-    a = app.handle(Message.decode(dup.encode()), None)
+    a = answer(app, Message.decode(dup.encode()), None)
     assert a.result_code == 2001 and a.accounting_record_number == 0
     assert len(list(app.store.iter_cdrs())) == 1 and app.duplicates == 1
 
@@ -66,7 +66,7 @@ def test_bad_acrs(tmp_path):
     app = make(tmp_path)
     req = acr(2, 0)
     req.remove("Accounting-Record-Number")
-    a = Message.decode(app.handle(Message.decode(req.encode()), None).encode())
+    a = Message.decode(answer(app, Message.decode(req.encode()), None).encode())
     assert (
         a.result_code == 5005
         and (
@@ -74,15 +74,15 @@ def test_bad_acrs(tmp_path):
         ).accounting_record_number
         is not None
     )
-    a = app.handle(acr(9, 0), None)
+    a = answer(app, acr(9, 0), None)
     assert a.result_code == 5004
     assert list(app.store.iter_cdrs()) == []
 
 
 def test_cdr_export_jsonl_and_csv(tmp_path, capsys):
     app = make(tmp_path)
-    app.handle(acr(2, 0), None)
-    app.handle(acr(4, 1), None)
+    answer(app, acr(2, 0), None)
+    answer(app, acr(4, 1), None)
     out = tmp_path / "cdrs.jsonl"
     assert (
         cdr_cli.main(

@@ -7,7 +7,7 @@ import asyncio
 from chargegw.codec import Message, commands
 from chargegw.workers.charging.gy import CreditControlApp
 from chargegw.workers.charging.sy import SpendingLimitApp
-from chargegw.workers.charging.testing import FakeWorkerContext
+from chargegw.workers.charging.testing import FakeWorkerContext, answer
 
 SY = 16777302
 SY_CONF = {
@@ -98,18 +98,18 @@ def test_gy_debit_across_a_threshold_sends_snr_to_the_pcrf(tmp_path):
     assert sy.handle(slr(counters=["monthly"]), None).result_code == 2001
 
     async def run():
-        gy.handle(ccr(1, 0), None)
-        gy.handle(ccr(2, 1, used=60), None)  # spent 0.01: still valid
+        answer(gy, ccr(1, 0), None)
+        answer(gy, ccr(2, 1, used=60), None)  # spent 0.01: still valid
         await asyncio.sleep(0)
         assert ctx.sent == []
-        gy.handle(ccr(2, 2, used=60), None)  # 0.02: near-limit
+        answer(gy, ccr(2, 2, used=60), None)  # 0.02: near-limit
         await asyncio.sleep(0.01)
         assert len(ctx.sent) == 1
         snr, peer = ctx.sent[0]
         assert peer == "pcrf.test" and snr.code == 8388636 and snr.app_id == SY
         assert snr.session_id == "pcrf;1" and snr.destination_host == "pcrf.test"
         assert reports(snr) == {"monthly": "near-limit"}
-        gy.handle(ccr(3, 3, used=180), None)  # 0.05: limit-reached
+        answer(gy, ccr(3, 3, used=180), None)  # 0.05: limit-reached
         await asyncio.sleep(0.01)
         assert reports(ctx.sent[-1][0]) == {"monthly": "limit-reached"} and len(ctx.sent) == 2
 
@@ -126,8 +126,8 @@ def test_str_ends_the_subscription(tmp_path):
     assert sy.handle(str_(), None).result_code == 5002
 
     async def run():
-        gy.handle(ccr(1, 0), None)
-        gy.handle(ccr(3, 1, used=600), None)
+        answer(gy, ccr(1, 0), None)
+        answer(gy, ccr(3, 1, used=600), None)
         await asyncio.sleep(0.01)
 
     asyncio.run(run())

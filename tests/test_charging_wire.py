@@ -1,4 +1,5 @@
-"""The Gy fast path (wire.py, `handle_raw`) answers byte-for-byte like the codec path."""
+"""Gy's one CCR reader and one CCA writer (compiled from the dictionary, ccr.py) read and
+write exactly what the codec's general decoding and building do; `handle_batch` answers."""
 
 from __future__ import annotations
 
@@ -6,10 +7,77 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from chargegw.codec import CodecError, Message, commands
+from chargegw.codec import Avp, Message, commands
+from chargegw.codec.compiled import Frozen
+from chargegw.workers.api import Incoming, RequestContext
+from chargegw.workers.charging import ccr
+from chargegw.workers.charging.config import GyConfig
 from chargegw.workers.charging.gy import CreditControlApp
+from chargegw.workers.charging.render import Answer, Renderer
 from chargegw.workers.charging.testing import FakeWorkerContext
-from chargegw.workers.charging.wire import parse_ccr
+
+NO_CTX = RequestContext(peer="", deadline=0.0)
+
+
+def run(app, raws):
+    """`handle_batch` as the runtime calls it."""
+    return app.handle_batch([Incoming(r, NO_CTX) for r in raws])
+
+
+def one(app, raw):
+    out = run(app, [raw])[0]
+    assert type(out) is bytes
+    return out
+
+
+def codec_view(container, spec):
+    """What the codec's general decoding gives for the fields of `spec` (ccr.CCR_FIELDS), in
+    the reader's shape: the reader must give exactly this."""
+    d = container._dict if hasattr(container, "_dict") else None  # noqa: F841
+    out = {}
+    for name, what in spec.items():
+        attr = name.lower().replace("-", "_")
+        if what == "raw":
+            out[attr + "_avp"] = [a.encode() for a in container.avps if a.name == name]
+            continue
+        value = getattr(container, attr)
+        if isinstance(what, dict):
+            value = (
+                [codec_view(g, what) for g in value] if isinstance(value, list)
+                else None if value is None else codec_view(value, what)
+            )  # fmt: skip
+        elif isinstance(value, list):
+            value = [int(x) if isinstance(x, int) else x for x in value]
+        elif isinstance(value, int):
+            value = int(value)
+        out[attr] = value
+        if what == "avp":
+            out[attr + "_avp"] = next(a.encode() for a in container.avps if a.name == name)
+    return out
+
+
+def reader_view(obj, spec):
+    out = {}
+    for name, what in spec.items():
+        attr = name.lower().replace("-", "_")
+        if what == "raw":
+            out[attr + "_avp"] = getattr(obj, attr + "_avp")
+            continue
+        value = getattr(obj, attr)
+        if isinstance(what, dict):
+            value = (
+                [reader_view(g, what) for g in value] if isinstance(value, list)
+                else None if value is None else reader_view(value, what)
+            )  # fmt: skip
+        out[attr] = value
+        if what == "avp":
+            out[attr + "_avp"] = getattr(obj, attr + "_avp")
+    return out
+
+
+SPEC = {**ccr.CCR_FIELDS, "Origin-Host": True, "Origin-Realm": True, "Destination-Realm": True,
+        "Auth-Application-Id": True, "Service-Context-Id": True, "CC-Request-Type": True,
+        "CC-Request-Number": True}  # fmt: skip
 
 units = st.fixed_dictionaries(
     {},
@@ -63,34 +131,91 @@ def build(s: dict, number: int) -> bytes:
     return req.encode()
 
 
+@settings(max_examples=80, deadline=None)
+@given(s=step, number=st.integers(0, 2**32 - 1), money=st.integers(-5, 5))
+def test_the_compiled_reader_reads_what_the_codec_decodes(s, number, money):
+    if money:
+        s = {**s, "requested_service_unit": {"cc_money": {"unit_value": {"value_digits": money}}}}
+    raw = build(s, number)
+    got = ccr.read(raw)
+    want = Message.decode(raw)
+    assert reader_view(got, SPEC) == codec_view(want, SPEC)
+    assert (got.flags, got.hop_by_hop, got.end_to_end) == (want.flags, want.hop_by_hop, want.end_to_end)
+
+
+answers = st.fixed_dictionaries(
+    {"result": st.sampled_from([2001, 3004, 4012, 5004, 5030])},
+    optional={
+        "granted_service_unit": units,
+        "multiple_services_credit_control": st.lists(
+            st.fixed_dictionaries({"result_code": st.sampled_from([2001, 4012])}, optional={
+                "rating_group": st.integers(0, 9), "service_identifier": st.lists(st.integers(1, 3), max_size=2),
+                "granted_service_unit": units, "validity_time": st.integers(1, 9999),
+                "final_unit_indication": st.just({"final_unit_action": 0})}),
+            max_size=3),
+        "validity_time": st.integers(1, 9999),
+        "check_balance_result": st.integers(0, 1),
+        "error_message": st.text(max_size=5),
+        "failed": st.sampled_from(["CC-Request-Number", "Rating-Group", "Requested-Action"]),
+        "proxy": st.booleans(),
+    },
+)  # fmt: skip
+
+
+@settings(max_examples=80, deadline=None)
+@given(s=step, a=answers, frozen=st.booleans())
+def test_the_compiled_writer_writes_what_the_codec_encodes(s, a, frozen):
+    if a.get("proxy"):
+        s = {**s, "proxy_info": [{"proxy_host": "relay", "proxy_state": b"st"}]}
+    raw = build(s, 3)
+    extra = {k: v for k, v in a.items() if k not in ("result", "error_message", "failed", "proxy")}
+    if frozen and "multiple_services_credit_control" in extra:
+        extra["multiple_services_credit_control"] = [
+            Frozen(b) for b in extra["multiple_services_credit_control"]
+        ]
+    failed = [Avp.new(a["failed"], 1)] if "failed" in a else None
+    ans = Answer(a["result"], dict(extra), failed, a.get("error_message"))
+    got = Renderer(GyConfig(), "ocs.test", "test").cca(ccr.read(raw), ans)
+    req = Message.decode(raw)
+    kw = dict(extra, auth_application_id=4, cc_request_type=s["rtype"], cc_request_number=3)
+    want = req.answer(a["result"], origin_host="ocs.test", origin_realm="test",
+                      error_message=a.get("error_message"),
+                      failed_avp=failed[0] if failed else None, **kw).encode()  # fmt: skip
+    assert got == want, (Message.decode(got).dump(), Message.decode(want).dump())
+
+
 @settings(
-    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(steps=st.lists(step, min_size=1, max_size=8))
-def test_fast_path_equals_codec_path(tmp_path_factory, steps):
-    fast, slow = CreditControlApp(), CreditControlApp()
-    fast.setup(
-        FakeWorkerContext(
-            str(tmp_path_factory.mktemp("fast")), {"quota": {"time_quota_threshold": 10}}
-        )
-    )
-    slow.setup(
-        FakeWorkerContext(
-            str(tmp_path_factory.mktemp("slow")), {"quota": {"time_quota_threshold": 10}}
-        )
-    )
+def test_a_batch_answers_as_one_at_a_time_does(tmp_path_factory, steps):
+    batched, single = CreditControlApp(), CreditControlApp()
+    conf = {"quota": {"time_quota_threshold": 10}}
+    batched.setup(FakeWorkerContext(str(tmp_path_factory.mktemp("b")), conf))
+    single.setup(FakeWorkerContext(str(tmp_path_factory.mktemp("s")), conf))
     numbers: dict[str, int] = {}
+    raws = []
     for s in steps:
         n = numbers.get(s["sid"], -1) + 1
         numbers[s["sid"]] = n
-        raw = build(s, n)
-        got = fast.handle_raw(raw)
-        want = slow.handle(Message.decode(raw)).encode()
-        assert got == want, (Message.decode(got).dump(), Message.decode(want).dump())
-        assert fast.handle_raw(raw) == slow.handle(Message.decode(raw)).encode()  # and replays
+        raws.append(build(s, n))
+    want = [one(single, r) for r in raws]
+    # one request per session per batch, as clients send them (one CCR outstanding)
+    got: list[bytes] = []
+    wave: list[bytes] = []
+    seen: set[str] = set()
+    for r, s in zip(raws, steps, strict=True):
+        if s["sid"] in seen:
+            got += run(batched, wave)
+            wave, seen = [], set()
+        wave.append(r)
+        seen.add(s["sid"])
+    got += run(batched, wave)
+    assert got == want
+    assert run(batched, raws[:1]) == [one(single, raws[0])]  # and replays
 
 
-def test_unusual_requests_take_the_codec_path(tmp_path):
+def test_unusual_requests_are_read_too_and_invalid_ones_judged_by_the_codec(tmp_path):
     app = CreditControlApp()
     app.setup(FakeWorkerContext(str(tmp_path), {}))
     base = dict(
@@ -101,35 +226,33 @@ def test_unusual_requests_take_the_codec_path(tmp_path):
     with_proxy = commands.CreditControlRequest(
         **base, proxy_info=[{"proxy_host": "relay", "proxy_state": b"s"}]
     ).encode()
-    assert parse_ccr(with_proxy) is None
-    ans = Message.decode(app.handle_raw(with_proxy))
+    ans = Message.decode(one(app, with_proxy))
     assert ans.result_code == 2001 and ans.proxy_info[0].proxy_host == "relay"
     money = commands.CreditControlRequest(
         **{**base, "session_id": "p;2"},
         requested_service_unit={"cc_money": {"unit_value": {"value_digits": 5}}},
     ).encode()
-    assert parse_ccr(money) is None and Message.decode(app.handle_raw(money)).result_code == 2001
+    assert Message.decode(one(app, money)).result_code == 2001
     missing = commands.CreditControlRequest(
         **{k: v for k, v in base.items() if k != "destination_realm"}
     ).encode()
-    ans = Message.decode(app.handle_raw(missing))
+    with pytest.raises(ccr.Unreadable):
+        ccr.read(missing)
+    ans = Message.decode(one(app, missing))
     assert ans.result_code == 5005 and [a.code for a in ans.failed_avp[0].avps] == [283]
-    for junk in (
-        b"",
-        with_proxy[:-3],
-        b"\x02" + with_proxy[1:],
-    ):
-        assert parse_ccr(junk) is None
-        with pytest.raises(CodecError):
-            app.handle_raw(junk)
+    assert ans.session_id == "p;1" and ans.cc_request_number == 0
+    twice = commands.CreditControlRequest(**{**base, "session_id": "p;3"}, requested_action=[0, 1])
+    ans = Message.decode(one(app, twice.encode()))
+    assert ans.result_code == 5009  # the codec names the second Requested-Action
+    assert run(app, [b""]) == [None]  # no header: nothing can be answered
+    for junk, code in ((with_proxy[:-3], (5014, 5015)), (b"\x02" + with_proxy[1:], (5011,))):
+        ans = Message.decode(one(app, junk))  # the codec's verdict, from the header it has
+        assert ans.result_code in code and ans.session_id == "p;1"
     other = b"\x01\x00\x00\x14\x80" + b"\x00" * 15  # a request for command 0: not a CCR
-    assert parse_ccr(other) is None
-    assert Message.decode(app.handle_raw(other)).result_code == 3001
+    assert Message.decode(one(app, other)).result_code == 3001
 
 
-def test_group_commit_answers_like_the_sync_path_and_charges_once(tmp_path):
-    import asyncio
-
+def test_group_commit_answers_like_one_transaction_per_request_and_charges_once(tmp_path):
     batched, plain = CreditControlApp(), CreditControlApp()
     batched.setup(FakeWorkerContext(str(tmp_path / "b"), {}))
     plain.setup(FakeWorkerContext(str(tmp_path / "p"), {"group_commit": False}))
@@ -137,37 +260,17 @@ def test_group_commit_answers_like_the_sync_path_and_charges_once(tmp_path):
     wave1 = [
         build({**s, "rtype": 1, "sid": f"g{i}", "requested_service_unit": {}}, 0) for i in range(10)
     ]
-    wave2 = [
-        build(
-            {
-                **s,
-                "rtype": 2,
-                "sid": f"g{i}",
-                "requested_service_unit": {},
-                "used_service_unit": [{"cc_time": 61}],
-            },
-            1,
-        )
-        for i in range(10)
-    ]
+    usu = {"requested_service_unit": {}, "used_service_unit": [{"cc_time": 61}]}
+    wave2 = [build({**s, **usu, "rtype": 2, "sid": f"g{i}"}, 1) for i in range(10)]
     wave2 += wave2[:3]  # retransmissions inside the same batch
-
-    async def run(app, wave):
-        results = [app.handle_raw(raw) for raw in wave]
-        assert all(isinstance(r, asyncio.Future) for r in results) == (app is batched)
-        return [await r if isinstance(r, asyncio.Future) else r for r in results]
-
-    async def main():
-        for wave in (wave1, wave2):
-            assert await run(batched, wave) == await run(plain, wave)
-
-    asyncio.run(main())
+    for wave in (wave1, wave2):
+        assert run(batched, wave) == run(plain, wave)
     for app in (batched, plain):
         acct = app.store.get_account("4670000000009").account
         assert acct.balance == 100_000_000 - 10 * 20_000 and acct.reserved == 10 * 100_000
 
 
-def test_group_commit_waits_for_another_writer_without_blocking_then_gives_3004(tmp_path):
+def test_a_locked_store_is_waited_for_without_blocking_then_gives_3004(tmp_path):
     import asyncio
     import sqlite3
 
@@ -178,29 +281,26 @@ def test_group_commit_waits_for_another_writer_without_blocking_then_gives_3004(
 
     async def main():
         other.execute("BEGIN IMMEDIATE")  # another process's writer holds the lock
-        first = app.handle_raw(build({**s, "sid": "w1"}, 0))
+        first = run(app, [build({**s, "sid": "w1"}, 0), build({**s, "sid": "w2"}, 0)])
+        assert not any(isinstance(x, bytes) for x in first)  # awaitables: the loop runs on
         await asyncio.sleep(0.05)
-        assert not first.done()  # waiting, while the loop still runs
-        second = app.handle_raw(build({**s, "sid": "w2"}, 0))  # joins the waiting batch
         other.execute("COMMIT")
-        answers = [Message.decode(await f) for f in (first, second)]
+        answers = [Message.decode(await f) for f in first]
         assert [a.result_code for a in answers] == [2001, 2001]
         other.execute("BEGIN IMMEDIATE")
         t0 = asyncio.get_running_loop().time()
-        late = Message.decode(await app.handle_raw(build({**s, "sid": "w3"}, 0)))
+        late = Message.decode(await run(app, [build({**s, "sid": "w3"}, 0)])[0])
         assert late.result_code == 3004 and late.is_error
         assert 0.25 <= asyncio.get_running_loop().time() - t0 < 2.0
         other.execute("ROLLBACK")
-        again = Message.decode(await app.handle_raw(build({**s, "sid": "w3"}, 0)))
-        assert again.result_code == 2001
+        again = run(app, [build({**s, "sid": "w3"}, 0)])[0]
+        assert Message.decode(again).result_code == 2001
 
     asyncio.run(main())
     other.close()
 
 
-def test_a_failing_batch_fails_its_requests_and_the_next_batch_still_runs(tmp_path):
-    import asyncio
-
+def test_a_failing_store_step_answers_5012_and_the_next_batch_still_runs(tmp_path):
     app = CreditControlApp()
     app.setup(FakeWorkerContext(str(tmp_path), {}))
     real = app.store.credit_control_many
@@ -214,15 +314,10 @@ def test_a_failing_batch_fails_its_requests_and_the_next_batch_still_runs(tmp_pa
 
     app.store.credit_control_many = broken
     s = {"msisdn": "4670000000011", "hbh": 1, "rtype": 1, "requested_service_unit": {}}
-
-    async def main():
-        bad = app.handle_raw(build({**s, "sid": "f1"}, 0))
-        with pytest.raises(RuntimeError):
-            await bad
-        good = await app.handle_raw(build({**s, "sid": "f2"}, 0))
-        assert Message.decode(good).result_code == 2001
-
-    asyncio.run(main())
+    bad = Message.decode(one(app, build({**s, "sid": "f1"}, 0)))
+    assert bad.result_code == 5012
+    good = Message.decode(one(app, build({**s, "sid": "f2"}, 0)))
+    assert good.result_code == 2001
     assert calls == [1, 1]
 
 
@@ -241,15 +336,13 @@ _VALID = build(
         st.tuples(st.integers(0, len(_VALID) - 1), st.integers(0, 255)), min_size=1, max_size=6
     )
 )
-def test_corrupted_ccrs_never_crash_the_handler(tmp_path_factory, edits):
+def test_corrupted_ccrs_are_always_answered(tmp_path_factory, edits):
     app = _fuzz_app(tmp_path_factory)
     raw = bytearray(_VALID)
     for pos, value in edits:
         raw[pos] = value
-    try:
-        answer = app.handle_raw(bytes(raw))
-    except CodecError:
-        return  # the runtime answers the codec's protocol error
+    answer = run(app, [bytes(raw)])[0]
+    assert answer is not None  # a header is always there to answer
     Message.decode(answer)  # whatever we answered is a well-formed message
 
 
@@ -262,49 +355,3 @@ def _fuzz_app(factory):
         app.setup(FakeWorkerContext(str(factory.mktemp("fuzz")), {"group_commit": False}))
         _APPS["app"] = app
     return _APPS["app"]
-
-
-def test_batch_hook_answers_like_the_sync_path_and_charges_once(tmp_path):
-    import asyncio
-    import sqlite3
-
-    batched, plain = CreditControlApp(), CreditControlApp()
-    batched.setup(FakeWorkerContext(str(tmp_path / "b"), {"store": {"timeout": 2.0}}))
-    plain.setup(FakeWorkerContext(str(tmp_path / "p"), {"group_commit": False}))
-    s = {"msisdn": "4670000000019", "hbh": 5}
-    wave1 = [
-        build({**s, "rtype": 1, "sid": f"h{i}", "requested_service_unit": {}}, 0) for i in range(10)
-    ]
-    wave1.append(b"\x01\x00\x00\x14\x80" + b"\x00" * 15)  # not a CCR: the codec path, 3001
-    usu = {"requested_service_unit": {}, "used_service_unit": [{"cc_time": 61}]}
-    wave2 = [build({**s, **usu, "rtype": 2, "sid": f"h{i}"}, 1) for i in range(10)]
-    wave2 += wave2[:3]  # retransmissions inside the same batch
-
-    async def main():
-        assert batched.handle_raw_batch(wave1) == [plain.handle_raw(r) for r in wave1]
-        other = sqlite3.connect(str(tmp_path / "b" / "charging.db"), isolation_level=None)
-        other.execute("BEGIN IMMEDIATE")  # another worker holds the write lock
-        pending = batched.handle_raw_batch(wave2)
-        assert not isinstance(pending, list)  # an awaitable: the loop keeps running
-        await asyncio.sleep(0.05)
-        other.execute("COMMIT")
-        other.close()
-        assert await pending == [plain.handle_raw(r) for r in wave2]
-
-    asyncio.run(main())
-    for app in (batched, plain):
-        acct = app.store.get_account("4670000000019").account
-        assert acct.balance == 100_000_000 - 10 * 20_000 and acct.reserved == 10 * 100_000
-
-
-def test_batch_hook_hands_back_decode_errors_for_the_runtime(tmp_path):
-    from chargegw.codec import AvpError
-
-    app = CreditControlApp()
-    app.setup(FakeWorkerContext(str(tmp_path), {}))
-    good = build({"msisdn": "4670000000020", "hbh": 1, "rtype": 1, "sid": "e1"}, 0)
-    junk = good[:20] + b"\x00\x00\x01\x07\x40\x00\x00\x04"  # an AVP shorter than its header
-    junk = junk[:1] + len(junk).to_bytes(3, "big") + junk[4:]
-    out = app.handle_raw_batch([good, junk])
-    assert Message.decode(out[0]).result_code == 2001
-    assert isinstance(out[1], (AvpError, CodecError))

@@ -21,6 +21,26 @@ if TYPE_CHECKING:
     from chargegw.codec import Message
 
 
+class Incoming:
+    """One request of a batch the runtime hands to `handle_batch`: its bytes, its context,
+    and the decoded message, made on first use."""
+
+    __slots__ = ("raw", "ctx", "_message")
+
+    def __init__(self, raw: bytes, ctx: RequestContext) -> None:
+        self.raw = raw
+        self.ctx = ctx
+        self._message: Message | None = None
+
+    @property
+    def message(self) -> Message:
+        if self._message is None:
+            from chargegw.codec import Message
+
+            self._message = Message.decode(self.raw)
+        return self._message
+
+
 class SetupUnavailable(Exception):
     """An application could not be set up for a reason that may pass by itself (its store is
     not reachable yet). The worker then exits EX_TEMPFAIL and the launcher restarts it with

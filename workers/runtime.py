@@ -50,7 +50,7 @@ import zmq
 from chargegw.codec import AvpError, CodecError, Message
 from chargegw.workers import pool_protocol as pp
 from chargegw.workers import pool_security as sec
-from chargegw.workers.api import AppSpec, RequestContext, SendError
+from chargegw.workers.api import AppSpec, Incoming, RequestContext, SendError
 from chargegw.workers.zmqloop import LoopSocket
 
 UNABLE_TO_COMPLY = 5012
@@ -245,7 +245,7 @@ class WorkerRuntime:
             app,
             ctx,
             getattr(app, "handle_raw", None),
-            getattr(app, "handle_raw_batch", None),
+            getattr(app, "handle_batch", None),
         )
 
     # Running --------------------------------------------------------------------------
@@ -585,7 +585,8 @@ class WorkerRuntime:
                 )
             )
         try:
-            results: Any = entry.raw_batch([r.raw for r in reqs], ctxs)  # type: ignore[misc]
+            batch = [Incoming(r.raw, c) for r, c in zip(reqs, ctxs, strict=True)]
+            results: Any = entry.raw_batch(batch)  # type: ignore[misc]
             if type(results) is not list and inspect.isawaitable(results):
                 fut = asyncio.ensure_future(results)
                 self._tasks.add(fut)
@@ -632,6 +633,13 @@ class WorkerRuntime:
                 self._finish(i, gen, req, None, self._protocol_error(req, result))
             elif isinstance(result, BaseException):
                 self._finish(i, gen, req, None, self._failed(req, None, result))
+            elif result is None:  # dropped by the app: past its deadline
+                link.busy -= 1
+                self._drop_expired(i, req)
+            elif type(result) is not bytes and inspect.isawaitable(result):
+                fut = asyncio.ensure_future(result)
+                self._tasks.add(fut)
+                fut.add_done_callback(lambda f, r=req: self._done(i, gen, r, None, f))
             else:
                 self._finish(i, gen, req, None, result)
         if fast:
@@ -654,7 +662,11 @@ class WorkerRuntime:
             result = self._failed(req, msg, exc)
         else:
             result = fut.result()
-        self._finish(i, gen, req, msg, result)
+        if result is None and gen == self.links[i].gen:  # dropped by the app: past its deadline
+            self.links[i].busy -= 1
+            self._drop_expired(i, req)
+        else:
+            self._finish(i, gen, req, msg, result)
         self._schedule_flush()
 
     def _finish(self, i: int, gen: int, req: pp.Request, msg: Message | None, result: Any) -> None:

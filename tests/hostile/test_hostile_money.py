@@ -1,8 +1,7 @@
 """Hostile peers against the Gy/Ro money path (issue 8: Money, Identity, Protocol).
 
-Each case drives the Credit-Control application the way the worker runtime does (wire fast
-path `handle_raw` / `handle_raw_batch` with a RequestContext naming the connection's peer, or
-the codec path `handle`), then reconciles the store with `chargegw ledger check`. Where a
+Each case drives the Credit-Control application the way the worker runtime does (its one
+entry point `handle_batch`, with a RequestContext naming the connection's peer), then reconciles the store with `chargegw ledger check`. Where a
 well-behaved peer shares the gateway, its traffic is checked to be untouched.
 """
 
@@ -17,13 +16,13 @@ import pytest
 
 from chargegw.codec import Avp, Message, commands
 from chargegw.workers import ledger_cli
-from chargegw.workers.api import RequestContext
+from chargegw.workers.api import Incoming, RequestContext
 from chargegw.workers.charging import config as cfgmod
 from chargegw.workers.charging.gy import CreditControlApp
 from chargegw.workers.charging.sqlite_store import SqliteStore
 from chargegw.workers.charging.store import AccountRow, StoreUnavailable, ledger_check
 from chargegw.workers.charging.sy import SpendingLimitApp
-from chargegw.workers.charging.testing import FakeWorkerContext, RedisServer
+from chargegw.workers.charging.testing import FakeWorkerContext, RedisServer, answer
 
 GOOD = "ctf-a.example"
 EVIL = "rogue.example"
@@ -63,10 +62,15 @@ def ccr_bytes(rtype, number, sid, msisdn=MSISDN, origin=GOOD, hbh=1, **avps) -> 
 
 
 def ask(app, raw, peer=GOOD, deadline=None) -> Message:
-    """One request through the runtime's fast hook, answered as the runtime would send it."""
-    out = app.handle_raw(raw, rctx(peer, deadline))
+    """One request through `handle_batch`, answered as the runtime would send it."""
+    out = batch(app, [raw], [rctx(peer, deadline)])[0]
     assert type(out) is bytes
     return Message.decode(out)
+
+
+def batch(app, raws, ctxs):
+    """`handle_batch` on raw requests, as the runtime calls it."""
+    return app.handle_batch([Incoming(r, c) for r, c in zip(raws, ctxs, strict=True)])
 
 
 def acct(app, ident):
@@ -99,7 +103,7 @@ def test_refund_of_max_cc_time_from_any_peer_is_refused_by_default(tmp_path, cap
         a = ask(app, ccr_bytes(4, 0, f"{peer};r", **refund), peer=peer)
         assert a.result_code == 5003 and a.granted_service_unit is None
     # the codec path refuses it too
-    a = app.handle(Message.decode(ccr_bytes(4, 0, "c;r", **refund)), rctx(EVIL))
+    a = answer(app, Message.decode(ccr_bytes(4, 0, "c;r", **refund)), rctx(EVIL))
     assert a.result_code == 5003
     assert acct(app, MSISDN) is None  # no account was even provisioned
     well_behaved_session(app)
@@ -129,13 +133,12 @@ def test_refund_needs_a_listed_peer_and_a_debit_and_is_capped_by_it(tmp_path):
 
     # a peer not listed, even one claiming the listed Origin-Host in the AVP
     assert refund("r;evil", peer=EVIL).result_code == 5003
-    a = Message.decode(
-        app.handle_raw(
-            ccr_bytes(4, 0, "r;spoof", origin="billing.example", requested_action=1,
-                      cc_correlation_id=b"debit;1",
-                      requested_service_unit={"cc_service_specific_units": 1}),
-            rctx(EVIL),
-        )
+    a = answer(
+        app,
+        ccr_bytes(4, 0, "r;spoof", origin="billing.example", requested_action=1,
+                  cc_correlation_id=b"debit;1",
+                  requested_service_unit={"cc_service_specific_units": 1}),
+        rctx(EVIL),
     )  # fmt: skip
     assert a.result_code == 5003
     # no reference, an unknown one, a service the debit did not take
@@ -258,7 +261,7 @@ def test_huge_usage_gets_5004_and_the_session_still_debits(tmp_path, unit_type, 
         if path == "wire":
             a = ask(app, raw)
         else:
-            a = app.handle(Message.decode(raw), rctx(GOOD))
+            a = answer(app, Message.decode(raw), rctx(GOOD))
         assert a.result_code == 5004, path
         failed = a.failed_avp[0]
         if mscc:
@@ -296,13 +299,13 @@ def test_event_resent_after_closed_ttl_is_not_charged_again(tmp_path):
     app, _ = make_app(tmp_path)
     sms = {"rating_group": 3, "requested_service_unit": {"cc_service_specific_units": 1}}
     raw = ccr_bytes(4, 0, "ev;1", requested_action=0, multiple_services_credit_control=[sms])
-    first = app.handle_raw(raw, rctx(GOOD))
+    first = batch(app, [raw], [rctx(GOOD)])[0]
     assert Message.decode(first).result_code == 2001
     assert acct(app, MSISDN).balance == 100_000_000 - 50_000
     # the sweep runs well after closed_ttl (600 s) has passed; a buffered resend then arrives
     assert app.cfg.closed_ttl == 600.0
     app.store.sweep(time.time() + 700, app.cfg.closed_ttl)
-    again = app.handle_raw(raw[:4] + bytes([raw[4] | 0x10]) + raw[5:], rctx(GOOD))  # T flag
+    again = batch(app, [raw[:4] + bytes([raw[4] | 0x10]) + raw[5:]], [rctx(GOOD)])[0]  # T flag
     assert again == first
     assert acct(app, MSISDN).balance == 100_000_000 - 50_000
     # the record is kept event_ttl (default 3600 s), then forgotten: bounded
@@ -333,8 +336,8 @@ def test_foreign_peer_cannot_update_or_end_a_session(tmp_path):
         for rtype in (2, 3):
             raw = ccr_bytes(rtype, 1, "a;1", origin=origin, **usage)
             assert ask(app, raw, peer=EVIL).result_code == 5002
-            assert app.handle(Message.decode(raw), rctx(EVIL)).result_code == 5002
-            out = app.handle_raw_batch([raw], [rctx(EVIL)])
+            assert answer(app, Message.decode(raw), rctx(EVIL)).result_code == 5002
+            out = batch(app, [raw], [rctx(EVIL)])
             assert Message.decode(out[0]).result_code == 5002
     # nor replay its answer
     assert ask(app, ccr_bytes(1, 0, "a;1", origin=EVIL), peer=EVIL).result_code == 5002
@@ -425,9 +428,9 @@ def test_unknown_mandatory_avp_gets_5001_before_anything_moves(tmp_path, where):
     rsu = {} if where == "in RSU" else {"requested_service_unit": {"cc_time": 60}}
     raw = _with(ccr_bytes(1, 0, "m;1", **rsu), PLACES[where])
     answers = [
-        Message.decode(app.handle_raw(raw, rctx(GOOD))),
-        Message.decode(app.handle_raw_batch([raw], [rctx(GOOD)])[0]),
-        app.handle(Message.decode(raw), rctx(GOOD)),
+        Message.decode(batch(app, [raw], [rctx(GOOD)])[0]),
+        Message.decode(batch(app, [ccr_bytes(1, 0, "ok;1", msisdn="4670000000557"), raw], [rctx(GOOD)] * 2)[1]),
+        answer(app, Message.decode(raw), rctx(GOOD)),
     ]
     for a in answers:
         assert a.result_code == 5001 and a.session_id == "m;1"
@@ -461,13 +464,13 @@ def test_a_failed_chunk_fails_only_its_own_requests(tmp_path, monkeypatch):
         return real(self, fn, wait, keep_cache)
 
     monkeypatch.setattr(SqliteStore, "_txn", flaky)
-    out = [Message.decode(x) for x in app.handle_raw_batch(raws, [rctx(GOOD)] * 70)]
+    out = [Message.decode(x) for x in batch(app, raws, [rctx(GOOD)] * 70)]
     monkeypatch.setattr(SqliteStore, "_txn", real)
     assert [a.result_code for a in out] == [2001] * 64 + [3004] * 6
     assert all(acct(app, f"46700001{i:05d}").reserved == 10_000 for i in range(64))
     assert all(acct(app, f"46700001{i:05d}") is None for i in range(64, 70))
     # a resend of a committed one is answered from the store, charged once
-    again = Message.decode(app.handle_raw(raws[3], rctx(GOOD)))
+    again = ask(app, raws[3])
     assert again.result_code == 2001 and acct(app, "4670000100003").reserved == 10_000
     assert ledger_ok(tmp_path)
 
@@ -488,7 +491,7 @@ def test_redis_batch_answers_each_request_by_its_own_outcome(tmp_path, monkeypat
             raise StoreUnavailable("injected")
 
         monkeypatch.setattr(RedisStore, "credit_control", down)
-        out = [Message.decode(x) for x in app.handle_raw_batch(raws, [rctx(GOOD)] * 2)]
+        out = [Message.decode(x) for x in batch(app, raws, [rctx(GOOD)] * 2)]
         monkeypatch.undo()
         assert [a.result_code for a in out] == [2001, 3004]
         assert acct(app, MSISDN).reserved == 10_000
@@ -496,27 +499,36 @@ def test_redis_batch_answers_each_request_by_its_own_outcome(tmp_path, monkeypat
 
 
 def test_expired_requests_are_dropped_unapplied(tmp_path):
-    app, _ = make_app(tmp_path)
+    import sqlite3
+
+    app, _ = make_app(tmp_path, {"store": {"timeout": 2.0}})
     past = time.time() - 1
     fresh = ccr_bytes(1, 0, "live;1", msisdn=OTHER, requested_service_unit={"cc_time": 60})
     stale = ccr_bytes(1, 0, "late;1", requested_service_unit={"cc_time": 60})
-    out = app.handle_raw_batch([stale, fresh], [rctx(GOOD, past), rctx(GOOD)])
-    assert Message.decode(out[0]).result_code == 3002
+    out = batch(app, [stale, fresh], [rctx(GOOD, past), rctx(GOOD)])
+    assert out[0] is None  # dropped: the runtime returns its slot, the gateway answered 3002
     assert Message.decode(out[1]).result_code == 2001
     assert acct(app, MSISDN) is None and acct(app, OTHER).reserved == 10_000
 
-    async def grouped() -> list[int]:
-        # handle_raw with a running loop: the batch runs a loop turn later, past the deadline
+    async def waited() -> list[int | None]:
+        # another worker holds the write lock past one request's deadline: when the store is
+        # free again, that request is dropped unapplied and the other one goes through
+        other = sqlite3.connect(str(tmp_path / "charging.db"), isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
         soon = time.time() + 0.05
-        futs = [
-            app.handle_raw(ccr_bytes(1, 0, "late;2", requested_service_unit={}), rctx(GOOD, soon)),
-            app.handle_raw(ccr_bytes(1, 0, "live;2", msisdn=OTHER, requested_service_unit={}),
-                           rctx(GOOD)),
-        ]  # fmt: skip
-        time.sleep(0.1)  # the loop is busy elsewhere until the deadline has passed
-        return [Message.decode(await f).result_code for f in futs]
+        outs = batch(
+            app,
+            [ccr_bytes(1, 0, "late;2", requested_service_unit={}),
+             ccr_bytes(1, 0, "live;2", msisdn=OTHER, requested_service_unit={})],
+            [rctx(GOOD, soon), rctx(GOOD)],
+        )  # fmt: skip
+        await asyncio.sleep(0.1)
+        other.execute("COMMIT")
+        other.close()
+        got = [await o for o in outs]
+        return [None if g is None else Message.decode(g).result_code for g in got]
 
-    assert asyncio.run(grouped()) == [3002, 2001]
+    assert asyncio.run(waited()) == [None, 2001]
     assert acct(app, MSISDN) is None
     assert (
         app.store.db.execute("SELECT count(*) FROM sessions WHERE id LIKE 'late%'").fetchone()[0]

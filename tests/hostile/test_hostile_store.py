@@ -17,12 +17,13 @@ import pytest
 
 from chargegw.codec import Message, commands
 from chargegw.workers import cdr_cli
+from chargegw.workers.api import Incoming, RequestContext
 from chargegw.workers.charging import core
 from chargegw.workers.charging.core import CCOp, ServiceReq
 from chargegw.workers.charging.gy import CreditControlApp
 from chargegw.workers.charging.rf import AccountingApp
 from chargegw.workers.charging.sy import SpendingLimitApp
-from chargegw.workers.charging.testing import FakeWorkerContext, RedisServer, free_port
+from chargegw.workers.charging.testing import FakeWorkerContext, RedisServer, answer, free_port
 
 HAS_REDIS = shutil.which("redis-server") is not None
 BUDGET = 0.3  # store.timeout of these tests: the per-batch budget for store waits
@@ -72,6 +73,10 @@ def hold_write_lock(path: str) -> sqlite3.Connection:
     db = sqlite3.connect(path, timeout=0, isolation_level=None)
     db.execute("BEGIN IMMEDIATE")
     return db
+
+
+async def _decoded(batch):
+    return [Message.decode(await a if not isinstance(a, bytes) else a) for a in batch]
 
 
 async def with_lag_probe(work):
@@ -125,7 +130,7 @@ def test_acked_cdrs_are_fsynced_in_their_own_store_and_not_behind_gy(tmp_path):
     other = hold_write_lock(gy.store.path)
     try:
         t0 = time.monotonic()
-        assert rf.handle(acr(0), None).result_code == 2001
+        assert answer(rf, acr(0), None).result_code == 2001
         assert time.monotonic() - t0 < BUDGET / 2
     finally:
         other.rollback()
@@ -154,7 +159,7 @@ def test_cdr_export_reads_the_cdr_store_and_old_records(tmp_path, capsys):
     old.commit()
     old.close()
     rf, _ = setup_app(AccountingApp(), tmp_path)
-    assert rf.handle(acr(0), None).result_code == 2001
+    assert answer(rf, acr(0), None).result_code == 2001
     assert cdr_cli.main(["export", "--data-dir", str(tmp_path)]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert [line.split('"session_id":"')[1].split('"')[0] for line in lines] == ["old;1", "pgw;1"]
@@ -175,7 +180,7 @@ def test_cdrs_past_retention_are_purged_in_small_transactions(tmp_path):
     store.db.execute("BEGIN")
     store.db.executemany("INSERT INTO cdrs VALUES (?,?,?,?,?)", rows)
     store.db.execute("COMMIT")
-    assert rf.handle(acr(0, sid="recent;1"), None).result_code == 2001
+    assert answer(rf, acr(0, sid="recent;1"), None).result_code == 2001
     holds = _time_transactions(store, time.thread_time)  # work, not fsync waits
     while store.db.execute("SELECT count(*) FROM cdrs").fetchone()[0] > 1:
         ctx.run_timers()  # the purge tick
@@ -206,7 +211,7 @@ def test_redis_cdr_store_refuses_a_server_that_does_not_fsync(tmp_path):
         r.config_set("appendfsync", "always")
         conf = {"store": {"backend": "redis", "url": srv.url, "timeout": 2.0}}
         rf, _ = setup_app(AccountingApp(), tmp_path, conf)
-        assert rf.handle(acr(0, sid="red;1"), None).result_code == 2001
+        assert answer(rf, acr(0, sid="red;1"), None).result_code == 2001
         assert [c.session_id for c in rf.store.iter_cdrs()] == ["red;1"]
         # Records live on their own connection, apart from the charging store's keys.
         assert r.ttl("cg:cdr:{red;1}") > 80 * 86400  # retention: 90 days by default
@@ -278,7 +283,7 @@ def test_redis_cdr_store_not_up_at_start_is_checked_before_the_first_record(tmp_
     port = free_port()
     conf = {"store": {"backend": "redis", "url": f"redis://127.0.0.1:{port}/0", "timeout": 0.3}}
     rf, _ = setup_app(AccountingApp(), tmp_path, conf)  # no server: set-up still succeeds
-    assert rf.handle(acr(0), None).result_code == 3004
+    assert answer(rf, acr(0), None).result_code == 3004
     srv = RedisServer()
     srv.port = port
     import subprocess
@@ -301,7 +306,7 @@ def test_redis_cdr_store_not_up_at_start_is_checked_before_the_first_record(tmp_
                 break
             assert time.monotonic() < deadline
             time.sleep(0.05)
-        assert rf.handle(acr(0), None).result_code == 3004
+        assert answer(rf, acr(0), None).result_code == 3004
         assert list(rf.store.iter_cdrs()) == []
     finally:
         srv.stop()
@@ -318,10 +323,11 @@ def test_locked_cdr_store_answers_3004_within_the_budget_without_blocking_the_lo
 
     async def run():
         def work():
-            # as the runtime calls it: `handle` per request, and one batch of raw requests
-            out = [rf.handle(r, None) for r in reqs[:8]]
-            batch = rf.handle_raw_batch(raws, None) if hasattr(rf, "handle_raw_batch") else []
-            return out + [batch]
+            # as the runtime calls it: batches of one request, and one batch of eight
+            out = [answer(rf, r, None) for r in reqs[:8]]
+            ctx = RequestContext(peer="", deadline=0.0)
+            batch = rf.handle_batch([Incoming(r, ctx) for r in raws])
+            return out + [_decoded(batch)]
 
         return await with_lag_probe(work)
 
@@ -333,21 +339,22 @@ def test_locked_cdr_store_answers_3004_within_the_budget_without_blocking_the_lo
     assert worst < 0.1, f"the loop stalled {worst:.3f}s"
     assert took < BUDGET + 0.2
     # The lock is gone: the same records are stored once and answered 2001.
-    assert all(rf.handle(r, None).result_code == 2001 for r in reqs)
+    assert all(answer(rf, r, None).result_code == 2001 for r in reqs)
     assert len(list(rf.store.iter_cdrs())) == 16
 
 
 def test_locked_charging_store_never_blocks_the_loop_for_sy_or_gy(tmp_path):
     from chargegw.workers.charging.store import ledger_check
 
-    gy, _ = setup_app(CreditControlApp(), tmp_path, {"store": {"timeout": 2.0}})
+    # Gy waits for the lock its own store.timeout per batch (asynchronously): the same budget
+    gy, _ = setup_app(CreditControlApp(), tmp_path, {"store": STORE})
     sy, _ = setup_app(SpendingLimitApp(), tmp_path, {"store": STORE})
     other = hold_write_lock(gy.store.path)
 
     async def run():
         def work():
             return [sy.handle(slr(f"pcrf;{i}", f"467000000077{i}"), None) for i in range(8)] + [
-                gy.handle(ccr(1, 0, f"gy;{i}", requested_service_unit={"cc_time": 60}), None)
+                answer(gy, ccr(1, 0, f"gy;{i}", requested_service_unit={"cc_time": 60}), None)
                 for i in range(8)
             ]
 
@@ -364,10 +371,10 @@ def test_locked_charging_store_never_blocks_the_loop_for_sy_or_gy(tmp_path):
         sy.handle(slr(f"pcrf;{i}", f"467000000077{i}"), None).result_code == 2001 for i in range(8)
     )
     for i in range(8):
-        a = gy.handle(ccr(1, 0, f"gy;{i}", requested_service_unit={"cc_time": 60}), None)
+        a = answer(gy, ccr(1, 0, f"gy;{i}", requested_service_unit={"cc_time": 60}), None)
         assert a.result_code == 2001
         assert (
-            gy.handle(ccr(3, 1, f"gy;{i}", used_service_unit=[{"cc_time": 60}]), None).result_code
+            answer(gy, ccr(3, 1, f"gy;{i}", used_service_unit=[{"cc_time": 60}]), None).result_code
             == 2001
         )
     assert ledger_check(gy.store).ok
@@ -387,7 +394,7 @@ def test_unresponsive_redis_costs_one_timeout_per_loop_turn_not_one_per_request(
     async def run():
         def work():
             return [
-                gy.handle(ccr(1, 0, f"gy;{i}", requested_service_unit={"cc_time": 60}), None)
+                answer(gy, ccr(1, 0, f"gy;{i}", requested_service_unit={"cc_time": 60}), None)
                 for i in range(16)
             ]
 

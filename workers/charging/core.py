@@ -22,14 +22,14 @@ INITIAL, UPDATE, TERMINATION, EVENT = 1, 2, 3, 4
 DIRECT_DEBITING, REFUND_ACCOUNT, CHECK_BALANCE, PRICE_ENQUIRY = 0, 1, 2, 3
 # Session states
 OPEN, CLOSED, EVENT_DONE = 1, 2, 3
-# Result codes used here
-SUCCESS = 2001
-UNKNOWN_SESSION = 5002
-INVALID_AVP_VALUE = 5004
-END_USER_SERVICE_DENIED = 4010
-CREDIT_LIMIT_REACHED = 4012
-USER_UNKNOWN = 5030
-RATING_FAILED = 5031
+# Result codes used here: short names for members of the one ResultCode enum
+SUCCESS = ResultCode.DIAMETER_SUCCESS
+UNKNOWN_SESSION = ResultCode.DIAMETER_UNKNOWN_SESSION_ID
+INVALID_AVP_VALUE = ResultCode.DIAMETER_INVALID_AVP_VALUE
+END_USER_SERVICE_DENIED = ResultCode.DIAMETER_END_USER_SERVICE_DENIED
+CREDIT_LIMIT_REACHED = ResultCode.DIAMETER_CREDIT_LIMIT_REACHED
+USER_UNKNOWN = ResultCode.DIAMETER_USER_UNKNOWN
+RATING_FAILED = ResultCode.DIAMETER_RATING_FAILED
 REF_AVP = "CC-Correlation-Id"  # names the debit event a refund gives money back for
 
 
@@ -425,7 +425,7 @@ def _apply_refund(
         units = 0 if d is None else min(svc.requested, d.units - d.refunded_units)
         amount = 0 if d is None else min(price_of(units, d.price, d.unit), d.amount - d.refunded)
         if d is None or units <= 0 or amount <= 0:
-            results.append(ServiceResult(svc.key, int(ResultCode.DIAMETER_INVALID_AVP_VALUE)))
+            results.append(ServiceResult(svc.key, INVALID_AVP_VALUE))
             continue
         d.refunded += amount
         d.refunded_units += units

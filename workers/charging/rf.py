@@ -13,13 +13,16 @@ the records and sends them again). Records older than `retention_days` are purge
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable
 from typing import Any
 
-from chargegw.codec import Avp, Message
+from chargegw.codec import Avp, CodecError, Message
 from chargegw.codec.constants import ResultCode
+from chargegw.codec.errors import DiameterError, error_answer
 
+from ..api import Incoming
 from .config import RfConfig, load
 from .store import Cdr, CdrStore, StoreUnavailable, open_cdr_store, without_blocking
 
@@ -162,30 +165,27 @@ class AccountingApp:
             inserted = exc
         return self._stored(requests, inserted)
 
-    def handle(self, request: Message, rctx: Any = None) -> Message | Awaitable[Message]:
-        rec = self._record(request)
-        if isinstance(rec, Message):
-            return rec
-        out = self._commit([request], [rec])
-        if isinstance(out, list):
-            return out[0]
-        return _first(out)
-
-    def handle_raw_batch(self, raws: list[bytes], rctxs: Any = None) -> Any:
-        """The ACRs of one drained batch, stored in one durable commit (one fsync for all)."""
-        results: list[Any] = [None] * len(raws)
+    def handle_batch(self, requests: list[Incoming]) -> list[bytes | Awaitable[bytes] | None]:
+        """The ACRs of one drained batch, stored in one durable commit (one fsync for all);
+        the one entry point (the runtime's batching, workers/api.py)."""
+        results: list[Any] = [None] * len(requests)
         idx: list[int] = []
         reqs: list[Message] = []
         cdrs: list[Cdr] = []
-        for k, raw in enumerate(raws):
+        for k, inc in enumerate(requests):
             try:
-                req = Message.decode(raw)
+                req = inc.message
                 rec = self._record(req)
-            except Exception as exc:  # the runtime answers it (5012, or the codec's error)
-                results[k] = exc
+            except CodecError as exc:  # the codec's verdict, answered as the RFC says
+                results[k] = self._error(inc.raw, exc)
+                continue
+            except Exception as exc:  # a bug answers this request 5012, not the batch
+                self.ctx.log.error("ACR failed (answering 5012): %s", exc, exc_info=exc)
+                err = DiameterError(ResultCode.DIAMETER_UNABLE_TO_COMPLY, "the application failed")
+                results[k] = self._error(inc.raw, err)
                 continue
             if isinstance(rec, Message):
-                results[k] = rec
+                results[k] = rec.encode()
             else:
                 idx.append(k)
                 reqs.append(req)
@@ -195,16 +195,26 @@ class AccountingApp:
         out = self._commit(reqs, cdrs)
         if isinstance(out, list):
             for k, ans in zip(idx, out, strict=True):
-                results[k] = ans
+                results[k] = ans.encode()
             return results
-        return _fill(results, idx, out)
+        shared = asyncio.ensure_future(_encoded(out))
+        for j, k in enumerate(idx):
+            results[k] = _nth(shared, j)
+        return results
+
+    def _error(self, raw: bytes, exc: Exception) -> bytes | None:
+        if not isinstance(exc, DiameterError):
+            exc = DiameterError(getattr(exc, "result_code", ResultCode.DIAMETER_UNABLE_TO_COMPLY),
+                                str(exc), [f] if (f := getattr(exc, "failed_avp", None)) else None)  # fmt: skip
+        try:
+            return error_answer(raw, exc, self.ctx.origin_host, self.ctx.origin_realm)
+        except CodecError:
+            return None  # not even a header to answer
 
 
-async def _first(out: Awaitable[list[Message]]) -> Message:
-    return (await out)[0]
+async def _encoded(out: Awaitable[list[Message]]) -> list[bytes]:
+    return [m.encode() for m in await out]
 
 
-async def _fill(results: list[Any], idx: list[int], out: Awaitable[list[Message]]) -> list[Any]:
-    for k, ans in zip(idx, await out, strict=True):
-        results[k] = ans
-    return results
+async def _nth(shared: asyncio.Future[list[bytes]], j: int) -> bytes:
+    return (await asyncio.shield(shared))[j]

@@ -75,6 +75,35 @@ class RedisServer:
         self.stop()
 
 
+def answer(app: Any, request: Any, rctx: Any = None) -> Any:
+    """One request (a Message or its bytes) through the app's `handle_batch`, as the runtime
+    calls it, and its answer decoded (None: dropped). An answer the app gives as an awaitable
+    is awaited on a fresh loop, or, called on a running loop, returned as a coroutine."""
+    from chargegw.codec import Message
+
+    from ..api import Incoming, RequestContext
+
+    raw = request if isinstance(request, bytes) else request.encode()
+    out = app.handle_batch([Incoming(raw, rctx or RequestContext(peer="", deadline=0.0))])[0]
+    if out is not None and not isinstance(out, bytes):
+        async def wait() -> Any:
+            got = await out
+            return None if got is None else Message.decode(got)
+
+        if _loop_running():
+            return wait()  # on the caller's loop: an awaitable of the decoded answer
+        return asyncio.run(wait())
+    return None if out is None else Message.decode(out)
+
+
+def _loop_running() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
 class FakeWorkerContext:
     """A WorkerContext for running applications without the worker runtime.
 

@@ -1,0 +1,470 @@
+"""Readers and writers compiled from the dictionary's grammars.
+
+Erlang/OTP's diameter compiles each dictionary into a codec module; this does the same at
+run time for the few commands a hot path serves. `compile_reader` turns a command's grammar,
+the AVP definitions and a field spec (which AVPs the caller reads) into Python source for
+ONE walk over the message, `exec`s it once and returns the function (its source is kept on
+`Reader.source` for reading). `Writer` encodes content in the grammar's placement order, byte
+for byte as the codec's building does. No AVP code is written in this module or its callers:
+every code, flag, type and position comes from the loaded dictionary.
+
+The reader does not judge: on anything it does not take as clean (a bad length, an AVP the
+dictionary does not know with the M bit at any depth, a required AVP missing, a single AVP
+twice, a value its type rejects, a member a closed grammar does not allow, nesting past
+MAX_DEPTH) it raises `Unreadable`, and the caller asks the codec's validation
+(`Message.decode(raw).find_errors()`), the one place that decides what to answer.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from .avp import Avp
+from .constants import AVP_MANDATORY, AVP_VENDOR, FLAG_REQUEST
+from .dictionary import AvpDef, Dictionary, Grammar
+from .types import IdentityType, UTF8StringType, _identity_ok
+
+MAX_DEPTH = 16  # grouped AVPs nested deeper than this are left to the codec
+
+_II = struct.Struct(">II")
+_I = struct.Struct(">I")
+_HDR = struct.Struct(">IIIII")
+
+
+class Unreadable(Exception):
+    """The compiled reader will not read this message; the codec's validation decides."""
+
+
+# A field spec maps an AVP name to what to keep of it:
+#   True   its value (a list where the grammar allows several occurrences)
+#   "avp"  its value, and in `<attr>_avp` the whole AVP's bytes (zero padded), for copying
+#   "raw"  only the whole AVP's bytes (a list where the grammar allows several)
+#   {...}  a Grouped AVP read with this nested spec (an object, or a list of them)
+Spec = Mapping[str, Any]
+
+
+class Reader:
+    """A compiled reader: `read(raw)` returns the view object or raises Unreadable."""
+
+    __slots__ = ("read", "source", "size", "dictionary")
+
+    def __init__(self, read: Callable[[bytes], Any], source: str, d: Dictionary) -> None:
+        self.read = read
+        self.source = source
+        self.dictionary = d
+        self.size = len(d.avps)
+
+    def stale(self) -> bool:
+        """True once the dictionary has grown since (extra files loaded): compile again."""
+        return len(self.dictionary.avps) != self.size
+
+
+def _known(d: Dictionary) -> dict[int, bool]:
+    """index key (code | vendor << 32) -> is it Grouped, for every AVP the dictionary knows."""
+    return {a.ikey: a.kind == 2 for a in d.avps.values()}
+
+
+def _make_checker(d: Dictionary) -> Callable[..., bool]:
+    """`other(buf, key, fl, vs, ve, depth, allowed)`: whether an AVP the spec does not read
+    must stop the reader (unknown with the M bit, not allowed by a closed grammar, or a known
+    group holding such an AVP at any depth); Unreadable on a malformed member."""
+    known = _known(d)
+    unpack = _II.unpack_from
+    vendor_of = _I.unpack_from
+
+    def inside(buf: bytes, pos: int, end: int, depth: int) -> bool:
+        if depth > MAX_DEPTH:
+            raise Unreadable
+        while pos < end:
+            if end - pos < 8:
+                raise Unreadable
+            code, fl = unpack(buf, pos)
+            n = fl & 0xFFFFFF
+            if fl & AVP_VENDOR << 24:
+                if n < 12 or pos + n > end:
+                    raise Unreadable
+                grouped = known.get(code | vendor_of(buf, pos + 8)[0] << 32)
+                head = 12
+            else:
+                if n < 8 or pos + n > end:
+                    raise Unreadable
+                grouped = known.get(code)
+                head = 8
+            if grouped is None:
+                if fl & AVP_MANDATORY << 24:
+                    return True
+            elif grouped and inside(buf, pos + head, pos + n, depth + 1):
+                return True
+            pos += (n + 3) & ~3
+        if pos != end:
+            raise Unreadable
+        return False
+
+    def other(
+        buf: bytes, key: int, fl: int, vs: int, ve: int, depth: int, allowed: frozenset[int] | None
+    ) -> bool:
+        grouped = known.get(key)
+        if grouped is None:
+            return bool(fl & AVP_MANDATORY << 24)
+        if allowed is not None and key not in allowed:
+            return True  # 5008: the codec names it
+        return grouped and inside(buf, vs, ve, depth + 1)
+
+    return other
+
+
+class _Gen:
+    """Emits the source of one reader: a class and a walk function per (nested) spec."""
+
+    def __init__(self, d: Dictionary) -> None:
+        self.d = d
+        self.lines: list[str] = []
+        self.env: dict[str, Any] = {
+            "Unreadable": Unreadable,
+            "_II": _II.unpack_from,
+            "_I": _I.unpack_from,
+            "_HDR": _HDR.unpack_from,
+            "_other": _make_checker(d),
+            "MAX_DEPTH": MAX_DEPTH,
+        }
+        self.n = 0
+
+    def emit(self, text: str) -> None:
+        self.lines.append(text)
+
+    def group(self, grammar: Grammar, spec: Spec, where: str) -> int:
+        """Emit class _C<i> and function _g<i>(buf, pos, end, depth); returns i."""
+        i = self.n
+        self.n += 1
+        fields: list[tuple[AvpDef, Any, bool]] = []
+        names = dict(spec)
+        for r in grammar.rules:  # what the grammar requires is always read: its absence
+            if r.avp is not None and r.min > 0 and r.avp.name not in names:  # decides
+                names[r.avp.name] = True
+        for name, what in names.items():
+            a = self.d.avp(name)
+            many = a.ikey in grammar.many
+            if a.ikey not in grammar.rank and not grammar.any_allowed:
+                raise KeyError(f"{name} is not part of {where}'s grammar")
+            fields.append((a, what, many))
+        # the if-chain tests AVPs in the order messages place them: the common ones hit first
+        fields.sort(key=lambda f: grammar.rank.get(f[0].ikey, _LAST))
+        subs: dict[str, int] = {}
+        for a, what, _ in fields:
+            if isinstance(what, Mapping):
+                if a.kind != 2 or a.grammar is None:
+                    raise KeyError(f"{a.name} is not a Grouped AVP")
+                subs[a.name] = self.group(a.grammar, what, a.name)
+        # Absent singles read as the class's None; lists are made per object.
+        singles: list[str] = []
+        init: list[str] = []
+        for a, what, many in fields:
+            attrs = ([a.attr] if what != "raw" else []) + (
+                [a.attr + "_avp"] if what in ("avp", "raw") else []
+            )
+            for attr in attrs:
+                if many:
+                    init.append(f"        self.{attr} = []")
+                else:
+                    singles.append(attr)
+        self.env[f"_allowed{i}"] = None if grammar.any_allowed else frozenset(grammar.rank)
+        e = self.emit
+        e(f"class _C{i}:")
+        e(f"    # {where}")
+        for attr in singles:
+            e(f"    {attr} = None")
+        if init:
+            e("    def __init__(self):")
+            for line in init:
+                e(line)
+        else:
+            e("    pass")
+        e(f"def _g{i}(buf, pos, end, depth):")
+        e("    if depth > MAX_DEPTH:")
+        e("        raise Unreadable")
+        e(f"    o = _C{i}()")
+        e("    while pos < end:")
+        e("        if end - pos < 8:")
+        e("            raise Unreadable")
+        e("        code, fl = _II(buf, pos)")
+        e("        n = fl & 0xFFFFFF")
+        e("        ve = pos + n")
+        e(f"        if fl & {AVP_VENDOR << 24:#x}:")
+        e("            if n < 12 or ve > end:")
+        e("                raise Unreadable")
+        e("            key = code | _I(buf, pos + 8)[0] << 32")
+        e("            vs = pos + 12")
+        e("        else:")
+        e("            if n < 8 or ve > end:")
+        e("                raise Unreadable")
+        e("            key = code")
+        e("            vs = pos + 8")
+        kw = "if"
+        for a, what, many in fields:
+            e(f"        {kw} key == {a.ikey}:  # {a.name}")
+            kw = "elif"
+            if isinstance(what, Mapping):
+                value = f"_g{subs[a.name]}(buf, vs, ve, depth + 1)"
+            elif what == "raw":
+                value = ""
+            elif a.kind == 2:
+                raise KeyError(f"{a.name} is Grouped: give its spec, or read it \"raw\"")
+            else:
+                value = self.value(a)
+            self.store(a, what, many, value)
+        e(f"        {kw} _other(buf, key, fl, vs, ve, depth, _allowed{i}):")
+        e("            raise Unreadable")
+        e("        pos = ve + (-n & 3)")
+        e("    if pos != end:")
+        e("        raise Unreadable")
+        for r in grammar.rules:
+            if r.avp is not None and r.min > 0:
+                attr = r.avp.attr if spec.get(r.avp.name) != "raw" else r.avp.attr + "_avp"
+                many = r.avp.ikey in grammar.many
+                test = f"len(o.{attr}) < {r.min}" if many else f"o.{attr} is None"
+                e(f"    if {test}:  # {r.text()}")
+                e("        raise Unreadable")
+        e("    return o")
+        return i
+
+    def value(self, a: AvpDef) -> str:
+        """An expression for the value of AVP `a` in buf[vs:ve]."""
+        codec = a.codec
+        if a.type == "OctetString":
+            return "buf[vs:ve]"
+        if codec.fixed and not codec.converts and not codec.is_float:
+            name = f"_S{a.code}_{a.vendor}"
+            self.env[name] = codec.struct.unpack_from
+            return f"(_S{a.code}_{a.vendor}(buf, vs)[0] if ve - vs == {codec.size} else _bad())"
+        if type(codec) is UTF8StringType:  # the type's decode, inlined (no call)
+            return "(s if '\\x00' not in (s := str(buf[vs:ve], 'utf-8')) else _bad())"
+        if type(codec) is IdentityType:
+            self.env["_identity_ok"] = _identity_ok
+            return "(s if _identity_ok(s := str(buf[vs:ve], 'ascii')) else _bad())"
+        name = f"_D{a.code}_{a.vendor}"
+        self.env[name] = codec.decode  # raises TypeFault (a ValueError) on a bad value
+        return f"{name}(buf, vs, ve)"
+
+    def store(self, a: AvpDef, what: Any, many: bool, value: str) -> None:
+        e = self.emit
+        raw = "(buf[pos:ve] + bytes(-n & 3))"
+        if what == "raw":
+            if many:
+                e(f"            o.{a.attr}_avp.append({raw})")
+            else:
+                e(f"            if o.{a.attr}_avp is not None:")
+                e("                raise Unreadable")
+                e(f"            o.{a.attr}_avp = {raw}")
+            return
+        if many:
+            e(f"            o.{a.attr}.append({value})")
+            if what == "avp":
+                e(f"            o.{a.attr}_avp.append({raw})")
+            return
+        e(f"            if o.{a.attr} is not None:")
+        e("                raise Unreadable  # 5009: the codec names the second one")
+        e(f"            o.{a.attr} = {value}")
+        if what == "avp":
+            e(f"            o.{a.attr}_avp = {raw}")
+
+
+def _bad() -> Any:
+    raise Unreadable
+
+
+def compile_reader(
+    d: Dictionary, command: str, fields: Spec, *, request: bool = True
+) -> Reader:
+    """A reader for `command`'s request (or answer) that keeps the AVPs of `fields` (see Spec)
+    and every AVP the grammar requires, checking the rest as the module docstring says."""
+    cmds = [c for c in d.find_commands(command)]
+    if len(cmds) != 1:
+        raise KeyError(f"no single command {command!r} in the dictionary")
+    cmd = cmds[0]
+    grammar = cmd.request if request else cmd.answer
+    assert grammar is not None
+    gen = _Gen(d)
+    gen.env["_bad"] = _bad
+    top = gen.group(grammar, fields, cmd.name)
+    want = FLAG_REQUEST if request else 0
+    e = gen.emit
+    e("def read(buf):")
+    e("    n = len(buf)")
+    e("    if n < 20:")
+    e("        raise Unreadable")
+    e("    vl, fc, app, hbh, e2e = _HDR(buf, 0)")
+    e(f"    if vl != {1 << 24} | n or fc & 0xFFFFFF != {cmd.code} or app != {cmd.app_id or 0}"
+      f" or fc >> 24 & {FLAG_REQUEST} != {want}:")  # fmt: skip
+    e("        raise Unreadable")
+    e("    try:")
+    e(f"        o = _g{top}(buf, 20, n, 0)")
+    e("    except (ValueError, struct.error, IndexError, RecursionError):")
+    e("        raise Unreadable from None")
+    e("    o.flags = fc >> 24")
+    e("    o.hop_by_hop = hbh")
+    e("    o.end_to_end = e2e")
+    e("    return o")
+    source = "\n".join(gen.lines) + "\n"
+    env = dict(gen.env, struct=struct)
+    exec(compile(source, f"<compiled reader {cmd.name}>", "exec"), env)  # noqa: S102
+    return Reader(env["read"], source, d)
+
+
+# -- writing ------------------------------------------------------------------------------
+
+
+class Encoded(bytes):
+    """A whole AVP already on the wire (a copied Session-Id or Proxy-Info): written as is."""
+
+    __slots__ = ()
+
+
+class Frozen(dict):  # type: ignore[type-arg]
+    """A grouped AVP's content that is never changed after it is built (answers share cached
+    blocks): the Writer encodes it once and keeps the bytes on it."""
+
+    __slots__ = ("blob",)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.blob: tuple[str, bytes] | None = None
+
+
+_LAST = 1 << 30
+
+
+class Writer:
+    """Encodes one command's messages from {attr: value} content, in the placement order of
+    the dictionary's grammars, byte for byte as the codec's keyword building encodes them.
+
+    Leaves are `Avp.new(attr, value).encode()`, memoised (most of an answer repeats from one
+    to the next); a group is its members in its grammar's order behind a header built from
+    its definition; lists are occurrences where the grammar allows several; an `Avp` (a
+    Failed-AVP's content) or anything unusual goes through the codec as it is."""
+
+    def __init__(self, d: Dictionary, command: str, *, request: bool = False) -> None:
+        cmds = d.find_commands(command)
+        if len(cmds) != 1:
+            raise KeyError(f"no single command {command!r} in the dictionary")
+        self.cmd = cmds[0]
+        grammar = self.cmd.request if request else self.cmd.answer
+        assert grammar is not None
+        self.d = d
+        self.grammar = grammar
+        self._leaves: dict[tuple[str, Any], bytes] = {}
+        self._heads: dict[str, bytes] = {}
+        self._shapes: dict[tuple[str, ...], list[str]] = {}
+        self._after: dict[tuple[str, ...], bool] = {}
+
+    def _ranks(self, parent: str) -> tuple[dict[int, int], frozenset[int]]:
+        g = self.grammar if not parent else self.d.avp(parent).grammar
+        return (g.rank, g.many) if g is not None else ({}, frozenset())
+
+    def _order(self, parent: str, fields: Mapping[str, Any]) -> list[str]:
+        """`fields`' keys in placement order, memoised per key sequence (stable sort)."""
+        shape = (parent, *fields)
+        keys = self._shapes.get(shape)
+        if keys is None:
+            rank = self._ranks(parent)[0]
+            by_attr = self.d.by_attr
+
+            def at(k: str) -> int:
+                a = by_attr.get(k) or self.d.find_avp(k)
+                return rank.get(a.ikey, _LAST) if a is not None else _LAST
+
+            keys = sorted(fields, key=at)
+            if len(self._shapes) < 4096:
+                self._shapes[shape] = keys
+        return keys
+
+    def _leaf(self, key: tuple[str, Any]) -> bytes:
+        b = Avp.new(*key, dictionary=self.d).encode()
+        if len(self._leaves) < 20_000:
+            self._leaves[key] = b
+        return b
+
+    def avp(self, attr: str, value: Any) -> bytes:
+        """One AVP (or its occurrences, for a list) on the wire."""
+        t = type(value)
+        if t is Frozen:
+            blob = value.blob
+            if blob is None or blob[0] != attr:
+                blob = value.blob = (attr, self.group(attr, value))
+            return blob[1]
+        if t is dict:
+            return self.group(attr, value)
+        if t is Encoded:
+            return value  # type: ignore[no-any-return]
+        if t is list:
+            if value and isinstance(value[0], Avp):  # a group's content as Avps
+                return Avp.new(attr, value, dictionary=self.d).encode()
+            return b"".join([self.avp(attr, x) for x in value])
+        if t is Avp:
+            return value.encode()  # type: ignore[no-any-return]
+        b = self._leaves.get((attr, value))
+        return b if b is not None else self._leaf((attr, value))
+
+    def group(self, attr: str, value: Mapping[str, Any]) -> bytes:
+        data = self.body(value, attr)
+        head = self._heads.get(attr)
+        if head is None:
+            head = self._heads[attr] = Avp.new(attr, {}, dictionary=self.d).encode()
+        n = len(head) + len(data)
+        return head[:5] + n.to_bytes(3, "big") + head[8:] + data
+
+    def rank(self, attr: str) -> int:
+        """Where the command's grammar places AVP `attr` (large: not in the grammar)."""
+        a = self.d.by_attr.get(attr) or self.d.find_avp(attr)
+        return self.grammar.rank.get(a.ikey, _LAST) if a is not None else _LAST
+
+    def after(self, attr: str, fields: Mapping[str, Any]) -> bool:
+        """Whether every key of `fields` is placed after `attr` (memoised per key sequence):
+        a caller may then put fields' bytes behind bytes it encoded up to `attr`."""
+        shape = (attr, *fields)
+        ok = self._after.get(shape)
+        if ok is None:
+            at = self.rank(attr)
+            ok = all(self.rank(k) > at for k in fields)
+            if len(self._after) < 4096:
+                self._after[shape] = ok
+        return ok
+
+    def leaf(self, attr: str, value: Any) -> bytes:
+        """One leaf AVP (an int or str value), memoised."""
+        b = self._leaves.get((attr, value))
+        return b if b is not None else self._leaf((attr, value))
+
+    def body(self, fields: Mapping[str, Any], parent: str = "") -> bytes:
+        """The AVPs of `fields` in placement order, without a message header."""
+        parts: list[bytes] = []
+        add = parts.append
+        leaves = self._leaves
+        for k in self._order(parent, fields):
+            v = fields[k]
+            t = type(v)
+            if t is int or t is str:  # the common leaves: one look-up
+                b = leaves.get((k, v))
+                add(b if b is not None else self._leaf((k, v)))
+            elif t is list and v and type(v[0]) is not Avp:  # occurrences
+                for x in v:
+                    add(self.avp(k, x))
+            else:
+                add(self.avp(k, v))
+        return b"".join(parts)
+
+    def frame(self, flags: int, hop_by_hop: int, end_to_end: int, body: bytes) -> bytes:
+        """The message: a header (this command, its application) in front of `body`."""
+        cmd = self.cmd
+        return (
+            _HDR.pack((1 << 24) | (20 + len(body)), flags << 24 | cmd.code, cmd.app_id or 0,
+                      hop_by_hop, end_to_end)
+            + body
+        )  # fmt: skip
+
+    def message(
+        self, flags: int, hop_by_hop: int, end_to_end: int, fields: Mapping[str, Any]
+    ) -> bytes:
+        """The whole message for `fields`."""
+        return self.frame(flags, hop_by_hop, end_to_end, self.body(fields))
