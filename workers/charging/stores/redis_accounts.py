@@ -1,6 +1,6 @@
-"""Redis accounts and administration: identity resolution and provisioning outside credit
-control (Sy, CLIs), imports, top-ups, blocking (both queue notices for the sessions they
-affect), provisioning rules, the demo seed, and the iterations `ledger check` reads."""
+"""Redis accounts and administration (Sy's provisioning, the operator's CLIs, the demo seed,
+`ledger check`). Each account change is a compare-and-set on the account key with its ledger
+entries (`RedisTables._update_account`); identity keys and notices are written after it."""
 
 from __future__ import annotations
 

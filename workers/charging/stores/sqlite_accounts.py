@@ -1,6 +1,6 @@
-"""SQLite accounts and administration: identity resolution and provisioning outside credit
-control (Sy, CLIs), imports, top-ups, blocking (both queue notices for the sessions they
-affect), provisioning rules, the demo seed, and the iterations `ledger check` reads."""
+"""SQLite accounts and administration (Sy's provisioning, the operator's CLIs, the demo seed,
+`ledger check`). Each write is one transaction that also drops the credit-control row cache;
+a top-up or a block queues its notices (RAR/ASR) in the same transaction."""
 
 from __future__ import annotations
 
