@@ -12,6 +12,11 @@ leaves before its record would survive a power cut, and Rf never queues behind G
 Store waits never stall a worker's event loop: `without_blocking` runs a store call that must
 not wait and, when the store is busy, retries it from a coroutine within a time budget; any
 blocking wait made on a running loop is capped by `LOOP_WAIT` per loop turn (`turn_deadline`).
+
+Each application depends only on the protocol of what it calls: `GyStore`, `SyStore`,
+`CdrStore` (Rf) and `AdminStore` (the CLIs); `Store` is what a charging-store backend
+implements, all of them at once. The backends are assembled from per-concern modules in
+`stores/` (connection, credit control, sweeps, accounts, Sy, CDRs).
 """
 
 from __future__ import annotations
@@ -148,17 +153,47 @@ class LedgerReport(msgspec.Struct):
         return not self.problems
 
 
-class Store(Protocol):
-    """What the applications and the CLIs need from a backend."""
+class GyStore(Protocol):
+    """What Gy calls: credit control, its periodic sweep and notices, the demo seed, and
+    (through `sy.notify`, which Gy hands its store) the Sy subscriptions of an account."""
 
     def credit_control(self, op: CCOp) -> Outcome: ...
     def credit_control_many(
         self, ops: list[CCOp], wait: bool = True
     ) -> list[Outcome | Exception] | None: ...
     def resolve(self, subscriptions: list[tuple[int, str]]) -> Account | None: ...
-    def provision(self, subscriptions: list[tuple[int, str]], now: float) -> Account | None: ...
     def sweep(self, now: float, closed_ttl: float, limit: int = 500) -> int: ...
     def take_notices(self, limit: int = 100) -> list[Notice]: ...
+    def seed_demo(self, rows: list[AccountRow], rules: list[ProvisionRule], now: float) -> bool: ...
+    def sy_for_account(self, account_id: str) -> list[SySubscription]: ...
+    def nowait(self) -> contextlib.AbstractContextManager[None]: ...
+    def close(self) -> None: ...
+
+
+class SyStore(Protocol):
+    """What Sy calls: its subscriptions, and the account (found or provisioned) they watch."""
+
+    def sy_put(self, sub: SySubscription) -> None: ...
+    def sy_get(self, session_id: str) -> SySubscription | None: ...
+    def sy_delete(self, session_id: str) -> SySubscription | None: ...
+    def sy_for_account(self, account_id: str) -> list[SySubscription]: ...
+    def get_account(self, account_id: str) -> AccountInfo | None: ...
+    def provision(self, subscriptions: list[tuple[int, str]], now: float) -> Account | None: ...
+    def nowait(self) -> contextlib.AbstractContextManager[None]: ...
+    def close(self) -> None: ...
+
+
+class LedgerSource(Protocol):
+    """What `ledger_check` reads."""
+
+    def iter_accounts(self) -> Iterator[Account]: ...
+    def iter_open_sessions(self) -> Iterator[Session]: ...
+    def iter_ledger(self) -> Iterator[LedgerEntry]: ...
+
+
+class AdminStore(LedgerSource, Protocol):
+    """What the operator's CLIs call (`chargegw accounts`, `chargegw ledger check`)."""
+
     def import_accounts(self, rows: Iterable[AccountRow], now: float) -> int: ...
     def get_account(self, account_id: str) -> AccountInfo | None: ...
     def topup(self, account_id: str, amount: int, now: float) -> Account: ...
@@ -166,15 +201,12 @@ class Store(Protocol):
     def set_rules(self, rules: list[ProvisionRule]) -> None: ...
     def rules(self) -> list[ProvisionRule]: ...
     def seed_demo(self, rows: list[AccountRow], rules: list[ProvisionRule], now: float) -> bool: ...
-    def sy_put(self, sub: SySubscription) -> None: ...
-    def sy_get(self, session_id: str) -> SySubscription | None: ...
-    def sy_delete(self, session_id: str) -> SySubscription | None: ...
-    def sy_for_account(self, account_id: str) -> list[SySubscription]: ...
-    def iter_accounts(self) -> Iterator[Account]: ...
-    def iter_open_sessions(self) -> Iterator[Session]: ...
-    def iter_ledger(self) -> Iterator[LedgerEntry]: ...
-    def nowait(self) -> contextlib.AbstractContextManager[None]: ...
     def close(self) -> None: ...
+
+
+class Store(GyStore, SyStore, AdminStore, Protocol):
+    """A charging-store backend: everything Gy, Sy and the CLIs need (one object per process
+    serves them all, `open_store`)."""
 
 
 class CdrStore(Protocol):
@@ -200,7 +232,7 @@ def match_rule(
 
 
 def ledger_check(
-    store: Store, tariff_of: Callable[[str], tuple[int, int] | None] | None = None
+    store: LedgerSource, tariff_of: Callable[[str], tuple[int, int] | None] | None = None
 ) -> LedgerReport:
     """Verify the invariants on a store and return the figures.
 
@@ -431,32 +463,37 @@ def _sqlite_path(cfg: StoreConfig, data_dir: str) -> str:
     return cfg.path or os.path.join(data_dir, "charging.db")
 
 
+def _process_wide(cfg: StoreConfig, kind: str, target: str, make: Callable[[], T]) -> T:
+    """The one store of this process for `kind` and `target`, made (and retried while it is
+    not available yet, `_retry_start`) on first use."""
+    key = (os.getpid(), kind, target + "|" + cfg.prefix)
+    store: T | None = _open.get(key)
+    if store is None:
+        store = _open[key] = _retry_start(cfg, make)
+    return store
+
+
 def open_store(cfg: StoreConfig, data_dir: str) -> Store:
     """The process-wide store for this config (the Gy and Sy apps of one worker share it)."""
-    target = cfg.url if cfg.backend == "redis" else _sqlite_path(cfg, data_dir)
-    key = (os.getpid(), cfg.backend, target + "|" + cfg.prefix)
-    store = _open.get(key)
-    if store is None:
-        if cfg.backend == "redis":
+    if cfg.backend == "redis":
+        url = cfg.url
+
+        def redis() -> Store:
             from .redis_store import RedisStore
 
-            store = _retry_start(
-                cfg, lambda: RedisStore(target, prefix=cfg.prefix, timeout=cfg.timeout)
-            )
-        else:
-            from .sqlite_store import SqliteStore
+            return RedisStore(url, prefix=cfg.prefix, timeout=cfg.timeout)
 
-            store = _retry_start(
-                cfg,
-                lambda: SqliteStore(
-                    target,
-                    timeout=cfg.timeout,
-                    setup_timeout=cfg.start_timeout,
-                    durable=cfg.durable,
-                ),
-            )
-        _open[key] = store
-    return store  # type: ignore[no-any-return]
+        return _process_wide(cfg, cfg.backend, url, redis)
+    path = _sqlite_path(cfg, data_dir)
+
+    def sqlite() -> Store:
+        from .sqlite_store import SqliteStore
+
+        return SqliteStore(
+            path, timeout=cfg.timeout, setup_timeout=cfg.start_timeout, durable=cfg.durable
+        )
+
+    return _process_wide(cfg, cfg.backend, path, sqlite)
 
 
 def open_cdr_store(cfg: StoreConfig, data_dir: str, retention: float = 0.0) -> CdrStore:
@@ -465,30 +502,22 @@ def open_cdr_store(cfg: StoreConfig, data_dir: str, retention: float = 0.0) -> C
     `retention` (seconds, 0 = forever) is how long a record is kept; Redis applies it itself
     (per session key), SQLite by `purge`."""
     if cfg.backend == "redis":
-        target = cfg.cdr_url or cfg.url
-    else:
-        target = cfg.cdr_path or os.path.join(data_dir, "cdr.db")
-    key = (os.getpid(), "cdr-" + cfg.backend, target + "|" + cfg.prefix)
-    store = _open.get(key)
-    if store is None:
-        if cfg.backend == "redis":
+        url = cfg.cdr_url or cfg.url
+
+        def redis() -> CdrStore:
             from .redis_store import RedisCdrStore
 
-            store = _retry_start(
-                cfg,
-                lambda: RedisCdrStore(
-                    target, prefix=cfg.prefix, timeout=cfg.timeout, retention=retention
-                ),
-            )
-        else:
-            from .sqlite_store import SqliteCdrStore
+            return RedisCdrStore(url, prefix=cfg.prefix, timeout=cfg.timeout, retention=retention)
 
-            legacy = _sqlite_path(cfg, data_dir)
-            store = _retry_start(
-                cfg,
-                lambda: SqliteCdrStore(
-                    target, timeout=cfg.timeout, setup_timeout=cfg.start_timeout, legacy=legacy
-                ),
-            )
-        _open[key] = store
-    return store  # type: ignore[no-any-return]
+        return _process_wide(cfg, "cdr-" + cfg.backend, url, redis)
+    path = cfg.cdr_path or os.path.join(data_dir, "cdr.db")
+    legacy = _sqlite_path(cfg, data_dir)
+
+    def sqlite() -> CdrStore:
+        from .sqlite_store import SqliteCdrStore
+
+        return SqliteCdrStore(
+            path, timeout=cfg.timeout, setup_timeout=cfg.start_timeout, legacy=legacy
+        )
+
+    return _process_wide(cfg, "cdr-" + cfg.backend, path, sqlite)

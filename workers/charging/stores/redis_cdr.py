@@ -1,0 +1,96 @@
+"""Rf records on their own Redis connection (`cdr_url`, default the store's `url`), one
+hash per session (`cg:cdr:{SID}`, field `number:sub`), written with HSETNX so each key is
+stored once. A batch is acknowledged only once it is in the fsynced append-only file:
+WAITAOF 1 0 on Redis 7.2+, else the server must run appendfsync always (checked at open,
+or at the first write when the server was not up yet). With `retention` each session's
+hash expires that long after its last record."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from functools import partial
+
+import msgspec
+
+from ..store import Cdr, NotDurable, StoreUnavailable
+from .common import SWEEP_BUDGET
+from .redis_db import RedisConn
+
+_cdr_dec = msgspec.json.Decoder(Cdr)
+
+
+class RedisCdr(RedisConn):
+    timeout: float
+    retention: int
+    _mode: str  # "waitaof" or "always" once checked, "" before
+    _response_error: type[BaseException]
+
+    def _check(self) -> None:
+        """How a commit is made durable on this server, or NotDurable."""
+        if self._mode:
+            return
+        r = self.r
+        info = self._call(lambda: r.info("server"))
+        version = tuple(int(x) for x in str(info["redis_version"]).split(".")[:2])
+        try:
+            conf = self._call(lambda: r.config_get("append*"))
+        except self._response_error as exc:
+            raise NotDurable(
+                f"redis {self.url}: cannot read the append-only settings ({exc}); the CDR store"
+                " needs appendonly yes (and appendfsync always before Redis 7.2)"
+            ) from exc
+        if conf.get("appendonly") != "yes":
+            raise NotDurable(
+                f"redis {self.url}: appendonly is off, so an acknowledged CDR would not survive"
+                " a restart or power cut; run the CDR Redis with appendonly yes"
+            )
+        if version >= (7, 2):
+            self._mode = "waitaof"
+        elif conf.get("appendfsync") == "always":
+            self._mode = "always"
+        else:
+            raise NotDurable(
+                f"redis {self.url}: Redis {'.'.join(map(str, version))} has no WAITAOF and"
+                f" appendfsync is {conf.get('appendfsync')!r}; set appendfsync always"
+            )
+
+    def _key(self, session_id: str) -> str:
+        return f"{self.p}:cdr:{{{session_id}}}"
+
+    def put_cdrs(self, cdrs: list[Cdr]) -> list[bool]:
+        try:
+            self._check()
+        except NotDurable as exc:  # found at the first write: refuse the records (3004)
+            raise StoreUnavailable(str(exc)) from exc
+        pipe = self.r.pipeline(transaction=False)
+        step = 2 if self.retention else 1
+        for c in cdrs:
+            key = self._key(c.session_id)
+            pipe.hsetnx(key, f"{c.record_number}:{c.sub_session}", msgspec.json.encode(c))
+            if self.retention:
+                pipe.expire(key, self.retention)
+        if self._mode == "waitaof":
+            pipe.execute_command("WAITAOF", 1, 0, max(1, int(self.timeout * 800)))
+        res = self._call(pipe.execute)
+        if self._mode == "waitaof" and int(res[-1][0]) < 1:
+            raise StoreUnavailable(f"redis {self.url}: the append-only file was not fsynced")
+        return [bool(res[i * step]) for i in range(len(cdrs))]
+
+    def put_cdr(self, cdr: Cdr) -> bool:
+        return self.put_cdrs([cdr])[0]
+
+    def iter_cdrs(self, since: float | None = None) -> Iterator[Cdr]:
+        r = self.r
+        out: list[Cdr] = []
+        keys = self._call(lambda: list(r.scan_iter(match=f"{self.p}:cdr:*", count=1000)))
+        for key in keys:
+            for raw in self._call(partial(r.hvals, key)):
+                cdr = _cdr_dec.decode(raw)
+                if since is None or cdr.received >= since:
+                    out.append(cdr)
+        out.sort(key=lambda c: c.received)
+        yield from out
+
+    def purge(self, before: float, budget: float = SWEEP_BUDGET) -> int:
+        """Nothing to do: Redis expires each session's records by itself (`retention`)."""
+        return 0

@@ -1,0 +1,61 @@
+"""Redis Sy subscriptions: one key per Sy session, a set per account, and each account's
+count of them (its `sy` field, which credit control reads to know whether a spend must be
+reported)."""
+
+from __future__ import annotations
+
+from ..core import Account, LedgerEntry
+from ..store import StoreError, SySubscription
+from .redis_db import RedisTables, enc, sy_dec
+
+
+class RedisSy(RedisTables):
+    def _ksy(self, session_id: str) -> str:
+        return f"{self.p}:sy:{session_id}"
+
+    def _ksys(self, a: str) -> str:
+        return f"{self.p}:{{{a}}}:sy"
+
+    def _sy_count(self, a: str, delta: int) -> None:
+        def fn(acct: Account | None) -> tuple[Account, list[LedgerEntry]]:
+            if acct is None:
+                raise StoreError(f"no account {a!r}")
+            acct.sy = max(0, acct.sy + delta)
+            return acct, []
+
+        self._update_account(a, fn)
+
+    def sy_put(self, sub: SySubscription) -> None:
+        old = self.sy_get(sub.session_id)
+        pipe = self.r.pipeline(transaction=False)
+        pipe.set(self._ksy(sub.session_id), enc.encode(sub))
+        pipe.sadd(self._ksys(sub.account), sub.session_id)
+        self._call(pipe.execute)
+        if old is None or old.account != sub.account:
+            if old is not None:
+                old_set = self._ksys(old.account)
+                self._call(lambda: self.r.srem(old_set, sub.session_id))
+                self._sy_count(old.account, -1)
+            self._sy_count(sub.account, +1)
+
+    def sy_get(self, session_id: str) -> SySubscription | None:
+        raw = self._call(lambda: self.r.get(self._ksy(session_id)))
+        return sy_dec.decode(raw) if raw else None
+
+    def sy_delete(self, session_id: str) -> SySubscription | None:
+        raw = self._call(lambda: self.r.getdel(self._ksy(session_id)))
+        if not raw:
+            return None
+        sub = sy_dec.decode(raw)
+        self._call(lambda: self.r.srem(self._ksys(sub.account), session_id))
+        self._sy_count(sub.account, -1)
+        return sub
+
+    def sy_for_account(self, account_id: str) -> list[SySubscription]:
+        sids = self._call(lambda: self.r.smembers(self._ksys(account_id)))
+        out = []
+        for sid in sids:
+            sub = self.sy_get(sid.decode())
+            if sub is not None:
+                out.append(sub)
+        return out

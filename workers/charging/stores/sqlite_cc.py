@@ -1,0 +1,225 @@
+"""SQLite credit control: the money path. Each request (or chunk of 64, group commit) is one
+BEGIN IMMEDIATE ... COMMIT that loads the account and session, applies `core` and writes the
+result; rows are served from the connection's cache while no other connection has committed
+(see `SqliteTables`)."""
+
+from __future__ import annotations
+
+from .. import core
+from ..core import Account, CCOp, Outcome, Session
+from ..store import StoreUnavailable, match_rule
+from .common import credit, provisioned
+from .sqlite_db import (
+    ACCT_COLS,
+    SqliteTables,
+    _Busy,
+    account_of,
+    account_values,
+    sess_dec,
+    sess_enc,
+)
+
+CHUNK = 64  # requests per transaction in a batch
+_CACHE_MAX = 65536  # entries per cache dict; the oldest goes first
+
+
+def _bucket(expires: float, tcc: float) -> float:
+    """Expiry rounded up to a tenth of Tcc (at most 10 s): the sweep index then changes
+    rarely while a session is busy, and a session is swept at most Tcc/10 late."""
+    step = min(10.0, tcc / 10) or 0.001
+    return -(-expires // step) * step
+
+
+class SqliteCreditControl(SqliteTables):
+    def credit_control(self, op: CCOp) -> Outcome:
+        return self._txn(lambda: self._cc(op), keep_cache=True)
+
+    def credit_control_many(
+        self, ops: list[CCOp], wait: bool = True
+    ) -> list[Outcome | Exception] | None:
+        """Several requests in chunks of 64, each chunk one transaction (group commit): one
+        write-lock round and one WAL commit per chunk. Should a chunk fail, each of its
+        requests is redone in its own transaction.
+
+        The list has one element per request, in order: its outcome, or the exception that
+        request met. Each request is answered by its own fate: once a chunk has committed, its
+        outcomes stand whatever happens to later chunks; when the store becomes unavailable,
+        that request and every one after it (none of them applied) get the StoreUnavailable.
+
+        With wait=False it returns None, having done nothing, when another process holds the
+        write lock: the caller can then gather more requests and try again, instead of
+        sleeping with its event loop blocked."""
+        out: list[Outcome | Exception] = []
+        for i in range(0, len(ops), CHUNK):
+            chunk = ops[i : i + CHUNK]
+
+            def run(chunk: list[CCOp] = chunk) -> list[Outcome]:
+                return [self._cc(op) for op in chunk]
+
+            try:
+                out.extend(self._txn(run, wait or i > 0, keep_cache=True))
+            except _Busy:
+                if i == 0:
+                    return None
+                out.extend(
+                    [StoreUnavailable(f"sqlite {self.path}: write lock busy")] * (len(ops) - i)
+                )
+                return out
+            except StoreUnavailable as exc:
+                out.extend([exc] * (len(ops) - i))
+                return out
+            except Exception:
+                for k, op in enumerate(chunk):
+                    try:
+                        out.append(self.credit_control(op))
+                    except StoreUnavailable as exc:
+                        out.extend([exc] * (len(ops) - i - k))
+                        return out
+                    except Exception as exc:
+                        out.append(exc)
+        return out
+
+    def _cache_account(self, a: Account) -> Account:
+        """The cached object for this account (the one all writes must go through)."""
+        accounts = self._accounts
+        cached = accounts.get(a.id)
+        if cached is not None:
+            return cached
+        if len(accounts) >= _CACHE_MAX:
+            del accounts[next(iter(accounts))]
+        accounts[a.id] = a
+        return a
+
+    def _cached_account(self, account_id: str) -> Account | None:
+        a = self._accounts.get(account_id)
+        if a is None:
+            a = self._load_account(account_id)
+            if a is not None:
+                self._cache_account(a)
+        return a
+
+    def _cc(self, op: CCOp) -> Outcome:
+        """One request inside the caller's transaction. Rows come from the cache when it has
+        them (see `SqliteTables`); every change is still written to SQLite here."""
+        db = self.db
+        account: Account | None
+        session: Session | None
+        hit = self._sessions.get(op.session_id)
+        if hit is not None:
+            session, bucket = hit
+            account = self._cached_account(session.account)
+        else:
+            row = db.execute(
+                "SELECT s.data, s.expires, a.id, a.balance, a.reserved, a.credit_limit, a.blocked, a.spent, a.period, a.sy"
+                " FROM sessions s LEFT JOIN accounts a ON a.id = s.account WHERE s.id=?",
+                (op.session_id,),
+            ).fetchone()
+            if row is not None:
+                session, bucket = sess_dec.decode(row[0]), row[1]
+                account = self._cache_account(account_of(row[2:])) if row[2] is not None else None
+            else:
+                session, bucket, account = None, 0.0, None
+        early = core.precheck(op, session)
+        if early is not None:
+            return early
+        ref = self._ref_session(op)
+        if session is not None:
+            applied, inserted = core.apply_cc(op, account, session, ref), False
+        else:
+            applied, inserted = self._cc_new(op, ref)
+        if applied.account is not None:
+            if not inserted:
+                self._save_account(applied.account)
+        elif account is not None:  # apply_cc may have touched it without a write: forget it
+            self._accounts.pop(account.id, None)
+        if applied.ledger:
+            self._ledger(applied.ledger)
+        r = applied.ref_session
+        if r is not None:  # a refunded debit event: what is left to refund
+            db.execute("UPDATE sessions SET data=? WHERE id=?", (sess_enc.encode(r), r.id))
+        s = applied.session
+        if s is not None:
+            new_bucket = _bucket(s.expires, op.tcc)
+            if applied.new_session:
+                db.execute(
+                    "INSERT INTO sessions (id, account, state, expires, fui, data) VALUES (?,?,?,?,?,?)",
+                    (s.id, s.account, s.state, new_bucket, int(s.fui), sess_enc.encode(s)),
+                )
+            elif new_bucket != bucket:
+                db.execute(
+                    "UPDATE sessions SET state=?, expires=?, fui=?, data=? WHERE id=?",
+                    (s.state, new_bucket, int(s.fui), sess_enc.encode(s), s.id),
+                )
+            else:  # leave the expiry index alone when the bucket did not move
+                db.execute(
+                    "UPDATE sessions SET state=?, fui=?, data=? WHERE id=?",
+                    (s.state, int(s.fui), sess_enc.encode(s), s.id),
+                )
+            if s.state == core.OPEN:
+                sessions = self._sessions
+                if s.id not in sessions and len(sessions) >= _CACHE_MAX:
+                    del sessions[next(iter(sessions))]
+                sessions[s.id] = (s, new_bucket)
+            else:  # finished: only a retransmission may still ask, and SQLite has it
+                self._sessions.pop(s.id, None)
+        elif session is not None:
+            self._sessions.pop(session.id, None)
+        return applied.outcome
+
+    def _ref_session(self, op: CCOp) -> Session | None:
+        """For a refund, the record of the debit event it names (read inside the caller's
+        transaction, so that two refunds of one debit see each other)."""
+        if op.req_type != core.EVENT or op.action != core.REFUND_ACCOUNT or not op.ref:
+            return None
+        row = self.db.execute("SELECT data FROM sessions WHERE id=?", (op.ref,)).fetchone()
+        return sess_dec.decode(row[0]) if row else None
+
+    def _cc_new(self, op: CCOp, ref: Session | None = None) -> tuple[core.Applied, bool]:
+        """CCR-I or event of an unknown session: find (or provision) the account and apply;
+        also says whether the account row was just inserted with its final state.
+
+        A provisioned account is inserted with its final state by one INSERT ... ON CONFLICT
+        DO NOTHING, without reading first; should the id exist after all (an imported account
+        named like the identity but not linked to it), the request is applied to that one."""
+        subs_cache = self._subs
+        for sub_type, sub_data in op.subscriptions:
+            key = (sub_type, sub_data)
+            acct_id = subs_cache.get(key)
+            if acct_id is None:
+                row = self.db.execute(
+                    "SELECT account FROM subscriptions WHERE sub_type=? AND sub_data=?", key
+                ).fetchone()
+                if row is None:
+                    continue
+                acct_id = row[0]
+                if len(subs_cache) >= _CACHE_MAX:
+                    del subs_cache[next(iter(subs_cache))]
+                subs_cache[key] = acct_id
+            return core.apply_cc(op, self._cached_account(acct_id), None, ref), False
+        hit = match_rule(self._current_rules(), op.subscriptions)
+        if hit is None:
+            return core.apply_cc(op, None, None, ref), False
+        rule, data = hit
+        cached = self._accounts.get(data)
+        account = cached if cached is not None else provisioned(rule, data)
+        applied = core.apply_cc(op, account, None, ref)
+        inserted = False
+        if cached is None:
+            a = applied.account or account
+            cur = self.db.execute(
+                f"INSERT INTO accounts ({ACCT_COLS}) VALUES (?,?,?,?,?,?,?,?)"
+                " ON CONFLICT (id) DO NOTHING",
+                account_values(a),
+            )
+            if cur.rowcount == 1:
+                inserted = True
+                self._cache_account(a)
+                self._ledger([credit(op.now, data, "provision", rule.balance)])
+            else:
+                # the first try may have changed `ref` in place: read it again
+                applied = core.apply_cc(op, self._cached_account(data), None, self._ref_session(op))
+        self.db.execute(
+            "INSERT OR IGNORE INTO subscriptions VALUES (?,?,?)", (rule.sub_type, data, data)
+        )
+        self._subs[(rule.sub_type, data)] = data
+        return applied, inserted
