@@ -16,8 +16,7 @@ import time
 from collections.abc import Awaitable, Coroutine
 from typing import Any
 
-from chargegw.codec import CodecError, Message, ResultCode, commands
-from chargegw.codec.errors import DiameterError, error_answer
+from chargegw.codec import CodecError, DiameterError, Message, ResultCode, commands, error_answer
 
 from ..api import Incoming
 from . import ccr, decide

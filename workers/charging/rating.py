@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from chargegw.codec import Avp, ResultCode
-from chargegw.codec.errors import DiameterError
+from chargegw.codec import Avp, DiameterError, ResultCode
 
 from . import core
 from .config import Quota, Tariff, service_key

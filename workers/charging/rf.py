@@ -18,9 +18,8 @@ import time
 from collections.abc import Awaitable
 from typing import Any
 
-from chargegw.codec import Avp, CodecError, Message
+from chargegw.codec import Avp, CodecError, DiameterError, Message, error_answer
 from chargegw.codec.constants import ResultCode
-from chargegw.codec.errors import DiameterError, error_answer
 
 from ..api import Incoming
 from .config import RfConfig, load
