@@ -111,7 +111,8 @@ def test_registered_in_config_and_served_by_chargegw_run(tmp_path):
         )  # fmt: skip
     try:
         deadline = time.monotonic() + 30
-        while "registered (pid" not in log.read_text():
+        # The Diameter port opens only once the worker registered, and says so.
+        while "listening on" not in log.read_text():
             assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
             time.sleep(0.1)
         with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
