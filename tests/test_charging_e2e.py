@@ -41,7 +41,10 @@ def gateway(tmp_path):
     )
     try:
         deadline = time.monotonic() + 30
-        while (tmp_path / "run.log").read_text().count("registered (pid") < 2:
+        # every worker registered, and the Diameter port open (it opens after the first).
+        while (tmp_path / "run.log").read_text().count("registered (pid") < 2 or (
+            "listening on" not in (tmp_path / "run.log").read_text()
+        ):
             assert proc.poll() is None, (tmp_path / "run.log").read_text()
             assert time.monotonic() < deadline, (tmp_path / "run.log").read_text()
             time.sleep(0.1)

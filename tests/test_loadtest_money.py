@@ -39,7 +39,10 @@ def gateway(tmp_path):
                             stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 30
-        while (tmp_path / "run.log").read_text().count("registered (pid") < 1:
+        # every worker registered, and the Diameter port open (it opens after the first).
+        while (tmp_path / "run.log").read_text().count("registered (pid") < 1 or (
+            "listening on" not in (tmp_path / "run.log").read_text()
+        ):
             assert proc.poll() is None, (tmp_path / "run.log").read_text()
             assert time.monotonic() < deadline, (tmp_path / "run.log").read_text()
             time.sleep(0.1)
