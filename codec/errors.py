@@ -53,3 +53,25 @@ class AvpError(CodecError):
 
     def __repr__(self) -> str:
         return f"AvpError({self.result_code}, {self.error_message!r})"
+
+
+class DiameterError(Exception):
+    """Base of every error that becomes a Diameter answer (contract 2 of issue 9).
+
+    Placeholder in the peer branch only: the codec helper's class (same signature) wins at
+    merge.
+    """
+
+    def __init__(
+        self,
+        result_code: int,
+        message: str = "",
+        failed_avps: list[Avp] | None = None,
+        *,
+        e_bit: bool | None = None,
+    ) -> None:
+        super().__init__(message or f"Result-Code {result_code}")
+        self.result_code = result_code
+        self.error_message = message
+        self.failed_avps = failed_avps
+        self.e_bit = 3000 <= result_code < 4000 if e_bit is None else e_bit
