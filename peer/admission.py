@@ -17,11 +17,11 @@ import logging
 from collections import Counter
 from typing import Any
 
-from chargegw.codec import CodecError, Message
+from chargegw.codec import CodecError, FramingError, Message
 from chargegw.codec.constants import CMD_CER, ResultCode
 from chargegw.peer import capabilities as capmod
 from chargegw.peer.capabilities import CapabilitiesError, PeerCapabilities
-from chargegw.peer.errors import answer_for_codec_error
+from chargegw.peer.errors import answer_for_codec_error, build_error_answer
 from chargegw.peer.link import Context, IPAddress, Link
 
 log = logging.getLogger("chargegw.peer")
@@ -66,6 +66,34 @@ def source_allowed(sources: list[str], src: IPAddress, resolved: dict[str, froze
         if src.version == net.version and src in net:
             return True
     return False
+
+
+def framing_reply(ctx: Context, link: Link, exc: FramingError) -> None:
+    """After a framing fault: a 5011 answer where one can be built (even before CER), close."""
+    ctx.stats["framing_errors"] += 1
+    log.warning("%r: framing error: %s", link, exc)
+    bad = exc.rest
+    if (
+        exc.result_code == ResultCode.DIAMETER_UNSUPPORTED_VERSION
+        and len(bad) >= 20
+        and bad[4] & 0x80
+    ):
+        cfg = ctx.config
+        ans = build_error_answer(
+            bad[:20],
+            ResultCode.DIAMETER_UNSUPPORTED_VERSION,
+            cfg.origin_host,
+            cfg.origin_realm,
+            str(exc),
+        )
+        if ans:
+            link.send(ans)
+        link.close()
+        return
+    if link.open:
+        link.close()
+        return
+    link.abort()
 
 
 class Admission:
@@ -136,6 +164,27 @@ class Admission:
                 log.info("%r: no CER within %.1f s, closing", link, self.ctx.config.cer_timeout)
                 self.done(link)
                 link.abort()
+
+    def receive(
+        self, link: Link, data: bytes
+    ) -> tuple[Message, PeerCapabilities, frozenset[int], list[bytes]] | None:
+        """Octets on an anonymous link: deframe; the first message must be an acceptable CER.
+
+        Returns (CER, caps, common apps, the frames after it) for the peer's machine
+        (`PeerConnection.accept_cer`), or None (nothing complete yet, or refused: then the
+        answer is queued and the link is closing)."""
+        try:
+            frames = link.reader.feed(data)
+        except FramingError as exc:
+            framing_reply(self.ctx, link, exc)
+            return None
+        if not frames or link.closing:
+            return None
+        got = self.receive_cer(link, frames[0])
+        if got is None:
+            return None
+        self.done(link)
+        return (*got, frames[1:])
 
     def receive_cer(
         self, link: Link, data: bytes

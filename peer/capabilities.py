@@ -281,11 +281,12 @@ def build_cea(
     avps = _capability_avps(config, host_ips)
     klass = class_for(d, 0, CMD_CER, False)
     flags = 0x20 if 3000 <= result_code < 4000 else 0
+    rc: dict[str, Any] = {"Result-Code": int(result_code)}
     cea = klass(
         flags=flags,
         hop_by_hop=cer.hop_by_hop if cer is not None else hop_by_hop,
         end_to_end=cer.end_to_end if cer is not None else end_to_end,
-        **{"Result-Code": result_code},
+        **rc,
         **avps,
     )
     if error_message:

@@ -22,6 +22,7 @@ from typing import Any
 
 from chargegw.codec import AvpError, CodecError, FramingError, Message
 from chargegw.codec.constants import ResultCode
+from chargegw.peer.admission import framing_reply
 from chargegw.peer.dupcache import IN_PROGRESS
 from chargegw.peer.errors import (
     ProtocolError,
@@ -31,7 +32,6 @@ from chargegw.peer.errors import (
 )
 from chargegw.peer.link import (
     AnswerReceived,
-    Context,
     Event,
     FramingFault,
     Link,
@@ -353,26 +353,6 @@ class PeerConnection(PeerState):
         return None
 
 
-def framing_reply(ctx: Context, link: Link, exc: FramingError) -> None:
-    """After a framing fault: a 5011 answer where one can be built (even before CER), close."""
-    ctx.stats["framing_errors"] += 1
-    log.warning("%r: framing error: %s", link, exc)
-    bad = exc.rest
-    if exc.result_code == RC.DIAMETER_UNSUPPORTED_VERSION and len(bad) >= 20 and bad[4] & 0x80:
-        cfg = ctx.config
-        ans = build_error_answer(
-            bad[:20], RC.DIAMETER_UNSUPPORTED_VERSION, cfg.origin_host, cfg.origin_realm, str(exc)
-        )
-        if ans:
-            link.send(ans)
-        link.close()
-        return
-    if link.open:
-        link.close()
-        return
-    link.abort()
-
-
 def plan_failover(
     failed_key: str,
     entries: list[Any],
@@ -402,4 +382,4 @@ def plan_failover(
     return out
 
 
-__all__ = ["PeerConnection", "framing_reply", "plan_failover"]
+__all__ = ["PeerConnection", "framing_reply", "plan_failover"]  # framing_reply: admission.py

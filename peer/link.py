@@ -268,7 +268,16 @@ class FramingFault:
         self.error = error
 
 
-Event = FramingFault | Connect | CancelConnect | PeerUp | PeerDown | RequestReceived | AnswerReceived | Failover
+Event = (
+    FramingFault
+    | Connect
+    | CancelConnect
+    | PeerUp
+    | PeerDown
+    | RequestReceived
+    | AnswerReceived
+    | Failover
+)
 
 
 def source_ip(addr: Any) -> IPAddress | None:

@@ -16,7 +16,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
-from chargegw.codec import FramingError, Message
+from chargegw.codec import Message
 from chargegw.codec.constants import DisconnectCause, ResultCode
 from chargegw.peer.admission import Admission
 from chargegw.peer.config import NodeConfig, PeerConfig
@@ -105,9 +105,6 @@ class PeerInfo(PeerConnection):
     @property
     def is_open(self) -> bool:
         return self.fsm.state in OPEN_STATES
-
-    def supports(self, app_id: int) -> bool:
-        return self.remote_relay or app_id in self.remote_apps
 
     @property
     def product_name(self) -> str | None:
@@ -319,17 +316,16 @@ class Node(NodeSockets):
             return
         self._anonymous(link, data, loop.time())
 
-    def _cer_accepted(self, link: Link, frames: list[bytes], now: float) -> None:
-        """The first frame of `frames` is an accepted CER: to its peer's machine, with the rest."""
+    def _anonymous(self, link: Link, data: bytes, now: float) -> None:
+        """An inbound connection before its CER: the admission decides; then its machine."""
         adm = self._admission
-        got = adm.receive_cer(link, frames[0])
+        got = adm.receive(link, data)
         if adm.want_resolve:
             adm.want_resolve = False
             self._resolve_sources(only_missing=False)
         if got is None:
             return
-        msg, caps, common = got
-        adm.done(link)
+        msg, caps, common, rest = got
         peer = self._peers.get(caps.origin_host.lower())
         if peer is None:
             peer = PeerInfo(caps.origin_host, self.ctx, None)
@@ -337,19 +333,8 @@ class Node(NodeSockets):
             self._peers[peer.key] = peer
             self.peers[peer.name] = peer
         self._run(peer, peer.accept_cer(link, msg, caps, common, now))
-        rest = frames[1:]
         if rest and link.machine is peer and not link.closing:
             self._run(peer, peer.receive_frames(link, rest, now))
-
-    def _anonymous(self, link: Link, data: bytes, now: float) -> None:
-        """An inbound connection before its CER: deframe; the first message must be a CER."""
-        try:
-            frames = link.reader.feed(data)
-        except FramingError as exc:
-            framing_reply(self.ctx, link, exc)
-            return
-        if frames:
-            self._cer_accepted(link, frames, now)
 
     # -- the application's handlers ------------------------------------------------------------
 

@@ -107,6 +107,10 @@ class PeerState:
         link = self.link
         return len(link.pending) if link is not None else 0
 
+    def supports(self, app_id: int) -> bool:
+        """The peer advertised `app_id` (or relays everything)."""
+        return self.remote_relay or app_id in self.remote_apps
+
     def next_deadline(self) -> float | None:
         """The earliest time `timer` has something to do (None: nothing timed)."""
         times = [self.fsm.deadline]

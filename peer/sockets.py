@@ -26,7 +26,10 @@ from chargegw.peer.routing import RoutingTable
 from chargegw.peer.transport import Connection
 
 if TYPE_CHECKING:
+    from chargegw.peer.admission import Admission
+    from chargegw.peer.link import Context, Event, Link
     from chargegw.peer.node import PeerInfo
+    from chargegw.peer.routing import Selector
 
 log = logging.getLogger("chargegw.peer")
 tls = tlsmod
@@ -39,6 +42,21 @@ class NodeSockets:
     _peers: dict[str, PeerInfo]
     peers: dict[str, PeerInfo]
 
+    if TYPE_CHECKING:  # provided by Node (peer/node.py)
+        ctx: Context
+        _admission: Admission
+        _inbound: set[Link]
+        _selector: Selector
+        _routing: RoutingTable
+
+        def _run(self, peer: PeerInfo, events: list[Event]) -> None: ...
+        def _new_peer(self, pc: PeerConfig) -> PeerInfo: ...
+        def _data(self, link: Link, data: bytes) -> None: ...
+        def _disconnect(self, peer: PeerInfo, cause: int = 0) -> None: ...
+        def _fail_all(self, link: Link, why: str) -> None: ...
+        def _closed_all(self) -> bool: ...
+        async def _tick_loop(self) -> None: ...
+
     def __init__(self) -> None:
         self._loop: asyncio.AbstractEventLoop | None = None
         # (transport, host, configured port) -> (server, its bound addresses)
@@ -50,11 +68,11 @@ class NodeSockets:
 
     @property
     def _stopping(self) -> bool:
-        return self.ctx.stopping  # type: ignore[attr-defined, no-any-return]
+        return self.ctx.stopping
 
     @_stopping.setter
     def _stopping(self, value: bool) -> None:
-        self.ctx.stopping = value  # type: ignore[attr-defined]
+        self.ctx.stopping = value
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -212,7 +230,7 @@ class NodeSockets:
             max_inflight=cfg.max_inflight_per_connection,
         )
         conn.link.tls_verify = verify
-        if not initiator and not self._admission.accepted(conn.link, self._loop.time()):  # type: ignore[attr-defined]
+        if not initiator and not self._admission.accepted(conn.link, self._loop.time()):
             conn.refuse = "too many connections without CER"
         return conn
 
@@ -225,18 +243,18 @@ class NodeSockets:
         if link.initiator:
             return
         assert self._loop is not None
-        self._admission.made(link, self._loop.time(), conn.refuse)  # type: ignore[attr-defined]
+        self._admission.made(link, self._loop.time(), conn.refuse)
 
     def conn_data(self, conn: Connection, data: bytes) -> None:
-        self._data(conn.link, data)  # type: ignore[attr-defined]
+        self._data(conn.link, data)
 
     def conn_lost(self, conn: Connection, exc: Exception | None) -> None:
         link = conn.link
-        self._admission.done(link)  # type: ignore[attr-defined]
+        self._admission.done(link)
         peer = link.machine
         if peer is None or self._loop is None:
             return
-        self._run(peer, peer.connection_lost(link, self._loop.time()))  # type: ignore[attr-defined]
+        self._run(peer, peer.connection_lost(link, self._loop.time()))
 
     def _host_ips(self, conn: Connection) -> list[str]:
         """Host-IP-Address values: every local address of an SCTP association, else config."""
@@ -292,12 +310,12 @@ class NodeSockets:
         self.listen_addresses.extend(addrs)
 
     def _add_configured_peer(self, pc: PeerConfig) -> PeerInfo:
-        peer = self._new_peer(pc)  # type: ignore[attr-defined]
+        peer = self._new_peer(pc)
         self._peers[peer.key] = peer
         self.peers[peer.name] = peer
         if pc.connect and not self._stopping:
             assert self._loop is not None
-            self._run(peer, peer.start(self._loop.time()))  # type: ignore[attr-defined]
+            self._run(peer, peer.start(self._loop.time()))
         return peer
 
     def _start_connect(self, peer: PeerInfo) -> None:
