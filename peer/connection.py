@@ -332,7 +332,11 @@ class PeerConnection(PeerState):
                 else:
                     link.send(hit[:12] + data[12:16] + hit[16:])
                 return
-        self._events.append(RequestReceived(link, msg, handler, hbh, e2e, key))
+        batch = self._batch
+        if batch is None or batch.link is not link:
+            batch = self._batch = RequestReceived(link, [])
+            self._events.append(batch)
+        batch.requests.append((msg, handler, hbh, e2e, key))
 
     def _check_destination(
         self, dh: bytes | None, dr: bytes | None, rr: list[bytes] | None

@@ -219,22 +219,18 @@ class PeerDown:
 
 
 class RequestReceived:
-    """An application request passed every check: hand it to `handler`.
+    """Application requests that passed every check, in arrival order, from one link: call
+    each one's handler. A batch per chunk of octets: one event, not one per request.
 
-    `key` is the duplicate-cache key (None: not tracked); give it back with the answer.
+    Each request is (message, handler, hop_by_hop, end_to_end, key); `key` is the
+    duplicate-cache key (None: not tracked), given back with the answer.
     """
 
-    __slots__ = ("link", "message", "handler", "hop_by_hop", "end_to_end", "key")
+    __slots__ = ("link", "requests")
 
-    def __init__(
-        self, link: Link, message: Any, handler: Any, hop_by_hop: int, end_to_end: int, key: Any
-    ) -> None:
+    def __init__(self, link: Link, requests: list[tuple[Any, Any, int, int, Any]]) -> None:
         self.link = link
-        self.message = message
-        self.handler = handler
-        self.hop_by_hop = hop_by_hop
-        self.end_to_end = end_to_end
-        self.key = key
+        self.requests = requests
 
 
 class AnswerReceived:

@@ -262,13 +262,15 @@ class Node(NodeSockets):
 
     # -- what the machines return --------------------------------------------------------------
 
-    def _run(self, peer: PeerInfo, events: list[Event]) -> None:
-        """Carry out a machine's events, in order."""
+    def _run(self, peer: PeerInfo, events: list[Event], now: float | None = None) -> None:
+        """Carry out a machine's events, in order (`now`: the time they were made at)."""
         for ev in events:
             kind = type(ev)
             try:
                 if kind is RequestReceived:
-                    self._dispatch(peer, ev)  # type: ignore[arg-type]
+                    if now is None:
+                        now = self._loop.time()  # type: ignore[union-attr]
+                    self._dispatch(peer, ev, now)  # type: ignore[arg-type]
                 elif kind is AnswerReceived:
                     fut = ev.waiter  # type: ignore[union-attr]
                     if not fut.done():
@@ -306,15 +308,16 @@ class Node(NodeSockets):
         loop = self._loop
         assert loop is not None
         m: PeerInfo | None = link.machine
+        now = loop.time()
         if m is not None:
-            events = m.receive_data(link, data, loop.time())
+            events = m.receive_data(link, data, now)
             if events:
-                self._run(m, events)
+                self._run(m, events, now)
             return
         if link.initiator:  # not ours yet (the connect task has not taken it): cannot happen
             link.close()
             return
-        self._anonymous(link, data, loop.time())
+        self._anonymous(link, data, now)
 
     def _anonymous(self, link: Link, data: bytes, now: float) -> None:
         """An inbound connection before its CER: the admission decides; then its machine."""
@@ -338,57 +341,58 @@ class Node(NodeSockets):
 
     # -- the application's handlers ------------------------------------------------------------
 
-    def _dispatch(self, peer: PeerInfo, ev: RequestReceived) -> None:
-        msg = ev.message
+    def _dispatch(self, peer: PeerInfo, ev: RequestReceived, now: float) -> None:
+        """Call the handlers of a batch of requests; their answers go back to the machine."""
         link = ev.link
-        key = ev.key
-        loop = self._loop
-        assert loop is not None
-        try:
-            res = ev.handler(msg, peer)
-        except Exception as exc:
-            peer.handler_failed(link, msg, exc, key)
-            return
-        if res is None:  # answered later by send_answer
-            peer.answer_later(link, ev.hop_by_hop, key, loop.time(), False)
-            return
-        if type(res) is bytes:
-            out = res
-        elif isinstance(res, Message):
-            if res.hop_by_hop != ev.hop_by_hop or res.end_to_end != ev.end_to_end:
-                res.hop_by_hop = ev.hop_by_hop  # an answer built from scratch: the request's ids
-                res.end_to_end = ev.end_to_end
-            out = res.encode()
-        elif inspect.isawaitable(res):
-            if key is not None:
-                self.ctx.dup.begin(key, loop.time())
-            conn: Connection = link.owner
-            conn.handler_started()
-            task = loop.create_task(self._run_async(conn, peer, ev, res))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-            return
-        else:
-            err = TypeError(f"handler returned {type(res).__name__}")
-            peer.handler_failed(link, msg, err, key)
-            return
-        peer.answer(link, out, key, loop.time())
+        for msg, handler, hbh, e2e, key in ev.requests:
+            try:
+                res = handler(msg, peer)
+            except Exception as exc:
+                peer.handler_failed(link, msg, exc, key)
+                continue
+            if type(res) is bytes:
+                peer.answer(link, res, key, now)
+            elif res is None:  # answered later by send_answer
+                peer.answer_later(link, hbh, key, now, False)
+            elif isinstance(res, Message):
+                if res.hop_by_hop != hbh or res.end_to_end != e2e:
+                    res.hop_by_hop = hbh  # an answer built from scratch: the request's ids
+                    res.end_to_end = e2e
+                peer.answer(link, res.encode(), key, now)
+            elif inspect.isawaitable(res):
+                loop = self._loop
+                assert loop is not None
+                if key is not None:
+                    self.ctx.dup.begin(key, now)
+                conn: Connection = link.owner
+                conn.handler_started()
+                task = loop.create_task(self._run_async(conn, peer, link, msg, key, res))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+            else:
+                err = TypeError(f"handler returned {type(res).__name__}")
+                peer.handler_failed(link, msg, err, key)
 
     async def _run_async(
-        self, conn: Connection, peer: PeerInfo, ev: RequestReceived, aw: Awaitable[Answer]
+        self,
+        conn: Connection,
+        peer: PeerInfo,
+        link: Link,
+        msg: Message,
+        key: Any,
+        aw: Awaitable[Answer],
     ) -> None:
-        msg = ev.message
         try:
             try:
                 res = await aw
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                peer.handler_failed(ev.link, msg, exc, ev.key)
+                peer.handler_failed(link, msg, exc, key)
                 return
             now = self._loop.time() if self._loop is not None else 0.0
             if res is None:
-                peer.answer_later(ev.link, ev.hop_by_hop, ev.key, now, True)
+                peer.answer_later(link, msg.hop_by_hop, key, now, True)
                 return
             if isinstance(res, Message) and (
                 res.hop_by_hop != msg.hop_by_hop or res.end_to_end != msg.end_to_end
@@ -396,7 +400,7 @@ class Node(NodeSockets):
                 res.hop_by_hop = msg.hop_by_hop
                 res.end_to_end = msg.end_to_end
             out = res if type(res) is bytes else res.encode()  # type: ignore[union-attr]
-            peer.answer(ev.link, out, ev.key, now)
+            peer.answer(link, out, key, now)
         finally:
             conn.handler_done()
 

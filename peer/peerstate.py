@@ -32,6 +32,7 @@ from chargegw.peer.link import (
     Link,
     PeerDown,
     PeerUp,
+    RequestReceived,
 )
 from chargegw.peer.watchdog import Watchdog, WdAction, WdState
 
@@ -79,6 +80,7 @@ class PeerState:
         self.stats = {"requests_in": 0, "requests_out": 0, "errors_out": 0, "dwr_in": 0}
         self._later: OrderedDict[int, Any] = OrderedDict()  # hbh -> dup key (deferred answers)
         self._events: list[Event] = []
+        self._batch: RequestReceived | None = None  # the requests of the events being made
 
     def __repr__(self) -> str:
         return (
@@ -124,6 +126,7 @@ class PeerState:
         events = self._events
         if events:
             self._events = []
+            self._batch = None
         return events
 
     # -- events in: lifecycle ------------------------------------------------------------------

@@ -297,18 +297,19 @@ class MemoryNode:
         for ev in events:
             self.events.append((peer.name, ev))
             if isinstance(ev, RequestReceived):
-                try:
-                    res = ev.handler(ev.message, peer)
-                except Exception as exc:
-                    peer.handler_failed(ev.link, ev.message, exc, ev.key)
-                    continue
-                if res is None:
-                    peer.answer_later(ev.link, ev.hop_by_hop, ev.key, now, False)
-                    continue
-                if isinstance(res, Message):
-                    res.hop_by_hop, res.end_to_end = ev.hop_by_hop, ev.end_to_end
-                    res = res.encode()
-                peer.answer(ev.link, res, ev.key, now)
+                for msg, handler, hbh, e2e, key in ev.requests:
+                    try:
+                        res = handler(msg, peer)
+                    except Exception as exc:
+                        peer.handler_failed(ev.link, msg, exc, key)
+                        continue
+                    if res is None:
+                        peer.answer_later(ev.link, hbh, key, now, False)
+                        continue
+                    if isinstance(res, Message):
+                        res.hop_by_hop, res.end_to_end = hbh, e2e
+                        res = res.encode()
+                    peer.answer(ev.link, res, key, now)
             elif isinstance(ev, AnswerReceived):
                 self.answers[ev.waiter] = ev.message if ev.error is None else ev.error
             elif isinstance(ev, Connect):
