@@ -15,17 +15,9 @@ from fnmatch import fnmatchcase
 from typing import Any
 
 from chargegw.codec import Avp, CodecError, Message, class_for, get_dictionary
-from chargegw.codec.constants import CMD_CER, CMD_DPR, CMD_DWR
+from chargegw.codec.constants import CMD_CER, CMD_DPR, CMD_DWR, ResultCode
+from chargegw.codec.errors import DiameterError
 from chargegw.peer.config import RELAY_APP_ID, AllowRule, NodeConfig, VendorApp
-
-SUCCESS = 2001
-UNKNOWN_PEER = 3010
-MISSING_AVP = 5005
-AVP_OCCURS_TOO_MANY_TIMES = 5009
-NO_COMMON_APPLICATION = 5010
-UNABLE_TO_COMPLY = 5012
-NO_COMMON_SECURITY = 5017
-ELECTION_LOST = 4003
 
 
 @dataclass(slots=True)
@@ -57,7 +49,7 @@ class PeerCapabilities:
         return RELAY_APP_ID in self.auth_apps or RELAY_APP_ID in self.acct_apps
 
 
-class CapabilitiesError(Exception):
+class CapabilitiesError(DiameterError):
     """Refuse the CER (or the CEA): answer/close with result_code."""
 
     def __init__(
@@ -67,8 +59,8 @@ class CapabilitiesError(Exception):
         failed_avp: Avp | list[Avp] | None = None,
         caps: PeerCapabilities | None = None,
     ) -> None:
-        super().__init__(message)
-        self.result_code = result_code
+        failed = [failed_avp] if isinstance(failed_avp, Avp) else failed_avp
+        super().__init__(result_code, message, failed)
         self.failed_avp = failed_avp
         self.caps = caps
 
@@ -89,7 +81,9 @@ def parse_capabilities(msg: Message) -> PeerCapabilities:
         realm = msg.get("Origin-Realm")
         if not host or not realm:
             missing = "Origin-Host" if not host else "Origin-Realm"
-            raise CapabilitiesError(MISSING_AVP, f"{missing} missing", Avp.new(missing, ""))
+            raise CapabilitiesError(
+                ResultCode.DIAMETER_MISSING_AVP, f"{missing} missing", Avp.new(missing, "")
+            )
         caps = PeerCapabilities(origin_host=_str(host), origin_realm=_str(realm))
         caps.host_ip_addresses = list(msg.get_all("Host-IP-Address"))
         caps.vendor_id = int(msg.get("Vendor-Id") or 0)
@@ -109,13 +103,13 @@ def parse_capabilities(msg: Message) -> PeerCapabilities:
             acct = group.get_all("Acct-Application-Id")
             if not auth and not acct:
                 raise CapabilitiesError(
-                    MISSING_AVP,
+                    ResultCode.DIAMETER_MISSING_AVP,
                     "Vendor-Specific-Application-Id without Auth- or Acct-Application-Id",
                     [Avp.new("Auth-Application-Id", 0), Avp.new("Acct-Application-Id", 0)],
                 )
             if len(auth) + len(acct) > 1:
                 raise CapabilitiesError(
-                    AVP_OCCURS_TOO_MANY_TIMES,
+                    ResultCode.DIAMETER_AVP_OCCURS_TOO_MANY_TIMES,
                     "Vendor-Specific-Application-Id with more than one application id",
                     avp.copy(),
                 )
@@ -185,10 +179,12 @@ def check_cer(
         caps.origin_host, caps.origin_realm, config.allow, configured, loopback_ok=loopback_ok
     ):
         raise CapabilitiesError(
-            UNKNOWN_PEER, f"peer {caps.origin_host!r} is not allowed", caps=caps
+            ResultCode.DIAMETER_UNKNOWN_PEER, f"peer {caps.origin_host!r} is not allowed", caps=caps
         )
     if caps.origin_host.lower() == config.origin_host.lower():
-        raise CapabilitiesError(UNABLE_TO_COMPLY, "CER carries our own Origin-Host", caps=caps)
+        raise CapabilitiesError(
+            ResultCode.DIAMETER_UNABLE_TO_COMPLY, "CER carries our own Origin-Host", caps=caps
+        )
     return caps, _apps_and_security(caps, config)
 
 
@@ -199,10 +195,12 @@ def check_cea(
     caps = parse_capabilities(msg)
     rc = caps.result_code
     if rc is None or not 2000 <= rc < 3000:
-        raise CapabilitiesError(rc or UNABLE_TO_COMPLY, f"CEA Result-Code {rc}", caps=caps)
+        raise CapabilitiesError(
+            rc or ResultCode.DIAMETER_UNABLE_TO_COMPLY, f"CEA Result-Code {rc}", caps=caps
+        )
     if caps.origin_host.lower() != expected_host.lower():
         raise CapabilitiesError(
-            UNKNOWN_PEER,
+            ResultCode.DIAMETER_UNKNOWN_PEER,
             f"CEA Origin-Host {caps.origin_host!r} is not the configured {expected_host!r}",
             caps=caps,
         )
@@ -213,9 +211,13 @@ def _apps_and_security(caps: PeerCapabilities, config: NodeConfig) -> frozenset[
     ours = config.advertised_app_ids() - {RELAY_APP_ID}
     common = common_applications(ours, config.relay, caps)
     if not common:
-        raise CapabilitiesError(NO_COMMON_APPLICATION, "no common application", caps=caps)
+        raise CapabilitiesError(
+            ResultCode.DIAMETER_NO_COMMON_APPLICATION, "no common application", caps=caps
+        )
     if not common_security(config.inband_security, caps):
-        raise CapabilitiesError(NO_COMMON_SECURITY, "no common Inband-Security-Id", caps=caps)
+        raise CapabilitiesError(
+            ResultCode.DIAMETER_NO_COMMON_SECURITY, "no common Inband-Security-Id", caps=caps
+        )
     return common
 
 
@@ -266,7 +268,7 @@ def build_cer(config: NodeConfig, host_ips: Iterable[str] | None = None) -> Mess
 def build_cea(
     config: NodeConfig,
     cer: Message | None,
-    result_code: int = SUCCESS,
+    result_code: int = ResultCode.DIAMETER_SUCCESS,
     *,
     host_ips: Iterable[str] | None = None,
     error_message: str | None = None,
@@ -279,11 +281,12 @@ def build_cea(
     avps = _capability_avps(config, host_ips)
     klass = class_for(d, 0, CMD_CER, False)
     flags = 0x20 if 3000 <= result_code < 4000 else 0
+    rc: dict[str, Any] = {"Result-Code": int(result_code)}
     cea = klass(
         flags=flags,
         hop_by_hop=cer.hop_by_hop if cer is not None else hop_by_hop,
         end_to_end=cer.end_to_end if cer is not None else end_to_end,
-        **{"Result-Code": result_code},
+        **rc,
         **avps,
     )
     if error_message:
@@ -306,7 +309,7 @@ def build_dwa(config: NodeConfig, dwr: Message) -> Message:
     return class_for(get_dictionary(), 0, CMD_DWR, False)(
         hop_by_hop=dwr.hop_by_hop,
         end_to_end=dwr.end_to_end,
-        result_code=SUCCESS,
+        result_code=ResultCode.DIAMETER_SUCCESS,
         origin_host=config.origin_host,
         origin_realm=config.origin_realm,
         origin_state_id=config.origin_state_id,
@@ -325,7 +328,7 @@ def build_dpa(config: NodeConfig, dpr: Message) -> Message:
     return class_for(get_dictionary(), 0, CMD_DPR, False)(
         hop_by_hop=dpr.hop_by_hop,
         end_to_end=dpr.end_to_end,
-        result_code=SUCCESS,
+        result_code=ResultCode.DIAMETER_SUCCESS,
         origin_host=config.origin_host,
         origin_realm=config.origin_realm,
     )

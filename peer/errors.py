@@ -19,7 +19,8 @@ import logging
 import struct
 
 from chargegw.codec import Avp, AvpError, CodecError, Message, get_dictionary
-from chargegw.codec.constants import FLAG_ERROR, FLAG_PROXIABLE, FLAG_REQUEST
+from chargegw.codec.constants import FLAG_ERROR, FLAG_PROXIABLE, FLAG_REQUEST, ResultCode
+from chargegw.codec.errors import DiameterError
 
 log = logging.getLogger("chargegw.peer")
 
@@ -42,7 +43,7 @@ _SKIP_COPY = frozenset(
 )
 
 
-class ProtocolError(Exception):
+class ProtocolError(DiameterError):
     """Raised by a handler (or the Node) to answer with this Result-Code and no more."""
 
     def __init__(
@@ -51,10 +52,47 @@ class ProtocolError(Exception):
         message: str | None = None,
         failed_avp: Avp | list[Avp] | None = None,
     ) -> None:
-        super().__init__(message or f"Result-Code {result_code}")
-        self.result_code = result_code
-        self.error_message = message
+        failed = [failed_avp] if isinstance(failed_avp, Avp) else failed_avp
+        super().__init__(result_code, message or "", failed)
+        self.error_message = message  # type: ignore[assignment]  # None: no Error-Message
         self.failed_avp = failed_avp
+
+
+class RequestError(DiameterError):
+    """A request got no answer: no route (3002/3003), the peer went away, or a timeout."""
+
+    def __init__(self, result_code: int, message: str) -> None:
+        super().__init__(result_code, message)
+
+
+class RequestTimeout(RequestError):
+    """No answer within the request's timeout (result_code 3002, as for an undeliverable one)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(ResultCode.DIAMETER_UNABLE_TO_DELIVER, message)
+
+
+def build_error_answer(
+    request: Message | bytes,
+    result_code: int,
+    origin_host: str,
+    origin_realm: str,
+    error_message: str | None = None,
+    failed_avp: Avp | list[Avp] | None = None,
+) -> bytes | None:
+    """The peer layer's one call for an error answer's bytes (None: not even a header).
+
+    Contract 3 of issue 9: once the codec's `error_answer(request, DiameterError(...),
+    origin_host, origin_realm)` lands, this body becomes that one call.
+    """
+    return error_answer_bytes(
+        request,
+        result_code,
+        origin_host=origin_host,
+        origin_realm=origin_realm,
+        error_message=error_message,
+        failed_avp=failed_avp,
+    )
 
 
 def is_protocol_error(result_code: int) -> bool:
@@ -126,13 +164,8 @@ def answer_for_codec_error(
 ) -> bytes | None:
     """The answer for a decode/validation fault: its Result-Code, Failed-AVP and text."""
     failed = exc.failed_avp if isinstance(exc, AvpError) else None
-    return error_answer_bytes(
-        request,
-        exc.result_code,
-        origin_host=origin_host,
-        origin_realm=origin_realm,
-        error_message=str(exc)[:200],
-        failed_avp=failed,
+    return build_error_answer(
+        request, exc.result_code, origin_host, origin_realm, str(exc)[:200], failed
     )
 
 

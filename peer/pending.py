@@ -115,7 +115,7 @@ class PendingTable:
     def pop(self, hbh: int) -> PendingEntry | None:
         entry = self._by_hbh.pop(hbh, None)
         if entry is not None:
-            del entry.group[hbh]  # type: ignore[index]
+            del entry.group[hbh]  # type: ignore[union-attr]  # always set by add()
         return entry
 
     def next_deadline(self) -> float | None:

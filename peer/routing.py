@@ -9,10 +9,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Protocol
 
+from chargegw.codec.constants import ResultCode
+from chargegw.codec.errors import DiameterError
 from chargegw.peer.config import RouteConfig
-
-UNABLE_TO_DELIVER = 3002
-REALM_NOT_SERVED = 3003
 
 
 class RoutablePeer(Protocol):
@@ -40,10 +39,11 @@ def least_outstanding(candidates: Sequence[RoutablePeer]) -> RoutablePeer:
     return best
 
 
-class RoutingError(Exception):
+class RoutingError(DiameterError):
+    """No peer can take the request: 3002 (no usable peer) or 3003 (realm not served)."""
+
     def __init__(self, result_code: int, message: str) -> None:
-        super().__init__(message)
-        self.result_code = result_code
+        super().__init__(result_code, message)
 
 
 def _norm(name: str | None) -> str | None:
@@ -124,13 +124,20 @@ class RoutingTable:
             choice = self._choose(peers, self.default_route, app_id, excluded)
             if choice is not None:
                 return choice
-            raise RoutingError(UNABLE_TO_DELIVER, "no usable peer on the default route")
+            raise RoutingError(
+                ResultCode.DIAMETER_UNABLE_TO_DELIVER, "no usable peer on the default route"
+            )
         if realm is None and host is None:
-            raise RoutingError(UNABLE_TO_DELIVER, "no Destination-Realm and no default route")
+            raise RoutingError(
+                ResultCode.DIAMETER_UNABLE_TO_DELIVER, "no Destination-Realm and no default route"
+            )
         if realm is not None and not known_realm:
-            raise RoutingError(REALM_NOT_SERVED, f"realm {dest_realm!r} not served")
+            raise RoutingError(
+                ResultCode.DIAMETER_REALM_NOT_SERVED, f"realm {dest_realm!r} not served"
+            )
         raise RoutingError(
-            UNABLE_TO_DELIVER, f"no usable peer for application {app_id} in {dest_realm!r}"
+            ResultCode.DIAMETER_UNABLE_TO_DELIVER,
+            f"no usable peer for application {app_id} in {dest_realm!r}",
         )
 
     def _choose(

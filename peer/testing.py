@@ -220,3 +220,235 @@ def result_code(msg: Message) -> int | None:
 
 def set_hbh(data: bytes, hbh: int) -> bytes:
     return data[:12] + struct.pack(">I", hbh) + data[16:]
+
+
+# -- in memory: two sans-IO nodes wired together, time passed in --------------------------------
+
+
+class MemoryNode:
+    """One node's sans-IO half (Context, Admission, PeerConnections), driven by hand.
+
+    Handlers are plain functions `(request, peer) -> Message | bytes | None`; answers to our
+    requests land in `answers` (waiter -> Message or the error); every event is kept in
+    `events` as (peer name, event) for a test to look at.
+    """
+
+    def __init__(self, config: Any, address: tuple[str, int] = ("127.0.0.1", 3868)) -> None:
+        from chargegw.peer.admission import Admission
+        from chargegw.peer.link import Context
+        from chargegw.peer.pending import EndToEndAllocator
+        from chargegw.peer.routing import RoutingTable
+
+        self.config = config
+        self.address = address
+        self.ctx = Context(config, EndToEndAllocator(0))
+        self.admission = Admission(self.ctx)
+        self.routing = RoutingTable(config.routes, config.default_route)
+        self.peers: dict[str, Any] = {}
+        self.events: list[tuple[str, Any]] = []
+        self.answers: dict[Any, Any] = {}
+        self.connect_wanted: set[str] = set()
+
+    def add_handler(self, app_id: int, handler: Any, command: int | None = None) -> None:
+        self.ctx.handlers[(app_id, command)] = handler
+        self.ctx.handler_apps.add(app_id)
+
+    def peer(self, name: str) -> Any:
+        """The machine for `name` (a configured peer's is made on first use)."""
+        from chargegw.peer.connection import PeerConnection
+
+        key = name.lower()
+        m = self.peers.get(key)
+        if m is None:
+            pc = next((p for p in self.config.peers if p.name.lower() == key), None)
+            m = self.peers[key] = PeerConnection(name, self.ctx, pc, rand=lambda a, b: 0.0)
+        return m
+
+    def request(self, msg: Message, now: float, peer: str | None = None) -> Any:
+        """Route and send a request; returns its waiter (a key of `answers`)."""
+        waiter = object()
+        app = msg.app_id
+        if not msg.end_to_end:
+            msg.end_to_end = self.ctx.e2e.next()
+        if peer is not None:
+            target, meta = self.peers[peer.lower()], (app, None, None, True, ())
+        else:
+            dh = msg.raw_value("Destination-Host")
+            dr = msg.raw_value("Destination-Realm")
+            dh_s = dh.decode() if dh else None
+            dr_s = dr.decode() if dr else None
+            target = self.routing.select(self.peers, app, dh_s, dr_s)
+            meta = (app, dh_s, dr_s, False, ())
+        msg.hop_by_hop = target.send_request(msg.encode(), waiter, 5.0, meta, now)
+        return waiter
+
+    def handle(self, peer: Any, events: list[Any], now: float) -> None:
+        """What the asyncio Node does with a machine's events, synchronously."""
+        from chargegw.peer.admission import framing_reply
+        from chargegw.peer.connection import plan_failover
+        from chargegw.peer.link import (
+            AnswerReceived,
+            Connect,
+            Failover,
+            FramingFault,
+            RequestReceived,
+        )
+
+        for ev in events:
+            self.events.append((peer.name, ev))
+            if isinstance(ev, RequestReceived):
+                for msg, handler, hbh, e2e, key in ev.requests:
+                    try:
+                        res = handler(msg, peer)
+                    except Exception as exc:
+                        peer.handler_failed(ev.link, msg, exc, key)
+                        continue
+                    if res is None:
+                        peer.answer_later(ev.link, hbh, key, now, False)
+                        continue
+                    if isinstance(res, Message):
+                        res.hop_by_hop, res.end_to_end = hbh, e2e
+                        res = res.encode()
+                    peer.answer(ev.link, res, key, now)
+            elif isinstance(ev, AnswerReceived):
+                self.answers[ev.waiter] = ev.message if ev.error is None else ev.error
+            elif isinstance(ev, Connect):
+                self.connect_wanted.add(peer.key)
+            elif isinstance(ev, FramingFault):
+                framing_reply(self.ctx, ev.link, ev.error)
+            elif isinstance(ev, Failover):
+                from chargegw.peer.errors import RequestError
+
+                def select(app: int, host: Any, realm: Any, tried: tuple[str, ...]) -> Any:
+                    return self.routing.select(self.peers, app, host, realm, tried)
+
+                for e, alt, how in plan_failover(peer.key, ev.entries, select):
+                    if alt is None:
+                        self.answers[e.waiter] = RequestError(3002, str(how))
+                    else:
+                        alt.resend(e, how, now)
+
+    def timer(self, now: float) -> None:
+        self.admission.expire(now)
+        for m in list(self.peers.values()):
+            self.handle(m, m.timer(now), now)
+
+
+class PeerPair:
+    """A connection between two MemoryNodes: `a` connects to `b`, bytes cross in memory.
+
+    `connect()` opens it (A's CER, B's admission, CEA); `pump()` moves queued bytes until
+    both sides are quiet; `advance(dt)` moves the clock and runs every timer; `partition`
+    drops whatever is sent (a silent peer); `lose()` cuts the transport.
+    """
+
+    def __init__(
+        self,
+        a: MemoryNode,
+        b: MemoryNode,
+        *,
+        now: float = 0.0,
+        source: tuple[str, int] | None = None,
+        kind: str = "tcp",
+        cert_names: list[str] | None = None,
+    ) -> None:
+        self.a, self.b = a, b
+        self.now = now
+        self.source = source or (a.address[0], 40000)
+        self.kind = kind
+        self.cert_names = cert_names
+        self.partition = False
+        self.la: Any = None
+        self.lb: Any = None
+
+    @property
+    def a_peer(self) -> Any:
+        return self.a.peer(self.b.config.origin_host)
+
+    @property
+    def b_peer(self) -> Any:
+        return self.b.peers.get(self.a.config.origin_host.lower())
+
+    def connect(self, *, start: bool = True) -> PeerPair:
+        from chargegw.peer.link import Link
+
+        a, b, now = self.a, self.b, self.now
+        m = self.a_peer
+        if start:
+            a.handle(m, m.start(now), now)
+        tls = self.kind == "tls"
+        self.la = Link(initiator=True, kind=self.kind, remote=b.address, local=self.source)
+        self.lb = Link(
+            initiator=False,
+            kind=self.kind,
+            remote=self.source,
+            local=b.address,
+            tls_verify=tls,
+            cert_names=self.cert_names,
+        )
+        self.la.host_ips = [self.source[0]]
+        self.lb.host_ips = [b.address[0]]
+        if tls:
+            self.la.tls_verify = True
+            self.la.cert_names = [b.config.origin_host]
+        if b.admission.accepted(self.lb, now):
+            b.admission.made(self.lb, now)
+        else:
+            self.lb.abort()
+        a.connect_wanted.discard(m.key)
+        a.handle(m, m.connected(self.la, now), now)
+        self.pump()
+        return self
+
+    def _deliver(self, node: MemoryNode, link: Any, data: bytes) -> None:
+        now = self.now
+        m = link.machine
+        if m is not None:
+            node.handle(m, m.receive_data(link, data, now), now)
+            return
+        if link.initiator or link.closing:
+            return
+        got = node.admission.receive(link, data)
+        if got is None:
+            return
+        msg, caps, common, rest = got
+        peer = node.peer(caps.origin_host)
+        node.handle(peer, peer.accept_cer(link, msg, caps, common, now), now)
+        if rest and link.machine is peer:
+            node.handle(peer, peer.receive_frames(link, rest, now), now)
+
+    def pump(self, limit: int = 1000) -> None:
+        """Deliver queued bytes both ways until quiet; a close on either side cuts both."""
+        la, lb = self.la, self.lb
+        for _ in range(limit):
+            moved = False
+            for src, dst, node in ((la, lb, self.b), (lb, la, self.a)):
+                if src is None or src.closed:
+                    continue
+                out = src.data_to_send()
+                if out and not self.partition and not dst.closed:
+                    moved = True
+                    self._deliver(node, dst, b"".join(out))
+            if not moved:
+                break
+        if (la is not None and la.close_mode) or (lb is not None and lb.close_mode):
+            self.lose()
+
+    def lose(self) -> None:
+        """The transport is gone: both sides hear of it."""
+        for link, node in ((self.la, self.a), (self.lb, self.b)):
+            if link is None or link.closed:
+                continue
+            node.admission.done(link)
+            m = link.machine
+            if m is None:
+                link.closed = True
+                continue
+            node.handle(m, m.connection_lost(link, self.now), self.now)
+
+    def advance(self, dt: float) -> None:
+        """Move the clock; run both nodes' timers; deliver what they sent."""
+        self.now += dt
+        self.a.timer(self.now)
+        self.b.timer(self.now)
+        self.pump()

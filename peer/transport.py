@@ -1,25 +1,23 @@
 """The asyncio side of one transport connection (TCP, TLS, or SCTP through peer/sctp.py).
 
-`Connection` is the asyncio Protocol: it deframes with the codec's `FrameReader` (the one
-framing implementation every transport shares), hands whole frames to its owner (the Node),
-batches outgoing messages into one write per loop iteration, and applies backpressure:
-reading pauses while our write buffer towards this peer is over its high-water mark or while
-too many of its requests are being handled, so a slow reader cannot make us buffer without
-bound.
+`Connection` is the asyncio Protocol, and the adapter between a socket and the sans-IO
+`Link` (peer/link.py): received octets go to the owner (the Node, which hands them to the
+peer machine, whose `Link` deframes them); what the machine queues on the link goes out in one
+write per loop iteration; a close the machine asks for is carried out. It also applies
+backpressure: reading pauses while our write buffer towards this peer is over its high-water
+mark or while too many of its requests are being handled, so a slow reader cannot make us
+buffer without bound.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
-from chargegw.codec.errors import FramingError
-from chargegw.codec.header import DEFAULT_MAX_LENGTH, FrameReader
+from chargegw.codec.header import DEFAULT_MAX_LENGTH
+from chargegw.peer.link import Link, source_ip
 from chargegw.peer.pending import PendingTable
-
-if TYPE_CHECKING:
-    from chargegw.peer.watchdog import Watchdog
 
 log = logging.getLogger("chargegw.peer")
 
@@ -31,8 +29,7 @@ class ConnectionOwner(Protocol):
     """What a Connection reports to (the Node)."""
 
     def conn_made(self, conn: Connection) -> None: ...
-    def conn_frames(self, conn: Connection, frames: list[bytes]) -> None: ...
-    def conn_framing_error(self, conn: Connection, exc: FramingError) -> None: ...
+    def conn_data(self, conn: Connection, data: bytes) -> None: ...
     def conn_lost(self, conn: Connection, exc: Exception | None) -> None: ...
 
 
@@ -40,31 +37,17 @@ class Connection(asyncio.Protocol):
     __slots__ = (
         "owner",
         "loop",
-        "reader",
+        "link",
         "transport",
-        "initiator",
-        "kind",
-        "peer",
-        "peer_name",
-        "pending",
-        "watchdog",
-        "remote",
-        "local",
-        "closed",
-        "closing",
         "inflight",
         "max_inflight",
         "high_water",
-        "_out",
-        "_out_bytes",
+        "refuse",
+        "_done_mode",
         "_flush_pending",
         "_in_receive",
         "_pause",
         "_drain_waiters",
-        "cer_deadline",
-        "open",
-        "caps",
-        "tags",
     )
 
     def __init__(
@@ -80,77 +63,93 @@ class Connection(asyncio.Protocol):
     ) -> None:
         self.owner = owner
         self.loop = loop
-        self.reader = FrameReader(max_length)
+        self.link = Link(initiator=initiator, kind=kind, max_length=max_length)
+        self.link.wake = self._wake
+        self.link.owner = self
         self.transport: asyncio.BaseTransport | None = None
-        self.initiator = initiator
-        self.kind = kind
-        self.peer: Any = None  # the Node's peer entry once CER/CEA is done
-        self.peer_name: str | None = None
-        self.pending = PendingTable()
-        self.watchdog: Watchdog | None = None
-        self.remote: Any = None
-        self.local: Any = None
-        self.closed = False
-        self.closing = False
-        self.open = False  # the peer state machine says I-Open / R-Open on this connection
-        self.caps: Any = None  # the peer's capabilities (from its CER or CEA)
         self.inflight = 0
         self.max_inflight = max_inflight
         self.high_water = high_water
-        self._out: list[bytes] = []
-        self._out_bytes = 0
+        self.refuse: str | None = None  # why to close at once, decided at accept
+        self._done_mode: str | None = None  # the close already carried out
         self._flush_pending = False
         self._in_receive = False
         self._pause = 0
         self._drain_waiters: list[asyncio.Future[None]] = []
-        self.cer_deadline: float | None = None
-        self.tags: dict[str, Any] = {}
 
     def __repr__(self) -> str:
-        side = "I" if self.initiator else "R"
-        return f"<Connection {side} {self.kind} {self.peer_name or '?'} {self.remote}>"
+        return f"<Connection {self.link!r}>"
+
+    # -- what the Link knows, for users and tests ------------------------------------------------
+
+    @property
+    def initiator(self) -> bool:
+        return self.link.initiator
+
+    @property
+    def kind(self) -> str:
+        return self.link.kind
+
+    @property
+    def remote(self) -> Any:
+        return self.link.remote
+
+    @property
+    def local(self) -> Any:
+        return self.link.local
+
+    @property
+    def pending(self) -> PendingTable:
+        return self.link.pending
+
+    @property
+    def closed(self) -> bool:
+        return self.link.closed
+
+    @property
+    def closing(self) -> bool:
+        return self.link.closing
+
+    @property
+    def open(self) -> bool:
+        return self.link.open
 
     # -- asyncio.Protocol ----------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
-        self.remote = transport.get_extra_info("peername")
-        self.local = transport.get_extra_info("sockname")
+        link = self.link
+        link.remote = transport.get_extra_info("peername")
+        link.local = transport.get_extra_info("sockname")
+        link.src = source_ip(link.remote)
         set_limits = getattr(transport, "set_write_buffer_limits", None)
         if set_limits is not None:
             set_limits(high=self.high_water, low=self.high_water // 4)
         self.owner.conn_made(self)
+        if link.close_mode is not None and link.close_mode != self._done_mode:
+            self._carry_out_close(link.close_mode)
 
     def data_received(self, data: bytes) -> None:
+        self._in_receive = True
         try:
-            frames = self.reader.feed(data)
-        except FramingError as exc:  # exc.frames: the good frames before the fault
-            self.owner.conn_framing_error(self, exc)
-            return
-        if frames:
-            self._in_receive = True
-            try:
-                self.owner.conn_frames(self, frames)
-            except Exception:  # the owner logs its own faults; never let one kill the loop
-                log.exception("%r: frame handling failed", self)
-            finally:
-                self._in_receive = False
-                if self._out:
-                    self._flush()
+            self.owner.conn_data(self, data)
+        except Exception:  # the owner logs its own faults; never let one kill the loop
+            log.exception("%r: data handling failed", self)
+        finally:
+            self._in_receive = False
+            if self.link.out:
+                self._flush()
 
     def eof_received(self) -> bool | None:
-        try:
-            self.reader.eof()
-        except FramingError as exc:
-            log.info("%r: %s", self, exc)
-        return None  # close the transport
+        return None  # close the transport (a partial message at EOF is simply dropped)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self.closed:
+        link = self.link
+        if link.closed:
             return
-        self.closed = True
-        self._out.clear()
-        self._out_bytes = 0
+        link.closed = True
+        link.out.clear()
+        link.out_bytes = 0
         self._wake_drain(ConnectionError("connection lost"))
         self.owner.conn_lost(self, exc)
 
@@ -165,21 +164,23 @@ class Connection(asyncio.Protocol):
 
     def send(self, data: bytes) -> None:
         """Queue one encoded message; everything queued in a loop iteration is one write."""
-        if self.closed or self.closing:
-            return
-        self._out.append(data)
-        self._out_bytes += len(data)
-        if not self._flush_pending and not self._in_receive:
+        self.link.send(data)
+
+    def _wake(self) -> None:
+        """The link's doorbell: bytes queued (flush later) or a close asked for (now)."""
+        mode = self.link.close_mode
+        if mode is not None and mode != self._done_mode:
+            self._carry_out_close(mode)
+        elif not self._flush_pending and not self._in_receive:
             self._flush_pending = True
             self.loop.call_soon(self._flush)
 
     def _flush(self) -> None:
         self._flush_pending = False
-        out = self._out
-        if not out or self.transport is None or self.closed:
+        link = self.link
+        if not link.out or self.transport is None or link.closed:
             return
-        self._out = []
-        self._out_bytes = 0
+        out = link.data_to_send()
         try:
             self.transport.writelines(out)  # type: ignore[attr-defined]
         except Exception as exc:  # a dying transport; connection_lost follows
@@ -188,13 +189,13 @@ class Connection(asyncio.Protocol):
     @property
     def write_paused(self) -> bool:
         """Over the high-water mark: the transport said so, or this iteration queued that much."""
-        return bool(self._pause & PAUSE_WRITE_FULL) or self._out_bytes >= self.high_water
+        return bool(self._pause & PAUSE_WRITE_FULL) or self.link.out_bytes >= self.high_water
 
     async def drain(self) -> None:
         """Wait while the transport's write buffer is over the high-water mark."""
-        if self._out_bytes >= self.high_water:
+        if self.link.out_bytes >= self.high_water:
             self._flush()  # hand it to the transport now: it pauses us if the peer is slow
-        if not self._pause & PAUSE_WRITE_FULL or self.closed:
+        if not self._pause & PAUSE_WRITE_FULL or self.link.closed:
             return
         fut: asyncio.Future[None] = self.loop.create_future()
         self._drain_waiters.append(fut)
@@ -243,20 +244,19 @@ class Connection(asyncio.Protocol):
 
     def close(self) -> None:
         """Flush what is queued, then close (FIN)."""
-        if self.closed or self.closing:
-            return
-        if self._out:
-            self._flush()
-        self.closing = True
-        if self.transport is not None:
-            self.transport.close()
+        self.link.close()
 
     def abort(self) -> None:
         """Drop the connection now (RST): unrecoverable framing."""
-        if self.closed:
-            return
-        self.closing = True
-        self._out.clear()
-        self._out_bytes = 0
-        if self.transport is not None:
-            self.transport.abort()  # type: ignore[attr-defined]
+        self.link.abort()
+
+    def _carry_out_close(self, mode: str) -> None:
+        transport = self.transport
+        if transport is None or self.link.closed:
+            return  # not connected yet (a TLS handshake): carried out at connection_made
+        self._done_mode = mode
+        if mode == "close":
+            self._flush()
+            transport.close()
+        else:
+            transport.abort()  # type: ignore[attr-defined]

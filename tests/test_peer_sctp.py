@@ -60,12 +60,13 @@ class Owner:
     def conn_made(self, conn: Connection) -> None:
         pass
 
-    def conn_frames(self, conn: Connection, frames: list[bytes]) -> None:
-        self.frames.extend(frames)
-
-    def conn_framing_error(self, conn: Connection, exc: FramingError) -> None:
-        self.errors.append(exc)
-        conn.abort()
+    def conn_data(self, conn: Connection, data: bytes) -> None:
+        # The Node hands octets to the sans-IO side, which deframes with the link's reader.
+        try:
+            self.frames.extend(conn.link.reader.feed(data))
+        except FramingError as exc:
+            self.errors.append(exc)
+            conn.abort()
 
     def conn_lost(self, conn: Connection, exc: Exception | None) -> None:
         self.lost.append(exc)

@@ -1,0 +1,389 @@
+"""The sans-IO per-peer machine: RFC 6733 peer logic with no sockets, no loop and no clock.
+
+`PeerConnection` is one peer identity (it may briefly hold two links, the one we initiated
+and the one the peer initiated, until the election). It drives the state machine (fsm), the
+RFC 3539 watchdog, the capabilities exchange, the pending requests of its links, failover and
+duplicate detection. It consumes bytes (`receive_data`), events (`start`, `connected`,
+`accept_cer`, `send_request`, `close`, `connection_lost`, `timer`) and `now`; it queues the
+bytes to send on its `Link`s and returns `Event`s (peer up/down, request / answer received,
+failover, connect) for the adapter (peer/node.py) or a test (`PeerPair`) to act on.
+
+The receive path does the least work per message: the header is unpacked once, answers are
+matched by hop-by-hop id and decoded only to be handed over, requests are decoded (top-level
+index only) and checked here; the handler is called by the adapter.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+from collections.abc import Callable
+from typing import Any
+
+from chargegw.codec import AvpError, CodecError, FramingError, Message
+from chargegw.codec.constants import ResultCode
+from chargegw.peer.admission import framing_reply
+from chargegw.peer.dupcache import IN_PROGRESS
+from chargegw.peer.errors import (
+    ProtocolError,
+    RequestError,
+    answer_for_codec_error,
+    build_error_answer,
+)
+from chargegw.peer.link import (
+    AnswerReceived,
+    Event,
+    FramingFault,
+    Link,
+    RequestReceived,
+)
+from chargegw.peer.peerstate import PeerState
+from chargegw.peer.watchdog import WdState
+
+log = logging.getLogger("chargegw.peer")
+
+_HDR4 = struct.Struct(">IIII")  # flags|code, app, hbh, e2e (from offset 4)
+_R = 0x80000000
+_E = 0x20000000
+RC = ResultCode
+
+
+def _text(value: bytes | None) -> str | None:
+    return None if value is None else value.decode("utf-8", "replace")
+
+
+class PeerConnection(PeerState):
+    """One peer, sans-IO: bytes and events in, bytes (on its links) and events out."""
+
+    # -- events in: bytes ----------------------------------------------------------------------
+
+    def receive_data(self, link: Link, data: bytes, now: float) -> list[Event]:
+        """Octets from the link: deframe and handle every complete message."""
+        try:
+            frames = link.reader.feed(data)
+        except FramingError as exc:
+            self.framing_error(link, exc, now)
+            return self._take()
+        if frames:
+            self._frames(link, frames, now)
+        return self._take()
+
+    def framing_error(self, link: Link, exc: FramingError, now: float) -> None:
+        """Unrecoverable framing: serve the good frames before it, then (FramingFault) say
+        why (5011) and close, after their answers."""
+        if link.open and exc.frames:
+            try:
+                self._frames(link, exc.frames, now)
+            except Exception:  # the frames' own faults are logged there; still close below
+                log.exception("%r: frame handling failed", link)
+        self._events.append(FramingFault(link, exc))
+
+    def receive_frames(self, link: Link, frames: list[bytes], now: float) -> list[Event]:
+        """Whole messages from the link (already deframed)."""
+        self._frames(link, frames, now)
+        return self._take()
+
+    def _frames(self, link: Link, frames: list[bytes], now: float) -> None:
+        events = self._events
+        if not link.open:
+            for i, data in enumerate(frames):
+                if link.closing or link.closed:
+                    break
+                try:
+                    self._pre_open(link, data, now)
+                except Exception:
+                    log.exception("%r: handling a message before open", link)
+                    link.abort()
+                    break
+                if link.open:
+                    rest = frames[i + 1 :]
+                    if rest:
+                        self._frames(link, rest, now)
+                    break
+            return
+        wd = self.watchdog
+        wd.last_rx = now
+        discard = False
+        if wd.state is not WdState.OKAY:
+            self._wd(wd.message_received(now), now)
+            discard = wd.state is WdState.REOPEN and self.ctx.config.reopen_discards_requests
+        unpack = _HDR4.unpack_from
+        pop = link.pending.pop
+        decode = Message.decode
+        for data in frames:
+            fc, app, hbh, e2e = unpack(data, 4)
+            if app == 0:
+                try:
+                    self._base(link, data, fc, hbh, e2e, now)
+                except Exception:
+                    log.exception("%s: base message handling failed", self.name)
+                continue
+            if fc & _R:
+                if discard:
+                    continue
+                try:
+                    self._request(link, data, fc, app, hbh, e2e, now)
+                except Exception:
+                    log.exception("%s: request handling failed", self.name)
+                continue
+            entry = pop(hbh)
+            if entry is None:
+                log.debug("%s: answer with unknown hop-by-hop %#x dropped", self.name, hbh)
+                continue
+            if entry.waiter is None:
+                continue
+            if entry.data[16:20] != data[16:20]:
+                log.warning("%s: answer end-to-end mismatch, dropped", self.name)
+                err = RequestError(RC.DIAMETER_UNABLE_TO_DELIVER, "answer end-to-end id mismatch")
+                events.append(AnswerReceived(entry.waiter, None, err))
+                continue
+            try:
+                events.append(AnswerReceived(entry.waiter, decode(data)))
+            except CodecError as exc:
+                err = RequestError(exc.result_code, f"undecodable answer: {exc}")
+                events.append(AnswerReceived(entry.waiter, None, err))
+            except Exception as exc:  # a codec bug must not take the connection down
+                log.exception("%s: answer decoding failed", self.name)
+                err = RequestError(RC.DIAMETER_UNABLE_TO_COMPLY, f"undecodable answer: {exc}")
+                events.append(AnswerReceived(entry.waiter, None, err))
+
+    # -- events in: application ----------------------------------------------------------------
+
+    def send_request(self, data: bytes, waiter: Any, timeout: float, meta: Any, now: float) -> int:
+        """Send an encoded request on the open link and track it; returns its hop-by-hop id.
+
+        `meta` is (app, dest_host, dest_realm, pinned, tried): what failover needs."""
+        link = self.link
+        if link is None:
+            raise RequestError(RC.DIAMETER_UNABLE_TO_DELIVER, f"peer {self.name!r} is not open")
+        pending = link.pending
+        hbh = pending.new_hbh()
+        data = data[:12] + hbh.to_bytes(4, "big") + data[16:]
+        pending.add(hbh, now, timeout, waiter, data, meta)
+        self.stats["requests_out"] += 1
+        link.send(data)
+        return hbh
+
+    def send_untracked(self, msg: Message) -> bool:
+        """Fire a request without tracking an answer (answers are dropped)."""
+        link = self.link or self.i or self.r
+        if link is None:
+            return False
+        msg.hop_by_hop = link.pending.new_hbh()
+        if not msg.end_to_end:
+            msg.end_to_end = self.ctx.e2e.next()
+        link.send(msg.encode())
+        return True
+
+    def resend(self, entry: Any, tried: tuple[str, ...], now: float) -> None:
+        """Failover target: send `entry`'s request here with the T flag (RFC 6733 5.5.4)."""
+        link = self.link
+        assert link is not None
+        hbh = link.pending.new_hbh()
+        buf = bytearray(entry.data)
+        buf[4] |= 0x10  # T: possibly a retransmission
+        buf[12:16] = hbh.to_bytes(4, "big")
+        data = bytes(buf)
+        app, dest_host, dest_realm, _, _ = entry.meta
+        link.pending.add(
+            hbh,
+            now,
+            entry.timeout,
+            entry.waiter,
+            data,
+            (app, dest_host, dest_realm, False, tried),
+            deadline=entry.deadline,
+        )
+        link.send(data)
+
+    def answer(self, link: Link, data: bytes, key: Any, now: float) -> None:
+        """Send the handler's answer and keep it for duplicates (T flag)."""
+        link.send(data)
+        if key is not None:
+            self.ctx.dup.put(key, data, now)
+
+    def answer_later(self, link: Link, hbh: int, key: Any, now: float, begun: bool) -> None:
+        """The handler answers later (`send_answer`): a copy arriving meanwhile is dropped."""
+        if key is None:
+            return
+        dup = self.ctx.dup
+        if not begun:
+            dup.begin(key, now)
+        later = self._later
+        later[hbh] = key
+        if len(later) > dup.max_size:
+            later.popitem(last=False)
+
+    def send_answer(self, data: bytes, now: float, cache: bool = True) -> bool:
+        """An answer a handler deferred; cache=False: a passing error, not kept."""
+        link = self.link or self.r or self.i
+        if link is None:
+            return False
+        link.send(data)
+        if self._later:
+            key = self._later.pop(int.from_bytes(data[12:16], "big"), None)
+            if key is not None:
+                if cache:
+                    self.ctx.dup.put(key, data, now)
+                else:
+                    self.ctx.dup.forget(key)
+        return True
+
+    def handler_failed(self, link: Link, msg: Message, exc: BaseException, key: Any) -> None:
+        """The handler raised: its Result-Code (ProtocolError / AvpError) or 5012. Not cached,
+        so a retransmission after a passing failure is handled again."""
+        if key is not None:
+            self.ctx.dup.forget(key)
+        if isinstance(exc, ProtocolError):
+            self.send_error(link, msg, exc.result_code, exc.error_message, exc.failed_avp)
+            return
+        if isinstance(exc, AvpError):
+            self.send_error(link, msg, exc.result_code, str(exc)[:200], exc.failed_avp)
+            return
+        self.ctx.stats["handler_errors"] += 1
+        log.error("handler for app %d command %d failed", msg.app_id, msg.code, exc_info=exc)
+        self.send_error(link, msg, RC.DIAMETER_UNABLE_TO_COMPLY, "internal error")
+
+    def send_error(
+        self,
+        link: Link,
+        req: Message | bytes,
+        rc: int,
+        text: str | None = None,
+        failed: Any = None,
+    ) -> None:
+        cfg = self.ctx.config
+        ans = build_error_answer(req, rc, cfg.origin_host, cfg.origin_realm, text, failed)
+        if ans is not None:
+            self.stats["errors_out"] += 1
+            link.send(ans)
+
+    # -- application requests ------------------------------------------------------------------
+
+    def _request(
+        self, link: Link, data: bytes, fc: int, app: int, hbh: int, e2e: int, now: float
+    ) -> None:
+        """Check a request (handler known, header bits, decoding, destination, duplicates);
+        a good one becomes RequestReceived, a bad one its error answer."""
+        self.stats["requests_in"] += 1
+        ctx = self.ctx
+        code = fc & 0xFFFFFF
+        handlers = ctx.handlers
+        handler = handlers.get((app, code))
+        if handler is None:
+            handler = handlers.get((app, None))
+            if handler is None:
+                if app in ctx.handler_apps:
+                    rc, text = RC.DIAMETER_COMMAND_UNSUPPORTED, f"command {code} not supported"
+                else:
+                    rc, text = (
+                        RC.DIAMETER_APPLICATION_UNSUPPORTED,
+                        f"application {app} not supported",
+                    )
+                self.send_error(link, data, rc, text)
+                return
+        if fc & _E:
+            self.send_error(link, data, RC.DIAMETER_INVALID_HDR_BITS, "E bit set in a request")
+            return
+        cfg = ctx.config
+        try:
+            msg = Message.decode(data, max_length=cfg.max_message_length)
+        except CodecError as exc:
+            ans = answer_for_codec_error(
+                data, exc, origin_host=cfg.origin_host, origin_realm=cfg.origin_realm
+            )
+            if ans is not None:
+                link.send(ans)
+            return
+        except Exception:
+            log.exception("%s: request decoding failed", self.name)
+            self.send_error(link, data, RC.DIAMETER_UNABLE_TO_COMPLY, "undecodable request")
+            return
+        # Routing reads: the codec's raw octets from its index, no value decoding.
+        raw_value = msg.raw_value
+        oh = raw_value("Origin-Host")
+        rr = msg.raw_values("Route-Record") or None
+        if rr is not None or cfg.check_destination:
+            bad = self._check_destination(
+                raw_value("Destination-Host"), raw_value("Destination-Realm"), rr
+            )
+            if bad is not None:
+                self.send_error(link, msg, bad[0], bad[1])
+                return
+        if cfg.validate_requests:
+            try:
+                msg.validate()
+            except CodecError as exc:
+                ans = answer_for_codec_error(
+                    msg, exc, origin_host=cfg.origin_host, origin_realm=cfg.origin_realm
+                )
+                if ans is not None:
+                    link.send(ans)
+                return
+        dup = ctx.dup
+        key = None
+        if dup.max_size and oh is not None:
+            key = (oh.lower(), e2e)
+            hit = dup.get(key, now)
+            if hit is not None:
+                ctx.stats["duplicates"] += 1
+                if hit is IN_PROGRESS:
+                    log.info("%s: duplicate of a request still being handled, dropped", self.name)
+                else:
+                    link.send(hit[:12] + data[12:16] + hit[16:])
+                return
+        batch = self._batch
+        if batch is None or batch.link is not link:
+            batch = self._batch = RequestReceived(link, [])
+            self._events.append(batch)
+        batch.requests.append((msg, handler, hbh, e2e, key))
+
+    def _check_destination(
+        self, dh: bytes | None, dr: bytes | None, rr: list[bytes] | None
+    ) -> tuple[int, str] | None:
+        """3005 for a loop through us, 3002/3003 for a request that is not for this node."""
+        ctx = self.ctx
+        own = ctx.own_host_b
+        if rr:
+            for value in rr:
+                if value.lower() == own:
+                    return RC.DIAMETER_LOOP_DETECTED, "own identity in Route-Record"
+        if not ctx.config.check_destination:
+            return None
+        if dh is not None and dh.lower() != own:
+            return RC.DIAMETER_UNABLE_TO_DELIVER, f"Destination-Host {_text(dh)} is not this node"
+        if dr is not None and dr.lower() != ctx.own_realm_b and not ctx.config.relay:
+            return RC.DIAMETER_REALM_NOT_SERVED, f"realm {_text(dr)} not served here"
+        return None
+
+
+def plan_failover(
+    failed_key: str,
+    entries: list[Any],
+    select: Callable[[int, Any, Any, tuple[str, ...]], Any],
+    stopping: bool = False,
+) -> list[tuple[Any, Any, tuple[str, ...] | str]]:
+    """Where each pending request of a lost peer goes: [(entry, alternate, tried)] or
+    [(entry, None, why)]. `select(app, dest_host, dest_realm, tried)` returns a peer or
+    raises (RoutingError): pinned requests, ones for that very Destination-Host, and ones
+    with no alternate fail (3002)."""
+    out: list[tuple[Any, Any, tuple[str, ...] | str]] = []
+    for e in entries:
+        app, dest_host, dest_realm, pinned, tried = e.meta
+        if pinned or stopping:
+            out.append((e, None, f"peer {failed_key} went away"))
+            continue
+        if dest_host is not None and str(dest_host).lower() == failed_key:
+            out.append((e, None, f"Destination-Host {failed_key} went away"))
+            continue
+        tried = (*tried, failed_key)
+        try:
+            alt = select(app, dest_host, dest_realm, tried)
+        except Exception:
+            out.append((e, None, f"peer {failed_key} went away, no alternate"))
+            continue
+        out.append((e, alt, tried))
+    return out
+
+
+__all__ = ["PeerConnection", "framing_reply", "plan_failover"]  # framing_reply: admission.py
