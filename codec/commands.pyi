@@ -53,7 +53,7 @@ class AARequest(Message):
     arap_password: bytes | None
     arap_security: int | None
     arap_security_data: list[bytes]
-    login_ip_host: list[bytes]
+    login_ip_host: list[IPv4Address | IPv6Address | OtherAddress]
     login_ipv6_host: list[bytes]
     login_lat_group: bytes | None
     login_lat_node: bytes | None
@@ -114,11 +114,11 @@ class AAAnswer(Message):
     framed_ip_netmask: bytes | None
     framed_route: list[str]
     framed_pool: bytes | None
-    framed_ipx_network: str | None
+    framed_ipx_network: int | None
     framed_mtu: int | None
     framed_protocol: int | None
     framed_routing: int | None
-    login_ip_host: list[bytes]
+    login_ip_host: list[IPv4Address | IPv6Address | OtherAddress]
     login_ipv6_host: list[bytes]
     login_lat_group: bytes | None
     login_lat_node: bytes | None
@@ -426,7 +426,7 @@ class DiameterEAPRequest(Message):
     port_limit: int | None
     user_name: str | None
     eap_payload: bytes | None
-    eap_key_name: str | None
+    eap_key_name: bytes | None
     service_type: int | None
     state: bytes | None
     authorization_lifetime: int | None
@@ -461,7 +461,7 @@ class DiameterEAPAnswer(Message):
     eap_payload: bytes | None
     eap_reissued_payload: bytes | None
     eap_master_session_key: bytes | None
-    eap_key_name: str | None
+    eap_key_name: bytes | None
     multi_round_time_out: int | None
     accounting_eap_auth_method: int | None
     service_type: int | None
@@ -496,7 +496,7 @@ class DiameterEAPAnswer(Message):
     framed_ip_netmask: bytes | None
     framed_route: list[str]
     framed_pool: bytes | None
-    framed_ipx_network: str | None
+    framed_ipx_network: int | None
     framed_mtu: int | None
     framed_protocol: int | None
     framed_routing: int | None
@@ -774,13 +774,13 @@ class NasreqAccountingRequest(Message):
     framed_ipv6_prefix: list[bytes]
     framed_ipv6_pool: bytes | None
     framed_ipv6_route: list[str]
-    framed_ipx_network: str | None
+    framed_ipx_network: int | None
     framed_mtu: int | None
     framed_pool: bytes | None
     framed_protocol: int | None
     framed_route: list[str]
     framed_routing: int | None
-    login_ip_host: list[bytes]
+    login_ip_host: list[IPv4Address | IPv6Address | OtherAddress]
     login_ipv6_host: list[bytes]
     login_lat_group: bytes | None
     login_lat_node: bytes | None

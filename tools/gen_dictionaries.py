@@ -64,9 +64,13 @@ Types
   * 270 Session-Binding, 299 Inband-Security-Id: Enumerated -> Unsigned32 (RFC 6733).
   * 337 MIP-Feature-Vector: Enumerated -> Unsigned32 (RFC 4004, a bit mask).
   * 10415/2 3GPP-Charging-Id: OctetStringOrUTF8 -> Unsigned32 (TS 29.061, digest).
+  * 10415/10 3GPP-NSAPI: UTF8String -> OctetString (TS 29.061 16.4.7).
+  * 10415/3423 ISUP-Cause-Location: OctetString -> Unsigned32 (TS 32.299 7.2.80C).
+  * 23 Framed-IPX-Network: UTF8String -> Unsigned32 (RFC 7155, RFC 2865 5.23).
+  * 102 EAP-Key-Name: UTF8String -> OctetString (RFC 4072 4.1.4).
   * Wireshark's "IPAddress" accepts both raw addresses and the Diameter Address format, so it
     maps to Address, except for the RADIUS-derived AVPs whose spec type is a raw OctetString:
-    8 Framed-IP-Address, 9 Framed-IP-Netmask, 14 Login-IP-Host (RFC 7155) and 10415/4, 6, 7
+    8 Framed-IP-Address, 9 Framed-IP-Netmask (RFC 7155; 14 Login-IP-Host stays Address) and 10415/4, 6, 7
     3GPP-CG-Address, 3GPP-SGSN-Address, 3GPP-GGSN-Address (TS 29.061).
 M bit
   * Wireshark omits the "mandatory" attribute on ~400 3GPP AVPs (and a few IETF ones); the
@@ -297,7 +301,13 @@ OVERRIDES: dict[tuple[int, int], dict] = {
     # the Diameter Address type (no 2-octet address family in front).
     (8, 0): {"type": "OctetString"},
     (9, 0): {"type": "OctetString"},
-    (14, 0): {"type": "OctetString"},
+    # RFC 7155 4.4.11.1: Login-IP-Host is of type Address (unlike Framed-IP-Address).
+    (14, 0): {"type": "Address"},
+    # RFC 7155 4.4.10.5.6 / RFC 2865 5.23: a four-octet IPX network number (Wireshark and
+    # RFC 4005 said UTF8String).
+    (23, 0): {"type": "Unsigned32"},
+    # RFC 4072 4.1.4: EAP-Key-Name is an OctetString (the EAP method's key name is binary).
+    (102, 0): {"type": "OctetString"},
     (4, TGPP): {"type": "OctetString"},
     (6, TGPP): {"type": "OctetString"},
     (7, TGPP): {"type": "OctetString"},
@@ -332,7 +342,12 @@ OVERRIDES: dict[tuple[int, int], dict] = {
     (480, 0): {
         "enum": {"EVENT_RECORD": 1, "START_RECORD": 2, "INTERIM_RECORD": 3, "STOP_RECORD": 4}
     },
+    # TS 29.061 16.4.7 (table of 3GPP Diameter AVPs): 3GPP-Charging-Id is Unsigned32 (the
+    # GTP Charging ID), 3GPP-NSAPI an OctetString; TS 32.299 7.2.80C: ISUP-Cause-Location
+    # is Unsigned32 (the Q.850 location field), not an OctetString.
     (2, TGPP): {"type": "Unsigned32"},
+    (10, TGPP): {"type": "OctetString"},
+    (3423, TGPP): {"type": "Unsigned32"},
     (3, TGPP): {"enum_add": {"NON_IP": 4}},
     (829, TGPP): {"enum": {"ORIGINATING_ROLE": 0, "TERMINATING_ROLE": 1, "FORWARDING_ROLE": 2}},
     (862, TGPP): {"enum_add": {"TDF": 18, "TWAG": 19, "SCEF": 20, "IWK_SCEF": 21}},
