@@ -128,6 +128,10 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from gen_dictionaries_apps import APPLICATIONS as APP_IDS  # noqa: E402
+from gen_dictionaries_apps import COMMANDS as APP_COMMANDS  # noqa: E402
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 OUT_DIR = REPO_ROOT / "codec" / "dictionaries"
 DEFAULT_WIRESHARK_DIR = Path("/usr/share/wireshark/diameter")
@@ -213,7 +217,7 @@ FILES = {
             "3GPP TS 32.299, TS 29.061, TS 29.229, TS 29.219, TS 29.212, TS 29.214, TS 29.230, "
             "TS 29.272, TS 29.329 and the other 3GPP Diameter specs; ETSI ES 283 034/035"
         ),
-        "applications": [],
+        "applications": APP_IDS,
     },
     "sy": {
         "title": "3GPP Sy (spending limit reporting)",
@@ -549,6 +553,9 @@ EXTRA_AVPS: list[dict] = [
     {"name": "CPDT-Information", "code": 3927, "vendor": TGPP, "type": "Grouped"},
     {"name": "NIDD-Submission", "code": 3928, "vendor": TGPP, "type": "Grouped"},
     {"name": "Serving-Node-Identity", "code": 3929, "vendor": TGPP, "type": "DiameterIdentity"},
+    # RFC 5777 5.1 (S6b AAR/DER carry it); TS 29.212 5.3.129 (Gx CCR, Rx RAR/STA)
+    {"name": "QoS-Capability", "code": 578, "type": "Grouped"},
+    {"name": "TCP-Source-Port", "code": 2843, "vendor": TGPP, "type": "Unsigned32", "m": False},
 ]
 
 # --------------------------------------------------------------------------------------
@@ -557,6 +564,97 @@ EXTRA_AVPS: list[dict] = [
 # --------------------------------------------------------------------------------------
 
 GROUPED: dict[str, str] = {
+    # ---- TS 29.272 7.3 (S6a/S6d): the groups whose shape users read ----
+    "Subscription-Data": """
+        [ Subscriber-Status ] [ MSISDN ] [ A-MSISDN ] [ STN-SR ] [ ICS-Indicator ]
+        [ Network-Access-Mode ] [ Operator-Determined-Barring ] [ HPLMN-ODB ]
+        *10 [ Regional-Subscription-Zone-Code ] [ Access-Restriction-Data ]
+        [ APN-OI-Replacement ] [ LCS-Info ] [ Teleservice-List ]
+        [ 3GPP-Charging-Characteristics ] [ AMBR ] [ APN-Configuration-Profile ]
+        [ RAT-Frequency-Selection-Priority-ID ] [ Trace-Data ] [ GPRS-Subscription-Data ]
+        * [ CSG-Subscription-Data ] [ Roaming-Restricted-Due-To-Unsupported-Feature ]
+        [ Subscribed-Periodic-RAU-TAU-Timer ] [ MPS-Priority ] [ VPLMN-LIPA-Allowed ]
+        [ Relay-Node-Indicator ] [ MDT-User-Consent ] [ Subscribed-VSRVCC ]
+        [ ProSe-Subscription-Data ] [ Subscription-Data-Flags ]
+        * [ Adjacent-Access-Restriction-Data ] [ DL-Buffering-Suggested-Packet-Count ]
+        * [ IMSI-Group-Id ] [ UE-Usage-Type ] * [ AESE-Communication-Pattern ]
+        * [ Monitoring-Event-Configuration ] [ Emergency-Info ] [ V2X-Subscription-Data ]
+        * [ eDRX-Cycle-Length ] [ External-Identifier ] [ Active-Time ] * [ AVP ]""",
+    "APN-Configuration-Profile": """
+        { Context-Identifier } [ Additional-Context-Identifier ]
+        { All-APN-Configurations-Included-Indicator } 1* { APN-Configuration } * [ AVP ]""",
+    "APN-Configuration": """
+        { Context-Identifier } *2 [ Served-Party-IP-Address ] { PDN-Type }
+        { Service-Selection } [ EPS-Subscribed-QoS-Profile ] [ VPLMN-Dynamic-Address-Allowed ]
+        [ MIP6-Agent-Info ] [ Visited-Network-Identifier ] [ PDN-GW-Allocation-Type ]
+        [ 3GPP-Charging-Characteristics ] [ AMBR ] * [ Specific-APN-Info ]
+        [ APN-OI-Replacement ] [ SIPTO-Permission ] [ LIPA-Permission ] [ Restoration-Priority ]
+        [ SIPTO-Local-Network-Permission ] [ WLAN-offloadability ]
+        [ Non-IP-PDN-Type-Indicator ] [ Non-IP-Data-Delivery-Mechanism ] [ SCEF-ID ]
+        [ SCEF-Realm ] [ Preferred-Data-Mode ] [ PDN-Connection-Continuity ] * [ AVP ]""",
+    "AMBR": """
+        { Max-Requested-Bandwidth-UL } { Max-Requested-Bandwidth-DL }
+        [ Extended-Max-Requested-BW-UL ] [ Extended-Max-Requested-BW-DL ] * [ AVP ]""",
+    "EPS-Subscribed-QoS-Profile": """
+        { QoS-Class-Identifier } { Allocation-Retention-Priority } * [ AVP ]""",
+    "Authentication-Info": """
+        * [ E-UTRAN-Vector ] * [ UTRAN-Vector ] * [ GERAN-Vector ] * [ AVP ]""",
+    "E-UTRAN-Vector": "[ Item-Number ] { RAND } { XRES } { AUTN } { KASME } * [ AVP ]",
+    "Requested-EUTRAN-Authentication-Info": """
+        [ Number-Of-Requested-Vectors ] [ Immediate-Response-Preferred ]
+        [ Re-Synchronization-Info ] * [ AVP ]""",
+    "Terminal-Information": "[ IMEI ] [ 3GPP2-MEID ] [ Software-Version ] * [ AVP ]",
+    # ---- TS 29.212 5.3 (Gx): PCC rules ----
+    "Charging-Rule-Install": """
+        * [ Charging-Rule-Definition ] * [ Charging-Rule-Name ] * [ Charging-Rule-Base-Name ]
+        [ Bearer-Identifier ] [ Monitoring-Flags ] [ Rule-Activation-Time ]
+        [ Rule-Deactivation-Time ] [ Resource-Allocation-Notification ]
+        [ Charging-Correlation-Indicator ] [ IP-CAN-Type ] * [ AVP ]""",
+    "Charging-Rule-Remove": """
+        * [ Charging-Rule-Name ] * [ Charging-Rule-Base-Name ] * [ Required-Access-Info ]
+        [ Resource-Release-Notification ] * [ AVP ]""",
+    "Charging-Rule-Definition": """
+        { Charging-Rule-Name } [ Service-Identifier ] [ Rating-Group ]
+        * [ Flow-Information ] [ Default-Bearer-Indication ] [ TDF-Application-Identifier ]
+        [ Flow-Status ] [ QoS-Information ] [ PS-to-CS-Session-Continuity ]
+        [ Reporting-Level ] [ Online ] [ Offline ] [ Max-PLR-DL ] [ Max-PLR-UL ]
+        [ Metering-Method ] [ Precedence ] [ AF-Charging-Identifier ] * [ Flows ]
+        [ Monitoring-Key ] [ Redirect-Information ] [ Mute-Notification ]
+        [ AF-Signalling-Protocol ] [ Sponsor-Identity ]
+        [ Application-Service-Provider-Identity ] * [ Required-Access-Info ]
+        [ Sharing-Key-DL ] [ Sharing-Key-UL ] [ Content-Version ] * [ AVP ]""",
+    "Charging-Rule-Report": """
+        * [ Charging-Rule-Name ] * [ Charging-Rule-Base-Name ] [ Bearer-Identifier ]
+        [ PCC-Rule-Status ] [ Rule-Failure-Code ] [ Final-Unit-Indication ]
+        * [ RAN-NAS-Release-Cause ] * [ Content-Version ] * [ AVP ]""",
+    "Default-EPS-Bearer-QoS": """
+        [ QoS-Class-Identifier ] [ Allocation-Retention-Priority ] * [ AVP ]""",
+    "Usage-Monitoring-Information": """
+        [ Monitoring-Key ] 0*2 [ Granted-Service-Unit ] 0*2 [ Used-Service-Unit ]
+        [ Quota-Consumption-Time ] [ Usage-Monitoring-Level ] [ Usage-Monitoring-Report ]
+        [ Usage-Monitoring-Support ] * [ AVP ]""",
+    "Flow-Information": """
+        [ Flow-Description ] [ Packet-Filter-Identifier ] [ Packet-Filter-Usage ]
+        [ ToS-Traffic-Class ] [ Security-Parameter-Index ] [ Flow-Label ] [ Flow-Direction ]
+        [ Routing-Rule-Identifier ] * [ AVP ]""",
+    # ---- TS 29.214 5.3 (Rx) ----
+    "Media-Component-Description": """
+        { Media-Component-Number } * [ Media-Sub-Component ] [ AF-Application-Identifier ]
+        [ Media-Type ] [ Max-Requested-Bandwidth-UL ] [ Max-Requested-Bandwidth-DL ]
+        [ Max-Supported-Bandwidth-UL ] [ Max-Supported-Bandwidth-DL ]
+        [ Min-Desired-Bandwidth-UL ] [ Min-Desired-Bandwidth-DL ]
+        [ Min-Requested-Bandwidth-UL ] [ Min-Requested-Bandwidth-DL ]
+        [ Extended-Max-Requested-BW-UL ] [ Extended-Max-Requested-BW-DL ] [ Flow-Status ]
+        [ Priority-Sharing-Indicator ] [ Pre-emption-Capability ]
+        [ Pre-emption-Vulnerability ] [ Reservation-Priority ] [ RS-Bandwidth ]
+        [ RR-Bandwidth ] 0*2 [ Codec-Data ] [ Sharing-Key-DL ] [ Sharing-Key-UL ]
+        [ Content-Version ] [ Max-PLR-DL ] [ Max-PLR-UL ] * [ AVP ]""",
+    "Media-Sub-Component": """
+        { Flow-Number } 0*2 [ Flow-Description ] [ Flow-Status ] [ Flow-Usage ]
+        [ Max-Requested-Bandwidth-UL ] [ Max-Requested-Bandwidth-DL ]
+        [ AF-Signalling-Protocol ] [ ToS-Traffic-Class ] * [ AVP ]""",
+    # ---- RFC 5777 5.1 ----
+    "QoS-Capability": "1* { QoS-Profile-Template } * [ AVP ]",
     # ---- RFC 6733 ----
     "Vendor-Specific-Application-Id": """
         { Vendor-Id } [ Auth-Application-Id ] [ Acct-Application-Id ]""",
@@ -1613,7 +1711,7 @@ COMMANDS: dict[str, list[dict]] = {
                 * [ Route-Record ] * [ AVP ]""",
         },
     ],
-    "tgpp": [],
+    "tgpp": APP_COMMANDS,
 }
 
 # --------------------------------------------------------------------------------------
