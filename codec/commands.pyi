@@ -3043,6 +3043,7 @@ class UserDataRequest(Message):
     pre_paging_supported: int | None
     local_time_zone_indication: int | None
     udr_flags: int | None
+    call_reference_info: Group | None
     oc_supported_features: Group | None
     proxy_info: list[Group]
     route_record: list[str]

@@ -184,11 +184,13 @@ FILES = {
         "title": "Diameter Base Protocol, Base Accounting and common IETF extensions",
         "source": (
             "RFC 6733; RFC 7683 (overload control), RFC 7944 (DRMP), RFC 8583 (Load), "
-            "RFC 7075 (Redirect-Realm), RFC 5777 / RFC 5624 (classifier and QoS AVPs)"
+            "RFC 7075 (Redirect-Realm), RFC 5777 / RFC 5624 (classifier and QoS AVPs), "
+            "RFC 4740 (SIP application AVPs)"
         ),
         "applications": [
             {"id": 0, "name": "Diameter Common Messages", "kind": "auth"},
             {"id": 3, "name": "Diameter Base Accounting", "kind": "acct"},
+            {"id": 6, "name": "Diameter Session Initiation Protocol (SIP)", "kind": "auth"},
         ],
     },
     "nasreq": {
@@ -239,6 +241,7 @@ IETF_WS_FILES = (
     "eap.xml",
     "mobileipv4.xml",
     "mobileipv6.xml",
+    "sip.xml",
 )
 # Files scanned for vendor 10415/13019 AVPs (and the few allow-listed others).
 VENDOR_WS_FILES = ("dictionary.xml", "TGPP.xml", "etsie2e4.xml", "TGPP2.xml")
@@ -249,6 +252,7 @@ SOURCE_PRIORITY = (
     "eap.xml",
     "mobileipv4.xml",
     "mobileipv6.xml",
+    "sip.xml",
     "TGPP.xml",
     "etsie2e4.xml",
     "TGPP2.xml",
@@ -296,6 +300,15 @@ RENAMES = {
     (3416, TGPP): "ISUP-Cause",
     (3508, TGPP): "MB2-Radio-Frequency",
     (315, ETSI): "ETSI-QoS-Profile-ID",
+    # RFC 4740 (Diameter SIP application) names that TS 29.229 reuses for its own 3GPP
+    # AVPs (606-613, 824 above, which keep the plain names the Cx/SWx grammars use).
+    (376, 0): "RFC4740-SIP-Auth-Data-Item",
+    (377, 0): "RFC4740-SIP-Authentication-Scheme",
+    (378, 0): "RFC4740-SIP-Item-Number",
+    (379, 0): "RFC4740-SIP-Authenticate",
+    (380, 0): "RFC4740-SIP-Authorization",
+    (382, 0): "RFC4740-SIP-Number-Auth-Items",
+    (393, 0): "RFC4740-SIP-Method",
 }
 
 # (code, vendor) -> field overrides. "enum" replaces the whole enumeration; "enum_add" adds or
@@ -556,6 +569,16 @@ EXTRA_AVPS: list[dict] = [
     # RFC 5777 5.1 (S6b AAR/DER carry it); TS 29.212 5.3.129 (Gx CCR, Rx RAR/STA)
     {"name": "QoS-Capability", "code": 578, "type": "Grouped"},
     {"name": "TCP-Source-Port", "code": 2843, "vendor": TGPP, "type": "Unsigned32", "m": False},
+    # TS 29.329 6.3.25-27 (Sh UDR, Rel-12; V only like the other Rel-12 Sh AVPs)
+    {"name": "Call-Reference-Info", "code": 720, "vendor": TGPP, "type": "Grouped", "m": False},
+    {
+        "name": "Call-Reference-Number",
+        "code": 721,
+        "vendor": TGPP,
+        "type": "OctetString",
+        "m": False,
+    },
+    {"name": "AS-Number", "code": 722, "vendor": TGPP, "type": "OctetString", "m": False},
 ]
 
 # --------------------------------------------------------------------------------------
@@ -655,6 +678,7 @@ GROUPED: dict[str, str] = {
         [ AF-Signalling-Protocol ] [ ToS-Traffic-Class ] * [ AVP ]""",
     # ---- RFC 5777 5.1 ----
     "QoS-Capability": "1* { QoS-Profile-Template } * [ AVP ]",
+    "Call-Reference-Info": "{ Call-Reference-Number } { AS-Number } * [ AVP ]",
     # ---- RFC 6733 ----
     "Vendor-Specific-Application-Id": """
         { Vendor-Id } [ Auth-Application-Id ] [ Acct-Application-Id ]""",
@@ -1835,6 +1859,8 @@ def wanted(raw: RawAvp) -> bool:
         return raw.source in IETF_WS_FILES and not PLACEHOLDER_NAME.match(raw.name)
     if raw.vendor in (TGPP, ETSI):
         return raw.source in VENDOR_WS_FILES and not PLACEHOLDER_NAME.match(raw.name)
+    if raw.vendor == TGPP2:  # 3GPP2 X.S0013 (Ty/Tx, the cdma2000 PCC interfaces)
+        return raw.source == "TGPP2.xml" and not PLACEHOLDER_NAME.match(raw.name)
     return (raw.vendor, raw.code) in OTHER_VENDOR_ALLOW
 
 

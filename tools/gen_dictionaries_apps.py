@@ -278,7 +278,7 @@ COMMANDS: list[dict] = [
         [ Requested-Domain ] [ Current-Location ] * [ DSAI-Tag ] [ Session-Priority ]
         [ User-Name ] [ Requested-Nodes ] [ Serving-Node-Indication ]
         [ Pre-paging-Supported ] [ Local-Time-Zone-Indication ] [ UDR-Flags ]
-        [ OC-Supported-Features ] {_TAIL}""",
+        [ Call-Reference-Info ] [ OC-Supported-Features ] {_TAIL}""",
        f"""{_VSM_ANS} * [ Supported-Features ] [ Wildcarded-Public-Identity ]
         [ Wildcarded-IMPU ] [ Sh-User-Data ] {_OC_ANS} * [ Failed-AVP ] {_TAIL}"""),
     _c("Profile-Update", 307, SH, f"""
