@@ -240,6 +240,11 @@ def _list(d: Dictionary, args: argparse.Namespace) -> int:
 
 # -- import ----------------------------------------------------------------------------
 
+# How a Wireshark import resolved a definition the built-in dictionary (or the file itself)
+# already had; see codec/wireshark.py. Anything else in Dictionary.conflicts is a conflict
+# the --on-conflict policy skipped or renamed.
+REPORT_KINDS = ("merged", "kept built-in", "renamed", "duplicate")
+
 
 def _import(d: Dictionary, args: argparse.Namespace) -> int:
     before_avps = set(d.avps)
@@ -258,6 +263,13 @@ def _import(d: Dictionary, args: argparse.Namespace) -> int:
     )
     for v, n in sorted(vendors.items()):
         print(f"  {n:>6} AVPs of vendor {v} {d.vendors.get(v, '')}".rstrip())
+    merged = [c for c in conflicts if c.split(":", 1)[0] in REPORT_KINDS]
+    conflicts = [c for c in conflicts if c not in merged]
+    if merged:
+        kinds = Counter(c.split(":", 1)[0] for c in merged)
+        print("merge report: " + ", ".join(f"{n} {k}" for k, n in sorted(kinds.items())))
+        for c in merged:
+            print(f"  {c}")
     if conflicts:
         print(f"{len(conflicts)} conflicts ({args.on_conflict}):")
         for c in conflicts:
