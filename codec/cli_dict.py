@@ -18,6 +18,7 @@ from typing import Any
 
 import orjson
 
+from .dictionaries import resolve
 from .dictionary import (
     ON_CONFLICT,
     AvpDef,
@@ -34,7 +35,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="FILE",
-        help="load this dictionary file (JSON or Wireshark XML) on top of the built-in one first",
+        help="load this dictionary file (JSON or Wireshark XML, or vendor:<name>) on top of the "
+        "built-in one first",
     )
     parser.add_argument(
         "--on-conflict",
@@ -52,7 +54,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     lst.add_argument("--commands", action="store_true", help="list every command")
     lst.add_argument("--json", action="store_true", help="print JSON")
     imp = sub.add_parser("import", help="import a Wireshark XML or chargegw JSON dictionary")
-    imp.add_argument("file", type=Path)
+    imp.add_argument("file", type=Path, help='a file, or "vendor:<name>" for a shipped one')
     imp.add_argument(
         "--out", type=Path, help="write what the file added as a chargegw JSON dictionary"
     )
@@ -63,13 +65,16 @@ def run(args: argparse.Namespace) -> int:
     try:
         d = get_dictionary()
         for f in args.dict:
-            d.load_file(f, on_conflict=args.on_conflict)
+            d.load_file(resolve(f), on_conflict=args.on_conflict)
         if args.action == "show":
             return _show(d, args)
         if args.action == "list":
             return _list(d, args)
         return _import(d, args)
     except DictionaryError as exc:
+        print(f"chargegw dict: {exc}", file=sys.stderr)
+        return 1
+    except FileNotFoundError as exc:  # an unknown vendor:<name>
         print(f"chargegw dict: {exc}", file=sys.stderr)
         return 1
     except BrokenPipeError:  # `| head`
@@ -247,6 +252,7 @@ REPORT_KINDS = ("merged", "kept built-in", "renamed", "duplicate")
 
 
 def _import(d: Dictionary, args: argparse.Namespace) -> int:
+    args.file = Path(resolve(str(args.file)))
     before_avps = set(d.avps)
     before_cmds = set(d.commands)
     before_conflicts = len(d.conflicts)
