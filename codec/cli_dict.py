@@ -49,6 +49,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     show.add_argument("what", help="AVP name, snake_case name or code; or a command name or code")
     show.add_argument("--vendor", type=int, default=None, help="vendor id for a numeric AVP code")
     show.add_argument("--json", action="store_true", help="print JSON")
+    only = show.add_mutually_exclusive_group()
+    only.add_argument("--avp", action="store_true", help="only AVPs (a code can name both)")
+    only.add_argument("--command", action="store_true", help="only commands")
     lst = sub.add_parser("list", help="counts per source, vendor and application")
     lst.add_argument("--avps", action="store_true", help="list every AVP")
     lst.add_argument("--commands", action="store_true", help="list every command")
@@ -107,14 +110,24 @@ def find(
 
 def _show(d: Dictionary, args: argparse.Namespace) -> int:
     avps, cmds = find(d, args.what, args.vendor)
+    if getattr(args, "command", False):
+        avps = []
+    if getattr(args, "avp", False):
+        cmds = []
     if not avps and not cmds:
-        print(f"chargegw dict: no AVP or command {args.what!r}", file=sys.stderr)
+        kind = "command" if args.command else "AVP" if args.avp else "AVP or command"
+        print(f"chargegw dict: no {kind} {args.what!r}", file=sys.stderr)
         return 1
     if args.json:
         out = {"avps": [a.describe() for a in avps], "commands": [c.describe() for c in cmds]}
         sys.stdout.buffer.write(orjson.dumps(out, option=orjson.OPT_INDENT_2) + b"\n")
         return 0
     blocks = [describe_avp(d, a) for a in avps] + [describe_command(d, c) for c in cmds]
+    if avps and cmds:  # a code such as 272 names both: say so, and how to pick one
+        print(
+            f"{args.what} names {len(avps)} AVP(s) and {len(cmds)} command(s); "
+            "--avp or --command shows only one kind\n"
+        )
     print("\n\n".join(blocks))
     return 0
 
