@@ -2,12 +2,13 @@
 
     chargegw decode msg.hex                 # hex: whitespace, newlines and '#' comments allowed
     echo 0100... | chargegw decode -        # stdin
-    chargegw decode capture.pcap --json     # pcap/pcapng: TCP reassembled and split
+    chargegw decode capture.pcap --json     # pcap/pcapng: TCP reassembled, SCTP PPID 46
     chargegw decode dump.bin --validate     # raw bytes; also report what an answer would say
 
 The input kind is detected (pcap and pcapng by their magic, hex by its characters, raw
 otherwise) unless --format says. A malformed message is reported with its Result-Code and the
-rest are still decoded.
+rest are still decoded. Exit status: 0 all decoded (and, with --validate, no faults); 1 a
+message did not decode or, with --validate, had a fault; 2 unusable input.
 """
 
 from __future__ import annotations
@@ -39,9 +40,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--json", action="store_true", help="print a JSON array of messages")
     parser.add_argument(
-        "--validate", action="store_true", help="also check each message against its grammar"
+        "--validate",
+        action="store_true",
+        help="also check each message against its grammar (exit 1 when any has a fault)",
     )
-    parser.add_argument("--port", type=int, help="pcap: only TCP streams to or from this port")
+    parser.add_argument("--port", type=int, help="pcap: only TCP/SCTP traffic to or from this port")
     parser.add_argument("--max-length", type=int, default=DEFAULT_MAX_LENGTH, help="octets")
     parser.add_argument(
         "--dict", action="append", default=[], metavar="FILE", help="load a dictionary file first"
@@ -213,7 +216,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         for item in read_items(data, args.format, port=args.port, max_length=args.max_length):
             r = decode_item(item, validate=args.validate, max_length=args.max_length)
-            bad += "error" in r
+            bad += "error" in r or bool(r.get("faults"))
             if args.json:
                 results.append(_json(r))
             else:

@@ -18,6 +18,7 @@ from typing import Any
 
 import orjson
 
+from .dictionaries import resolve
 from .dictionary import (
     ON_CONFLICT,
     AvpDef,
@@ -34,7 +35,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="FILE",
-        help="load this dictionary file (JSON or Wireshark XML) on top of the built-in one first",
+        help="load this dictionary file (JSON or Wireshark XML, or vendor:<name>) on top of the "
+        "built-in one first",
     )
     parser.add_argument(
         "--on-conflict",
@@ -47,12 +49,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
     show.add_argument("what", help="AVP name, snake_case name or code; or a command name or code")
     show.add_argument("--vendor", type=int, default=None, help="vendor id for a numeric AVP code")
     show.add_argument("--json", action="store_true", help="print JSON")
+    only = show.add_mutually_exclusive_group()
+    only.add_argument("--avp", action="store_true", help="only AVPs (a code can name both)")
+    only.add_argument("--command", action="store_true", help="only commands")
     lst = sub.add_parser("list", help="counts per source, vendor and application")
     lst.add_argument("--avps", action="store_true", help="list every AVP")
     lst.add_argument("--commands", action="store_true", help="list every command")
     lst.add_argument("--json", action="store_true", help="print JSON")
     imp = sub.add_parser("import", help="import a Wireshark XML or chargegw JSON dictionary")
-    imp.add_argument("file", type=Path)
+    imp.add_argument("file", type=Path, help='a file, or "vendor:<name>" for a shipped one')
     imp.add_argument(
         "--out", type=Path, help="write what the file added as a chargegw JSON dictionary"
     )
@@ -63,13 +68,16 @@ def run(args: argparse.Namespace) -> int:
     try:
         d = get_dictionary()
         for f in args.dict:
-            d.load_file(f, on_conflict=args.on_conflict)
+            d.load_file(resolve(f), on_conflict=args.on_conflict)
         if args.action == "show":
             return _show(d, args)
         if args.action == "list":
             return _list(d, args)
         return _import(d, args)
     except DictionaryError as exc:
+        print(f"chargegw dict: {exc}", file=sys.stderr)
+        return 1
+    except FileNotFoundError as exc:  # an unknown vendor:<name>
         print(f"chargegw dict: {exc}", file=sys.stderr)
         return 1
     except BrokenPipeError:  # `| head`
@@ -102,14 +110,24 @@ def find(
 
 def _show(d: Dictionary, args: argparse.Namespace) -> int:
     avps, cmds = find(d, args.what, args.vendor)
+    if getattr(args, "command", False):
+        avps = []
+    if getattr(args, "avp", False):
+        cmds = []
     if not avps and not cmds:
-        print(f"chargegw dict: no AVP or command {args.what!r}", file=sys.stderr)
+        kind = "command" if args.command else "AVP" if args.avp else "AVP or command"
+        print(f"chargegw dict: no {kind} {args.what!r}", file=sys.stderr)
         return 1
     if args.json:
         out = {"avps": [a.describe() for a in avps], "commands": [c.describe() for c in cmds]}
         sys.stdout.buffer.write(orjson.dumps(out, option=orjson.OPT_INDENT_2) + b"\n")
         return 0
     blocks = [describe_avp(d, a) for a in avps] + [describe_command(d, c) for c in cmds]
+    if avps and cmds:  # a code such as 272 names both: say so, and how to pick one
+        print(
+            f"{args.what} names {len(avps)} AVP(s) and {len(cmds)} command(s); "
+            "--avp or --command shows only one kind\n"
+        )
     print("\n\n".join(blocks))
     return 0
 
@@ -240,8 +258,14 @@ def _list(d: Dictionary, args: argparse.Namespace) -> int:
 
 # -- import ----------------------------------------------------------------------------
 
+# How a Wireshark import resolved a definition the built-in dictionary (or the file itself)
+# already had; see codec/wireshark.py. Anything else in Dictionary.conflicts is a conflict
+# the --on-conflict policy skipped or renamed.
+REPORT_KINDS = ("merged", "kept built-in", "renamed", "duplicate")
+
 
 def _import(d: Dictionary, args: argparse.Namespace) -> int:
+    args.file = Path(resolve(str(args.file)))
     before_avps = set(d.avps)
     before_cmds = set(d.commands)
     before_conflicts = len(d.conflicts)
@@ -258,6 +282,13 @@ def _import(d: Dictionary, args: argparse.Namespace) -> int:
     )
     for v, n in sorted(vendors.items()):
         print(f"  {n:>6} AVPs of vendor {v} {d.vendors.get(v, '')}".rstrip())
+    merged = [c for c in conflicts if c.split(":", 1)[0] in REPORT_KINDS]
+    conflicts = [c for c in conflicts if c not in merged]
+    if merged:
+        kinds = Counter(c.split(":", 1)[0] for c in merged)
+        print("merge report: " + ", ".join(f"{n} {k}" for k, n in sorted(kinds.items())))
+        for c in merged:
+            print(f"  {c}")
     if conflicts:
         print(f"{len(conflicts)} conflicts ({args.on_conflict}):")
         for c in conflicts:

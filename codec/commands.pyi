@@ -53,7 +53,7 @@ class AARequest(Message):
     arap_password: bytes | None
     arap_security: int | None
     arap_security_data: list[bytes]
-    login_ip_host: list[bytes]
+    login_ip_host: list[IPv4Address | IPv6Address | OtherAddress]
     login_ipv6_host: list[bytes]
     login_lat_group: bytes | None
     login_lat_node: bytes | None
@@ -114,11 +114,11 @@ class AAAnswer(Message):
     framed_ip_netmask: bytes | None
     framed_route: list[str]
     framed_pool: bytes | None
-    framed_ipx_network: str | None
+    framed_ipx_network: int | None
     framed_mtu: int | None
     framed_protocol: int | None
     framed_routing: int | None
-    login_ip_host: list[bytes]
+    login_ip_host: list[IPv4Address | IPv6Address | OtherAddress]
     login_ipv6_host: list[bytes]
     login_lat_group: bytes | None
     login_lat_node: bytes | None
@@ -278,6 +278,116 @@ class AccountingAnswer(Message):
     oc_olr: Group | None
     proxy_info: list[Group]
 
+class AuthenticationInformationRequest(Message):
+    """Authentication-Information-Request (code 318, application 16777251; tgpp (builtin:tgpp.json))."""
+
+    session_id: str | None
+    drmp: int | None
+    vendor_specific_application_id: Group | None
+    auth_session_state: int | None
+    origin_host: str | None
+    origin_realm: str | None
+    destination_host: str | None
+    destination_realm: str | None
+    user_name: str | None
+    oc_supported_features: Group | None
+    supported_features: list[Group]
+    requested_eutran_authentication_info: Group | None
+    requested_utran_geran_authentication_info: Group | None
+    visited_plmn_id: bytes | None
+    air_flags: int | None
+    proxy_info: list[Group]
+    route_record: list[str]
+
+class AuthenticationInformationAnswer(Message):
+    """Authentication-Information-Answer (code 318, application 16777251; tgpp (builtin:tgpp.json))."""
+
+    session_id: str | None
+    drmp: int | None
+    vendor_specific_application_id: Group | None
+    result_code: int | None
+    experimental_result: Group | None
+    error_diagnostic: int | None
+    auth_session_state: int | None
+    origin_host: str | None
+    origin_realm: str | None
+    oc_supported_features: Group | None
+    oc_olr: Group | None
+    load: list[Group]
+    supported_features: list[Group]
+    authentication_info: Group | None
+    ue_usage_type: int | None
+    failed_avp: list[Group]
+    proxy_info: list[Group]
+    route_record: list[str]
+
+class CancelLocationRequest(Message):
+    """Cancel-Location-Request (code 317, application 16777251; tgpp (builtin:tgpp.json))."""
+
+    session_id: str | None
+    drmp: int | None
+    vendor_specific_application_id: Group | None
+    auth_session_state: int | None
+    origin_host: str | None
+    origin_realm: str | None
+    destination_host: str | None
+    destination_realm: str | None
+    user_name: str | None
+    supported_features: list[Group]
+    cancellation_type: int | None
+    clr_flags: int | None
+    proxy_info: list[Group]
+    route_record: list[str]
+
+class CancelLocationAnswer(Message):
+    """Cancel-Location-Answer (code 317, application 16777251; tgpp (builtin:tgpp.json))."""
+
+    session_id: str | None
+    drmp: int | None
+    vendor_specific_application_id: Group | None
+    result_code: int | None
+    experimental_result: Group | None
+    auth_session_state: int | None
+    origin_host: str | None
+    origin_realm: str | None
+    supported_features: list[Group]
+    failed_avp: list[Group]
+    proxy_info: list[Group]
+    route_record: list[str]
+
+class CancelVCSGLocationRequest(Message):
+    """Cancel-VCSG-Location-Request (code 8388642, application 16777308; tgpp (builtin:tgpp.json))."""
+
+    session_id: str | None
+    drmp: int | None
+    vendor_specific_application_id: Group | None
+    auth_session_state: int | None
+    origin_host: str | None
+    origin_realm: str | None
+    destination_host: str | None
+    destination_realm: str | None
+    user_name: str | None
+    supported_features: list[Group]
+    cancellation_type: int | None
+    proxy_info: list[Group]
+    route_record: list[str]
+
+class CancelVCSGLocationAnswer(Message):
+    """Cancel-VCSG-Location-Answer (code 8388642, application 16777308; tgpp (builtin:tgpp.json))."""
+
+    session_id: str | None
+    drmp: int | None
+    vendor_specific_application_id: Group | None
+    result_code: int | None
+    experimental_result: Group | None
+    auth_session_state: int | None
+    origin_host: str | None
+    origin_realm: str | None
+    supported_features: list[Group]
+    failed_avp: list[Group]
+    proxy_info: list[Group]
+    route_record: list[str]
+
 class CapabilitiesExchangeRequest(Message):
     """Capabilities-Exchange-Request (code 257, application 0; base (builtin:base.json))."""
 
@@ -312,6 +422,96 @@ class CapabilitiesExchangeAnswer(Message):
     acct_application_id: list[int]
     vendor_specific_application_id: list[Group]
     firmware_revision: int | None
+
+class ConfigurationInformationRequest(Message):
+    """Configuration-Information-Request (code 8388718, application 16777346; tgpp (builtin:tgpp.json))."""
+
+    session_id: str | None
+    drmp: int | None
+    auth_session_state: int | None
+    origin_host: str | None
+    origin_realm: str | None
+    destination_host: str | None
+    destination_realm: str | None
+    oc_supported_features: Group | None
+    user_identifier: Group | None
+    supported_features: list[Group]
+    monitoring_event_configuration: list[Group]
+    cir_flags: int | None
+    aese_communication_pattern: list[Group]
+    group_reporting_guard_timer: int | None
+    proxy_info: list[Group]
+    route_record: list[str]
+
+class ConfigurationInformationAnswer(Message):
+    """Configuration-Information-Answer (code 8388718, application 16777346; tgpp (builtin:tgpp.json))."""
+
+    session_id: str | None
+    drmp: int | None
+    result_code: int | None
+    experimental_result: Group | None
+    auth_session_state: int | None
+    origin_host: str | None
+    origin_realm: str | None
+    oc_supported_features: Group | None
+    oc_olr: Group | None
+    load: list[Group]
+    supported_features: list[Group]
+    monitoring_event_report: list[Group]
+    monitoring_event_config_status: list[Group]
+    aese_communication_pattern_config_status: list[Group]
+    supported_services: list[Group]
+    s6t_hss_cause: int | None
+    failed_avp: list[Group]
+    proxy_info: list[Group]
+    route_record: list[str]
+
+class ConnectionManagementRequest(Message):
+    """Connection-Management-Request (code 8388732, application 16777346; tgpp (builtin:tgpp.json))."""
+
+    session_id: str | None
+    drmp: int | None
+    auth_session_state: int | None
+    origin_host: str | None
+    origin_realm: str | None
+    destination_host: str | None
+    destination_realm: str | None
+    user_identifier: Group | None
+    bearer_identifier: bytes | None
+    oc_supported_features: Group | None
+    supported_features: list[Group]
+    cmr_flags: int | None
+    maximum_ue_availability_time: datetime | None
+    connection_action: int | None
+    service_selection: str | None
+    serving_plmn_rate_control: Group | None
+    extended_pco: bytes | None
+    tgpp_charging_characteristics: str | None
+    rat_type: int | None
+    terminal_information: Group | None
+    visited_plmn_id: bytes | None
+    proxy_info: list[Group]
+    route_record: list[str]
+
+class ConnectionManagementAnswer(Message):
+    """Connection-Management-Answer (code 8388732, application 16777346; tgpp (builtin:tgpp.json))."""
+
+    session_id: str | None
+    drmp: int | None
+    result_code: int | None
+    experimental_result: Group | None
+    auth_session_state: int | None
+    origin_host: str | None
+    origin_realm: str | None
+    oc_supported_features: Group | None
+    oc_olr: Group | None
+    load: list[Group]
+    supported_features: list[Group]
+    pdn_connection_charging_id: int | None
+    extended_pco: bytes | None
+    failed_avp: list[Group]
+    proxy_info: list[Group]
+    route_record: list[str]
 
 class CreditControlRequest(Message):
     """Credit-Control-Request (code 272, application 4; credit_control (builtin:credit_control.json))."""
@@ -389,6 +589,45 @@ class CreditControlAnswer(Message):
     failed_avp: list[Group]
     service_information: Group | None
 
+class DeleteSubscriberDataRequest(Message):
+    """Delete-Subscriber-Data-Request (code 320, application 16777251; tgpp (builtin:tgpp.json))."""
+
+    session_id: str | None
+    drmp: int | None
+    vendor_specific_application_id: Group | None
+    auth_session_state: int | None
+    origin_host: str | None
+    origin_realm: str | None
+    destination_host: str | None
+    destination_realm: str | None
+    user_name: str | None
+    supported_features: list[Group]
+    dsr_flags: int | None
+    scef_id: str | None
+    context_identifier: list[int]
+    trace_reference: bytes | None
+    ts_code: list[bytes]
+    ss_code: list[bytes]
+    proxy_info: list[Group]
+    route_record: list[str]
+
+class DeleteSubscriberDataAnswer(Message):
+    """Delete-Subscriber-Data-Answer (code 320, application 16777251; tgpp (builtin:tgpp.json))."""
+
+    session_id: str | None
+    drmp: int | None
+    vendor_specific_application_id: Group | None
+    result_code: int | None
+    experimental_result: Group | None
+    auth_session_state: int | None
+    origin_host: str | None
+    origin_realm: str | None
+    supported_features: list[Group]
+    dsa_flags: int | None
+    failed_avp: list[Group]
+    proxy_info: list[Group]
+    route_record: list[str]
+
 class DeviceWatchdogRequest(Message):
     """Device-Watchdog-Request (code 280, application 0; base (builtin:base.json))."""
 
@@ -426,7 +665,7 @@ class DiameterEAPRequest(Message):
     port_limit: int | None
     user_name: str | None
     eap_payload: bytes | None
-    eap_key_name: str | None
+    eap_key_name: bytes | None
     service_type: int | None
     state: bytes | None
     authorization_lifetime: int | None
@@ -461,7 +700,7 @@ class DiameterEAPAnswer(Message):
     eap_payload: bytes | None
     eap_reissued_payload: bytes | None
     eap_master_session_key: bytes | None
-    eap_key_name: str | None
+    eap_key_name: bytes | None
     multi_round_time_out: int | None
     accounting_eap_auth_method: int | None
     service_type: int | None
@@ -496,7 +735,7 @@ class DiameterEAPAnswer(Message):
     framed_ip_netmask: bytes | None
     framed_route: list[str]
     framed_pool: bytes | None
-    framed_ipx_network: str | None
+    framed_ipx_network: int | None
     framed_mtu: int | None
     framed_protocol: int | None
     framed_routing: int | None
@@ -523,6 +762,214 @@ class DisconnectPeerAnswer(Message):
     origin_realm: str | None
     error_message: str | None
     failed_avp: Group | None
+
+class GxCreditControlRequest(Message):
+    """Credit-Control-Request (code 272, application 16777238; tgpp (builtin:tgpp.json))."""
+
+    session_id: str | None
+    drmp: int | None
+    auth_application_id: int | None
+    origin_host: str | None
+    origin_realm: str | None
+    destination_realm: str | None
+    cc_request_type: int | None
+    cc_request_number: int | None
+    credit_management_status: int | None
+    destination_host: str | None
+    origin_state_id: int | None
+    subscription_id: list[Group]
+    oc_supported_features: Group | None
+    supported_features: list[Group]
+    tdf_information: Group | None
+    network_request_support: int | None
+    packet_filter_information: list[Group]
+    packet_filter_operation: int | None
+    bearer_identifier: bytes | None
+    bearer_operation: int | None
+    dynamic_address_flag: int | None
+    dynamic_address_flag_extension: int | None
+    pdn_connection_charging_id: int | None
+    framed_ip_address: bytes | None
+    framed_ipv6_prefix: bytes | None
+    ip_can_type: int | None
+    tgpp_rat_type: bytes | None
+    an_trusted: int | None
+    rat_type: int | None
+    termination_cause: int | None
+    user_equipment_info: Group | None
+    qos_information: Group | None
+    qos_negotiation: int | None
+    qos_upgrade: int | None
+    default_eps_bearer_qos: Group | None
+    default_qos_information: Group | None
+    an_gw_address: list[IPv4Address | IPv6Address | OtherAddress]
+    an_gw_status: int | None
+    tgpp_sgsn_mcc_mnc: str | None
+    tgpp_sgsn_address: bytes | None
+    tgpp_sgsn_ipv6_address: bytes | None
+    tgpp_ggsn_address: bytes | None
+    tgpp_ggsn_ipv6_address: bytes | None
+    tgpp_selection_mode: str | None
+    rai: str | None
+    tgpp_user_location_info: bytes | None
+    fixed_user_location_info: Group | None
+    user_location_info_time: datetime | None
+    user_csg_information: Group | None
+    tgpp_twan_identifier: bytes | None
+    tgpp_ms_timezone: bytes | None
+    ran_nas_release_cause: list[bytes]
+    tgpp_charging_characteristics: str | None
+    called_station_id: str | None
+    pdn_connection_id: bytes | None
+    bearer_usage: int | None
+    online: int | None
+    offline: int | None
+    tft_packet_filter_information: list[Group]
+    charging_rule_report: list[Group]
+    application_detection_information: list[Group]
+    event_trigger: list[int]
+    event_report_indication: Group | None
+    access_network_charging_address: IPv4Address | IPv6Address | OtherAddress | None
+    access_network_charging_identifier_gx: list[Group]
+    coa_information: list[Group]
+    usage_monitoring_information: list[Group]
+    nbifom_support: int | None
+    nbifom_mode: int | None
+    default_access: int | None
+    origination_time_stamp: int | None
+    maximum_wait_time: int | None
+    access_availability_change_reason: int | None
+    routing_rule_install: Group | None
+    routing_rule_remove: Group | None
+    henb_local_ip_address: IPv4Address | IPv6Address | OtherAddress | None
+    ue_local_ip_address: IPv4Address | IPv6Address | OtherAddress | None
+    udp_source_port: int | None
+    tcp_source_port: int | None
+    presence_reporting_area_information: list[Group]
+    logical_access_id: bytes | None
+    physical_access_id: str | None
+    tgpp_ps_data_off_status: int | None
+    proxy_info: list[Group]
+    route_record: list[str]
+
+class GxCreditControlAnswer(Message):
+    """Credit-Control-Answer (code 272, application 16777238; tgpp (builtin:tgpp.json))."""
+
+    session_id: str | None
+    drmp: int | None
+    auth_application_id: int | None
+    origin_host: str | None
+    origin_realm: str | None
+    result_code: int | None
+    experimental_result: Group | None
+    cc_request_type: int | None
+    cc_request_number: int | None
+    oc_supported_features: Group | None
+    oc_olr: Group | None
+    supported_features: list[Group]
+    bearer_control_mode: int | None
+    event_trigger: list[int]
+    event_report_indication: Group | None
+    origin_state_id: int | None
+    redirect_host: list[str]
+    redirect_host_usage: int | None
+    redirect_max_cache_time: int | None
+    charging_rule_remove: list[Group]
+    charging_rule_install: list[Group]
+    charging_information: Group | None
+    online: int | None
+    offline: int | None
+    qos_information: list[Group]
+    revalidation_time: datetime | None
+    default_eps_bearer_qos: Group | None
+    default_qos_information: Group | None
+    bearer_usage: int | None
+    usage_monitoring_information: list[Group]
+    csg_information_reporting: list[int]
+    user_csg_information: Group | None
+    pra_install: Group | None
+    pra_remove: Group | None
+    presence_reporting_area_information: Group | None
+    session_release_cause: int | None
+    nbifom_support: int | None
+    nbifom_mode: int | None
+    default_access: int | None
+    ran_rule_support: int | None
+    routing_rule_report: list[Group]
+    conditional_policy_information: list[Group]
+    removal_of_access: int | None
+    ip_can_type: int | None
+    error_message: str | None
+    error_reporting_host: str | None
+    failed_avp: Group | None
+    proxy_info: list[Group]
+    route_record: list[str]
+    load: list[Group]
+
+class GxReAuthRequest(Message):
+    """Re-Auth-Request (code 258, application 16777238; tgpp (builtin:tgpp.json))."""
+
+    session_id: str | None
+    drmp: int | None
+    auth_application_id: int | None
+    origin_host: str | None
+    origin_realm: str | None
+    destination_realm: str | None
+    destination_host: str | None
+    re_auth_request_type: int | None
+    session_release_cause: int | None
+    origin_state_id: int | None
+    oc_supported_features: Group | None
+    event_trigger: list[int]
+    event_report_indication: Group | None
+    charging_rule_remove: list[Group]
+    charging_rule_install: list[Group]
+    default_eps_bearer_qos: Group | None
+    qos_information: list[Group]
+    default_qos_information: Group | None
+    revalidation_time: datetime | None
+    usage_monitoring_information: list[Group]
+    pcscf_restoration_indication: int | None
+    conditional_policy_information: list[Group]
+    removal_of_access: int | None
+    ip_can_type: int | None
+    pra_install: Group | None
+    pra_remove: Group | None
+    csg_information_reporting: list[int]
+    proxy_info: list[Group]
+    route_record: list[str]
+
+class GxReAuthAnswer(Message):
+    """Re-Auth-Answer (code 258, application 16777238; tgpp (builtin:tgpp.json))."""
+
+    session_id: str | None
+    drmp: int | None
+    origin_host: str | None
+    origin_realm: str | None
+    result_code: int | None
+    experimental_result: Group | None
+    origin_state_id: int | None
+    oc_supported_features: Group | None
+    oc_olr: Group | None
+    ip_can_type: int | None
+    rat_type: int | None
+    an_trusted: int | None
+    an_gw_address: list[IPv4Address | IPv6Address | OtherAddress]
+    tgpp_sgsn_mcc_mnc: str | None
+    tgpp_sgsn_address: bytes | None
+    tgpp_sgsn_ipv6_address: bytes | None
+    rai: str | None
+    tgpp_user_location_info: bytes | None
+    user_location_info_time: datetime | None
+    netloc_access_support: int | None
+    user_csg_information: Group | None
+    tgpp_ms_timezone: bytes | None
+    default_qos_information: Group | None
+    charging_rule_report: list[Group]
+    error_message: str | None
+    error_reporting_host: str | None
+    failed_avp: Group | None
+    proxy_info: list[Group]
 
 class HomeAgentMIPRequest(Message):
     """Home-Agent-MIP-Request (code 262, application 2; mip4 (builtin:mip4.json))."""
@@ -571,6 +1018,51 @@ class HomeAgentMIPAnswer(Message):
     origin_state_id: int | None
     proxy_info: list[Group]
 
+class InsertSubscriberDataRequest(Message):
+    """Insert-Subscriber-Data-Request (code 319, application 16777251; tgpp (builtin:tgpp.json))."""
+
+    session_id: str | None
+    drmp: int | None
+    vendor_specific_application_id: Group | None
+    auth_session_state: int | None
+    origin_host: str | None
+    origin_realm: str | None
+    destination_host: str | None
+    destination_realm: str | None
+    user_name: str | None
+    supported_features: list[Group]
+    subscription_data: Group | None
+    idr_flags: int | None
+    reset_id: list[bytes]
+    proxy_info: list[Group]
+    route_record: list[str]
+
+class InsertSubscriberDataAnswer(Message):
+    """Insert-Subscriber-Data-Answer (code 319, application 16777251; tgpp (builtin:tgpp.json))."""
+
+    session_id: str | None
+    drmp: int | None
+    vendor_specific_application_id: Group | None
+    result_code: int | None
+    experimental_result: Group | None
+    auth_session_state: int | None
+    origin_host: str | None
+    origin_realm: str | None
+    supported_features: list[Group]
+    ims_voice_over_ps_sessions_supported: int | None
+    last_ue_activity_time: datetime | None
+    rat_type: int | None
+    ida_flags: int | None
+    eps_user_state: Group | None
+    eps_location_information: Group | None
+    local_time_zone: Group | None
+    supported_services: Group | None
+    monitoring_event_report: list[Group]
+    monitoring_event_config_status: list[Group]
+    failed_avp: list[Group]
+    proxy_info: list[Group]
+    route_record: list[str]
+
 class LocationInfoRequest(Message):
     """Location-Info-Request (code 302, application 16777216; cxdx (builtin:cxdx.json))."""
 
@@ -611,6 +1103,113 @@ class LocationInfoAnswer(Message):
     wildcarded_public_identity: str | None
     lia_flags: int | None
     failed_avp: Group | None
+    proxy_info: list[Group]
+    route_record: list[str]
+
+class MEIdentityCheckRequest(Message):
+    """ME-Identity-Check-Request (code 324, application 16777252; tgpp (builtin:tgpp.json))."""
+
+    session_id: str | None
+    drmp: int | None
+    vendor_specific_application_id: Group | None
+    auth_session_state: int | None
+    origin_host: str | None
+    origin_realm: str | None
+    destination_host: str | None
+    destination_realm: str | None
+    terminal_information: Group | None
+    user_name: str | None
+    proxy_info: list[Group]
+    route_record: list[str]
+
+class MEIdentityCheckAnswer(Message):
+    """ME-Identity-Check-Answer (code 324, application 16777252; tgpp (builtin:tgpp.json))."""
+
+    session_id: str | None
+    drmp: int | None
+    vendor_specific_application_id: Group | None
+    result_code: int | None
+    experimental_result: Group | None
+    auth_session_state: int | None
+    origin_host: str | None
+    origin_realm: str | None
+    equipment_status: int | None
+    failed_avp: list[Group]
+    proxy_info: list[Group]
+    route_record: list[str]
+
+class MODataRequest(Message):
+    """MO-Data-Request (code 8388733, application 16777346; tgpp (builtin:tgpp.json))."""
+
+    session_id: str | None
+    drmp: int | None
+    auth_session_state: int | None
+    origin_host: str | None
+    origin_realm: str | None
+    destination_host: str | None
+    destination_realm: str | None
+    oc_supported_features: Group | None
+    user_identifier: Group | None
+    bearer_identifier: bytes | None
+    non_ip_data: bytes | None
+    supported_features: list[Group]
+    proxy_info: list[Group]
+    route_record: list[str]
+
+class MODataAnswer(Message):
+    """MO-Data-Answer (code 8388733, application 16777346; tgpp (builtin:tgpp.json))."""
+
+    session_id: str | None
+    drmp: int | None
+    result_code: int | None
+    experimental_result: Group | None
+    auth_session_state: int | None
+    origin_host: str | None
+    origin_realm: str | None
+    oc_supported_features: Group | None
+    oc_olr: Group | None
+    load: list[Group]
+    supported_features: list[Group]
+    failed_avp: list[Group]
+    proxy_info: list[Group]
+    route_record: list[str]
+
+class MTDataRequest(Message):
+    """MT-Data-Request (code 8388734, application 16777346; tgpp (builtin:tgpp.json))."""
+
+    session_id: str | None
+    drmp: int | None
+    auth_session_state: int | None
+    origin_host: str | None
+    origin_realm: str | None
+    destination_host: str | None
+    destination_realm: str | None
+    user_identifier: Group | None
+    bearer_identifier: bytes | None
+    oc_supported_features: Group | None
+    non_ip_data: bytes | None
+    scef_wait_time: datetime | None
+    maximum_retransmission_time: datetime | None
+    supported_features: list[Group]
+    proxy_info: list[Group]
+    route_record: list[str]
+
+class MTDataAnswer(Message):
+    """MT-Data-Answer (code 8388734, application 16777346; tgpp (builtin:tgpp.json))."""
+
+    session_id: str | None
+    drmp: int | None
+    result_code: int | None
+    experimental_result: Group | None
+    auth_session_state: int | None
+    origin_host: str | None
+    origin_realm: str | None
+    oc_supported_features: Group | None
+    oc_olr: Group | None
+    load: list[Group]
+    requested_retransmission_time: datetime | None
+    supported_features: list[Group]
+    failed_avp: list[Group]
     proxy_info: list[Group]
     route_record: list[str]
 
@@ -774,13 +1373,13 @@ class NasreqAccountingRequest(Message):
     framed_ipv6_prefix: list[bytes]
     framed_ipv6_pool: bytes | None
     framed_ipv6_route: list[str]
-    framed_ipx_network: str | None
+    framed_ipx_network: int | None
     framed_mtu: int | None
     framed_pool: bytes | None
     framed_protocol: int | None
     framed_route: list[str]
     framed_routing: int | None
-    login_ip_host: list[bytes]
+    login_ip_host: list[IPv4Address | IPv6Address | OtherAddress]
     login_ipv6_host: list[bytes]
     login_lat_group: bytes | None
     login_lat_node: bytes | None
@@ -924,6 +1523,174 @@ class NasreqSessionTerminationAnswer(Message):
     redirect_max_cache_time: int | None
     proxy_info: list[Group]
 
+class NotifyRequest(Message):
+    """Notify-Request (code 323, application 16777251; tgpp (builtin:tgpp.json))."""
+
+    session_id: str | None
+    drmp: int | None
+    vendor_specific_application_id: Group | None
+    auth_session_state: int | None
+    origin_host: str | None
+    origin_realm: str | None
+    destination_host: str | None
+    destination_realm: str | None
+    user_name: str | None
+    oc_supported_features: Group | None
+    supported_features: list[Group]
+    terminal_information: Group | None
+    mip6_agent_info: Group | None
+    visited_network_identifier: bytes | None
+    context_identifier: int | None
+    service_selection: str | None
+    alert_reason: int | None
+    ue_srvcc_capability: int | None
+    nor_flags: int | None
+    homogeneous_support_of_ims_voice_over_ps_sessions: int | None
+    maximum_ue_availability_time: datetime | None
+    monitoring_event_config_status: list[Group]
+    emergency_services: int | None
+    proxy_info: list[Group]
+    route_record: list[str]
+
+class NotifyAnswer(Message):
+    """Notify-Answer (code 323, application 16777251; tgpp (builtin:tgpp.json))."""
+
+    session_id: str | None
+    drmp: int | None
+    vendor_specific_application_id: Group | None
+    result_code: int | None
+    experimental_result: Group | None
+    auth_session_state: int | None
+    origin_host: str | None
+    origin_realm: str | None
+    oc_supported_features: Group | None
+    oc_olr: Group | None
+    load: list[Group]
+    supported_features: list[Group]
+    failed_avp: list[Group]
+    proxy_info: list[Group]
+    route_record: list[str]
+
+class ProfileUpdateRequest(Message):
+    """Profile-Update-Request (code 307, application 16777217; tgpp (builtin:tgpp.json))."""
+
+    session_id: str | None
+    drmp: int | None
+    vendor_specific_application_id: Group | None
+    auth_session_state: int | None
+    origin_host: str | None
+    origin_realm: str | None
+    destination_host: str | None
+    destination_realm: str | None
+    supported_features: list[Group]
+    user_identity: Group | None
+    wildcarded_public_identity: str | None
+    wildcarded_impu: str | None
+    user_name: str | None
+    data_reference: int | None
+    sh_user_data: bytes | None
+    oc_supported_features: Group | None
+    proxy_info: list[Group]
+    route_record: list[str]
+
+class ProfileUpdateAnswer(Message):
+    """Profile-Update-Answer (code 307, application 16777217; tgpp (builtin:tgpp.json))."""
+
+    session_id: str | None
+    drmp: int | None
+    vendor_specific_application_id: Group | None
+    result_code: int | None
+    experimental_result: Group | None
+    auth_session_state: int | None
+    origin_host: str | None
+    origin_realm: str | None
+    wildcarded_public_identity: str | None
+    wildcarded_impu: str | None
+    repository_data_id: Group | None
+    data_reference: int | None
+    supported_features: list[Group]
+    oc_supported_features: Group | None
+    oc_olr: Group | None
+    load: list[Group]
+    failed_avp: list[Group]
+    proxy_info: list[Group]
+    route_record: list[str]
+
+class PurgeUERequest(Message):
+    """Purge-UE-Request (code 321, application 16777251; tgpp (builtin:tgpp.json))."""
+
+    session_id: str | None
+    drmp: int | None
+    vendor_specific_application_id: Group | None
+    auth_session_state: int | None
+    origin_host: str | None
+    origin_realm: str | None
+    destination_host: str | None
+    destination_realm: str | None
+    user_name: str | None
+    oc_supported_features: Group | None
+    pur_flags: int | None
+    supported_features: list[Group]
+    eps_location_information: Group | None
+    proxy_info: list[Group]
+    route_record: list[str]
+
+class PurgeUEAnswer(Message):
+    """Purge-UE-Answer (code 321, application 16777251; tgpp (builtin:tgpp.json))."""
+
+    session_id: str | None
+    drmp: int | None
+    vendor_specific_application_id: Group | None
+    result_code: int | None
+    experimental_result: Group | None
+    auth_session_state: int | None
+    origin_host: str | None
+    origin_realm: str | None
+    supported_features: list[Group]
+    oc_supported_features: Group | None
+    oc_olr: Group | None
+    load: list[Group]
+    pua_flags: int | None
+    failed_avp: list[Group]
+    proxy_info: list[Group]
+    route_record: list[str]
+
+class PushNotificationRequest(Message):
+    """Push-Notification-Request (code 309, application 16777217; tgpp (builtin:tgpp.json))."""
+
+    session_id: str | None
+    drmp: int | None
+    vendor_specific_application_id: Group | None
+    auth_session_state: int | None
+    origin_host: str | None
+    origin_realm: str | None
+    destination_host: str | None
+    destination_realm: str | None
+    supported_features: list[Group]
+    user_identity: Group | None
+    wildcarded_public_identity: str | None
+    wildcarded_impu: str | None
+    user_name: str | None
+    sh_user_data: bytes | None
+    proxy_info: list[Group]
+    route_record: list[str]
+
+class PushNotificationAnswer(Message):
+    """Push-Notification-Answer (code 309, application 16777217; tgpp (builtin:tgpp.json))."""
+
+    session_id: str | None
+    drmp: int | None
+    vendor_specific_application_id: Group | None
+    result_code: int | None
+    experimental_result: Group | None
+    auth_session_state: int | None
+    origin_host: str | None
+    origin_realm: str | None
+    supported_features: list[Group]
+    failed_avp: list[Group]
+    proxy_info: list[Group]
+    route_record: list[str]
+
 class PushProfileRequest(Message):
     """Push-Profile-Request (code 305, application 16777216; cxdx (builtin:cxdx.json))."""
 
@@ -1034,6 +1801,766 @@ class RegistrationTerminationAnswer(Message):
     failed_avp: Group | None
     proxy_info: list[Group]
     route_record: list[str]
+
+class ReportingInformationRequest(Message):
+    """Reporting-Information-Request (code 8388719, application 16777346; tgpp (builtin:tgpp.json))."""
+
+    session_id: str | None
+    drmp: int | None
+    auth_session_state: int | None
+    origin_host: str | None
+    origin_realm: str | None
+    destination_host: str | None
+    destination_realm: str | None
+    oc_supported_features: Group | None
+    supported_features: list[Group]
+    group_reporting_guard_timer: int | None
+    monitoring_event_report: list[Group]
+    proxy_info: list[Group]
+    route_record: list[str]
+
+class ReportingInformationAnswer(Message):
+    """Reporting-Information-Answer (code 8388719, application 16777346; tgpp (builtin:tgpp.json))."""
+
+    session_id: str | None
+    drmp: int | None
+    result_code: int | None
+    experimental_result: Group | None
+    auth_session_state: int | None
+    origin_host: str | None
+    origin_realm: str | None
+    oc_supported_features: Group | None
+    oc_olr: Group | None
+    load: list[Group]
+    supported_features: list[Group]
+    monitoring_event_report_status: list[Group]
+    failed_avp: list[Group]
+    proxy_info: list[Group]
+    route_record: list[str]
+
+class ResetRequest(Message):
+    """Reset-Request (code 322, application 16777251; tgpp (builtin:tgpp.json))."""
+
+    session_id: str | None
+    drmp: int | None
+    vendor_specific_application_id: Group | None
+    auth_session_state: int | None
+    origin_host: str | None
+    origin_realm: str | None
+    destination_host: str | None
+    destination_realm: str | None
+    supported_features: list[Group]
+    user_id: list[str]
+    reset_id: list[bytes]
+    subscription_data: Group | None
+    subscription_data_deletion: Group | None
+    proxy_info: list[Group]
+    route_record: list[str]
+
+class ResetAnswer(Message):
+    """Reset-Answer (code 322, application 16777251; tgpp (builtin:tgpp.json))."""
+
+    session_id: str | None
+    drmp: int | None
+    vendor_specific_application_id: Group | None
+    result_code: int | None
+    experimental_result: Group | None
+    auth_session_state: int | None
+    origin_host: str | None
+    origin_realm: str | None
+    supported_features: list[Group]
+    failed_avp: list[Group]
+    proxy_info: list[Group]
+    route_record: list[str]
+
+class RxAARequest(Message):
+    """AA-Request (code 265, application 16777236; tgpp (builtin:tgpp.json))."""
+
+    session_id: str | None
+    drmp: int | None
+    auth_application_id: int | None
+    origin_host: str | None
+    origin_realm: str | None
+    destination_realm: str | None
+    destination_host: str | None
+    ip_domain_id: bytes | None
+    auth_session_state: int | None
+    af_application_identifier: bytes | None
+    media_component_description: list[Group]
+    service_info_status: int | None
+    af_charging_identifier: bytes | None
+    sip_forking_indication: int | None
+    specific_action: list[int]
+    subscription_id: list[Group]
+    oc_supported_features: Group | None
+    supported_features: list[Group]
+    reservation_priority: int | None
+    framed_ip_address: bytes | None
+    framed_ipv6_prefix: bytes | None
+    called_station_id: str | None
+    service_urn: bytes | None
+    sponsored_connectivity_data: Group | None
+    mps_identifier: bytes | None
+    gcs_identifier: bytes | None
+    mcptt_identifier: bytes | None
+    mcvideo_identifier: bytes | None
+    ims_content_identifier: bytes | None
+    ims_content_type: int | None
+    rx_request_type: int | None
+    required_access_info: list[int]
+    af_requested_data: int | None
+    pre_emption_control_info: int | None
+    origin_state_id: int | None
+    proxy_info: list[Group]
+    route_record: list[str]
+
+class RxAAAnswer(Message):
+    """AA-Answer (code 265, application 16777236; tgpp (builtin:tgpp.json))."""
+
+    session_id: str | None
+    drmp: int | None
+    auth_application_id: int | None
+    origin_host: str | None
+    origin_realm: str | None
+    result_code: int | None
+    experimental_result: Group | None
+    auth_session_state: int | None
+    access_network_charging_identifier: list[Group]
+    access_network_charging_address: IPv4Address | IPv6Address | OtherAddress | None
+    acceptable_service_info: Group | None
+    an_gw_address: list[IPv4Address | IPv6Address | OtherAddress]
+    an_trusted: int | None
+    service_authorization_info: int | None
+    ip_can_type: int | None
+    netloc_access_support: int | None
+    rat_type: int | None
+    flows: list[Group]
+    oc_supported_features: Group | None
+    oc_olr: Group | None
+    supported_features: list[Group]
+    subscription_id: list[Group]
+    class_: list[bytes]
+    error_message: str | None
+    error_reporting_host: str | None
+    failed_avp: Group | None
+    retry_interval: int | None
+    origin_state_id: int | None
+    redirect_host: list[str]
+    redirect_host_usage: int | None
+    redirect_max_cache_time: int | None
+    proxy_info: list[Group]
+    load: list[Group]
+
+class RxAbortSessionRequest(Message):
+    """Abort-Session-Request (code 274, application 16777236; tgpp (builtin:tgpp.json))."""
+
+    session_id: str | None
+    drmp: int | None
+    origin_host: str | None
+    origin_realm: str | None
+    destination_realm: str | None
+    destination_host: str | None
+    auth_application_id: int | None
+    oc_supported_features: Group | None
+    abort_cause: int | None
+    origin_state_id: int | None
+    proxy_info: list[Group]
+    route_record: list[str]
+
+class RxAbortSessionAnswer(Message):
+    """Abort-Session-Answer (code 274, application 16777236; tgpp (builtin:tgpp.json))."""
+
+    session_id: str | None
+    drmp: int | None
+    origin_host: str | None
+    origin_realm: str | None
+    result_code: int | None
+    oc_supported_features: Group | None
+    oc_olr: Group | None
+    origin_state_id: int | None
+    error_message: str | None
+    error_reporting_host: str | None
+    failed_avp: Group | None
+    redirect_host: list[str]
+    redirect_host_usage: int | None
+    redirect_max_cache_time: int | None
+    proxy_info: list[Group]
+
+class RxReAuthRequest(Message):
+    """Re-Auth-Request (code 258, application 16777236; tgpp (builtin:tgpp.json))."""
+
+    session_id: str | None
+    drmp: int | None
+    origin_host: str | None
+    origin_realm: str | None
+    destination_realm: str | None
+    destination_host: str | None
+    auth_application_id: int | None
+    specific_action: list[int]
+    oc_supported_features: Group | None
+    access_network_charging_identifier: list[Group]
+    access_network_charging_address: IPv4Address | IPv6Address | OtherAddress | None
+    an_gw_address: list[IPv4Address | IPv6Address | OtherAddress]
+    an_trusted: int | None
+    flows: list[Group]
+    subscription_id: list[Group]
+    abort_cause: int | None
+    ip_can_type: int | None
+    netloc_access_support: int | None
+    rat_type: int | None
+    sponsored_connectivity_data: Group | None
+    tgpp_user_location_info: bytes | None
+    user_location_info_time: datetime | None
+    tgpp_ms_timezone: bytes | None
+    ran_nas_release_cause: list[bytes]
+    tgpp_sgsn_mcc_mnc: str | None
+    tgpp_twan_identifier: bytes | None
+    tcp_source_port: int | None
+    udp_source_port: int | None
+    ue_local_ip_address: IPv4Address | IPv6Address | OtherAddress | None
+    origin_state_id: int | None
+    class_: list[bytes]
+    proxy_info: list[Group]
+    route_record: list[str]
+
+class RxReAuthAnswer(Message):
+    """Re-Auth-Answer (code 258, application 16777236; tgpp (builtin:tgpp.json))."""
+
+    session_id: str | None
+    drmp: int | None
+    origin_host: str | None
+    origin_realm: str | None
+    result_code: int | None
+    experimental_result: Group | None
+    oc_supported_features: Group | None
+    oc_olr: Group | None
+    media_component_description: list[Group]
+    service_urn: bytes | None
+    origin_state_id: int | None
+    class_: list[bytes]
+    error_message: str | None
+    error_reporting_host: str | None
+    failed_avp: Group | None
+    redirect_host: list[str]
+    redirect_host_usage: int | None
+    redirect_max_cache_time: int | None
+    proxy_info: list[Group]
+
+class RxSessionTerminationRequest(Message):
+    """Session-Termination-Request (code 275, application 16777236; tgpp (builtin:tgpp.json))."""
+
+    session_id: str | None
+    drmp: int | None
+    origin_host: str | None
+    origin_realm: str | None
+    destination_realm: str | None
+    auth_application_id: int | None
+    termination_cause: int | None
+    destination_host: str | None
+    oc_supported_features: Group | None
+    required_access_info: list[int]
+    origin_state_id: int | None
+    class_: list[bytes]
+    proxy_info: list[Group]
+    route_record: list[str]
+
+class RxSessionTerminationAnswer(Message):
+    """Session-Termination-Answer (code 275, application 16777236; tgpp (builtin:tgpp.json))."""
+
+    session_id: str | None
+    drmp: int | None
+    origin_host: str | None
+    origin_realm: str | None
+    result_code: int | None
+    error_message: str | None
+    error_reporting_host: str | None
+    failed_avp: Group | None
+    oc_supported_features: Group | None
+    oc_olr: Group | None
+    sponsored_connectivity_data: Group | None
+    origin_state_id: int | None
+    tgpp_user_location_info: bytes | None
+    user_location_info_time: datetime | None
+    tgpp_ms_timezone: bytes | None
+    ran_nas_release_cause: list[bytes]
+    tgpp_sgsn_mcc_mnc: str | None
+    tgpp_twan_identifier: bytes | None
+    tcp_source_port: int | None
+    udp_source_port: int | None
+    ue_local_ip_address: IPv4Address | IPv6Address | OtherAddress | None
+    netloc_access_support: int | None
+    class_: list[bytes]
+    redirect_host: list[str]
+    redirect_host_usage: int | None
+    redirect_max_cache_time: int | None
+    proxy_info: list[Group]
+
+class S6bAARequest(Message):
+    """AA-Request (code 265, application 16777272; tgpp (builtin:tgpp.json))."""
+
+    session_id: str | None
+    drmp: int | None
+    auth_application_id: int | None
+    origin_host: str | None
+    origin_realm: str | None
+    destination_realm: str | None
+    auth_request_type: int | None
+    destination_host: str | None
+    user_name: str | None
+    oc_supported_features: Group | None
+    mip6_agent_info: Group | None
+    mip6_feature_vector: int | None
+    visited_network_identifier: bytes | None
+    qos_capability: Group | None
+    service_selection: str | None
+    mip6_home_link_prefix: bytes | None
+    rat_type: int | None
+    supported_features: list[Group]
+    ue_local_ip_address: IPv4Address | IPv6Address | OtherAddress | None
+    origination_time_stamp: int | None
+    maximum_wait_time: int | None
+    proxy_info: list[Group]
+    route_record: list[str]
+
+class S6bAAAnswer(Message):
+    """AA-Answer (code 265, application 16777272; tgpp (builtin:tgpp.json))."""
+
+    session_id: str | None
+    drmp: int | None
+    auth_application_id: int | None
+    auth_request_type: int | None
+    result_code: int | None
+    experimental_result: Group | None
+    origin_host: str | None
+    origin_realm: str | None
+    user_name: str | None
+    mip6_agent_info: Group | None
+    mip6_feature_vector: int | None
+    service_selection: str | None
+    session_timeout: int | None
+    apn_configuration: Group | None
+    qos_resources: Group | None
+    trace_info: Group | None
+    oc_supported_features: Group | None
+    oc_olr: Group | None
+    load: list[Group]
+    supported_features: list[Group]
+    redirect_host: list[str]
+    redirect_host_usage: int | None
+    redirect_max_cache_time: int | None
+    error_message: str | None
+    error_reporting_host: str | None
+    failed_avp: Group | None
+    proxy_info: list[Group]
+
+class S6bAbortSessionRequest(Message):
+    """Abort-Session-Request (code 274, application 16777272; tgpp (builtin:tgpp.json))."""
+
+    session_id: str | None
+    drmp: int | None
+    origin_host: str | None
+    origin_realm: str | None
+    destination_realm: str | None
+    destination_host: str | None
+    auth_application_id: int | None
+    user_name: str | None
+    auth_session_state: int | None
+    proxy_info: list[Group]
+    route_record: list[str]
+
+class S6bAbortSessionAnswer(Message):
+    """Abort-Session-Answer (code 274, application 16777272; tgpp (builtin:tgpp.json))."""
+
+    session_id: str | None
+    drmp: int | None
+    origin_host: str | None
+    origin_realm: str | None
+    result_code: int | None
+    error_message: str | None
+    error_reporting_host: str | None
+    failed_avp: Group | None
+    proxy_info: list[Group]
+
+class S6bDiameterEAPRequest(Message):
+    """Diameter-EAP-Request (code 268, application 16777272; tgpp (builtin:tgpp.json))."""
+
+    session_id: str | None
+    drmp: int | None
+    auth_application_id: int | None
+    origin_host: str | None
+    origin_realm: str | None
+    destination_realm: str | None
+    auth_request_type: int | None
+    destination_host: str | None
+    user_name: str | None
+    calling_station_id: str | None
+    eap_payload: bytes | None
+    rat_type: int | None
+    service_selection: str | None
+    mip6_feature_vector: int | None
+    qos_capability: Group | None
+    visited_network_identifier: bytes | None
+    aaa_failure_indication: int | None
+    supported_features: list[Group]
+    ue_local_ip_address: IPv4Address | IPv6Address | OtherAddress | None
+    oc_supported_features: Group | None
+    terminal_information: Group | None
+    emergency_services: int | None
+    proxy_info: list[Group]
+    route_record: list[str]
+
+class S6bDiameterEAPAnswer(Message):
+    """Diameter-EAP-Answer (code 268, application 16777272; tgpp (builtin:tgpp.json))."""
+
+    session_id: str | None
+    drmp: int | None
+    auth_application_id: int | None
+    auth_request_type: int | None
+    result_code: int | None
+    experimental_result: Group | None
+    origin_host: str | None
+    origin_realm: str | None
+    user_name: str | None
+    eap_payload: bytes | None
+    eap_master_session_key: bytes | None
+    mobile_node_identifier: str | None
+    mip6_feature_vector: int | None
+    service_selection: str | None
+    session_timeout: int | None
+    authorization_lifetime: int | None
+    auth_grace_period: int | None
+    re_auth_request_type: int | None
+    apn_configuration: Group | None
+    trace_info: Group | None
+    oc_supported_features: Group | None
+    oc_olr: Group | None
+    load: list[Group]
+    supported_features: list[Group]
+    error_message: str | None
+    error_reporting_host: str | None
+    failed_avp: Group | None
+    proxy_info: list[Group]
+
+class S6bReAuthRequest(Message):
+    """Re-Auth-Request (code 258, application 16777272; tgpp (builtin:tgpp.json))."""
+
+    session_id: str | None
+    drmp: int | None
+    origin_host: str | None
+    origin_realm: str | None
+    destination_realm: str | None
+    destination_host: str | None
+    auth_application_id: int | None
+    re_auth_request_type: int | None
+    user_name: str | None
+    proxy_info: list[Group]
+    route_record: list[str]
+
+class S6bReAuthAnswer(Message):
+    """Re-Auth-Answer (code 258, application 16777272; tgpp (builtin:tgpp.json))."""
+
+    session_id: str | None
+    drmp: int | None
+    origin_host: str | None
+    origin_realm: str | None
+    result_code: int | None
+    error_message: str | None
+    error_reporting_host: str | None
+    failed_avp: Group | None
+    proxy_info: list[Group]
+
+class S6bSessionTerminationRequest(Message):
+    """Session-Termination-Request (code 275, application 16777272; tgpp (builtin:tgpp.json))."""
+
+    session_id: str | None
+    drmp: int | None
+    origin_host: str | None
+    origin_realm: str | None
+    destination_realm: str | None
+    destination_host: str | None
+    auth_application_id: int | None
+    termination_cause: int | None
+    user_name: str | None
+    oc_supported_features: Group | None
+    proxy_info: list[Group]
+    route_record: list[str]
+
+class S6bSessionTerminationAnswer(Message):
+    """Session-Termination-Answer (code 275, application 16777272; tgpp (builtin:tgpp.json))."""
+
+    session_id: str | None
+    drmp: int | None
+    origin_host: str | None
+    origin_realm: str | None
+    result_code: int | None
+    error_message: str | None
+    error_reporting_host: str | None
+    failed_avp: Group | None
+    oc_supported_features: Group | None
+    oc_olr: Group | None
+    load: list[Group]
+    proxy_info: list[Group]
+
+class SWxMultimediaAuthRequest(Message):
+    """Multimedia-Auth-Request (code 303, application 16777265; tgpp (builtin:tgpp.json))."""
+
+    session_id: str | None
+    drmp: int | None
+    vendor_specific_application_id: Group | None
+    auth_session_state: int | None
+    origin_host: str | None
+    origin_realm: str | None
+    destination_realm: str | None
+    destination_host: str | None
+    user_name: str | None
+    oc_supported_features: Group | None
+    sip_auth_data_item: Group | None
+    sip_number_auth_items: int | None
+    rat_type: int | None
+    anid: str | None
+    visited_network_identifier: bytes | None
+    terminal_information: Group | None
+    supported_features: list[Group]
+    proxy_info: list[Group]
+    route_record: list[str]
+
+class SWxMultimediaAuthAnswer(Message):
+    """Multimedia-Auth-Answer (code 303, application 16777265; tgpp (builtin:tgpp.json))."""
+
+    session_id: str | None
+    drmp: int | None
+    vendor_specific_application_id: Group | None
+    result_code: int | None
+    experimental_result: Group | None
+    auth_session_state: int | None
+    origin_host: str | None
+    origin_realm: str | None
+    user_name: str | None
+    sip_number_auth_items: int | None
+    sip_auth_data_item: list[Group]
+    tgpp_aaa_server_name: str | None
+    oc_supported_features: Group | None
+    oc_olr: Group | None
+    load: list[Group]
+    supported_features: list[Group]
+    failed_avp: list[Group]
+    proxy_info: list[Group]
+    route_record: list[str]
+
+class SWxPushProfileRequest(Message):
+    """Push-Profile-Request (code 305, application 16777265; tgpp (builtin:tgpp.json))."""
+
+    session_id: str | None
+    drmp: int | None
+    vendor_specific_application_id: Group | None
+    auth_session_state: int | None
+    origin_host: str | None
+    origin_realm: str | None
+    destination_host: str | None
+    destination_realm: str | None
+    user_name: str | None
+    supported_features: list[Group]
+    non_3gpp_user_data: Group | None
+    ppr_flags: int | None
+    proxy_info: list[Group]
+    route_record: list[str]
+
+class SWxPushProfileAnswer(Message):
+    """Push-Profile-Answer (code 305, application 16777265; tgpp (builtin:tgpp.json))."""
+
+    session_id: str | None
+    drmp: int | None
+    vendor_specific_application_id: Group | None
+    result_code: int | None
+    experimental_result: Group | None
+    auth_session_state: int | None
+    origin_host: str | None
+    origin_realm: str | None
+    supported_features: list[Group]
+    local_time_zone: Group | None
+    failed_avp: list[Group]
+    proxy_info: list[Group]
+    route_record: list[str]
+
+class SWxRegistrationTerminationRequest(Message):
+    """Registration-Termination-Request (code 304, application 16777265; tgpp (builtin:tgpp.json))."""
+
+    session_id: str | None
+    drmp: int | None
+    vendor_specific_application_id: Group | None
+    auth_session_state: int | None
+    origin_host: str | None
+    origin_realm: str | None
+    destination_host: str | None
+    destination_realm: str | None
+    user_name: str | None
+    supported_features: list[Group]
+    deregistration_reason: Group | None
+    proxy_info: list[Group]
+    route_record: list[str]
+
+class SWxRegistrationTerminationAnswer(Message):
+    """Registration-Termination-Answer (code 304, application 16777265; tgpp (builtin:tgpp.json))."""
+
+    session_id: str | None
+    drmp: int | None
+    vendor_specific_application_id: Group | None
+    result_code: int | None
+    experimental_result: Group | None
+    auth_session_state: int | None
+    origin_host: str | None
+    origin_realm: str | None
+    supported_features: list[Group]
+    failed_avp: list[Group]
+    proxy_info: list[Group]
+    route_record: list[str]
+
+class SWxServerAssignmentRequest(Message):
+    """Server-Assignment-Request (code 301, application 16777265; tgpp (builtin:tgpp.json))."""
+
+    session_id: str | None
+    drmp: int | None
+    vendor_specific_application_id: Group | None
+    auth_session_state: int | None
+    origin_host: str | None
+    origin_realm: str | None
+    destination_host: str | None
+    destination_realm: str | None
+    user_name: str | None
+    oc_supported_features: Group | None
+    supported_features: list[Group]
+    server_assignment_type: int | None
+    service_selection: str | None
+    context_identifier: int | None
+    mip6_agent_info: Group | None
+    visited_network_identifier: bytes | None
+    active_apn: Group | None
+    terminal_information: Group | None
+    emergency_services: int | None
+    proxy_info: list[Group]
+    route_record: list[str]
+
+class SWxServerAssignmentAnswer(Message):
+    """Server-Assignment-Answer (code 301, application 16777265; tgpp (builtin:tgpp.json))."""
+
+    session_id: str | None
+    drmp: int | None
+    vendor_specific_application_id: Group | None
+    result_code: int | None
+    experimental_result: Group | None
+    auth_session_state: int | None
+    origin_host: str | None
+    origin_realm: str | None
+    user_name: str | None
+    supported_features: list[Group]
+    non_3gpp_user_data: Group | None
+    tgpp_aaa_server_name: str | None
+    oc_supported_features: Group | None
+    oc_olr: Group | None
+    load: list[Group]
+    failed_avp: list[Group]
+    proxy_info: list[Group]
+    route_record: list[str]
+
+class SdCreditControlRequest(Message):
+    """Credit-Control-Request (code 272, application 16777303; tgpp (builtin:tgpp.json))."""
+
+    session_id: str | None
+    drmp: int | None
+    auth_application_id: int | None
+    origin_host: str | None
+    origin_realm: str | None
+    destination_realm: str | None
+    cc_request_type: int | None
+    cc_request_number: int | None
+    destination_host: str | None
+    origin_state_id: int | None
+    oc_supported_features: Group | None
+    supported_features: list[Group]
+    framed_ip_address: bytes | None
+    framed_ipv6_prefix: bytes | None
+    subscription_id: list[Group]
+    called_station_id: str | None
+    application_detection_information: list[Group]
+    usage_monitoring_information: list[Group]
+    event_trigger: list[int]
+    adc_rule_report: list[Group]
+    proxy_info: list[Group]
+    route_record: list[str]
+
+class SdCreditControlAnswer(Message):
+    """Credit-Control-Answer (code 272, application 16777303; tgpp (builtin:tgpp.json))."""
+
+    session_id: str | None
+    drmp: int | None
+    auth_application_id: int | None
+    origin_host: str | None
+    origin_realm: str | None
+    result_code: int | None
+    experimental_result: Group | None
+    cc_request_type: int | None
+    cc_request_number: int | None
+    oc_supported_features: Group | None
+    oc_olr: Group | None
+    supported_features: list[Group]
+    adc_rule_remove: list[Group]
+    adc_rule_install: list[Group]
+    event_trigger: list[int]
+    usage_monitoring_information: list[Group]
+    revalidation_time: datetime | None
+    origin_state_id: int | None
+    redirect_host: list[str]
+    redirect_host_usage: int | None
+    redirect_max_cache_time: int | None
+    error_message: str | None
+    error_reporting_host: str | None
+    failed_avp: Group | None
+    proxy_info: list[Group]
+    route_record: list[str]
+    load: list[Group]
+
+class SdReAuthRequest(Message):
+    """Re-Auth-Request (code 258, application 16777303; tgpp (builtin:tgpp.json))."""
+
+    session_id: str | None
+    drmp: int | None
+    auth_application_id: int | None
+    origin_host: str | None
+    origin_realm: str | None
+    destination_realm: str | None
+    destination_host: str | None
+    re_auth_request_type: int | None
+    session_release_cause: int | None
+    origin_state_id: int | None
+    oc_supported_features: Group | None
+    event_trigger: list[int]
+    adc_rule_remove: list[Group]
+    adc_rule_install: list[Group]
+    revalidation_time: datetime | None
+    usage_monitoring_information: list[Group]
+    proxy_info: list[Group]
+    route_record: list[str]
+
+class SdReAuthAnswer(Message):
+    """Re-Auth-Answer (code 258, application 16777303; tgpp (builtin:tgpp.json))."""
+
+    session_id: str | None
+    drmp: int | None
+    origin_host: str | None
+    origin_realm: str | None
+    result_code: int | None
+    experimental_result: Group | None
+    oc_supported_features: Group | None
+    oc_olr: Group | None
+    origin_state_id: int | None
+    adc_rule_report: list[Group]
+    error_message: str | None
+    error_reporting_host: str | None
+    failed_avp: Group | None
+    redirect_host: list[str]
+    redirect_host_usage: int | None
+    redirect_max_cache_time: int | None
+    proxy_info: list[Group]
 
 class ServerAssignmentRequest(Message):
     """Server-Assignment-Request (code 301, application 16777216; cxdx (builtin:cxdx.json))."""
@@ -1209,6 +2736,58 @@ class SpendingStatusNotificationAnswer(Message):
     failed_avp: Group | None
     proxy_info: list[Group]
 
+class SubscribeNotificationsRequest(Message):
+    """Subscribe-Notifications-Request (code 308, application 16777217; tgpp (builtin:tgpp.json))."""
+
+    session_id: str | None
+    drmp: int | None
+    vendor_specific_application_id: Group | None
+    auth_session_state: int | None
+    origin_host: str | None
+    origin_realm: str | None
+    destination_host: str | None
+    destination_realm: str | None
+    supported_features: list[Group]
+    user_identity: Group | None
+    wildcarded_public_identity: str | None
+    wildcarded_impu: str | None
+    service_indication: list[bytes]
+    send_data_indication: int | None
+    server_name: str | None
+    subs_req_type: int | None
+    data_reference: list[int]
+    identity_set: list[int]
+    expiry_time: datetime | None
+    dsai_tag: list[bytes]
+    one_time_notification: int | None
+    user_name: str | None
+    oc_supported_features: Group | None
+    proxy_info: list[Group]
+    route_record: list[str]
+
+class SubscribeNotificationsAnswer(Message):
+    """Subscribe-Notifications-Answer (code 308, application 16777217; tgpp (builtin:tgpp.json))."""
+
+    session_id: str | None
+    drmp: int | None
+    vendor_specific_application_id: Group | None
+    result_code: int | None
+    experimental_result: Group | None
+    auth_session_state: int | None
+    origin_host: str | None
+    origin_realm: str | None
+    wildcarded_public_identity: str | None
+    wildcarded_impu: str | None
+    supported_features: list[Group]
+    sh_user_data: bytes | None
+    expiry_time: datetime | None
+    oc_supported_features: Group | None
+    oc_olr: Group | None
+    load: list[Group]
+    failed_avp: list[Group]
+    proxy_info: list[Group]
+    route_record: list[str]
+
 class SySessionTerminationRequest(Message):
     """Session-Termination-Request (code 275, application 16777302; sy (builtin:sy.json))."""
 
@@ -1245,6 +2824,153 @@ class SySessionTerminationAnswer(Message):
     redirect_host_usage: int | None
     redirect_max_cache_time: int | None
     proxy_info: list[Group]
+
+class TDFSessionRequest(Message):
+    """TDF-Session-Request (code 8388637, application 16777303; tgpp (builtin:tgpp.json))."""
+
+    session_id: str | None
+    drmp: int | None
+    auth_application_id: int | None
+    origin_host: str | None
+    origin_realm: str | None
+    destination_realm: str | None
+    destination_host: str | None
+    origin_state_id: int | None
+    oc_supported_features: Group | None
+    subscription_id: list[Group]
+    supported_features: list[Group]
+    framed_ip_address: bytes | None
+    framed_ipv6_prefix: bytes | None
+    called_station_id: str | None
+    ip_can_type: int | None
+    rat_type: int | None
+    an_trusted: int | None
+    tgpp_user_location_info: bytes | None
+    user_equipment_info: Group | None
+    tgpp_ms_timezone: bytes | None
+    adc_rule_install: list[Group]
+    revalidation_time: datetime | None
+    usage_monitoring_information: list[Group]
+    csg_information_reporting: list[int]
+    event_trigger: list[int]
+    proxy_info: list[Group]
+    route_record: list[str]
+
+class TDFSessionAnswer(Message):
+    """TDF-Session-Answer (code 8388637, application 16777303; tgpp (builtin:tgpp.json))."""
+
+    session_id: str | None
+    drmp: int | None
+    origin_host: str | None
+    origin_realm: str | None
+    result_code: int | None
+    experimental_result: Group | None
+    oc_supported_features: Group | None
+    oc_olr: Group | None
+    supported_features: list[Group]
+    origin_state_id: int | None
+    error_message: str | None
+    error_reporting_host: str | None
+    failed_avp: Group | None
+    redirect_host: list[str]
+    redirect_host_usage: int | None
+    redirect_max_cache_time: int | None
+    proxy_info: list[Group]
+    load: list[Group]
+
+class UpdateLocationRequest(Message):
+    """Update-Location-Request (code 316, application 16777251; tgpp (builtin:tgpp.json))."""
+
+    session_id: str | None
+    drmp: int | None
+    vendor_specific_application_id: Group | None
+    auth_session_state: int | None
+    origin_host: str | None
+    origin_realm: str | None
+    destination_host: str | None
+    destination_realm: str | None
+    user_name: str | None
+    oc_supported_features: Group | None
+    supported_features: list[Group]
+    terminal_information: Group | None
+    rat_type: int | None
+    ulr_flags: int | None
+    ue_srvcc_capability: int | None
+    visited_plmn_id: bytes | None
+    sgsn_number: bytes | None
+    homogeneous_support_of_ims_voice_over_ps_sessions: int | None
+    gmlc_address: IPv4Address | IPv6Address | OtherAddress | None
+    active_apn: list[Group]
+    equivalent_plmn_list: Group | None
+    mme_number_for_mt_sms: bytes | None
+    sms_register_request: int | None
+    sgs_mme_identity: str | None
+    coupled_node_diameter_id: str | None
+    adjacent_plmns: Group | None
+    supported_services: Group | None
+    proxy_info: list[Group]
+    route_record: list[str]
+
+class UpdateLocationAnswer(Message):
+    """Update-Location-Answer (code 316, application 16777251; tgpp (builtin:tgpp.json))."""
+
+    session_id: str | None
+    drmp: int | None
+    vendor_specific_application_id: Group | None
+    result_code: int | None
+    experimental_result: Group | None
+    error_diagnostic: int | None
+    auth_session_state: int | None
+    origin_host: str | None
+    origin_realm: str | None
+    oc_supported_features: Group | None
+    oc_olr: Group | None
+    load: list[Group]
+    supported_features: list[Group]
+    ula_flags: int | None
+    subscription_data: Group | None
+    reset_id: list[bytes]
+    failed_avp: list[Group]
+    proxy_info: list[Group]
+    route_record: list[str]
+
+class UpdateVCSGLocationRequest(Message):
+    """Update-VCSG-Location-Request (code 8388638, application 16777308; tgpp (builtin:tgpp.json))."""
+
+    session_id: str | None
+    drmp: int | None
+    vendor_specific_application_id: Group | None
+    auth_session_state: int | None
+    origin_host: str | None
+    origin_realm: str | None
+    destination_host: str | None
+    destination_realm: str | None
+    user_name: str | None
+    msisdn: bytes | None
+    sgsn_number: bytes | None
+    supported_features: list[Group]
+    uvr_flags: int | None
+    proxy_info: list[Group]
+    route_record: list[str]
+
+class UpdateVCSGLocationAnswer(Message):
+    """Update-VCSG-Location-Answer (code 8388638, application 16777308; tgpp (builtin:tgpp.json))."""
+
+    session_id: str | None
+    drmp: int | None
+    vendor_specific_application_id: Group | None
+    result_code: int | None
+    experimental_result: Group | None
+    error_diagnostic: int | None
+    auth_session_state: int | None
+    origin_host: str | None
+    origin_realm: str | None
+    supported_features: list[Group]
+    uva_flags: int | None
+    vplmn_csg_subscription_data: list[Group]
+    failed_avp: list[Group]
+    proxy_info: list[Group]
+    route_record: list[str]
 
 class UserAuthorizationRequest(Message):
     """User-Authorization-Request (code 300, application 16777216; cxdx (builtin:cxdx.json))."""
@@ -1285,5 +3011,61 @@ class UserAuthorizationAnswer(Message):
     server_name: str | None
     server_capabilities: Group | None
     failed_avp: Group | None
+    proxy_info: list[Group]
+    route_record: list[str]
+
+class UserDataRequest(Message):
+    """User-Data-Request (code 306, application 16777217; tgpp (builtin:tgpp.json))."""
+
+    session_id: str | None
+    drmp: int | None
+    vendor_specific_application_id: Group | None
+    auth_session_state: int | None
+    origin_host: str | None
+    origin_realm: str | None
+    destination_host: str | None
+    destination_realm: str | None
+    supported_features: list[Group]
+    user_identity: Group | None
+    wildcarded_public_identity: str | None
+    wildcarded_impu: str | None
+    server_name: str | None
+    service_indication: list[bytes]
+    data_reference: list[int]
+    identity_set: list[int]
+    requested_domain: int | None
+    current_location: int | None
+    dsai_tag: list[bytes]
+    session_priority: int | None
+    user_name: str | None
+    requested_nodes: int | None
+    serving_node_indication: int | None
+    pre_paging_supported: int | None
+    local_time_zone_indication: int | None
+    udr_flags: int | None
+    call_reference_info: Group | None
+    oc_supported_features: Group | None
+    proxy_info: list[Group]
+    route_record: list[str]
+
+class UserDataAnswer(Message):
+    """User-Data-Answer (code 306, application 16777217; tgpp (builtin:tgpp.json))."""
+
+    session_id: str | None
+    drmp: int | None
+    vendor_specific_application_id: Group | None
+    result_code: int | None
+    experimental_result: Group | None
+    auth_session_state: int | None
+    origin_host: str | None
+    origin_realm: str | None
+    supported_features: list[Group]
+    wildcarded_public_identity: str | None
+    wildcarded_impu: str | None
+    sh_user_data: bytes | None
+    oc_supported_features: Group | None
+    oc_olr: Group | None
+    load: list[Group]
+    failed_avp: list[Group]
     proxy_info: list[Group]
     route_record: list[str]

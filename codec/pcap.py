@@ -1,9 +1,11 @@
-"""Diameter messages out of a capture file: classic pcap or pcapng, TCP over IPv4/IPv6.
+"""Diameter messages out of a capture file: classic pcap or pcapng, TCP or SCTP over IPv4/IPv6.
 
 A small reader of our own (no scapy): link types Ethernet (with VLAN tags), Linux cooked
 (SLL and SLL2), BSD loopback (DLT_NULL, DLT_LOOP) and raw IP; IPv4 (unfragmented packets)
 and IPv6 (extension headers skipped); TCP reassembled per direction by sequence number, with
-retransmitted and overlapping data dropped; then split into messages by FrameReader.
+retransmitted and overlapping data dropped; SCTP DATA chunks with PPID 46 (Diameter, RFC 6733
+2.1) per direction and stream, fragments joined in TSN order and retransmitted TSNs dropped;
+then split into messages by FrameReader.
 """
 
 from __future__ import annotations
@@ -160,6 +162,27 @@ class Segment:
 
 def tcp_segment(packet: bytes) -> Segment | None:
     """The TCP segment in an IPv4 or IPv6 packet (None for anything else)."""
+    ip = ip_payload(packet)
+    if ip is None or ip[2] != IPPROTO_TCP:
+        return None
+    src, dst, _, tcp = ip
+    if len(tcp) < 20:
+        return None
+    sport, dport, seq = struct.unpack_from(">HHI", tcp, 0)
+    off = (tcp[12] >> 4) * 4
+    flags = tcp[13]
+    if off < 20 or off > len(tcp):
+        return None
+    return Segment(src, dst, sport, dport, seq, bool(flags & 0x02), bool(flags & 0x01), tcp[off:])
+
+
+IPPROTO_TCP = 6
+IPPROTO_SCTP = 132
+PPID_DIAMETER = 46  # IANA SCTP payload protocol identifier for Diameter (RFC 6733 2.1)
+
+
+def ip_payload(packet: bytes) -> tuple[str, str, int, bytes] | None:
+    """(source, destination, protocol, payload) of an unfragmented IPv4 or IPv6 packet."""
     if not packet:
         return None
     version = packet[0] >> 4
@@ -169,11 +192,11 @@ def tcp_segment(packet: bytes) -> Segment | None:
         ihl = (packet[0] & 0x0F) * 4
         total = struct.unpack_from(">H", packet, 2)[0]
         frag = struct.unpack_from(">H", packet, 6)[0]
-        if packet[9] != 6 or frag & 0x3FFF or ihl < 20:  # not TCP, or a fragment
+        if frag & 0x3FFF or ihl < 20:  # a fragment (not reassembled), or a bad header
             return None
         src = str(ipaddress.IPv4Address(packet[12:16]))
         dst = str(ipaddress.IPv4Address(packet[16:20]))
-        tcp = packet[ihl : total if total >= ihl else len(packet)]
+        return src, dst, packet[9], packet[ihl : total if total >= ihl else len(packet)]
     elif version == 6:
         if len(packet) < 40:
             return None
@@ -186,19 +209,30 @@ def tcp_segment(packet: bytes) -> Segment | None:
             hlen = (rest[1] + 2) * 4 if nh == 51 else (rest[1] + 1) * 8
             nh = rest[0]
             rest = rest[hlen:]
-        if nh != 6:  # not TCP (or a fragment header: fragments are not reassembled)
+        if nh == 44:  # a fragment header: fragments are not reassembled
             return None
-        tcp = rest
-    else:
-        return None
-    if len(tcp) < 20:
-        return None
-    sport, dport, seq = struct.unpack_from(">HHI", tcp, 0)
-    off = (tcp[12] >> 4) * 4
-    flags = tcp[13]
-    if off < 20 or off > len(tcp):
-        return None
-    return Segment(src, dst, sport, dport, seq, bool(flags & 0x02), bool(flags & 0x01), tcp[off:])
+        return src, dst, nh, rest
+    return None
+
+
+def sctp_data(packet: bytes) -> Iterator[tuple[str, int, str, int, int, int, int, bytes]]:
+    """The Diameter DATA chunks of an SCTP packet: (src, sport, dst, dport, stream, TSN,
+    flags, user data). Chunks of other types or payload protocols are skipped."""
+    ip = ip_payload(packet)
+    if ip is None or ip[2] != IPPROTO_SCTP or len(ip[3]) < 12:
+        return
+    src, dst, _, sctp = ip
+    sport, dport = struct.unpack_from(">HH", sctp, 0)
+    pos = 12
+    while pos + 4 <= len(sctp):
+        ctype, cflags, clen = struct.unpack_from(">BBH", sctp, pos)
+        if clen < 4 or pos + clen > len(sctp):
+            return  # a truncated or malformed chunk: nothing after it can be trusted
+        if ctype == 0 and clen >= 16:  # DATA (RFC 9260 3.3.1)
+            tsn, sid, _ssn, ppid = struct.unpack_from(">IHHI", sctp, pos + 4)
+            if ppid == PPID_DIAMETER:
+                yield src, sport, dst, dport, sid, tsn, cflags, sctp[pos + 16 : pos + clen]
+        pos += (clen + 3) & ~3
 
 
 @dataclass
@@ -247,7 +281,8 @@ def streams(data: bytes, port: int | None = None) -> list[Stream]:
 def messages(
     data: bytes, *, port: int | None = None, max_length: int = DEFAULT_MAX_LENGTH
 ) -> list[CapturedMessage]:
-    """Every Diameter message in a capture, ordered by the frame that completed it.
+    """Every Diameter message in a capture (TCP and SCTP), ordered by the frame that
+    completed it.
 
     A stream whose bytes do not frame as Diameter yields one entry with the FramingError and
     nothing more (there is no way to find the next header), until a gap in the capture.
@@ -255,8 +290,68 @@ def messages(
     out: list[CapturedMessage] = []
     for st in streams(data, port):
         out += _stream_messages(st, max_length)
+    out += sctp_messages(data, port=port, max_length=max_length)
     out.sort(key=lambda m: m.frame)
     return out
+
+
+def sctp_messages(
+    data: bytes, *, port: int | None = None, max_length: int = DEFAULT_MAX_LENGTH
+) -> list[CapturedMessage]:
+    """Diameter messages of the SCTP associations in a capture: each direction and stream's
+    user messages (B..E fragments joined in TSN order), split by FrameReader."""
+    seen: set[tuple[str, int, str, int, int]] = set()  # (direction, TSN): retransmissions
+    parts: dict[tuple[str, int, str, int, int], list[tuple[int, int, int, bytes]]] = {}
+    readers: dict[tuple[str, int, str, int, int], FrameReader] = {}
+    broken: set[tuple[str, int, str, int, int]] = set()
+    out: list[CapturedMessage] = []
+    for fr in frames(data):
+        pkt = ip_packet(fr.linktype, fr.data)
+        if pkt is None:
+            continue
+        for src, sport, dst, dport, sid, tsn, flags, user in sctp_data(pkt):
+            if port is not None and port not in (sport, dport):
+                continue
+            if (src, sport, dst, dport, tsn) in seen:
+                continue
+            seen.add((src, sport, dst, dport, tsn))
+            key = (src, sport, dst, dport, sid)
+            label = f"{src}:{sport} -> {dst}:{dport} sctp stream {sid}"
+            pending = parts.setdefault(key, [])
+            pending.append((tsn, flags, fr.number, user))
+            whole = _sctp_user_message(pending)
+            if whole is None or key in broken:
+                continue
+            reader = readers.setdefault(key, FrameReader(max_length))
+            try:
+                out += [CapturedMessage(fr.number, label, m) for m in reader.feed(whole)]
+            except FramingError as exc:
+                out.append(CapturedMessage(fr.number, label, None, exc))
+                broken.add(key)
+    for key, reader in readers.items():
+        if reader.buffered and key not in broken:
+            s, sp, d, dp, sid = key
+            out.append(_cut(0, f"{s}:{sp} -> {d}:{dp} sctp stream {sid}", reader.buffered, False))
+    return out
+
+
+def _sctp_user_message(pending: list[tuple[int, int, int, bytes]]) -> bytes | None:
+    """The user message that `pending` (fragments of one stream) completes, removed from it;
+    None while fragments are missing. Flags: B (0x02) first fragment, E (0x01) last."""
+    pending.sort(key=lambda p: p[0])
+    for i, (_, flags, _, _) in enumerate(pending):
+        if not flags & 0x02:
+            continue
+        j = i
+        while not pending[j][1] & 0x01:
+            if j + 1 == len(pending) or pending[j + 1][0] != (pending[j][0] + 1) & 0xFFFFFFFF:
+                break
+            j += 1
+        else:
+            whole = b"".join(p[3] for p in pending[i : j + 1])
+            del pending[i : j + 1]
+            return whole
+    return None
 
 
 def _stream_messages(st: Stream, max_length: int) -> list[CapturedMessage]:

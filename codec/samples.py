@@ -59,8 +59,19 @@ BY_NAME: dict[str, Any] = {
 }
 
 
+# Where an application gives an AVP a stricter form: S6a/S6d (16777251) and S7a (16777308)
+# carry the IMSI in User-Name (TS 29.272 7.3.1); Visited-PLMN-Id is 3 octets MCC/MNC (TBCD).
+BY_APP: dict[tuple[int, str], Any] = {
+    (16777251, "User-Name"): "001011234567890",
+    (16777308, "User-Name"): "001011234567890",
+}
+BY_NAME["Visited-PLMN-Id"] = b"\x00\xf1\x10"  # MCC 001, MNC 01
+
+
 def sample_value(d: AvpDef, app_id: int | None = None, depth: int = 0) -> Any:
     """A plausible value for one AVP (a dict of required members for a Grouped AVP)."""
+    if (app_id or 0, d.name) in BY_APP:
+        return BY_APP[(app_id or 0, d.name)]
     if d.name in BY_NAME:
         return BY_NAME[d.name]
     if d.name.endswith("Application-Id") and d.type in ("Unsigned32", "Integer32"):

@@ -14,6 +14,18 @@ What the XML gives, and how it is read:
 * Definitions already loaded win. An identical one merges silently; a clash follows the
   `on_conflict` policy of Dictionary (error, skip or rename). A command that the dictionary
   already has under the same name (with a real grammar) is left alone.
+* Except against the built-in dictionary, which was generated from these very files and
+  corrected to the specs: there Wireshark's known differences are expected, so they never fail
+  an import. A Wireshark AVP whose code the built-in dictionary has is the same AVP when its
+  name is the built-in one up to case and punctuation, or the Wireshark name the built-in
+  corrected (`WS_NAMES`): it merges (enum values, members), and where Wireshark's type differs
+  the built-in (spec) type is kept. Any other name on a built-in code is a conflict (the
+  `on_conflict` policy). A Wireshark AVP whose name a built-in
+  one holds under another code is loaded as "Name.vendor.code". A code defined twice inside
+  the imported files (Starent.xml has some) keeps its first definition. A command whose
+  (application, code) the built-in dictionary has keeps the built-in grammar. Each of these
+  is reported in `Dictionary.conflicts`, one line each, prefixed by what was done ("merged",
+  "kept built-in", "renamed", "duplicate"), so an import tells what it merged.
 """
 
 from __future__ import annotations
@@ -37,6 +49,36 @@ WS_TYPES = {
     "AppId": "Unsigned32",
     "QoSFilterRule": "OctetString",  # RFC 3588 4.3; not in RFC 6733
     "MIPRegistrationRequest": "OctetString",
+}
+
+# Wireshark's names for AVPs the built-in dictionary renamed to their spec names
+# (tools/gen_dictionaries.py RENAMES; a test keeps the two in step): (code, vendor) -> name.
+WS_NAMES: dict[tuple[int, int], str] = {
+    (50, 0): "Accounting-Multi-Session-Id",
+    (68, 0): "Tunnel-Connection-ID",
+    (376, 0): "SIP-Auth-Data-Item",
+    (377, 0): "SIP-Authentication-Scheme",
+    (378, 0): "SIP-Item-Number",
+    (379, 0): "SIP-Authenticate",
+    (380, 0): "SIP-Authorization",
+    (382, 0): "SIP-Number-Auth-Items",
+    (393, 0): "SIP-Method",
+    (606, 10415): "Cx-User-Data",
+    (607, 10415): "3GPP-SIP-Number-Auth-Items",
+    (608, 10415): "3GPP-SIP-Authentication-Scheme",
+    (609, 10415): "3GPP-SIP-Authenticate",
+    (610, 10415): "3GPP-SIP-Authorization",
+    (612, 10415): "3GPP-SIP-Auth-Data-Item",
+    (613, 10415): "3GPP-SIP-Item-Number",
+    (634, 10415): "Wildcarded-PSI",
+    (824, 10415): "3GPP-SIP-Method",
+    (872, 10415): "3GPP-Reporting-Reason",
+    (2603, 10415): "IP-Realm-Default-Indicator",
+    (2604, 10415): "Local-GW-Inserted-Indicator",
+    (2605, 10415): "Transcoder-Inserted-Indicator",
+    (3416, 10415): "ISUP-Release-Cause",
+    (3508, 10415): "Radio-Frequency",
+    (315, 13019): "QoS-Profile-ID",
 }
 
 # Wireshark's vendor symbols, for a fragment file imported without dictionary.xml
@@ -176,8 +218,47 @@ def import_wireshark(
     before = len(dictionary.avps)
     renamed: dict[str, str] = {}
     added: list[tuple[AvpDef, list[str]]] = []
+    first: dict[tuple[int, int], AvpDef] = {}  # this import's definitions, by code
+    report = dictionary.conflicts.append
     for d, members in avp_defs:
         wanted = d.name
+        held = first.get(d.key)
+        if held is not None:  # the imported files define this code twice
+            if (held.name, held.type) != (d.name, d.type):
+                report(
+                    f"duplicate: AVP code {d.code} vendor {d.vendor}: {d.name} ({d.type}) "
+                    f"from {d.source} is defined again; kept {held.name} ({held.type})"
+                )
+                renamed.setdefault(d.name, dictionary.avps[d.key].name)
+            continue
+        first[d.key] = d
+        old = dictionary.avps.get(d.key)
+        same = old is not None and (
+            _norm(old.name) == _norm(d.name) or WS_NAMES.get(d.key) == d.name
+        )
+        if same and _builtin(old) and (old.name, old.type) != (d.name, d.type):
+            renamed[wanted] = old.name  # members that name it mean the built-in one
+            if old.type == d.type:
+                report(f"merged: {d.name} (code {d.code} vendor {d.vendor}) is {old.name}")
+                d.name = old.name
+                d.__post_init__()
+            else:
+                report(
+                    f"kept built-in: AVP code {d.code} vendor {d.vendor}: {old.name} "
+                    f"({old.type}, {old.source}), not Wireshark's {d.name} ({d.type})"
+                )
+                if old.type == "Grouped" and old.grammar_src is None and members:
+                    added.append((old, members))
+                continue
+        elif old is None:
+            other = dictionary.by_name.get(d.name)
+            if other is not None and _builtin(other):
+                got = dictionary.add_avp(d, on_conflict="rename")
+                if got is not None:
+                    added.append((got, members))
+                    renamed[wanted] = got.name
+                    dictionary.conflicts[-1] = "renamed: " + dictionary.conflicts[-1]
+                continue
         got = dictionary.add_avp(d, on_conflict=on_conflict)
         if got is d:
             added.append((d, members))
@@ -196,6 +277,13 @@ def import_wireshark(
             dictionary._unresolved.append(d)
     for c in commands:
         if _known_command(dictionary, c):
+            continue
+        old_cmd = dictionary.commands.get((c.app_id, c.code))
+        if old_cmd is not None and _builtin(old_cmd):
+            report(
+                f"kept built-in: command {c.code} (application {c.app_id}): {old_cmd.name} "
+                f"with its grammar, not Wireshark's {c.name}"
+            )
             continue
         dictionary.add_command(c, on_conflict=on_conflict)
     dictionary.sources.append(origin)
@@ -263,6 +351,11 @@ def _avp(
         None,
     )
     return d, members
+
+
+def _builtin(d: AvpDef | CommandDef) -> bool:
+    """Whether a definition comes from chargegw's own (spec-corrected) dictionary files."""
+    return "(builtin:" in d.source
 
 
 def _norm(name: str) -> str:

@@ -62,11 +62,12 @@ def load_config(path: str | None = None, env: Mapping[str, str] | None = None) -
 def load_dictionaries(config: Config) -> None:
     """Load `dictionaries.files` into this process's codec dictionary, before any message is
     decoded; a bad or conflicting file is a config error naming its key path."""
+    from chargegw.codec.dictionaries import resolve
     from chargegw.codec.dictionary import DictionaryError, load_extra
 
     for i, path in enumerate(config.dictionaries.files):
-        try:
-            load_extra([path], on_conflict=config.dictionaries.on_conflict)
+        try:  # "vendor:<name>" names a shipped optional vendor dictionary
+            load_extra([resolve(path)], on_conflict=config.dictionaries.on_conflict)
         except (DictionaryError, OSError) as exc:
             raise ConfigError(f"config error: dictionaries.files[{i}] ({path}): {exc}") from None
 

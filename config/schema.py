@@ -292,7 +292,8 @@ class Dictionaries(_Base):
     """Dictionary files loaded at start, beyond the built-in ones (every process loads them)."""
 
     # chargegw JSON dictionaries or Wireshark dictionary XML (entity includes are followed),
-    # e.g. "/usr/share/wireshark/diameter/dictionary.xml" for every vendor Wireshark knows.
+    # e.g. "/usr/share/wireshark/diameter/dictionary.xml" for every vendor Wireshark knows;
+    # "vendor:<name>" is a vendor dictionary chargegw ships (cisco, ericsson, starent, ...).
     files: list[str] = []
     # What a definition that clashes with a loaded one does: "error" (refuse to start,
     # naming both sources), "skip" (keep the loaded one) or "rename" (load it as Name.code).

@@ -64,9 +64,13 @@ Types
   * 270 Session-Binding, 299 Inband-Security-Id: Enumerated -> Unsigned32 (RFC 6733).
   * 337 MIP-Feature-Vector: Enumerated -> Unsigned32 (RFC 4004, a bit mask).
   * 10415/2 3GPP-Charging-Id: OctetStringOrUTF8 -> Unsigned32 (TS 29.061, digest).
+  * 10415/10 3GPP-NSAPI: UTF8String -> OctetString (TS 29.061 16.4.7).
+  * 10415/3423 ISUP-Cause-Location: OctetString -> Unsigned32 (TS 32.299 7.2.80C).
+  * 23 Framed-IPX-Network: UTF8String -> Unsigned32 (RFC 7155, RFC 2865 5.23).
+  * 102 EAP-Key-Name: UTF8String -> OctetString (RFC 4072 4.1.4).
   * Wireshark's "IPAddress" accepts both raw addresses and the Diameter Address format, so it
     maps to Address, except for the RADIUS-derived AVPs whose spec type is a raw OctetString:
-    8 Framed-IP-Address, 9 Framed-IP-Netmask, 14 Login-IP-Host (RFC 7155) and 10415/4, 6, 7
+    8 Framed-IP-Address, 9 Framed-IP-Netmask (RFC 7155; 14 Login-IP-Host stays Address) and 10415/4, 6, 7
     3GPP-CG-Address, 3GPP-SGSN-Address, 3GPP-GGSN-Address (TS 29.061).
 M bit
   * Wireshark omits the "mandatory" attribute on ~400 3GPP AVPs (and a few IETF ones); the
@@ -124,6 +128,10 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from gen_dictionaries_apps import APPLICATIONS as APP_IDS  # noqa: E402
+from gen_dictionaries_apps import COMMANDS as APP_COMMANDS  # noqa: E402
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 OUT_DIR = REPO_ROOT / "codec" / "dictionaries"
 DEFAULT_WIRESHARK_DIR = Path("/usr/share/wireshark/diameter")
@@ -176,11 +184,13 @@ FILES = {
         "title": "Diameter Base Protocol, Base Accounting and common IETF extensions",
         "source": (
             "RFC 6733; RFC 7683 (overload control), RFC 7944 (DRMP), RFC 8583 (Load), "
-            "RFC 7075 (Redirect-Realm), RFC 5777 / RFC 5624 (classifier and QoS AVPs)"
+            "RFC 7075 (Redirect-Realm), RFC 5777 / RFC 5624 (classifier and QoS AVPs), "
+            "RFC 4740 (SIP application AVPs)"
         ),
         "applications": [
             {"id": 0, "name": "Diameter Common Messages", "kind": "auth"},
             {"id": 3, "name": "Diameter Base Accounting", "kind": "acct"},
+            {"id": 6, "name": "Diameter Session Initiation Protocol (SIP)", "kind": "auth"},
         ],
     },
     "nasreq": {
@@ -209,7 +219,7 @@ FILES = {
             "3GPP TS 32.299, TS 29.061, TS 29.229, TS 29.219, TS 29.212, TS 29.214, TS 29.230, "
             "TS 29.272, TS 29.329 and the other 3GPP Diameter specs; ETSI ES 283 034/035"
         ),
-        "applications": [],
+        "applications": APP_IDS,
     },
     "sy": {
         "title": "3GPP Sy (spending limit reporting)",
@@ -231,6 +241,7 @@ IETF_WS_FILES = (
     "eap.xml",
     "mobileipv4.xml",
     "mobileipv6.xml",
+    "sip.xml",
 )
 # Files scanned for vendor 10415/13019 AVPs (and the few allow-listed others).
 VENDOR_WS_FILES = ("dictionary.xml", "TGPP.xml", "etsie2e4.xml", "TGPP2.xml")
@@ -241,6 +252,7 @@ SOURCE_PRIORITY = (
     "eap.xml",
     "mobileipv4.xml",
     "mobileipv6.xml",
+    "sip.xml",
     "TGPP.xml",
     "etsie2e4.xml",
     "TGPP2.xml",
@@ -288,6 +300,15 @@ RENAMES = {
     (3416, TGPP): "ISUP-Cause",
     (3508, TGPP): "MB2-Radio-Frequency",
     (315, ETSI): "ETSI-QoS-Profile-ID",
+    # RFC 4740 (Diameter SIP application) names that TS 29.229 reuses for its own 3GPP
+    # AVPs (606-613, 824 above, which keep the plain names the Cx/SWx grammars use).
+    (376, 0): "RFC4740-SIP-Auth-Data-Item",
+    (377, 0): "RFC4740-SIP-Authentication-Scheme",
+    (378, 0): "RFC4740-SIP-Item-Number",
+    (379, 0): "RFC4740-SIP-Authenticate",
+    (380, 0): "RFC4740-SIP-Authorization",
+    (382, 0): "RFC4740-SIP-Number-Auth-Items",
+    (393, 0): "RFC4740-SIP-Method",
 }
 
 # (code, vendor) -> field overrides. "enum" replaces the whole enumeration; "enum_add" adds or
@@ -297,7 +318,13 @@ OVERRIDES: dict[tuple[int, int], dict] = {
     # the Diameter Address type (no 2-octet address family in front).
     (8, 0): {"type": "OctetString"},
     (9, 0): {"type": "OctetString"},
-    (14, 0): {"type": "OctetString"},
+    # RFC 7155 4.4.11.1: Login-IP-Host is of type Address (unlike Framed-IP-Address).
+    (14, 0): {"type": "Address"},
+    # RFC 7155 4.4.10.5.6 / RFC 2865 5.23: a four-octet IPX network number (Wireshark and
+    # RFC 4005 said UTF8String).
+    (23, 0): {"type": "Unsigned32"},
+    # RFC 4072 4.1.4: EAP-Key-Name is an OctetString (the EAP method's key name is binary).
+    (102, 0): {"type": "OctetString"},
     (4, TGPP): {"type": "OctetString"},
     (6, TGPP): {"type": "OctetString"},
     (7, TGPP): {"type": "OctetString"},
@@ -332,7 +359,12 @@ OVERRIDES: dict[tuple[int, int], dict] = {
     (480, 0): {
         "enum": {"EVENT_RECORD": 1, "START_RECORD": 2, "INTERIM_RECORD": 3, "STOP_RECORD": 4}
     },
+    # TS 29.061 16.4.7 (table of 3GPP Diameter AVPs): 3GPP-Charging-Id is Unsigned32 (the
+    # GTP Charging ID), 3GPP-NSAPI an OctetString; TS 32.299 7.2.80C: ISUP-Cause-Location
+    # is Unsigned32 (the Q.850 location field), not an OctetString.
     (2, TGPP): {"type": "Unsigned32"},
+    (10, TGPP): {"type": "OctetString"},
+    (3423, TGPP): {"type": "Unsigned32"},
     (3, TGPP): {"enum_add": {"NON_IP": 4}},
     (829, TGPP): {"enum": {"ORIGINATING_ROLE": 0, "TERMINATING_ROLE": 1, "FORWARDING_ROLE": 2}},
     (862, TGPP): {"enum_add": {"TDF": 18, "TWAG": 19, "SCEF": 20, "IWK_SCEF": 21}},
@@ -534,6 +566,19 @@ EXTRA_AVPS: list[dict] = [
     {"name": "CPDT-Information", "code": 3927, "vendor": TGPP, "type": "Grouped"},
     {"name": "NIDD-Submission", "code": 3928, "vendor": TGPP, "type": "Grouped"},
     {"name": "Serving-Node-Identity", "code": 3929, "vendor": TGPP, "type": "DiameterIdentity"},
+    # RFC 5777 5.1 (S6b AAR/DER carry it); TS 29.212 5.3.129 (Gx CCR, Rx RAR/STA)
+    {"name": "QoS-Capability", "code": 578, "type": "Grouped"},
+    {"name": "TCP-Source-Port", "code": 2843, "vendor": TGPP, "type": "Unsigned32", "m": False},
+    # TS 29.329 6.3.25-27 (Sh UDR, Rel-12; V only like the other Rel-12 Sh AVPs)
+    {"name": "Call-Reference-Info", "code": 720, "vendor": TGPP, "type": "Grouped", "m": False},
+    {
+        "name": "Call-Reference-Number",
+        "code": 721,
+        "vendor": TGPP,
+        "type": "OctetString",
+        "m": False,
+    },
+    {"name": "AS-Number", "code": 722, "vendor": TGPP, "type": "OctetString", "m": False},
 ]
 
 # --------------------------------------------------------------------------------------
@@ -542,6 +587,98 @@ EXTRA_AVPS: list[dict] = [
 # --------------------------------------------------------------------------------------
 
 GROUPED: dict[str, str] = {
+    # ---- TS 29.272 7.3 (S6a/S6d): the groups whose shape users read ----
+    "Subscription-Data": """
+        [ Subscriber-Status ] [ MSISDN ] [ A-MSISDN ] [ STN-SR ] [ ICS-Indicator ]
+        [ Network-Access-Mode ] [ Operator-Determined-Barring ] [ HPLMN-ODB ]
+        *10 [ Regional-Subscription-Zone-Code ] [ Access-Restriction-Data ]
+        [ APN-OI-Replacement ] [ LCS-Info ] [ Teleservice-List ]
+        [ 3GPP-Charging-Characteristics ] [ AMBR ] [ APN-Configuration-Profile ]
+        [ RAT-Frequency-Selection-Priority-ID ] [ Trace-Data ] [ GPRS-Subscription-Data ]
+        * [ CSG-Subscription-Data ] [ Roaming-Restricted-Due-To-Unsupported-Feature ]
+        [ Subscribed-Periodic-RAU-TAU-Timer ] [ MPS-Priority ] [ VPLMN-LIPA-Allowed ]
+        [ Relay-Node-Indicator ] [ MDT-User-Consent ] [ Subscribed-VSRVCC ]
+        [ ProSe-Subscription-Data ] [ Subscription-Data-Flags ]
+        * [ Adjacent-Access-Restriction-Data ] [ DL-Buffering-Suggested-Packet-Count ]
+        * [ IMSI-Group-Id ] [ UE-Usage-Type ] * [ AESE-Communication-Pattern ]
+        * [ Monitoring-Event-Configuration ] [ Emergency-Info ] [ V2X-Subscription-Data ]
+        * [ eDRX-Cycle-Length ] [ External-Identifier ] [ Active-Time ] * [ AVP ]""",
+    "APN-Configuration-Profile": """
+        { Context-Identifier } [ Additional-Context-Identifier ]
+        { All-APN-Configurations-Included-Indicator } 1* { APN-Configuration } * [ AVP ]""",
+    "APN-Configuration": """
+        { Context-Identifier } *2 [ Served-Party-IP-Address ] { PDN-Type }
+        { Service-Selection } [ EPS-Subscribed-QoS-Profile ] [ VPLMN-Dynamic-Address-Allowed ]
+        [ MIP6-Agent-Info ] [ Visited-Network-Identifier ] [ PDN-GW-Allocation-Type ]
+        [ 3GPP-Charging-Characteristics ] [ AMBR ] * [ Specific-APN-Info ]
+        [ APN-OI-Replacement ] [ SIPTO-Permission ] [ LIPA-Permission ] [ Restoration-Priority ]
+        [ SIPTO-Local-Network-Permission ] [ WLAN-offloadability ]
+        [ Non-IP-PDN-Type-Indicator ] [ Non-IP-Data-Delivery-Mechanism ] [ SCEF-ID ]
+        [ SCEF-Realm ] [ Preferred-Data-Mode ] [ PDN-Connection-Continuity ] * [ AVP ]""",
+    "AMBR": """
+        { Max-Requested-Bandwidth-UL } { Max-Requested-Bandwidth-DL }
+        [ Extended-Max-Requested-BW-UL ] [ Extended-Max-Requested-BW-DL ] * [ AVP ]""",
+    "EPS-Subscribed-QoS-Profile": """
+        { QoS-Class-Identifier } { Allocation-Retention-Priority } * [ AVP ]""",
+    "Authentication-Info": """
+        * [ E-UTRAN-Vector ] * [ UTRAN-Vector ] * [ GERAN-Vector ] * [ AVP ]""",
+    "E-UTRAN-Vector": "[ Item-Number ] { RAND } { XRES } { AUTN } { KASME } * [ AVP ]",
+    "Requested-EUTRAN-Authentication-Info": """
+        [ Number-Of-Requested-Vectors ] [ Immediate-Response-Preferred ]
+        [ Re-Synchronization-Info ] * [ AVP ]""",
+    "Terminal-Information": "[ IMEI ] [ 3GPP2-MEID ] [ Software-Version ] * [ AVP ]",
+    # ---- TS 29.212 5.3 (Gx): PCC rules ----
+    "Charging-Rule-Install": """
+        * [ Charging-Rule-Definition ] * [ Charging-Rule-Name ] * [ Charging-Rule-Base-Name ]
+        [ Bearer-Identifier ] [ Monitoring-Flags ] [ Rule-Activation-Time ]
+        [ Rule-Deactivation-Time ] [ Resource-Allocation-Notification ]
+        [ Charging-Correlation-Indicator ] [ IP-CAN-Type ] * [ AVP ]""",
+    "Charging-Rule-Remove": """
+        * [ Charging-Rule-Name ] * [ Charging-Rule-Base-Name ] * [ Required-Access-Info ]
+        [ Resource-Release-Notification ] * [ AVP ]""",
+    "Charging-Rule-Definition": """
+        { Charging-Rule-Name } [ Service-Identifier ] [ Rating-Group ]
+        * [ Flow-Information ] [ Default-Bearer-Indication ] [ TDF-Application-Identifier ]
+        [ Flow-Status ] [ QoS-Information ] [ PS-to-CS-Session-Continuity ]
+        [ Reporting-Level ] [ Online ] [ Offline ] [ Max-PLR-DL ] [ Max-PLR-UL ]
+        [ Metering-Method ] [ Precedence ] [ AF-Charging-Identifier ] * [ Flows ]
+        [ Monitoring-Key ] [ Redirect-Information ] [ Mute-Notification ]
+        [ AF-Signalling-Protocol ] [ Sponsor-Identity ]
+        [ Application-Service-Provider-Identity ] * [ Required-Access-Info ]
+        [ Sharing-Key-DL ] [ Sharing-Key-UL ] [ Content-Version ] * [ AVP ]""",
+    "Charging-Rule-Report": """
+        * [ Charging-Rule-Name ] * [ Charging-Rule-Base-Name ] [ Bearer-Identifier ]
+        [ PCC-Rule-Status ] [ Rule-Failure-Code ] [ Final-Unit-Indication ]
+        * [ RAN-NAS-Release-Cause ] * [ Content-Version ] * [ AVP ]""",
+    "Default-EPS-Bearer-QoS": """
+        [ QoS-Class-Identifier ] [ Allocation-Retention-Priority ] * [ AVP ]""",
+    "Usage-Monitoring-Information": """
+        [ Monitoring-Key ] 0*2 [ Granted-Service-Unit ] 0*2 [ Used-Service-Unit ]
+        [ Quota-Consumption-Time ] [ Usage-Monitoring-Level ] [ Usage-Monitoring-Report ]
+        [ Usage-Monitoring-Support ] * [ AVP ]""",
+    "Flow-Information": """
+        [ Flow-Description ] [ Packet-Filter-Identifier ] [ Packet-Filter-Usage ]
+        [ ToS-Traffic-Class ] [ Security-Parameter-Index ] [ Flow-Label ] [ Flow-Direction ]
+        [ Routing-Rule-Identifier ] * [ AVP ]""",
+    # ---- TS 29.214 5.3 (Rx) ----
+    "Media-Component-Description": """
+        { Media-Component-Number } * [ Media-Sub-Component ] [ AF-Application-Identifier ]
+        [ Media-Type ] [ Max-Requested-Bandwidth-UL ] [ Max-Requested-Bandwidth-DL ]
+        [ Max-Supported-Bandwidth-UL ] [ Max-Supported-Bandwidth-DL ]
+        [ Min-Desired-Bandwidth-UL ] [ Min-Desired-Bandwidth-DL ]
+        [ Min-Requested-Bandwidth-UL ] [ Min-Requested-Bandwidth-DL ]
+        [ Extended-Max-Requested-BW-UL ] [ Extended-Max-Requested-BW-DL ] [ Flow-Status ]
+        [ Priority-Sharing-Indicator ] [ Pre-emption-Capability ]
+        [ Pre-emption-Vulnerability ] [ Reservation-Priority ] [ RS-Bandwidth ]
+        [ RR-Bandwidth ] 0*2 [ Codec-Data ] [ Sharing-Key-DL ] [ Sharing-Key-UL ]
+        [ Content-Version ] [ Max-PLR-DL ] [ Max-PLR-UL ] * [ AVP ]""",
+    "Media-Sub-Component": """
+        { Flow-Number } 0*2 [ Flow-Description ] [ Flow-Status ] [ Flow-Usage ]
+        [ Max-Requested-Bandwidth-UL ] [ Max-Requested-Bandwidth-DL ]
+        [ AF-Signalling-Protocol ] [ ToS-Traffic-Class ] * [ AVP ]""",
+    # ---- RFC 5777 5.1 ----
+    "QoS-Capability": "1* { QoS-Profile-Template } * [ AVP ]",
+    "Call-Reference-Info": "{ Call-Reference-Number } { AS-Number } * [ AVP ]",
     # ---- RFC 6733 ----
     "Vendor-Specific-Application-Id": """
         { Vendor-Id } [ Auth-Application-Id ] [ Acct-Application-Id ]""",
@@ -1598,7 +1735,7 @@ COMMANDS: dict[str, list[dict]] = {
                 * [ Route-Record ] * [ AVP ]""",
         },
     ],
-    "tgpp": [],
+    "tgpp": APP_COMMANDS,
 }
 
 # --------------------------------------------------------------------------------------
@@ -1722,6 +1859,8 @@ def wanted(raw: RawAvp) -> bool:
         return raw.source in IETF_WS_FILES and not PLACEHOLDER_NAME.match(raw.name)
     if raw.vendor in (TGPP, ETSI):
         return raw.source in VENDOR_WS_FILES and not PLACEHOLDER_NAME.match(raw.name)
+    if raw.vendor == TGPP2:  # 3GPP2 X.S0013 (Ty/Tx, the cdma2000 PCC interfaces)
+        return raw.source == "TGPP2.xml" and not PLACEHOLDER_NAME.match(raw.name)
     return (raw.vendor, raw.code) in OTHER_VENDOR_ALLOW
 
 
