@@ -15,7 +15,6 @@ from typing import Any, NoReturn
 
 from chargegw.codec import CodecError, Message
 from chargegw.config.schema import Config, is_loopback
-from chargegw.gateway import forwarding
 from chargegw.gateway.pool import NoWorker, Pending, PoolCore
 from chargegw.gateway.pool_io import OutRequestFailed, PoolServer, pool_options
 from chargegw.peer.config import (
@@ -137,9 +136,8 @@ class NotReady(Exception):
 class Gateway:
     """Owns the Node and the PoolServer and wires them together."""
 
-    def __init__(self, config: Config, *, forward: str | None = None) -> None:
+    def __init__(self, config: Config) -> None:
         self.config = config
-        self.forward = forward or config.pool.forward
         self.node = Node(build_node_config(config))
         self.core = PoolCore(
             deadline=config.pool.deadline,
@@ -159,9 +157,8 @@ class Gateway:
             **pool_options(config),
         )
         self.app_ids = [a.app_id for a in config.applications]
-        handler = self._handle_decoded if self.forward == "decoded" else self._handle
         for app_id in self.app_ids:
-            self.node.add_handler(app_id, handler)
+            self.node.add_handler(app_id, self._handle)
         self.errors_sent = 0
         self.draining = False
         self.started_at = time.time()
@@ -276,29 +273,6 @@ class Gateway:
             self._refuse(exc.result_code, exc.reason)
         return None
 
-    def _handle_decoded(self, msg: Message, peer: Any) -> bytes | None:
-        if self.draining:
-            self._refuse(TOO_BUSY, "gateway shutting down")
-        try:
-            doc = forwarding.tree(msg)
-        except CodecError as exc:
-            code = getattr(exc, "result_code", UNABLE_TO_COMPLY) or UNABLE_TO_COMPLY
-            self._refuse(code, str(exc))
-        try:
-            self.pool.submit(
-                peer=peer.name,
-                hbh=msg.hop_by_hop,
-                app=msg.app_id,
-                cmd=msg.code,
-                session_id=msg.raw_value("Session-Id") or b"",
-                raw=b"",
-                ref=msg,
-                decoded=doc,
-            )
-        except NoWorker as exc:
-            self._refuse(exc.result_code, exc.reason)
-        return None
-
     def _deliver(self, peer: str, raw: bytes, *, cache: bool = True) -> None:
         """Send an answer. Only a worker's answers are kept by the Node for duplicates
         (cache=True); an error made here reports a passing condition, and a T-flagged
@@ -377,7 +351,6 @@ class Gateway:
             "origin_host": ident.origin_host,
             "origin_realm": ident.origin_realm,
             "listen": [f"{h}:{p}" for h, p in self.listen_addresses()],
-            "forward": self.forward,
             "applications": self.app_ids,
             "peers": peers,
             "errors_sent": self.errors_sent,

@@ -42,7 +42,6 @@ class Pending:
     wall_deadline: float  # time.time(), as sent to the worker
     raw: bytes
     ref: Any = None  # the adapter's handle for building an error answer (the decoded request)
-    decoded: Any = None  # "decoded" forwarding mode payload
     retransmit: bool = False
     placed: int = 1  # how many workers it was given to
 
@@ -293,7 +292,6 @@ class PoolCore:
         now: float,
         wall_now: float,
         ref: Any = None,
-        decoded: Any = None,
     ) -> Pending:
         """Give a request to a worker (raises NoWorker). The caller sends it."""
         w = self._choose(app, session_id)
@@ -317,7 +315,6 @@ class PoolCore:
             wall_deadline=wall_now + self.deadline,
             raw=raw,
             ref=ref,
-            decoded=decoded,
         )
         self.pending[rid] = p
         w.available -= 1

@@ -3,9 +3,9 @@
 Requests placed during one loop turn are batched per worker into one frame. Answers are
 drained in batches and handed to `deliver(peer, raw)`. A periodic tick (every
 `TICK` seconds) expires deadlines, sends heartbeats, drops silent workers and re-checks
-the socket (see workers/zmqloop.py for why).
+the socket (see chargegw/ipc/zmqloop.py for why).
 
-Trust (see workers/pool_security.py): a pool with a tcp:// endpoint is CURVE on all its
+Trust (see chargegw/ipc/security.py): a pool with a tcp:// endpoint is CURVE on all its
 endpoints, and a ZAP handler admits only the allowlisted worker keys; ipc:// sockets are
 mode 0600 in a 0700 directory. No routing-id handover: a live identity stays with its
 connection, and a Ready from another key under it is refused. Every frame is bounded
@@ -38,9 +38,9 @@ from chargegw.gateway.pool import (
     Pending,
     PoolCore,
 )
-from chargegw.workers import pool_protocol as pp
-from chargegw.workers import pool_security as sec
-from chargegw.workers.zmqloop import LoopSocket
+from chargegw.ipc import protocol as pp
+from chargegw.ipc import security as sec
+from chargegw.ipc.zmqloop import LoopSocket
 
 TICK = 0.05
 FLUSH_AT = 64  # messages for one worker that go out at once instead of at the end of the turn
@@ -224,7 +224,6 @@ class PoolServer:
         session_id: bytes,
         raw: bytes,
         ref: Any = None,
-        decoded: Any = None,
     ) -> None:
         """Place a request on a worker; raises NoWorker (3004 or 3002) when none can take it."""
         p = self.core.place(
@@ -237,14 +236,13 @@ class PoolServer:
             now=time.monotonic(),
             wall_now=time.time(),
             ref=ref,
-            decoded=decoded,
         )
         self._queue(p.worker, self._request(p))
 
     @staticmethod
     def _request(p: Pending) -> pp.Request:
         return pp.Request(
-            p.id, p.peer, p.hbh, p.app, p.cmd, p.wall_deadline, p.raw, p.retransmit, p.decoded
+            p.id, p.peer, p.hbh, p.app, p.cmd, p.wall_deadline, p.raw, p.retransmit
         )
 
     def _queue(self, ident: bytes, msg: pp.PoolMessage) -> None:
