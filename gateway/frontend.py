@@ -13,10 +13,11 @@ import logging
 import time
 from typing import Any, NoReturn
 
-from chargegw.codec import CodecError, Message
+from chargegw.codec import CodecError, Message, ResultCode
 from chargegw.config.schema import Config, is_loopback
 from chargegw.gateway.pool import NoWorker, Pending, PoolCore
-from chargegw.gateway.pool_io import OutRequestFailed, PoolServer, pool_options
+from chargegw.gateway.pool_io import OutRequestFailed, PoolServer
+from chargegw.ipc import security as sec
 from chargegw.peer.config import (
     AllowRule,
     ListenConfig,
@@ -30,10 +31,6 @@ from chargegw.peer.errors import ProtocolError, error_answer_bytes
 from chargegw.peer.node import Node, RequestError
 
 log = logging.getLogger("chargegw.gateway")
-
-UNABLE_TO_COMPLY = 5012
-UNABLE_TO_DELIVER = 3002
-TOO_BUSY = 3004
 
 
 def _tls(t: Any) -> TlsConfig | None:
@@ -127,6 +124,18 @@ def build_node_config(config: Config) -> NodeConfig:
         check_destination=d.check_destination,
         validate_requests=d.validate_requests,
     )
+
+
+def pool_options(config: Any) -> dict[str, Any]:
+    """The PoolServer settings a config implies (keys, limits, status socket, commands)."""
+    return {
+        "curve_secret_key": config.pool.curve_secret_key,
+        "curve_workers": config.pool.curve_workers,
+        "max_frame": sec.frame_limit(config.diameter.max_message_length),
+        "status_endpoint": sec.status_endpoint(config),
+        "out_commands": sec.DEFAULT_OUT_COMMANDS | set(config.pool.out_commands),
+        "out_apps": [a.app_id for a in config.applications],
+    }
 
 
 class NotReady(Exception):
@@ -255,7 +264,7 @@ class Gateway:
 
     def _handle(self, msg: Message, peer: Any) -> bytes | None:
         if self.draining:
-            self._refuse(TOO_BUSY, "gateway shutting down")
+            self._refuse(ResultCode.DIAMETER_TOO_BUSY, "gateway shutting down")
         raw = msg.raw
         if raw is None:
             raw = msg.encode()
@@ -321,17 +330,21 @@ class Gateway:
             msg = Message.decode(raw)
         except CodecError as exc:
             raise OutRequestFailed(
-                UNABLE_TO_COMPLY, f"the worker's request does not decode: {exc}"
+                ResultCode.DIAMETER_UNABLE_TO_COMPLY, f"the worker's request does not decode: {exc}"
             ) from None
         target = peer if peer and self._peer_open(peer) else None
         try:
             ans = await self.node.request(msg, peer=target, timeout=timeout)
         except RequestError as exc:
             raise OutRequestFailed(
-                getattr(exc, "result_code", UNABLE_TO_DELIVER) or UNABLE_TO_DELIVER, str(exc)
+                getattr(exc, "result_code", ResultCode.DIAMETER_UNABLE_TO_DELIVER)
+                or ResultCode.DIAMETER_UNABLE_TO_DELIVER,
+                str(exc),
             ) from None
         except TimeoutError:
-            raise OutRequestFailed(UNABLE_TO_DELIVER, "no answer from the peer in time") from None
+            raise OutRequestFailed(
+                ResultCode.DIAMETER_UNABLE_TO_DELIVER, "no answer from the peer in time"
+            ) from None
         out = ans.raw
         return out if out is not None else ans.encode()
 

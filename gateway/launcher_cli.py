@@ -94,9 +94,7 @@ async def _main(args: argparse.Namespace, config: Config, n: int, level: str) ->
         config_path=args.config,
         gateways=gateways,
         level=level,
-        on_exit=lambda ident, rc: gw.pool.drop_worker(
-            ident, f"process exited ({describe_rc(rc)})"
-        ),
+        on_exit=lambda ident, rc: gw.pool.drop_worker(ident, f"process exited ({describe_rc(rc)})"),
     )
     extra = gw.pool.status_extra
 

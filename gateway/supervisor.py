@@ -192,5 +192,3 @@ def describe_rc(rc: int | None) -> str:
         except ValueError:
             return f"signal {-rc}"
     return f"status {rc}"
-
-
