@@ -160,6 +160,11 @@ class RequestPath:
         fast: list[pp.PoolMessage] = []
         limit = self.max_answer
         for req, inc, result in zip(reqs, incoming, results, strict=True):
+            if type(result) is not bytes and isinstance(result, Message):
+                try:  # encoded here, so that it leaves with the batch's other answers
+                    result = result.encode()
+                except Exception as exc:
+                    result = exc
             if type(result) is bytes and len(result) <= limit:
                 link.busy -= 1
                 link.done += 1
