@@ -4,7 +4,7 @@ gateway (a part of WorkerRuntime, kept apart by concern).
 `_dispatch` hands the requests of one batch for one application to its `handle_batch`
 once; each entry of the result becomes an Answer (the fast way: bytes that fit), an
 `Expired` (None, or a deadline passed before dispatch), a task (an awaitable), or an
-error answer (an exception: a DiameterError's or AvpError's own Result-Code, else 5012).
+error answer (an exception: a DiameterError's own Result-Code, the codec's included, else 5012).
 Answers of a registration that has meanwhile ended become Credit.
 """
 
@@ -16,10 +16,9 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from chargegw.codec import AvpError, Message, ResultCode
-from chargegw.codec.errors import DiameterError
+from chargegw.codec import CodecError, DiameterError, Message, ResultCode
 from chargegw.ipc import protocol as pp
-from chargegw.workers.answers import error_answer, session_id
+from chargegw.workers.answers import answer_error, session_id
 from chargegw.workers.api import Incoming, RequestContext
 
 if TYPE_CHECKING:
@@ -236,14 +235,15 @@ class RequestPath:
             self._queue(i, pp.Credit(1))
 
     def _failed(self, req: pp.Request, inc: Incoming, exc: BaseException) -> bytes:
-        """The error answer for `exc`: a DiameterError's (or the codec's AvpError's) own
+        """The error answer for `exc`: a DiameterError's (the codec's errors included) own
         Result-Code, otherwise 5012 logged with the Session-Id; the worker lives on."""
         self.errors += 1
-        if isinstance(exc, (AvpError, DiameterError)):
+        if isinstance(exc, DiameterError):
             # A request the gateway let through (it checks top-level structure only) but
-            # that decodes badly deeper down, or an application's protocol answer.
-            error: Any = exc
-            request = None if isinstance(exc, AvpError) else inc._message
+            # that decodes badly deeper down (the codec's error, answered from the raw
+            # bytes), or an application's protocol answer.
+            error = exc
+            request = None if isinstance(exc, CodecError) else inc._message
         else:
             log.error(
                 "application %d failed on Session-Id %s: %s: %s (answering 5012)",
@@ -255,4 +255,4 @@ class RequestPath:
             )
             error = DiameterError(ResultCode.DIAMETER_UNABLE_TO_COMPLY, "the application failed")
             request = inc._message
-        return error_answer(req.raw, error, self.origin_host, self.origin_realm, request=request)
+        return answer_error(req, error, self.origin_host, self.origin_realm, request)
