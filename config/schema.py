@@ -177,7 +177,6 @@ class Pool(_Base):
     heartbeat_interval: float = 1.0
     heartbeat_timeout: float = 3.0  # silence after which a worker is dropped
     max_credit: int = 4096  # cap on what one worker may grant (bounds the in-flight map)
-    forward: Literal["raw", "decoded"] = "raw"  # see gateway/dispatch.py and the benchmark
     drain_timeout: float = 5.0  # graceful shutdown: bound on draining in-flight requests
     vnodes: int = 64  # consistent-hash points per worker
     # CURVE (required for every tcp:// bind; `chargegw keys generate` writes the files):

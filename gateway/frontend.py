@@ -13,11 +13,11 @@ import logging
 import time
 from typing import Any, NoReturn
 
-from chargegw.codec import CodecError, Message
+from chargegw.codec import CodecError, Message, ResultCode
 from chargegw.config.schema import Config, is_loopback
-from chargegw.gateway import forwarding
 from chargegw.gateway.pool import NoWorker, Pending, PoolCore
-from chargegw.gateway.pool_io import OutRequestFailed, PoolServer, pool_options
+from chargegw.gateway.pool_io import OutRequestFailed, PoolServer
+from chargegw.ipc import security as sec
 from chargegw.peer.config import (
     AllowRule,
     ListenConfig,
@@ -31,10 +31,6 @@ from chargegw.peer.errors import ProtocolError, error_answer_bytes
 from chargegw.peer.node import Node, RequestError
 
 log = logging.getLogger("chargegw.gateway")
-
-UNABLE_TO_COMPLY = 5012
-UNABLE_TO_DELIVER = 3002
-TOO_BUSY = 3004
 
 
 def _tls(t: Any) -> TlsConfig | None:
@@ -130,6 +126,18 @@ def build_node_config(config: Config) -> NodeConfig:
     )
 
 
+def pool_options(config: Any) -> dict[str, Any]:
+    """The PoolServer settings a config implies (keys, limits, status socket, commands)."""
+    return {
+        "curve_secret_key": config.pool.curve_secret_key,
+        "curve_workers": config.pool.curve_workers,
+        "max_frame": sec.frame_limit(config.diameter.max_message_length),
+        "status_endpoint": sec.status_endpoint(config),
+        "out_commands": sec.DEFAULT_OUT_COMMANDS | set(config.pool.out_commands),
+        "out_apps": [a.app_id for a in config.applications],
+    }
+
+
 class NotReady(Exception):
     """Too few workers registered in time: the Diameter listeners were not opened."""
 
@@ -137,9 +145,8 @@ class NotReady(Exception):
 class Gateway:
     """Owns the Node and the PoolServer and wires them together."""
 
-    def __init__(self, config: Config, *, forward: str | None = None) -> None:
+    def __init__(self, config: Config) -> None:
         self.config = config
-        self.forward = forward or config.pool.forward
         self.node = Node(build_node_config(config))
         self.core = PoolCore(
             deadline=config.pool.deadline,
@@ -159,9 +166,8 @@ class Gateway:
             **pool_options(config),
         )
         self.app_ids = [a.app_id for a in config.applications]
-        handler = self._handle_decoded if self.forward == "decoded" else self._handle
         for app_id in self.app_ids:
-            self.node.add_handler(app_id, handler)
+            self.node.add_handler(app_id, self._handle)
         self.errors_sent = 0
         self.draining = False
         self.started_at = time.time()
@@ -258,7 +264,7 @@ class Gateway:
 
     def _handle(self, msg: Message, peer: Any) -> bytes | None:
         if self.draining:
-            self._refuse(TOO_BUSY, "gateway shutting down")
+            self._refuse(ResultCode.DIAMETER_TOO_BUSY, "gateway shutting down")
         raw = msg.raw
         if raw is None:
             raw = msg.encode()
@@ -271,29 +277,6 @@ class Gateway:
                 session_id=msg.raw_value("Session-Id") or b"",  # affinity key, from the index
                 raw=raw,
                 ref=msg,
-            )
-        except NoWorker as exc:
-            self._refuse(exc.result_code, exc.reason)
-        return None
-
-    def _handle_decoded(self, msg: Message, peer: Any) -> bytes | None:
-        if self.draining:
-            self._refuse(TOO_BUSY, "gateway shutting down")
-        try:
-            doc = forwarding.tree(msg)
-        except CodecError as exc:
-            code = getattr(exc, "result_code", UNABLE_TO_COMPLY) or UNABLE_TO_COMPLY
-            self._refuse(code, str(exc))
-        try:
-            self.pool.submit(
-                peer=peer.name,
-                hbh=msg.hop_by_hop,
-                app=msg.app_id,
-                cmd=msg.code,
-                session_id=msg.raw_value("Session-Id") or b"",
-                raw=b"",
-                ref=msg,
-                decoded=doc,
             )
         except NoWorker as exc:
             self._refuse(exc.result_code, exc.reason)
@@ -347,17 +330,21 @@ class Gateway:
             msg = Message.decode(raw)
         except CodecError as exc:
             raise OutRequestFailed(
-                UNABLE_TO_COMPLY, f"the worker's request does not decode: {exc}"
+                ResultCode.DIAMETER_UNABLE_TO_COMPLY, f"the worker's request does not decode: {exc}"
             ) from None
         target = peer if peer and self._peer_open(peer) else None
         try:
             ans = await self.node.request(msg, peer=target, timeout=timeout)
         except RequestError as exc:
             raise OutRequestFailed(
-                getattr(exc, "result_code", UNABLE_TO_DELIVER) or UNABLE_TO_DELIVER, str(exc)
+                getattr(exc, "result_code", ResultCode.DIAMETER_UNABLE_TO_DELIVER)
+                or ResultCode.DIAMETER_UNABLE_TO_DELIVER,
+                str(exc),
             ) from None
         except TimeoutError:
-            raise OutRequestFailed(UNABLE_TO_DELIVER, "no answer from the peer in time") from None
+            raise OutRequestFailed(
+                ResultCode.DIAMETER_UNABLE_TO_DELIVER, "no answer from the peer in time"
+            ) from None
         out = ans.raw
         return out if out is not None else ans.encode()
 
@@ -377,7 +364,6 @@ class Gateway:
             "origin_host": ident.origin_host,
             "origin_realm": ident.origin_realm,
             "listen": [f"{h}:{p}" for h, p in self.listen_addresses()],
-            "forward": self.forward,
             "applications": self.app_ids,
             "peers": peers,
             "errors_sent": self.errors_sent,

@@ -13,15 +13,8 @@ import sys
 import zmq
 
 from chargegw.config import Config
-from chargegw.gateway.service import (
-    install_signals,
-    load_or_exit,
-    log,
-    reloader,
-    run_loop,
-    setup_logging,
-    startup_line,
-)
+from chargegw.gateway.service import load_or_exit, log, reloader, startup_line
+from chargegw.process import install_signals, run_loop, setup_logging
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -30,9 +23,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--log-level", choices=["debug", "info", "warning", "error"], help="overrides logging.level"
-    )
-    parser.add_argument(
-        "--forward", choices=["raw", "decoded"], help="overrides pool.forward (benchmarking)"
     )
 
 
@@ -47,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
 async def _main(args: argparse.Namespace, config: Config) -> int:
     from chargegw.gateway.frontend import Gateway, NotReady
 
-    gw = Gateway(config, forward=args.forward)
+    gw = Gateway(config)
     stop = asyncio.Event()
     install_signals(stop, reloader(args.config, gw.reload))
     lc = config.launcher

@@ -22,7 +22,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import os
 
-    from chargegw.workers.pool_security import generate
+    from chargegw.ipc.security import generate
 
     workers = args.worker or ["worker"]
     try:

@@ -24,9 +24,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-# Result codes the pool answers with.
-TOO_BUSY = 3004  # no live worker for the app has a free slot
-UNABLE_TO_DELIVER = 3002  # no live worker for the app, or the deadline passed
+from chargegw.codec.constants import ResultCode
+from chargegw.codec.errors import DiameterError
 
 
 @dataclass(slots=True)
@@ -42,7 +41,6 @@ class Pending:
     wall_deadline: float  # time.time(), as sent to the worker
     raw: bytes
     ref: Any = None  # the adapter's handle for building an error answer (the decoded request)
-    decoded: Any = None  # "decoded" forwarding mode payload
     retransmit: bool = False
     placed: int = 1  # how many workers it was given to
 
@@ -113,12 +111,12 @@ def _point(ident: bytes, i: int) -> int:
     return zlib.crc32(ident + i.to_bytes(2, "big"))
 
 
-class NoWorker(Exception):
-    """Raised by `place`; `result_code` is 3004 or 3002."""
+class NoWorker(DiameterError):
+    """Raised by `place`: 3004 (every worker for the app is busy) or 3002 (no live worker
+    serves the app)."""
 
     def __init__(self, result_code: int, reason: str) -> None:
-        super().__init__(reason)
-        self.result_code = result_code
+        super().__init__(result_code, reason)
         self.reason = reason
 
 
@@ -293,16 +291,17 @@ class PoolCore:
         now: float,
         wall_now: float,
         ref: Any = None,
-        decoded: Any = None,
     ) -> Pending:
         """Give a request to a worker (raises NoWorker). The caller sends it."""
         w = self._choose(app, session_id)
         if w is None:
             if any(app in x.apps and not x.draining for x in self.workers.values()):
                 self.counters.shed_busy += 1
-                raise NoWorker(TOO_BUSY, "no worker has a free slot")
+                raise NoWorker(ResultCode.DIAMETER_TOO_BUSY, "no worker has a free slot")
             self.counters.no_worker += 1
-            raise NoWorker(UNABLE_TO_DELIVER, f"no live worker serves application {app}")
+            raise NoWorker(
+                ResultCode.DIAMETER_UNABLE_TO_DELIVER, f"no live worker serves application {app}"
+            )
         rid = self._next_id
         self._next_id = rid + 1
         p = Pending(
@@ -317,7 +316,6 @@ class PoolCore:
             wall_deadline=wall_now + self.deadline,
             raw=raw,
             ref=ref,
-            decoded=decoded,
         )
         self.pending[rid] = p
         w.available -= 1

@@ -3,9 +3,9 @@
 Requests placed during one loop turn are batched per worker into one frame. Answers are
 drained in batches and handed to `deliver(peer, raw)`. A periodic tick (every
 `TICK` seconds) expires deadlines, sends heartbeats, drops silent workers and re-checks
-the socket (see workers/zmqloop.py for why).
+the socket (see chargegw/ipc/zmqloop.py for why).
 
-Trust (see workers/pool_security.py): a pool with a tcp:// endpoint is CURVE on all its
+Trust (see chargegw/ipc/security.py): a pool with a tcp:// endpoint is CURVE on all its
 endpoints, and a ZAP handler admits only the allowlisted worker keys; ipc:// sockets are
 mode 0600 in a 0700 directory. No routing-id handover: a live identity stays with its
 connection, and a Ready from another key under it is refused. Every frame is bounded
@@ -23,7 +23,7 @@ import asyncio
 import logging
 import struct
 import time
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Callable, Collection
 from typing import Any
 
 import orjson
@@ -31,38 +31,25 @@ import zmq
 
 from chargegw.codec.constants import ResultCode
 from chargegw.gateway.pool import (
-    TOO_BUSY,
-    UNABLE_TO_DELIVER,
     IdentityInUse,
     NoWorker,
     Pending,
     PoolCore,
 )
-from chargegw.workers import pool_protocol as pp
-from chargegw.workers import pool_security as sec
-from chargegw.workers.zmqloop import LoopSocket
+from chargegw.gateway.pool_out import OutRequestFailed, OutRequestFn, OutRequests
+from chargegw.ipc import protocol as pp
+from chargegw.ipc import security as sec
+from chargegw.ipc.zmqloop import LoopSocket
 
 TICK = 0.05
 FLUSH_AT = 64  # messages for one worker that go out at once instead of at the end of the turn
-MAX_OUT_REQUESTS = 10_000  # worker-initiated requests in flight at once
-UNABLE_TO_COMPLY = 5012
 _HDR = struct.Struct("!I I I I I")  # version+length, flags+code, app, hbh, e2e
 
 DeliverFn = Callable[[str, bytes], None]
 ErrorFn = Callable[[Pending, int, str], None]
-OutRequestFn = Callable[[bytes, str, float], Awaitable[bytes]]
 
 
-class OutRequestFailed(Exception):
-    """Raised by the out-request callback: the Result-Code and why."""
-
-    def __init__(self, result_code: int, reason: str) -> None:
-        super().__init__(f"{result_code}: {reason}")
-        self.result_code = result_code
-        self.reason = reason
-
-
-class PoolServer:
+class PoolServer(OutRequests):
     def __init__(
         self,
         core: PoolCore,
@@ -148,12 +135,12 @@ class PoolServer:
         status: zmq.Socket | None = None
         try:
             for ep in self.endpoints:
-                _bind(sock, ep)
+                sec.bind(sock, ep)
             if self.status_endpoint:
                 status = self._ctx.socket(zmq.ROUTER)
                 status.setsockopt(zmq.LINGER, 0)
                 status.setsockopt(zmq.MAXMSGSIZE, sec.STATUS_QUERY_MAX)
-                _bind(status, self.status_endpoint)
+                sec.bind(status, self.status_endpoint)
         except BaseException:
             sock.close(linger=0)
             if status is not None:
@@ -224,7 +211,6 @@ class PoolServer:
         session_id: bytes,
         raw: bytes,
         ref: Any = None,
-        decoded: Any = None,
     ) -> None:
         """Place a request on a worker; raises NoWorker (3004 or 3002) when none can take it."""
         p = self.core.place(
@@ -237,15 +223,12 @@ class PoolServer:
             now=time.monotonic(),
             wall_now=time.time(),
             ref=ref,
-            decoded=decoded,
         )
         self._queue(p.worker, self._request(p))
 
     @staticmethod
     def _request(p: Pending) -> pp.Request:
-        return pp.Request(
-            p.id, p.peer, p.hbh, p.app, p.cmd, p.wall_deadline, p.raw, p.retransmit, p.decoded
-        )
+        return pp.Request(p.id, p.peer, p.hbh, p.app, p.cmd, p.wall_deadline, p.raw, p.retransmit)
 
     def _queue(self, ident: bytes, msg: pp.PoolMessage) -> None:
         box = self._outbox.get(ident)
@@ -376,7 +359,9 @@ class PoolServer:
                 return
         self.bad_answers += 1
         self.log.error("invalid answer from a worker for Session-Id %s: answering 5012", _sid(p))
-        self.error_answer(p, UNABLE_TO_COMPLY, "the handler produced an invalid answer")
+        self.error_answer(
+            p, ResultCode.DIAMETER_UNABLE_TO_COMPLY, "the handler produced an invalid answer"
+        )
 
     def _control(
         self, ident: bytes, m: pp.PoolMessage, known: bool, now: float, src: Any = None
@@ -440,7 +425,11 @@ class PoolServer:
             core.counters.worker_expired += 1
             p = core.answer(ident, m.id)
             if p is not None:  # the worker's clock saw the deadline pass first
-                self.error_answer(p, UNABLE_TO_DELIVER, "deadline passed before the worker ran it")
+                self.error_answer(
+                    p,
+                    ResultCode.DIAMETER_UNABLE_TO_DELIVER,
+                    "deadline passed before the worker ran it",
+                )
         elif t is pp.Credit:
             assert isinstance(m, pp.Credit)
             core.add_credit(ident, m.n)
@@ -528,7 +517,7 @@ class PoolServer:
         for ident, p in moved:
             self._queue(ident, self._request(p))
         for p in failed:
-            self.error_answer(p, UNABLE_TO_DELIVER, why)
+            self.error_answer(p, ResultCode.DIAMETER_UNABLE_TO_DELIVER, why)
 
     def _tick(self) -> None:
         assert self._loop is not None
@@ -539,7 +528,11 @@ class PoolServer:
                 self.log.warning(
                     "request for Session-Id %s timed out in its worker: answering 3002", _sid(p)
                 )
-                self.error_answer(p, UNABLE_TO_DELIVER, "no answer from the application in time")
+                self.error_answer(
+                    p,
+                    ResultCode.DIAMETER_UNABLE_TO_DELIVER,
+                    "no answer from the application in time",
+                )
             for ident in self.core.silent(now):
                 self._drop(ident, "silent")
             if now - self._last_hb >= self.heartbeat_interval:
@@ -551,66 +544,6 @@ class PoolServer:
                 self._ls.kick()
         except Exception:  # the tick must survive anything
             self.log.exception("pool tick failed")
-
-    # Worker-initiated requests --------------------------------------------------------
-
-    def _start_out_request(self, ident: bytes, m: pp.OutRequest) -> None:
-        self.out_requests += 1
-        why = self._out_refusal(m.raw)
-        if why is not None:
-            self.out_refused += 1
-            self.log.warning("worker %r: request refused, never sent to a peer: %s", ident, why)
-            self._queue(
-                ident, pp.OutAnswer(m.id, error=ResultCode.DIAMETER_COMMAND_UNSUPPORTED, reason=why)
-            )
-            return
-        if len(self._tasks) >= MAX_OUT_REQUESTS:  # bounded like everything else
-            self._queue(
-                ident, pp.OutAnswer(m.id, error=TOO_BUSY, reason="too many requests outstanding")
-            )
-            return
-        assert self._loop is not None
-        task = self._loop.create_task(self._out_request(ident, m))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    def _out_refusal(self, raw: bytes) -> str | None:
-        """Why a worker may not send `raw` (None: it may). Workers only send the
-        applications' server-initiated requests, never anything else as the gateway."""
-        if len(raw) < 20:
-            return "not a Diameter message"
-        vl, fc, app, _hbh, _e2e = _HDR.unpack_from(raw)
-        if vl != (0x01000000 | len(raw)):
-            return "bad Diameter header (version or length)"
-        if not fc & 0x80000000:
-            return "not a request"
-        cmd = fc & 0xFFFFFF
-        if cmd not in self.out_commands:
-            return (
-                f"command {cmd} is not a server-initiated command workers may send "
-                f"(RAR, ASR, SNR and pool.out_commands)"
-            )
-        if self.out_apps is not None and app not in self.out_apps:
-            return f"application {app} is not configured"
-        return None
-
-    async def _out_request(self, ident: bytes, m: pp.OutRequest) -> None:
-        if self.out_request is None:
-            reply = pp.OutAnswer(
-                m.id, error=UNABLE_TO_DELIVER, reason="this gateway sends no requests"
-            )
-        else:
-            try:
-                raw = await self.out_request(m.raw, m.peer, m.timeout)
-                reply = pp.OutAnswer(m.id, raw=raw)
-            except OutRequestFailed as exc:
-                reply = pp.OutAnswer(m.id, error=exc.result_code, reason=exc.reason)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # never lose the worker's request silently
-                self.log.exception("worker-initiated request failed")
-                reply = pp.OutAnswer(m.id, error=UNABLE_TO_COMPLY, reason=f"gateway error: {exc}")
-        self._queue(ident, reply)
 
     # Status ---------------------------------------------------------------------------
 
@@ -650,62 +583,8 @@ def _user_id(src: Any) -> bytes:
         return b""
 
 
-def _bind(sock: zmq.Socket, ep: str) -> None:
-    """Bind; an ipc:// socket file is mode 0600 from the start, in a 0700 directory."""
-    if not ep.startswith("ipc://"):
-        sock.bind(ep)
-        return
-    _prepare_ipc(ep)
-    with sec.private_bind():
-        sock.bind(ep)
-    sec.after_ipc_bind(ep)
-
-
-def pool_options(config: Any) -> dict[str, Any]:
-    """The PoolServer settings a config implies (keys, limits, status socket, commands)."""
-    return {
-        "curve_secret_key": config.pool.curve_secret_key,
-        "curve_workers": config.pool.curve_workers,
-        "max_frame": sec.frame_limit(config.diameter.max_message_length),
-        "status_endpoint": sec.status_endpoint(config),
-        "out_commands": sec.DEFAULT_OUT_COMMANDS | set(config.pool.out_commands),
-        "out_apps": [a.app_id for a in config.applications],
-    }
-
-
-def _prepare_ipc(endpoint: str) -> None:
-    """Create the socket's directory, and refuse a path another live process is bound to
-    (ZeroMQ would silently take it over, cutting that gateway off from its workers)."""
-    import os
-    import socket
-
-    path = endpoint[len("ipc://") :]
-    if path.startswith("@"):
-        return  # abstract namespace
-    d = os.path.dirname(path)
-    if d:
-        sec.private_dir(d)
-    # A socket closed a moment ago (a restart in the same process) may still accept for a
-    # few milliseconds: only one that keeps accepting is taken as live.
-    for _ in range(10):
-        if not os.path.exists(path):
-            return
-        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            probe.connect(path)
-        except OSError:
-            return  # stale file of a process that is gone: ZeroMQ replaces it
-        finally:
-            probe.close()
-        time.sleep(0.05)
-    raise OSError(f"{endpoint} is in use by another running gateway")
-
-
 __all__ = [
     "OutRequestFailed",
     "PoolServer",
     "NoWorker",
-    "TOO_BUSY",
-    "UNABLE_TO_DELIVER",
-    "pool_options",
 ]

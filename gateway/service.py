@@ -1,40 +1,16 @@
-"""Process plumbing shared by `chargegw gateway` and `chargegw run`: logging, the event
-loop, signals (SIGTERM/SIGINT stop, SIGHUP reloads) and the startup line."""
+"""What `chargegw gateway` and `chargegw run` share beyond process set-up (that is
+chargegw.process): the SIGHUP reloader, the startup line and loading the config."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import signal
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from typing import Any
 
 from chargegw.config import Config, ConfigError, load_config
-from chargegw.peer import loop as peer_loop
 
 log = logging.getLogger("chargegw.gateway")
-
-
-def setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s",
-        stream=sys.stderr,
-    )
-
-
-def run_loop(coro: Coroutine[Any, Any, int]) -> int:
-    """Run on the peer layer's loop choice: uvloop when installed, unless CHARGEGW_UVLOOP=0."""
-    return peer_loop.run(coro)
-
-
-def install_signals(stop: asyncio.Event, reload: Callable[[], None] | None = None) -> None:
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    if reload is not None:
-        loop.add_signal_handler(signal.SIGHUP, reload)
 
 
 def reloader(path: str | None, apply: Callable[[Config], None]) -> Callable[[], None]:

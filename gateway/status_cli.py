@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 import zmq
 
-from chargegw.workers import pool_protocol as pp
+from chargegw.ipc import protocol as pp
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
         except ConfigError as exc:
             print(f"chargegw status: {exc}", file=sys.stderr)
             return 2
-        from chargegw.workers.pool_security import status_endpoint
+        from chargegw.ipc.security import status_endpoint
 
         endpoint = status_endpoint(cfg)
     try:
@@ -77,8 +77,8 @@ def render(doc: dict[str, Any]) -> str:
     pool = doc.get("pool", {})
     lines = [
         f"gateway {doc.get('origin_host', '?')} (realm {doc.get('origin_realm', '?')}), "
-        f"up {doc.get('uptime_s', 0):.0f}s, listening on {', '.join(doc.get('listen', [])) or '-'}, "
-        f"forward={doc.get('forward', '?')}{' (draining)' if doc.get('draining') else ''}",
+        f"up {doc.get('uptime_s', 0):.0f}s, listening on {', '.join(doc.get('listen', [])) or '-'}"
+        f"{' (draining)' if doc.get('draining') else ''}",
         f"worker endpoints: {', '.join(doc.get('endpoints', []))}",
         "",
         f"peers ({len(doc.get('peers', []))}):",

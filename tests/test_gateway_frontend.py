@@ -16,7 +16,6 @@ import pytest
 
 from chargegw.codec import Avp, Message
 from chargegw.config import Config, load_config
-from chargegw.gateway import forwarding
 from chargegw.gateway.frontend import Gateway, build_node_config
 from chargegw.peer.config import NodeConfig, PeerConfig, VendorApp
 from chargegw.peer.node import Node
@@ -70,9 +69,9 @@ test_req.__test__ = False  # type: ignore[attr-defined]
 
 @asynccontextmanager
 async def running(
-    cfg: Config, *, workers: int = 1, client_handler: Any = None, forward: str | None = None
+    cfg: Config, *, workers: int = 1, client_handler: Any = None
 ) -> AsyncIterator[tuple[Gateway, Node, list[WorkerRuntime]]]:
-    gw = Gateway(cfg, forward=forward)
+    gw = Gateway(cfg)
     await gw.start()
     port = gw.listen_addresses()[0][1]
     stops: list[tuple[asyncio.Event, asyncio.Task[None]]] = []
@@ -340,28 +339,14 @@ async def test_reload_adds_a_peer_without_dropping_connections(tmp_path: Path) -
         assert client.peers[GW].is_open
 
 
-@aio
-async def test_decoded_forwarding_mode_round_trip(tmp_path: Path) -> None:
-    async with running(config(tmp_path), forward="decoded") as (gw, client, _):
-        answers = await asyncio.gather(*(client.request(test_req(i), timeout=5) for i in range(20)))
-        assert [result_code(a) for a in answers] == [2001] * 20
-        assert answers[3].find_code(TEST_AVP, TEST_VENDOR)[0].data == (3).to_bytes(4, "big")
+def test_one_forwarding_mode() -> None:
+    """The front end forwards the raw request only: the "decoded" mode and its config key
+    (pool.forward) are gone, so a config that still sets it is refused by name."""
+    from chargegw.config import ConfigError, load_config
 
-
-def test_forwarding_tree_rebuilds_the_same_message() -> None:
-    ccr = make_ccr(CLIENT, "localdomain", "localdomain")
-    ccr.add(
-        "Multiple-Services-Credit-Control",
-        {"rating_group": 1, "requested_service_unit": {"cc_total_octets": 5}},
-    )
-    ccr.set(
-        "Event-Timestamp",
-        __import__("datetime").datetime(2024, 1, 2, 3, 4, 5, tzinfo=__import__("datetime").UTC),
-    )
-    ccr.add(Avp(TEST_AVP, b"\x01\x02\x03", vendor=TEST_VENDOR, flags=0x80))
-    raw = ccr.encode()
-    doc = msgspec.msgpack.decode(msgspec.msgpack.encode(forwarding.tree(Message.decode(raw))))
-    assert forwarding.rebuild(doc).encode() == raw
+    with pytest.raises(ConfigError, match="forward"):
+        load_config(None, env={"CHARGEGW_POOL__FORWARD": "decoded"})
+    assert not hasattr(Gateway, "_handle_decoded")
 
 
 def test_session_id_affinity_key() -> None:

@@ -255,7 +255,7 @@ def test_a_store_not_up_at_start_is_temporary_not_a_config_error(tmp_path: Path)
     never EX_CONFIG, which stops the whole gateway as a bad config."""
     import fcntl
 
-    from chargegw.workers.runtime import EX_CONFIG, EX_TEMPFAIL
+    from chargegw.process import EX_CONFIG, EX_TEMPFAIL
 
     data = tmp_path / "data"
     data.mkdir()

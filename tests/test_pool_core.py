@@ -8,7 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from chargegw.gateway.pool import TOO_BUSY, UNABLE_TO_DELIVER, NoWorker, PoolCore
+from chargegw.codec import ResultCode
+from chargegw.codec.errors import DiameterError
+from chargegw.gateway.pool import NoWorker, PoolCore
 
 APP = 4
 
@@ -43,7 +45,7 @@ def test_credit_is_never_exceeded_and_3004_when_full() -> None:
     assert per_worker == {b"a": 2, b"b": 3}
     with pytest.raises(NoWorker) as exc:
         place(c, "one-more")
-    assert exc.value.result_code == TOO_BUSY
+    assert exc.value.result_code == ResultCode.DIAMETER_TOO_BUSY
     assert c.counters.shed_busy == 1
     # An answer frees exactly one slot, on that worker.
     p = next(p for p in placed if p.worker == b"a")
@@ -56,11 +58,11 @@ def test_no_worker_for_the_app_is_3002() -> None:
     c = core()
     with pytest.raises(NoWorker) as exc:
         place(c, "s")
-    assert exc.value.result_code == UNABLE_TO_DELIVER
+    assert exc.value.result_code == ResultCode.DIAMETER_UNABLE_TO_DELIVER
     reg(c, "a", 5, apps=(3,))
     with pytest.raises(NoWorker) as exc:
         place(c, "s", app=APP)
-    assert exc.value.result_code == UNABLE_TO_DELIVER
+    assert exc.value.result_code == ResultCode.DIAMETER_UNABLE_TO_DELIVER
     assert place(c, "s", app=3).worker == b"a"
 
 
@@ -265,3 +267,18 @@ def test_invariants_under_random_events(events: list[tuple[str, int, int]]) -> N
     assert all(v == 1 for v in settled.values())
     assert set(settled) | set(c.pending) == placed
     assert not set(settled) & set(c.pending)
+
+
+def test_pool_errors_are_diameter_errors() -> None:
+    """NoWorker and OutRequestFailed carry their Result-Code as the one error base does
+    (issue 9, contract 2), so any error-answer builder can take them as they are."""
+    from chargegw.gateway.pool_out import OutRequestFailed
+
+    with pytest.raises(DiameterError) as exc:
+        place(core(), "s")
+    assert isinstance(exc.value, NoWorker)
+    assert exc.value.result_code == ResultCode.DIAMETER_UNABLE_TO_DELIVER
+    assert exc.value.reason == exc.value.error_message
+    err = OutRequestFailed(ResultCode.DIAMETER_COMMAND_UNSUPPORTED, "not RAR")
+    assert isinstance(err, DiameterError) and err.e_bit
+    assert (err.result_code, err.reason) == (3001, "not RAR")

@@ -18,9 +18,9 @@ import zmq
 from chargegw.codec import Avp, Message
 from chargegw.gateway.pool import NoWorker, Pending, PoolCore
 from chargegw.gateway.pool_io import OutRequestFailed, PoolServer
-from chargegw.workers import pool_protocol as pp
-from chargegw.workers.api import AppSpec
-from chargegw.workers.pool_security import DEFAULT_OUT_COMMANDS
+from chargegw.ipc import protocol as pp
+from chargegw.ipc.security import DEFAULT_OUT_COMMANDS
+from chargegw.workers.api import AppSpec, Incoming
 from chargegw.workers.runtime import WorkerRuntime
 from chargegw.workers.testapp import TEST_APP_ID, TEST_AVP, TEST_CMD, TEST_VENDOR
 
@@ -415,8 +415,9 @@ class GarbageApp:
     def setup(self, ctx: Any) -> None:
         pass
 
-    def handle_raw(self, raw: bytes, ctx: Any) -> bytes:
-        return b"\x01\x00\x00\x14" + b"\x00" * 16  # a request-less header, wrong hop-by-hop
+    def handle_batch(self, requests: list[Incoming]) -> list[bytes]:
+        # a request-less header, wrong hop-by-hop
+        return [b"\x01\x00\x00\x14" + b"\x00" * 16 for _ in requests]
 
 
 @aio
@@ -499,7 +500,7 @@ async def test_second_gateway_on_the_same_ipc_path_is_refused(tmp_path: Path) ->
 
 
 class BatchApp:
-    """`handle_raw_batch`: answers a whole drained batch at once; request 3 raises (5012),
+    """`handle_batch`: answers a whole drained batch at once; request 3 raises (5012),
     and with `later` the list comes back from an awaitable."""
 
     app_id = TEST_APP_ID
@@ -517,10 +518,10 @@ class BatchApp:
             2001, origin_host=self.ctx.origin_host, origin_realm=self.ctx.origin_realm
         ).encode()
 
-    def handle_raw_batch(self, raws: list[bytes], ctxs: list[Any]) -> Any:
-        assert len(ctxs) == len(raws) and all(c.peer == "client.localdomain" for c in ctxs)
-        type(self).batches.append(len(raws))
-        answers = [self._one(r) for r in raws]
+    def handle_batch(self, requests: list[Incoming]) -> Any:
+        assert all(r.ctx.peer == "client.localdomain" for r in requests)
+        type(self).batches.append(len(requests))
+        answers = [self._one(r.raw) for r in requests]
         if not self.later:
             return answers
 
@@ -552,3 +553,134 @@ async def test_batch_hook_answers_every_request_of_a_batch(tmp_path: Path, app: 
         # every slot came back: the window is whole again
         w = next(iter(gw.core.workers.values()))
         await until(lambda: w.available == w.credit, what="credit returned")
+
+
+class MixedBatchApp:
+    """Every kind of `handle_batch` entry, chosen by the request's number (hbh - 1000):
+    0 bytes, 1 a Message, 2 an awaitable of bytes, 3 None (expired: dropped unapplied),
+    4 a DiameterError (its own Result-Code), 5 another exception (5012)."""
+
+    app_id = TEST_APP_ID
+    calls: list[int] = []
+
+    def setup(self, ctx: Any) -> None:
+        self.ctx = ctx
+
+    def _answer(self, r: Incoming) -> Message:
+        return r.message.answer(
+            2001, origin_host=self.ctx.origin_host, origin_realm=self.ctx.origin_realm
+        )
+
+    def handle_batch(self, requests: list[Incoming]) -> list[Any]:
+        from chargegw.codec.errors import DiameterError
+
+        type(self).calls.append(len(requests))
+        out: list[Any] = []
+        for r in requests:
+            kind = (int.from_bytes(r.raw[12:16], "big") - 1000) % 6
+            if kind == 0:
+                out.append(self._answer(r).encode())
+            elif kind == 1:
+                out.append(self._answer(r))
+            elif kind == 2:
+
+                async def later(r: Incoming = r) -> bytes:
+                    await asyncio.sleep(0.01)
+                    return self._answer(r).encode()
+
+                out.append(later())
+            elif kind == 3:
+                out.append(None)
+            elif kind == 4:
+                out.append(DiameterError(5030, "no such user"))
+            else:
+                out.append(RuntimeError("boom"))
+        return out
+
+
+@aio
+async def test_handle_batch_entries_of_every_kind(tmp_path: Path) -> None:
+    """One dispatch path: bytes, Message and awaitable answers; None is Expired (3002 from
+    the gateway, slot back); a DiameterError keeps its Result-Code; anything else is 5012."""
+    MixedBatchApp.calls = []
+    async with pool(tmp_path) as (gw, ws):
+        rt = ws.start(
+            make_worker([gw.endpoint], [AppSpec(TEST_APP_ID, f"{__name__}:MixedBatchApp")])
+        )
+        await until(lambda: len(gw.core.workers) == 1, what="registration")
+        for i in range(36):
+            gw.submit(make_request(i))
+        await until(lambda: gw.total() == 36, what="all answers")
+        want = {0: 2001, 1: 2001, 2: 2001, 3: 3002, 4: 5030, 5: 5012}
+        for i in range(36):
+            assert int(gw.answers[1000 + i].get("Result-Code")) == want[i % 6], i
+        assert sorted(h for h, c in gw.errors) == [1000 + i for i in range(36) if i % 6 == 3]
+        assert gw.core.counters.worker_expired == 6
+        assert rt.links[0].expired == 6
+        assert gw.answers[1004].get("Error-Message") == "no such user"
+        assert sum(MixedBatchApp.calls) == 36 and len(MixedBatchApp.calls) < 36  # batched
+        w = next(iter(gw.core.workers.values()))
+        await until(lambda: w.available == w.credit, what="credit returned")
+
+
+class RawAndHandleApp:
+    """Defines the removed `handle_raw` beside `handle`: only `handle` may be called."""
+
+    app_id = TEST_APP_ID
+    decoded = 0
+
+    def setup(self, ctx: Any) -> None:
+        self.ctx = ctx
+
+    def handle_raw(self, raw: bytes, ctx: Any) -> bytes:
+        raise AssertionError("handle_raw is not an entry point any more")
+
+    def handle(self, request: Message, ctx: Any) -> Message:
+        assert ctx.peer == "client.localdomain" and ctx.deadline > time.time()
+        type(self).decoded += 1
+        return request.answer(
+            2001, origin_host=self.ctx.origin_host, origin_realm=self.ctx.origin_realm
+        )
+
+
+@aio
+async def test_handle_only_app_is_adapted_and_handle_raw_is_ignored(tmp_path: Path) -> None:
+    RawAndHandleApp.decoded = 0
+    async with pool(tmp_path) as (gw, ws):
+        rt = ws.start(
+            make_worker([gw.endpoint], [AppSpec(TEST_APP_ID, f"{__name__}:RawAndHandleApp")])
+        )
+        await until(lambda: len(gw.core.workers) == 1, what="registration")
+        for i in range(10):
+            gw.submit(make_request(i))
+        await until(lambda: gw.total() == 10, what="answers")
+        assert {int(m.get("Result-Code")) for m in gw.answers.values()} == {2001}
+        assert RawAndHandleApp.decoded == 10 and rt.errors == 0
+
+
+def test_adapter_keeps_each_failure_to_its_request() -> None:
+    """The one wrapper from `handle` to `handle_batch`: an undecodable request or a raising
+    handler is that entry's exception; the others are answered; a request is decoded only
+    when the application asks for `message`."""
+    from chargegw.codec import AvpError
+    from chargegw.workers.api import RequestContext
+    from chargegw.workers.apps import batch_entry
+
+    class App:
+        def handle(self, request: Message, ctx: Any) -> Any:
+            if request.hop_by_hop == 1001:
+                raise ValueError("no")
+            return request.hop_by_hop
+
+    good = make_request(0)
+    ctx = RequestContext("p", time.time() + 5)
+    bad = bytearray(make_request(2))
+    bad[20 + 5 : 20 + 8] = (4).to_bytes(3, "big")  # the first AVP's length: too short
+    reqs = [Incoming(good, ctx), Incoming(make_request(1), ctx), Incoming(bytes(bad), ctx)]
+    out = batch_entry(App())(reqs)
+    assert out[0] == 1000
+    assert isinstance(out[1], ValueError)
+    assert isinstance(out[2], AvpError)
+    lazy = Incoming(good, ctx)
+    assert lazy._message is None
+    assert lazy.message is lazy.message and lazy.message.hop_by_hop == 1000

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from chargegw.workers import pool_protocol as pp
+from chargegw.ipc import protocol as pp
 
 SAMPLES: list[pp.PoolMessage] = [
     pp.Ready(worker_id="w1", credit=64, apps=[4, 3], gen=7, pid=123, host="h"),
@@ -21,9 +21,7 @@ SAMPLES: list[pp.PoolMessage] = [
         raw=b"\x01" * 40,
         retransmit=True,
     ),
-    pp.Request(
-        id=2, peer="p", hbh=1, app=4, cmd=272, deadline=1.5, raw=b"", decoded={"h": [1, 2], "a": []}
-    ),
+    pp.Request(id=2, peer="p", hbh=1, app=4, cmd=272, deadline=1.5, raw=b""),
     pp.Answer(id=9, raw=b"\x00\xff"),
     pp.Heartbeat(t=12.5, free=pp.DRAIN_ACK),
     pp.OutRequest(id=3, raw=b"abc", peer="", timeout=2.0),

@@ -1,12 +1,21 @@
 """The contract between worker runtime and application handlers.
 
-An application is any object with `app_id`, `setup(ctx)` and `handle(request, ctx)`.
-It runs inside a worker process, receives fully decoded codec messages, and returns an
-answer message. It may send requests out through the gateway (RAR, ASR, SNR).
+An application is any object with `app_id`, `setup(ctx)` and one of:
+- `handle_batch(requests: list[Incoming]) -> list[bytes | Awaitable[bytes] | None]`: the
+  runtime drains a batch of requests from ZeroMQ and calls this once per application per
+  batch, so an application can decide them together (one store transaction). One entry
+  per request, in order: the encoded answer (a Message is encoded for you), an awaitable
+  of it, None to drop the request unapplied (it expired: the gateway answers 3002), or an
+  exception instance (answered like a raised one). The whole list may also be returned
+  as one awaitable.
+- `handle(request: Message, ctx: RequestContext) -> Message | Awaitable[Message]`: the
+  simple form for users' applications; the runtime adapts it to `handle_batch` (one call
+  per request, each failure kept to its own request).
 
-Handlers may be sync or async: the runtime awaits a returned coroutine. A handler that
-raises gets its request answered 5012 DIAMETER_UNABLE_TO_COMPLY by the runtime, which
-logs the Session-Id and keeps serving.
+It runs inside a worker process and may send requests out through the gateway (RAR, ASR,
+SNR). A handler that raises gets its request answered 5012 DIAMETER_UNABLE_TO_COMPLY by
+the runtime (or the DiameterError's Result-Code), which logs the Session-Id and keeps
+serving.
 """
 
 from __future__ import annotations
@@ -15,30 +24,10 @@ from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from chargegw.codec import Message
+
 if TYPE_CHECKING:
     import logging
-
-    from chargegw.codec import Message
-
-
-class Incoming:
-    """One request of a batch the runtime hands to `handle_batch`: its bytes, its context,
-    and the decoded message, made on first use."""
-
-    __slots__ = ("raw", "ctx", "_message")
-
-    def __init__(self, raw: bytes, ctx: RequestContext) -> None:
-        self.raw = raw
-        self.ctx = ctx
-        self._message: Message | None = None
-
-    @property
-    def message(self) -> Message:
-        if self._message is None:
-            from chargegw.codec import Message
-
-            self._message = Message.decode(self.raw)
-        return self._message
 
 
 class SetupUnavailable(Exception):
@@ -65,6 +54,32 @@ class RequestContext:
     retransmit: bool = False  # True when the gateway resent it after a worker was lost
 
 
+class Incoming:
+    """One request of a drained batch: the bytes as received, its context, and the decoded
+    Message on first use (an application that reads the bytes itself never pays for it).
+    `message` raises the codec's AvpError/CodecError for a request that does not decode."""
+
+    __slots__ = ("raw", "ctx", "_message")
+
+    def __init__(self, raw: bytes, ctx: RequestContext) -> None:
+        self.raw = raw
+        self.ctx = ctx
+        self._message: Message | None = None
+
+    @property
+    def message(self) -> Message:
+        m = self._message
+        if m is None:
+            m = self._message = Message.decode(self.raw)
+        return m
+
+    def __repr__(self) -> str:
+        return f"Incoming({len(self.raw)} bytes, peer={self.ctx.peer!r})"
+
+
+BatchResult = list["bytes | Message | Awaitable[bytes | Message] | BaseException | None"]
+
+
 @runtime_checkable
 class WorkerContext(Protocol):
     """What the worker runtime offers every application in its process."""
@@ -89,13 +104,23 @@ class WorkerContext(Protocol):
 
 
 class Application(Protocol):
-    """A user or built-in application. Register it in config as `module:attr`."""
+    """A simple application (`handle`). Register it in config as `module:attr`."""
 
     app_id: int
 
     def setup(self, ctx: WorkerContext) -> None: ...
 
     def handle(self, request: Message, ctx: RequestContext) -> Message | Awaitable[Message]: ...
+
+
+class BatchApplication(Protocol):
+    """An application that decides a drained batch at once (`handle_batch`)."""
+
+    app_id: int
+
+    def setup(self, ctx: WorkerContext) -> None: ...
+
+    def handle_batch(self, requests: list[Incoming]) -> BatchResult | Awaitable[BatchResult]: ...
 
 
 @dataclass(slots=True)

@@ -2,13 +2,13 @@
 
 - `TestApp`: freeDiameter's test_app (command 16777214, application 16777215): answers
   2001 and echoes the Test-AVP (code 16777215, vendor 999999), so `fd-client.sh` can
-  drive `chargegw run` out of the box. It decodes with the codec like any application;
-  `[applications.config] fast = true` switches it to a byte-level answer (no decode).
+  drive `chargegw run` out of the box. It decodes with the codec like any application
+  (`handle`); `[applications.config] fast = true` switches it to a byte-level answer.
 - `NullApp`: answers 2001 to anything at once, byte-level (the front end's ceiling).
 - `FailApp`, `SlowApp`, `BlockApp`, `AskPeerApp`: fault and feature probes for tests.
 
-Byte-level handlers implement `handle_raw(raw, ctx) -> bytes`, which the runtime calls
-instead of decoding (see workers/runtime.py).
+Byte-level handlers implement `handle_batch(requests)` and read `Incoming.raw` only, so
+nothing is decoded (see workers/api.py).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import time
 from typing import Any
 
 from chargegw.codec import Avp, Message
-from chargegw.workers.api import RequestContext, SendError, WorkerContext
+from chargegw.workers.api import Incoming, RequestContext, SendError, WorkerContext
 
 TEST_APP_ID = 16777215
 TEST_CMD = 16777214
@@ -102,7 +102,8 @@ class TestApp:
             answerer = _RawAnswerer(
                 ctx.origin_host, ctx.origin_realm, copy=((TEST_AVP, TEST_VENDOR),)
             )
-            self.handle_raw = lambda raw, _ctx: answerer.answer(raw)
+            # Set on the instance: only the fast variant has a batch entry point.
+            self.handle_batch = lambda requests: [answerer.answer(r.raw) for r in requests]
 
     def handle(self, request: Message, ctx: RequestContext) -> Message:
         ans = request.answer(2001, origin_host=self.origin_host, origin_realm=self.origin_realm)
@@ -124,11 +125,9 @@ class NullApp:
             copy.append((TEST_AVP, TEST_VENDOR))
         self._answerer = _RawAnswerer(ctx.origin_host, ctx.origin_realm, copy=tuple(copy))
 
-    def handle_raw(self, raw: bytes, ctx: RequestContext) -> bytes:
-        return self._answerer.answer(raw)
-
-    def handle(self, request: Message, ctx: RequestContext) -> Message:  # decoded mode
-        return Message.decode(self._answerer.answer(request.encode()))
+    def handle_batch(self, requests: list[Incoming]) -> list[bytes]:
+        answer = self._answerer.answer
+        return [answer(r.raw) for r in requests]
 
 
 class FailApp:

@@ -30,10 +30,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from chargegw.config import ConfigError, load_config
-    from chargegw.gateway.service import setup_logging
+    from chargegw.ipc.security import PoolKeyError
+    from chargegw.process import EX_CONFIG, EX_TEMPFAIL, setup_logging
     from chargegw.workers.api import SetupUnavailable
-    from chargegw.workers.pool_security import PoolKeyError
-    from chargegw.workers.runtime import EX_CONFIG, EX_TEMPFAIL, AppLoadError, run_worker
+    from chargegw.workers.runtime import AppLoadError, run_worker
 
     try:
         config = load_config(args.config)

@@ -27,8 +27,8 @@ from zmq.utils.monitor import recv_monitor_message
 from chargegw.codec import Avp, Message, commands
 from chargegw.gateway.pool import Pending, PoolCore
 from chargegw.gateway.pool_io import PoolServer
-from chargegw.workers import pool_protocol as pp
-from chargegw.workers import pool_security as sec
+from chargegw.ipc import protocol as pp
+from chargegw.ipc import security as sec
 from chargegw.workers.api import AppSpec
 from chargegw.workers.charging.store import ledger_check
 from chargegw.workers.runtime import WorkerRuntime

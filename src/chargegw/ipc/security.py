@@ -14,8 +14,10 @@
 from __future__ import annotations
 
 import os
+import socket
 import stat
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -247,3 +249,39 @@ __all__ = [
     "server_keys",
     "status_endpoint",
 ]
+
+
+def bind(sock: zmq.Socket, ep: str) -> None:
+    """Bind; an ipc:// socket file is mode 0600 from the start, in a 0700 directory."""
+    if not ep.startswith("ipc://"):
+        sock.bind(ep)
+        return
+    _prepare_ipc(ep)
+    with private_bind():
+        sock.bind(ep)
+    after_ipc_bind(ep)
+
+
+def _prepare_ipc(endpoint: str) -> None:
+    """Create the socket's directory, and refuse a path another live process is bound to
+    (ZeroMQ would silently take it over, cutting that gateway off from its workers)."""
+    path = endpoint[len("ipc://") :]
+    if path.startswith("@"):
+        return  # abstract namespace
+    d = os.path.dirname(path)
+    if d:
+        private_dir(d)
+    # A socket closed a moment ago (a restart in the same process) may still accept for a
+    # few milliseconds: only one that keeps accepting is taken as live.
+    for _ in range(10):
+        if not os.path.exists(path):
+            return
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(path)
+        except OSError:
+            return  # stale file of a process that is gone: ZeroMQ replaces it
+        finally:
+            probe.close()
+        time.sleep(0.05)
+    raise OSError(f"{endpoint} is in use by another running gateway")

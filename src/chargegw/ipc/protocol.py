@@ -63,9 +63,8 @@ class Request(_Msg, tag=3):
     app: int
     cmd: int
     deadline: float  # time.time() after which the gateway answers it itself
-    raw: bytes  # the request exactly as received; empty in "decoded" forwarding mode
+    raw: bytes  # the request exactly as received
     retransmit: bool = False  # resent after the worker holding it was lost
-    decoded: dict | None = None  # "decoded" forwarding mode only (see gateway/dispatch.py)
 
 
 class Answer(_Msg, tag=4):
