@@ -23,6 +23,7 @@ from typing import Any
 
 from .avp import Avp
 from .constants import AVP_MANDATORY, AVP_VENDOR, FLAG_REQUEST
+from .definitions import CommandDef
 from .dictionary import AvpDef, Dictionary, Grammar
 from .types import IdentityType, UTF8StringType, _identity_ok
 
@@ -274,15 +275,22 @@ def _bad() -> Any:
     raise Unreadable
 
 
+def _one_command(d: Dictionary, command: str, app_id: int | None) -> CommandDef:
+    """The command of that name, in application `app_id` where several applications define
+    one (Credit-Control is Gy's, Gx's and Sd's)."""
+    cmds = [c for c in d.find_commands(command) if app_id is None or c.app_id == app_id]
+    if len(cmds) != 1:
+        where = "" if app_id is None else f" of application {app_id}"
+        raise KeyError(f"no single command {command!r}{where} in the dictionary")
+    return cmds[0]
+
+
 def compile_reader(
-    d: Dictionary, command: str, fields: Spec, *, request: bool = True
+    d: Dictionary, command: str, fields: Spec, *, request: bool = True, app_id: int | None = None
 ) -> Reader:
     """A reader for `command`'s request (or answer) that keeps the AVPs of `fields` (see Spec)
     and every AVP the grammar requires, checking the rest as the module docstring says."""
-    cmds = [c for c in d.find_commands(command)]
-    if len(cmds) != 1:
-        raise KeyError(f"no single command {command!r} in the dictionary")
-    cmd = cmds[0]
+    cmd = _one_command(d, command, app_id)
     grammar = cmd.request if request else cmd.answer
     assert grammar is not None
     gen = _Gen(d)
@@ -344,11 +352,10 @@ class Writer:
     its definition; lists are occurrences where the grammar allows several; an `Avp` (a
     Failed-AVP's content) or anything unusual goes through the codec as it is."""
 
-    def __init__(self, d: Dictionary, command: str, *, request: bool = False) -> None:
-        cmds = d.find_commands(command)
-        if len(cmds) != 1:
-            raise KeyError(f"no single command {command!r} in the dictionary")
-        self.cmd = cmds[0]
+    def __init__(
+        self, d: Dictionary, command: str, *, request: bool = False, app_id: int | None = None
+    ) -> None:
+        self.cmd = _one_command(d, command, app_id)
         grammar = self.cmd.request if request else self.cmd.answer
         assert grammar is not None
         self.d = d

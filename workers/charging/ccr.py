@@ -14,8 +14,10 @@ from typing import Any
 
 from chargegw.codec import get_dictionary
 from chargegw.codec.compiled import Reader, Unreadable, Writer, compile_reader
+from chargegw.codec.constants import APP_CREDIT_CONTROL
 
 COMMAND = "Credit-Control"
+APP_ID = APP_CREDIT_CONTROL  # Gx and Sd define a Credit-Control of their own
 
 _UNITS: dict[str, Any] = {
     "CC-Time": True,
@@ -52,14 +54,14 @@ _writer: list[Writer] = []
 def reader() -> Reader:
     """The compiled CCR reader, compiled again when the dictionary has grown."""
     if not _reader or _reader[0].stale():
-        _reader[:] = [compile_reader(get_dictionary(), COMMAND, CCR_FIELDS)]
+        _reader[:] = [compile_reader(get_dictionary(), COMMAND, CCR_FIELDS, app_id=APP_ID)]
     return _reader[0]
 
 
 def writer() -> Writer:
     """The CCA writer (its memo of encoded leaves is shared by the process)."""
     if not _writer or _writer[0].d is not get_dictionary():
-        _writer[:] = [Writer(get_dictionary(), COMMAND)]
+        _writer[:] = [Writer(get_dictionary(), COMMAND, app_id=APP_ID)]
     return _writer[0]
 
 
