@@ -91,9 +91,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-python-diameter", action="store_true", help="measure ours only")
 
 
-def load_vectors(folder: Path | None = None) -> dict[str, bytes]:
-    """{'ccr_u': ..., 'cca': ...}: from the folder given or found, else the embedded copies."""
-    for d in ([folder] if folder else []) + list(VECTOR_DIRS):
+def load_vectors(folder: Path | None = None, *, search: bool = False) -> dict[str, bytes]:
+    """{'ccr_u': ..., 'cca': ...}: the copies embedded in this module (what the tests use, so
+    they never depend on files outside the repository), or those in `folder`, or, with
+    `search`, in the first ../shared/vectors found (the benchmark's default)."""
+    dirs = [folder] if folder else list(VECTOR_DIRS) if search else []
+    for d in dirs:
         ccr, cca = d / "gy_ccr_update.hex", d / "gy_cca_update.hex"
         if ccr.is_file() and cca.is_file():
             return {
@@ -210,7 +213,7 @@ def _reference() -> Any:
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     get_dictionary()
-    vec = load_vectors(args.vectors)
+    vec = load_vectors(args.vectors, search=True)
     pd = None if args.no_python_diameter else _reference()
     report: dict[str, Any] = {
         "benchmark": "codec",

@@ -1,4 +1,5 @@
-"""Golden vectors from an independent encoder (python-diameter 0.9.0, ../shared/vectors/).
+"""Golden vectors from an independent encoder (python-diameter 0.9.0), kept in the repository
+(codec/bench.py) and cross-checked against ../shared/vectors/ where it exists.
 
 The decoded values are the ones the vectors' README lists; relaying is byte-exact; building
 the same content through the attribute API gives the same bytes except the M bits that
@@ -28,7 +29,7 @@ SID = "pgw01.gy.mnc001.mcc001.3gppnetwork.org;1732617600;00000001;0001"
 
 @pytest.fixture(scope="module")
 def vec() -> dict[str, bytes]:
-    return load_vectors(SHARED if SHARED.is_dir() else None)
+    return load_vectors()  # the in-repo copies; the test below cross-checks ../shared
 
 
 def test_embedded_copies_match_the_shared_files() -> None:
