@@ -210,7 +210,7 @@ class RawPeer:
 
     def abort(self) -> None:
         transport = self.writer.transport
-        transport.abort()  # type: ignore[attr-defined]
+        transport.abort()
 
 
 def result_code(msg: Message) -> int | None:
