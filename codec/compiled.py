@@ -396,7 +396,7 @@ class Writer:
         """One AVP (or its occurrences, for a list) on the wire."""
         t = type(value)
         if t is Frozen:
-            blob = value.blob
+            blob: tuple[str, bytes] | None = value.blob
             if blob is None or blob[0] != attr:
                 blob = value.blob = (attr, self.group(attr, value))
             return blob[1]

@@ -236,7 +236,7 @@ def import_wireshark(
         same = old is not None and (
             _norm(old.name) == _norm(d.name) or WS_NAMES.get(d.key) == d.name
         )
-        if same and _builtin(old) and (old.name, old.type) != (d.name, d.type):
+        if same and old is not None and _builtin(old) and (old.name, old.type) != (d.name, d.type):
             renamed[wanted] = old.name  # members that name it mean the built-in one
             if old.type == d.type:
                 report(f"merged: {d.name} (code {d.code} vendor {d.vendor}) is {old.name}")

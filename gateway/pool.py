@@ -99,7 +99,7 @@ class Counters:
     worker_expired: int = 0  # requests a worker dropped unapplied (deadline passed)
 
     def to_dict(self) -> dict[str, int]:
-        return {name: getattr(self, name) for name in self.__slots__}  # type: ignore[attr-defined]
+        return {name: getattr(self, name) for name in self.__slots__}
 
 
 def session_hash(session_id: bytes | str) -> int:

@@ -30,7 +30,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def query(endpoint: str, timeout: float = 2.0) -> dict[str, Any]:
     """The status document; raises TimeoutError when nothing answers."""
-    ctx = zmq.Context.instance()
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
     sock = ctx.socket(zmq.DEALER)
     sock.setsockopt(zmq.ROUTING_ID, b"status-" + secrets.token_hex(4).encode())
     sock.setsockopt(zmq.LINGER, 0)

@@ -193,12 +193,15 @@ def _ramp(cfg: LoadConfig, args: argparse.Namespace) -> dict[str, Any]:
     return {"steps": steps, "knee_rate": knee, "max_error_rate": max_err, "max_p99_ms": max_p99}
 
 
-def _compare(cfg: LoadConfig, args: argparse.Namespace, first: dict[str, Any]) -> list[dict]:
-    rows = [{"target": cfg.target, "summary": first}]
+def _compare(
+    cfg: LoadConfig, args: argparse.Namespace, first: dict[str, Any]
+) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = [{"target": cfg.target, "summary": first}]
     for t in args.compare:
         host, _, port = t.rpartition(":")
         c = LoadConfig(**{**asdict(cfg), "host": host or "127.0.0.1", "port": int(port),
                           "scenario": cfg.scenario})
+        s: dict[str, Any] | None
         try:
             s = _one(c, args, f"chargegw load against {c.target}")
         except ConnectError as exc:

@@ -24,6 +24,7 @@ import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from chargegw.codec import ResultCode
@@ -125,7 +126,7 @@ class Engine:
         for i in range(max(1, cfg.connections)):
             try:
                 _t, conn = await asyncio.wait_for(
-                    self.loop.create_connection(lambda i=i: LoadConn(self, i), cfg.host,
+                    self.loop.create_connection(partial(LoadConn, self, i), cfg.host,
                                                 cfg.port),
                     cfg.connect_timeout,
                 )

@@ -299,7 +299,7 @@ def _rf_flow(f: FlowSpec, ident: Identity, tag: str, sub: str, w: int) -> list[T
 
 
 def _sy_flow(f: FlowSpec, ident: Identity, tag: str, sub: str, w: int) -> list[Template]:
-    common = {
+    common: dict[str, Any] = {
         "session_id": _sid(ident, tag),
         "origin_host": ident.origin_host,
         "origin_realm": ident.origin_realm,

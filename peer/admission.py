@@ -228,7 +228,7 @@ class Admission:
                 exc.result_code,
                 host_ips=link.host_ips,
                 error_message=str(exc),
-                failed_avp=exc.failed_avp,
+                failed_avp=exc.failed_avps or None,
             )
             link.send(cea.encode())
             link.close()

@@ -132,7 +132,7 @@ def _our_server_main(port_pipe: Any, loop_kind: str, answer_mode: str) -> None:
             head = tmpl[:12]
             tail = tmpl[20:]
 
-            def handler(msg: Any, peer: Any) -> bytes:
+            def handler(msg: Any, peer: Any) -> Any:  # bytes or a Message
                 raw = msg.raw
                 return head + raw[12:20] + tail
 
@@ -199,7 +199,7 @@ async def _our_client(
     loop = asyncio.get_running_loop()
     results = []
     for level in levels:
-        state = {
+        state: dict[str, Any] = {
             "latencies": [],
             "errors": 0,
             "measuring": False,
@@ -545,7 +545,7 @@ def _print_table(report: dict[str, Any]) -> None:
         for r in rows:
             p = pd_by_c.get(r["concurrency"])
             ratio = f"{r['rps'] / p['rps']:.1f}" if p and p["rps"] else "-"
-            best = f"{r['rps'] / pd_best:.1f}" if pd_best else "-"
+            x_best = f"{r['rps'] / pd_best:.1f}" if pd_best else "-"
             pd_cols = (
                 f"{p['rps']:>9.0f} {p['p50_ms']:>8.2f} {p['p99_ms']:>8.2f}"
                 if p
@@ -556,7 +556,7 @@ def _print_table(report: dict[str, Any]) -> None:
             print(
                 f"{kind:<8} {r['concurrency']:>5} {r['rps']:>9.0f} {r['p50_ms']:>8.3f} "
                 f"{r['p99_ms']:>8.3f} {r['errors']:>4} {cli if cli is not None else '-':>7} "
-                f"{srv if srv is not None else '-':>7} | {pd_cols} | {ratio:>6} {best:>9}"
+                f"{srv if srv is not None else '-':>7} | {pd_cols} | {ratio:>6} {x_best:>9}"
             )
     if pd.get("error"):
         print(f"python-diameter: {pd['error']}")

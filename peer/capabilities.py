@@ -61,7 +61,6 @@ class CapabilitiesError(DiameterError):
     ) -> None:
         failed = [failed_avp] if isinstance(failed_avp, Avp) else failed_avp
         super().__init__(result_code, message, failed)
-        self.failed_avp = failed_avp
         self.caps = caps
 
 
@@ -123,7 +122,7 @@ def parse_capabilities(msg: Message) -> PeerCapabilities:
         return caps
     except CodecError as exc:
         raise CapabilitiesError(
-            exc.result_code, f"undecodable capabilities: {exc}", getattr(exc, "failed_avp", None)
+            exc.result_code, f"undecodable capabilities: {exc}", exc.failed_avps
         ) from None
 
 

@@ -7,6 +7,7 @@ them, tests build them by hand, and the Node only reads them. Nothing here does 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -116,7 +117,10 @@ class NodeConfig:
     origin_state_id: int = field(default_factory=lambda: int(time.time()) & 0xFFFFFFFF)
     auth_apps: list[int] = field(default_factory=list)
     acct_apps: list[int] = field(default_factory=list)
-    vendor_specific_apps: list[VendorApp | tuple[int, int]] = field(default_factory=list)
+    # (vendor, app) or (vendor, app, acct) tuples are accepted too: see vendor_apps().
+    vendor_specific_apps: Sequence[VendorApp | tuple[int, int] | tuple[int, int, bool]] = field(
+        default_factory=list
+    )
     supported_vendors: list[int] = field(default_factory=list)
     relay: bool = False
     inband_security: list[int] = field(default_factory=lambda: [0])
@@ -175,7 +179,7 @@ class NodeConfig:
             if isinstance(item, VendorApp):
                 out.append(item)
             else:
-                vendor, app, *rest = item  # type: ignore[misc]
+                vendor, app, *rest = item
                 out.append(VendorApp(int(vendor), int(app), bool(rest[0]) if rest else False))
         return out
 

@@ -235,10 +235,10 @@ class PeerConnection(PeerState):
         if key is not None:
             self.ctx.dup.forget(key)
         if isinstance(exc, ProtocolError):
-            self.send_error(link, msg, exc.result_code, exc.error_message, exc.failed_avp)
+            self.send_error(link, msg, exc.result_code, exc.error_message, exc.failed_avps)
             return
         if isinstance(exc, AvpError):
-            self.send_error(link, msg, exc.result_code, str(exc)[:200], exc.failed_avp)
+            self.send_error(link, msg, exc.result_code, str(exc)[:200], exc.failed_avps)
             return
         self.ctx.stats["handler_errors"] += 1
         log.error("handler for app %d command %d failed", msg.app_id, msg.code, exc_info=exc)

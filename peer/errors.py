@@ -32,7 +32,6 @@ class ProtocolError(DiameterError):
         failed = [failed_avp] if isinstance(failed_avp, Avp) else failed_avp
         super().__init__(result_code, message or "", failed)
         self.error_message = message  # type: ignore[assignment]  # None: no Error-Message
-        self.failed_avp = failed_avp
 
 
 class RequestError(DiameterError):

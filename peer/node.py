@@ -279,7 +279,7 @@ class Node(NodeSockets):
                         else:
                             fut.set_exception(ev.error)  # type: ignore[union-attr]
                 elif kind is FramingFault:
-                    framing_reply(self.ctx, ev.link, ev.error)  # type: ignore[union-attr]
+                    framing_reply(self.ctx, ev.link, ev.error)  # type: ignore[union-attr,arg-type]
                 elif kind is Failover:
                     self._failover(peer, ev.entries)  # type: ignore[union-attr]
                 elif kind is Connect:

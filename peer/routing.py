@@ -7,7 +7,7 @@ returns a choice or the Result-Code explaining why there is none (3002 / 3003).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Protocol
+from typing import Protocol, TypeVar, cast
 
 from chargegw.codec.constants import ResultCode
 from chargegw.codec.errors import DiameterError
@@ -17,7 +17,9 @@ from chargegw.peer.config import RouteConfig
 class RoutablePeer(Protocol):
     name: str
     realm: str | None
-    outstanding: int
+
+    @property
+    def outstanding(self) -> int: ...
 
     @property
     def usable(self) -> bool: ...
@@ -27,6 +29,8 @@ class RoutablePeer(Protocol):
 
 # A selector picks one peer among usable candidates that support the application.
 Selector = Callable[[Sequence[RoutablePeer]], RoutablePeer]
+# The caller's own peer type (the Node's PeerInfo), so select() hands back what it was given.
+P = TypeVar("P", bound=RoutablePeer)
 
 
 def least_outstanding(candidates: Sequence[RoutablePeer]) -> RoutablePeer:
@@ -84,12 +88,12 @@ class RoutingTable:
 
     def select(
         self,
-        peers: Mapping[str, RoutablePeer],
+        peers: Mapping[str, P],
         app_id: int,
         dest_host: str | None = None,
         dest_realm: str | None = None,
         exclude: Iterable[str] = (),
-    ) -> RoutablePeer:
+    ) -> P:
         """Pick a peer for a request; raises RoutingError(3002/3003).
 
         `peers` is keyed by lower-cased Origin-Host. `exclude` drops candidates (failover,
@@ -142,12 +146,12 @@ class RoutingTable:
 
     def _choose(
         self,
-        peers: Mapping[str, RoutablePeer],
+        peers: Mapping[str, P],
         names: Iterable[str],
         app_id: int,
         excluded: Iterable[str],
-    ) -> RoutablePeer | None:
-        candidates = []
+    ) -> P | None:
+        candidates: list[P] = []
         for name in names:
             if name in excluded:
                 continue
@@ -158,4 +162,4 @@ class RoutingTable:
             return None
         if len(candidates) == 1:
             return candidates[0]
-        return self.selector(candidates)
+        return cast(P, self.selector(candidates))  # a selector returns one of the candidates

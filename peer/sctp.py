@@ -301,7 +301,12 @@ async def open_connection(
             if exc.errno != errno.EINPROGRESS:
                 raise
         fut: asyncio.Future[None] = loop.create_future()
-        loop.add_writer(sock.fileno(), lambda: fut.done() or fut.set_result(None))
+
+        def _writable() -> None:
+            if not fut.done():
+                fut.set_result(None)
+
+        loop.add_writer(sock.fileno(), _writable)
         try:
             await asyncio.wait_for(fut, timeout)
         finally:

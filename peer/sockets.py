@@ -102,6 +102,7 @@ class NodeSockets:
         self._stopping = True
         for server, _ in self._servers.values():
             server.close()
+        link: Link | None
         for link in list(self._inbound):
             link.close()
         for peer in self._peers.values():
@@ -275,7 +276,7 @@ class NodeSockets:
         if lc.transport == "sctp":
             from chargegw.peer import sctp
 
-            server = await sctp.start_server(
+            server: asyncio.Server | sctp.SctpServer = await sctp.start_server(
                 self._loop,
                 lambda: self._new_conn(False, "sctp"),
                 lc.host,
@@ -302,7 +303,7 @@ class NodeSockets:
                 reuse_address=True,
                 backlog=512,
             )
-        addrs = []
+        addrs: list[tuple[str, str, int]] = []
         for sock in server.sockets:
             name = sock.getsockname()
             addrs.append((lc.transport, name[0], name[1]))
@@ -419,7 +420,7 @@ class NodeSockets:
         if self._stopping or peer.removed or peer.config is None:
             return
         if peer.fsm.state is State.CLOSED:
-            self._run(peer, peer.start(self._loop.time()))
+            self._run(peer, peer.start(self._loop.time()))  # type: ignore[union-attr]
 
     def _kick_held(self, names: Iterable[str]) -> None:
         """A request found no route: reconnect held peers that could have taken it."""
@@ -435,7 +436,7 @@ class NodeSockets:
                 log.info("reconnecting %s on demand", peer.name)
                 peer.hold_until = 0.0
                 self._cancel_reconnect(peer)
-                self._run(peer, peer.start(self._loop.time()))
+                self._run(peer, peer.start(self._loop.time()))  # type: ignore[union-attr]
 
     def _forget(self, peer: PeerInfo) -> None:
         if self._peers.get(peer.key) is peer:

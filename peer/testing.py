@@ -210,7 +210,7 @@ class RawPeer:
 
     def abort(self) -> None:
         transport = self.writer.transport
-        transport.abort()  # type: ignore[attr-defined]
+        transport.abort()
 
 
 def result_code(msg: Message) -> int | None:
@@ -270,6 +270,8 @@ class MemoryNode:
         app = msg.app_id
         if not msg.end_to_end:
             msg.end_to_end = self.ctx.e2e.next()
+        # (app, dest_host, dest_realm, pinned, tried): what failover needs
+        meta: tuple[int, str | None, str | None, bool, tuple[str, ...]]
         if peer is not None:
             target, meta = self.peers[peer.lower()], (app, None, None, True, ())
         else:

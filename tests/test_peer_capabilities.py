@@ -221,3 +221,50 @@ def test_agent_generated_error_carries_error_reporting_host() -> None:
 def test_protocol_error_exception_carries_its_code() -> None:
     exc = ProtocolError(5030, "unknown user")
     assert exc.result_code == 5030 and exc.error_message == "unknown user"
+
+
+def _failed_codes(answer: Message) -> list[int]:
+    """The codes of the AVPs inside an answer's one Failed-AVP."""
+    failed = answer.find("Failed-AVP")
+    assert failed is not None
+    return [a.code for a in failed.value]
+
+
+def test_protocol_error_with_several_failed_avps_keeps_them_all() -> None:
+    """A handler's ProtocolError naming two AVPs holds them as two `failed_avps` entries, and
+    both reach Failed-AVP on the worker path (the codec's builder reads `failed_avps`) as on
+    the Node's (`error_answer_bytes`). The old constructor re-set `failed_avp` to the list, so
+    `failed_avps` was `[[a, b]]` and `failed_avp` a list: the answers came out right only
+    because `list.copy()` and the encoder happen to accept the nested list."""
+    from chargegw.codec import error_answer as codec_error_answer
+
+    pair = [Avp.new("Auth-Application-Id", 0), Avp.new("Acct-Application-Id", 0)]
+    exc = ProtocolError(5005, "one of these is missing", pair)
+    assert [a.code for a in exc.failed_avps] == [258, 259]
+    assert exc.failed_avp is not None and exc.failed_avp.code == 258
+    req = make_ccr("a.example", "example", "localdomain").encode()
+    worker = Message.decode(codec_error_answer(req, exc, "gw.localdomain", "localdomain"))
+    assert worker.result_code == 5005 and _failed_codes(worker) == [258, 259]
+    raw = error_answer_bytes(
+        req, exc.result_code, origin_host="gw.localdomain", origin_realm="localdomain",
+        failed_avp=exc.failed_avps,
+    )  # fmt: skip
+    assert raw is not None and _failed_codes(Message.decode(raw)) == [258, 259]
+
+
+def test_vsai_without_an_application_names_both_in_the_cea() -> None:
+    """5005 for a Vendor-Specific-Application-Id with neither application id: the error holds
+    both candidates as two Failed-AVP entries (not a list inside the list), and the CEA built
+    from it, as admission builds it, carries both."""
+    neither = make_cer("a.example", "example", auth_apps=[])
+    neither.add("Vendor-Specific-Application-Id", {"vendor_id": 10415})
+    with pytest.raises(caps.CapabilitiesError) as err:
+        caps.parse_capabilities(roundtrip(neither))
+    assert [a.code for a in err.value.failed_avps] == [258, 259]
+    cea = roundtrip(
+        caps.build_cea(
+            cfg(auth_apps=[4]), neither, err.value.result_code,
+            failed_avp=err.value.failed_avps or None,
+        )
+    )  # fmt: skip
+    assert cea.result_code == 5005 and _failed_codes(cea) == [258, 259]

@@ -67,7 +67,7 @@ def batch_entry(app: Any) -> HandleBatch:
     handler) becomes that request's entry, so the rest of the batch is unaffected."""
     own = getattr(app, "handle_batch", None)
     if own is not None:
-        return own  # type: ignore[no-any-return]
+        return own
     handle = getattr(app, "handle", None)
     if handle is None:
         raise TypeError(f"{type(app).__name__} has neither handle_batch nor handle")

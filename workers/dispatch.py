@@ -178,7 +178,7 @@ class RequestPath:
             ):
                 fut = asyncio.ensure_future(result)
                 self._tasks.add(fut)
-                fut.add_done_callback(lambda f, r=req, m=inc: self._done(i, gen, r, m, f))
+                fut.add_done_callback(lambda f, r=req, m=inc: self._done(i, gen, r, m, f))  # type: ignore[misc]  # lambda defaults
             else:
                 self._finish(i, gen, req, inc, result)
         if fast:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -41,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"chargegw worker: {exc}", file=sys.stderr)
         return 2
     setup_logging(args.log_level or config.logging.level)
-    overrides: dict[str, object] = {}
+    overrides: dict[str, Any] = {}
     if args.id:
         overrides["worker_id"] = args.id
     if args.gateway:

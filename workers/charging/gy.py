@@ -230,7 +230,7 @@ class CreditControlApp:
             msg = Message.decode(raw)
         except CodecError as exc:
             err = DiameterError(exc.result_code, exc.error_message,
-                                [exc.failed_avp] if getattr(exc, "failed_avp", None) else None)  # fmt: skip
+                                [exc.failed_avp] if getattr(exc, "failed_avp", None) else None)  # type: ignore[list-item]  # fmt: skip
             try:
                 return error_answer(raw, err, host, realm)
             except CodecError:

@@ -40,7 +40,7 @@ class LoopSocket:
         self.on_batch = on_batch
         self.limit = limit
         self.copy = copy
-        self._fd = sock.getsockopt(zmq.FD)
+        self._fd = sock.fileno()  # ZMQ_FD, typed as int
         self._scheduled = False
         self._closed = False
         loop.add_reader(self._fd, self._readable)
@@ -53,12 +53,13 @@ class LoopSocket:
         recv = sock.recv_multipart
         get = sock.get
         copy = self.copy
-        batch: list[list[bytes]] = []
+        batch: list[list[bytes] | list[zmq.Frame]] = []  # frames when copy=False
         # Ask ZMQ_EVENTS before each read instead of reading until zmq.Again: raising and
         # catching that exception costs more than the read itself.
         try:
             for _ in range(self.limit):
-                if not get(_EVENTS) & _POLLIN:
+                # ZMQ_EVENTS is an int option; pyzmq types get() as int | bytes.
+                if not get(_EVENTS) & _POLLIN:  # type: ignore[arg-type,operator]
                     break
                 batch.append(recv(zmq.NOBLOCK, copy=copy))
         except zmq.Again:
@@ -68,7 +69,7 @@ class LoopSocket:
                 return
             raise
         if batch:
-            self.on_batch(batch)  # type: ignore[arg-type]
+            self.on_batch(batch)  # type: ignore[arg-type]  # bytes or frames, as `copy` says
             if len(batch) >= self.limit:
                 self._schedule()
                 return
@@ -84,7 +85,7 @@ class LoopSocket:
         if self._closed or self._scheduled:
             return
         try:
-            if self.sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            if self.sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:  # type: ignore[arg-type,operator]  # an int option
                 self._schedule()
         except zmq.ZMQError:
             pass
