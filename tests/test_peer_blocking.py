@@ -5,9 +5,11 @@ that raises, ProtocolError codes, deferred answers from another thread, and clea
 from __future__ import annotations
 
 import asyncio
+import runpy
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -274,3 +276,24 @@ def test_stop_from_a_handler_is_refused(pair: Any) -> None:
     ref.append(server)
     assert result_code(client.send_request(ccr(client), timeout=5)) == 2001
     assert errors and "from a handler" in errors[0]
+
+
+def test_the_blocking_client_example_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    """examples/blocking_client.py against examples/server.py's handler, in one process."""
+    examples = Path(__file__).resolve().parent.parent / "examples"
+    server_mod = runpy.run_path(str(examples / "server.py"))
+    client_mod = runpy.run_path(str(examples / "blocking_client.py"))
+    config = NodeConfig(
+        origin_host=server_mod["HOST"],
+        origin_realm=server_mod["REALM"],
+        auth_apps=[4],
+        listen=[ListenConfig(port=0)],
+    )
+    with BlockingNode(config) as server:
+        server.add_handler(4, server_mod["on_ccr"], CMD_CCR)  # a plain function: in the pool
+        client_mod["main"](server.listen_addresses[0][2])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines == [
+        f"CCR {kind} -> 2001, granted Granted-Service-Unit(CC-Total-Octets=1000000)"
+        for kind in (1, 2, 3)
+    ]
