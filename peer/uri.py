@@ -150,12 +150,16 @@ def _authority(text: str, authority: str) -> tuple[str, int | None]:
     return host, port
 
 
-def peer_from_uri(uri: str | DiameterURI, name: str | None = None, **kw: Any) -> PeerConfig:
+def peer_from_uri(
+    uri: str | DiameterURI, name: str | None = None, *, address: str | None = None, **kw: Any
+) -> PeerConfig:
     """A PeerConfig dialling `uri`, named (its Origin-Host) by `name` or the URI's FQDN.
 
-    python-diameter: node.add_peer("aaa://peer.example.net;transport=tcp", "example.net")
-    chargegw:        NodeConfig(peers=[peer_from_uri("aaa://...", realm="example.net")])
-    Further keywords (realm, tls, connect, source...) go to PeerConfig.
+    python-diameter: node.add_peer("aaa://dra1.gy;transport=tcp", "gy.net", ["10.0.0.5"])
+    chargegw:        peer_from_uri("aaa://dra1.gy;transport=tcp", realm="gy.net",
+                                   address="10.0.0.5")
+    `address` dials there instead of the URI's host. Further keywords (realm, tls, connect,
+    source...) go to PeerConfig.
     """
     parsed = uri if isinstance(uri, DiameterURI) else parse_diameter_uri(uri)
     if name is None:
@@ -166,7 +170,7 @@ def peer_from_uri(uri: str | DiameterURI, name: str | None = None, **kw: Any) ->
         name = parsed.host
     return PeerConfig(
         name,
-        host=parsed.host,
+        host=address or parsed.host,
         port=parsed.effective_port,
         transport=parsed.peer_transport,
         **kw,

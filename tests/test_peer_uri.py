@@ -110,6 +110,8 @@ def test_peer_from_uri() -> None:
     assert (tls.transport, tls.effective_port) == ("tls", 5658)
     named = peer_from_uri("aaa://192.0.2.9", name="ocs.example")
     assert (named.name, named.host, named.port) == ("ocs.example", "192.0.2.9", 3868)
+    dial = peer_from_uri("aaa://dra1.gy;transport=sctp", realm="gy.net", address="10.0.0.5")
+    assert (dial.name, dial.host, dial.transport) == ("dra1.gy", "10.0.0.5", "sctp")
     with pytest.raises(DiameterURIError, match="give the peer's Origin-Host"):
         peer_from_uri("aaa://192.0.2.9")
 
