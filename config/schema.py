@@ -88,13 +88,18 @@ class Listen(_Base):
 
 
 class Peer(_Base):
-    """A statically configured peer, always admitted inbound; `connect = true` dials it."""
+    """A statically configured peer, always admitted inbound; `connect = true` dials it.
 
-    name: str  # the peer's Origin-Host
+    `uri = "aaa://peer.example.net:3868;transport=tcp"` (RFC 6733 4.3.1; aaas:// = tls) gives
+    address, port and transport in one string, and the name when `name` is left out. A key
+    also set by hand must agree with the URI."""
+
+    name: str = ""  # the peer's Origin-Host; required unless `uri` names an FQDN
+    uri: str = ""
     realm: str = ""  # used by routing when no route names this peer
-    address: str = "127.0.0.1"
-    port: int = 0  # 0 = 3868 (5658 for tls)
-    transport: Transport = "tcp"
+    address: str = ""  # "" = the uri's host, else 127.0.0.1
+    port: int = 0  # 0 = the uri's port, else 3868 (5658 for tls)
+    transport: Transport | Literal[""] = ""  # "" = the uri's (tcp; aaas: tls), else tcp
     connect: bool = False
     tls: TlsSettings | None = None
     tw: float = 0.0  # 0 = diameter.tw
@@ -103,13 +108,45 @@ class Peer(_Base):
     source: list[str] = []
 
     def __post_init__(self) -> None:
-        _check(bool(self.name), "name", "must not be empty")
+        if self.uri:
+            self._from_uri()
+        _check(bool(self.name), "name", "must not be empty (or give a uri naming an FQDN)")
+        self.address = self.address or "127.0.0.1"
+        self.transport = self.transport or "tcp"
         for i, entry in enumerate(self.source):
             _check(
                 _is_source(entry), f"source[{i}]", f"{entry!r} is not an address, network or host"
             )
         _check(0 <= self.port <= 65535, "port", f"{self.port} is not a port number")
         _check(self.tw == 0.0 or self.tw >= 6.0, "tw", "must be at least 6 seconds (RFC 3539)")
+
+    def _from_uri(self) -> None:
+        """Fill address/port/transport (and a missing name) from `uri`; refuse conflicts."""
+        from chargegw.peer.uri import DiameterURIError, parse_diameter_uri
+
+        try:
+            uri = parse_diameter_uri(self.uri)
+            transport = uri.peer_transport
+        except DiameterURIError as exc:
+            raise ValueError(f"uri: {exc}") from None
+        for key, mine, theirs in (
+            ("address", self.address, uri.host),
+            ("port", self.port, uri.effective_port),
+            ("transport", self.transport, transport),
+        ):
+            _check(
+                not mine or str(mine).lower() == str(theirs).lower(),
+                key,
+                f"{mine!r} conflicts with uri {self.uri!r} ({theirs!r}); set one or the other",
+            )
+        if not self.name:
+            _check(
+                not uri.is_address,
+                "name",
+                f"must be given: uri {self.uri!r} names an address, not the peer's Origin-Host",
+            )
+            self.name = uri.host
+        self.address, self.port, self.transport = uri.host, uri.effective_port, transport
 
 
 class Route(_Base):

@@ -1,6 +1,8 @@
 """chargegw.peer: the Diameter base protocol and an asyncio Node to build applications on.
 
 from chargegw.peer import Node, NodeConfig, PeerConfig, ListenConfig, TlsConfig
+from chargegw.peer import BlockingNode          # the same Node, for threaded code
+from chargegw.peer import SessionIdGenerator, peer_from_uri   # RFC 6733 8.8 ids, aaa:// URIs
 
 The pure modules (fsm, watchdog, capabilities, pending, routing, dupcache, connection) load
 no asyncio, ssl or socket; so this package imports the asyncio Node (and the loop helpers)
@@ -22,12 +24,16 @@ from chargegw.peer.config import (
     VendorApp,
 )
 from chargegw.peer.errors import ProtocolError, error_answer, error_answer_bytes
+from chargegw.peer.session_id import SessionIdGenerator
+from chargegw.peer.uri import DiameterURI, DiameterURIError, parse_diameter_uri, peer_from_uri
 
 if TYPE_CHECKING:
+    from chargegw.peer.blocking import BlockingNode
     from chargegw.peer.loop import run, uvloop_available
     from chargegw.peer.node import Node, PeerInfo, RequestError, RequestTimeout
 
 _LAZY = {
+    "BlockingNode": "chargegw.peer.blocking",
     "Node": "chargegw.peer.node",
     "PeerInfo": "chargegw.peer.node",
     "RequestError": "chargegw.peer.node",
@@ -48,6 +54,9 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "AllowRule",
+    "BlockingNode",
+    "DiameterURI",
+    "DiameterURIError",
     "ListenConfig",
     "Node",
     "NodeConfig",
@@ -57,10 +66,13 @@ __all__ = [
     "RequestError",
     "RequestTimeout",
     "RouteConfig",
+    "SessionIdGenerator",
     "TlsConfig",
     "VendorApp",
     "error_answer",
     "error_answer_bytes",
+    "parse_diameter_uri",
+    "peer_from_uri",
     "run",
     "uvloop_available",
 ]

@@ -21,6 +21,9 @@ def test_the_guides_examples_run() -> None:
     ns: dict[str, object] = {"__name__": "porting_guide"}
     for i, code in enumerate(found, 1):
         exec(compile(code, f"{GUIDE.name} block {i}", "exec"), ns)  # noqa: S102
+    # the blocking facade's example is among them, and it really exchanged answers
+    assert any("BlockingNode(" in code and "send_request(" in code for code in found)
+    assert [a.result_code for a in ns["answers"]] == [2001, 5030]  # type: ignore[attr-defined]
 
 
 def test_the_guides_tables_name_what_exists() -> None:

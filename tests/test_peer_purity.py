@@ -28,6 +28,7 @@ PURE = (
     "admission",
     "peerstate",
     "connection",
+    "uri",
 )
 
 
