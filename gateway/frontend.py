@@ -94,7 +94,7 @@ def build_node_config(config: Config) -> NodeConfig:
                 name=p.name,
                 host=p.address,
                 port=p.port or None,
-                transport=p.transport,
+                transport=p.transport or "tcp",  # set by Peer.__post_init__; "" only to mypy
                 realm=p.realm or None,
                 connect=p.connect,
                 tls=_tls(p.tls),
