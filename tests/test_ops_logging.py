@@ -168,7 +168,9 @@ def test_a_count_is_written_when_the_cause_goes_quiet() -> None:
     assert len(out) == 1
     clock.t += 6.0
     flt.sweep()  # the idle thread's call
-    assert len(out) == 2 and out[1].endswith("store commit failed: locked 49 (repeated 49 times in 6s)")
+    assert len(out) == 2 and out[1].endswith(
+        "store commit failed: locked 49 (repeated 49 times in 6s)"
+    )
     flt.sweep()
     assert len(out) == 2  # written once
     log.error("store commit failed: %s", "x")  # same window as the summary: counted
@@ -258,7 +260,9 @@ def test_no_secret_reaches_a_line_in_either_format(fmt: str, tmp_path: Path) -> 
     buf = _setup(fmt)
     log = logging.getLogger("chargegw.gateway")
     log.error("bad key file %s:\n%s", secret_file, contents)
-    log.warning("store at %s", "redis://:pw-in-url@redis:6379/0", extra={"peer": "redis://:ctx-pw@x"})
+    log.warning(
+        "store at %s", "redis://:pw-in-url@redis:6379/0", extra={"peer": "redis://:ctx-pw@x"}
+    )
     log.warning("tls key %s", PEM)
     try:
         raise ConnectionError("AUTH failed for redis://default:exc-pw@redis:6379")

@@ -327,7 +327,11 @@ def render() -> str:
     for t in walk():
         out.append(f"## {t.header if t.path else 'Top level'}")
         out.append("")
-        for text in (t.doc, t.note, f"The whole list from the environment: {t.env}." if t.env else ""):
+        for text in (
+            t.doc,
+            t.note,
+            f"The whole list from the environment: {t.env}." if t.env else "",
+        ):
             if text:
                 out += [text, ""]
         if not t.keys:
