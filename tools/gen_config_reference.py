@@ -181,13 +181,14 @@ def _strip_none(t: Any) -> tuple[Any, bool]:
 def type_name(t: Any) -> str:
     t, optional = _strip_none(t)
     i = msgspec.inspect
-    name = {
+    names: dict[type, str] = {
         i.StrType: "string",
         i.IntType: "integer",
         i.FloatType: "float",
         i.BoolType: "boolean",
         i.AnyType: "any",
-    }.get(type(t))
+    }
+    name = names.get(type(t))
     if name is None:
         if isinstance(t, i.LiteralType):
             name = " \\| ".join(json.dumps(v) for v in t.values)

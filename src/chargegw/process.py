@@ -55,9 +55,11 @@ _ROOT = "chargegw"
 class LoggingSettings(Protocol):
     """The [logging] table (chargegw.config.schema.Logging), as far as set-up reads it."""
 
-    level: str
-    format: str
-    repeat_interval: float
+    @property
+    def format(self) -> str: ...
+
+    @property
+    def repeat_interval(self) -> float: ...
 
 
 _state: dict[str, Any] = {"role": "", "handler": None, "repeat": None}
@@ -245,7 +247,7 @@ class RepeatFilter(logging.Filter):
     def __init__(
         self,
         interval: float,
-        emit: Callable[[logging.LogRecord], None] | None = None,
+        emit: Callable[[logging.LogRecord], object] | None = None,
         *,
         clock: Callable[[], float] = time.monotonic,
         max_causes: int = 1024,
