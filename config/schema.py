@@ -321,7 +321,18 @@ class Launcher(_Base):
 
 
 class Logging(_Base):
+    """What every process writes to stderr (chargegw.process.setup_logging)."""
+
     level: Literal["debug", "info", "warning", "error"] = "info"
+    # "text": plain lines; "json": one JSON object per line (orjson), for a log collector;
+    # "auto": json when stderr is not a terminal (a container, systemd), text when it is.
+    format: Literal["text", "json", "auto"] = "text"
+    # Seconds: one line per cause (logger + message template) per interval, then the count
+    # of repeats ("(repeated N times in 5s)"); 0 = every line (debug lines always pass).
+    repeat_interval: float = 5.0
+
+    def __post_init__(self) -> None:
+        _check(self.repeat_interval >= 0, "repeat_interval", "must be >= 0 (0 = off)")
 
 
 class Dictionaries(_Base):

@@ -30,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
     config = load_or_exit(args.config)
     if config is None:
         return 2
-    setup_logging(args.log_level or config.logging.level)
+    setup_logging(args.log_level or config.logging.level, config.logging, role="gateway")
     return run_loop(_main(args, config))
 
 

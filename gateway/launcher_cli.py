@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"chargegw: {problem}", file=sys.stderr)
         return 2
     level = args.log_level or config.logging.level
-    setup_logging(level)
+    setup_logging(level, config.logging, role="gateway")
     n = args.workers if args.workers is not None else config.launcher.workers
     n = n or os.cpu_count() or 1
     return run_loop(_main(args, config, n, level))

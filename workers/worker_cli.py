@@ -41,7 +41,9 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"chargegw worker: {exc}", file=sys.stderr)
         return 2
-    setup_logging(args.log_level or config.logging.level)
+    # The id is known here when the launcher (or worker.id) gives one; else the runtime's.
+    role = f"worker:{args.id or config.worker.id}" if args.id or config.worker.id else "worker"
+    setup_logging(args.log_level or config.logging.level, config.logging, role=role)
     overrides: dict[str, Any] = {}
     if args.id:
         overrides["worker_id"] = args.id
