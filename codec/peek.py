@@ -98,11 +98,11 @@ class Peek(NamedTuple):
 
     def first(self, name: str | int) -> bytes | None:
         """The first occurrence's data octets, or None (also when it was not asked for)."""
-        return self.values.get(name if type(name) is int else _key(name))  # type: ignore[arg-type]
+        return self.values.get(name if isinstance(name, int) else _key(name))
 
     def all(self, name: str | int) -> list[bytes]:
         """Every occurrence's data octets, in wire order."""
-        key: int = name if type(name) is int else _key(name)  # type: ignore[assignment]
+        key = name if isinstance(name, int) else _key(name)
         v = self.values.get(key)
         if v is None:
             return []
