@@ -8,7 +8,7 @@ read as lists exactly where the grammar allows several.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .avp import Avp, encode_avps, scan_into
 from .constants import FLAG_ERROR, FLAG_PROXIABLE, FLAG_REQUEST, FLAG_RETRANSMIT
@@ -16,6 +16,9 @@ from .container import AvpContainer
 from .dictionary import CommandDef, Dictionary, Grammar, get_dictionary
 from .errors import AvpError, FramingError
 from .header import DEFAULT_MAX_LENGTH, HEADER, Header, header_fault
+
+if TYPE_CHECKING:
+    from .peek import Peek
 
 _SESSION_ID = (263, 0)
 _PROXY_INFO = (284, 0)
@@ -97,35 +100,33 @@ class Message(AvpContainer):
             raise header_fault(vl, max_length)  # type: ignore[misc]
         if length != n:
             raise FramingError(f"length field says {length} octets, the buffer holds {n}", 5015)
-        d = dictionary or get_dictionary()
         flags = fc >> 24
         code = fc & 0xFFFFFF
-        klass = d.classes.get((app, code, flags >= 0x80))
-        if klass is None:
-            klass = class_for(d, app, code, flags >= 0x80)
-        m: Message = klass.__new__(klass)
-        m.code = code
-        m.app_id = app
-        m.flags = flags
-        m.hop_by_hop = hbh
-        m.end_to_end = e2e
-        m._dict = d
-        m._buf = buf
-        m._start = 20
-        m._end = m._scan = length
-        m._dirty = False
-        m._avps = None
-        m._vals = None
+        m = _shell(buf, dictionary or get_dictionary(), flags, code, app, hbh, e2e, length)
         keys: list[int] = []
         offs: list[int] = []
         m._keys = keys
         m._offs = offs
+        m._scan = length
         try:
-            scan_into(buf, 20, length, keys, offs, -1, d.avps)
+            scan_into(buf, 20, length, keys, offs, -1, m._dict.avps)
         except AvpError as exc:
             exc.header = Header(1, length, flags, code, app, hbh, e2e)
             raise
         return m
+
+    @classmethod
+    def from_peek(
+        cls, data: bytes, p: Peek | Header, *, dictionary: Dictionary | None = None
+    ) -> Message:
+        """The message that `peek(data)` read, without walking its AVPs a second time: the
+        header comes from the peek, and the top-level index is built on the first read, as
+        far as that read needs (a handler that reads nothing costs no walk at all). peek has
+        checked the AVP framing, so these reads raise nothing that decode would not have."""
+        _, length, flags, code, app, hbh, e2e = p[:7]
+        if len(data) != length:
+            raise FramingError(f"the peek says {length} octets, the buffer holds {len(data)}", 5015)
+        return _shell(data, dictionary or get_dictionary(), flags, code, app, hbh, e2e, length)
 
     @property
     def header(self) -> Header:
@@ -360,6 +361,28 @@ def command_class(d: Dictionary, cmd: CommandDef, request: bool) -> type[Message
         )
         d.classes[key] = klass
     return klass
+
+
+def _shell(
+    buf: bytes, d: Dictionary, flags: int, code: int, app: int, hbh: int, e2e: int, length: int
+) -> Message:
+    """A message of the dictionary's class for its command over `buf`, not yet indexed."""
+    klass = d.classes.get((app, code, flags >= 0x80))
+    if klass is None:
+        klass = class_for(d, app, code, flags >= 0x80)
+    m: Message = klass.__new__(klass)
+    m.code = code
+    m.app_id = app
+    m.flags = flags
+    m.hop_by_hop = hbh
+    m.end_to_end = e2e
+    m._dict = d
+    m._buf = buf
+    m._start = m._scan = 20
+    m._end = length
+    m._dirty = False
+    m._avps = m._keys = m._offs = m._vals = None
+    return m
 
 
 def decode_message(data: bytes | bytearray | memoryview, **kw: Any) -> Message:

@@ -10,16 +10,16 @@ accepts, and a fault is a FramingError or AvpError, never an IndexError or struc
 
 from __future__ import annotations
 
-import sys
-from array import array
 from collections.abc import Iterable
+from struct import Struct
+from struct import error as StructError
 from typing import NamedTuple
 
 from .avp import _malformed as malformed
 from .constants import FLAG_ERROR, FLAG_PROXIABLE, FLAG_REQUEST, FLAG_RETRANSMIT
 from .dictionary import Dictionary, get_dictionary
 from .errors import FramingError
-from .header import DEFAULT_MAX_LENGTH, Header, header_fault, parse_header
+from .header import DEFAULT_MAX_LENGTH, HEADER, Header, header_fault, parse_header
 
 # What a router needs (RFC 6733 6.1, 6.7.1; RFC 8506 for Subscription-Id), by dictionary name.
 ROUTING: tuple[str, ...] = (
@@ -60,7 +60,11 @@ def keys_for(codes: Iterable[str | int], dictionary: Dictionary | None = None) -
 
 class Peek(NamedTuple):
     """A message's header and the raw data octets (no header, no padding) of the top-level
-    AVPs asked for, by key (`code | vendor << 32`), every occurrence in wire order."""
+    AVPs asked for, by key (`code | vendor << 32`): `values` holds each one's first
+    occurrence, `more` the later ones in wire order (None when no AVP asked for repeats).
+
+    Two objects per peek, whatever was found: a request waiting in a batch keeps no list
+    per value alive (the garbage collector's young generation counts every one)."""
 
     version: int
     length: int
@@ -69,7 +73,8 @@ class Peek(NamedTuple):
     app_id: int
     hop_by_hop: int
     end_to_end: int
-    values: dict[int, list[bytes]]
+    values: dict[int, bytes]
+    more: dict[int, list[bytes]] | None
 
     @property
     def is_request(self) -> bool:
@@ -93,32 +98,38 @@ class Peek(NamedTuple):
 
     def first(self, name: str | int) -> bytes | None:
         """The first occurrence's data octets, or None (also when it was not asked for)."""
-        v = self.values.get(name if type(name) is int else avp_key(name))
-        return v[0] if v else None
+        return self.values.get(name if isinstance(name, int) else _key(name))
 
     def all(self, name: str | int) -> list[bytes]:
         """Every occurrence's data octets, in wire order."""
-        return list(self.values.get(name if type(name) is int else avp_key(name), ()))
+        key = name if isinstance(name, int) else _key(name)
+        v = self.values.get(key)
+        if v is None:
+            return []
+        more = self.more
+        return [v, *more[key]] if more is not None and key in more else [v]
+
+    # The routing reads, by the default dictionary's keys (resolved once, then a dict hit).
 
     @property
     def session_id(self) -> bytes | None:
-        return self.first("Session-Id")
+        return self.values.get(_KEYS.get("Session-Id") or _key("Session-Id"))
 
     @property
     def origin_host(self) -> bytes | None:
-        return self.first("Origin-Host")
+        return self.values.get(_KEYS.get("Origin-Host") or _key("Origin-Host"))
 
     @property
     def origin_realm(self) -> bytes | None:
-        return self.first("Origin-Realm")
+        return self.values.get(_KEYS.get("Origin-Realm") or _key("Origin-Realm"))
 
     @property
     def destination_host(self) -> bytes | None:
-        return self.first("Destination-Host")
+        return self.values.get(_KEYS.get("Destination-Host") or _key("Destination-Host"))
 
     @property
     def destination_realm(self) -> bytes | None:
-        return self.first("Destination-Realm")
+        return self.values.get(_KEYS.get("Destination-Realm") or _key("Destination-Realm"))
 
     @property
     def route_records(self) -> list[bytes]:
@@ -128,6 +139,18 @@ class Peek(NamedTuple):
     def subscription_ids(self) -> list[bytes]:
         """The Grouped Subscription-Id values, raw (their inner AVPs, padded)."""
         return self.all("Subscription-Id")
+
+
+# Name -> key in the default dictionary, for Peek's reads (a dictionary does not change
+# the base protocol's codes; a key asked for by int is used as it is).
+_KEYS: dict[str, int] = {}
+
+
+def _key(name: str) -> int:
+    k = _KEYS.get(name)
+    if k is None:
+        k = _KEYS[name] = avp_key(name)
+    return k
 
 
 def peek(
@@ -143,77 +166,84 @@ def peek(
     Raises FramingError (header, or a buffer that is not exactly one message) or AvpError
     5014 with its Failed-AVP (an AVP whose length is short or runs past the message)."""
     if codes is ROUTING and dictionary is None:
-        want = _routing or _routing_keys()
+        want, codes32 = _routing or _routing_keys()
     else:
         want = keys_for(codes, dictionary)
+        codes32 = _codes32(want)
+    if type(buf) is not bytes:
+        buf = bytes(buf)
     n = len(buf)
-    if n < 20 or n & 3:
-        parse_header(buf, max_length)  # the header's own fault, if it has one
-        raise FramingError(f"a buffer of {n} octets is not one whole message", 5015)
-    # The message as big-endian 32-bit words, header included: AVPs start on word
-    # boundaries, and indexing an array costs less than a struct call per AVP. Two zero
-    # words past the end read as a zero length, so a header cut short is a fault.
-    if type(buf) is bytes:
-        w = array(_WORD, buf)
-    else:
-        w = array(_WORD)
-        w.frombytes(buf)
-    if _SWAP:
-        w.byteswap()
-    w.extend(_TAIL)
-    vl = w[0]
+    if n < 20:
+        parse_header(buf, max_length)  # the header's own fault
+    vl, fc, app, hbh, e2e = _unpack_header(buf, 0)
     length = vl & 0xFFFFFF
     if vl >> 24 != 1 or length < 20 or length & 3 or length > max_length:
         raise header_fault(vl, max_length)  # type: ignore[misc]
     if length != n:
         raise FramingError(f"length field says {length} octets, the buffer holds {n}", 5015)
-    vals: dict[int, list[bytes]] = {}
-    get = vals.get
-    i = 5
-    end = length >> 2
-    while i < end:
-        key = w[i]
-        fl = w[i + 1]
-        alen = fl & 0xFFFFFF
-        pos = i << 2
-        if fl & 0x80000000:
-            if alen < 12 or pos + alen > length:
+    # One struct call per AVP header. The vendor word is read only for a V-flagged AVP
+    # whose code is one asked for: the rest only has its length checked.
+    vals: dict[int, bytes] = {}
+    more: dict[int, list[bytes]] | None = None
+    unpack = _unpack_avp
+    pos = 20
+    try:
+        while pos < length:
+            key, fl = unpack(buf, pos)  # StructError: 4 stray octets at the end
+            nxt = pos + (fl & 0xFFFFFF)
+            if fl & 0x80000000:
+                if not pos + 12 <= nxt <= length:
+                    break
+                if key in codes32:
+                    key |= _unpack_u32(buf, pos + 8)[0] << 32
+                    if key in want:
+                        if key not in vals:
+                            vals[key] = buf[pos + 12 : nxt]
+                        else:
+                            more = _again(more, key, buf[pos + 12 : nxt])
+            elif not pos + 8 <= nxt <= length:
                 break
-            key |= w[i + 2] << 32
-            if key in want:
-                have = get(key)
-                if have is None:
-                    vals[key] = [buf[pos + 12 : pos + alen]]  # type: ignore[list-item]
+            elif key in want:
+                if key not in vals:
+                    vals[key] = buf[pos + 8 : nxt]
                 else:
-                    have.append(buf[pos + 12 : pos + alen])  # type: ignore[arg-type]
+                    more = _again(more, key, buf[pos + 8 : nxt])
+            pos = (nxt + 3) & ~3
         else:
-            if alen < 8 or pos + alen > length:
-                break
-            if key in want:
-                have = get(key)
-                if have is None:
-                    vals[key] = [buf[pos + 8 : pos + alen]]  # type: ignore[list-item]
-                else:
-                    have.append(buf[pos + 8 : pos + alen])  # type: ignore[arg-type]
-        i += (alen + 3) >> 2
-    else:
-        if type(buf) is not bytes:
-            vals = {k: [bytes(x) for x in v] for k, v in vals.items()}
-        fc = w[1]
-        return _new(Peek, (1, length, fc >> 24, fc & 0xFFFFFF, w[2], w[3], w[4], vals))
-    raise malformed(buf, i << 2, length, (dictionary or get_dictionary()).avps)
+            return _new(Peek, (1, length, fc >> 24, fc & 0xFFFFFF, app, hbh, e2e, vals, more))
+    except StructError:
+        pass
+    raise malformed(buf, pos, length, (dictionary or get_dictionary()).avps)
 
 
-_WORD = next(t for t in "IL" if array(t).itemsize == 4)
-_SWAP = sys.byteorder == "little"
-_TAIL = array(_WORD, (0, 0))
+_unpack_header = HEADER.unpack_from
+_unpack_avp = Struct(">II").unpack_from
+_unpack_u32 = Struct(">I").unpack_from
 _new = tuple.__new__
 
 
-_routing: frozenset[int] | None = None
+def _again(more: dict[int, list[bytes]] | None, key: int, value: bytes) -> dict[int, list[bytes]]:
+    """A later occurrence of an AVP asked for (Route-Record, Subscription-Id): kept in order."""
+    if more is None:
+        return {key: [value]}
+    have = more.get(key)
+    if have is None:
+        more[key] = [value]
+    else:
+        have.append(value)
+    return more
 
 
-def _routing_keys() -> frozenset[int]:
+def _codes32(keys: frozenset[int]) -> frozenset[int]:
+    """The AVP codes (vendor dropped) of `keys`: the cheap first test of a vendor AVP."""
+    return frozenset(k & 0xFFFFFFFF for k in keys)
+
+
+_routing: tuple[frozenset[int], frozenset[int]] | None = None
+
+
+def _routing_keys() -> tuple[frozenset[int], frozenset[int]]:
     global _routing
-    _routing = keys_for(ROUTING)
+    keys = keys_for(ROUTING)
+    _routing = (keys, _codes32(keys))
     return _routing

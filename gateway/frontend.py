@@ -1,9 +1,11 @@
 """The front end: the Node (every peer connection, the base protocol) plus the worker pool.
 
-Per application request the front end does the least it can: the Node has checked the
-framing and header and indexed the top-level AVPs; here we read the Session-Id (affinity),
-place the raw bytes on a worker with a small envelope, and return None so the Node does
-not wait. The worker's answer bytes go back to the peer as they are.
+Per application request the front end does the least it can, and parses each request once:
+the Node's deframer finds its length, the codec's peek reads its header and routing values
+in one pass (and checks its AVP framing), the Node makes every check from that peek, and our
+raw handler gets the octets with the peek: the Session-Id (affinity) comes from it, the
+octets go to a worker with a small envelope, and None tells the Node not to wait. The
+worker's answer bytes go back to the peer after a header check (pool_io), as they are.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import logging
 import time
 from typing import Any, NoReturn
 
-from chargegw.codec import CodecError, Message, ResultCode
+from chargegw.codec import CodecError, Message, Peek, ResultCode
 from chargegw.config.schema import Config, is_loopback
 from chargegw.gateway.pool import NoWorker, Pending, PoolCore
 from chargegw.gateway.pool_io import OutRequestFailed, PoolServer
@@ -167,7 +169,7 @@ class Gateway:
         )
         self.app_ids = [a.app_id for a in config.applications]
         for app_id in self.app_ids:
-            self.node.add_handler(app_id, self._handle)
+            self.node.add_raw_handler(app_id, self._handle)
         self.errors_sent = 0
         self.draining = False
         self.started_at = time.time()
@@ -262,25 +264,20 @@ class Gateway:
 
     # The hot path ---------------------------------------------------------------------
 
-    def _handle(self, msg: Message, peer: Any) -> bytes | None:
+    def _handle(self, raw: bytes, p: Peek, peer: Any) -> None:
         if self.draining:
             self._refuse(ResultCode.DIAMETER_TOO_BUSY, "gateway shutting down")
-        raw = msg.raw
-        if raw is None:
-            raw = msg.encode()
         try:
             self.pool.submit(
                 peer=peer.name,
-                hbh=msg.hop_by_hop,
-                app=msg.app_id,
-                cmd=msg.code,
-                session_id=msg.raw_value("Session-Id") or b"",  # affinity key, from the index
+                hbh=p.hop_by_hop,
+                app=p.app_id,
+                cmd=p.code,
+                session_id=p.session_id or b"",  # the affinity key, from the Node's peek
                 raw=raw,
-                ref=msg,
             )
         except NoWorker as exc:
             self._refuse(exc.result_code, exc.reason)
-        return None
 
     def _deliver(self, peer: str, raw: bytes, *, cache: bool = True) -> None:
         """Send an answer. Only a worker's answers are kept by the Node for duplicates
@@ -298,13 +295,14 @@ class Gateway:
         self.errors_sent += 1
         raise ProtocolError(code, reason)
 
-    def _error(self, msg: Message, code: int, reason: str) -> bytes:
-        """Through the peer layer's one error-answer boundary: the generic grammar for
-        3xxx, and the command's own required AVPs (e.g. CCA's CC-Request-*) for the rest."""
+    def _error(self, request: bytes, code: int, reason: str) -> bytes:
+        """Through the peer layer's one error-answer boundary, from the request's octets:
+        the generic grammar for 3xxx, and the command's own required AVPs (e.g. CCA's
+        CC-Request-*) for the rest."""
         self.errors_sent += 1
         ident = self.config.identity
         raw = error_answer_bytes(
-            msg,
+            request,
             code,
             origin_host=ident.origin_host,
             origin_realm=ident.origin_realm,
@@ -315,11 +313,8 @@ class Gateway:
         return raw
 
     def _late_error(self, p: Pending, code: int, reason: str) -> None:
-        msg = p.ref if isinstance(p.ref, Message) else None
         try:
-            if msg is None:
-                msg = Message.decode(p.raw)
-            self._deliver(p.peer, self._error(msg, code, reason), cache=False)
+            self._deliver(p.peer, self._error(p.raw, code, reason), cache=False)
         except Exception:
             log.exception("cannot answer %d for Session-Id %s", code, p.session_id)
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import struct
 import time
 from collections.abc import Callable, Collection
 from typing import Any
@@ -30,6 +29,7 @@ import orjson
 import zmq
 
 from chargegw.codec.constants import ResultCode
+from chargegw.codec.header import HEADER
 from chargegw.gateway.pool import (
     IdentityInUse,
     NoWorker,
@@ -43,7 +43,6 @@ from chargegw.ipc.zmqloop import LoopSocket
 
 TICK = 0.05
 FLUSH_AT = 64  # messages for one worker that go out at once instead of at the end of the turn
-_HDR = struct.Struct("!I I I I I")  # version+length, flags+code, app, hbh, e2e
 
 DeliverFn = Callable[[str, bytes], None]
 ErrorFn = Callable[[Pending, int, str], None]
@@ -348,7 +347,7 @@ class PoolServer(OutRequests):
     def _deliver(self, p: Pending, raw: bytes) -> None:
         # Cheap sanity check, so a buggy worker cannot put garbage on a peer's connection.
         if len(raw) >= 20:
-            vl, fc, _app, hbh, _e2e = _HDR.unpack_from(raw)
+            vl, fc, _app, hbh, _e2e = HEADER.unpack_from(raw)
             if (
                 vl == (0x01000000 | len(raw))
                 and not fc & 0x80000000

@@ -8,9 +8,14 @@ duplicate detection. It consumes bytes (`receive_data`), events (`start`, `conne
 bytes to send on its `Link`s and returns `Event`s (peer up/down, request / answer received,
 failover, connect) for the adapter (peer/node.py) or a test (`PeerPair`) to act on.
 
-The receive path does the least work per message: the header is unpacked once, answers are
-matched by hop-by-hop id and decoded only to be handed over, requests are decoded (top-level
-index only) and checked here; the handler is called by the adapter.
+The receive path does the least work per message, and reads each header once: a request is
+read by the codec's one peek (header and routing values in one pass, AVP framing checked),
+every check is made from that peek, and its handler gets either the octets with the peek (a
+RawHandler: the gateway's front end, which forwards them) or a Message over the same octets
+whose index is built only when the handler reads; answers are matched by hop-by-hop id and
+decoded only to be handed over. `handle_requests` calls the handlers the adapter hands back
+in a RequestReceived event and sends what they answer at once; only awaitables go back to
+the adapter, which owns the loop.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import struct
 from collections.abc import Callable
 from typing import Any
 
-from chargegw.codec import AvpError, CodecError, FramingError, Message
+from chargegw.codec import AvpError, CodecError, FramingError, Message, Peek, peek
 from chargegw.codec.constants import ResultCode
 from chargegw.peer.admission import framing_reply
 from chargegw.peer.dupcache import IN_PROGRESS
@@ -35,6 +40,7 @@ from chargegw.peer.link import (
     Event,
     FramingFault,
     Link,
+    RawHandler,
     RequestReceived,
 )
 from chargegw.peer.peerstate import PeerState
@@ -42,10 +48,11 @@ from chargegw.peer.watchdog import WdState
 
 log = logging.getLogger("chargegw.peer")
 
-_HDR4 = struct.Struct(">IIII")  # flags|code, app, hbh, e2e (from offset 4)
-_R = 0x80000000
-_E = 0x20000000
+_FC_APP_HBH = struct.Struct(">III")  # flags|code, app, hop-by-hop (from offset 4)
+_E = 0x20 << 24
 RC = ResultCode
+# A handler's request and answer: (request, peek, dup key, what the handler returned)
+Deferred = tuple[Any, Peek, Any, Any]
 
 
 def _text(value: bytes | None) -> str | None:
@@ -107,24 +114,35 @@ class PeerConnection(PeerState):
         if wd.state is not WdState.OKAY:
             self._wd(wd.message_received(now), now)
             discard = wd.state is WdState.REOPEN and self.ctx.config.reopen_discards_requests
-        unpack = _HDR4.unpack_from
+        unpack = _FC_APP_HBH.unpack_from
         pop = link.pending.pop
         decode = Message.decode
+        max_length = self.ctx.config.max_message_length
         for data in frames:
-            fc, app, hbh, e2e = unpack(data, 4)
-            if app == 0:
+            if data[4] & 0x80:  # a request: the peek is its one read of header and routing
                 try:
-                    self._base(link, data, fc, hbh, e2e, now)
-                except Exception:
-                    log.exception("%s: base message handling failed", self.name)
-                continue
-            if fc & _R:
-                if discard:
+                    p = peek(data, max_length=max_length)
+                except CodecError as exc:
+                    self._malformed_request(link, data, exc, discard)
+                    continue
+                except Exception:  # a codec bug must not take the connection down
+                    log.exception("%s: request peek failed", self.name)
+                    self.send_error(link, data, RC.DIAMETER_UNABLE_TO_COMPLY, "unreadable request")
                     continue
                 try:
-                    self._request(link, data, fc, app, hbh, e2e, now)
+                    if p.app_id == 0:
+                        self._base_request(link, data, p, now)
+                    elif not discard:
+                        self._request(link, data, p, now)
                 except Exception:
                     log.exception("%s: request handling failed", self.name)
+                continue
+            fc, app, hbh = unpack(data, 4)
+            if app == 0:
+                try:
+                    self._base_answer(link, data, fc & 0xFFFFFF, hbh, now)
+                except Exception:
+                    log.exception("%s: base message handling failed", self.name)
                 continue
             entry = pop(hbh)
             if entry is None:
@@ -229,20 +247,52 @@ class PeerConnection(PeerState):
                     self.ctx.dup.forget(key)
         return True
 
-    def handler_failed(self, link: Link, msg: Message, exc: BaseException, key: Any) -> None:
+    def handle_requests(self, ev: RequestReceived, now: float) -> list[Deferred]:
+        """Call the handlers of a RequestReceived batch (as the peer, `self`) and send what
+        they answer. Returns the requests whose handler returned something else (an
+        awaitable: the adapter runs it, then calls `answer` or `handler_failed`)."""
+        link = ev.link
+        send = link.send
+        dup = self.ctx.dup
+        deferred: list[Deferred] = []
+        for handler, req, p, key in ev.requests:
+            try:
+                if type(handler) is RawHandler:
+                    res = handler.fn(req, p, self)
+                else:
+                    res = handler(req, self)
+            except Exception as exc:
+                self.handler_failed(link, req, exc, key)
+                continue
+            if type(res) is bytes:
+                send(res)
+                if key is not None:
+                    dup.put(key, res, now)
+            elif res is None:  # answered later by send_answer
+                self.answer_later(link, p.hop_by_hop, key, now, False)
+            elif isinstance(res, Message):
+                self.answer(link, answer_bytes(res, p), key, now)
+            else:
+                deferred.append((req, p, key, res))
+        return deferred
+
+    def handler_failed(
+        self, link: Link, req: Message | bytes, exc: BaseException, key: Any
+    ) -> None:
         """The handler raised: its Result-Code (ProtocolError / AvpError) or 5012. Not cached,
         so a retransmission after a passing failure is handled again."""
         if key is not None:
             self.ctx.dup.forget(key)
         if isinstance(exc, ProtocolError):
-            self.send_error(link, msg, exc.result_code, exc.error_message, exc.failed_avps)
+            self.send_error(link, req, exc.result_code, exc.error_message, exc.failed_avps)
             return
         if isinstance(exc, AvpError):
-            self.send_error(link, msg, exc.result_code, str(exc)[:200], exc.failed_avps)
+            self.send_error(link, req, exc.result_code, str(exc)[:200], exc.failed_avps)
             return
         self.ctx.stats["handler_errors"] += 1
-        log.error("handler for app %d command %d failed", msg.app_id, msg.code, exc_info=exc)
-        self.send_error(link, msg, RC.DIAMETER_UNABLE_TO_COMPLY, "internal error")
+        app, code = _app_code(req)
+        log.error("handler for app %d command %d failed", app, code, exc_info=exc)
+        self.send_error(link, req, RC.DIAMETER_UNABLE_TO_COMPLY, "internal error")
 
     def send_error(
         self,
@@ -260,69 +310,53 @@ class PeerConnection(PeerState):
 
     # -- application requests ------------------------------------------------------------------
 
-    def _request(
-        self, link: Link, data: bytes, fc: int, app: int, hbh: int, e2e: int, now: float
-    ) -> None:
-        """Check a request (handler known, header bits, decoding, destination, duplicates);
-        a good one becomes RequestReceived, a bad one its error answer."""
+    def _request(self, link: Link, data: bytes, p: Peek, now: float) -> None:
+        """Check a request from its peek (handler known, header bits, destination, loops,
+        duplicates; the full grammar when `validate_requests`); a good one joins the
+        RequestReceived batch, a bad one gets its error answer."""
         self.stats["requests_in"] += 1
         ctx = self.ctx
-        code = fc & 0xFFFFFF
+        _, _, flags, code, app, _, e2e, vals, more = p
         handlers = ctx.handlers
         handler = handlers.get((app, code))
         if handler is None:
             handler = handlers.get((app, None))
             if handler is None:
-                if app in ctx.handler_apps:
-                    rc, text = RC.DIAMETER_COMMAND_UNSUPPORTED, f"command {code} not supported"
-                else:
-                    rc, text = (
-                        RC.DIAMETER_APPLICATION_UNSUPPORTED,
-                        f"application {app} not supported",
-                    )
-                self.send_error(link, data, rc, text)
+                self._unsupported(link, data, app, code)
                 return
-        if fc & _E:
+        if flags & 0x20:  # E
             self.send_error(link, data, RC.DIAMETER_INVALID_HDR_BITS, "E bit set in a request")
             return
         cfg = ctx.config
-        try:
-            msg = Message.decode(data, max_length=cfg.max_message_length)
-        except CodecError as exc:
-            ans = answer_for_codec_error(
-                data, exc, origin_host=cfg.origin_host, origin_realm=cfg.origin_realm
-            )
-            if ans is not None:
-                link.send(ans)
-            return
-        except Exception:
-            log.exception("%s: request decoding failed", self.name)
-            self.send_error(link, data, RC.DIAMETER_UNABLE_TO_COMPLY, "undecodable request")
-            return
-        # Routing reads: the codec's raw octets from its index, no value decoding.
-        raw_value = msg.raw_value
-        oh = raw_value("Origin-Host")
-        rr = msg.raw_values("Route-Record") or None
+        k_oh, k_dh, k_dr, k_rr = ctx.routing_keys
+        rr = vals.get(k_rr)
         if rr is not None or cfg.check_destination:
-            bad = self._check_destination(
-                raw_value("Destination-Host"), raw_value("Destination-Realm"), rr
-            )
+            rrs = None
+            if rr is not None:
+                rrs = [rr, *more[k_rr]] if more is not None and k_rr in more else [rr]
+            bad = self._check_destination(vals.get(k_dh), vals.get(k_dr), rrs)
             if bad is not None:
-                self.send_error(link, msg, bad[0], bad[1])
+                self.send_error(link, data, bad[0], bad[1])
                 return
-        if cfg.validate_requests:
-            try:
-                msg.validate()
-            except CodecError as exc:
-                ans = answer_for_codec_error(
-                    msg, exc, origin_host=cfg.origin_host, origin_realm=cfg.origin_realm
-                )
-                if ans is not None:
-                    link.send(ans)
-                return
+        req: Message | bytes = data
+        if type(handler) is not RawHandler or cfg.validate_requests:
+            msg = Message.from_peek(data, p)
+            if cfg.validate_requests:
+                try:
+                    msg.validate()
+                except CodecError as exc:
+                    ans = answer_for_codec_error(
+                        msg, exc, origin_host=cfg.origin_host, origin_realm=cfg.origin_realm
+                    )
+                    if ans is not None:
+                        link.send(ans)
+                    return
+            if type(handler) is not RawHandler:
+                req = msg
         dup = ctx.dup
         key = None
-        if dup.max_size and oh is not None:
+        oh = vals.get(k_oh)
+        if oh is not None and dup.max_size:
             key = (oh.lower(), e2e)
             hit = dup.get(key, now)
             if hit is not None:
@@ -336,7 +370,40 @@ class PeerConnection(PeerState):
         if batch is None or batch.link is not link:
             batch = self._batch = RequestReceived(link, [])
             self._events.append(batch)
-        batch.requests.append((msg, handler, hbh, e2e, key))
+        batch.requests.append((handler, req, p, key))
+
+    def _unsupported(self, link: Link, data: bytes, app: int, code: int) -> None:
+        """No handler: 3001 for a command of a served application, else 3007."""
+        if app in self.ctx.handler_apps:
+            rc, text = RC.DIAMETER_COMMAND_UNSUPPORTED, f"command {code} not supported"
+        else:
+            rc, text = RC.DIAMETER_APPLICATION_UNSUPPORTED, f"application {app} not supported"
+        self.send_error(link, data, rc, text)
+
+    def _malformed_request(self, link: Link, data: bytes, exc: CodecError, discard: bool) -> None:
+        """A request whose peek failed (an AVP's length, RFC 6733 7.5: 5014 with Failed-AVP).
+        The header is whole (the deframer checked it): the header checks come first, as for
+        a well-formed request, then the codec's own answer for the fault."""
+        fc, app, _ = _FC_APP_HBH.unpack_from(data, 4)
+        ctx = self.ctx
+        if app != 0:
+            if discard:
+                return
+            self.stats["requests_in"] += 1
+            code = fc & 0xFFFFFF
+            if (app, code) not in ctx.handlers and (app, None) not in ctx.handlers:
+                self._unsupported(link, data, app, code)
+                return
+            if fc & _E:
+                self.send_error(link, data, RC.DIAMETER_INVALID_HDR_BITS, "E bit set in a request")
+                return
+        cfg = ctx.config
+        ans = answer_for_codec_error(
+            data, exc, origin_host=cfg.origin_host, origin_realm=cfg.origin_realm
+        )
+        if ans is not None:
+            self.stats["errors_out"] += 1
+            link.send(ans)
 
     def _check_destination(
         self, dh: bytes | None, dr: bytes | None, rr: list[bytes] | None
@@ -355,6 +422,21 @@ class PeerConnection(PeerState):
         if dr is not None and dr.lower() != ctx.own_realm_b and not ctx.config.relay:
             return RC.DIAMETER_REALM_NOT_SERVED, f"realm {_text(dr)} not served here"
         return None
+
+
+def answer_bytes(res: Message, p: Peek) -> bytes:
+    """A handler's Message answer, encoded, with the request's hop-by-hop and end-to-end ids
+    (an answer built from scratch has none)."""
+    if res.hop_by_hop != p.hop_by_hop or res.end_to_end != p.end_to_end:
+        res.hop_by_hop = p.hop_by_hop
+        res.end_to_end = p.end_to_end
+    return res.encode()
+
+
+def _app_code(req: Message | bytes) -> tuple[int, int]:
+    if isinstance(req, Message):
+        return req.app_id, req.code
+    return int.from_bytes(req[8:12], "big"), int.from_bytes(req[5:8], "big")
 
 
 def plan_failover(
@@ -386,4 +468,9 @@ def plan_failover(
     return out
 
 
-__all__ = ["PeerConnection", "framing_reply", "plan_failover"]  # framing_reply: admission.py
+__all__ = [
+    "PeerConnection",
+    "answer_bytes",
+    "framing_reply",
+    "plan_failover",
+]  # framing_reply: admission.py

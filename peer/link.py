@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from chargegw.codec.header import DEFAULT_MAX_LENGTH, FrameReader
+from chargegw.codec.peek import avp_key
 from chargegw.peer.config import NodeConfig
 from chargegw.peer.dupcache import DuplicateCache
 from chargegw.peer.pending import EndToEndAllocator, PendingEntry, PendingTable
@@ -135,6 +136,20 @@ class Link:
             self.wake()
 
 
+class RawHandler:
+    """An application handler that takes requests undecoded (`Node.add_raw_handler`): it is
+    called as `fn(data, peek, peer)` with the request's octets and the codec's `Peek` of
+    them (header and routing values), so that nothing parses the request a second time."""
+
+    __slots__ = ("fn",)
+
+    def __init__(self, fn: Callable[..., Any]) -> None:
+        self.fn = fn
+
+    def __repr__(self) -> str:
+        return f"<RawHandler {self.fn!r}>"
+
+
 class Context:
     """What all the peer machines of one node share (time-free, I/O-free)."""
 
@@ -148,6 +163,7 @@ class Context:
         "stopping",
         "own_host_b",
         "own_realm_b",
+        "routing_keys",
     )
 
     def __init__(self, config: NodeConfig, e2e: EndToEndAllocator) -> None:
@@ -159,7 +175,8 @@ class Context:
             config.dup_cache_bytes,
         )
         self.e2e = e2e
-        # (app, command or None) -> the application's handler (opaque here: never called)
+        # (app, command or None) -> the application's handler: a callable (request Message,
+        # peer) or a RawHandler; the machine calls it (PeerConnection.handle_requests)
         self.handlers: dict[tuple[int, int | None], Any] = {}
         self.handler_apps: set[int] = set()
         self.stats = {
@@ -172,6 +189,14 @@ class Context:
         self.stopping = False
         self.own_host_b = b""
         self.own_realm_b = b""
+        # The keys of what a request's peek is checked by: Origin-Host (duplicates),
+        # Destination-Host, Destination-Realm, Route-Record (RFC 6733 6.1).
+        self.routing_keys: tuple[int, int, int, int] = (
+            avp_key("Origin-Host"),
+            avp_key("Destination-Host"),
+            avp_key("Destination-Realm"),
+            avp_key("Route-Record"),
+        )
         self.set_config(config)
 
     def set_config(self, config: NodeConfig) -> None:
@@ -219,16 +244,18 @@ class PeerDown:
 
 
 class RequestReceived:
-    """Application requests that passed every check, in arrival order, from one link: call
-    each one's handler. A batch per chunk of octets: one event, not one per request.
+    """Application requests that passed every check, in arrival order, from one link: hand
+    the event back to the machine's `handle_requests`, which calls each one's handler. A
+    batch per chunk of octets: one event, not one per request.
 
-    Each request is (message, handler, hop_by_hop, end_to_end, key); `key` is the
-    duplicate-cache key (None: not tracked), given back with the answer.
+    Each request is (handler, request, peek, key): the request is a lazily indexed Message
+    (from the peek, not walked again) or, for a RawHandler, the octets; `peek` is the codec's
+    Peek (header, routing values); `key` is the duplicate-cache key (None: not tracked).
     """
 
     __slots__ = ("link", "requests")
 
-    def __init__(self, link: Link, requests: list[tuple[Any, Any, int, int, Any]]) -> None:
+    def __init__(self, link: Link, requests: list[tuple[Any, Any, Any, Any]]) -> None:
         self.link = link
         self.requests = requests
 

@@ -3,8 +3,9 @@
 Each peer is a `PeerInfo`, which *is* its sans-IO `PeerConnection` (peer/connection.py) plus
 what only asyncio has: the connect task, the reconnect timer and the futures of `wait_open`.
 The Node feeds the machines bytes, events and the loop's time, and acts on what they return:
-answers resolve futures, requests go to the application's handler, Connect opens a socket,
-Failover resends elsewhere. Sockets, TLS, SCTP and the listeners are in peer/sockets.py.
+answers resolve futures, a batch of requests goes back to its machine to call the handlers
+(the awaitables they return run here, as tasks), Connect opens a socket, Failover resends
+elsewhere. Sockets, TLS, SCTP and the listeners are in peer/sockets.py.
 """
 
 from __future__ import annotations
@@ -16,11 +17,17 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
-from chargegw.codec import Message
+from chargegw.codec import Message, Peek
 from chargegw.codec.constants import DisconnectCause, ResultCode
 from chargegw.peer.admission import Admission
 from chargegw.peer.config import NodeConfig, PeerConfig
-from chargegw.peer.connection import PeerConnection, framing_reply, plan_failover
+from chargegw.peer.connection import (
+    Deferred,
+    PeerConnection,
+    answer_bytes,
+    framing_reply,
+    plan_failover,
+)
 from chargegw.peer.errors import RequestError, RequestTimeout
 from chargegw.peer.fsm import OPEN_STATES, State
 from chargegw.peer.link import (
@@ -34,6 +41,7 @@ from chargegw.peer.link import (
     Link,
     PeerDown,
     PeerUp,
+    RawHandler,
     RequestReceived,
 )
 from chargegw.peer.pending import EndToEndAllocator, PendingEntry
@@ -45,11 +53,20 @@ log = logging.getLogger("chargegw.peer")
 
 Answer = Message | bytes | None
 Handler = Callable[[Message, "PeerInfo"], Answer | Awaitable[Answer]]
+RawHandlerFn = Callable[[bytes, Peek, "PeerInfo"], Answer | Awaitable[Answer]]
 
 _TICK = 0.05
 _NOT_DELIVERED = ResultCode.DIAMETER_UNABLE_TO_DELIVER
 
-__all__ = ["Node", "PeerInfo", "RequestError", "RequestTimeout", "Handler", "Answer"]
+__all__ = [
+    "Node",
+    "PeerInfo",
+    "RequestError",
+    "RequestTimeout",
+    "Handler",
+    "RawHandlerFn",
+    "Answer",
+]
 
 
 def _text(value: bytes | None) -> str | None:
@@ -174,6 +191,19 @@ class Node(NodeSockets):
         self.ctx.handlers[(app_id, command)] = handler
         self.ctx.handler_apps.add(app_id)
 
+    def add_raw_handler(
+        self, app_id: int, handler: RawHandlerFn, command: int | None = None
+    ) -> None:
+        """Like `add_handler`, for a handler that forwards requests rather than reads them
+        (the gateway's front end): it gets (octets, peek, PeerInfo), where the peek is the
+        codec's `Peek` of the request (header, Session-Id and the other routing values),
+        and the request is never decoded. Every check the Node makes on a request (header
+        bits, AVP framing with its 5014, destination, loops, duplicates, and the grammar
+        with `validate_requests`) is made before the handler is called; its results are
+        taken as `add_handler` says."""
+        self.ctx.handlers[(app_id, command)] = RawHandler(handler)
+        self.ctx.handler_apps.add(app_id)
+
     def remove_handler(self, app_id: int, command: int | None = None) -> None:
         self.ctx.handlers.pop((app_id, command), None)
         self.ctx.handler_apps = {a for a, _ in self.ctx.handlers}
@@ -270,7 +300,9 @@ class Node(NodeSockets):
                 if kind is RequestReceived:
                     if now is None:
                         now = self._loop.time()  # type: ignore[union-attr]
-                    self._dispatch(peer, ev, now)  # type: ignore[arg-type]
+                    deferred = peer.handle_requests(ev, now)  # type: ignore[arg-type]
+                    if deferred:
+                        self._defer(peer, ev.link, deferred, now)  # type: ignore[union-attr]
                 elif kind is AnswerReceived:
                     fut = ev.waiter  # type: ignore[union-attr]
                     if not fut.done():
@@ -303,12 +335,11 @@ class Node(NodeSockets):
             except Exception:
                 log.exception("%s: handling %s failed", peer.name, kind.__name__)
 
-    def _data(self, link: Link, data: bytes) -> None:
+    def conn_data(self, conn: Connection, data: bytes) -> None:
         """Octets from a connection: its peer machine's, or the admission's before a CER."""
-        loop = self._loop
-        assert loop is not None
+        link = conn.link
         m: PeerInfo | None = link.machine
-        now = loop.time()
+        now = self._loop.time()  # type: ignore[union-attr]
         if m is not None:
             events = m.receive_data(link, data, now)
             if events:
@@ -339,46 +370,32 @@ class Node(NodeSockets):
         if rest and link.machine is peer and not link.closing:
             self._run(peer, peer.receive_frames(link, rest, now))
 
-    # -- the application's handlers ------------------------------------------------------------
+    # -- the application's awaitables -----------------------------------------------------------
 
-    def _dispatch(self, peer: PeerInfo, ev: RequestReceived, now: float) -> None:
-        """Call the handlers of a batch of requests; their answers go back to the machine."""
-        link = ev.link
-        for msg, handler, hbh, e2e, key in ev.requests:
-            try:
-                res = handler(msg, peer)
-            except Exception as exc:
-                peer.handler_failed(link, msg, exc, key)
-                continue
-            if type(res) is bytes:
-                peer.answer(link, res, key, now)
-            elif res is None:  # answered later by send_answer
-                peer.answer_later(link, hbh, key, now, False)
-            elif isinstance(res, Message):
-                if res.hop_by_hop != hbh or res.end_to_end != e2e:
-                    res.hop_by_hop = hbh  # an answer built from scratch: the request's ids
-                    res.end_to_end = e2e
-                peer.answer(link, res.encode(), key, now)
-            elif inspect.isawaitable(res):
-                loop = self._loop
-                assert loop is not None
-                if key is not None:
-                    self.ctx.dup.begin(key, now)
-                conn: Connection = link.owner
-                conn.handler_started()
-                task = loop.create_task(self._run_async(conn, peer, link, msg, key, res))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
-            else:
+    def _defer(self, peer: PeerInfo, link: Link, deferred: list[Deferred], now: float) -> None:
+        """Run the awaitables handlers returned; anything else they returned is a fault."""
+        loop = self._loop
+        assert loop is not None
+        conn: Connection = link.owner
+        for req, p, key, res in deferred:
+            if not inspect.isawaitable(res):
                 err = TypeError(f"handler returned {type(res).__name__}")
-                peer.handler_failed(link, msg, err, key)
+                peer.handler_failed(link, req, err, key)
+                continue
+            if key is not None:
+                self.ctx.dup.begin(key, now)
+            conn.handler_started()
+            task = loop.create_task(self._run_async(conn, peer, link, req, p, key, res))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
     async def _run_async(
         self,
         conn: Connection,
         peer: PeerInfo,
         link: Link,
-        msg: Message,
+        req: Message | bytes,
+        p: Peek,
         key: Any,
         aw: Awaitable[Answer],
     ) -> None:
@@ -388,18 +405,13 @@ class Node(NodeSockets):
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                peer.handler_failed(link, msg, exc, key)
+                peer.handler_failed(link, req, exc, key)
                 return
             now = self._loop.time() if self._loop is not None else 0.0
             if res is None:
-                peer.answer_later(link, msg.hop_by_hop, key, now, True)
+                peer.answer_later(link, p.hop_by_hop, key, now, True)
                 return
-            if isinstance(res, Message) and (
-                res.hop_by_hop != msg.hop_by_hop or res.end_to_end != msg.end_to_end
-            ):
-                res.hop_by_hop = msg.hop_by_hop
-                res.end_to_end = msg.end_to_end
-            out = res if type(res) is bytes else res.encode()  # type: ignore[union-attr]
+            out = res if type(res) is bytes else answer_bytes(res, p)  # type: ignore[arg-type]
             peer.answer(link, out, key, now)
         finally:
             conn.handler_done()

@@ -13,7 +13,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
-from chargegw.codec import CodecError, Message
+from chargegw.codec import CodecError, Message, Peek
 from chargegw.codec.constants import CMD_CER, CMD_DPR, CMD_DWR, DisconnectCause, ResultCode
 from chargegw.peer import capabilities as capmod
 from chargegw.peer.admission import tls_identity_error
@@ -391,32 +391,35 @@ class PeerState:
 
     # -- base protocol messages on an open link ------------------------------------------------
 
-    def _base(self, link: Link, data: bytes, fc: int, hbh: int, e2e: int, now: float) -> None:
-        code = fc & 0xFFFFFF
+    def _base_request(self, link: Link, data: bytes, p: Peek, now: float) -> None:
+        """DWR, DPR, a CER on an open link (its peek checked the framing), or another
+        application-0 request (the application path)."""
+        code = p.code
         cfg = self.ctx.config
-        i_side = link is self.i
-        if fc & _R:
-            if code == CMD_DWR:
-                self.stats["dwr_in"] += 1
-                link.send(capmod.build_dwa(cfg, Message.decode(data)).encode())
-            elif code == CMD_DPR:
-                dpr = Message.decode(data)
-                try:
-                    cause = dpr.get("Disconnect-Cause")
-                except CodecError:
-                    cause = None
-                self.disc_cause_rcvd = None if cause is None else int(cause)
-                self.orderly = True
-                log.info("%s: DPR received (cause %s)", self.name, cause)
-                self._fsm(Fsm.I_RCV_DPR if i_side else Fsm.R_RCV_DPR, now, link, msg=dpr)
-            elif code == CMD_CER:
-                cer = Message.decode(data)
-                text = "CER on an open connection"
-                cea = capmod.build_cea(cfg, cer, RC.DIAMETER_UNABLE_TO_COMPLY, error_message=text)
-                link.send(cea.encode())
-            else:
-                self._request(link, data, fc, 0, hbh, e2e, now)
-            return
+        if code == CMD_DWR:
+            self.stats["dwr_in"] += 1
+            link.send(capmod.build_dwa(cfg, Message.from_peek(data, p)).encode())
+        elif code == CMD_DPR:
+            dpr = Message.from_peek(data, p)
+            try:
+                cause = dpr.get("Disconnect-Cause")
+            except CodecError:
+                cause = None
+            self.disc_cause_rcvd = None if cause is None else int(cause)
+            self.orderly = True
+            log.info("%s: DPR received (cause %s)", self.name, cause)
+            ev = Fsm.I_RCV_DPR if link is self.i else Fsm.R_RCV_DPR
+            self._fsm(ev, now, link, msg=dpr)
+        elif code == CMD_CER:
+            cer = Message.from_peek(data, p)
+            text = "CER on an open connection"
+            cea = capmod.build_cea(cfg, cer, RC.DIAMETER_UNABLE_TO_COMPLY, error_message=text)
+            link.send(cea.encode())
+        else:
+            self._request(link, data, p, now)
+
+    def _base_answer(self, link: Link, data: bytes, code: int, hbh: int, now: float) -> None:
+        """DWA, DPA, a stray CEA, or the answer to an application-0 request we sent."""
         if code == CMD_DWR:
             link.pending.pop(hbh)
             self._wd(self.watchdog.dwa_received(now), now)
@@ -424,7 +427,7 @@ class PeerState:
             link.pending.pop(hbh)
             if self.fsm.state is State.CLOSING:
                 self.orderly = True
-                self._fsm(Fsm.I_RCV_DPA if i_side else Fsm.R_RCV_DPA, now, link)
+                self._fsm(Fsm.I_RCV_DPA if link is self.i else Fsm.R_RCV_DPA, now, link)
         elif code == CMD_CER:
             pass  # a stray CEA
         else:
@@ -436,7 +439,5 @@ class PeerState:
                     err = RequestError(exc.result_code, str(exc))
                     self._events.append(AnswerReceived(entry.waiter, None, err))
 
-    def _request(
-        self, link: Link, data: bytes, fc: int, app: int, hbh: int, e2e: int, now: float
-    ) -> None:
+    def _request(self, link: Link, data: bytes, p: Peek, now: float) -> None:
         raise NotImplementedError  # PeerConnection

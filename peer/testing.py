@@ -228,7 +228,8 @@ def set_hbh(data: bytes, hbh: int) -> bytes:
 class MemoryNode:
     """One node's sans-IO half (Context, Admission, PeerConnections), driven by hand.
 
-    Handlers are plain functions `(request, peer) -> Message | bytes | None`; answers to our
+    Handlers are plain functions `(request, peer) -> Message | bytes | None` (or RawHandlers,
+    as the Node's `add_raw_handler` makes them); answers to our
     requests land in `answers` (waiter -> Message or the error); every event is kept in
     `events` as (peer name, event) for a test to look at.
     """
@@ -299,19 +300,9 @@ class MemoryNode:
         for ev in events:
             self.events.append((peer.name, ev))
             if isinstance(ev, RequestReceived):
-                for msg, handler, hbh, e2e, key in ev.requests:
-                    try:
-                        res = handler(msg, peer)
-                    except Exception as exc:
-                        peer.handler_failed(ev.link, msg, exc, key)
-                        continue
-                    if res is None:
-                        peer.answer_later(ev.link, hbh, key, now, False)
-                        continue
-                    if isinstance(res, Message):
-                        res.hop_by_hop, res.end_to_end = hbh, e2e
-                        res = res.encode()
-                    peer.answer(ev.link, res, key, now)
+                for req, _p, key, res in peer.handle_requests(ev, now):  # no loop here
+                    err = TypeError(f"handler returned {type(res).__name__}")
+                    peer.handler_failed(ev.link, req, err, key)
             elif isinstance(ev, AnswerReceived):
                 self.answers[ev.waiter] = ev.message if ev.error is None else ev.error
             elif isinstance(ev, Connect):

@@ -87,7 +87,21 @@ def test_peek_takes_memoryview_and_bytearray_and_returns_bytes() -> None:
     for buf in (memoryview(raw), bytearray(raw)):
         p = peek(buf)
         assert p == peek(raw)
-        assert all(type(v) is bytes for vs in p.values.values() for v in vs)
+        assert all(type(v) is bytes for v in p.values.values())
+        assert p.more is not None and all(type(v) is bytes for vs in p.more.values() for v in vs)
+
+
+def test_peek_keeps_first_values_flat_and_repeats_in_wire_order() -> None:
+    """A peek is two objects whatever it found (a batch of requests keeps no list per value
+    alive); the repeats of Route-Record and Subscription-Id keep their wire order."""
+    p = peek(_ccr())
+    rr, sub = avp_key("Route-Record"), avp_key("Subscription-Id")
+    assert p.values[rr] == b"r1.example" and type(p.values[avp_key("Session-Id")]) is bytes
+    assert p.more is not None and set(p.more) == {rr, sub}
+    assert p.more[rr] == [b"r2.example"] and p.all(rr) == [b"r1.example", b"r2.example"]
+    single = peek(_ccr(route_record=["only.example"], subscription_id=[]))
+    assert single.more is None and single.route_records == [b"only.example"]
+    assert single.subscription_ids == [] and single.all("Destination-Host") == [b"ocs1.ocs.example"]
 
 
 def test_peek_and_frame_reader_share_the_header_checks() -> None:

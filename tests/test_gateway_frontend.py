@@ -350,9 +350,59 @@ def test_one_forwarding_mode() -> None:
 
 
 def test_session_id_affinity_key() -> None:
-    """The affinity key the front end submits: the codec's raw Session-Id octets."""
+    """The affinity key the front end submits: the raw Session-Id octets of the codec's
+    peek, as a decode would read them; absent, the key is empty."""
+    from chargegw.codec import peek
+
     raw = test_req(1, sid="abc;1").encode()
-    assert Message.decode(raw).raw_value("Session-Id") == b"abc;1"
+    assert peek(raw).session_id == Message.decode(raw).raw_value("Session-Id") == b"abc;1"
     no_sid = Message(code=TEST_CMD, app_id=TEST_APP_ID, flags=0xC0)
     no_sid.set("Origin-Host", CLIENT)
-    assert Message.decode(no_sid.encode()).raw_value("Session-Id") is None
+    assert peek(no_sid.encode()).session_id is None
+
+
+def test_front_end_forwards_from_the_nodes_peek_and_parses_a_request_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 9: the deframer finds the length, the peek reads header and routing values in
+    one pass, and nothing else on the front end parses the request (the Gateway's handler
+    table, driven in memory without sockets)."""
+    from test_peer_raw import parse_counts
+
+    from chargegw.peer.testing import MemoryNode, PeerPair
+
+    gw = Gateway(config(tmp_path))
+    submitted: list[dict[str, Any]] = []
+    monkeypatch.setattr(gw.pool, "submit", lambda **kw: submitted.append(kw))
+    front = MemoryNode(gw.node.config)
+    front.ctx.handlers = gw.node.ctx.handlers
+    front.ctx.handler_apps = gw.node.ctx.handler_apps
+    client = MemoryNode(
+        NodeConfig(
+            origin_host=CLIENT,
+            origin_realm="localdomain",
+            vendor_specific_apps=[VendorApp(TEST_VENDOR, TEST_APP_ID)],
+            peers=[PeerConfig(GW, port=3868, realm="localdomain")],
+        )
+    )
+    pair = PeerPair(client, front).connect()
+    assert pair.b_peer.usable
+    req = test_req(7, sid="client;peek;7")
+    client.request(req, pair.now, peer=GW)
+    sent = b"".join(pair.la.data_to_send())
+    m = pair.lb.machine
+    with parse_counts() as n:
+        front.handle(m, m.receive_data(pair.lb, sent, pair.now), pair.now)
+    assert n == {"peek": 1, "decode": 0, "from_peek": 0, "scan_into": 0}
+    assert submitted == [
+        {
+            "peer": CLIENT,
+            "hbh": req.hop_by_hop,
+            "app": TEST_APP_ID,
+            "cmd": TEST_CMD,
+            "session_id": b"client;peek;7",
+            "raw": sent,
+        }
+    ]
+    assert pair.lb.data_to_send() == []  # forwarded: the worker answers, not the Node
+    gw.pool.close(goodbye=False)
