@@ -355,3 +355,32 @@ def _fuzz_app(factory):
         app.setup(FakeWorkerContext(str(factory.mktemp("fuzz")), {"group_commit": False}))
         _APPS["app"] = app
     return _APPS["app"]
+
+
+def test_hosts_and_realms_are_checked_per_value_even_once_remembered(monkeypatch):
+    """The reader remembers the DiameterIdentity values it has checked (they repeat from one
+    request to the next); a value that differs in one byte is checked on its own, and once
+    the memo is full, new values are still checked (and not remembered)."""
+    import chargegw.codec.compiled as compiled
+
+    base = dict(
+        session_id="m;1", origin_host="client.example", origin_realm="example",
+        destination_realm="ocs.example", auth_application_id=4,
+        service_context_id="32251@3gpp.org", cc_request_type=1, cc_request_number=0,
+    )  # fmt: skip
+    good = commands.CreditControlRequest(**base).encode()
+    assert ccr.read(good).origin_host == "client.example"
+    assert compiled._IDENTITIES[b"client.example"] == "client.example"
+    # the same length, one byte changed to a space: not a DiameterIdentity
+    bad = good.replace(b"client.example", b"client example")
+    with pytest.raises(ccr.Unreadable):
+        ccr.read(bad)
+    assert b"client example" not in compiled._IDENTITIES
+    monkeypatch.setattr(compiled, "_IDENTITIES", {})
+    monkeypatch.setattr(compiled, "_IDENTITIES_MAX", 0)
+    ccr.reader.__globals__["_reader"].clear()  # compiled again, with the empty memo
+    assert ccr.read(good).origin_realm == "example"
+    assert compiled._IDENTITIES == {}
+    with pytest.raises(ccr.Unreadable):
+        ccr.read(bad)
+    ccr.reader.__globals__["_reader"].clear()
