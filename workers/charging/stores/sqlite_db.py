@@ -19,6 +19,7 @@ from functools import partial
 from typing import Any, TypeVar
 
 import msgspec
+from msgspec.structs import astuple
 
 from ..core import Account, LedgerEntry, Session
 from ..store import ProvisionRule, StoreBusy, StoreUnavailable, SySubscription, turn_deadline
@@ -73,6 +74,7 @@ sess_enc = msgspec.msgpack.Encoder()
 sess_dec = msgspec.msgpack.Decoder(Session)
 sy_dec = msgspec.msgpack.Decoder(SySubscription)
 
+# columns in LedgerEntry's field order (rows are msgspec's astuple of an entry)
 _LEDGER_SQL = (
     "INSERT INTO ledger (ts, account, kind, session, number, key, units, price, unit, amount, shortfall, ref)"
     " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
@@ -305,24 +307,9 @@ class SqliteTables(CachedRules, SqliteDb):
             raise
 
     def _ledger(self, entries: Iterable[LedgerEntry]) -> None:
-        for e in entries:
-            self.db.execute(
-                _LEDGER_SQL,
-                (
-                    e.ts,
-                    e.account,
-                    e.kind,
-                    e.session,
-                    e.number,
-                    e.key,
-                    e.units,
-                    e.price,
-                    e.unit,
-                    e.amount,
-                    e.shortfall,
-                    e.ref,
-                ),
-            )
+        """Append ledger entries: one statement for all of them (a credit-control chunk
+        gathers its entries and writes them together before it commits)."""
+        self.db.executemany(_LEDGER_SQL, map(astuple, entries))
 
     def rules(self) -> list[ProvisionRule]:
         return [
