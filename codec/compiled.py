@@ -447,7 +447,7 @@ class Writer:
         return b if b is not None else self._leaf((attr, value))
 
     def group(self, attr: str, value: Mapping[str, Any]) -> bytes:
-        data = self.body(value, attr)
+        data = self._body(value, attr)
         head = self._heads.get(attr)
         if head is None:
             head = self._heads[attr] = Avp.new(attr, {}, dictionary=self.d).encode()
@@ -477,7 +477,17 @@ class Writer:
         return b if b is not None else self._leaf((attr, value))
 
     def body(self, fields: Mapping[str, Any], parent: str = "") -> bytes:
-        """The AVPs of `fields` in placement order, without a message header."""
+        """The AVPs of `fields` in placement order, without a message header; for a Frozen
+        `fields` encoded once and kept on it."""
+        if type(fields) is Frozen:
+            blob = fields.blob
+            tag = "/" + parent  # not an attribute name: a body, not the group's whole AVP
+            if blob is None or blob[0] != tag:
+                blob = fields.blob = (tag, self._body(fields, parent))
+            return blob[1]
+        return self._body(fields, parent)
+
+    def _body(self, fields: Mapping[str, Any], parent: str) -> bytes:
         parts: list[bytes] = []
         add = parts.append
         leaves = self._leaves
