@@ -79,3 +79,28 @@ def test_a_chunks_ledger_entries_read_back_exactly_in_order(tmp_path):
     rep = ledger_check(store)
     assert rep.ok and rep.debits == sum(e.amount for e in debits), rep.problems
     store.close()
+
+
+def test_new_files_get_4k_pages_and_old_ones_keep_theirs_with_8mib_checkpoints(tmp_path):
+    """A group commit's requests share pages, so a new file gets 4 KiB pages (fewer WAL
+    frames per commit); a file made with 1 KiB pages keeps them, and either way the WAL is
+    checkpointed once it holds 8 MiB."""
+    import sqlite3
+
+    new = SqliteStore(str(tmp_path / "new.db"), timeout=5.0)
+    assert new.db.execute("PRAGMA page_size").fetchone()[0] == 4096
+    assert new.db.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 2048
+    new.close()
+    old_path = str(tmp_path / "old.db")
+    old = sqlite3.connect(old_path)
+    old.execute("PRAGMA page_size=1024")
+    old.execute("PRAGMA journal_mode=WAL")
+    old.execute("CREATE TABLE t (x)")
+    old.close()
+    store = SqliteStore(old_path, timeout=5.0)
+    assert store.db.execute("PRAGMA page_size").fetchone()[0] == 1024
+    assert store.db.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 8192
+    store.import_accounts([AccountRow("A1", 1_000, 0, False, [(E164, "111")])], NOW)
+    outs = store.credit_control_many([op("s1", 0, core.INITIAL, 0, 10, NOW)])
+    assert outs is not None and outs[0].result == 2001
+    store.close()
