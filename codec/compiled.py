@@ -135,8 +135,20 @@ class _Gen:
     def emit(self, text: str) -> None:
         self.lines.append(text)
 
-    def group(self, grammar: Grammar, spec: Spec, where: str) -> int:
-        """Emit class _C<i> and function _g<i>(buf, pos, end, depth); returns i."""
+    def group(
+        self,
+        grammar: Grammar,
+        spec: Spec,
+        where: str,
+        extra: tuple[str, ...] = (),
+        top: bool = False,
+    ) -> int:
+        """Emit class _C<i> and function _g<i>(buf, pos, end, depth); returns i.
+
+        The walk keeps every field in a local (a local is the cheapest thing Python reads
+        and writes) and builds the view, a slotted object, once at the end; `extra` names
+        slots the caller fills in (the header fields, for the command). `top`: the walk of
+        the command itself, which `read` calls with `end` at the buffer's end."""
         i = self.n
         self.n += 1
         fields: list[tuple[AvpDef, Any, bool]] = []
@@ -158,37 +170,37 @@ class _Gen:
                 if a.kind != 2 or a.grammar is None:
                     raise KeyError(f"{a.name} is not a Grouped AVP")
                 subs[a.name] = self.group(a.grammar, what, a.name)
-        # Absent singles read as the class's None; lists are made per object.
-        singles: list[str] = []
-        init: list[str] = []
+        attrs: list[tuple[str, bool]] = []  # (attribute, is a list)
         for a, what, many in fields:
-            attrs = ([a.attr] if what != "raw" else []) + (
-                [a.attr + "_avp"] if what in ("avp", "raw") else []
-            )
-            for attr in attrs:
-                if many:
-                    init.append(f"        self.{attr} = []")
-                else:
-                    singles.append(attr)
+            if what != "raw":
+                attrs.append((a.attr, many))
+            if what in ("avp", "raw"):
+                attrs.append((a.attr + "_avp", many))
+        read = {a.ikey for a, _, _ in fields}
+        # AVPs this spec does not read that need no look at all: known, not Grouped, and
+        # allowed here (an unknown one, a group, or one a closed grammar forbids goes to
+        # `_other`, which decides whether it stops the reader).
+        known = _known(self.d)
+        plain = frozenset(
+            k for k, grouped in known.items()
+            if not grouped and k not in read and (grammar.any_allowed or k in grammar.rank)
+        )  # fmt: skip
+        self.env[f"_plain{i}"] = plain
         self.env[f"_allowed{i}"] = None if grammar.any_allowed else frozenset(grammar.rank)
         e = self.emit
+        slots = tuple(attr for attr, _ in attrs) + extra
         e(f"class _C{i}:")
         e(f"    # {where}")
-        for attr in singles:
-            e(f"    {attr} = None")
-        if init:
-            e("    def __init__(self):")
-            for line in init:
-                e(line)
-        else:
-            e("    pass")
+        e(f"    __slots__ = {slots!r}")
         e(f"def _g{i}(buf, pos, end, depth):")
         e("    if depth > MAX_DEPTH:")
         e("        raise Unreadable")
-        e(f"    o = _C{i}()")
+        for attr, many in attrs:
+            e(f"    v_{attr} = {'[]' if many else 'None'}")
         e("    while pos < end:")
-        e("        if end - pos < 8:")
-        e("            raise Unreadable")
+        if not top:  # the command's walk ends at the buffer's end: unpacking past it fails
+            e("        if end - pos < 8:")
+            e("            raise Unreadable")
         e("        code, fl = _II(buf, pos)")
         e("        n = fl & 0xFFFFFF")
         e("        ve = pos + n")
@@ -211,11 +223,13 @@ class _Gen:
             elif what == "raw":
                 value = ""
             elif a.kind == 2:
-                raise KeyError(f"{a.name} is Grouped: give its spec, or read it \"raw\"")
+                raise KeyError(f'{a.name} is Grouped: give its spec, or read it "raw"')
             else:
                 value = self.value(a)
             self.store(a, what, many, value)
-        e(f"        {kw} _other(buf, key, fl, vs, ve, depth, _allowed{i}):")
+        e(f"        {kw} key in _plain{i}:")
+        e("            pass")
+        e(f"        elif _other(buf, key, fl, vs, ve, depth, _allowed{i}):")
         e("            raise Unreadable")
         e("        pos = ve + (-n & 3)")
         e("    if pos != end:")
@@ -224,9 +238,12 @@ class _Gen:
             if r.avp is not None and r.min > 0:
                 attr = r.avp.attr if spec.get(r.avp.name) != "raw" else r.avp.attr + "_avp"
                 many = r.avp.ikey in grammar.many
-                test = f"len(o.{attr}) < {r.min}" if many else f"o.{attr} is None"
+                test = f"len(v_{attr}) < {r.min}" if many else f"v_{attr} is None"
                 e(f"    if {test}:  # {r.text()}")
                 e("        raise Unreadable")
+        e(f"    o = _new(_C{i})")
+        for attr, _ in attrs:
+            e(f"    o.{attr} = v_{attr}")
         e("    return o")
         return i
 
@@ -242,33 +259,49 @@ class _Gen:
         if type(codec) is UTF8StringType:  # the type's decode, inlined (no call)
             return "(s if '\\x00' not in (s := str(buf[vs:ve], 'utf-8')) else _bad())"
         if type(codec) is IdentityType:
-            self.env["_identity_ok"] = _identity_ok
-            return "(s if _identity_ok(s := str(buf[vs:ve], 'ascii')) else _bad())"
+            # Hosts and realms repeat from one request to the next: checked once each
+            self.env["_identity"] = _identity
+            self.env["_identities"] = _IDENTITIES
+            return "(_identities.get(s := buf[vs:ve]) or _identity(s))"
         name = f"_D{a.code}_{a.vendor}"
         self.env[name] = codec.decode  # raises TypeFault (a ValueError) on a bad value
         return f"{name}(buf, vs, ve)"
 
     def store(self, a: AvpDef, what: Any, many: bool, value: str) -> None:
         e = self.emit
-        raw = "(buf[pos:ve] + bytes(-n & 3))"
+        raw = "(buf[pos:ve] if not n & 3 else buf[pos:ve] + bytes(-n & 3))"
         if what == "raw":
             if many:
-                e(f"            o.{a.attr}_avp.append({raw})")
+                e(f"            v_{a.attr}_avp.append({raw})")
             else:
-                e(f"            if o.{a.attr}_avp is not None:")
+                e(f"            if v_{a.attr}_avp is not None:")
                 e("                raise Unreadable")
-                e(f"            o.{a.attr}_avp = {raw}")
+                e(f"            v_{a.attr}_avp = {raw}")
             return
         if many:
-            e(f"            o.{a.attr}.append({value})")
+            e(f"            v_{a.attr}.append({value})")
             if what == "avp":
-                e(f"            o.{a.attr}_avp.append({raw})")
+                e(f"            v_{a.attr}_avp.append({raw})")
             return
-        e(f"            if o.{a.attr} is not None:")
+        e(f"            if v_{a.attr} is not None:")
         e("                raise Unreadable  # 5009: the codec names the second one")
-        e(f"            o.{a.attr} = {value}")
+        e(f"            v_{a.attr} = {value}")
         if what == "avp":
-            e(f"            o.{a.attr}_avp = {raw}")
+            e(f"            v_{a.attr}_avp = {raw}")
+
+
+_IDENTITIES: dict[Any, str] = {}  # DiameterIdentity bytes -> the checked value
+_IDENTITIES_MAX = 4096  # a peer sending ever new names fills it once; then they are checked
+
+
+def _identity(b: Any) -> str:
+    """A DiameterIdentity value, checked as the codec's type checks it; remembered."""
+    s = str(b, "ascii")
+    if not _identity_ok(s):
+        raise Unreadable
+    if len(_IDENTITIES) < _IDENTITIES_MAX:
+        _IDENTITIES[bytes(b)] = s
+    return s
 
 
 def _bad() -> Any:
@@ -295,7 +328,7 @@ def compile_reader(
     assert grammar is not None
     gen = _Gen(d)
     gen.env["_bad"] = _bad
-    top = gen.group(grammar, fields, cmd.name)
+    top = gen.group(grammar, fields, cmd.name, ("flags", "hop_by_hop", "end_to_end"), top=True)
     want = FLAG_REQUEST if request else 0
     e = gen.emit
     e("def read(buf):")
@@ -315,7 +348,7 @@ def compile_reader(
     e("    o.end_to_end = e2e")
     e("    return o")
     source = "\n".join(gen.lines) + "\n"
-    env = dict(gen.env, struct=struct)
+    env = dict(gen.env, struct=struct, _new=object.__new__)
     exec(compile(source, f"<compiled reader {cmd.name}>", "exec"), env)  # noqa: S102
     return Reader(env["read"], source, d)
 
@@ -414,7 +447,7 @@ class Writer:
         return b if b is not None else self._leaf((attr, value))
 
     def group(self, attr: str, value: Mapping[str, Any]) -> bytes:
-        data = self.body(value, attr)
+        data = self._body(value, attr)
         head = self._heads.get(attr)
         if head is None:
             head = self._heads[attr] = Avp.new(attr, {}, dictionary=self.d).encode()
@@ -444,7 +477,17 @@ class Writer:
         return b if b is not None else self._leaf((attr, value))
 
     def body(self, fields: Mapping[str, Any], parent: str = "") -> bytes:
-        """The AVPs of `fields` in placement order, without a message header."""
+        """The AVPs of `fields` in placement order, without a message header; for a Frozen
+        `fields` encoded once and kept on it."""
+        if type(fields) is Frozen:
+            blob = fields.blob
+            tag = "/" + parent  # not an attribute name: a body, not the group's whole AVP
+            if blob is None or blob[0] != tag:
+                blob = fields.blob = (tag, self._body(fields, parent))
+            return blob[1]
+        return self._body(fields, parent)
+
+    def _body(self, fields: Mapping[str, Any], parent: str) -> bytes:
         parts: list[bytes] = []
         add = parts.append
         leaves = self._leaves

@@ -356,3 +356,76 @@ def _fuzz_app(factory):
         app.setup(FakeWorkerContext(str(factory.mktemp("fuzz")), {"group_commit": False}))
         _APPS["app"] = app
     return _APPS["app"]
+
+
+def test_hosts_and_realms_are_checked_per_value_even_once_remembered(monkeypatch):
+    """The reader remembers the DiameterIdentity values it has checked (they repeat from one
+    request to the next); a value that differs in one byte is checked on its own, and once
+    the memo is full, new values are still checked (and not remembered)."""
+    import chargegw.codec.compiled as compiled
+
+    base = dict(
+        session_id="m;1", origin_host="client.example", origin_realm="example",
+        destination_realm="ocs.example", auth_application_id=4,
+        service_context_id="32251@3gpp.org", cc_request_type=1, cc_request_number=0,
+    )  # fmt: skip
+    good = commands.CreditControlRequest(**base).encode()
+    assert ccr.read(good).origin_host == "client.example"
+    assert compiled._IDENTITIES[b"client.example"] == "client.example"
+    # the same length, one byte changed to a space: not a DiameterIdentity
+    bad = good.replace(b"client.example", b"client example")
+    with pytest.raises(ccr.Unreadable):
+        ccr.read(bad)
+    assert b"client example" not in compiled._IDENTITIES
+    monkeypatch.setattr(compiled, "_IDENTITIES", {})
+    monkeypatch.setattr(compiled, "_IDENTITIES_MAX", 0)
+    ccr.reader.__globals__["_reader"].clear()  # compiled again, with the empty memo
+    assert ccr.read(good).origin_realm == "example"
+    assert compiled._IDENTITIES == {}
+    with pytest.raises(ccr.Unreadable):
+        ccr.read(bad)
+    ccr.reader.__globals__["_reader"].clear()
+
+
+def test_a_frozen_block_encodes_the_same_as_a_body_and_as_a_group_in_any_order():
+    """The writer keeps one encoding on a Frozen: its body (top-level AVPs of an answer) or
+    its whole AVP (an MSCC block). Asked for one and then the other, each is still right."""
+    w = ccr.writer()
+    block = Frozen({"granted_service_unit": {"cc_time": 600}, "validity_time": 60})
+    plain = dict(block)
+    want_body = w.body(plain)
+    want_group = w.avp("multiple_services_credit_control", plain)
+    for _ in range(2):
+        assert w.body(block) == want_body
+        assert w.avp("multiple_services_credit_control", block) == want_group
+        assert w.body(block) == want_body
+    body = Message.decode(w.message(0, 1, 2, {"result_code": 2001, **plain}))
+    assert body.granted_service_unit.cc_time == 600 and body.validity_time == 60
+
+
+def test_single_service_answers_are_the_codecs_each_time(tmp_path):
+    """A single-service grant (no MSCC) is rendered from its block's cached AVPs: the same
+    bytes as the codec's answer, on the first request and on every one after it."""
+    app = CreditControlApp()
+    app.setup(FakeWorkerContext(str(tmp_path), {}))
+    for n in range(3):
+        req = commands.CreditControlRequest(
+            session_id="one;1", origin_host="c", origin_realm="r", destination_realm="o",
+            auth_application_id=4, service_context_id="32251@3gpp.org",
+            cc_request_type=1 if n == 0 else 2, cc_request_number=n,
+            subscription_id=[{"subscription_id_type": 0, "subscription_id_data": "4670000000009"}],
+            requested_service_unit={"cc_time": 600},
+            used_service_unit=[{"cc_time": 60}] if n else [],
+        )  # fmt: skip
+        req.hop_by_hop, req.end_to_end = 10 + n, 20 + n
+        got = one(app, req.encode())
+        ans = Message.decode(got)
+        assert ans.result_code == 2001 and ans.granted_service_unit.cc_time > 0
+        want = req.answer(2001, origin_host="ocs.test", origin_realm="test")
+        for name in ("auth_application_id", "cc_request_type", "cc_request_number"):
+            setattr(want, name, getattr(ans, name))
+        want.granted_service_unit = {"cc_time": ans.granted_service_unit.cc_time}
+        for name in ("validity_time", "time_quota_threshold", "quota_holding_time"):
+            if ans.get(name) is not None:
+                setattr(want, name, ans.get(name))
+        assert got == want.encode()

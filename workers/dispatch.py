@@ -93,12 +93,11 @@ class RequestPath:
         gen = link.gen
         peer_link = self._peer_link
         offset = link.offset
-        incoming = []
-        for r in reqs:
-            peer_link[r.peer] = link
-            incoming.append(
-                Incoming(r.raw, RequestContext(r.peer, r.deadline - offset, r.retransmit))
-            )
+        incoming = [
+            Incoming(r.raw, RequestContext(r.peer, r.deadline - offset, r.retransmit)) for r in reqs
+        ]
+        for peer in {r.peer for r in reqs}:
+            peer_link[peer] = link
         entry = self.apps.get(app_id)
         if entry is None:
             results: Any = [
@@ -157,18 +156,19 @@ class RequestPath:
             self._queue(i, pp.Credit(n))
             return
         fast: list[pp.PoolMessage] = []
+        answer = pp.Answer
         limit = self.max_answer
         for req, inc, result in zip(reqs, incoming, results, strict=True):
+            if type(result) is bytes and len(result) <= limit:
+                fast.append(answer(req.id, result))  # counted below, once for the batch
+                continue
             if type(result) is not bytes and isinstance(result, Message):
                 try:  # encoded here, so that it leaves with the batch's other answers
                     result = result.encode()
                 except Exception as exc:
                     result = exc
             if type(result) is bytes and len(result) <= limit:
-                link.busy -= 1
-                link.done += 1
-                self.handled += 1
-                fast.append(pp.Answer(req.id, result))
+                fast.append(answer(req.id, result))
             elif result is None:  # the application found it expired: dropped unapplied
                 link.busy -= 1
                 self.handled += 1
@@ -182,6 +182,10 @@ class RequestPath:
             else:
                 self._finish(i, gen, req, inc, result)
         if fast:
+            k = len(fast)
+            link.busy -= k
+            link.done += k
+            self.handled += k
             self._queue_many(i, fast)
 
     def _track(self, fut: asyncio.Future[Any]) -> None:

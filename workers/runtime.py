@@ -370,6 +370,7 @@ class WorkerRuntime(RequestPath):
         link = self.links[i]
         link.last_heard = time.monotonic()
         grouped: dict[int, list[pp.Request]] = {}
+        now = time.time() + link.offset  # the gateway's clock, once per batch
         for frames in batch:
             try:
                 msgs = pp.decode(frames[-1])
@@ -384,7 +385,7 @@ class WorkerRuntime(RequestPath):
                         link.stale += 1
                         continue
                     link.received += 1
-                    if self._expired(link, m):
+                    if m.deadline <= now:  # as _expired says, with the batch's clock
                         self._drop_expired(i, m)
                         continue
                     reqs = grouped.get(m.app)
@@ -398,6 +399,7 @@ class WorkerRuntime(RequestPath):
                 elif t is pp.Heartbeat:
                     assert isinstance(m, pp.Heartbeat)
                     link.offset = m.t - time.time()
+                    now = time.time() + link.offset
                     if m.gen == link.gen:
                         link.acked = True
                     if m.free == pp.DRAIN_ACK:

@@ -16,6 +16,7 @@ from .config import GyConfig
 
 APP_ID = 4
 FLAG_P, FLAG_E = 0x40, 0x20
+SINGLE = ("granted_service_unit", "validity_time", "final_unit_indication")  # of a block, top level
 UNIT_AVP = {"time": "cc_time", "volume": "cc_total_octets", "units": "cc_service_specific_units"}
 
 
@@ -58,6 +59,7 @@ class Renderer:
             if fu.action == "redirect" else {"final_unit_action": 0}
         )  # fmt: skip
         self.blocks: dict[tuple[Any, ...], Frozen] = {}
+        self.singles: dict[int, tuple[Frozen, Frozen]] = {}  # id(block) -> (block, its AVPs)
         self.writer = w = ccr.writer()
         self._heads: dict[tuple[int, int], bytes] = {}
         # Session-Id, then the head, then CC-Request-Number: only if the grammar says so
@@ -141,18 +143,26 @@ class Renderer:
                 if len(cache) < 4096:
                     cache[key] = block
             blocks.append(block)
-        extra: dict[str, Any] = {}
         result = out.result
         if v.multiple_services_credit_control:
-            extra["multiple_services_credit_control"] = blocks
-        elif blocks:
-            b = blocks[0]
-            for k in ("granted_service_unit", "validity_time", "final_unit_indication"):
-                if k in b:
-                    extra[k] = b[k]
-            if result == core.SUCCESS and b["result_code"] != core.SUCCESS:
-                result = b["result_code"]
-        return Answer(result, extra)
+            return Answer(result, {"multiple_services_credit_control": blocks})
+        if not blocks:
+            return Answer(result)
+        b = blocks[0]
+        if result == core.SUCCESS and b["result_code"] != core.SUCCESS:
+            result = b["result_code"]
+        return Answer(result, self._single(b))
+
+    def _single(self, b: Frozen) -> Frozen:
+        """A single service's answer AVPs (top level, no MSCC) from its block: one Frozen
+        per block, so that the writer encodes it once."""
+        extra = self.singles.get(id(b))
+        if extra is None or extra[0] is not b:
+            fields = Frozen({k: b[k] for k in SINGLE if k in b})
+            extra = (b, fields)
+            if len(self.singles) < 4096:
+                self.singles[id(b)] = extra
+        return extra[1]
 
     def _block(self, key: tuple[Any, ...]) -> Frozen:
         """An MSCC answer block from its `outcome` key; never changed once built."""

@@ -5,8 +5,10 @@ result; rows are served from the connection's cache while no other connection ha
 
 from __future__ import annotations
 
+from functools import partial
+
 from .. import core
-from ..core import Account, CCOp, Outcome, Session
+from ..core import Account, CCOp, LedgerEntry, Outcome, Session
 from ..store import StoreUnavailable, match_rule
 from .common import credit, provisioned
 from .sqlite_db import (
@@ -32,7 +34,15 @@ def _bucket(expires: float, tcc: float) -> float:
 
 class SqliteCreditControl(SqliteTables):
     def credit_control(self, op: CCOp) -> Outcome:
-        return self._txn(lambda: self._cc(op), keep_cache=True)
+        return self._txn(lambda: self._chunk([op])[0], keep_cache=True)
+
+    def _chunk(self, ops: list[CCOp]) -> list[Outcome]:
+        """The requests of one transaction; their ledger entries are written together."""
+        ledger: list[LedgerEntry] = []
+        out = [self._cc(op, ledger) for op in ops]
+        if ledger:
+            self._ledger(ledger)
+        return out
 
     def credit_control_many(
         self, ops: list[CCOp], wait: bool = True
@@ -53,11 +63,8 @@ class SqliteCreditControl(SqliteTables):
         for i in range(0, len(ops), CHUNK):
             chunk = ops[i : i + CHUNK]
 
-            def run(chunk: list[CCOp] = chunk) -> list[Outcome]:
-                return [self._cc(op) for op in chunk]
-
             try:
-                out.extend(self._txn(run, wait or i > 0, keep_cache=True))
+                out.extend(self._txn(partial(self._chunk, chunk), wait or i > 0, keep_cache=True))
             except _Busy:
                 if i == 0:
                     return None
@@ -98,9 +105,10 @@ class SqliteCreditControl(SqliteTables):
                 self._cache_account(a)
         return a
 
-    def _cc(self, op: CCOp) -> Outcome:
+    def _cc(self, op: CCOp, ledger: list[LedgerEntry]) -> Outcome:
         """One request inside the caller's transaction. Rows come from the cache when it has
-        them (see `SqliteTables`); every change is still written to SQLite here."""
+        them (see `SqliteTables`); every change is still written to SQLite here, but its
+        ledger entries are added to `ledger`, for the caller to write before it commits."""
         db = self.db
         account: Account | None
         session: Session | None
@@ -119,6 +127,8 @@ class SqliteCreditControl(SqliteTables):
                 account = self._cache_account(account_of(row[2:])) if row[2] is not None else None
             else:
                 session, bucket, account = None, 0.0, None
+        # the indexed and queried columns as stored: unchanged, only `data` is written
+        stored = (session.state, session.fui) if session is not None else None
         early = core.precheck(op, session)
         if early is not None:
             return early
@@ -126,14 +136,14 @@ class SqliteCreditControl(SqliteTables):
         if session is not None:
             applied, inserted = core.apply_cc(op, account, session, ref), False
         else:
-            applied, inserted = self._cc_new(op, ref)
+            applied, inserted = self._cc_new(op, ledger, ref)
         if applied.account is not None:
             if not inserted:
                 self._save_account(applied.account)
         elif account is not None:  # apply_cc may have touched it without a write: forget it
             self._accounts.pop(account.id, None)
         if applied.ledger:
-            self._ledger(applied.ledger)
+            ledger += applied.ledger
         r = applied.ref_session
         if r is not None:  # a refunded debit event: what is left to refund
             db.execute("UPDATE sessions SET data=? WHERE id=?", (sess_enc.encode(r), r.id))
@@ -150,6 +160,9 @@ class SqliteCreditControl(SqliteTables):
                     "UPDATE sessions SET state=?, expires=?, fui=?, data=? WHERE id=?",
                     (s.state, new_bucket, int(s.fui), sess_enc.encode(s), s.id),
                 )
+            elif s is session and stored == (s.state, s.fui):
+                # the usual update: SQLite then leaves the sweep index (state, expires) alone
+                db.execute("UPDATE sessions SET data=? WHERE id=?", (sess_enc.encode(s), s.id))
             else:  # leave the expiry index alone when the bucket did not move
                 db.execute(
                     "UPDATE sessions SET state=?, fui=?, data=? WHERE id=?",
@@ -174,7 +187,9 @@ class SqliteCreditControl(SqliteTables):
         row = self.db.execute("SELECT data FROM sessions WHERE id=?", (op.ref,)).fetchone()
         return sess_dec.decode(row[0]) if row else None
 
-    def _cc_new(self, op: CCOp, ref: Session | None = None) -> tuple[core.Applied, bool]:
+    def _cc_new(
+        self, op: CCOp, ledger: list[LedgerEntry], ref: Session | None = None
+    ) -> tuple[core.Applied, bool]:
         """CCR-I or event of an unknown session: find (or provision) the account and apply;
         also says whether the account row was just inserted with its final state.
 
@@ -214,7 +229,7 @@ class SqliteCreditControl(SqliteTables):
             if cur.rowcount == 1:
                 inserted = True
                 self._cache_account(a)
-                self._ledger([credit(op.now, data, "provision", rule.balance)])
+                ledger.append(credit(op.now, data, "provision", rule.balance))
             else:
                 # the first try may have changed `ref` in place: read it again
                 applied = core.apply_cc(op, self._cached_account(data), None, self._ref_session(op))
