@@ -335,7 +335,7 @@ async def start_metrics(gw: Any, config: Any) -> MetricsServer | None:
     try:
         await srv.start()
     except OSError as exc:
-        log.error("metrics endpoint %s:%d not started: %s", mc.address, mc.port, exc)
+        log.warning("metrics endpoint %s:%d not started: %s", mc.address, mc.port, exc)
         return None
     log.info("metrics on %s/metrics (health %s/healthz, readiness %s/readyz)",
              srv.url, srv.url, srv.url)  # fmt: skip
