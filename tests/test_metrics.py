@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from chargegw.codec import Avp, Message
@@ -126,9 +125,7 @@ def test_readyz_503_before_workers_and_listeners(tmp_path: Path) -> None:
             ok, why = gw.readiness()
             assert not ok and "0 of 1 workers" in why
             # Hostile HTTP: garbage, an unknown method, headers without end, a long line.
-            assert (await _http(srv.port, b"\x00\x01garbage\r\n\r\n")).startswith(
-                b"HTTP/1.1 400 "
-            )
+            assert (await _http(srv.port, b"\x00\x01garbage\r\n\r\n")).startswith(b"HTTP/1.1 400 ")
             assert (await _http(srv.port, b"POST /metrics HTTP/1.1\r\n\r\n")).startswith(
                 b"HTTP/1.1 405 "
             )
@@ -213,9 +210,11 @@ def test_scrape_during_load_adds_up(tmp_path: Path) -> None:
         load_out, _ = load.communicate(timeout=240)
         assert out.exists(), load_out
         assert _sum(during, "chargegw_peer_up") >= 1, during
-        assert _sum(during, "chargegw_peer_state", state="R-Open") + _sum(
-            during, "chargegw_peer_state", state="I-Open"
-        ) >= 1, during
+        assert (
+            _sum(during, "chargegw_peer_state", state="R-Open")
+            + _sum(during, "chargegw_peer_state", state="I-Open")
+            >= 1
+        ), during
         rep = json.loads(out.read_text())
         status, text = _get(base + "/metrics")
         assert status == 200
