@@ -42,24 +42,26 @@ _RESULT_CODE = 268
 _EXPERIMENTAL_RESULT = 297
 _EXPERIMENTAL_RESULT_CODE = 298
 _VENDOR_BIT = 0x80
+_RC_CODE = _RESULT_CODE.to_bytes(4, "big")
+_ER_CODE = _EXPERIMENTAL_RESULT.to_bytes(4, "big")
 
 
 def result_code(raw: bytes) -> int:
     """The answer's Result-Code, else its Experimental-Result-Code, else 0 (none, or the
-    octets do not frame): a walk over the top-level AVP headers, no decode."""
+    octets do not frame): a walk over the top-level AVP headers, no decode (about 1.5 us
+    for a CCA)."""
     n = len(raw)
     i = 20
     exp = 0
+    fb = int.from_bytes
     while i + 8 <= n:
-        code = int.from_bytes(raw[i : i + 4], "big")
-        flags = raw[i + 4]
-        length = int.from_bytes(raw[i + 5 : i + 8], "big")
+        code = raw[i : i + 4]
+        length = fb(raw[i + 5 : i + 8], "big")
         if length < 8 or i + length > n:
             return exp
-        head = 12 if flags & _VENDOR_BIT else 8
-        if code == _RESULT_CODE and head == 8 and length >= 12:
-            return int.from_bytes(raw[i + 8 : i + 12], "big")
-        if code == _EXPERIMENTAL_RESULT and head == 8 and not exp:
+        if code == _RC_CODE and length >= 12 and not raw[i + 4] & _VENDOR_BIT:
+            return fb(raw[i + 8 : i + 12], "big")
+        if code == _ER_CODE and not exp and not raw[i + 4] & _VENDOR_BIT:
             exp = _inner_code(raw, i + 8, i + length)
         i += (length + 3) & ~3
     return exp
