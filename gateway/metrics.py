@@ -298,7 +298,12 @@ class MetricsServer:
                 return
             try:
                 head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), self.READ_TIMEOUT)
-            except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError, ConnectionError):  # fmt: skip
+            except (
+                asyncio.IncompleteReadError,
+                asyncio.LimitOverrunError,
+                TimeoutError,
+                ConnectionError,
+            ):
                 return
             parts = head.split(b"\r\n", 1)[0].split()
             if len(parts) != 3 or not parts[2].startswith(b"HTTP/"):
@@ -306,10 +311,15 @@ class MetricsServer:
                 method = ""
             else:
                 method = parts[0].decode("ascii", "replace")
-                status, ctype, body = self.respond(method, parts[1].decode("ascii", "replace"))
+                try:
+                    status, ctype, body = self.respond(method, parts[1].decode("ascii", "replace"))
+                except Exception:  # a collector bug: say so, and keep serving
+                    log.exception("metrics: %s failed", parts[1][:64])
+                    status, ctype, body = 500, "text/plain", b"internal error\n"
             self.requests += 1
             reason = {200: "OK", 400: "Bad Request", 404: "Not Found",
-                      405: "Method Not Allowed", 503: "Service Unavailable"}[status]  # fmt: skip
+                      405: "Method Not Allowed", 500: "Internal Server Error",
+                      503: "Service Unavailable"}[status]  # fmt: skip
             hdr = (
                 f"HTTP/1.1 {status} {reason}\r\nContent-Type: {ctype}\r\n"
                 f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"

@@ -263,3 +263,24 @@ def test_scrape_during_load_adds_up(tmp_path: Path) -> None:
     assert _sum(after, "chargegw_ready") == 1
     # Bounded labels: no Session-Id, no subscriber anywhere in the exposition.
     assert ";" not in "".join(v for (_n, labels), _ in after.items() for _k, v in labels)
+
+
+def test_a_failing_probe_answers_500_and_the_server_keeps_serving() -> None:
+    class Broken:
+        def readiness(self) -> tuple[bool, str]:
+            raise RuntimeError("boom")
+
+    async def main() -> None:
+        srv = MetricsServer(Broken(), "127.0.0.1", 0)
+        await srv.start()
+        try:
+            assert (await _http(srv.port, b"GET /readyz HTTP/1.1\r\n\r\n")).startswith(
+                b"HTTP/1.1 500 "
+            )
+            assert (await _http(srv.port, b"GET /healthz HTTP/1.1\r\n\r\n")).startswith(
+                b"HTTP/1.1 200 "
+            )
+        finally:
+            await srv.close()
+
+    asyncio.run(asyncio.wait_for(main(), 30))
