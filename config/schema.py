@@ -320,6 +320,19 @@ class Launcher(_Base):
         )
 
 
+class Metrics(_Base):
+    """The operator's HTTP endpoint: Prometheus `/metrics`, `/healthz` and `/readyz`
+    (served by the gateway process; workers' figures come through the gateway)."""
+
+    enabled: bool = True
+    address: str = "127.0.0.1"  # loopback by default: the figures name peers and counts
+    port: int = 9464  # 0 = an ephemeral port (tests)
+
+    def __post_init__(self) -> None:
+        _check(0 <= self.port <= 65535, "port", "must be 0..65535")
+        _check(bool(self.address), "address", "must not be empty")
+
+
 class Logging(_Base):
     """What every process writes to stderr (chargegw.process.setup_logging)."""
 
@@ -402,6 +415,7 @@ class Config(_Base):
     worker: Worker = msgspec.field(default_factory=Worker)
     launcher: Launcher = msgspec.field(default_factory=Launcher)
     logging: Logging = msgspec.field(default_factory=Logging)
+    metrics: Metrics = msgspec.field(default_factory=Metrics)
     dictionaries: Dictionaries = msgspec.field(default_factory=Dictionaries)
     applications: list[Application] = msgspec.field(default_factory=default_applications)
 

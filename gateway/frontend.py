@@ -17,6 +17,7 @@ from typing import Any, NoReturn
 
 from chargegw.codec import CodecError, Message, Peek, ResultCode
 from chargegw.config.schema import Config, is_loopback
+from chargegw.gateway.metrics import AnswerStats
 from chargegw.gateway.pool import NoWorker, Pending, PoolCore
 from chargegw.gateway.pool_io import OutRequestFailed, PoolServer
 from chargegw.ipc import security as sec
@@ -173,6 +174,8 @@ class Gateway:
         self.errors_sent = 0
         self.draining = False
         self.started_at = time.time()
+        self.metrics = AnswerStats()
+        self.pool.on_answer = self._answered
 
     async def start(
         self,
@@ -239,6 +242,18 @@ class Gateway:
         )
         return True
 
+    def readiness(self) -> tuple[bool, str]:
+        """For /readyz: the Diameter listeners are open, not draining, and at least
+        launcher.min_workers workers are registered."""
+        if self.draining:
+            return False, "draining"
+        if not self.node.listen_addresses:
+            return False, "Diameter listeners not open"
+        want, have = self.config.launcher.min_workers, self.ready_workers()
+        if have < max(want, 1 if self.app_ids else 0):
+            return False, f"{have} of {want} workers registered"
+        return True, f"ready: {have} workers, listening"
+
     def listen_addresses(self) -> list[tuple[str, int]]:
         return [(host, port) for _transport, host, port in self.node.listen_addresses]
 
@@ -265,8 +280,9 @@ class Gateway:
     # The hot path ---------------------------------------------------------------------
 
     def _handle(self, raw: bytes, p: Peek, peer: Any) -> None:
+        self.metrics.request(p.app_id, p.code)
         if self.draining:
-            self._refuse(ResultCode.DIAMETER_TOO_BUSY, "gateway shutting down")
+            self._refuse(p, ResultCode.DIAMETER_TOO_BUSY, "gateway shutting down")
         try:
             self.pool.submit(
                 peer=peer.name,
@@ -277,7 +293,15 @@ class Gateway:
                 raw=raw,
             )
         except NoWorker as exc:
-            self._refuse(exc.result_code, exc.reason)
+            self._refuse(p, exc.result_code, exc.reason)
+
+    def _answered(self, p: Pending, raw: bytes) -> None:
+        """A worker's answer left (PoolServer.on_answer): count it by its Result-Code."""
+        self.metrics.answer_raw(p.app, p.cmd, raw, self._latency(p))
+
+    def _latency(self, p: Pending) -> float:
+        # Placed at deadline - pool.deadline (monotonic): no timestamp kept per request.
+        return max(0.0, time.monotonic() - (p.deadline - self.core.deadline))
 
     def _deliver(self, peer: str, raw: bytes, *, cache: bool = True) -> None:
         """Send an answer. Only a worker's answers are kept by the Node for duplicates
@@ -288,11 +312,12 @@ class Gateway:
         except Exception as exc:  # the peer went away meanwhile: nothing to answer to
             log.debug("answer for %s not sent: %s", peer, exc)
 
-    def _refuse(self, code: int, reason: str) -> NoReturn:
+    def _refuse(self, p: Peek, code: int, reason: str) -> NoReturn:
         """Answer the request being handled with a locally made error. Raised, not returned:
         the Node sends a handler's ProtocolError through its error-answer boundary and does
         not keep it in the duplicate cache (a returned answer would be kept)."""
         self.errors_sent += 1
+        self.metrics.answer(p.app_id, p.code, int(code), 0.0)
         raise ProtocolError(code, reason)
 
     def _error(self, request: bytes, code: int, reason: str) -> bytes:
@@ -313,6 +338,7 @@ class Gateway:
         return raw
 
     def _late_error(self, p: Pending, code: int, reason: str) -> None:
+        self.metrics.answer(p.app, p.cmd, int(code), self._latency(p))
         try:
             self._deliver(p.peer, self._error(p.raw, code, reason), cache=False)
         except Exception:

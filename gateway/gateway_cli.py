@@ -13,6 +13,7 @@ import sys
 import zmq
 
 from chargegw.config import Config
+from chargegw.gateway.metrics import start_metrics
 from chargegw.gateway.service import load_or_exit, log, reloader, startup_line
 from chargegw.process import install_signals, run_loop, setup_logging
 
@@ -42,19 +43,29 @@ async def _main(args: argparse.Namespace, config: Config) -> int:
     install_signals(stop, reloader(args.config, gw.reload))
     lc = config.launcher
     try:
-        opened = await gw.start(
-            min_workers=lc.min_workers, ready_timeout=lc.ready_timeout, abort=stop
-        )
+        gw.start_pool()
     except (OSError, zmq.ZMQError) as exc:
         print(f"chargegw gateway: cannot start: {exc}", file=sys.stderr)
         return 1
-    except NotReady as exc:
-        print(f"chargegw gateway: {exc}", file=sys.stderr)
-        await gw.stop(drain_timeout=0.0)
-        return 1
-    if opened:
-        print(startup_line(gw, config), flush=True)
-        await stop.wait()
-    log.info("stopping: draining in-flight requests, then DPR to peers")
-    await gw.stop()
-    return 0
+    metrics = await start_metrics(gw, config)  # /readyz says 503 until the workers come
+    try:
+        try:
+            opened = await gw.open(
+                min_workers=lc.min_workers, ready_timeout=lc.ready_timeout, abort=stop
+            )
+        except (OSError, zmq.ZMQError) as exc:
+            print(f"chargegw gateway: cannot start: {exc}", file=sys.stderr)
+            return 1
+        except NotReady as exc:
+            print(f"chargegw gateway: {exc}", file=sys.stderr)
+            await gw.stop(drain_timeout=0.0)
+            return 1
+        if opened:
+            print(startup_line(gw, config), flush=True)
+            await stop.wait()
+        log.info("stopping: draining in-flight requests, then DPR to peers")
+        await gw.stop()
+        return 0
+    finally:
+        if metrics is not None:
+            await metrics.close()

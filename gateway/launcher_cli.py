@@ -27,6 +27,7 @@ from typing import Any
 import zmq
 
 from chargegw.config import Config
+from chargegw.gateway.metrics import start_metrics
 from chargegw.gateway.service import load_or_exit, log, reloader, startup_line
 from chargegw.gateway.supervisor import Supervisor, describe_rc
 from chargegw.process import install_signals, run_loop, setup_logging
@@ -87,6 +88,7 @@ async def _main(args: argparse.Namespace, config: Config, n: int, level: str) ->
     except (OSError, zmq.ZMQError) as exc:
         print(f"chargegw run: cannot start the gateway: {exc}", file=sys.stderr)
         return 1
+    metrics = await start_metrics(gw, config)
     gateways = [_connectable(ep) for ep in (config.pool_endpoints()[:-1] + gw.pool.bound[-1:])]
     sup = Supervisor(
         config,
@@ -136,6 +138,8 @@ async def _main(args: argparse.Namespace, config: Config, n: int, level: str) ->
         await gw.stop(drain_timeout=None if opened else 0.0)
     finally:
         await sup.stop()
+    if metrics is not None:
+        await metrics.close()
     log.info("stopped")
     if sup.config_error:
         return 2

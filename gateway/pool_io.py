@@ -103,6 +103,9 @@ class PoolServer(OutRequests):
         self.oversize = 0
         self.started = time.time()
         self.on_idle: asyncio.Event | None = None
+        # Told of each worker answer that left (the gateway's metrics); errors made here
+        # go through error_answer, which counts its own.
+        self.on_answer: Callable[[Pending, bytes], None] | None = None
 
     # Life cycle ----------------------------------------------------------------------
 
@@ -355,6 +358,8 @@ class PoolServer(OutRequests):
                 and (fc & 0xFFFFFF) == p.cmd
             ):
                 self.deliver(p.peer, raw)
+                if self.on_answer is not None:
+                    self.on_answer(p, raw)
                 return
         self.bad_answers += 1
         self.log.error("invalid answer from a worker for Session-Id %s: answering 5012", _sid(p))

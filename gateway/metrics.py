@@ -1,0 +1,354 @@
+"""The operator's HTTP endpoint: Prometheus `/metrics`, `/healthz` and `/readyz`.
+
+Served from the gateway's own asyncio loop, so a scrape reads the pool, the Node and the
+peer table between two events, never while they change (no lock, no thread). The per-
+request path pays only for what cannot be read later: a dict increment per request, and
+per answer a Result-Code scan, a dict increment and a histogram bucket. Everything else
+(pool counters, credit, peers, the Node's duplicates) is read from the objects that already
+keep it, at scrape time, by `GatewayCollector`.
+
+Labels are bounded: application id, command code, Result-Code, and a peer's Origin-Host
+(peers are configured or admitted, so their number is bounded by the operator). Never a
+Session-Id or a subscriber.
+
+The HTTP side is hostile input like every socket: a request line and headers of at most
+8 KiB within 5 s, at most 32 connections at once, one request per connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+)
+from prometheus_client.registry import Collector, CollectorRegistry
+
+log = logging.getLogger("chargegw.gateway.metrics")
+
+# Seconds from the front end's read of a request to its answer leaving; 0.5 ms .. 10 s.
+LATENCY_BUCKETS: tuple[float, ...] = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+)  # fmt: skip
+
+_RESULT_CODE = 268
+_EXPERIMENTAL_RESULT = 297
+_EXPERIMENTAL_RESULT_CODE = 298
+_VENDOR_BIT = 0x80
+_RC_CODE = _RESULT_CODE.to_bytes(4, "big")
+_ER_CODE = _EXPERIMENTAL_RESULT.to_bytes(4, "big")
+
+
+def result_code(raw: bytes) -> int:
+    """The answer's Result-Code, else its Experimental-Result-Code, else 0 (none, or the
+    octets do not frame): a walk over the top-level AVP headers, no decode (about 1.5 us
+    for a CCA)."""
+    n = len(raw)
+    i = 20
+    exp = 0
+    fb = int.from_bytes
+    while i + 8 <= n:
+        code = raw[i : i + 4]
+        length = fb(raw[i + 5 : i + 8], "big")
+        if length < 8 or i + length > n:
+            return exp
+        if code == _RC_CODE and length >= 12 and not raw[i + 4] & _VENDOR_BIT:
+            return fb(raw[i + 8 : i + 12], "big")
+        if code == _ER_CODE and not exp and not raw[i + 4] & _VENDOR_BIT:
+            exp = _inner_code(raw, i + 8, i + length)
+        i += (length + 3) & ~3
+    return exp
+
+
+def _inner_code(raw: bytes, i: int, end: int) -> int:
+    while i + 8 <= end:
+        code = int.from_bytes(raw[i : i + 4], "big")
+        length = int.from_bytes(raw[i + 5 : i + 8], "big")
+        if length < 8 or i + length > end:
+            return 0
+        if code == _EXPERIMENTAL_RESULT_CODE and not raw[i + 4] & _VENDOR_BIT and length >= 12:
+            return int.from_bytes(raw[i + 8 : i + 12], "big")
+        i += (length + 3) & ~3
+    return 0
+
+
+class AnswerStats:
+    """Requests in and answers out by (application, command[, Result-Code]), and the
+    front-end-to-answer latency: the only figures counted on the request path."""
+
+    def __init__(self, buckets: tuple[float, ...] = LATENCY_BUCKETS) -> None:
+        self.buckets = buckets
+        self.requests: dict[tuple[int, int], int] = {}
+        self.answers: dict[tuple[int, int, int], int] = {}
+        self.latency_counts = [0] * (len(buckets) + 1)  # the last one is +Inf
+        self.latency_sum = 0.0
+
+    def request(self, app: int, cmd: int) -> None:
+        k = (app, cmd)
+        self.requests[k] = self.requests.get(k, 0) + 1
+
+    def answer(self, app: int, cmd: int, code: int, seconds: float) -> None:
+        k = (app, cmd, code)
+        self.answers[k] = self.answers.get(k, 0) + 1
+        self.latency_counts[bisect.bisect_left(self.buckets, seconds)] += 1
+        self.latency_sum += seconds
+
+    def answer_raw(self, app: int, cmd: int, raw: bytes, seconds: float) -> None:
+        self.answer(app, cmd, result_code(raw), seconds)
+
+    def families(self) -> Iterator[Any]:
+        req = CounterMetricFamily(
+            "chargegw_requests",
+            "Application requests the front end handed on, by application and command",
+            labels=["app", "command"],
+        )
+        for (app, cmd), v in sorted(self.requests.items()):
+            req.add_metric([str(app), str(cmd)], v)
+        yield req
+        ans = CounterMetricFamily(
+            "chargegw_answers",
+            "Answers the front end sent to those requests, by application, command and "
+            "Result-Code (Experimental-Result-Code when there is no Result-Code; 0 = none)",
+            labels=["app", "command", "result_code"],
+        )
+        for (app, cmd, code), v in sorted(self.answers.items()):
+            ans.add_metric([str(app), str(cmd), str(code)], v)
+        yield ans
+        cum = 0
+        bks: list[tuple[str, float]] = []
+        for bound, c in zip((*self.buckets, float("inf")), self.latency_counts, strict=True):
+            cum += c
+            bks.append(("+Inf" if bound == float("inf") else repr(bound), cum))
+        h = HistogramMetricFamily(
+            "chargegw_answer_latency_seconds",
+            "From the front end's read of a request to its answer leaving",
+        )
+        h.add_metric([], bks, sum_value=self.latency_sum)
+        yield h
+
+
+def _counter(name: str, doc: str, value: float) -> CounterMetricFamily:
+    return CounterMetricFamily(name, doc, value=value)
+
+
+def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, doc, value=value)
+
+
+# PoolCore/PoolServer counters exported as chargegw_pool_<name>_total, with their meaning.
+POOL_COUNTERS: dict[str, str] = {
+    "placed": "Requests placed on a worker",
+    "answered": "Worker answers matched to a pending request",
+    "shed_busy": "Requests shed with 3004 (no worker credit)",
+    "no_worker": "Requests answered 3002: no live worker serves the application",
+    "expired": "Requests answered 3002 because their deadline passed in the pool",
+    "resent": "Requests failed over to another worker (resends)",
+    "failed_over_lost": "Requests answered 3002: their worker was lost and no resend was possible",
+    "late_answers": "Worker answers after the gateway had answered itself",
+    "stray_answers": "Worker answers for ids this gateway does not hold",
+    "workers_dropped": "Workers dropped (exit, heartbeat timeout, reset)",
+    "affinity_misses": "Requests placed on another worker than the session's ring owner",
+    "identity_refused": "Worker registrations refused: a live identity under another key",
+    "credit_mismatch": "Worker heartbeats whose free count did not reconcile",
+    "worker_expired": "Requests a worker dropped unapplied (deadline passed)",
+    "bad_frames": "Malformed frames from workers",
+    "bad_answers": "Invalid answers from workers (answered 5012)",
+    "out_requests": "Worker-initiated requests sent to peers",
+    "out_refused": "Worker-initiated requests refused",
+    "oversize": "Worker frames over the size limit",
+}
+
+# Node counters exported as chargegw_node_<name>_total.
+NODE_COUNTERS: dict[str, str] = {
+    "duplicates": "Requests answered from the duplicate cache (T-flag retransmissions)",
+    "framing_errors": "Connections closed on a framing error",
+    "rejected_cer": "CERs rejected",
+    "handler_errors": "Requests whose handler raised",
+    "refused_at_accept": "Connections refused at accept (pre-CER limits)",
+}
+
+
+class GatewayCollector(Collector):
+    """Reads the gateway's own figures at scrape time."""
+
+    def __init__(self, gw: Any) -> None:
+        self.gw = gw
+
+    def collect(self) -> Iterator[Any]:
+        gw = self.gw
+        yield from gw.metrics.families()
+        core = gw.core
+        workers = [w for w in core.workers.values()]
+        live = [w for w in workers if not w.draining]
+        yield _gauge("chargegw_pool_workers", "Registered workers taking new requests", len(live))
+        yield _gauge(
+            "chargegw_pool_workers_draining", "Registered workers that are draining",
+            len(workers) - len(live),
+        )  # fmt: skip
+        yield _gauge(
+            "chargegw_pool_credit", "Request slots the registered workers granted",
+            sum(w.credit for w in workers),
+        )  # fmt: skip
+        yield _gauge(
+            "chargegw_pool_credit_in_use", "Granted slots holding a request now",
+            sum(max(0, w.credit - w.available) for w in workers),
+        )  # fmt: skip
+        yield _gauge("chargegw_pool_pending", "Requests waiting on a worker", len(core.pending))
+        yield _gauge(
+            "chargegw_pool_zombies", "Requests answered by the gateway that a worker still holds",
+            len(core.zombies),
+        )  # fmt: skip
+        counters = core.counters.to_dict()
+        pool = gw.pool
+        for name in ("bad_frames", "bad_answers", "out_requests", "out_refused", "oversize"):
+            counters[name] = getattr(pool, name)
+        for name, doc in POOL_COUNTERS.items():
+            yield _counter(f"chargegw_pool_{name}", doc, counters.get(name, 0))
+        stats = dict(gw.node.stats)
+        for name, doc in NODE_COUNTERS.items():
+            yield _counter(f"chargegw_node_{name}", doc, stats.get(name, 0))
+        yield _counter(
+            "chargegw_errors_sent", "Error answers the front end made itself", gw.errors_sent
+        )
+        peer = GaugeMetricFamily(
+            "chargegw_peer_state",
+            "1 for each known peer's current RFC 6733 state (peer = its Origin-Host)",
+            labels=["peer", "state"],
+        )
+        up = GaugeMetricFamily(
+            "chargegw_peer_up", "1 when the peer's connection is open for requests", labels=["peer"]
+        )
+        for info in list(gw.node.peers.values()):
+            state = getattr(info.state, "value", str(info.state))
+            peer.add_metric([info.name, state], 1)
+            up.add_metric([info.name], 1 if info.usable else 0)
+        yield peer
+        yield up
+        ready, _why = gw.readiness()
+        yield _gauge("chargegw_ready", "1 when /readyz answers 200", 1 if ready else 0)
+        yield _gauge("chargegw_draining", "1 while the gateway drains", 1 if gw.draining else 0)
+        yield _gauge(
+            "chargegw_start_time_seconds", "When the gateway started (Unix time)", gw.started_at
+        )
+
+
+class MetricsServer:
+    """`/metrics`, `/healthz`, `/readyz` on the gateway's loop."""
+
+    MAX_HEAD = 8192
+    READ_TIMEOUT = 5.0
+    MAX_CONNECTIONS = 32
+
+    def __init__(self, gw: Any, address: str = "127.0.0.1", port: int = 9464) -> None:
+        self.gw = gw
+        self.address = address
+        self.port = port
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(GatewayCollector(gw))
+        self._server: asyncio.AbstractServer | None = None
+        self._open = 0
+        self.requests = 0
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(
+            self._serve, self.address, self.port, limit=self.MAX_HEAD
+        )
+        sock = self._server.sockets[0]
+        self.port = sock.getsockname()[1]
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.address}]" if ":" in self.address else self.address
+        return f"http://{host}:{self.port}"
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            try:
+                await asyncio.wait_for(self._server.wait_closed(), 2.0)
+            except TimeoutError:
+                pass
+            self._server = None
+
+    def respond(self, method: str, path: str) -> tuple[int, str, bytes]:
+        """(status, content type, body) for one request; also used by tests directly."""
+        path = path.split("?", 1)[0]
+        if method not in ("GET", "HEAD"):
+            return 405, "text/plain", b"method not allowed\n"
+        if path == "/metrics":
+            return 200, CONTENT_TYPE_LATEST, generate_latest(self.registry)
+        if path == "/healthz":
+            return 200, "text/plain", b"ok\n"
+        if path == "/readyz":
+            ready, why = self.gw.readiness()
+            return (200 if ready else 503), "text/plain", (why + "\n").encode()
+        return 404, "text/plain", b"not found: /metrics, /healthz, /readyz\n"
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._open += 1
+        try:
+            if self._open > self.MAX_CONNECTIONS:
+                return
+            try:
+                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), self.READ_TIMEOUT)
+            except (
+                asyncio.IncompleteReadError,
+                asyncio.LimitOverrunError,
+                TimeoutError,
+                ConnectionError,
+            ):
+                return
+            parts = head.split(b"\r\n", 1)[0].split()
+            if len(parts) != 3 or not parts[2].startswith(b"HTTP/"):
+                status, ctype, body = 400, "text/plain", b"bad request\n"
+                method = ""
+            else:
+                method = parts[0].decode("ascii", "replace")
+                try:
+                    status, ctype, body = self.respond(method, parts[1].decode("ascii", "replace"))
+                except Exception:  # a collector bug: say so, and keep serving
+                    log.exception("metrics: %s failed", parts[1][:64])
+                    status, ctype, body = 500, "text/plain", b"internal error\n"
+            self.requests += 1
+            reason = {200: "OK", 400: "Bad Request", 404: "Not Found",
+                      405: "Method Not Allowed", 500: "Internal Server Error",
+                      503: "Service Unavailable"}[status]  # fmt: skip
+            hdr = (
+                f"HTTP/1.1 {status} {reason}\r\nContent-Type: {ctype}\r\n"
+                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+            ).encode()
+            writer.write(hdr if method == "HEAD" else hdr + body)
+            try:
+                await asyncio.wait_for(writer.drain(), self.READ_TIMEOUT)
+            except (TimeoutError, ConnectionError):
+                pass
+        except Exception:
+            log.exception("metrics request failed")
+        finally:
+            self._open -= 1
+            writer.close()
+
+
+async def start_metrics(gw: Any, config: Any) -> MetricsServer | None:
+    """Start the endpoint `[metrics]` asks for (None when disabled). An address in use is
+    logged, not fatal: the gateway's job is Diameter, and a second gateway on one host
+    with the default port must still serve."""
+    mc = config.metrics
+    if not mc.enabled:
+        return None
+    srv = MetricsServer(gw, mc.address, mc.port)
+    try:
+        await srv.start()
+    except OSError as exc:
+        log.warning("metrics endpoint %s:%d not started: %s", mc.address, mc.port, exc)
+        return None
+    log.info("metrics on %s/metrics (health %s/healthz, readiness %s/readyz)",
+             srv.url, srv.url, srv.url)  # fmt: skip
+    return srv
