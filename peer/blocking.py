@@ -203,6 +203,8 @@ class BlockingNode:
         try:
             return fut.result(timeout)
         except concurrent.futures.TimeoutError:
+            if fut.done():  # the coroutine's own TimeoutError (RequestTimeout): pass it on
+                return fut.result()
             fut.cancel()
             raise TimeoutError(f"no result from the node's loop within {timeout} s") from None
 

@@ -271,7 +271,7 @@ class PeerConnection(PeerState):
             elif res is None:  # answered later by send_answer
                 self.answer_later(link, p.hop_by_hop, key, now, False)
             elif isinstance(res, Message):
-                self.answer(link, answer_bytes(res, p), key, now)
+                self.answer(link, answer_bytes(res, p, self.ctx.config), key, now)
             else:
                 deferred.append((req, p, key, res))
         return deferred
@@ -424,12 +424,18 @@ class PeerConnection(PeerState):
         return None
 
 
-def answer_bytes(res: Message, p: Peek) -> bytes:
+def answer_bytes(res: Message, p: Peek, config: Any) -> bytes:
     """A handler's Message answer, encoded, with the request's hop-by-hop and end-to-end ids
-    (an answer built from scratch has none)."""
+    (an answer built from scratch has none), and this node's Origin-Host and Origin-Realm
+    where the handler left them out (RFC 6733 6.2 requires both; `msg.answer(2001)` alone
+    has neither, as python-diameter's `generate_answer` would fill)."""
     if res.hop_by_hop != p.hop_by_hop or res.end_to_end != p.end_to_end:
         res.hop_by_hop = p.hop_by_hop
         res.end_to_end = p.end_to_end
+    if res.raw_value("Origin-Host") is None:
+        res.origin_host = config.origin_host
+    if res.raw_value("Origin-Realm") is None:
+        res.origin_realm = config.origin_realm
     return res.encode()
 
 

@@ -411,7 +411,11 @@ class Node(NodeSockets):
             if res is None:
                 peer.answer_later(link, p.hop_by_hop, key, now, True)
                 return
-            out = res if type(res) is bytes else answer_bytes(res, p)  # type: ignore[arg-type]
+            out = (
+                res
+                if type(res) is bytes
+                else answer_bytes(res, p, self.config)  # type: ignore[arg-type]
+            )
             peer.answer(link, out, key, now)
         finally:
             conn.handler_done()
