@@ -19,7 +19,7 @@ from typing import Any
 INTERVAL = 5.0  # seconds between rolls: the "last interval" of rates and percentiles
 MAX_COMMANDS = 512  # per-command rows kept; later (app, code) pairs share one "other" row
 
-_STEP = 2 ** 0.25
+_STEP = 2**0.25
 BOUNDS_S: tuple[float, ...] = tuple(1e-5 * _STEP**i for i in range(96))  # 10 us .. ~2.8 min
 _NB = len(BOUNDS_S) + 1  # the last bucket: beyond the bounds
 _CLASSES = ("other", "1xxx", "2xxx", "3xxx", "4xxx", "5xxx")

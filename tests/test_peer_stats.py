@@ -144,7 +144,9 @@ def test_node_stats_over_a_socket() -> None:
             client.roll_stats(loop.time())
             for i in range(8):
                 try:
-                    ans = await client.request(make_ccr(CLIENT, REALM, REALM, end_to_end=0, number=i))
+                    ans = await client.request(
+                        make_ccr(CLIENT, REALM, REALM, end_to_end=0, number=i)
+                    )
                     assert result_code(ans) == 2001
                 except Exception:
                     assert i % 4 == 3
