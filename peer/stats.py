@@ -67,8 +67,8 @@ class Latency:
             for i, c in enumerate(counts):
                 seen += c
                 if seen >= want and c:
-                    bound = BOUNDS_S[i] if i < len(BOUNDS_S) else float("inf")
-                    out[name] = round(bound * 1000.0, 4)
+                    # beyond the last bound: reported as that bound (JSON has no infinity)
+                    out[name] = round(BOUNDS_S[min(i, len(BOUNDS_S) - 1)] * 1000.0, 4)
                     break
         return out
 

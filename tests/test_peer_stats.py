@@ -5,6 +5,7 @@ BlockingNode); `node.stats` stays the node-wide counter dict."""
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import pytest
@@ -103,8 +104,11 @@ def test_latency_percentiles_from_the_buckets() -> None:
     step = 2**0.25
     for name, want in (("p50", 50.0), ("p90", 90.0), ("p99", 99.0)):
         assert want <= got[name] <= want * step, (name, got[name])
-    lat.add(10_000.0)  # beyond the last bound: its own bucket, reported as inf
-    assert lat.to_dict()["all"]["count"] == 101
+    for _ in range(100):
+        lat.add(10_000.0)  # beyond the last bound: reported as that bound, JSON-safe
+    top = lat.to_dict()["all"]
+    assert top["count"] == 200 and top["p99"] == round(BOUNDS_S[-1] * 1000.0, 4)
+    json.dumps(top, allow_nan=False)
     assert BOUNDS_S[0] == 1e-5 and BOUNDS_S[-1] > 120.0
 
 
@@ -152,6 +156,7 @@ def test_node_stats_over_a_socket() -> None:
                     assert i % 4 == 3
             client.roll_stats(loop.time() + 0.001)
             st = client.stats()
+            json.dumps(st, allow_nan=False)  # a plain dict, ready for a status document
             assert client.stats["duplicates"] == 0  # still the counter dict
             assert st["node"] == dict(client.stats)
             p = st["peers"][SERVER]
