@@ -189,6 +189,11 @@ class BlockingNode:
         """A snapshot of the peer table, as `PeerInfo.to_dict()` rows by name."""
         return self._on_loop(lambda: {n: p.to_dict() for n, p in self.node.peers.items()})
 
+    def stats(self) -> dict[str, Any]:
+        """`Node.stats()`: counts, rates over the last interval and latency percentiles, per
+        peer and per (application, command), as a plain dict."""
+        return self._on_loop(self.node.stats)
+
     def update_config(self, new: NodeConfig) -> None:
         self._on_loop(self.node.update_config, new)
 
@@ -203,6 +208,8 @@ class BlockingNode:
         try:
             return fut.result(timeout)
         except concurrent.futures.TimeoutError:
+            if fut.done():  # the coroutine's own TimeoutError (RequestTimeout): pass it on
+                return fut.result()
             fut.cancel()
             raise TimeoutError(f"no result from the node's loop within {timeout} s") from None
 

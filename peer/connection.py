@@ -44,6 +44,7 @@ from chargegw.peer.link import (
     RequestReceived,
 )
 from chargegw.peer.peerstate import PeerState
+from chargegw.peer.stats import rc_class
 from chargegw.peer.watchdog import WdState
 
 log = logging.getLogger("chargegw.peer")
@@ -51,6 +52,7 @@ log = logging.getLogger("chargegw.peer")
 _FC_APP_HBH = struct.Struct(">III")  # flags|code, app, hop-by-hop (from offset 4)
 _E = 0x20 << 24
 RC = ResultCode
+_RESULT_CODE = "Result-Code"
 # A handler's request and answer: (request, peek, dup key, what the handler returned)
 Deferred = tuple[Any, Peek, Any, Any]
 
@@ -155,8 +157,17 @@ class PeerConnection(PeerState):
                 err = RequestError(RC.DIAMETER_UNABLE_TO_DELIVER, "answer end-to-end id mismatch")
                 events.append(AnswerReceived(entry.waiter, None, err))
                 continue
+            cmd = self.ctx.commands.get(app, fc & 0xFFFFFF)
+            latency = now - (entry.deadline - entry.timeout)  # from the first send
+            self.counters.latency.add(latency)
+            cmd.latency.add(latency)
             try:
-                events.append(AnswerReceived(entry.waiter, decode(data)))
+                ans = decode(data)
+                rc = ans.raw_value(_RESULT_CODE)
+                cls = rc_class(int.from_bytes(rc, "big")) if rc is not None and len(rc) == 4 else 0
+                self.counters.answers_in[cls] += 1
+                cmd.answers_in[cls] += 1
+                events.append(AnswerReceived(entry.waiter, ans))
             except CodecError as exc:
                 err = RequestError(exc.result_code, f"undecodable answer: {exc}")
                 events.append(AnswerReceived(entry.waiter, None, err))
@@ -179,6 +190,8 @@ class PeerConnection(PeerState):
         data = data[:12] + hbh.to_bytes(4, "big") + data[16:]
         pending.add(hbh, now, timeout, waiter, data, meta)
         self.stats["requests_out"] += 1
+        self.counters.requests_out += 1
+        self.ctx.commands.get(meta[0], int.from_bytes(data[5:8], "big")).requests_out += 1
         link.send(data)
         return hbh
 
@@ -212,10 +225,13 @@ class PeerConnection(PeerState):
             (app, dest_host, dest_realm, False, tried),
             deadline=entry.deadline,
         )
+        self.counters.requests_out += 1  # counted once per command, at the first send
         link.send(data)
 
-    def answer(self, link: Link, data: bytes, key: Any, now: float) -> None:
-        """Send the handler's answer and keep it for duplicates (T flag)."""
+    def answer(self, link: Link, data: bytes, key: Any, now: float, cls: int = 0) -> None:
+        """Send the handler's answer and keep it for duplicates (T flag). `cls`: its
+        Result-Code class when known (`rc_class`), 0 for octets the node did not read."""
+        self._count_out(int.from_bytes(data[8:12], "big"), int.from_bytes(data[5:8], "big"), cls)
         link.send(data)
         if key is not None:
             self.ctx.dup.put(key, data, now)
@@ -237,6 +253,7 @@ class PeerConnection(PeerState):
         link = self.link or self.r or self.i
         if link is None:
             return False
+        self._count_out(int.from_bytes(data[8:12], "big"), int.from_bytes(data[5:8], "big"), 0)
         link.send(data)
         if self._later:
             key = self._later.pop(int.from_bytes(data[12:16], "big"), None)
@@ -254,6 +271,8 @@ class PeerConnection(PeerState):
         link = ev.link
         send = link.send
         dup = self.ctx.dup
+        counters = self.counters
+        commands = self.ctx.commands
         deferred: list[Deferred] = []
         for handler, req, p, key in ev.requests:
             try:
@@ -265,13 +284,16 @@ class PeerConnection(PeerState):
                 self.handler_failed(link, req, exc, key)
                 continue
             if type(res) is bytes:
+                counters.answers_out[0] += 1
+                commands.get(p.app_id, p.code).answers_out[0] += 1
                 send(res)
                 if key is not None:
                     dup.put(key, res, now)
             elif res is None:  # answered later by send_answer
                 self.answer_later(link, p.hop_by_hop, key, now, False)
             elif isinstance(res, Message):
-                self.answer(link, answer_bytes(res, p), key, now)
+                out = answer_bytes(res, p, self.ctx.config)
+                self.answer(link, out, key, now, answer_class(res))
             else:
                 deferred.append((req, p, key, res))
         return deferred
@@ -283,14 +305,15 @@ class PeerConnection(PeerState):
         so a retransmission after a passing failure is handled again."""
         if key is not None:
             self.ctx.dup.forget(key)
-        if isinstance(exc, ProtocolError):
-            self.send_error(link, req, exc.result_code, exc.error_message, exc.failed_avps)
-            return
-        if isinstance(exc, AvpError):
-            self.send_error(link, req, exc.result_code, str(exc)[:200], exc.failed_avps)
+        if isinstance(exc, ProtocolError | AvpError):
+            app, code = _app_code(req)
+            self.ctx.commands.get(app, code).answers_out[rc_class(exc.result_code)] += 1
+            text = exc.error_message if isinstance(exc, ProtocolError) else str(exc)[:200]
+            self.send_error(link, req, exc.result_code, text, exc.failed_avps)
             return
         self.ctx.stats["handler_errors"] += 1
         app, code = _app_code(req)
+        self.ctx.commands.get(app, code).answers_out[5] += 1
         log.error("handler for app %d command %d failed", app, code, exc_info=exc)
         self.send_error(link, req, RC.DIAMETER_UNABLE_TO_COMPLY, "internal error")
 
@@ -306,7 +329,12 @@ class PeerConnection(PeerState):
         ans = build_error_answer(req, rc, cfg.origin_host, cfg.origin_realm, text, failed)
         if ans is not None:
             self.stats["errors_out"] += 1
+            self.counters.answers_out[rc_class(rc)] += 1
             link.send(ans)
+
+    def _count_out(self, app: int, code: int, cls: int) -> None:
+        self.counters.answers_out[cls] += 1
+        self.ctx.commands.get(app, code).answers_out[cls] += 1
 
     # -- application requests ------------------------------------------------------------------
 
@@ -324,6 +352,8 @@ class PeerConnection(PeerState):
             if handler is None:
                 self._unsupported(link, data, app, code)
                 return
+        self.counters.requests_in += 1
+        ctx.commands.get(app, code).requests_in += 1
         if flags & 0x20:  # E
             self.send_error(link, data, RC.DIAMETER_INVALID_HDR_BITS, "E bit set in a request")
             return
@@ -349,6 +379,7 @@ class PeerConnection(PeerState):
                         msg, exc, origin_host=cfg.origin_host, origin_realm=cfg.origin_realm
                     )
                     if ans is not None:
+                        self._count_out(app, code, rc_class(exc.result_code))
                         link.send(ans)
                     return
             if type(handler) is not RawHandler:
@@ -424,13 +455,25 @@ class PeerConnection(PeerState):
         return None
 
 
-def answer_bytes(res: Message, p: Peek) -> bytes:
+def answer_bytes(res: Message, p: Peek, config: Any) -> bytes:
     """A handler's Message answer, encoded, with the request's hop-by-hop and end-to-end ids
-    (an answer built from scratch has none)."""
+    (an answer built from scratch has none), and this node's Origin-Host and Origin-Realm
+    where the handler left them out (RFC 6733 6.2 requires both; `msg.answer(2001)` alone
+    has neither, as python-diameter's `generate_answer` would fill)."""
     if res.hop_by_hop != p.hop_by_hop or res.end_to_end != p.end_to_end:
         res.hop_by_hop = p.hop_by_hop
         res.end_to_end = p.end_to_end
+    if res.raw_value("Origin-Host") is None:
+        res.origin_host = config.origin_host
+    if res.raw_value("Origin-Realm") is None:
+        res.origin_realm = config.origin_realm
     return res.encode()
+
+
+def answer_class(res: Message) -> int:
+    """The Result-Code class of a handler's Message answer, for the statistics (0: none)."""
+    rc = res.raw_value(_RESULT_CODE)
+    return rc_class(int.from_bytes(rc, "big")) if rc is not None and len(rc) == 4 else 0
 
 
 def _app_code(req: Message | bytes) -> tuple[int, int]:
@@ -471,6 +514,7 @@ def plan_failover(
 __all__ = [
     "PeerConnection",
     "answer_bytes",
+    "answer_class",
     "framing_reply",
     "plan_failover",
 ]  # framing_reply: admission.py

@@ -41,8 +41,11 @@ class RequestError(DiameterError):
         super().__init__(result_code, message)
 
 
-class RequestTimeout(RequestError):
-    """No answer within the request's timeout (result_code 3002, as for an undeliverable one)."""
+class RequestTimeout(RequestError, TimeoutError):
+    """No answer within the request's timeout (result_code 3002, as for an undeliverable one).
+
+    Also a TimeoutError, so code ported from python-diameter (which raises TimeoutError
+    from `send_request`) catches it unchanged; DiameterError stays the first base."""
 
     def __init__(self, message: str) -> None:
         super().__init__(ResultCode.DIAMETER_UNABLE_TO_DELIVER, message)

@@ -23,6 +23,7 @@ from chargegw.codec.peek import avp_key
 from chargegw.peer.config import NodeConfig
 from chargegw.peer.dupcache import DuplicateCache
 from chargegw.peer.pending import EndToEndAllocator, PendingEntry, PendingTable
+from chargegw.peer.stats import CommandStats, NodeCounters
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -160,6 +161,7 @@ class Context:
         "handlers",
         "handler_apps",
         "stats",
+        "commands",
         "stopping",
         "own_host_b",
         "own_realm_b",
@@ -179,13 +181,14 @@ class Context:
         # peer) or a RawHandler; the machine calls it (PeerConnection.handle_requests)
         self.handlers: dict[tuple[int, int | None], Any] = {}
         self.handler_apps: set[int] = set()
-        self.stats = {
-            "framing_errors": 0,
-            "rejected_cer": 0,
-            "duplicates": 0,
-            "handler_errors": 0,
-            "refused_at_accept": 0,
-        }
+        self.stats = NodeCounters(
+            framing_errors=0,
+            rejected_cer=0,
+            duplicates=0,
+            handler_errors=0,
+            refused_at_accept=0,
+        )
+        self.commands = CommandStats()  # per (application, command): peer/stats.py
         self.stopping = False
         self.own_host_b = b""
         self.own_realm_b = b""

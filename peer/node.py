@@ -25,6 +25,7 @@ from chargegw.peer.connection import (
     Deferred,
     PeerConnection,
     answer_bytes,
+    answer_class,
     framing_reply,
     plan_failover,
 )
@@ -47,6 +48,8 @@ from chargegw.peer.link import (
 from chargegw.peer.pending import EndToEndAllocator, PendingEntry
 from chargegw.peer.routing import RoutingError, RoutingTable, Selector, least_outstanding
 from chargegw.peer.sockets import NodeSockets
+from chargegw.peer.stats import INTERVAL as STATS_INTERVAL
+from chargegw.peer.stats import report as stats_report
 from chargegw.peer.transport import Connection
 
 log = logging.getLogger("chargegw.peer")
@@ -175,7 +178,10 @@ class Node(NodeSockets):
         self._admission = Admission(self.ctx)
         self._inbound = self._admission.inbound  # accepted, CER not yet accepted
         self._next_dup_evict = 0.0
+        self._last_roll: float | None = None
+        # node.stats: the node-wide counters (a dict); node.stats(): the full report
         self.stats = self.ctx.stats
+        self.stats.report = self._stats_report
 
     # -- application API -------------------------------------------------------------------------
 
@@ -411,8 +417,11 @@ class Node(NodeSockets):
             if res is None:
                 peer.answer_later(link, p.hop_by_hop, key, now, True)
                 return
-            out = res if type(res) is bytes else answer_bytes(res, p)  # type: ignore[arg-type]
-            peer.answer(link, out, key, now)
+            if type(res) is bytes:
+                peer.answer(link, res, key, now)
+            else:
+                out = answer_bytes(res, p, self.config)  # type: ignore[arg-type]
+                peer.answer(link, out, key, now, answer_class(res))  # type: ignore[arg-type]
         finally:
             conn.handler_done()
 
@@ -477,6 +486,29 @@ class Node(NodeSockets):
         if now >= self._next_dup_evict:
             self._next_dup_evict = now + 1.0
             self.ctx.dup.evict(now)
+        last = self._last_roll
+        if last is None:
+            self._last_roll = now
+        elif now - last >= STATS_INTERVAL:
+            self.roll_stats(now)
+
+    # -- statistics ----------------------------------------------------------------------------
+
+    def roll_stats(self, now: float) -> None:
+        """Close a statistics interval: rates and the last interval's percentiles (the tick
+        calls this every `peer.stats.INTERVAL` seconds)."""
+        last = self._last_roll
+        elapsed = 0.0 if last is None else now - last
+        self._last_roll = now
+        for peer in self._peers.values():
+            peer.counters.roll(elapsed)
+        for row in self.ctx.commands.all():
+            row.roll(elapsed)
+
+    def _stats_report(self) -> dict[str, Any]:
+        """What `node.stats()` returns: a plain dict (peer/stats.py `report`)."""
+        peers = [(p.name, p.counters) for p in self.peers.values()]
+        return stats_report(self.ctx.stats, peers, self.ctx.commands, STATS_INTERVAL)
 
     # -- lifecycle -----------------------------------------------------------------------------
 

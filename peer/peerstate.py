@@ -34,6 +34,7 @@ from chargegw.peer.link import (
     PeerUp,
     RequestReceived,
 )
+from chargegw.peer.stats import Counters
 from chargegw.peer.watchdog import Watchdog, WdAction, WdState
 
 log = logging.getLogger("chargegw.peer")
@@ -78,6 +79,7 @@ class PeerState:
         self.disc_cause_rcvd: int | None = None
         self.orderly = False  # the last close was a DPR/DPA exchange
         self.stats = {"requests_in": 0, "requests_out": 0, "errors_out": 0, "dwr_in": 0}
+        self.counters = Counters()  # rates, answers by class, latency: peer/stats.py
         self._later: OrderedDict[int, Any] = OrderedDict()  # hbh -> dup key (deferred answers)
         self._events: list[Event] = []
         self._batch: RequestReceived | None = None  # the requests of the events being made
@@ -195,7 +197,10 @@ class PeerState:
         if link is not None and len(link.pending):
             nd = link.pending.next_deadline()
             if nd is not None and nd <= now:
+                commands = self.ctx.commands
                 for e in link.pending.expire(now):
+                    self.counters.timeouts += 1
+                    commands.get(e.meta[0], int.from_bytes(e.data[5:8], "big")).timeouts += 1
                     err = RequestTimeout(f"no answer from {self.name} within {e.timeout} s")
                     self._events.append(AnswerReceived(e.waiter, None, err))
         return self._take()
