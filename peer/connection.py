@@ -464,9 +464,9 @@ def answer_bytes(res: Message, p: Peek, config: Any) -> bytes:
         res.hop_by_hop = p.hop_by_hop
         res.end_to_end = p.end_to_end
     if res.raw_value("Origin-Host") is None:
-        res.origin_host = config.origin_host
+        res.set("Origin-Host", config.origin_host)
     if res.raw_value("Origin-Realm") is None:
-        res.origin_realm = config.origin_realm
+        res.set("Origin-Realm", config.origin_realm)
     return res.encode()
 
 
