@@ -7,7 +7,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,56 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from chargegw.workers.charging.testing import free_port
-
 PEERS = Path(__file__).resolve().parents[2] / "shared" / "peers"
 CLI = [sys.executable, "-m", "chargegw.cli"]
 
 
-def children(pid: int) -> list[int]:
-    try:
-        return [int(x) for x in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except OSError:
-        return []
-
-
 @pytest.fixture
-def gateway(tmp_path):
-    port = free_port()
-    cfg = tmp_path / "cfg.toml"
-    cfg.write_text(
-        f'data_dir = "{tmp_path / "data"}"\n[[listen]]\naddress = "127.0.0.1"\nport = {port}\n'
-    )
-    log = open(tmp_path / "run.log", "wb")
-    proc = subprocess.Popen(
-        [*CLI, "run", "-c", str(cfg), "--workers", "2"], stdout=log, stderr=subprocess.STDOUT
-    )
-    try:
-        deadline = time.monotonic() + 30
-        # every worker registered, and the Diameter port open (it opens after the first).
-        while (tmp_path / "run.log").read_text().count("registered (pid") < 2 or (
-            "listening on" not in (tmp_path / "run.log").read_text()
-        ):
-            assert proc.poll() is None, (tmp_path / "run.log").read_text()
-            assert time.monotonic() < deadline, (tmp_path / "run.log").read_text()
-            time.sleep(0.1)
-        with socket.create_connection(("127.0.0.1", port), timeout=5):
-            pass
-        yield proc, port, cfg, tmp_path
-    finally:
-        kids = children(proc.pid)
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        for k in kids:  # workers the launcher did not stop
-            try:
-                os.kill(k, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        log.close()
+def gateway(tmp_path, chargegw_run):
+    with chargegw_run(tmp_path, workers=2, timeout=30) as gw:
+        yield gw
 
 
 def load(port: int, out: Path, sessions: int, concurrency: int = 20) -> dict:
@@ -89,7 +46,7 @@ def ledger(cfg: Path) -> dict:
 
 
 def test_load_generator_and_ledger_out_of_the_box(gateway):
-    proc, port, cfg, tmp = gateway
+    port, cfg, tmp = gateway.port, gateway.cfg, gateway.log.parent
     summary = load(port, tmp / "load.json", sessions=300)
     assert summary["result_codes"] == {"2001": 900}, summary
     rep = ledger(cfg)
@@ -102,7 +59,7 @@ def test_load_generator_and_ledger_out_of_the_box(gateway):
 def test_otp_ccr_client_succeeds_against_the_demo_set(gateway):
     if shutil.which("escript") is None or not (PEERS / "erl-ccr-client.escript").exists():
         pytest.skip("Erlang/OTP escript or ../shared/peers/erl-ccr-client.escript not available")
-    proc, port, cfg, tmp = gateway
+    port, cfg = gateway.port, gateway.cfg
     r = subprocess.run(
         ["escript", str(PEERS / "erl-ccr-client.escript"), "--port", str(port), "--sessions", "200", "--updates", "2"],
         capture_output=True, text=True, timeout=120,
@@ -113,7 +70,7 @@ def test_otp_ccr_client_succeeds_against_the_demo_set(gateway):
 
 
 def test_worker_killed_under_load_never_charges_twice(gateway):
-    proc, port, cfg, tmp = gateway
+    port, cfg, tmp = gateway.port, gateway.cfg, gateway.log.parent
     out = tmp / "fault.json"
     client = subprocess.Popen(
         [*CLI, "load", "--port", str(port), "--sessions", "1000000", "--duration", "3", "--concurrency", "40",
@@ -122,7 +79,7 @@ def test_worker_killed_under_load_never_charges_twice(gateway):
     )  # fmt: skip
     try:
         time.sleep(1.5)
-        workers = children(proc.pid)
+        workers = gateway.children()
         assert workers, "no worker processes found"
         os.kill(workers[0], signal.SIGKILL)
         client.wait(120)

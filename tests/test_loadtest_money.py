@@ -3,66 +3,22 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from chargegw.loadtest.money import expected_debits, parse_tariffs
 from chargegw.loadtest.scenarios import preset
-from chargegw.workers.charging.testing import free_port
 
 CLI = [sys.executable, "-m", "chargegw.cli"]
 
 
-def _children(pid: int) -> list[int]:
-    try:
-        return [int(x) for x in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except OSError:
-        return []
-
-
 @pytest.fixture
-def gateway(tmp_path):
-    port = free_port()
-    cfg = tmp_path / "cfg.toml"
-    cfg.write_text(
-        f'data_dir = "{tmp_path / "data"}"\n[[listen]]\naddress = "127.0.0.1"\nport = {port}\n'
-    )
-    log = open(tmp_path / "run.log", "wb")
-    proc = subprocess.Popen([*CLI, "run", "-c", str(cfg), "--workers", "1"], stdout=log,
-                            stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 30
-        # every worker registered, and the Diameter port open (it opens after the first).
-        while (tmp_path / "run.log").read_text().count("registered (pid") < 1 or (
-            "listening on" not in (tmp_path / "run.log").read_text()
-        ):
-            assert proc.poll() is None, (tmp_path / "run.log").read_text()
-            assert time.monotonic() < deadline, (tmp_path / "run.log").read_text()
-            time.sleep(0.1)
-        with socket.create_connection(("127.0.0.1", port), timeout=5):
-            pass
-        yield port, cfg, tmp_path
-    finally:
-        kids = _children(proc.pid)
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        for k in kids:
-            try:
-                os.kill(k, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        log.close()
+def gateway(tmp_path, chargegw_run):
+    with chargegw_run(tmp_path, workers=1, timeout=30) as gw:
+        yield gw.port, gw.cfg, tmp_path
 
 
 def _load(port: int, cfg: Path, out: Path, *extra: str) -> tuple[int, dict]:

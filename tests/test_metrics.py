@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
-import signal
 import socket
 import subprocess
 import sys
@@ -27,7 +25,6 @@ from chargegw.codec import Avp, Message
 from chargegw.config import Config
 from chargegw.gateway.frontend import Gateway
 from chargegw.gateway.metrics import MetricsServer, result_code, start_metrics
-from chargegw.workers.charging.testing import free_port
 
 CLI = [sys.executable, "-m", "chargegw.cli"]
 
@@ -161,33 +158,11 @@ def test_metrics_disabled_and_port_in_use(tmp_path: Path) -> None:
 # End to end: chargegw run, chargegw load, scrape ---------------------------------------
 
 
-def _children(pid: int) -> list[int]:
-    try:
-        return [int(x) for x in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except OSError:
-        return []
-
-
-def test_scrape_during_load_adds_up(tmp_path: Path) -> None:
-    port = free_port()
-    cfg = tmp_path / "cfg.toml"
-    cfg.write_text(
-        f'data_dir = "{tmp_path / "data"}"\n[[listen]]\naddress = "127.0.0.1"\nport = {port}\n'
-        '[metrics]\naddress = "127.0.0.1"\nport = 0\n'
-    )
-    logf = tmp_path / "run.log"
-    log = open(logf, "wb")
-    proc = subprocess.Popen(
-        [*CLI, "run", "-c", str(cfg), "--workers", "1"], stdout=log, stderr=subprocess.STDOUT
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while "listening on" not in logf.read_text():
-            assert proc.poll() is None, logf.read_text()
-            assert time.monotonic() < deadline, logf.read_text()
-            time.sleep(0.1)
-        m = re.search(r"metrics on (http://127\.0\.0\.1:\d+)/metrics", logf.read_text())
-        assert m, logf.read_text()
+def test_scrape_during_load_adds_up(tmp_path: Path, chargegw_run: Any) -> None:
+    metrics = '[metrics]\naddress = "127.0.0.1"\nport = 0\n'
+    with chargegw_run(tmp_path, workers=1, extra=metrics) as gw:
+        m = re.search(r"metrics on (http://127\.0\.0\.1:\d+)/metrics", gw.output())
+        assert m, gw.output()
         base = m.group(1)
         assert _get(base + "/healthz")[0] == 200
         status, why = _get(base + "/readyz")
@@ -195,7 +170,7 @@ def test_scrape_during_load_adds_up(tmp_path: Path) -> None:
         before = _samples(_get(base + "/metrics")[1])
         out = tmp_path / "load.json"
         load = subprocess.Popen(
-            [*CLI, "load", "--port", str(port), "--sessions", "200", "--updates", "1",
+            [*CLI, "load", "--port", str(gw.port), "--sessions", "200", "--updates", "1",
              "--concurrency", "20", "--interval", "0.01", "--timeout", "10", "--quiet",
              "--json", str(out)],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -219,20 +194,6 @@ def test_scrape_during_load_adds_up(tmp_path: Path) -> None:
         status, text = _get(base + "/metrics")
         assert status == 200
         after = _samples(text)
-    finally:
-        kids = _children(proc.pid)
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        for k in kids:
-            try:
-                os.kill(k, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        log.close()
 
     summary = rep["summary"]
     answered = summary["answered"]
