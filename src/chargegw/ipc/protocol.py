@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import msgspec
 
-PROTOCOL_VERSION = 2  # 2: CURVE pool, Expired, heartbeat reconciliation
+PROTOCOL_VERSION = 3  # 2: CURVE pool, Expired, heartbeat reconciliation; 3: shards
 _VERSION_BYTE = bytes([PROTOCOL_VERSION])
 
 
@@ -46,6 +46,10 @@ class Ready(_Msg, tag=1):
     pid: int = 0
     host: str = ""
     version: int = PROTOCOL_VERSION
+    # The charging store's shard count (chargegw/sharding.py) and the applications whose
+    # requests are routed by shard; 0 and [] for a worker whose applications are not sharded.
+    shards: int = 0
+    shard_apps: list[int] = msgspec.field(default_factory=list)
 
 
 class Credit(_Msg, tag=2):
@@ -65,6 +69,7 @@ class Request(_Msg, tag=3):
     deadline: float  # time.time() after which the gateway answers it itself
     raw: bytes  # the request exactly as received
     retransmit: bool = False  # resent after the worker holding it was lost
+    shard: int = -1  # the charging shard it was routed by (-1: not a sharded application)
 
 
 class Answer(_Msg, tag=4):
@@ -138,6 +143,26 @@ class Expired(_Msg, tag=12):
     id: int
 
 
+class Assign(_Msg, tag=13):
+    """gateway -> worker: the complete set of shards this worker owns for this gateway, sent
+    after registration and whenever membership changes (before any request routed by it).
+    The worker claims new ones in its store (fencing off any previous owner) and releases
+    those no longer listed."""
+
+    shards: list[int]
+    epoch: int = 0  # the gateway's assignment number (grows with each change)
+
+
+class Moved(_Msg, tag=14):
+    """worker -> gateway: request `id` was not applied here; place it on the owner of
+    `shard` (returns its slot): the account or session lives there, or (`shard` being the
+    request's own) this worker does not own it any more."""
+
+    id: int
+    shard: int
+    reason: str = ""
+
+
 PoolMessage = (
     Ready
     | Credit
@@ -151,6 +176,8 @@ PoolMessage = (
     | StatusQuery
     | StatusReply
     | Expired
+    | Assign
+    | Moved
 )
 
 _encoder = msgspec.msgpack.Encoder()
