@@ -140,6 +140,41 @@ class Peek(NamedTuple):
         """The Grouped Subscription-Id values, raw (their inner AVPs, padded)."""
         return self.all("Subscription-Id")
 
+    @property
+    def subscription_data(self) -> bytes | None:
+        """The first Subscription-Id's Subscription-Id-Data octets (the charging shard's
+        routing key), or None."""
+        grouped = self.values.get(_KEYS.get("Subscription-Id") or _key("Subscription-Id"))
+        if grouped is None:
+            return None
+        return inner_value(
+            grouped, _KEYS.get("Subscription-Id-Data") or _key("Subscription-Id-Data")
+        )
+
+
+_AVP_HEAD = Struct(">II")
+
+
+def inner_value(grouped: bytes, key: int) -> bytes | None:
+    """The data octets of the first AVP `key` (`code | vendor << 32`) inside a Grouped
+    value's raw octets; None when it is absent or the inner framing is bad (the worker's
+    full decode reports that fault)."""
+    code, vendor = key & 0xFFFFFFFF, key >> 32
+    i, n = 0, len(grouped)
+    unpack = _AVP_HEAD.unpack_from
+    while i + 8 <= n:
+        c, fl = unpack(grouped, i)
+        length = fl & 0xFFFFFF
+        head = 12 if fl & 0x80000000 else 8
+        if length < head or i + length > n:
+            return None
+        if c == code:
+            v = int.from_bytes(grouped[i + 8 : i + 12], "big") if head == 12 else 0
+            if v == vendor:
+                return grouped[i + head : i + length]
+        i += (length + 3) & ~3
+    return None
+
 
 # Name -> key in the default dictionary, for Peek's reads (a dictionary does not change
 # the base protocol's codes; a key asked for by int is used as it is).

@@ -3,7 +3,8 @@
 Per application request the front end does the least it can, and parses each request once:
 the Node's deframer finds its length, the codec's peek reads its header and routing values
 in one pass (and checks its AVP framing), the Node makes every check from that peek, and our
-raw handler gets the octets with the peek: the Session-Id (affinity) comes from it, the
+raw handler gets the octets with the peek: the Session-Id (affinity) and, for the sharded
+charging applications, the first Subscription-Id-Data (the account's shard) come from it, the
 octets go to a worker with a small envelope, and None tells the Node not to wait. The
 worker's answer bytes go back to the peer after a header check (pool_io), as they are.
 """
@@ -283,14 +284,22 @@ class Gateway:
         self.metrics.request(p.app_id, p.code)
         if self.draining:
             self._refuse(p, ResultCode.DIAMETER_TOO_BUSY, "gateway shutting down")
+        sid = p.session_id or b""  # the affinity key, from the Node's peek
+        core = self.core
+        shard = -1
+        if p.app_id in core.shard_apps:  # charging state: to the owner of the account's shard
+            shard = core.session_routes.get(sid, -1)
+            if shard < 0:
+                shard = core.route_shard(p.app_id, sid, p.subscription_data)
         try:
             self.pool.submit(
                 peer=peer.name,
                 hbh=p.hop_by_hop,
                 app=p.app_id,
                 cmd=p.code,
-                session_id=p.session_id or b"",  # the affinity key, from the Node's peek
+                session_id=sid,
                 raw=raw,
+                shard=shard,
             )
         except NoWorker as exc:
             self._refuse(p, exc.result_code, exc.reason)

@@ -20,12 +20,14 @@ from __future__ import annotations
 
 import bisect
 import zlib
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from chargegw.codec.constants import ResultCode
 from chargegw.codec.errors import DiameterError
+from chargegw.sharding import MAX_SHARDS, shard_of
 
 
 @dataclass(slots=True)
@@ -43,6 +45,7 @@ class Pending:
     ref: Any = None  # the adapter's handle for building an error answer (the decoded request)
     retransmit: bool = False
     placed: int = 1  # how many workers it was given to
+    shard: int = -1  # the charging shard it is routed by (-1: not a sharded application)
 
 
 @dataclass(slots=True)
@@ -63,6 +66,8 @@ class WorkerState:
     sent: int = 0  # requests given to it in this registration (placed or moved)
     excess: int = 0  # credit it granted beyond max_credit (not used, but in its own count)
     mismatches: int = 0  # consecutive heartbeats whose `free` did not reconcile
+    shards: int = 0  # its store's shard count (0: it serves no sharded application)
+    shard_apps: frozenset[int] = frozenset()
 
     def to_dict(self, now: float) -> dict[str, Any]:
         return {
@@ -76,6 +81,7 @@ class WorkerState:
             "handled": self.handled,
             "draining": self.draining,
             "sent": self.sent,
+            "shard_apps": sorted(self.shard_apps),
             "silent_s": round(max(0.0, now - self.last_seen), 3),
         }
 
@@ -97,6 +103,9 @@ class Counters:
     credit_checked: int = 0  # worker heartbeats whose free count reconciled
     credit_mismatch: int = 0  # worker heartbeats whose free count did not reconcile
     worker_expired: int = 0  # requests a worker dropped unapplied (deadline passed)
+    shard_moves: int = 0  # placed again on another shard's owner after a worker's Moved
+    shard_moves_lost: int = 0  # Moved once too often, or to a shard with no owner: answered
+    shard_count_refused: int = 0  # registrations whose store has another shard count
 
     def to_dict(self) -> dict[str, int]:
         return {name: getattr(self, name) for name in self.__slots__}
@@ -124,6 +133,21 @@ class IdentityInUse(Exception):
     """A registration under an identity that a live worker with another key holds."""
 
 
+class ShardCountMismatch(Exception):
+    """A worker whose store has another shard count than the workers registered before it:
+    routing by shard would send accounts to the wrong store partition, so it is refused."""
+
+
+MAX_PLACED = 4  # placements of one request (failover and Moved together) before it is answered
+SESSION_ROUTES = 200_000  # Session-Id -> shard entries the front end remembers (LRU)
+
+
+def _hrw(worker_id: str, ident: bytes, shard: int) -> tuple[int, bytes]:
+    """Rendezvous weight: the live worker with the highest owns the shard, so a worker that
+    comes back under its id gets the same shards, and one that leaves moves only its own."""
+    return zlib.crc32(f"{worker_id}/{shard}".encode()), ident
+
+
 class PoolCore:
     def __init__(
         self, *, deadline: float, heartbeat_timeout: float, max_credit: int = 4096, vnodes: int = 64
@@ -139,6 +163,17 @@ class PoolCore:
         self._next_id = 1
         self._ring_keys: list[int] = []
         self._ring_idents: list[bytes] = []
+        # Sharded routing (chargegw/sharding.py): the shard count the workers' store has,
+        # which applications route by shard, each shard's owner, what each worker was last
+        # told it owns, and the assignments still to be sent (the adapter takes them).
+        self.shards = 0
+        self.shard_apps: frozenset[int] = frozenset()
+        self._owners: list[bytes | None] = []
+        self.assigned: dict[bytes, frozenset[int]] = {}
+        self.assign_out: dict[bytes, list[int]] = {}
+        self.epoch = 0
+        self.session_routes: OrderedDict[bytes, int] = OrderedDict()
+        self.max_session_routes = SESSION_ROUTES
 
     # Membership -----------------------------------------------------------------------
 
@@ -154,10 +189,13 @@ class PoolCore:
         pid: int = 0,
         host: str = "",
         owner: bytes = b"",
+        shards: int = 0,
+        shard_apps: Iterable[int] = (),
     ) -> tuple[list[tuple[bytes, Pending]], list[Pending]]:
         """A worker's Ready. A repeat of the current registration only refreshes it; a new
         one (`gen` differs) fails over what the worker held (it will not answer those).
-        Raises IdentityInUse when a live worker registered `ident` with another key."""
+        Raises IdentityInUse when a live worker registered `ident` with another key, and
+        ShardCountMismatch when its store's shard count differs from the pool's."""
         moved: list[tuple[bytes, Pending]] = []
         failed: list[Pending] = []
         old = self.workers.get(ident)
@@ -167,6 +205,15 @@ class PoolCore:
         if old is not None and old.gen == gen:
             old.last_seen = now
             return moved, failed
+        if shards < 0 or shards > MAX_SHARDS:
+            shards = 0
+        sharded = frozenset(shard_apps) if shards else frozenset()
+        if shards and self.shards and shards != self.shards:
+            self.counters.shard_count_refused += 1
+            raise ShardCountMismatch(
+                f"worker {worker_id} has store.shards = {shards}, the pool's workers have "
+                f"{self.shards}: every worker must use the same store layout"
+            )
         if old is not None:
             moved, failed = self.drop(ident, now)
             self.counters.workers_dropped -= 1  # a re-registration is not a loss
@@ -184,7 +231,14 @@ class PoolCore:
             host=host,
             owner=owner,
             excess=granted - credit,
+            shards=shards,
+            shard_apps=sharded,
         )
+        if shards and not self.shards:
+            self.shards = shards
+            self._owners = [None] * shards
+        self.shard_apps |= sharded
+        self.assigned.pop(ident, None)  # a new registration is told its shards afresh
         self._rebuild_ring()
         return moved, failed
 
@@ -195,6 +249,8 @@ class PoolCore:
         if w is None:
             return [], []
         self.counters.workers_dropped += 1
+        self.assigned.pop(ident, None)
+        self.assign_out.pop(ident, None)
         self._rebuild_ring()
         moved: list[tuple[bytes, Pending]] = []
         failed: list[Pending] = []
@@ -204,7 +260,7 @@ class PoolCore:
             p = self.pending.get(rid)
             if p is None or p.worker != ident:
                 continue
-            target = self._choose(p.app, p.session_id) if p.deadline > now else None
+            target = self._target(p) if p.deadline > now else None
             if target is None:
                 del self.pending[rid]
                 self.counters.failed_over_lost += 1
@@ -291,9 +347,15 @@ class PoolCore:
         now: float,
         wall_now: float,
         ref: Any = None,
+        shard: int = -1,
     ) -> Pending:
-        """Give a request to a worker (raises NoWorker). The caller sends it."""
-        w = self._choose(app, session_id)
+        """Give a request to a worker (raises NoWorker). The caller sends it. A request of
+        a sharded application (`shard` >= 0, see `route_shard`) goes to its shard's owner
+        only: that worker is the one writer of the shard's accounts."""
+        if shard >= 0:
+            w = self._shard_owner(shard, app)
+        else:
+            w = self._choose(app, session_id)
         if w is None:
             if any(app in x.apps and not x.draining for x in self.workers.values()):
                 self.counters.shed_busy += 1
@@ -316,6 +378,7 @@ class PoolCore:
             wall_deadline=wall_now + self.deadline,
             raw=raw,
             ref=ref,
+            shard=shard,
         )
         self.pending[rid] = p
         w.available -= 1
@@ -323,6 +386,121 @@ class PoolCore:
         w.inflight.add(rid)
         self.counters.placed += 1
         return p
+
+    # Shards ---------------------------------------------------------------------------
+
+    def route_shard(self, app: int, session_id: bytes, subscription: bytes | None) -> int:
+        """The shard a request is routed by (-1 when `app` is not sharded): the one
+        remembered for its Session-Id (the session's account lives there), else that of its
+        first Subscription-Id-Data, else that of its Session-Id; remembered for the session."""
+        n = self.shards
+        if not n or app not in self.shard_apps:
+            return -1
+        routes = self.session_routes
+        shard = routes.get(session_id)
+        if shard is not None:
+            return shard
+        shard = shard_of(subscription or session_id, n)
+        self._remember(session_id, shard)
+        return shard
+
+    def _remember(self, session_id: bytes, shard: int) -> None:
+        routes = self.session_routes
+        if session_id in routes:
+            routes.move_to_end(session_id)
+        elif len(routes) >= self.max_session_routes:
+            routes.popitem(last=False)  # the oldest; its session falls back to the worker's lookup
+        routes[session_id] = shard
+
+    def shard_owner(self, shard: int) -> bytes | None:
+        """The identity of the worker that owns `shard` now (None: no live owner)."""
+        owners = self._owners
+        return owners[shard] if 0 <= shard < len(owners) else None
+
+    def _shard_owner(self, shard: int, app: int) -> WorkerState | None:
+        """The shard's owner when it can take a request of `app` now, else None. There is
+        no walk to another worker: a second writer of the shard is what sharding prevents."""
+        ident = self.shard_owner(shard)
+        if ident is None:
+            return None
+        w = self.workers.get(ident)
+        if w is None or w.available <= 0 or app not in w.apps:
+            return None
+        return w
+
+    def _target(self, p: Pending) -> WorkerState | None:
+        return (
+            self._shard_owner(p.shard, p.app) if p.shard >= 0 else self._choose(p.app, p.session_id)
+        )
+
+    def moved(self, ident: bytes, rid: int, shard: int) -> tuple[bytes | None, Pending | None]:
+        """A worker's Moved for `rid`: it was not applied there; it belongs to `shard`.
+        Returns (worker to send it to, the request), or (None, request) when it must be
+        answered here (placed too often, or no owner can take it), or (None, None) for a
+        late or stray one. The slot comes back as for an answer. The request keeps its
+        place in `pending` (deadline order) while it moves."""
+        w = self.workers.get(ident)
+        if w is not None and rid in w.inflight:
+            w.inflight.discard(rid)
+            w.available += 1
+        p = self.pending.get(rid)
+        if p is None or p.worker != ident:
+            if self.zombies.get(rid) == ident:
+                del self.zombies[rid]
+                self.counters.late_answers += 1
+            else:
+                self.counters.stray_answers += 1
+            return None, None
+        if 0 <= shard < self.shards:
+            if shard != p.shard:
+                self._remember(p.session_id, shard)
+            p.shard = shard
+            target = self._shard_owner(shard, p.app) if p.placed < MAX_PLACED else None
+        else:
+            target = None
+        if target is None:
+            del self.pending[rid]
+            self.counters.shard_moves_lost += 1
+            return None, p
+        p.worker = target.ident
+        p.placed += 1
+        target.available -= 1
+        target.sent += 1
+        target.inflight.add(rid)
+        self.counters.shard_moves += 1
+        return target.ident, p
+
+    def take_assignments(self) -> dict[bytes, list[int]]:
+        """The shard sets to send (Assign), by worker; to be sent before any request that
+        was placed by them."""
+        out, self.assign_out = self.assign_out, {}
+        return out
+
+    def _reassign(self) -> None:
+        """Give every shard to one live, non-draining worker of the sharded applications
+        (rendezvous hashing on worker ids) and queue an Assign for each worker whose set
+        changed (a draining worker is told it owns nothing)."""
+        n = self.shards
+        if not n:
+            return
+        live = [w for w in self.workers.values() if w.shards and not w.draining]
+        sets: dict[bytes, set[int]] = {w.ident: set() for w in self.workers.values() if w.shards}
+        owners: list[bytes | None] = [None] * n
+        if live:
+            for s in range(n):
+                best = max(live, key=lambda w: _hrw(w.worker_id, w.ident, s))
+                owners[s] = best.ident
+                sets[best.ident].add(s)
+        self._owners = owners
+        changed = False
+        for ident, owned in sets.items():
+            frozen = frozenset(owned)
+            if self.assigned.get(ident) != frozen:
+                self.assigned[ident] = frozen
+                self.assign_out[ident] = sorted(frozen)
+                changed = True
+        if changed:
+            self.epoch += 1
 
     def owner(self, session_id: bytes | str) -> bytes | None:
         """The session's ring owner among live (non-draining) workers, credit ignored."""
@@ -366,6 +544,7 @@ class PoolCore:
         )
         self._ring_keys = [p for p, _ in points]
         self._ring_idents = [ident for _, ident in points]
+        self._reassign()
 
     # Answers and deadlines ------------------------------------------------------------
 
@@ -419,8 +598,15 @@ class PoolCore:
 
     def status(self, now: float) -> dict[str, Any]:
         return {
-            "workers": [w.to_dict(now) for w in self.workers.values()],
+            "workers": [
+                {**w.to_dict(now), "shards_owned": len(self.assigned.get(w.ident, ()))}
+                for w in self.workers.values()
+            ],
             "pending": len(self.pending),
             "zombies": len(self.zombies),
+            "shards": self.shards,
+            "shard_apps": sorted(self.shard_apps),
+            "assignment_epoch": self.epoch,
+            "session_routes": len(self.session_routes),
             "counters": self.counters.to_dict(),
         }

@@ -31,10 +31,12 @@ import zmq
 from chargegw.codec.constants import ResultCode
 from chargegw.codec.header import HEADER
 from chargegw.gateway.pool import (
+    MAX_PLACED,
     IdentityInUse,
     NoWorker,
     Pending,
     PoolCore,
+    ShardCountMismatch,
 )
 from chargegw.gateway.pool_out import OutRequestFailed, OutRequestFn, OutRequests
 from chargegw.ipc import protocol as pp
@@ -213,6 +215,7 @@ class PoolServer(OutRequests):
         session_id: bytes,
         raw: bytes,
         ref: Any = None,
+        shard: int = -1,
     ) -> None:
         """Place a request on a worker; raises NoWorker (3004 or 3002) when none can take it."""
         p = self.core.place(
@@ -225,12 +228,22 @@ class PoolServer(OutRequests):
             now=time.monotonic(),
             wall_now=time.time(),
             ref=ref,
+            shard=shard,
         )
         self._queue(p.worker, self._request(p))
 
     @staticmethod
     def _request(p: Pending) -> pp.Request:
-        return pp.Request(p.id, p.peer, p.hbh, p.app, p.cmd, p.wall_deadline, p.raw, p.retransmit)
+        return pp.Request(
+            p.id, p.peer, p.hbh, p.app, p.cmd, p.wall_deadline, p.raw, p.retransmit, p.shard
+        )
+
+    def _send_assignments(self) -> None:
+        """Queue each changed shard set (Assign) ahead of any request placed by it: the
+        worker claims a shard before it handles a request routed by it."""
+        core = self.core
+        for ident, shards in core.take_assignments().items():
+            self._queue(ident, pp.Assign(shards, core.epoch))
 
     def _queue(self, ident: bytes, msg: pp.PoolMessage) -> None:
         box = self._outbox.get(ident)
@@ -392,14 +405,21 @@ class PoolServer(OutRequests):
                     pid=m.pid,
                     host=m.host,
                     owner=owner,
+                    shards=m.shards,
+                    shard_apps=m.shard_apps,
                 )
             except IdentityInUse as exc:
                 self.log.warning("registration refused: %s", exc)
                 self._send_now(ident, pp.Goodbye(reason="identity in use by a live worker"))
                 return known
+            except ShardCountMismatch as exc:
+                self.log.error("registration refused: %s", exc)
+                self._send_now(ident, pp.Goodbye(reason=str(exc)))
+                return known
             if old is not None and old is not core.workers.get(ident):
                 # A new registration: what was queued for the old one was failed over.
                 self._outbox.pop(ident, None)
+            self._send_assignments()
             self._settle(moved, failed, "worker re-registered")
             self._reset_sent.pop(ident, None)
             if not known:
@@ -434,6 +454,25 @@ class PoolServer(OutRequests):
                     ResultCode.DIAMETER_UNABLE_TO_DELIVER,
                     "deadline passed before the worker ran it",
                 )
+        elif t is pp.Moved:
+            assert isinstance(m, pp.Moved)
+            target, p = core.moved(ident, m.id, m.shard)
+            if target is not None and p is not None:
+                self._queue(target, self._request(p))
+            elif p is not None:
+                looped = p.placed >= MAX_PLACED
+                self.log.warning(
+                    "request for Session-Id %s moved to shard %d %s: answering %s",
+                    _sid(p),
+                    m.shard,
+                    "too often" if looped else "whose owner cannot take it now",
+                    "3002" if looped else "3004",
+                )
+                if looped:
+                    code = ResultCode.DIAMETER_UNABLE_TO_DELIVER
+                else:
+                    code = ResultCode.DIAMETER_TOO_BUSY
+                self.error_answer(p, code, f"shard {m.shard} cannot take it ({m.reason})")
         elif t is pp.Credit:
             assert isinstance(m, pp.Credit)
             core.add_credit(ident, m.n)
@@ -445,6 +484,7 @@ class PoolServer(OutRequests):
             if m.drain:
                 self.log.info("worker %r is draining (%s)", ident, m.reason)
                 core.set_draining(ident)
+                self._send_assignments()  # its shards go to the others now
                 # Acknowledge; it reaches the worker after any request already sent to it.
                 w = core.workers.get(ident)
                 gen = w.gen if w is not None else -1
@@ -507,6 +547,7 @@ class PoolServer(OutRequests):
         held = len(w.inflight)
         moved, failed = self.core.drop(ident, time.monotonic())
         self._outbox.pop(ident, None)
+        self._send_assignments()
         self.log.warning(
             "worker %s dropped (%s): %d in flight, %d resent, %d answered 3002",
             w.worker_id,

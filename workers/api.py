@@ -5,12 +5,17 @@ An application is any object with `app_id`, `setup(ctx)` and one of:
   runtime drains a batch of requests from ZeroMQ and calls this once per application per
   batch, so an application can decide them together (one store transaction). One entry
   per request, in order: the encoded answer (a Message is encoded for you), an awaitable
-  of it, None to drop the request unapplied (it expired: the gateway answers 3002), or an
-  exception instance (answered like a raised one). The whole list may also be returned
+  of it, None to drop the request unapplied (it expired: the gateway answers 3002), an
+  exception instance (answered like a raised one), or a `chargegw.sharding.ShardMoved`
+  instance: not applied here, the gateway places it on the owner of that shard. The whole list may also be returned
   as one awaitable.
 - `handle(request: Message, ctx: RequestContext) -> Message | Awaitable[Message]`: the
   simple form for users' applications; the runtime adapts it to `handle_batch` (one call
   per request, each failure kept to its own request).
+
+A sharded application (the charging store's Gy and Sy) also has `shards` (the store's shard
+count, read after setup) and `assign_shards(shards)`, called with the set of shards this
+worker owns whenever a gateway's Assign changes it (see chargegw/sharding.py).
 
 It runs inside a worker process and may send requests out through the gateway (RAR, ASR,
 SNR). A handler that raises gets its request answered 5012 DIAMETER_UNABLE_TO_COMPLY by
@@ -52,6 +57,7 @@ class RequestContext:
     peer: str  # Origin-Host of the peer connection the request came in on
     deadline: float  # time.time() after which the gateway will have answered it itself
     retransmit: bool = False  # True when the gateway resent it after a worker was lost
+    shard: int = -1  # the charging shard the gateway routed it by (-1: not sharded)
 
 
 class Incoming:

@@ -3,8 +3,8 @@ gateway (a part of WorkerRuntime, kept apart by concern).
 
 `_dispatch` hands the requests of one batch for one application to its `handle_batch`
 once; each entry of the result becomes an Answer (the fast way: bytes that fit), an
-`Expired` (None, or a deadline passed before dispatch), a task (an awaitable), or an
-error answer (an exception: a DiameterError's own Result-Code, the codec's included, else 5012).
+`Expired` (None, or a deadline passed before dispatch), a `Moved` (a ShardMoved instance:
+not applied here), a task (an awaitable), or an error answer (an exception: a DiameterError's own Result-Code, the codec's included, else 5012).
 Answers of a registration that has meanwhile ended become Credit.
 """
 
@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from chargegw.codec import CodecError, DiameterError, Message, ResultCode
 from chargegw.ipc import protocol as pp
+from chargegw.sharding import ShardMoved
 from chargegw.workers.answers import answer_error, session_id
 from chargegw.workers.api import Incoming, RequestContext
 
@@ -94,7 +95,8 @@ class RequestPath:
         peer_link = self._peer_link
         offset = link.offset
         incoming = [
-            Incoming(r.raw, RequestContext(r.peer, r.deadline - offset, r.retransmit)) for r in reqs
+            Incoming(r.raw, RequestContext(r.peer, r.deadline - offset, r.retransmit, r.shard))
+            for r in reqs
         ]
         for peer in {r.peer for r in reqs}:
             peer_link[peer] = link
@@ -169,6 +171,8 @@ class RequestPath:
                     result = exc
             if type(result) is bytes and len(result) <= limit:
                 fast.append(answer(req.id, result))
+            elif isinstance(result, ShardMoved):  # not applied here: its owner applies it
+                fast.append(pp.Moved(req.id, result.shard, str(result)))
             elif result is None:  # the application found it expired: dropped unapplied
                 link.busy -= 1
                 self.handled += 1
@@ -216,6 +220,14 @@ class RequestPath:
         link = self.links[i]
         link.busy -= 1
         self.handled += 1
+        if isinstance(result, ShardMoved):
+            if gen == link.gen:
+                link.done += 1
+                self._queue(i, pp.Moved(req.id, result.shard, str(result)))
+            else:
+                link.granted += 1
+                self._queue(i, pp.Credit(1))
+            return
         try:
             if isinstance(result, BaseException):
                 raw = self._failed(req, inc, result)

@@ -49,6 +49,7 @@ class Link:
     stuck: bool = False  # the socket said zmq.Again: the outbox waits for the next tick
     stale: int = 0  # requests of a previous registration dropped unapplied
     expired: int = 0  # requests dropped unapplied because their deadline passed
+    shards: frozenset[int] = frozenset()  # the shards this link's gateway assigned to us
 
     @property
     def free(self) -> int:

@@ -53,6 +53,12 @@ from chargegw.workers.dispatch import RequestPath
 from chargegw.workers.link import Link
 from chargegw.workers.outbound import Outbound
 
+
+def _shard_count(app: Any) -> int:
+    """An application's shard count (0: not sharded)."""
+    n = getattr(app, "shards", 0)
+    return n if type(n) is int and n > 0 else 0
+
 TICK = 0.1
 FLUSH_AT = 64  # answers for one gateway that go out at once instead of at the end of the turn
 
@@ -307,7 +313,36 @@ class WorkerRuntime(RequestPath):
                 gen=link.gen,
                 pid=os.getpid(),
                 host=socket.gethostname(),
+                shards=self._shard_count(),
+                shard_apps=sorted(a for a, e in self.apps.items() if _shard_count(e.app)),
             ),
+        )
+
+    def _shard_count(self) -> int:
+        """The charging store's shard count, as its sharded applications report it."""
+        return max((_shard_count(e.app) for e in self.apps.values()), default=0)
+
+    def _assign(self, i: int, m: pp.Assign) -> None:
+        """A gateway's complete set of shards for us: the applications own the union over
+        every gateway (claimed in the store before any request routed by it is handled,
+        since the gateway sends Assign first on the same ordered pipe)."""
+        link = self.links[i]
+        link.shards = frozenset(s for s in m.shards if s >= 0)
+        owned = frozenset().union(*(x.shards for x in self.links))
+        for entry in self.apps.values():
+            assign = getattr(entry.app, "assign_shards", None)
+            if assign is None:
+                continue
+            try:
+                assign(owned)
+            except Exception:  # the store refuses now: requests get NotOwner and move on
+                log.exception("application %d could not take its shards", entry.app_id)
+        log.info(
+            "gateway %s assigned %d shards (epoch %d); %d owned in all",
+            link.endpoint,
+            len(link.shards),
+            m.epoch,
+            len(owned),
         )
 
     def _reregister(self, i: int, why: str) -> None:
@@ -404,6 +439,9 @@ class WorkerRuntime(RequestPath):
                         link.acked = True
                     if m.free == pp.DRAIN_ACK:
                         link.drain_acked = True
+                elif t is pp.Assign:
+                    assert isinstance(m, pp.Assign)
+                    self._assign(i, m)
                 elif t is pp.Reset:
                     self._reregister(i, "gateway does not know us")
                 elif t is pp.Goodbye:
