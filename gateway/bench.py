@@ -8,6 +8,11 @@
 2. fd-client (freeDiameter test_app flood) against `chargegw run` and against fd-server.sh.
 3. erl-ccr-client (OTP, CCR-I/U/T) against `chargegw run` and against erl-ccr-server.escript.
 4. worker scaling: 1, 2 and 4 workers, test_app through the codec, driver flood.
+5. ocs: the real OCS (default applications, sharded charging store) under erl-ccr-client
+   CCR-I/U/T at 1, 2 and 4 workers, on the default SQLite store and (where redis-server is
+   installed) on a private Redis, beside the Erlang/OTP reference server under the same
+   client: CCA/s, the gateway's and each worker's CPU per CCR read from /proc, and
+   `chargegw ledger check` after each run.
 
 Runs that need a tool that is not installed are skipped with the reason. Every process
 is started in its own session and killed by process group afterwards.
@@ -59,8 +64,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--only",
         action="append",
-        choices=["ceiling", "fd", "erl", "scaling"],
+        choices=["ceiling", "fd", "erl", "scaling", "ocs"],
         help="run only these parts (repeatable)",
+    )
+    parser.add_argument(
+        "--ocs-workers",
+        type=lambda v: [int(x) for x in v.split(",")],
+        default=[1, 2, 4],
+        help="worker counts for the real-OCS scaling runs (default 1,2,4)",
     )
     parser.add_argument("--base-port", type=int, default=39100, help="first TCP port to use")
 
@@ -407,6 +418,158 @@ def part_erl(d: Path, a: argparse.Namespace, port: int) -> dict[str, Any]:
     return res
 
 
+def process_cpu(pid: int) -> float:
+    """user+system CPU seconds of one process (0.0 once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / CLK
+
+
+def children(pid: int) -> list[int]:
+    """The live child processes of `pid` (the workers of `chargegw run`)."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                with open(f"/proc/{entry}/stat") as fh:
+                    if int(fh.read().rsplit(")", 1)[1].split()[1]) == pid:
+                        out.append(int(entry))
+    return sorted(out)
+
+
+def _redis_apps(url: str, cdr_url: str) -> str:
+    """The default applications with their stores on Redis at `url`, the CDRs at `cdr_url`."""
+    from chargegw.config import default_applications
+
+    out = ""
+    for x in default_applications():
+        out += _toml_app(x.app_id, x.handler, x.vendor_id)
+        if x.app_id in (3, 4, 16777302):
+            out += (
+                f'[applications.config.store]\nbackend = "redis"\nurl = "{url}"\n'
+                f'cdr_url = "{cdr_url}"\n'
+            )
+    return out
+
+
+@contextlib.contextmanager
+def private_redis(d: Path, name: str, fsync: str = "everysec") -> Iterator[str | None]:
+    """A redis-server on a unix socket under `d`, or None when it is not installed. AOF on,
+    fsync every second for the charging state (the Gy store does not wait for the disk;
+    a commit is acknowledged by Redis in memory), `always` for the CDR store's own server
+    where Redis is older than 7.2 (no WAITAOF: it refuses to start otherwise)."""
+    exe = shutil.which("redis-server")
+    if exe is None:
+        yield None
+        return
+    sock = d / f"{name}.sock"
+    rdir = d / name
+    rdir.mkdir(exist_ok=True)
+    proc = Proc(
+        [exe, "--port", "0", "--unixsocket", str(sock), "--save", "", "--appendonly", "yes",
+         "--appendfsync", fsync, "--dir", str(rdir)]
+    )  # fmt: skip
+    try:
+        end = time.monotonic() + 10
+        while not sock.exists() and time.monotonic() < end:
+            time.sleep(0.05)
+        yield f"unix://{sock}"
+    finally:
+        proc.stop()
+
+
+def _ledger_ok(cfg: Path) -> bool | None:
+    out = subprocess.run(
+        [sys.executable, "-P", "-m", "chargegw.cli", "ledger", "check", "--config", str(cfg)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    return out.returncode == 0
+
+
+def _erl_measured(client: list[str], port: int, gw: Proc, argv: list[str]) -> dict[str, Any]:
+    """One erl-ccr-client run against `gw`, with CPU per CCR of each of its processes."""
+    workers = children(gw.p.pid)
+    before = {pid: process_cpu(pid) for pid in [gw.p.pid, *workers]}
+    out = subprocess.run(
+        [*client, "--port", str(port), *argv], capture_output=True, text=True, timeout=600
+    )
+    after = {pid: process_cpu(pid) for pid in before}
+    r = _erl_rate(out.stdout + out.stderr)
+    n = r.get("ok") or 0
+    if n:
+        per = {pid: round((after[pid] - before[pid]) / n * 1e6, 1) for pid in before}
+        r["gateway_us_per_ccr"] = per.pop(gw.p.pid)
+        r["worker_us_per_ccr"] = list(per.values())
+        r["workers_us_per_ccr_total"] = round(sum(per.values()), 1)
+    return r
+
+
+def part_ocs(d: Path, a: argparse.Namespace, port: int) -> dict[str, Any]:
+    if not shutil.which("escript") or not (CACHE / "erl" / "rfc4006_cc.dia").exists():
+        return {
+            "skipped": "escript or OTP's RFC 4006 dictionary missing (../shared/peers/setup.sh erlang)"
+        }
+    client = ["escript", str(Path(a.peers_dir) / "erl-ccr-client.escript")]
+    argv = ["--sessions", str(a.erl_sessions), "--updates", "3", "--concurrency", "50"]
+    res: dict[str, Any] = {"client": " ".join(argv)}
+    server = Proc(
+        ["escript", str(Path(a.peers_dir) / "erl-ccr-server.escript"), "--port", str(port)]
+    )
+    try:
+        server.wait_line(r"ERL-CCR-SERVER READY", 60)
+        out = subprocess.run(
+            [*client, "--port", str(port), *argv], capture_output=True, text=True, timeout=600
+        )
+        res["otp"] = _erl_rate(out.stdout + out.stderr)
+    finally:
+        server.stop()
+    port += 1
+    otp = res["otp"].get("answers_per_s") or 0
+
+    def series(name: str, apps: str) -> dict[str, Any]:
+        nonlocal port
+        out: dict[str, Any] = {}
+        for n in a.ocs_workers:
+            cfg = write_config(d, f"{name}-{n}", port, apps)
+            with chargegw_run(cfg, n) as gw:
+                r = _erl_measured(client, port, gw, argv)
+            r["ledger_ok"] = _ledger_ok(cfg)
+            rate = r.get("answers_per_s") or 0
+            r["ratio_otp"] = round(rate / otp, 3) if otp else None
+            out[str(n)] = r
+            port += 1
+        one = out.get("1", {}).get("workers_us_per_ccr_total")
+        for r in out.values():
+            tot = r.get("workers_us_per_ccr_total")
+            r["worker_cpu_vs_1"] = round(tot / one, 3) if one and tot else None
+        return out
+
+    try:
+        res["sqlite"] = series("ocs-sqlite", _default_apps())
+    except Exception as exc:  # the Redis runs still report
+        res["sqlite"] = {"error": f"{type(exc).__name__}: {exc}"}
+    with private_redis(d, "gy") as url, private_redis(d, "cdr", "always") as cdr_url:
+        if url is None or cdr_url is None:
+            res["redis"] = {"skipped": "redis-server not installed"}
+        else:
+            try:
+                res["redis"] = series("ocs-redis", _redis_apps(url, cdr_url))
+            except Exception as exc:
+                res["redis"] = {"error": f"{type(exc).__name__}: {exc}"}
+    res["targets"] = {
+        "ratio_otp": 1.0,
+        "redis_vs_sqlite": 0.8,
+        "worker_cpu_4_vs_1": 1.15,
+        "two_not_slower_than_one": True,
+    }
+    return res
+
+
 def _default_apps() -> str:
     from chargegw.config import default_applications
 
@@ -473,6 +636,28 @@ def _table(report: dict[str, Any]) -> str:
                 f"  same through a null CCA handler (no charging store): {n.get('answers_per_s')}/s "
                 f"({n.get('result')}), ratio {e.get('ratio_null_cca')}"
             )
+    o = report.get("ocs")
+    if o:
+        if "skipped" in o or "error" in o:
+            lines.append(f"ocs: {o.get('skipped') or o.get('error')}")
+        else:
+            lines.append(
+                f"real OCS under erl-ccr-client ({o.get('client')}): "
+                f"OTP server {o['otp'].get('answers_per_s')}/s"
+            )
+            for store in ("sqlite", "redis"):
+                runs = o.get(store) or {}
+                if "skipped" in runs or "error" in runs:
+                    lines.append(f"  {store}: {runs.get('skipped') or runs.get('error')}")
+                    continue
+                for n, r in runs.items():
+                    lines.append(
+                        f"  {store:<6} {n} worker(s): {r.get('answers_per_s')}/s "
+                        f"ratio {r.get('ratio_otp')}  gateway {r.get('gateway_us_per_ccr')} µs/CCR"
+                        f"  workers {r.get('worker_us_per_ccr')} µs/CCR"
+                        f" (x{r.get('worker_cpu_vs_1')} of 1)  {r.get('result')}"
+                        f"  ledger {'ok' if r.get('ledger_ok') else 'FAIL'}"
+                    )
     s = report.get("scaling")
     if s:
         lines.append("worker scaling (test_app through the codec, driver flood):")
@@ -484,7 +669,7 @@ def _table(report: dict[str, Any]) -> str:
 
 
 def run(a: argparse.Namespace) -> int:
-    parts = a.only or ["ceiling", "fd", "erl", "scaling"]
+    parts = a.only or ["ceiling", "fd", "erl", "scaling", "ocs"]
     report: dict[str, Any] = {
         "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
         "duration_s": a.duration,
@@ -499,6 +684,7 @@ def run(a: argparse.Namespace) -> int:
             ("fd", part_fd),
             ("erl", part_erl),
             ("scaling", part_scaling),
+            ("ocs", part_ocs),
         ):
             if name not in parts:
                 continue

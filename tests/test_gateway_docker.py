@@ -33,7 +33,7 @@ def test_compose_file_is_valid() -> None:
         timeout=60,
         cwd=ROOT,
     )
-    assert sorted(full.stdout.split()) == ["gateway", "worker"]
+    assert sorted(full.stdout.split()) == ["gateway", "redis", "worker"]
 
 
 def _service_env(text: str, service: str) -> dict[str, str]:
@@ -58,6 +58,11 @@ def test_compose_environment_makes_a_valid_config_for_each_service() -> None:
     worker = load_config(baked, env=_service_env(text, "worker"))
     assert worker.worker_gateways() == ["tcp://gateway:5555"]
     assert worker.data_path == gw.data_path == "/data"
+    # the workers' charging state is on the compose file's Redis service
+    stores = {a.app_id: a.config.get("store", {}) for a in worker.applications}
+    for app_id in (4, 3, 16777302):
+        assert stores[app_id].get("backend") == "redis", stores
+        assert stores[app_id].get("url") == "redis://redis:6379/0"
     # The tcp pool is CURVE: each service mounts its own keys directory at /keys.
     assert gw.pool.curve_secret_key == "/keys/gateway.key_secret"
     assert gw.pool.curve_workers == "/keys/workers"
