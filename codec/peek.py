@@ -30,6 +30,7 @@ ROUTING: tuple[str, ...] = (
     "Destination-Realm",
     "Route-Record",
     "Subscription-Id",
+    "OC-Supported-Features",  # RFC 7683: the sender is a reacting node
 )
 
 _keysets: dict[tuple[int, Iterable[str | int]], frozenset[int]] = {}
@@ -139,6 +140,12 @@ class Peek(NamedTuple):
     def subscription_ids(self) -> list[bytes]:
         """The Grouped Subscription-Id values, raw (their inner AVPs, padded)."""
         return self.all("Subscription-Id")
+
+    @property
+    def oc_supported(self) -> bool:
+        """Whether the message carries OC-Supported-Features (RFC 7683 DOIC)."""
+        key = _KEYS.get("OC-Supported-Features") or _key("OC-Supported-Features")
+        return key in self.values
 
     @property
     def subscription_data(self) -> bytes | None:

@@ -19,6 +19,7 @@ from typing import Any, NoReturn
 from chargegw.codec import CodecError, Message, Peek, ResultCode
 from chargegw.config.schema import Config, is_loopback
 from chargegw.gateway.metrics import AnswerStats
+from chargegw.gateway.overload import OverloadReporter, append_avps
 from chargegw.gateway.pool import NoWorker, Pending, PoolCore
 from chargegw.gateway.pool_io import OutRequestFailed, PoolServer
 from chargegw.ipc import security as sec
@@ -177,6 +178,12 @@ class Gateway:
         self.started_at = time.time()
         self.metrics = AnswerStats()
         self.pool.on_answer = self._answered
+        # DOIC (RFC 7683): peers whose latest request carried OC-Supported-Features get the
+        # overload report appended to their answers.
+        self.overload = OverloadReporter(now_wall=time.time())
+        self._oc_peers: set[str] = set()
+        self._oc_last = (0, 0)  # (placed, shed) at the previous overload update
+        self._oc_timer: asyncio.TimerHandle | None = None
 
     async def start(
         self,
@@ -193,6 +200,16 @@ class Gateway:
         """Bind the worker pool: workers can register and the status query answers, while
         no Diameter port is open yet."""
         self.pool.start()
+        self._oc_timer = asyncio.get_running_loop().call_later(1.0, self._overload_tick)
+
+    def _overload_tick(self) -> None:
+        """Once a second: the DOIC report from the pool's occupancy and its 3004 sheds."""
+        self._oc_timer = asyncio.get_running_loop().call_later(1.0, self._overload_tick)
+        c = self.core.counters
+        placed, shed = c.placed - self._oc_last[0], c.shed_busy - self._oc_last[1]
+        self._oc_last = (c.placed, c.shed_busy)
+        share = shed / (placed + shed) if placed + shed else 0.0
+        self.overload.update(time.monotonic(), self.core.occupancy(), share)
 
     async def open(
         self,
@@ -271,6 +288,8 @@ class Gateway:
         try:
             await self.node.stop(graceful=True, timeout=max(1.0, min(timeout, 5.0)))
         finally:
+            if self._oc_timer is not None:
+                self._oc_timer.cancel()
             self.pool.close()
 
     def reload(self, config: Config) -> None:
@@ -284,6 +303,10 @@ class Gateway:
         self.metrics.request(p.app_id, p.code)
         if self.draining:
             self._refuse(p, ResultCode.DIAMETER_TOO_BUSY, "gateway shutting down")
+        if p.oc_supported:
+            self._oc_peers.add(peer.name)
+        elif self._oc_peers:
+            self._oc_peers.discard(peer.name)
         sid = p.session_id or b""  # the affinity key, from the Node's peek
         core = self.core
         shard = -1
@@ -315,7 +338,10 @@ class Gateway:
     def _deliver(self, peer: str, raw: bytes, *, cache: bool = True) -> None:
         """Send an answer. Only a worker's answers are kept by the Node for duplicates
         (cache=True); an error made here reports a passing condition, and a T-flagged
-        retransmission must be tried again rather than get that stale error."""
+        retransmission must be tried again rather than get that stale error. A reacting
+        node's answers carry the DOIC overload report."""
+        if peer in self._oc_peers:
+            raw = append_avps(raw, self.overload.extra)
         try:
             self.node.send_answer(peer, raw, cache=cache)
         except Exception as exc:  # the peer went away meanwhile: nothing to answer to

@@ -589,6 +589,16 @@ class PoolCore:
 
     # Introspection --------------------------------------------------------------------
 
+    def occupancy(self) -> float:
+        """The share of live workers' granted slots holding a request now (0..1): how full
+        the pool is, for the DOIC overload report."""
+        credit = used = 0
+        for w in self.workers.values():
+            if not w.draining:
+                credit += w.credit
+                used += w.credit - w.available
+        return used / credit if credit else 0.0
+
     def free_slots(self, app: int | None = None) -> int:
         return sum(
             w.available

@@ -64,6 +64,9 @@ def configure(p: argparse.ArgumentParser) -> None:
     m.add_argument("--connections", type=int, default=1, help="peer connections (default 1)")
     m.add_argument("--processes", type=int, default=1, help="generator processes (default 1)")
     m.add_argument("--timeout", type=float, default=5.0, help="per-request timeout in seconds")
+    m.add_argument("--doic", action="store_true",
+                   help="act as a DOIC reacting node (RFC 7683): send OC-Supported-Features and "
+                        "abate new sessions (open loop) by the overload reports received")
     m.add_argument("--connect-timeout", type=float, default=5.0)
     m.add_argument("--seed", type=int, default=None, help="seed of the mix's flow choice")
     g = p.add_argument_group("gates and ramp")
@@ -113,7 +116,7 @@ def config_from_args(args: argparse.Namespace) -> LoadConfig:
         concurrency=args.concurrency, rate=args.rate,
         connections=max(args.connections, args.processes), processes=args.processes,
         timeout=args.timeout, connect_timeout=args.connect_timeout, seed=args.seed,
-        updates=scn.flows[0].updates,
+        updates=scn.flows[0].updates, doic=args.doic,
     )
 
 

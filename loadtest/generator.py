@@ -34,7 +34,7 @@ from .conn import ConnectError, LoadConn, Session
 from .scenarios import Identity, Scenario, build_flows, preset
 from .stats import Interval, Recorder, merge_intervals, summarize
 from .stats import merge as merge_records
-from .wire import AnswerView
+from .wire import AnswerView, with_oc_supported
 
 _U32 = struct.Struct(">I")
 # The one clock of the run: high resolution (uvloop's loop.time() counts whole milliseconds)
@@ -70,6 +70,7 @@ class LoadConfig:
     connect_timeout: float = 5.0
     progress: float = 1.0  # kept for compatibility; progress ticks are one a second
     seed: int | None = None
+    doic: bool = False  # act as a DOIC reacting node (RFC 7683): honour overload reports
     process_index: int = 0  # set per child process
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -103,6 +104,17 @@ class Engine:
                               cfg.destination_host)
         tag = f"{int(time.time())}.{os.getpid()}"
         self.flows = build_flows(self.scn, self.ident, tag)
+        if cfg.doic:
+            done: set[int] = set()
+            for f in self.flows:
+                for t in f.steps:
+                    if id(t) not in done:
+                        done.add(id(t))
+                        t.raw = with_oc_supported(t.raw)
+        # The overload report in force (DOIC): its sequence, reduction and expiry.
+        self.olr_seq = -1
+        self.reduction = 0
+        self.olr_until = 0.0
         self.sid_prefix = f"{cfg.origin_host};{tag};".encode()
         self.weights = [f.weight for f in self.flows]
         self.rng = random.Random(None if cfg.seed is None else cfg.seed + cfg.process_index)
@@ -261,6 +273,8 @@ class Engine:
             bad = "end_to_end"
         else:
             v = AnswerView(frame, t.num_code or -1)
+            if v.olr is not None:  # the peer's overload report holds whatever the answer
+                self._on_olr(now, *v.olr)
             if v.malformed:
                 bad = "malformed"
             elif v.session_id != s.sid_full:
@@ -295,6 +309,24 @@ class Engine:
             s.handle = self.loop.call_later(iv, self.send, s, now + iv)
         else:
             self.send(s, now)
+
+    def _on_olr(self, now: float, seq: int, reduction: int, validity: int) -> None:
+        """A newer overload report replaces the one in force; validity 0 ends it."""
+        if seq <= self.olr_seq:
+            return
+        self.olr_seq = seq
+        self.reduction = reduction if validity else 0
+        self.olr_until = now + validity
+
+    def _abate(self, now: float) -> bool:
+        """Loss abatement: drop this share of new sessions while a report is in force."""
+        r = self.reduction
+        if not r:
+            return False
+        if now >= self.olr_until:
+            self.reduction = 0
+            return False
+        return self.rng.random() * 100 < r
 
     def end_session(self, s: Session, ok: bool) -> None:
         s.conn.sessions.pop(s.sid_full, None)
@@ -341,6 +373,12 @@ class Engine:
                 if nxt >= self.stop_at or (limit is not None and i >= limit):
                     self.stopping = True
                     break
+                if self._abate(now):
+                    if nxt >= self.rec.measure_start:
+                        self.rec.c["abated"] += 1
+                    i += 1
+                    nxt = self.t0 + offset + i / rate
+                    continue
                 if not self.start_session(nxt):
                     self.stopping = True
                     break

@@ -31,6 +31,7 @@ COUNTERS = (
     "sessions_failed",
     "warmup_sent",
     "warmup_answered",
+    "abated",  # session starts not sent: DOIC loss abatement (RFC 7683), --doic
 )
 MISMATCH_KINDS = ("session_id", "number", "command", "end_to_end", "echo", "malformed")
 CONN_EVENTS = (
@@ -302,6 +303,7 @@ def summarize(m: dict[str, Any], series: list[dict[str, Any]], offered: float | 
         "sessions_started": c["sessions_started"],
         "sessions_completed": c["sessions_completed"],
         "sessions_failed": c["sessions_failed"],
+        "abated": c.get("abated", 0),
         "result_codes": dict(sorted(m["by_result"].items(), key=lambda kv: int(kv[0]))),
         "result_classes": dict(sorted(classes.items())),
         "mismatch_kinds": m["mismatch"],

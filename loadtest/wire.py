@@ -29,6 +29,18 @@ AVP_EXPERIMENTAL_RESULT_CODE = 298
 AVP_CC_REQUEST_NUMBER = 415
 AVP_ACCOUNTING_RECORD_NUMBER = 485
 
+def _code(name: str) -> int:
+    from chargegw.codec import get_dictionary
+
+    return int(get_dictionary().avp(name).code)
+
+
+# DOIC (RFC 7683), read only in answers to a generator run with --doic
+AVP_OC_OLR = _code("OC-OLR")
+AVP_OC_SEQUENCE_NUMBER = _code("OC-Sequence-Number")
+AVP_OC_REDUCTION_PERCENTAGE = _code("OC-Reduction-Percentage")
+AVP_OC_VALIDITY_DURATION = _code("OC-Validity-Duration")
+
 TEST_APP = 16777215
 TEST_CMD = 16777214
 TEST_AVP = 16777215
@@ -114,9 +126,10 @@ class Template:
 class AnswerView:
     """What the checks read from an answer: a single pass over its top-level AVP headers."""
 
-    __slots__ = ("session_id", "result_code", "number", "echo", "malformed")
+    __slots__ = ("session_id", "result_code", "number", "echo", "malformed", "olr")
 
     def __init__(self, frame: bytes, num_code: int) -> None:
+        self.olr: tuple[int, int, int] | None = None  # DOIC: (sequence, reduction %, validity s)
         self.session_id: bytes | None = None
         self.result_code = 0
         self.number = -1
@@ -143,6 +156,8 @@ class AnswerView:
                         self.number = _U32.unpack_from(frame, d)[0]
                     elif code == AVP_EXPERIMENTAL_RESULT and not self.result_code:
                         self._experimental(frame, d, pos + length)
+                    elif code == AVP_OC_OLR:
+                        self._olr(frame, d, pos + length)
                 elif code == TEST_AVP and length == 16 and _U32.unpack_from(frame, pos + 8)[
                     0
                 ] == TEST_VENDOR:
@@ -150,6 +165,26 @@ class AnswerView:
                 pos = nxt
         except struct.error:
             self.malformed = True
+
+    def _olr(self, frame: bytes, pos: int, end: int) -> None:
+        seq, reduction, validity = -1, 0, 30  # RFC 7683: validity defaults to 30 s
+        while pos + 8 <= end:
+            code, fl = struct.unpack_from(">II", frame, pos)
+            length = fl & 0xFFFFFF
+            hdr = 12 if fl & 0x80000000 else 8
+            if length < hdr or pos + length > end:
+                self.malformed = True
+                return
+            d = pos + hdr
+            if hdr == 8 and code == AVP_OC_SEQUENCE_NUMBER and length == 16:
+                seq = struct.unpack_from(">Q", frame, d)[0]
+            elif hdr == 8 and code == AVP_OC_REDUCTION_PERCENTAGE and length == 12:
+                reduction = min(100, _U32.unpack_from(frame, d)[0])
+            elif hdr == 8 and code == AVP_OC_VALIDITY_DURATION and length == 12:
+                validity = min(86400, _U32.unpack_from(frame, d)[0])
+            pos += (length + 3) & ~3
+        if seq >= 0:
+            self.olr = (seq, reduction, validity)
 
     def _experimental(self, frame: bytes, pos: int, end: int) -> None:
         while pos + 8 <= end:
@@ -162,6 +197,16 @@ class AnswerView:
             if code == AVP_EXPERIMENTAL_RESULT_CODE and length == hdr + 4:
                 self.result_code = _U32.unpack_from(frame, pos + hdr)[0]
             pos += (length + 3) & ~3
+
+
+def with_oc_supported(raw: bytes) -> bytes:
+    """A request template with OC-Supported-Features (loss algorithm) appended: the
+    generator then acts as a DOIC reacting node (RFC 7683)."""
+    from chargegw.codec import Avp
+
+    extra = Avp.new("OC-Supported-Features", {"oc_feature_vector": 1}).encode()
+    n = len(raw) + len(extra)
+    return raw[:1] + n.to_bytes(3, "big") + raw[4:] + extra
 
 
 def server_request_answer(frame: bytes, origin_host: str, origin_realm: str,

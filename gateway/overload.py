@@ -1,0 +1,86 @@
+"""DOIC (RFC 7683) as a reporting node, without sockets or clocks (sans-IO).
+
+A peer that sends OC-Supported-Features in its requests is a reacting node. Its answers then
+carry OC-Supported-Features naming the loss algorithm (OLR_DEFAULT_ALGO), and, while the
+worker pool is overloaded, an OC-OLR host report: the percentage of its traffic the peer
+should abate. The reduction is derived from the pool's occupancy (requests held by workers
+against the credit they granted) and from the share of requests shed with 3004 since the last
+update: it rises as the queue fills or sheds begin, and decays by half per update once they
+pass, so a reacting node backs off smoothly instead of oscillating.
+
+The sequence number starts from the wall clock (seconds) so that it keeps growing across a
+gateway restart, and grows with each change of the report, as RFC 7683 requires. When the
+overload ends, one more report with OC-Validity-Duration 0 tells reacting nodes to stop
+abating at once rather than waiting for the last report to expire.
+"""
+
+from __future__ import annotations
+
+from chargegw.codec import Avp
+
+OLR_DEFAULT_ALGO = 1  # OC-Feature-Vector bit: the loss abatement algorithm
+HOST_REPORT = 0
+START = 0.7  # occupancy at which abatement starts
+FULL = 1.0  # occupancy at which the reduction reaches MAX_REDUCTION
+MAX_REDUCTION = 95  # some traffic always passes, so recovery can be seen
+STEP = 5  # reductions are rounded to this, so a steady load keeps one report
+END_REPORTS_S = 5.0  # how long the "ended" report (validity 0) is still sent
+
+
+class OverloadReporter:
+    """The current report, and the AVP octets every answer to a reacting node gets."""
+
+    def __init__(self, *, validity: int = 10, now_wall: float = 0.0) -> None:
+        self.validity = validity
+        self.reduction = 0
+        self.sequence = int(now_wall)
+        self.ended_at: float | None = None
+        self.reports = 0  # report changes made (a metric)
+        self._extra = self._encode()
+
+    def update(self, now: float, occupancy: float, shed_share: float) -> None:
+        """Called once a second with the pool's occupancy (0..1) and the share of requests
+        shed (3004) since the previous call."""
+        span = FULL - START
+        by_queue = (occupancy - START) / span * MAX_REDUCTION if occupancy > START else 0.0
+        target = max(by_queue, shed_share * 100.0)
+        decayed = self.reduction / 2
+        new = min(MAX_REDUCTION, int(round(max(target, decayed) / STEP)) * STEP)
+        if new == self.reduction:
+            if self.ended_at is not None and now - self.ended_at > END_REPORTS_S:
+                self.ended_at = None
+                self._extra = self._encode()
+            return
+        if new == 0:
+            self.ended_at = now
+        else:
+            self.ended_at = None
+        self.reduction = new
+        self.sequence += 1
+        self.reports += 1
+        self._extra = self._encode()
+
+    @property
+    def extra(self) -> bytes:
+        """The AVPs to append to an answer for a reacting node (already padded)."""
+        return self._extra
+
+    def _encode(self) -> bytes:
+        out = Avp.new(
+            "OC-Supported-Features", {"oc_feature_vector": OLR_DEFAULT_ALGO}
+        ).encode()
+        if self.reduction or self.ended_at is not None:
+            olr = {
+                "oc_sequence_number": self.sequence,
+                "oc_report_type": HOST_REPORT,
+                "oc_reduction_percentage": self.reduction,
+                "oc_validity_duration": self.validity if self.reduction else 0,
+            }
+            out += Avp.new("OC-OLR", olr).encode()
+        return out
+
+
+def append_avps(answer: bytes, extra: bytes) -> bytes:
+    """`answer` with the encoded AVPs `extra` appended and its length field set."""
+    n = len(answer) + len(extra)
+    return answer[:1] + n.to_bytes(3, "big") + answer[4:] + extra

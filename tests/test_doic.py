@@ -1,0 +1,129 @@
+"""DOIC (RFC 7683): the gateway as a reporting node, the bundled generator as a reacting node.
+
+The report is checked as data (sequence, reduction, the end report), as wire octets (the
+codec decodes and validates the answer it is appended to), and end to end: the generator,
+offering several times what a slow worker can take, receives reports and abates new sessions
+by them; without --doic it gets no report at all."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from chargegw.codec import Message, commands, peek
+from chargegw.gateway.overload import (
+    END_REPORTS_S,
+    MAX_REDUCTION,
+    START,
+    OverloadReporter,
+    append_avps,
+)
+from chargegw.gateway.pool import PoolCore
+from chargegw.loadtest.wire import AnswerView, with_oc_supported
+
+
+def test_no_report_below_the_start_of_abatement() -> None:
+    r = OverloadReporter(now_wall=1_000)
+    r.update(1.0, START - 0.05, 0.0)
+    assert r.reduction == 0 and r.sequence == 1_000
+    m = Message.decode(append_avps(answer(), r.extra))
+    assert m.get("OC-Supported-Features") is not None and m.get("OC-OLR") is None
+
+
+def test_reduction_follows_occupancy_and_sheds_and_sequence_grows_on_change() -> None:
+    r = OverloadReporter(now_wall=1_000)
+    r.update(1.0, 1.0, 0.0)
+    assert r.reduction == MAX_REDUCTION and r.sequence == 1_001
+    r.update(2.0, 1.0, 0.0)
+    assert r.sequence == 1_001  # the same report: no new sequence number
+    r2 = OverloadReporter(now_wall=1_000)
+    r2.update(1.0, 0.0, 0.4)  # 40% of requests shed: ask for at least that reduction
+    assert r2.reduction == 40
+
+
+def test_report_decays_then_ends_with_validity_zero_then_stops() -> None:
+    r = OverloadReporter(now_wall=5)
+    r.update(0.0, 1.0, 0.0)
+    seen = []
+    t = 1.0
+    while r.reduction:
+        r.update(t, 0.0, 0.0)
+        seen.append(r.reduction)
+        t += 1.0
+    assert seen == sorted(seen, reverse=True) and len(seen) > 2  # halves, not a cliff
+    olr = Message.decode(append_avps(answer(), r.extra)).get("OC-OLR")
+    assert olr is not None and olr.oc_validity_duration == 0  # "overload ended"
+    r.update(t + END_REPORTS_S + 1, 0.0, 0.0)
+    assert Message.decode(append_avps(answer(), r.extra)).get("OC-OLR") is None
+
+
+def answer() -> bytes:
+    cca = commands.CreditControlAnswer(
+        session_id="s;1", origin_host="gw", origin_realm="r", auth_application_id=4,
+        cc_request_type=1, cc_request_number=0, result_code=2001,
+    )  # fmt: skip
+    return cca.encode()
+
+
+def test_appended_report_is_a_valid_cca_and_the_generator_reads_it() -> None:
+    r = OverloadReporter(now_wall=77)
+    r.update(1.0, 0.95, 0.0)
+    raw = append_avps(answer(), r.extra)
+    m = Message.decode(raw)
+    assert m.find_errors() == []
+    olr = m.get("OC-OLR")
+    assert (olr.oc_sequence_number, olr.oc_reduction_percentage) == (78, r.reduction)
+    view = AnswerView(raw, -1)
+    assert view.olr == (78, r.reduction, r.validity) and not view.malformed
+
+
+def test_generator_templates_advertise_the_loss_algorithm() -> None:
+    req = with_oc_supported(answer())
+    p = peek(req)
+    assert p.oc_supported and p.length == len(req)
+    assert not peek(answer()).oc_supported
+
+
+def test_occupancy_counts_held_slots_of_live_workers() -> None:
+    core = PoolCore(deadline=5.0, heartbeat_timeout=1.0)
+    assert core.occupancy() == 0.0
+    core.register(b"w", worker_id="w", credit=4, apps=[1], now=0.0)
+    for i in range(3):
+        core.place(peer="p", hbh=i, app=1, cmd=1, session_id=b"s%d" % i, raw=b"", now=0.0,
+                   wall_now=0.0)  # fmt: skip
+    assert core.occupancy() == 0.75
+
+
+def load(port: int, out: Path, *extra: str) -> dict[str, Any]:
+    subprocess.run(
+        [sys.executable, "-m", "chargegw.cli", "load", "--port", str(port), "--scenario",
+         "test_app", "--rate", "600", "--duration", "4", "--warmup", "1", "--timeout", "3",
+         "--json", str(out), "--quiet", *extra],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    return dict(json.loads(out.read_text())["summary"])
+
+
+@pytest.mark.timeout(120)
+def test_overloaded_gateway_reports_and_the_generator_abates(
+    tmp_path: Path, chargegw_run: Any
+) -> None:
+    # One worker, 8 slots, 50 ms a request: about 160 requests/s against 600 offered.
+    extra = (
+        "[worker]\ncredit = 8\n[[applications]]\napp_id = 16777215\nvendor_id = 999999\n"
+        'handler = "chargegw.workers.testapp:SlowApp"\n[applications.config]\ndelay = 0.05\n'
+    )
+    with chargegw_run(tmp_path, workers=1, extra=extra) as gw:
+        plain = load(gw.port, tmp_path / "plain.json")
+        doic = load(gw.port, tmp_path / "doic.json", "--doic")
+    assert plain["abated"] == 0
+    assert doic["abated"] > 0.2 * (doic["abated"] + doic["sessions_started"]), doic
+    # Abating at the source, the reacting node gets far fewer 3004 sheds than the run
+    # that ignored the overload.
+    shed = lambda s: s["result_codes"].get("3004", 0) / max(1, s["sent"])  # noqa: E731
+    assert shed(doic) < shed(plain), (doic["result_codes"], plain["result_codes"])
