@@ -29,7 +29,8 @@ The sharding interface (what the sharded wrapper and the runtime call):
 - Admin writes (import, top-up, block, Sy counts) check no gen: the owner's script sees them
   as a changed row and plans again on a fresh read.
 - A store written with the account-tagged layout (before issue 10) is refused with
-  LayoutError; `migrate_layout()` rewrites it once, with the workers stopped.
+  LayoutError at open; `migrate_redis_layout(url, prefix=...)` rewrites it once, with the
+  workers stopped.
 
 Rf records live in `RedisCdrStore`, on a connection of their own: each batch is acknowledged
 only once the server has fsynced its append-only file (WAITAOF on Redis 7.2+; before that the
@@ -54,7 +55,14 @@ from .stores.redis_db import client as _client  # looked up here at each open (t
 from .stores.redis_sweep import RedisSweeps
 from .stores.redis_sy import RedisSy
 
-__all__ = ["SWEEP_BUDGET", "Conflict", "LayoutError", "RedisCdrStore", "RedisStore"]
+__all__ = [
+    "SWEEP_BUDGET",
+    "Conflict",
+    "LayoutError",
+    "RedisCdrStore",
+    "RedisStore",
+    "migrate_redis_layout",
+]
 
 
 class RedisStore(RedisCreditControl, RedisSweeps, RedisAccounts, RedisSy):
@@ -68,6 +76,7 @@ class RedisStore(RedisCreditControl, RedisSweeps, RedisAccounts, RedisSy):
         timeout: float = 0.5,
         retries: int = 200,
         shards: int | None = None,
+        check_layout: bool = True,
     ) -> None:
         """`shards`: the count this deployment expects (None: the store's, or
         sharding.DEFAULT_SHARDS for a new one). The layout is checked here when Redis is up,
@@ -85,6 +94,8 @@ class RedisStore(RedisCreditControl, RedisSweeps, RedisAccounts, RedisSy):
         self._sidx = OrderedDict()
         self._rules = []
         self._rules_at = 0.0
+        if not check_layout:  # `migrate_redis_layout`: it writes the layout itself
+            return
         try:
             self._call(lambda: None)
         except StoreUnavailable:
@@ -130,6 +141,16 @@ class RedisStore(RedisCreditControl, RedisSweeps, RedisAccounts, RedisSy):
 
     def owned(self) -> frozenset[int]:
         return frozenset(self._owned)
+
+
+def migrate_redis_layout(url: str, *, prefix: str = "cg", shards: int | None = None) -> int:
+    """Rewrite a store of the account-tagged layout (before issue 10) into the shard-tagged
+    one, with every worker stopped; the number of accounts moved (0: nothing to do)."""
+    store = RedisStore(url, prefix=prefix, timeout=30.0, shards=shards, check_layout=False)
+    try:
+        return store.migrate_layout()
+    finally:
+        store.close()
 
 
 class RedisCdrStore(RedisCdr):

@@ -20,7 +20,7 @@ hash slot (Redis Cluster) and one script can change any of it atomically:
 | `cg:layout`, `cg:rules`, `cg:seeded`, `cg:notices`, `cg:sy:SID` | store-wide |
 
 The old layout (keys tagged by account, `cg:{ACCT}:a`, the set `cg:accounts`) is detected at
-the first use and refused with `LayoutError`, naming `RedisStore.migrate_layout`.
+open and refused with `LayoutError`, naming `redis_store.migrate_redis_layout`.
 """
 
 from __future__ import annotations
@@ -263,9 +263,9 @@ class RedisTables(CachedRules, RedisConn):
             if self.r.exists(f"{self.p}:accounts", f"{self.p}:sweep"):
                 raise LayoutError(
                     f"redis {self.url} prefix {self.p!r} holds the account-tagged layout of"
-                    " chargegw before issue 10; stop every worker and run"
-                    " RedisStore(url, prefix=...).migrate_layout() once (see"
-                    " workers/charging/redis_store.py), then start them again"
+                    " chargegw before issue 10; stop every worker, run"
+                    " chargegw.workers.charging.redis_store.migrate_redis_layout(url,"
+                    " prefix=...) once, then start them again"
                 )
             want = self._want_shards or DEFAULT_SHARDS
             self.r.set(key, f"{LAYOUT_VERSION} {want}", nx=True)
