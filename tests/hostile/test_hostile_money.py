@@ -481,16 +481,21 @@ def test_redis_batch_answers_each_request_by_its_own_outcome(tmp_path, monkeypat
 
     with RedisServer() as srv:
         app, _ = make_app(tmp_path, {"store": {"backend": "redis", "url": srv.url}})
-        # two requests on one account: the second follows the first one by one, and fails
+        # two requests on one account, planned one after the other in one pipeline: the
+        # second fails (injected), the first stands
         raws = [
             ccr_bytes(1, 0, f"r;{i}", hbh=i, requested_service_unit={"cc_time": 60})
             for i in range(2)
         ]
+        real, calls = RedisStore._plan, []
 
-        def down(self, op):
-            raise StoreUnavailable("injected")
+        def down(self, op, target):
+            calls.append(op.session_id)
+            if len(calls) > 1:
+                raise StoreUnavailable("injected")
+            return real(self, op, target)
 
-        monkeypatch.setattr(RedisStore, "credit_control", down)
+        monkeypatch.setattr(RedisStore, "_plan", down)
         out = [Message.decode(x) for x in batch(app, raws, [rctx(GOOD)] * 2)]
         monkeypatch.undo()
         assert [a.result_code for a in out] == [2001, 3004]

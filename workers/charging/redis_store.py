@@ -1,12 +1,36 @@
-"""The scale-out store: Redis (standalone or Cluster), shared by workers on many hosts.
+"""The scale-out store: Redis (standalone; the key layout is Cluster-ready), shared by
+workers on many hosts, and the engine of sharded charging state (issue 10).
 
-Keys are designed for Redis Cluster: everything one credit-control request changes lives in
-one hash slot, tagged with the account id (see `stores.redis_db`). A request reads the
-account and session (one MGET), applies `core` in Python, and writes the result with one
-compare-and-set script (EVALSHA) that commits only if neither key changed since the read;
-on a conflict it re-reads and retries. So the money rules are the same code as SQLite's and
-each change is atomic. Connection or timeout errors raise StoreUnavailable after `timeout`,
-never hang; redis-py reconnects by itself on the next call once the server is back.
+Keys are tagged by shard, `cg:{sN}:...`, so everything of one shard is one hash slot (see
+`stores.redis_db` for the layout). A request's rows are applied by `core` in Python and
+written with one compare-and-set script that commits only if the rows it was decided on are
+unchanged and the writer still holds the shard; the money rules are the same code as
+SQLite's and each change is atomic. Connection or timeout errors raise StoreUnavailable after
+`timeout`, never hang; redis-py reconnects by itself on the next call once the server is back.
+The Gy store never waits for the append-only file (no WAIT/WAITAOF per request): Redis's
+own `appendfsync` decides what a power cut may lose.
+
+The sharding interface (what the sharded wrapper and the runtime call):
+- `shards` (int): the store's shard count, fixed when the store is made (`cg:layout`); a
+  store opened with another `shards=` raises LayoutError.
+- `claim(shard) -> int`: INCR the shard's fencing token `cg:{sN}:gen`; this process writes the
+  shard at that gen from now on, and every script it sends for the shard checks it: a newer
+  claim (another owner) fences this one off, and its requests get `NotOwner(shard)`, nothing
+  applied. The owner caches the shard's hot rows (accounts, sessions, identities).
+- `release(shard)`: forget the shard (its cache too); `assign(shards)` claims the new ones and
+  releases the others, idempotently. `owned() -> frozenset[int]`.
+- Before the first claim the store is unsharded-compatible: it serves every shard, with no
+  gen check (tests, CLIs, one-process tools, several unsharded processes side by side).
+- `credit_control_many(ops, wait)`: one element per op, its Outcome or exception. An op's
+  shard is `op.shard` when it has one >= 0; else shard_of(first Subscription-Id-Data) for
+  CCR-I/event, else the Session-Id index. `NotOwner(n)` when shard n is not owned (sharded),
+  `ShardMoved(m)` when the subscription is an alias of shard m (`cg:alias:T:D`) or the
+  session lives in shard m (`cg:sidx:SID`). Unsharded, those are followed instead.
+- Admin writes (import, top-up, block, Sy counts) check no gen: the owner's script sees them
+  as a changed row and plans again on a fresh read.
+- A store written with the account-tagged layout (before issue 10) is refused with
+  LayoutError at open; `migrate_redis_layout(url, prefix=...)` rewrites it once, with the
+  workers stopped.
 
 Rf records live in `RedisCdrStore`, on a connection of their own: each batch is acknowledged
 only once the server has fsynced its append-only file (WAITAOF on Redis 7.2+; before that the
@@ -19,36 +43,114 @@ This module makes the connections and assembles the classes; each concern is a m
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Iterable
 
 from .store import StoreUnavailable
 from .stores.common import SWEEP_BUDGET
 from .stores.redis_accounts import RedisAccounts
 from .stores.redis_cc import RedisCreditControl
 from .stores.redis_cdr import RedisCdr
-from .stores.redis_db import CAS, Conflict, redis_errors
+from .stores.redis_db import Conflict, LayoutError, redis_errors
 from .stores.redis_db import client as _client  # looked up here at each open (tests fake it)
 from .stores.redis_sweep import RedisSweeps
 from .stores.redis_sy import RedisSy
 
-__all__ = ["SWEEP_BUDGET", "Conflict", "RedisCdrStore", "RedisStore"]
+__all__ = [
+    "SWEEP_BUDGET",
+    "Conflict",
+    "LayoutError",
+    "RedisCdrStore",
+    "RedisStore",
+    "migrate_redis_layout",
+]
 
 
 class RedisStore(RedisCreditControl, RedisSweeps, RedisAccounts, RedisSy):
     """See the module docstring. One instance per process."""
 
     def __init__(
-        self, url: str, *, prefix: str = "cg", timeout: float = 0.5, retries: int = 200
+        self,
+        url: str,
+        *,
+        prefix: str = "cg",
+        timeout: float = 0.5,
+        retries: int = 200,
+        shards: int | None = None,
+        check_layout: bool = True,
     ) -> None:
+        """`shards`: the count this deployment expects (None: the store's, or
+        sharding.DEFAULT_SHARDS for a new one). The layout is checked here when Redis is up,
+        else before the first command."""
+        self._init_shards(shards)
         self.r = _client(url, timeout)
         self._errors, busy = redis_errors()
         self._busy = (busy,)
+        import redis
+
+        self._noscript = redis.exceptions.NoScriptError
         self.url = url
         self.p = prefix
         self.retries = retries
-        self._cas = self.r.register_script(CAS)
         self._sidx = OrderedDict()
         self._rules = []
         self._rules_at = 0.0
+        if not check_layout:  # `migrate_redis_layout`: it writes the layout itself
+            return
+        try:
+            self._call(lambda: None)
+        except StoreUnavailable:
+            pass  # not up yet: checked before the first command
+
+    def claim(self, shard: int) -> int:
+        """Take shard `shard` over: its new gen (every later script of it checks this gen)."""
+        return self._claim_many([shard])[shard]
+
+    def _claim_many(self, shards: Iterable[int]) -> dict[int, int]:
+        todo = sorted(set(shards))
+        for n in todo:
+            if not 0 <= n < self.shards:
+                raise ValueError(f"shard {n} out of range 0..{self.shards - 1}")
+
+        def incr() -> list[int]:
+            pipe = self.r.pipeline(transaction=False)
+            for n in todo:
+                pipe.incr(self._kgen(n))
+            return [int(g) for g in pipe.execute()]
+
+        gens = dict(zip(todo, self._call(incr), strict=True))
+        self._sharded = True
+        for n, g in gens.items():
+            self._forget_shard(n)  # others wrote it before this claim
+            self._owned[n] = g
+        return gens
+
+    def release(self, shard: int) -> None:
+        """Stop serving `shard` (its new owner's claim fences any script still in flight)."""
+        self._sharded = True
+        self._lose(shard)
+
+    def assign(self, shards: Iterable[int]) -> None:
+        """Own exactly `shards`: claim the ones not held, release the others (idempotent)."""
+        want = set(shards)
+        for n in set(self._owned) - want:
+            self.release(n)
+        new = want - set(self._owned)
+        if new:
+            self._claim_many(new)
+        self._sharded = True
+
+    def owned(self) -> frozenset[int]:
+        return frozenset(self._owned)
+
+
+def migrate_redis_layout(url: str, *, prefix: str = "cg", shards: int | None = None) -> int:
+    """Rewrite a store of the account-tagged layout (before issue 10) into the shard-tagged
+    one, with every worker stopped; the number of accounts moved (0: nothing to do)."""
+    store = RedisStore(url, prefix=prefix, timeout=30.0, shards=shards, check_layout=False)
+    try:
+        return store.migrate_layout()
+    finally:
+        store.close()
 
 
 class RedisCdrStore(RedisCdr):
@@ -63,7 +165,7 @@ class RedisCdrStore(RedisCdr):
         down, busy = redis_errors()
         self._errors = (*down, busy)  # here a server still loading is down like any other
         self._busy = ()
-        self._response_error = redis.ResponseError
+        self._noscript = redis.exceptions.NoScriptError
         self.url = url
         self.p = prefix
         self.timeout = timeout

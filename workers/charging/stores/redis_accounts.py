@@ -1,6 +1,11 @@
 """Redis accounts and administration (Sy's provisioning, the operator's CLIs, the demo seed,
 `ledger check`). Each account change is a compare-and-set on the account key with its ledger
-entries (`RedisTables._update_account`); identity keys and notices are written after it."""
+entries and identity keys (`RedisTables._update_account`), unfenced: the owner of the shard
+sees it as a conflict and reads the account again. An identity whose data hashes to another
+shard than its account also gets an alias key (identity -> shard) for the routing fallback.
+
+`migrate_layout` rewrites a store of the account-tagged layout (before issue 10) into the
+shard-tagged one, once, with every worker stopped."""
 
 from __future__ import annotations
 
@@ -19,17 +24,32 @@ from .common import (
     provisioned,
     topped_up,
 )
-from .redis_db import RedisTables, enc, ledger_dec, sess_dec
+from .redis_db import LAYOUT_VERSION, RedisTables, Script, enc, ledger_dec, sess_dec
 
 _SUB_TYPES = range(5)  # Subscription-Id-Type values `get_account` tries for a bare identity
+_CHUNK = 1000  # list entries / keys read per round trip when iterating
 
 
 class RedisAccounts(RedisTables):
+    def _account_of(self, t: int, d: str) -> str | None:
+        """The account an identity names: in the shard of its data, else via its alias."""
+        n = self.shard_of_data(d)
+        raw = self._call(partial(self.r.get, self._ksub(n, t, d)))
+        if raw is None:
+            alias = self._call(partial(self.r.get, self._kalias(t, d)))
+            if alias is None or int(alias) == n:
+                return None
+            raw = self._call(partial(self.r.get, self._ksub(int(alias), t, d)))
+        return raw.decode() if raw is not None else None
+
+    def shard_of_data(self, d: str) -> int:
+        return self._sh(d)
+
     def resolve(self, subscriptions: list[tuple[int, str]]) -> Account | None:
         for t, d in subscriptions:
-            raw = self._call(partial(self.r.get, self._ksub(t, d)))
-            if raw is not None:
-                acct = self._get_account(raw.decode())
+            a = self._account_of(t, d)
+            if a is not None:
+                acct = self._get_account(a)
                 if acct is not None:
                     return acct
         hit = match_rule(self._current_rules(), subscriptions)
@@ -52,38 +72,57 @@ class RedisAccounts(RedisTables):
                     return cur, []
                 return provisioned(rule, data), [credit(now, data, "provision", rule.balance)]
 
-            acct = self._update_account(data, fn)
-            pipe = self.r.pipeline(transaction=False)
-            pipe.set(self._ksub(rule.sub_type, data), data, nx=True)
-            pipe.sadd(self._ksubs(data), f"{rule.sub_type}:{data}")
-            self._call(pipe.execute)
+            def identity(sc: Script) -> None:
+                sc.setnx(self._ksub(self._sh(data), rule.sub_type, data), data)
+                sc.cmd("sadd", self._ksubs(data), f"{rule.sub_type}:{data}")
+
+            acct = self._update_account(data, fn, identity)
         return acct
 
     def import_accounts(self, rows: Iterable[AccountRow], now: float) -> int:
         n = 0
         for r in rows:
+            self._repoint(r)
 
             def fn(acct: Account | None, r: AccountRow = r) -> tuple[Account, list[LedgerEntry]]:
                 acct = acct or Account(r.id)
                 return acct, import_row(acct, r, now)
 
-            self._update_account(r.id, fn)
-            if r.subscriptions:
-                pipe = self.r.pipeline(transaction=False)
+            def identities(sc: Script, r: AccountRow = r) -> None:
+                m = self._sh(r.id)
                 for t, d in r.subscriptions:
-                    pipe.set(self._ksub(t, d), r.id)
-                    pipe.sadd(self._ksubs(r.id), f"{t}:{d}")
-                self._call(pipe.execute)
+                    sc.cmd("set", self._ksub(m, t, d), r.id)
+                    sc.cmd("sadd", self._ksubs(r.id), f"{t}:{d}")
+
+            self._update_account(r.id, fn, identities)
             n += 1
         return n
+
+    def _repoint(self, r: AccountRow) -> None:
+        """Before an import: identities of the row that named another account stop naming
+        it, and identities hashing elsewhere get their alias (written before the account's
+        identity keys, so a request routed by the alias finds them once they exist)."""
+        m = self._sh(r.id)
+        pipe = self.r.pipeline(transaction=False)
+        for t, d in r.subscriptions:
+            old = self._account_of(t, d)
+            if old is not None and old != r.id:
+                pipe.delete(self._ksub(self._sh(old), t, d))
+                pipe.srem(self._ksubs(old), f"{t}:{d}")
+            if self._sh(d) != m:
+                pipe.set(self._kalias(t, d), str(m))
+            else:
+                pipe.delete(self._kalias(t, d))
+        if len(pipe):
+            self._call(pipe.execute)
 
     def get_account(self, account_id: str) -> AccountInfo | None:
         acct = self._get_account(account_id)
         if acct is None:
             for t in _SUB_TYPES:
-                raw = self._call(partial(self.r.get, self._ksub(t, account_id)))
-                if raw is not None:
-                    acct = self._get_account(raw.decode())
+                a = self._account_of(t, account_id)
+                if a is not None:
+                    acct = self._get_account(a)
                     break
         if acct is None:
             return None
@@ -153,8 +192,11 @@ class RedisAccounts(RedisTables):
     # -- iteration for checks and CLIs -----------------------------------------------------
 
     def _account_ids(self) -> list[str]:
-        ids = self._call(lambda: self.r.smembers(f"{self.p}:accounts"))
-        return sorted(x.decode() for x in ids)
+        pipe = self.r.pipeline(transaction=False)
+        for n in range(self.shards):
+            pipe.smembers(self._kaccts(n))
+        found = self._call(pipe.execute)
+        return sorted(x.decode() for ids in found for x in ids)
 
     def iter_accounts(self) -> Iterator[Account]:
         for a in self._account_ids():
@@ -172,6 +214,77 @@ class RedisAccounts(RedisTables):
                         yield s
 
     def iter_ledger(self) -> Iterator[LedgerEntry]:
-        for a in self._account_ids():
-            for raw in self._call(partial(self.r.lrange, self._kl(a), 0, -1)):
-                yield ledger_dec.decode(raw)
+        for n in range(self.shards):
+            at = 0
+            while True:
+                chunk = self._call(partial(self.r.lrange, self._kl(n), at, at + _CHUNK - 1))
+                for raw in chunk:
+                    yield ledger_dec.decode(raw)
+                if len(chunk) < _CHUNK:
+                    break
+                at += _CHUNK
+
+    # -- the layout before issue 10 -------------------------------------------------------
+
+    def migrate_layout(self) -> int:
+        """Rewrite a store of the account-tagged layout (`cg:{ACCT}:a`, `cg:accounts`,
+        `cg:sweep`, `cg:sub:T:D`) into the shard-tagged one; the number of accounts moved.
+
+        Run once with every worker stopped (it is not atomic against live writers). Rows,
+        ledger entries, identities (with aliases), open-session and Sy sets, the sweep index
+        and every session with its remaining TTL are copied, then the old keys deleted and
+        the layout recorded; a run that stopped half-way can be run again (copies are
+        overwritten, not added twice: each account's ledger is copied with its account)."""
+        r, p = self.r, self.p
+        if r.get(f"{p}:layout") is not None:
+            return 0
+        ids = sorted(x.decode() for x in r.smembers(f"{p}:accounts"))
+        sweep: dict[str, list[tuple[str, float]]] = {}
+        for m, score in r.zrange(f"{p}:sweep", 0, -1, withscores=True):
+            a, _, sid = m.decode().partition("\n")
+            sweep.setdefault(a, []).append((sid, score))
+        sessions: dict[str, list[bytes]] = {}
+        for key in r.scan_iter(match=f"{p}:{{*}}:s:*", count=_CHUNK):
+            body = key.decode()[len(p) + 2 :]
+            a, sep, _ = body.partition("}:s:")
+            if sep:
+                sessions.setdefault(a, []).append(key)
+        for a in ids:
+            old = f"{p}:{{{a}}}"
+            n = self._sh(a)
+            if r.get(f"{old}:a") is None:
+                continue
+            pipe = r.pipeline(transaction=True)
+            pipe.set(self._ka(a), r.get(f"{old}:a"))
+            pipe.sadd(self._kaccts(n), a)
+            for x in r.smembers(f"{old}:subs"):
+                t, _, d = x.decode().partition(":")
+                pipe.set(self._ksub(n, int(t), d), a)
+                pipe.sadd(self._ksubs(a), x)
+                if self._sh(d) != n:
+                    pipe.set(self._kalias(int(t), d), str(n))
+                pipe.delete(f"{p}:sub:{t}:{d}")
+            entries = r.lrange(f"{old}:l", 0, -1)
+            if entries:
+                pipe.rpush(self._kl(n), *entries)
+            sets = ((f"{old}:ss", self._kss(a)), (f"{old}:sy", f"{p}:{{s{n}}}:sy:{a}"))
+            for before, new in sets:
+                members = r.smembers(before)
+                if members:
+                    pipe.sadd(new, *members)
+            for sid, score in sweep.get(a, []):
+                pipe.zadd(self._ksweep(n), {f"{a}\n{sid}": score})
+            for key in sessions.get(a, []):
+                raw, ttl = r.get(key), r.pttl(key)
+                if raw is not None:
+                    sid = key.decode().split("}:s:", 1)[1]
+                    pipe.set(self._ksn(n, sid), raw, px=ttl if ttl > 0 else None)
+                    pipe.delete(key)
+            # the old account key goes last in this transaction: a rerun skips finished ones
+            pipe.delete(f"{old}:l", f"{old}:ss", f"{old}:sy", f"{old}:subs", f"{old}:a")
+            pipe.execute()
+        r.delete(f"{p}:accounts", f"{p}:sweep")
+        want = self._want_shards or self.shards
+        r.set(f"{p}:layout", f"{LAYOUT_VERSION} {want}")
+        self._layout_ok = False
+        return len(ids)

@@ -1,16 +1,31 @@
 """Redis plumbing shared by the charging store and the CDR store: the client, error mapping
-within the loop turn's budget, the key layout, and the one compare-and-set script through
-which every change to an account or session is written.
+within the loop turn's budget, the sharded key layout, the one compare-and-set script through
+which every change is written, and the owner's cache of its shards' hot rows.
 
-Keys are designed for Redis Cluster: everything one credit-control request changes lives in
-one hash slot, tagged with the account id (`cg:{ACCOUNT}:a` account, `cg:{ACCOUNT}:s:SID`
-session, `cg:{ACCOUNT}:l` ledger, `cg:{ACCOUNT}:ss` its open sessions). Lookups that cross
-slots (Subscription-Id -> account, Session-Id -> account, the sweep index) are plain keys
-written beside the script in the same pipeline.
+Key layout (issue 10): everything of shard N carries the hash tag `{sN}`, so one shard is one
+hash slot (Redis Cluster) and one script can change any of it atomically:
+
+| key | what |
+|---|---|
+| `cg:{sN}:gen` | the shard's fencing token: claim = INCR |
+| `cg:{sN}:a:ACCT` | an account (msgpack) of shard N = shard_of(ACCT) |
+| `cg:{sN}:s:SID` | a session (or event record), in its account's shard |
+| `cg:{sN}:l` | the shard's ledger (a list; history, never rewritten) |
+| `cg:{sN}:accts` | the shard's account ids |
+| `cg:{sN}:ss:ACCT` / `:subs:ACCT` / `:sy:ACCT` | an account's open sessions / identities / Sy sessions |
+| `cg:{sN}:sub:TYPE:DATA` | identity -> account id, in the account's shard |
+| `cg:{sN}:sweep` | the shard's open sessions by expiry (member `ACCT\\nSID`) |
+| `cg:alias:TYPE:DATA` | identity -> account shard, where shard_of(DATA) is another shard |
+| `cg:sidx:SID` | Session-Id -> account id (fallback routing of CCR-U/T) |
+| `cg:layout`, `cg:rules`, `cg:seeded`, `cg:notices`, `cg:sy:SID` | store-wide |
+
+The old layout (keys tagged by account, `cg:{ACCT}:a`, the set `cg:accounts`) is detected at
+open and refused with `LayoutError`, naming `redis_store.migrate_redis_layout`.
 """
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
@@ -18,10 +33,13 @@ from typing import Any, TypeVar
 
 import msgspec
 
+from chargegw.sharding import DEFAULT_SHARDS, MAX_SHARDS, shard_of
+
 from ..core import Account, LedgerEntry, Session
 from ..store import (
     ProvisionRule,
     StoreBusy,
+    StoreError,
     StoreUnavailable,
     SySubscription,
     spend_turn,
@@ -32,32 +50,42 @@ from .common import CachedRules, Nowait
 
 T = TypeVar("T")
 
-# KEYS: account, session, ledger, open-session set, and for a refund the refunded debit
-# event's record (same hash tag). ARGV: old/new account, old/new session, open flag, session
-# id, session TTL (ms, 0 = none), old/new debit record, its TTL, then the ledger entries.
+LAYOUT_VERSION = 2
+
+# The one write script. KEYS[1] is the shard's fencing token, KEYS[2..c+1] the compared keys.
+# ARGV[1]: the gen this writer claimed ('' = unsharded, no check); ARGV[2]: c; ARGV[3..c+2]:
+# the values the writer based its decision on ('' = absent); then write operations
+# (name, key index, arguments). Returns {1} applied, {-1} fenced (nothing applied), or
+# {0, current values...} when a compared key changed (nothing applied; the caller now holds
+# a fresh read and retries).
 CAS = """
-local a = redis.call('GET', KEYS[1])
-if (a or '') ~= ARGV[1] then return 0 end
-local s = redis.call('GET', KEYS[2])
-if (s or '') ~= ARGV[3] then return 0 end
-if #KEYS >= 5 then
-  local r = redis.call('GET', KEYS[5])
-  if (r or '') ~= ARGV[8] then return 0 end
+if ARGV[1] ~= '' and redis.call('GET', KEYS[1]) ~= ARGV[1] then return {-1} end
+local c = tonumber(ARGV[2])
+local cur, same = {0}, true
+for i = 1, c do
+  local v = redis.call('GET', KEYS[i + 1]) or ''
+  cur[i + 1] = v
+  if v ~= ARGV[i + 2] then same = false end
 end
-if ARGV[2] ~= '' then redis.call('SET', KEYS[1], ARGV[2]) end
-if ARGV[4] == '-' then redis.call('DEL', KEYS[2])
-elseif ARGV[4] ~= '' then
-  if ARGV[7] ~= '0' then redis.call('SET', KEYS[2], ARGV[4], 'PX', ARGV[7])
-  else redis.call('SET', KEYS[2], ARGV[4]) end
+if not same then return cur end
+local i, n = c + 3, #ARGV
+while i <= n do
+  local o, k = ARGV[i], KEYS[tonumber(ARGV[i + 1])]
+  if o == 'set' then redis.call('SET', k, ARGV[i + 2]); i = i + 3
+  elseif o == 'setpx' then redis.call('SET', k, ARGV[i + 2], 'PX', ARGV[i + 3]); i = i + 4
+  elseif o == 'setnx' then redis.call('SET', k, ARGV[i + 2], 'NX'); i = i + 3
+  elseif o == 'del' then redis.call('DEL', k); i = i + 2
+  elseif o == 'sadd' then redis.call('SADD', k, ARGV[i + 2]); i = i + 3
+  elseif o == 'srem' then redis.call('SREM', k, ARGV[i + 2]); i = i + 3
+  elseif o == 'rpush' then redis.call('RPUSH', k, ARGV[i + 2]); i = i + 3
+  elseif o == 'zadd' then redis.call('ZADD', k, ARGV[i + 2], ARGV[i + 3]); i = i + 4
+  elseif o == 'zrem' then redis.call('ZREM', k, ARGV[i + 2]); i = i + 3
+  else return redis.error_reply('chargegw CAS: unknown operation ' .. tostring(o)) end
 end
-if #KEYS >= 5 and ARGV[9] ~= '' then
-  redis.call('SET', KEYS[5], ARGV[9], 'PX', ARGV[10])
-end
-if ARGV[5] == '1' then redis.call('SADD', KEYS[4], ARGV[6])
-elseif ARGV[5] == '0' then redis.call('SREM', KEYS[4], ARGV[6]) end
-for i = 11, #ARGV do redis.call('RPUSH', KEYS[3], ARGV[i]) end
-return 1
+return {1}
 """
+CAS_SHA = hashlib.sha1(CAS.encode()).hexdigest()
+APPLIED, CONFLICT, FENCED = 1, 0, -1
 
 enc = msgspec.msgpack.Encoder()
 acct_dec = msgspec.msgpack.Decoder(Account)
@@ -67,10 +95,85 @@ rules_dec = msgspec.msgpack.Decoder(list[ProvisionRule])
 sy_dec = msgspec.msgpack.Decoder(SySubscription)
 
 SIDX_MAX = 100_000  # Session-Id -> account entries remembered per process
+CACHE_MAX = 200_000  # cached rows (accounts, sessions, identities) per process
 
 
 class Conflict(Exception):
     """A compare-and-set found its keys changed since they were read: read again, retry."""
+
+
+class LayoutError(StoreError):
+    """The Redis store holds another key layout or shard count than this process expects."""
+
+
+class Fenced(Exception):
+    """A script of shard `shard` met a newer claim: this writer no longer owns it."""
+
+    def __init__(self, shard: int) -> None:
+        super().__init__(f"shard {shard} fenced")
+        self.shard = shard
+
+
+class Script:
+    """One call of the CAS script being built: what it compares, what it writes, and the
+    values the written string keys will hold (for the owner's cache)."""
+
+    __slots__ = ("keys", "index", "ncmp", "vals", "ops", "new", "shard", "gen")
+
+    def __init__(self, shard: int, gen_key: str, gen: int | None) -> None:
+        self.shard = shard
+        self.gen = gen
+        self.keys: list[str] = [gen_key]
+        self.index: dict[str, int] = {}
+        self.vals: list[bytes] = []
+        self.ops: list[bytes | str] = []
+        self.new: dict[str, bytes] = {}  # string key -> value after the script (b"" = deleted)
+
+    def compare(self, key: str, value: bytes | None) -> None:
+        """Apply only if `key` still holds `value` (None/b"": absent). Before any write."""
+        if key in self.index:
+            return
+        assert not self.ops
+        self.keys.append(key)
+        self.index[key] = len(self.keys)
+        self.vals.append(value or b"")
+
+    def _k(self, key: str) -> str:
+        i = self.index.get(key)
+        if i is None:
+            self.keys.append(key)
+            i = self.index[key] = len(self.keys)
+        return str(i)
+
+    def set(self, key: str, value: bytes, px: int = 0) -> None:
+        if px:
+            self.ops += ["setpx", self._k(key), value, str(px)]
+        else:
+            self.ops += ["set", self._k(key), value]
+        self.new[key] = value
+
+    def setnx(self, key: str, value: bytes | str) -> None:
+        self.ops += ["setnx", self._k(key), value]
+
+    def delete(self, key: str) -> None:
+        self.ops += ["del", self._k(key)]
+        self.new[key] = b""
+
+    def cmd(self, name: str, key: str, *args: bytes | str) -> None:
+        """sadd, srem, rpush, zadd (score, member), zrem."""
+        self.ops += [name, self._k(key), *args]
+
+    def queue(self, pipe: Any) -> None:
+        """EVALSHA on `pipe` (the script is loaded at open and again after a NOSCRIPT)."""
+        gen = "" if self.gen is None else str(self.gen)
+        keys = self.keys
+        pipe.execute_command(
+            "EVALSHA", CAS_SHA, len(keys), *keys, gen, len(self.vals), *self.vals, *self.ops
+        )
+
+    @property
+    def compared(self) -> list[str]:
+        return self.keys[1 : 1 + len(self.vals)]
 
 
 def client(url: str, timeout: float) -> Any:
@@ -109,6 +212,9 @@ class RedisConn(Nowait):
     _errors: tuple[type[BaseException], ...]
     _busy: tuple[type[BaseException], ...] = ()
 
+    def _ready(self) -> None:
+        """Checks made once before the first command (the charging store: its layout)."""
+
     def _call(self, fn: Callable[[], T]) -> T:
         """`fn()`, with connection errors as StoreUnavailable. On an event loop, one that
         fails uses up the turn's store budget (`spend_turn`): the turn's other requests get
@@ -116,6 +222,7 @@ class RedisConn(Nowait):
         if turn_spent():
             raise StoreUnavailable(f"redis {self.url}: unavailable in this loop turn")
         try:
+            self._ready()
             return fn()
         except self._errors as exc:
             spend_turn()
@@ -128,34 +235,186 @@ class RedisConn(Nowait):
 
 
 class RedisTables(CachedRules, RedisConn):
-    """The charging store's keys, the optimistic read-apply-CAS loop, and account writes."""
+    """The charging store's keys and shard state, the owner's row cache, the script runner,
+    and account writes."""
 
     retries: int
-    _cas: Any
+    shards: int
     _sidx: OrderedDict[str, str]  # Session-Id -> account, bounded cache
+    _owned: dict[int, int]  # shard -> the gen this process claimed it at
+    _sharded: bool  # a shard was claimed: serve owned shards only (else all, no fencing)
+    _cache: dict[str, bytes]  # hot rows as last written or read (b"" = absent)
+    _layout_ok: bool
+    _noscript: type[Exception]
+    _want_shards: int | None
+
+    # -- layout ---------------------------------------------------------------------------
+
+    def _ready(self) -> None:
+        if not self._layout_ok:
+            self._check_layout()
+
+    def _check_layout(self) -> None:
+        """Adopt the store's shard count, or record ours in a new store; refuse the old
+        account-tagged layout and a shard count other than the configured one."""
+        key = f"{self.p}:layout"
+        raw = self.r.get(key)
+        if raw is None:
+            if self.r.exists(f"{self.p}:accounts", f"{self.p}:sweep"):
+                raise LayoutError(
+                    f"redis {self.url} prefix {self.p!r} holds the account-tagged layout of"
+                    " chargegw before issue 10; stop every worker, run"
+                    " chargegw.workers.charging.redis_store.migrate_redis_layout(url,"
+                    " prefix=...) once, then start them again"
+                )
+            want = self._want_shards or DEFAULT_SHARDS
+            self.r.set(key, f"{LAYOUT_VERSION} {want}", nx=True)
+            raw = self.r.get(key)
+        version, _, count = (raw or b"").decode().partition(" ")
+        if version != str(LAYOUT_VERSION) or not count.isdigit():
+            raise LayoutError(f"redis {self.url} prefix {self.p!r}: unknown layout {raw!r}")
+        n = int(count)
+        if self._want_shards is not None and self._want_shards != n:
+            raise LayoutError(
+                f"redis {self.url} prefix {self.p!r} has {n} shards, the config says"
+                f" {self._want_shards}: the shard count of a store is fixed when it is made"
+            )
+        self.shards = n
+        self.r.script_load(CAS)
+        self._layout_ok = True
+
+    def _init_shards(self, shards: int | None) -> None:
+        if shards is not None and not 0 < shards <= MAX_SHARDS:
+            raise LayoutError(f"shards must be 1..{MAX_SHARDS}, not {shards}")
+        self._want_shards = shards
+        self.shards = shards or DEFAULT_SHARDS
+        self._layout_ok = False
+        self._owned = {}
+        self._sharded = False
+        self._cache = {}
 
     # -- keys -----------------------------------------------------------------------------
 
+    def _sh(self, a: str) -> int:
+        """An account's shard."""
+        return shard_of(a, self.shards)
+
+    def _t(self, n: int) -> str:
+        return f"{self.p}:{{s{n}}}"
+
+    def _kgen(self, n: int) -> str:
+        return f"{self.p}:{{s{n}}}:gen"
+
     def _ka(self, a: str) -> str:
-        return f"{self.p}:{{{a}}}:a"
+        return f"{self.p}:{{s{self._sh(a)}}}:a:{a}"
 
     def _ks(self, a: str, sid: str) -> str:
-        return f"{self.p}:{{{a}}}:s:{sid}"
+        """A session of account `a` (in the account's shard)."""
+        return f"{self.p}:{{s{self._sh(a)}}}:s:{sid}"
 
-    def _kl(self, a: str) -> str:
-        return f"{self.p}:{{{a}}}:l"
+    def _ksn(self, n: int, sid: str) -> str:
+        return f"{self.p}:{{s{n}}}:s:{sid}"
+
+    def _kl(self, n: int) -> str:
+        return f"{self.p}:{{s{n}}}:l"
+
+    def _kaccts(self, n: int) -> str:
+        return f"{self.p}:{{s{n}}}:accts"
+
+    def _ksweep(self, n: int) -> str:
+        return f"{self.p}:{{s{n}}}:sweep"
 
     def _kss(self, a: str) -> str:
-        return f"{self.p}:{{{a}}}:ss"
+        return f"{self.p}:{{s{self._sh(a)}}}:ss:{a}"
 
     def _ksubs(self, a: str) -> str:
-        return f"{self.p}:{{{a}}}:subs"
+        return f"{self.p}:{{s{self._sh(a)}}}:subs:{a}"
 
-    def _ksub(self, t: int, d: str) -> str:
-        return f"{self.p}:sub:{t}:{d}"
+    def _ksub(self, n: int, t: int, d: str) -> str:
+        """Identity -> account id, in shard `n` (its account's)."""
+        return f"{self.p}:{{s{n}}}:sub:{t}:{d}"
+
+    def _kalias(self, t: int, d: str) -> str:
+        return f"{self.p}:alias:{t}:{d}"
 
     def _ksidx(self, sid: str) -> str:
         return f"{self.p}:sidx:{sid}"
+
+    # -- shards and the cache -------------------------------------------------------------
+
+    def _serves(self, n: int) -> bool:
+        return not self._sharded or n in self._owned
+
+    def _gen(self, n: int) -> int | None:
+        """The gen a script of shard `n` checks (None: unsharded, unchecked)."""
+        return self._owned.get(n) if self._sharded else None
+
+    def _forget_shard(self, n: int) -> None:
+        """Drop shard `n`'s cached rows (lost, released, or just claimed: others wrote)."""
+        tag = self._t(n) + ":"
+        for k in [k for k in self._cache if k.startswith(tag)]:
+            del self._cache[k]
+
+    def _cache_put(self, items: Iterable[tuple[str, bytes]]) -> None:
+        c = self._cache
+        for k, v in items:
+            c[k] = v
+        if len(c) > CACHE_MAX:  # drop the oldest tenth (insertion order)
+            for k in list(c)[: CACHE_MAX // 10]:
+                del c[k]
+
+    def _script(self, n: int, gen: bool = True) -> Script:
+        return Script(n, self._kgen(n), self._gen(n) if gen else None)
+
+    def _settle(self, sc: Script, res: Any) -> int:
+        """Book a script's reply: the cache learns the values written (applied) or the fresh
+        ones (conflict); a fenced shard is no longer owned. The reply's code; a server that
+        lost the script (restart, SCRIPT FLUSH) gets it again, and the reply counts as a
+        conflict (nothing was applied)."""
+        if isinstance(res, Exception):
+            if isinstance(res, self._noscript):
+                self.r.script_load(CAS)
+                return CONFLICT
+            raise res
+        code = int(res[0])
+        if code == APPLIED:
+            self._cache_put(sc.new.items())
+        elif code == CONFLICT:  # what is there now; an absence is read again when needed
+            for k, v in zip(sc.compared, res[1:], strict=True):
+                if v:
+                    self._cache_put([(k, v)])
+                else:
+                    self._cache.pop(k, None)
+        else:
+            self._lose(sc.shard)
+        return code
+
+    def _execute(self, pipe: Any) -> list[Any]:
+        """The pipeline's replies, errors as values. A server that lost the script (restart,
+        SCRIPT FLUSH; redis-py raises that one) gets it loaded again, and every script of
+        the pipeline replies NOSCRIPT (nothing applied: planned again by the caller)."""
+        try:
+            return list(pipe.execute(raise_on_error=False))
+        except self._noscript as exc:
+            self.r.script_load(CAS)
+            return [exc] * len(pipe)
+
+    def _lose(self, n: int) -> None:
+        if self._owned.pop(n, None) is not None:
+            self._forget_shard(n)
+
+    def _run(self, sc: Script, extra: Callable[[Any], None] | None = None) -> None:
+        """One script alone in a pipeline (with `extra` commands after it): Conflict when a
+        compared key changed, Fenced when the shard was claimed by someone newer."""
+        pipe = self.r.pipeline(transaction=False)
+        sc.queue(pipe)
+        if extra is not None:
+            extra(pipe)
+        code = self._settle(sc, self._execute(pipe)[0])
+        if code == CONFLICT:
+            raise Conflict
+        if code == FENCED:
+            raise Fenced(sc.shard)
 
     # -- writes ---------------------------------------------------------------------------
 
@@ -176,66 +435,10 @@ class RedisTables(CachedRules, RedisConn):
                     deadline = turn_deadline(self.retries * 0.005)
                 if time.monotonic() >= deadline:
                     break
-                time.sleep(delay)
-                delay = min(delay * 2, 0.005)
+                if attempt:
+                    time.sleep(delay)
+                    delay = min(delay * 2, 0.005)
         raise StoreUnavailable(f"redis {self.url}: too much contention")
-
-    def _queue_commit(
-        self,
-        pipe: Any,
-        a: str,
-        sid: str,
-        old_a: bytes | None,
-        new_a: Account | None,
-        old_s: bytes | None,
-        new_s: Session | None | str,
-        ledger: Iterable[LedgerEntry] = (),
-        open_flag: str = "",
-        extra: Callable[[Any], None] | None = None,
-        ttl_ms: int = 0,
-        ref: tuple[str, bytes | None, Session | None, int] | None = None,
-    ) -> int:
-        """Queue the compare-and-set (and its index updates) on `pipe`; the CAS result's index.
-        `ref` (session id, old bytes, new state, TTL ms) also compares and writes a refunded
-        debit event's record in the same atomic step."""
-        if isinstance(new_s, str):
-            s_arg: bytes | str = new_s
-        else:
-            s_arg = enc.encode(new_s) if new_s is not None else b""
-        keys = [self._ka(a), self._ks(a, sid), self._kl(a), self._kss(a)]
-        r_old: bytes = b""
-        r_new: bytes = b""
-        r_ttl = "1"
-        if ref is not None:
-            keys.append(self._ks(a, ref[0]))
-            r_old = ref[1] or b""
-            r_new = enc.encode(ref[2]) if ref[2] is not None else b""
-            r_ttl = str(max(ref[3], 1))
-        args = [
-            old_a or b"",
-            enc.encode(new_a) if new_a is not None else b"",
-            old_s or b"",
-            s_arg,
-            open_flag,
-            sid,
-            str(max(ttl_ms, 0)),
-            r_old,
-            r_new,
-            r_ttl,
-            *[enc.encode(e) for e in ledger],
-        ]
-        index = len(pipe)
-        self._cas(keys=keys, args=args, client=pipe)
-        if extra is not None:
-            extra(pipe)
-        return index
-
-    def _commit(self, *args: Any, **kw: Any) -> None:
-        """`_queue_commit` alone in a pipeline; Conflict when the CAS did not apply."""
-        pipe = self.r.pipeline(transaction=False)
-        index = self._queue_commit(pipe, *args, **kw)
-        if not pipe.execute()[index]:
-            raise Conflict
 
     def _remember(self, sid: str, account: str) -> None:
         self._sidx[sid] = account
@@ -251,26 +454,31 @@ class RedisTables(CachedRules, RedisConn):
         return acct_dec.decode(raw) if raw else None
 
     def _update_account(
-        self, a: str, fn: Callable[[Account | None], tuple[Account, list[LedgerEntry]]]
+        self,
+        a: str,
+        fn: Callable[[Account | None], tuple[Account, list[LedgerEntry]]],
+        more: Callable[[Script], None] | None = None,
     ) -> Account:
         """Read the account, `fn` it (the new state and its ledger entries), and write it
-        back with the CAS, retried on conflict."""
+        back with the CAS, retried on conflict; `more` adds writes of the same shard.
+
+        An admin write: it checks no gen (the owner's scripts see it as a conflict, drop
+        their cached row and read again)."""
+        n = self._sh(a)
+        ka = self._ka(a)
 
         def step() -> Account:
-            raw = self.r.get(self._ka(a))
+            raw = self.r.get(ka)
             acct, ledger = fn(acct_dec.decode(raw) if raw else None)
-            # The session slot of the CAS is unused here: an impossible session id.
-            self._commit(
-                a,
-                "\x00",
-                raw,
-                acct,
-                None,
-                None,
-                ledger,
-                "",
-                lambda p: p.sadd(f"{self.p}:accounts", a),
-            )
+            sc = self._script(n, gen=False)
+            sc.compare(ka, raw)
+            sc.set(ka, enc.encode(acct))
+            sc.cmd("sadd", self._kaccts(n), a)
+            for e in ledger:
+                sc.cmd("rpush", self._kl(n), enc.encode(e))
+            if more is not None:
+                more(sc)
+            self._run(sc)
             return acct
 
         return self._retry(step)

@@ -1,6 +1,6 @@
-"""Redis Sy subscriptions: one key per Sy session, a set per account, and each account's
-count of them (its `sy` field, which credit control reads to know whether a spend must be
-reported)."""
+"""Redis Sy subscriptions: one key per Sy session, a set per account (in its shard), and each
+account's count of them (its `sy` field, which credit control reads to know whether a spend
+must be reported)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ class RedisSy(RedisTables):
         return f"{self.p}:sy:{session_id}"
 
     def _ksys(self, a: str) -> str:
-        return f"{self.p}:{{{a}}}:sy"
+        return f"{self.p}:{{s{self._sh(a)}}}:sy:{a}"
 
     def _sy_count(self, a: str, delta: int) -> None:
         def fn(acct: Account | None) -> tuple[Account, list[LedgerEntry]]:
