@@ -1,4 +1,4 @@
-"""`chargegw bench {codec,node,gateway,store,load} [options]`: the benchmarks, one module each.
+"""`chargegw bench {codec,node,gateway,store,load,reliability} [options]`: the benchmarks, one module each.
 
 Each target lives with the code it measures and provides `configure(parser)` and `run(args)`.
 It is imported only when asked for, so one benchmark does not pay for another's imports; a
@@ -17,6 +17,7 @@ TARGETS: dict[str, tuple[str, str]] = {
     "gateway": ("chargegw.gateway.bench", "the gateway with its workers under load"),
     "store": ("chargegw.workers.charging.bench", "the charging store's operations"),
     "load": ("chargegw.loadtest.bench", "the load generator against fd-server, beside fd-client"),
+    "reliability": ("chargegw.loadtest.reliability", "faults, overload and fuzz against chargegw run"),
 }
 
 

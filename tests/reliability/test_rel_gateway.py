@@ -1,0 +1,84 @@
+"""Faults injected into `chargegw run` as users run it (loopback, a fresh data dir, the bundled
+load generator), each bounded in time. The scenarios live in `chargegw.loadtest.reliability`
+so that `chargegw bench reliability` runs the same code; each test asserts on the figures the
+scenario measured (answers, losses, the ledger read back, RSS sampled from /proc)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from chargegw.loadtest import reliability as rel
+from chargegw.loadtest import reliability_fuzz as relfuzz
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def _show(r: rel.Result) -> str:
+    return f"{r.failures}\n{r.details}"
+
+
+def test_worker_sigkilled_every_few_seconds_loses_nothing_and_charges_once(
+    tmp_path: Path,
+) -> None:
+    r = rel.worker_crash(tmp_path, duration=10.0, every=2.5)
+    assert r.faults >= 3, _show(r)
+    assert r.offered > 500 and r.answered == r.offered, _show(r)
+    assert r.lost == 0, _show(r)
+    assert r.ledger_ok is True and r.ledger_diff_micro == 0, _show(r)
+    assert r.double_charges == 0, _show(r)
+    assert r.passed, _show(r)
+
+
+def test_retransmissions_get_the_original_answer_and_no_second_charge(tmp_path: Path) -> None:
+    r = rel.retransmissions(tmp_path)
+    assert r.faults == 9  # three duplicates of each of CCR-I, CCR-U and CCR-T
+    assert r.double_charges == 0 and r.ledger_diff_micro == 0 and r.ledger_ok, _show(r)
+    assert r.passed, _show(r)
+
+
+def test_slow_reader_keeps_gateway_memory_bounded_and_others_unaffected(tmp_path: Path) -> None:
+    r = rel.slow_reader(tmp_path, seconds=6.0, rss_limit_mb=64.0)
+    assert r.details["slow_peer_sent"] > 1000, _show(r)  # it really flooded
+    assert r.answered == r.offered > 0 and r.lost == 0, _show(r)
+    assert r.passed, _show(r)
+
+
+def test_connection_flood_bounded_memory_and_good_peer_keeps_latency(tmp_path: Path) -> None:
+    r = rel.connection_flood(tmp_path, connections=1000, hold=3.0, rss_limit_mb=64.0)
+    assert r.details["connections"] >= 500 or r.details["connections"] == r.faults, _show(r)
+    assert r.answered == r.offered > 0 and r.lost == 0, _show(r)
+    assert r.passed, _show(r)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="at 2x capacity the gateway's 3004s take seconds, not milliseconds (prober 3004 p50 "
+    "1.9-5.8 s), goodput collapses to ~50/s, the worker is dropped as silent and the probe peer "
+    "goes watchdog DOWN: requests queue ahead of the shed decision (gateway/frontend.py, "
+    "gateway/pool_io.py: the lead's rewrite)",
+)
+def test_overload_excess_gets_3004_quickly_and_accepted_p99_stays_bounded(
+    tmp_path: Path,
+) -> None:
+    r = rel.overload(tmp_path, seconds=5.0, factor=2.0, busy_p99_ms=50.0, ok_p99_ms=500.0)
+    assert r.faults > 0, _show(r)
+    assert r.passed, _show(r)
+
+
+def test_live_socket_fuzz_beside_a_good_peer(tmp_path: Path) -> None:
+    r = relfuzz.live_fuzz(tmp_path, count=3000, seed=14, conns=6, seconds=15.0)
+    fz = r.details["fuzz"]
+    assert fz["sent"] >= 1000 and fz["sent_request"] >= 300, _show(r)
+    assert fz.get("request_unanswered", 0) == 0, _show(r)
+    assert r.answered == r.offered > 0, _show(r)  # the good peer: every request answered
+    assert r.double_charges == 0 and r.ledger_ok, _show(r)
+    assert r.passed, _show(r)
+
+
+def test_codec_mutation_fuzz_fixed_seed(tmp_path: Path) -> None:
+    r = relfuzz.codec_fuzz(tmp_path, count=20000, seed=14)
+    assert r.offered == 20000, _show(r)
+    assert r.answered == r.offered, _show(r)
+    assert r.passed, _show(r)
