@@ -21,8 +21,9 @@ FramingError for fewer octets than a header: then there is nothing to answer to.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from struct import Struct
-from typing import Any
+from typing import Any, TypeVar
 
 from .avp import Avp, _materialize, scan_into
 from .constants import FLAG_ERROR, FLAG_PROXIABLE
@@ -46,6 +47,7 @@ _NOT_COPIED = (
     "Experimental-Result",
     "Proxy-Info",
 )
+_T = TypeVar("_T")
 MAX_ERROR_MESSAGE = 200  # octets of Error-Message kept: a reason, not a reflection of input
 
 
@@ -143,11 +145,11 @@ def error_answer(
     return _minimal(src, int(error.result_code), error.e_bit, origin_host, origin_realm)
 
 
-_avp_cache: dict[tuple[int, Any], bytes] = {}  # (id(dictionary), what) -> encoded AVPs
+_avp_cache: dict[tuple[int, Any], Any] = {}  # (id(dictionary), what) -> encoded AVPs
 _AVP_HEAD = Struct(">II")
 
 
-def _cached(d: Dictionary, what: Any, make: Any) -> bytes:
+def _cached(d: Dictionary, what: Any, make: Callable[[], _T]) -> _T:
     key = (id(d), what)
     out = _avp_cache.get(key)
     if out is None:
