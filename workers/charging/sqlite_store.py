@@ -22,6 +22,8 @@ from __future__ import annotations
 import os
 import sqlite3
 
+from chargegw.sharding import DEFAULT_SHARDS
+
 from .stores.common import SWEEP_BUDGET
 from .stores.sqlite_accounts import SqliteAccounts
 from .stores.sqlite_cc import SqliteCreditControl
@@ -46,14 +48,22 @@ class SqliteStore(SqliteCreditControl, SqliteSweeps, SqliteAccounts, SqliteSy):
     """See the module docstring. One instance per process; not thread-safe."""
 
     def __init__(
-        self, path: str, *, timeout: float = 2.0, setup_timeout: float = 10.0, durable: bool = True
+        self,
+        path: str,
+        *,
+        timeout: float = 2.0,
+        setup_timeout: float = 10.0,
+        durable: bool = True,
+        shards: int = DEFAULT_SHARDS,
     ) -> None:
         self.path = path
         self.timeout = timeout
+        self.nshards = shards
 
         def migrate(db: sqlite3.Connection) -> None:  # under the set-up flock
             self.db = db
             self._migrate_ledger()
+            self._migrate_shards()
 
         sync = "FULL" if durable else "NORMAL"
         self.db = connect(path, max(setup_timeout, timeout), sync, SCHEMA, migrate)

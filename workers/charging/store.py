@@ -49,6 +49,10 @@ class StoreBusy(StoreUnavailable):
     """Another process holds the write lock and the caller asked not to wait; nothing was done."""
 
 
+class ShardLayoutError(ValueError):
+    """The configured shard count (`store.shards`) is not the one the store was made with."""
+
+
 class NotDurable(StoreError):
     """The CDR store cannot promise that a committed record survives a power cut."""
 
