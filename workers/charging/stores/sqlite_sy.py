@@ -41,6 +41,8 @@ class SqliteSy(SqliteTables):
                 "DELETE FROM sy WHERE session=? RETURNING data", (session_id,)
             ).fetchone()
             if row is None:
+                if self._locator is not None:  # moved away (and deleted here) meanwhile
+                    self._elsewhere(self._locator.sy_shard(session_id))
                 return None
             sub = sy_dec.decode(row[0])
             self._here(sub.account)  # raised: the DELETE is rolled back with the transaction
