@@ -312,3 +312,32 @@ def test_gy_app_forwards_assignments_and_puts_shard_moved_in_the_slot(tmp_path):
     assert Message.decode(out[0]).result_code == 2001
     assert app.store.get_account(acct).account.reserved > 0
     app.store.close()
+
+
+def test_accounts_and_ledger_commands_work_across_owner_files(tmp_path, capsys):
+    from chargegw.sharding import DEFAULT_SHARDS
+    from chargegw.workers import accounts_cli, ledger_cli
+
+    f = tmp_path / "a.csv"
+    f.write_text("id,balance,msisdn\nalice,10.00,46111\nbob,0,46222\n")
+    dd = ["--data-dir", str(tmp_path)]
+    assert accounts_cli.main(["import", str(f), *dd]) == 0
+    n = DEFAULT_SHARDS  # what the commands' default config says
+    sa, sb = shard_of("alice", n), shard_of("bob", n)
+    assert sa != sb
+    a = store(tmp_path, "A", [sa], n=n)
+    b = store(tmp_path, "B", [sb], n=n)
+    o = cc("s1", 0, core.EVENT, "46111", requested=10, shard=sa)
+    o.action = core.DIRECT_DEBITING
+    assert a.credit_control(o).services[0].charged == 100
+    assert accounts_cli.main(["topup", "bob", "2.50", *dd]) == 0  # into B's file
+    assert b.get_account("bob").account.balance == 2_500_000
+    assert accounts_cli.main(["show", "46111", *dd]) == 0
+    assert "balance       9.999900" in capsys.readouterr().out
+    assert ledger_cli.main(["check", *dd]) == 0
+    out = capsys.readouterr().out
+    assert "ledger OK" in out and "accounts          2" in out
+    a.active.db.execute("UPDATE accounts SET balance = balance + 1")  # tamper in one file
+    assert ledger_cli.main(["check", *dd]) == 1
+    a.close()
+    b.close()
