@@ -341,3 +341,42 @@ def test_accounts_and_ledger_commands_work_across_owner_files(tmp_path, capsys):
     assert ledger_cli.main(["check", *dd]) == 1
     a.close()
     b.close()
+
+
+def test_a_claim_that_dies_before_the_map_commit_leaves_the_old_file_authoritative(
+    tmp_path, monkeypatch
+):
+    """Both files committed, the map not: the old owner is fenced, the half-claimed copy is
+    never read, and the next claim (a newer generation) takes the rows from the old file."""
+    from chargegw.workers.charging.stores import sqlite_shards
+
+    acct = ids(1)[0]
+    s = shard_of(acct, N)
+    adm = store(tmp_path, "admin")
+    adm.import_accounts([AccountRow(acct, 10_000, 0, False, [(E164, acct)])], NOW)
+    a = store(tmp_path, "A", range(N))
+    assert a.credit_control(cc("s1", 0, core.INITIAL, acct, requested=100)).result == 2001
+    real_rel = sqlite_shards.ShardMap.rel
+
+    def dies(self, path):  # called for the map's update, after both files committed
+        if "owner-B" in path:
+            raise RuntimeError("killed before the map's commit")
+        return real_rel(self, path)
+
+    monkeypatch.setattr(sqlite_shards.ShardMap, "rel", dies)
+    b = store(tmp_path, "B")
+    with pytest.raises(RuntimeError):
+        b.assign_shards(frozenset([s]))
+    monkeypatch.setattr(sqlite_shards.ShardMap, "rel", real_rel)
+    assert b.owned_shards() == frozenset()
+    assert adm.map.files()[s] == str(a.active.path)  # the map still names A's file
+    with pytest.raises(NotOwner):  # but A is fenced off
+        a.credit_control(cc("s1", 1, core.UPDATE, acct, used=10, requested=100))
+    assert ledger_check(adm).ok and adm.get_account(acct).account.reserved == 1_000
+    b.assign_shards(frozenset([s]))  # the retry
+    out = b.credit_control(cc("s1", 1, core.UPDATE, acct, used=10, requested=100))
+    assert out.result == 2001 and out.services[0].charged == 100
+    rep = ledger_check(adm)
+    assert rep.ok and rep.debits == 100 and rep.reserved == 1_000
+    for x in (a, b, adm):
+        x.close()

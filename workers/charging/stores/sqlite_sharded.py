@@ -175,7 +175,7 @@ class ShardedSqliteStore:
         if alias is not None:
             return alias
         s = shard_of(data, self.shard_count)
-        path = self.map.files()[s]
+        path = self.map.file_of(s)
         if path == os.path.abspath(self.active.path):
             return None
         row = self._file(path)._read(

@@ -125,6 +125,9 @@ class ShardMap:
         """shard -> absolute path of the file holding its live rows."""
         return {int(s): self.abs(f) for s, f in self._read("SELECT shard, file FROM map")}
 
+    def file_of(self, shard: int) -> str:
+        return self.abs(self._read("SELECT file FROM map WHERE shard=?", (shard,))[0][0])
+
     def entries(self) -> dict[int, tuple[str, int]]:
         return {
             int(s): (self.abs(f), int(g))
