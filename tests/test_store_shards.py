@@ -401,3 +401,37 @@ def test_bench_store_sharded_reports_each_figure_beside_its_single_file_anchor(t
     results = orjson.loads(out.read_bytes())["results"]
     assert [(r["backend"], r["processes"]) for r in results] == [("sharded", 1), ("sharded", 2)]
     assert all(r["ledger_ok"] and r["ops"] > 0 and r["anchor_ops_per_s"] > 0 for r in results)
+
+
+def test_sy_app_raises_not_owner_unapplied_and_serves_once_assigned(tmp_path):
+    from types import SimpleNamespace
+
+    from chargegw.codec import Message, commands
+    from chargegw.workers.charging.sy import SpendingLimitApp
+    from chargegw.workers.charging.testing import FakeWorkerContext
+
+    acct = ids(1)[0]
+    conf = {"store": {"shards": N}, "counters": [{"id": "c", "base_status": "ok"}]}
+    sy = SpendingLimitApp()
+    sy.setup(FakeWorkerContext(str(tmp_path), conf))
+    assert sy.shards == N
+    sy.store.import_accounts([AccountRow(acct, 1_000, 0, False, [(E164, acct)])], NOW)
+    mine = shard_of(acct, N)
+    sy.assign_shards(frozenset(range(N)) - {mine})
+    req = Message.decode(commands.SpendingLimitRequest(
+        session_id="pcrf;9", origin_host="pcrf.test", origin_realm="test",
+        destination_realm="ocs", auth_application_id=16777302, sl_request_type=0,
+        subscription_id=[{"subscription_id_type": 0, "subscription_id_data": acct}],
+    ).encode())  # fmt: skip
+    rctx = SimpleNamespace(peer="pcrf.test", deadline=0.0, shard=mine)
+    with pytest.raises(NotOwner):
+        sy.handle(req, rctx)  # type: ignore[arg-type]
+    rctx.shard = -1  # unrouted (a tool): the store refuses it all the same
+    with pytest.raises(ShardMoved):
+        sy.handle(req, rctx)  # type: ignore[arg-type]
+    assert sy.store.get_account(acct).account.sy == 0
+    sy.assign_shards(frozenset(range(N)))
+    rctx.shard = mine
+    assert sy.handle(req, rctx).result_code == 2001  # type: ignore[arg-type]
+    assert sy.store.get_account(acct).account.sy == 1
+    sy.store.close()
