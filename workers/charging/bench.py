@@ -4,6 +4,11 @@ One operation is one credit-control update on an open session: debit the used un
 the old reservation and reserve a new grant, with its idempotency record, in one atomic store
 step (what every CCR-U costs). Runs with 1 and with N processes on a fresh store, then checks
 the ledger invariants, prints the figures and writes a JSON report with orjson.
+
+`sharded` (issue 10) is the SQLite store with each process owning a disjoint set of shards
+(it claims them into its own file, so processes commit in parallel); it is printed beside
+its ANCHOR, the single-file store measured in the same run with the same process counts.
+Each process works on accounts of its own shards in both, so the two differ only in files.
 """
 
 from __future__ import annotations
@@ -19,15 +24,22 @@ from typing import Any
 
 import orjson
 
+from chargegw.sharding import DEFAULT_SHARDS, shard_of
+
 from . import core
 from .core import CCOp, ServiceReq
 from .store import AccountRow, StoreConfig, ledger_check, open_store
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--backend", choices=["sqlite", "redis", "all"], default="all")
     parser.add_argument(
-        "--processes", default="1,2", help="comma-separated process counts (default 1,2)"
+        "--backend", choices=["sqlite", "sharded", "redis", "all"], default="all"
+    )
+    parser.add_argument(
+        "--processes", default="1,2,4", help="comma-separated process counts (default 1,2,4)"
+    )
+    parser.add_argument(
+        "--shards", type=int, default=DEFAULT_SHARDS, help="shards of the sharded store"
     )
     parser.add_argument("--seconds", type=float, default=3.0, help="measuring time per run")
     parser.add_argument(
@@ -45,22 +57,33 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", default="bench-store.json", help="report path ('' for none)")
 
 
+def _mine(idx: int, procs: int, args: dict[str, Any]) -> tuple[frozenset[int], list[int]]:
+    """Process `idx`'s shards (every procs-th) and the accounts in them."""
+    n = args["shards"]
+    shards = frozenset(s for s in range(n) if s % procs == idx)
+    accts = [a for a in range(args["accounts"]) if shard_of(f"acct{a}", n) in shards]
+    return shards, accts or [idx]
+
+
 def _worker(
     cfg: StoreConfig, data_dir: str, idx: int, args: dict[str, Any], start: Any, q: Any
 ) -> None:
-    store = open_store(cfg, data_dir)
-    n_acct = args["accounts"]
+    store = open_store(cfg, data_dir, f"bench{idx}")
+    shards, accts = _mine(idx, args["procs"], args)
+    if args["sharded"]:
+        store.assign_shards(shards)  # type: ignore[attr-defined]  # claims them
     sessions = [f"b{idx}-{i}" for i in range(args["sessions"])]
     numbers = dict.fromkeys(sessions, 0)
     now = time.time()
     for i, sid in enumerate(sessions):
-        subs = [(0, f"9{(idx * 7919 + i) % n_acct:09d}")]
+        subs = [(0, f"9{accts[i % len(accts)]:09d}")]
         store.credit_control(
             CCOp(sid, 0, core.INITIAL, [ServiceReq("1:", 10, 60, 0, 600)], subs, now=now)
         )
     start.wait()
     ops = 0
     t0 = time.perf_counter()
+    moved = 0
     end = t0 + args["seconds"]
     svc = [ServiceReq("1:", 10, 60, 60, 600)]
     batch = args["batch"]
@@ -75,11 +98,12 @@ def _worker(
                 for sid in sessions[k : k + batch]:
                     numbers[sid] += 1
                     chunk.append(CCOp(sid, numbers[sid], core.UPDATE, svc, now=now))
-                store.credit_control_many(chunk)
+                out = store.credit_control_many(chunk) or []
+                moved += sum(isinstance(o, Exception) for o in out)
         ops += len(sessions)
         if time.perf_counter() >= end:
             break
-    q.put((ops, time.perf_counter() - t0))
+    q.put((ops - moved, time.perf_counter() - t0))
 
 
 def _run(cfg: StoreConfig, procs: int, args: dict[str, Any]) -> dict[str, Any]:
@@ -93,6 +117,7 @@ def _run(cfg: StoreConfig, procs: int, args: dict[str, Any]) -> dict[str, Any]:
         store.import_accounts(rows, time.time())
         ctx = mp.get_context("fork")
         start, q = ctx.Barrier(procs + 1), ctx.Queue()
+        args = {**args, "procs": procs}
         ps = [
             ctx.Process(target=_worker, args=(cfg, data_dir, i, args, start, q))
             for i in range(procs)
@@ -121,8 +146,14 @@ def _run(cfg: StoreConfig, procs: int, args: dict[str, Any]) -> dict[str, Any]:
 def run(args: argparse.Namespace) -> int:
     counts = [int(x) for x in str(args.processes).split(",") if x.strip()]
     batches = [int(x) for x in str(args.batch).split(",") if x.strip()]
-    params = {"seconds": args.seconds, "accounts": args.accounts, "sessions": args.sessions}
-    backends = ["sqlite", "redis"] if args.backend == "all" else [args.backend]
+    params = {
+        "seconds": args.seconds,
+        "accounts": args.accounts,
+        "sessions": args.sessions,
+        "shards": args.shards,
+    }
+    backends = ["sqlite", "sharded", "redis"] if args.backend == "all" else [args.backend]
+    anchors: dict[tuple[int, int], float] = {}  # (processes, batch) -> single-file ops/s
     report: dict[str, Any] = {
         "benchmark": "store",
         "cpus": os.cpu_count(),
@@ -147,19 +178,30 @@ def run(args: argparse.Namespace) -> int:
                     for n in counts
                 ]
             else:
-                cfgs = [StoreConfig(backend="sqlite", timeout=10.0) for _ in counts]
+                cfgs = [
+                    StoreConfig(backend="sqlite", timeout=10.0, shards=args.shards) for _ in counts
+                ]
             for b in batches:
                 for n, cfg in zip(counts, cfgs, strict=True):
                     if backend == "redis":
                         cfg = StoreConfig(
                             backend="redis", url=cfg.url, prefix=f"{cfg.prefix}b{b}", timeout=5.0
                         )
-                    res = _run(cfg, n, {**params, "batch": b})
+                    if backend == "sharded" and (n, b) not in anchors:  # measured beside it
+                        anchor = _run(cfg, n, {**params, "batch": b, "sharded": False})
+                        anchors[n, b] = anchor["ops_per_s"]
+                    res = _run(cfg, n, {**params, "batch": b, "sharded": backend == "sharded"})
                     res["backend"] = backend
                     res["batch"] = b
+                    if backend == "sqlite":
+                        anchors[n, b] = res["ops_per_s"]
+                    extra = ""
+                    if backend == "sharded":
+                        res["anchor_ops_per_s"] = anchors[n, b]
+                        extra = f"  single-file anchor {anchors[n, b]:,.0f}"
                     report["results"].append(res)
                     print(
-                        f"{backend:6s} processes={n} batch={b:<3d} {res['ops_per_s']:>10,.0f} reserve+debit ops/s"
+                        f"{backend:7s} processes={n} batch={b:<3d} {res['ops_per_s']:>10,.0f} reserve+debit ops/s{extra}"
                         f"  ({res['ops']} ops in {res['seconds']} s, ledger {'ok' if res['ledger_ok'] else 'FAILED'})"
                     )
                     sys.stdout.flush()

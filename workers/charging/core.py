@@ -122,6 +122,7 @@ class CCOp(msgspec.Struct):
     peers: tuple[str, ...] = ()
     event_ttl: float = 3600.0  # how long an event's record (and answer) is kept for replays
     ref: str = ""  # REFUND_ACCOUNT: the Session-Id of the debit event it refunds
+    shard: int = -1  # the shard the gateway routed it by (-1: not routed by shard)
 
 
 class ServiceResult(msgspec.Struct, array_like=True):

@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Coroutine
 from typing import Any
 
 from chargegw.codec import CodecError, DiameterError, Message, ResultCode, commands, error_answer
+from chargegw.sharding import ShardMoved
 
 from ..api import Incoming
 from . import ccr, decide
@@ -106,10 +107,23 @@ class CreditControlApp:
         self.policy = Policy(self.cfg)
         self.render = Renderer(self.cfg, ctx.origin_host, ctx.origin_realm)
         ccr.reader()  # compiled now, against the dictionary the worker loaded
-        self.store = open_store(self.cfg.store, ctx.data_dir)
+        self.store = open_store(self.cfg.store, ctx.data_dir, getattr(ctx, "worker_id", "") or "")
         self._seed()
         ctx.call_later(self.cfg.sweep_interval, self._sweep_tick)
         ctx.call_later(self.cfg.notice_interval, self._notice_tick)
+
+    # -- shards (issue 10): the runtime assigns them; the store (shared with Sy) claims ----
+
+    @property
+    def shards(self) -> int:
+        """The store's shard count (0: this store is not sharded)."""
+        return int(getattr(self.store, "shard_count", 0) or 0)
+
+    def assign_shards(self, shards: frozenset[int]) -> None:
+        """Own exactly `shards` (idempotent: Sy forwards the same set to the same store)."""
+        assign = getattr(self.store, "assign_shards", None)
+        if assign is not None:
+            assign(frozenset(shards))
 
     def _seed(self) -> None:
         """Seed the demo account set into a fresh store once (see README.md)."""
@@ -198,6 +212,7 @@ class CreditControlApp:
         read = ccr.reader().read
         for k, inc in enumerate(requests):
             rctx = inc.ctx
+            shard = getattr(rctx, "shard", -1)
             deadline = float(getattr(rctx, "deadline", 0.0) or 0.0)
             if deadline and deadline <= now:
                 continue
@@ -209,11 +224,14 @@ class CreditControlApp:
             try:
                 d = decide.prepare(v, getattr(rctx, "peer", "") or "", self.policy, now)
                 if type(d) is Pending:
+                    d.op.shard = shard
                     pending.append((k, v, d, deadline))
                     continue
                 if type(d) is Enquiry:
                     d = self._enquiry(d)
                 out[k] = render.cca(v, d)  # type: ignore[arg-type]
+            except ShardMoved as exc:  # an enquiry for an account of another shard
+                out[k] = exc
             except Exception as exc:  # a bug answers this request 5012, not the batch
                 out[k] = self._failed(inc.raw, v, exc)
         if pending:
@@ -314,20 +332,24 @@ class CreditControlApp:
 
     async def _later(
         self, pending: list[tuple[int, Any, Pending, float]], done: Awaitable[Any]
-    ) -> list[bytes | None]:
+    ) -> list[bytes | ShardMoved | None]:
         try:
             live, outcomes = await done
         except Exception as exc:
             live, outcomes = pending, [exc] * len(pending)
-        answers: dict[int, bytes] = {
+        answers: dict[int, bytes | ShardMoved] = {
             k: self._settle(v, p, o) for (k, v, p, _), o in zip(live, outcomes, strict=True)
         }
         return [answers.get(k) for k, *_rest in pending]
 
-    def _settle(self, v: Any, p: Pending, out: Any) -> bytes:
-        """The answer bytes for a store outcome (or the exception the store met)."""
+    def _settle(self, v: Any, p: Pending, out: Any) -> bytes | ShardMoved:
+        """The answer bytes for a store outcome (or the exception the store met); a request
+        not applied because its shard is not served here keeps its ShardMoved / NotOwner,
+        which the runtime turns into a Moved message."""
         render = self.render
         assert render is not None
+        if isinstance(out, ShardMoved):
+            return out
         if isinstance(out, StoreUnavailable):
             self._store_down(out)  # logged at most once every 5 s
             return render.cca(v, decide.store_down())
@@ -354,5 +376,7 @@ class CreditControlApp:
             self.ctx.log.exception("Sy notification for %s failed", out.account)
 
 
-async def _nth(batch: asyncio.Future[list[bytes | None]], j: int) -> bytes | None:
+async def _nth(
+    batch: asyncio.Future[list[bytes | ShardMoved | None]], j: int
+) -> bytes | ShardMoved | None:
     return (await asyncio.shield(batch))[j]

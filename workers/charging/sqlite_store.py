@@ -1,4 +1,6 @@
-"""The embedded default store: one SQLite file in WAL mode, shared by all worker processes.
+"""The embedded default store: SQLite files in WAL mode. Unsharded, one file shared by all
+worker processes; sharded (issue 10, `stores.sqlite_sharded`), one file per owner, each of
+them the single-file store described here.
 
 Each credit-control request is one BEGIN IMMEDIATE ... COMMIT. By default (`store.durable`)
 the file runs WAL with synchronous=FULL: a commit is fsynced before the answer it backs leaves,
@@ -22,13 +24,13 @@ from __future__ import annotations
 import os
 import sqlite3
 
+from chargegw.sharding import DEFAULT_SHARDS
+
 from .stores.common import SWEEP_BUDGET
-from .stores.sqlite_accounts import SqliteAccounts
-from .stores.sqlite_cc import SqliteCreditControl
 from .stores.sqlite_cdr import CDR_SCHEMA, SqliteCdr, adopt_legacy
 from .stores.sqlite_db import SCHEMA, SWEEP_CHUNK, WAL_AUTOCHECKPOINT, connect
-from .stores.sqlite_sweep import RELEASE_CHUNK, SqliteSweeps
-from .stores.sqlite_sy import SqliteSy
+from .stores.sqlite_sharded import ShardedSqliteStore, SqliteFile
+from .stores.sqlite_sweep import RELEASE_CHUNK
 
 __all__ = [
     "CDR_SCHEMA",
@@ -37,23 +39,34 @@ __all__ = [
     "SWEEP_BUDGET",
     "SWEEP_CHUNK",
     "WAL_AUTOCHECKPOINT",
+    "ShardedSqliteStore",
     "SqliteCdrStore",
     "SqliteStore",
+    "open_sharded",
 ]
 
 
-class SqliteStore(SqliteCreditControl, SqliteSweeps, SqliteAccounts, SqliteSy):
-    """See the module docstring. One instance per process; not thread-safe."""
+class SqliteStore(SqliteFile):
+    """One charging file (see the module docstring): the whole store of an unsharded
+    deployment, and each file of a sharded one (`open_sharded`). Not thread-safe."""
 
     def __init__(
-        self, path: str, *, timeout: float = 2.0, setup_timeout: float = 10.0, durable: bool = True
+        self,
+        path: str,
+        *,
+        timeout: float = 2.0,
+        setup_timeout: float = 10.0,
+        durable: bool = True,
+        shards: int = DEFAULT_SHARDS,
     ) -> None:
         self.path = path
         self.timeout = timeout
+        self.nshards = shards
 
         def migrate(db: sqlite3.Connection) -> None:  # under the set-up flock
             self.db = db
             self._migrate_ledger()
+            self._migrate_shards()
 
         sync = "FULL" if durable else "NORMAL"
         self.db = connect(path, max(setup_timeout, timeout), sync, SCHEMA, migrate)
@@ -64,6 +77,26 @@ class SqliteStore(SqliteCreditControl, SqliteSweeps, SqliteAccounts, SqliteSy):
         self._accounts = {}
         self._subs = {}
         self._data_version = -1
+
+
+def open_sharded(
+    home: str,
+    *,
+    owner: str,
+    shards: int = DEFAULT_SHARDS,
+    timeout: float = 2.0,
+    setup_timeout: float = 10.0,
+    durable: bool = True,
+) -> ShardedSqliteStore:
+    """The sharded store of a data directory whose home (single) file is `home`; its files
+    are opened with these settings (see `stores.sqlite_sharded`)."""
+
+    def open_file(path: str) -> SqliteFile:
+        return SqliteStore(
+            path, timeout=timeout, setup_timeout=setup_timeout, durable=durable, shards=shards
+        )
+
+    return ShardedSqliteStore(home, owner=owner, shards=shards, open_file=open_file)
 
 
 class SqliteCdrStore(SqliteCdr):

@@ -30,6 +30,8 @@ from typing import Any, Protocol, TypeVar
 
 import msgspec
 
+from chargegw.sharding import DEFAULT_SHARDS, MAX_SHARDS
+
 from ..api import SetupUnavailable
 from .core import CREDIT_KINDS, Account, CCOp, LedgerEntry, Outcome, Session
 from .money import price_of
@@ -47,6 +49,10 @@ class StoreUnavailable(SetupUnavailable):
 
 class StoreBusy(StoreUnavailable):
     """Another process holds the write lock and the caller asked not to wait; nothing was done."""
+
+
+class ShardLayoutError(ValueError):
+    """The configured shard count (`store.shards`) is not the one the store was made with."""
 
 
 class NotDurable(StoreError):
@@ -355,8 +361,13 @@ class StoreConfig(msgspec.Struct, forbid_unknown_fields=True):
     # SQLite: fsync every commit (synchronous=FULL) so no answer leaves before its effect
     # survives a power cut. false = synchronous=NORMAL: survives process crashes only.
     durable: bool = True
+    # Charging state is split into this many shards (issue 10; sqlite: persisted in the
+    # shard map, a store made with another count refuses to open).
+    shards: int = DEFAULT_SHARDS
 
     def __post_init__(self) -> None:
+        if not 1 <= self.shards <= MAX_SHARDS:
+            raise ValueError(f"shards must be 1..{MAX_SHARDS}")
         if self.backend not in ("sqlite", "redis"):
             raise ValueError(f"backend must be 'sqlite' or 'redis', not {self.backend!r}")
         if self.timeout <= 0:
@@ -473,8 +484,12 @@ def _process_wide(cfg: StoreConfig, kind: str, target: str, make: Callable[[], T
     return store
 
 
-def open_store(cfg: StoreConfig, data_dir: str) -> Store:
-    """The process-wide store for this config (the Gy and Sy apps of one worker share it)."""
+def open_store(cfg: StoreConfig, data_dir: str, owner: str = "") -> Store:
+    """The process-wide store for this config (the Gy and Sy apps of one worker share it).
+
+    SQLite is sharded (`stores.sqlite_sharded`): `owner` (the worker id) names the file this
+    process writes once the runtime assigns it shards; until then it serves every shard from
+    the home file (`path`)."""
     if cfg.backend == "redis":
         url = cfg.url
 
@@ -487,10 +502,15 @@ def open_store(cfg: StoreConfig, data_dir: str) -> Store:
     path = _sqlite_path(cfg, data_dir)
 
     def sqlite() -> Store:
-        from .sqlite_store import SqliteStore
+        from .sqlite_store import open_sharded
 
-        return SqliteStore(
-            path, timeout=cfg.timeout, setup_timeout=cfg.start_timeout, durable=cfg.durable
+        return open_sharded(
+            path,
+            owner=owner or f"{os.uname().nodename}-{os.getpid()}",
+            shards=cfg.shards,
+            timeout=cfg.timeout,
+            setup_timeout=cfg.start_timeout,
+            durable=cfg.durable,
         )
 
     return _process_wide(cfg, cfg.backend, path, sqlite)

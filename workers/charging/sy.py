@@ -13,6 +13,7 @@ from typing import Any
 
 from chargegw.codec import Avp, Message, commands
 from chargegw.codec.constants import ResultCode
+from chargegw.sharding import NotOwner
 
 from .config import SyConfig, load, peer_index
 from .core import period_of
@@ -93,7 +94,19 @@ class SpendingLimitApp:
         self.cfg = load(SyConfig, "Sy", ctx.config)
         self.counters = {c.id: c.compiled() for c in self.cfg.counters}
         self._peers = peer_index(self.cfg.peer_groups)
-        self.store = open_store(self.cfg.store, ctx.data_dir)
+        self.store = open_store(self.cfg.store, ctx.data_dir, getattr(ctx, "worker_id", "") or "")
+
+    # -- shards (issue 10): the same store object as Gy's, so assigning twice is harmless --
+
+    @property
+    def shards(self) -> int:
+        """The store's shard count (0: this store is not sharded)."""
+        return int(getattr(self.store, "shard_count", 0) or 0)
+
+    def assign_shards(self, shards: frozenset[int]) -> None:
+        assign = getattr(self.store, "assign_shards", None)
+        if assign is not None:
+            assign(frozenset(shards))
 
     def _foreign(self, sub: SySubscription | None, req: Message, rctx: Any) -> bool:
         """Whether `sub` exists and belongs to another PCRF than the requesting peer (the
@@ -141,6 +154,12 @@ class SpendingLimitApp:
         )
 
     def _serve(self, request: Message, rctx: Any = None) -> Message:
+        """Raises ShardMoved / NotOwner (nothing applied) when the request's shard, or the
+        account or subscription it names, is not served here: the runtime sends Moved."""
+        shard = getattr(rctx, "shard", -1)
+        owns = getattr(self.store, "owns", None)
+        if shard >= 0 and owns is not None and not owns(shard):
+            raise NotOwner(shard)
         for name in ("Session-Id", "Origin-Host", "Origin-Realm", "Auth-Application-Id"):
             if request.get(name) is None:
                 return self._answer(

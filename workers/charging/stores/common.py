@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from chargegw.codec import ResultCode
 
@@ -37,6 +37,9 @@ class CachedRules:
 
     _rules: list[ProvisionRule]
     _rules_at: float = 0.0
+    # where the rules are read from when not this store's own table (a sharded store's
+    # owner files read the home file's)
+    _rules_from: Callable[[], list[ProvisionRule]] | None = None
 
     def rules(self) -> list[ProvisionRule]:
         raise NotImplementedError
@@ -44,7 +47,7 @@ class CachedRules:
     def _current_rules(self) -> list[ProvisionRule]:
         now = time.monotonic()
         if now - self._rules_at > RULES_TTL:
-            self._rules = self.rules()
+            self._rules = (self._rules_from or self.rules)()
             self._rules_at = now
         return self._rules
 

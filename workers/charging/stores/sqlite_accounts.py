@@ -33,11 +33,15 @@ class SqliteAccounts(SqliteTables):
                 (sub_type, data),
             ).fetchone()
             if row:
+                self._here(row[0])
                 return self._load_account(row[0])
+            if self._locator is not None:  # an alias, or an account of another shard
+                self._elsewhere(self._locator.subscription_shard(sub_type, data))
         hit = match_rule(self._current_rules(), subs)
         if hit is None:
             return None
         rule, data = hit
+        self._here(data)
         acct = self._load_account(data)
         if acct is None:
             acct = provisioned(rule, data)
@@ -45,9 +49,7 @@ class SqliteAccounts(SqliteTables):
                 self._insert_account(acct)
                 self._ledger([credit(now, data, "provision", rule.balance)])
         if create:
-            db.execute(
-                "INSERT OR IGNORE INTO subscriptions VALUES (?,?,?)", (rule.sub_type, data, acct.id)
-            )
+            self._link(rule.sub_type, data, acct.id)
         return acct
 
     def resolve(self, subscriptions: list[tuple[int, str]]) -> Account | None:
@@ -65,7 +67,6 @@ class SqliteAccounts(SqliteTables):
         return self._txn(lambda: self._import(rows, now))
 
     def _import(self, rows: list[AccountRow], now: float) -> int:
-        db = self.db
         for r in rows:
             acct = self._load_account(r.id)
             new = acct is None
@@ -76,10 +77,7 @@ class SqliteAccounts(SqliteTables):
             else:
                 self._save_account(acct)
             for sub_type, data in r.subscriptions:
-                db.execute(
-                    "INSERT OR REPLACE INTO subscriptions VALUES (?,?,?)",
-                    (sub_type, data, r.id),
-                )
+                self._link(sub_type, data, r.id, replace=True)
         return len(rows)
 
     def get_account(self, account_id: str) -> AccountInfo | None:
@@ -108,8 +106,9 @@ class SqliteAccounts(SqliteTables):
         for sid, data in self.db.execute(sql, (account_id,)).fetchall():
             s = sess_dec.decode(data)
             self.db.execute(
-                "INSERT INTO notices (kind, session, account, client_host, client_realm) VALUES (?,?,?,?,?)",
-                (kind, sid, account_id, s.client_host, s.client_realm),
+                "INSERT INTO notices (kind, session, account, client_host, client_realm, shard)"
+                " VALUES (?,?,?,?,?,?)",
+                (kind, sid, account_id, s.client_host, s.client_realm, self._shard(account_id)),
             )
 
     def topup(self, account_id: str, amount: int, now: float) -> Account:

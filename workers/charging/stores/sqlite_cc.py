@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from functools import partial
 
+from chargegw.sharding import NotOwner, ShardMoved
+
 from .. import core
 from ..core import Account, CCOp, LedgerEntry, Outcome, Session
 from ..store import StoreUnavailable, match_rule
@@ -34,12 +36,22 @@ def _bucket(expires: float, tcc: float) -> float:
 
 class SqliteCreditControl(SqliteTables):
     def credit_control(self, op: CCOp) -> Outcome:
-        return self._txn(lambda: self._chunk([op])[0], keep_cache=True)
+        out = self._txn(lambda: self._chunk([op])[0], keep_cache=True)
+        if isinstance(out, Exception):  # ShardMoved / NotOwner: nothing was applied
+            raise out
+        return out
 
-    def _chunk(self, ops: list[CCOp]) -> list[Outcome]:
-        """The requests of one transaction; their ledger entries are written together."""
+    def _chunk(self, ops: list[CCOp]) -> list[Outcome | Exception]:
+        """The requests of one transaction; their ledger entries are written together. A
+        request whose shard is not served here gets its ShardMoved (or NotOwner), raised by
+        `_cc` before it wrote anything; the others go on."""
         ledger: list[LedgerEntry] = []
-        out = [self._cc(op, ledger) for op in ops]
+        out: list[Outcome | Exception] = []
+        for op in ops:
+            try:
+                out.append(self._cc(op, ledger))
+            except ShardMoved as exc:
+                out.append(exc)
         if ledger:
             self._ledger(ledger)
         return out
@@ -112,6 +124,8 @@ class SqliteCreditControl(SqliteTables):
         db = self.db
         account: Account | None
         session: Session | None
+        if self._fence and op.shard >= 0 and not self._owns(op.shard):
+            raise NotOwner(op.shard)
         hit = self._sessions.get(op.session_id)
         if hit is not None:
             session, bucket = hit
@@ -127,6 +141,11 @@ class SqliteCreditControl(SqliteTables):
                 account = self._cache_account(account_of(row[2:])) if row[2] is not None else None
             else:
                 session, bucket, account = None, 0.0, None
+        if session is not None:
+            self._here(session.account, op.shard)
+        elif self._locator is not None and op.req_type in (core.UPDATE, core.TERMINATION):
+            # routed by a Session-Id the gateway forgot: the session may live in another shard
+            self._elsewhere(self._locator.session_shard(op.session_id))
         # the indexed and queried columns as stored: unchanged, only `data` is written
         stored = (session.state, session.fui) if session is not None else None
         early = core.precheck(op, session)
@@ -152,9 +171,11 @@ class SqliteCreditControl(SqliteTables):
             new_bucket = _bucket(s.expires, op.tcc)
             if applied.new_session:
                 db.execute(
-                    "INSERT INTO sessions (id, account, state, expires, fui, data) VALUES (?,?,?,?,?,?)",
-                    (s.id, s.account, s.state, new_bucket, int(s.fui), sess_enc.encode(s)),
-                )
+                    "INSERT INTO sessions (id, account, state, expires, fui, data, shard)"
+                    " VALUES (?,?,?,?,?,?,?)",
+                    (s.id, s.account, s.state, new_bucket, int(s.fui), sess_enc.encode(s),
+                     self._shard(s.account)),
+                )  # fmt: skip
             elif new_bucket != bucket:
                 db.execute(
                     "UPDATE sessions SET state=?, expires=?, fui=?, data=? WHERE id=?",
@@ -205,16 +226,20 @@ class SqliteCreditControl(SqliteTables):
                     "SELECT account FROM subscriptions WHERE sub_type=? AND sub_data=?", key
                 ).fetchone()
                 if row is None:
+                    if self._locator is not None:  # an alias, or an account of another shard
+                        self._elsewhere(self._locator.subscription_shard(sub_type, sub_data))
                     continue
                 acct_id = row[0]
                 if len(subs_cache) >= _CACHE_MAX:
                     del subs_cache[next(iter(subs_cache))]
                 subs_cache[key] = acct_id
+            self._here(acct_id, op.shard)
             return core.apply_cc(op, self._cached_account(acct_id), None, ref), False
         hit = match_rule(self._current_rules(), op.subscriptions)
         if hit is None:
             return core.apply_cc(op, None, None, ref), False
         rule, data = hit
+        self._here(data, op.shard)  # a provisioned account lives in its identity's shard
         cached = self._accounts.get(data)
         account = cached if cached is not None else provisioned(rule, data)
         applied = core.apply_cc(op, account, None, ref)
@@ -222,9 +247,9 @@ class SqliteCreditControl(SqliteTables):
         if cached is None:
             a = applied.account or account
             cur = self.db.execute(
-                f"INSERT INTO accounts ({ACCT_COLS}) VALUES (?,?,?,?,?,?,?,?)"
+                f"INSERT INTO accounts ({ACCT_COLS}, shard) VALUES (?,?,?,?,?,?,?,?,?)"
                 " ON CONFLICT (id) DO NOTHING",
-                account_values(a),
+                (*account_values(a), self._shard(a.id)),
             )
             if cur.rowcount == 1:
                 inserted = True
@@ -233,8 +258,6 @@ class SqliteCreditControl(SqliteTables):
             else:
                 # the first try may have changed `ref` in place: read it again
                 applied = core.apply_cc(op, self._cached_account(data), None, self._ref_session(op))
-        self.db.execute(
-            "INSERT OR IGNORE INTO subscriptions VALUES (?,?,?)", (rule.sub_type, data, data)
-        )
+        self._link(rule.sub_type, data, data)
         self._subs[(rule.sub_type, data)] = data
         return applied, inserted

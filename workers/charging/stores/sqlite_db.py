@@ -16,13 +16,22 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import msgspec
 from msgspec.structs import astuple
 
+from chargegw.sharding import DEFAULT_SHARDS, NotOwner, ShardMoved, shard_of
+
 from ..core import Account, LedgerEntry, Session
-from ..store import ProvisionRule, StoreBusy, StoreUnavailable, SySubscription, turn_deadline
+from ..store import (
+    ProvisionRule,
+    ShardLayoutError,
+    StoreBusy,
+    StoreUnavailable,
+    SySubscription,
+    turn_deadline,
+)
 from .common import CachedRules, Nowait
 
 T = TypeVar("T")
@@ -38,10 +47,12 @@ CREATE TABLE IF NOT EXISTS accounts (
     id TEXT PRIMARY KEY, balance INTEGER NOT NULL, reserved INTEGER NOT NULL DEFAULT 0,
     credit_limit INTEGER NOT NULL DEFAULT 0, blocked INTEGER NOT NULL DEFAULT 0,
     spent INTEGER NOT NULL DEFAULT 0, period TEXT NOT NULL DEFAULT '', sy INTEGER NOT NULL DEFAULT 0,
+    shard INTEGER NOT NULL DEFAULT -1,
     CHECK (balance - reserved >= credit_limit OR reserved = 0)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS subscriptions (
-    sub_type INTEGER, sub_data TEXT, account TEXT NOT NULL, PRIMARY KEY (sub_type, sub_data)
+    sub_type INTEGER, sub_data TEXT, account TEXT NOT NULL, shard INTEGER NOT NULL DEFAULT -1,
+    PRIMARY KEY (sub_type, sub_data)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS subscriptions_account ON subscriptions(account);
 CREATE TABLE IF NOT EXISTS rules (
@@ -49,7 +60,7 @@ CREATE TABLE IF NOT EXISTS rules (
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS sessions (
     id TEXT PRIMARY KEY, account TEXT NOT NULL, state INTEGER NOT NULL, expires REAL NOT NULL,
-    fui INTEGER NOT NULL DEFAULT 0, data BLOB NOT NULL
+    fui INTEGER NOT NULL DEFAULT 0, data BLOB NOT NULL, shard INTEGER NOT NULL DEFAULT -1
 ) WITHOUT ROWID;
 -- the sweep looks up silent open sessions and expired finished ones by (state, expires)
 CREATE INDEX IF NOT EXISTS sessions_sweep ON sessions(state, expires);
@@ -61,13 +72,29 @@ CREATE TABLE IF NOT EXISTS ledger (
     ref TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS notices (
-    seq INTEGER PRIMARY KEY, kind TEXT, session TEXT, account TEXT, client_host TEXT, client_realm TEXT
+    seq INTEGER PRIMARY KEY, kind TEXT, session TEXT, account TEXT, client_host TEXT, client_realm TEXT,
+    shard INTEGER NOT NULL DEFAULT -1
 );
-CREATE TABLE IF NOT EXISTS sy (session TEXT PRIMARY KEY, account TEXT, data BLOB) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS sy (
+    session TEXT PRIMARY KEY, account TEXT, data BLOB, shard INTEGER NOT NULL DEFAULT -1
+) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS sy_account ON sy(account);
+-- issue 10: which shards this file holds live, at which fencing generation (sqlite_shards)
+CREATE TABLE IF NOT EXISTS shards (
+    shard INTEGER PRIMARY KEY, gen INTEGER NOT NULL, state TEXT NOT NULL
+) WITHOUT ROWID;
 """
 
 ACCT_COLS = "id, balance, reserved, credit_limit, blocked, spent, period, sy"
+# The tables whose rows belong to a shard (issue 10), each with the column naming the account
+# whose shard that is: a shard's rows move together. The ledger is history and never moves.
+SHARDED_TABLES = {
+    "accounts": "id",
+    "subscriptions": "account",
+    "sessions": "account",
+    "sy": "account",
+    "notices": "account",
+}
 PAGE_SIZE = 4096  # bytes, for a new file (an existing one keeps the size it was made with)
 WAL_CHECKPOINT_BYTES = 8 << 20  # the WAL is checkpointed once it holds about this much
 WAL_AUTOCHECKPOINT = WAL_CHECKPOINT_BYTES // PAGE_SIZE  # pages, for a file with PAGE_SIZE
@@ -253,6 +280,15 @@ class SqliteDb(Nowait):
         self.db.close()
 
 
+class Locator(Protocol):
+    """Where rows that are not in this file live (the sharded store's map and its other
+    files): cold-path look-ups, each giving the shard of what it found, else None."""
+
+    def session_shard(self, session_id: str) -> int | None: ...
+    def sy_shard(self, session_id: str) -> int | None: ...
+    def subscription_shard(self, sub_type: int, data: str) -> int | None: ...
+
+
 class SqliteTables(CachedRules, SqliteDb):
     """The charging store's tables: row helpers every concern uses, and the row cache.
 
@@ -269,9 +305,93 @@ class SqliteTables(CachedRules, SqliteDb):
     _accounts: dict[str, Account]
     _subs: dict[tuple[int, str], str]
     _data_version: int
+    nshards: int = DEFAULT_SHARDS  # the layout's shard count (`store.shards`)
+    # Ownership (issue 10, see `sqlite_shards`). `_owned` is None while unsharded: every
+    # shard is served except those this file's `shards` table marks as moved away (`_gone`).
+    # Sharded, it maps each claimed shard to the generation it was claimed at; a shard whose
+    # row no longer says (that gen, live) was fenced off by a newer owner and is dropped.
+    _owned: dict[int, int] | None = None
+    _gone: frozenset[int] = frozenset()
+    _fence = False  # whether any request may be refused (sharded, or shards gone)
+    _locator: Locator | None = None
+
+    def _owns(self, shard: int) -> bool:
+        owned = self._owned
+        return shard not in self._gone if owned is None else shard in owned
+
+    def _here(self, account_id: str, routed: int = -1) -> None:
+        """Raise, before anything is written, unless the account's shard is served here:
+        NotOwner for the shard the request was routed by, else ShardMoved."""
+        if self._fence:
+            s = shard_of(account_id, self.nshards)
+            if not self._owns(s):
+                raise NotOwner(s) if s == routed else ShardMoved(s)
+
+    def _elsewhere(self, shard: int | None) -> None:
+        """Raise ShardMoved when a look-up in the other files found it in a shard not served
+        here (found in a shard we serve, it is a stale copy: ignored)."""
+        if shard is not None and not self._owns(shard):
+            raise ShardMoved(shard)
+
+    def _shard_filter(self) -> str:
+        """An SQL condition (leading AND) that keeps rows of served shards only."""
+        if self._owned is not None:
+            return f" AND shard IN ({','.join(map(str, sorted(self._owned))) or '-2'})"
+        if self._gone:
+            return f" AND shard NOT IN ({','.join(map(str, sorted(self._gone)))})"
+        return ""
+
+    def _refence(self) -> None:
+        """Re-read this file's `shards` rows (another connection committed to the file)."""
+        rows = {
+            int(s): (int(g), str(st))
+            for s, g, st in self.db.execute("SELECT shard, gen, state FROM shards")
+        }
+        owned = self._owned
+        if owned is None:
+            self._gone = frozenset(s for s, (_g, st) in rows.items() if st != "live")
+        else:
+            for s, g in list(owned.items()):
+                if rows.get(s) != (g, "live"):
+                    del owned[s]
+        self._fence = owned is not None or bool(self._gone)
+
+    def _shard(self, account_id: str) -> int:
+        """The shard of an account's rows."""
+        return shard_of(account_id, self.nshards)
+
+    def _migrate_shards(self) -> None:
+        """Give a file made before issue 10 its `shard` columns, filled from each row's
+        account, and record the shard count it was filled with. A file made with another
+        count is a configuration error (its rows would sit in the wrong shards). Run under
+        the set-up flock, in one write transaction."""
+        db, n = self.db, self.nshards
+        row = db.execute("SELECT v FROM meta WHERE k='shards'").fetchone()
+        if row is not None:
+            if int(row[0]) != n:
+                raise ShardLayoutError(
+                    f"store.shards = {n}, but {self.path} was made with {int(row[0])} shards"
+                )
+            return
+        db.create_function("cg_shard", 1, lambda k: shard_of(str(k), n), deterministic=True)
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for table, col in SHARDED_TABLES.items():
+                cols = [r[1] for r in db.execute(f"PRAGMA table_info({table})")]
+                if "shard" not in cols:
+                    db.execute(f"ALTER TABLE {table} ADD COLUMN shard INTEGER NOT NULL DEFAULT -1")
+                db.execute(f"UPDATE {table} SET shard = cg_shard({col}) WHERE shard < 0")
+                db.execute(f"CREATE INDEX IF NOT EXISTS {table}_shard ON {table}(shard)")
+            db.execute("INSERT INTO meta VALUES ('shards', ?)", (str(n),))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
 
     def _begun(self, keep_cache: bool) -> None:
         version = self.db.execute("PRAGMA data_version").fetchone()[0]
+        if version != self._data_version:  # fencing: someone else wrote to this file
+            self._refence()
         if version != self._data_version or not keep_cache:
             self._drop_cache()
             self._data_version = version
@@ -295,7 +415,16 @@ class SqliteTables(CachedRules, SqliteDb):
 
     def _insert_account(self, a: Account) -> None:
         self.db.execute(
-            f"INSERT INTO accounts ({ACCT_COLS}) VALUES (?,?,?,?,?,?,?,?)", account_values(a)
+            f"INSERT INTO accounts ({ACCT_COLS}, shard) VALUES (?,?,?,?,?,?,?,?,?)",
+            (*account_values(a), self._shard(a.id)),
+        )
+
+    def _link(self, sub_type: int, data: str, account: str, replace: bool = False) -> None:
+        """Name `account` as the owner of a subscription (kept if one exists, unless `replace`)."""
+        self.db.execute(
+            f"INSERT OR {'REPLACE' if replace else 'IGNORE'} INTO subscriptions"
+            " (sub_type, sub_data, account, shard) VALUES (?,?,?,?)",
+            (sub_type, data, account, self._shard(account)),
         )
 
     def _migrate_ledger(self) -> None:

@@ -28,7 +28,8 @@ class SqliteSweeps(SqliteTables):
 
         def release(released: int) -> int:
             rows = db.execute(
-                f"SELECT id, data FROM sessions WHERE state = {core.OPEN} AND expires < ? LIMIT ?",
+                f"SELECT id, data FROM sessions WHERE state = {core.OPEN} AND expires < ?"
+                f"{self._shard_filter()} LIMIT ?",
                 (now, min(RELEASE_CHUNK, limit - released)),
             ).fetchall()
             for sid, data in rows:
@@ -60,7 +61,8 @@ class SqliteSweeps(SqliteTables):
     def take_notices(self, limit: int = 100) -> list[Notice]:
         def run() -> list[Notice]:
             rows = self.db.execute(
-                "DELETE FROM notices WHERE seq IN (SELECT seq FROM notices ORDER BY seq LIMIT ?)"
+                "DELETE FROM notices WHERE seq IN (SELECT seq FROM notices"
+                f" WHERE 1{self._shard_filter()} ORDER BY seq LIMIT ?)"
                 " RETURNING kind, session, account, client_host, client_realm",
                 (limit,),
             ).fetchall()
