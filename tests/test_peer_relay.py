@@ -547,3 +547,22 @@ def test_append_avp_fixes_the_length_and_keeps_the_order() -> None:
 def test_agent_config_is_checked(kw: dict[str, Any], why: str) -> None:
     with pytest.raises(ValueError, match=why):
         AgentConfig(**kw)
+
+
+def test_the_relay_core_is_sans_io() -> None:
+    """peer/relay.py imports no asyncio, socket or ssl, and loads none when imported."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from test_codec_purity import FORBIDDEN, FORBIDDEN_LOADED, imported_modules
+
+    src = Path(__file__).resolve().parent.parent / "peer" / "relay.py"
+    assert not {m for m in imported_modules(src) if m.split(".")[0] in FORBIDDEN}
+    code = (
+        "import sys, chargegw.peer.relay\n"
+        f"bad = sorted(n for n in sys.modules if n.split('.')[0] in {FORBIDDEN_LOADED!r})\n"
+        "print(','.join(bad))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "", out.stdout

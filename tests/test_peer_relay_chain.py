@@ -23,6 +23,10 @@ from pathlib import Path
 
 import pytest
 
+from chargegw.workers.testapp import (
+    TEST_CMD,
+)  # freeDiameter test_app's command (not in the dictionary)
+
 pytestmark = [pytest.mark.interop, pytest.mark.timeout(240)]
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -123,7 +127,7 @@ class Capture:
         """Every Route-Record value in the capture (tshark's own reading)."""
         res = subprocess.run(
             ["tshark", "-r", str(self.out), "-d", f"tcp.port=={self.port},diameter",
-             "-Y", "diameter.flags.request == 1 && diameter.cmd.code == 16777214",
+             "-Y", f"diameter.flags.request == 1 && diameter.cmd.code == {TEST_CMD}",
              "-T", "fields", "-E", "occurrence=a", "-e", "diameter.Route-Record"],
             capture_output=True,
             timeout=180,
@@ -228,7 +232,7 @@ def test_fd_client_through_chargegw_relay_to_fd_server(tmp_path: Path) -> None:
             codes = dict(kv.split(":") for kv in m.group(2).split(","))
             assert set(codes) == {"2001"}, line  # every answer on both legs, CEA/DWA/DPA too
             cmds = dict(kv.split(":") for kv in m.group(1).split(","))
-            assert int(cmds["16777214"]) == 2 * sent, line  # each request and its answer
+            assert int(cmds[str(TEST_CMD)]) == 2 * sent, line  # each request and its answer
         # The relay adds one Route-Record (the client's identity) upstream, none downstream.
         up_rr = up.route_records()
         assert len(up_rr) == sent and set(up_rr) == {CLIENT}, set(up_rr)
