@@ -204,6 +204,49 @@ class Diameter(_Base):
         _check(self.max_pre_cer_per_source >= 1, "max_pre_cer_per_source", "must be >= 1")
 
 
+class Agent(_Base):
+    """`chargegw relay`: a Diameter relay or proxy agent (RFC 6733 2.8), no workers.
+    Requests that are not for this node go upstream by `routes` (then [[routes]], the
+    peers' own realms and `diameter.default_route`), with a Route-Record added, loops
+    refused (3005), hop-by-hop ids mapped back and failover to an alternate (T flag)."""
+
+    mode: str = ""  # "relay" | "proxy"; "" = no agent (`chargegw relay` refuses to start)
+    # proxy: the application ids it forwards and advertises in CER/CEA (a relay forwards
+    # every application and advertises Relay, 0xffffffff, instead: leave it empty)
+    apps: list[int] = []
+    routes: list[Route] = []  # realm (+ app_id) -> upstream peers, tried before [[routes]]
+    max_pending: int = 10000  # forwarded requests awaiting an answer per upstream; then 3004
+    request_timeout: float = 0.0  # seconds for an upstream answer, then 3002; 0 = diameter's
+
+    def __post_init__(self) -> None:
+        _check(
+            self.mode in ("", "relay", "proxy"),
+            "mode",
+            f"must be 'relay' or 'proxy' (or '' for no agent), not {self.mode!r}",
+        )
+        for i, app in enumerate(self.apps):
+            _check(0 < app < 0xFFFFFFFF, f"apps[{i}]", f"{app} is not an application id")
+        _check(
+            self.mode != "proxy" or bool(self.apps),
+            "apps",
+            "a proxy must list the application ids it proxies",
+        )
+        _check(
+            self.mode != "relay" or not self.apps,
+            "apps",
+            "a relay forwards every application: leave apps empty, or use mode = 'proxy'",
+        )
+        if self.mode == "proxy":
+            for i, r in enumerate(self.routes):
+                _check(
+                    r.app_id == 0 or r.app_id in self.apps,
+                    f"routes[{i}].app_id",
+                    f"{r.app_id} is not among the proxied apps {self.apps}",
+                )
+        _check(self.max_pending >= 1, "max_pending", "must be >= 1")
+        _check(self.request_timeout >= 0, "request_timeout", "must be >= 0 (0 = diameter's)")
+
+
 class Pool(_Base):
     """The gateway side of the worker pool."""
 
@@ -411,6 +454,7 @@ class Config(_Base):
     peers: list[Peer] = []
     routes: list[Route] = []
     diameter: Diameter = msgspec.field(default_factory=Diameter)
+    agent: Agent = msgspec.field(default_factory=Agent)
     pool: Pool = msgspec.field(default_factory=Pool)
     worker: Worker = msgspec.field(default_factory=Worker)
     launcher: Launcher = msgspec.field(default_factory=Launcher)
@@ -431,6 +475,14 @@ class Config(_Base):
         for i, peer in enumerate(self.peers):
             _check(peer.name not in names, f"peers[{i}].name", f"{peer.name!r} is listed twice")
             names.add(peer.name)
+        lower = {n.lower() for n in names}
+        for i, route in enumerate(self.agent.routes):
+            for j, name in enumerate(route.peers):
+                _check(
+                    name.lower() in lower,
+                    f"agent.routes[{i}].peers[{j}]",
+                    f"{name!r} is not a [[peers]] name: an agent forwards only to known peers",
+                )
         admits = bool(self.diameter.allow or self.peers or self.diameter.allow_any)
         for i, lst in enumerate(self.listen):
             _check(

@@ -345,6 +345,9 @@ class PeerConnection(PeerState):
         self.stats["requests_in"] += 1
         ctx = self.ctx
         _, _, flags, code, app, _, e2e, vals, more = p
+        agent = ctx.agent
+        if agent is not None and agent.take(self, link, data, p, now):
+            return  # forwarded, or answered by the agent (peer/relay.py)
         handlers = ctx.handlers
         handler = handlers.get((app, code))
         if handler is None:
@@ -422,7 +425,9 @@ class PeerConnection(PeerState):
                 return
             self.stats["requests_in"] += 1
             code = fc & 0xFFFFFF
-            if (app, code) not in ctx.handlers and (app, None) not in ctx.handlers:
+            agent = ctx.agent
+            local = agent is None or not agent.config.forwards(app)
+            if local and (app, code) not in ctx.handlers and (app, None) not in ctx.handlers:
                 self._unsupported(link, data, app, code)
                 return
             if fc & _E:

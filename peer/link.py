@@ -166,6 +166,7 @@ class Context:
         "own_host_b",
         "own_realm_b",
         "routing_keys",
+        "agent",
     )
 
     def __init__(self, config: NodeConfig, e2e: EndToEndAllocator) -> None:
@@ -200,6 +201,8 @@ class Context:
             avp_key("Destination-Realm"),
             avp_key("Route-Record"),
         )
+        # A relay or proxy agent (peer/relay.py): sees each application request first.
+        self.agent: Any = None
         self.set_config(config)
 
     def set_config(self, config: NodeConfig) -> None:

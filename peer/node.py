@@ -210,6 +210,22 @@ class Node(NodeSockets):
         self.ctx.handlers[(app_id, command)] = RawHandler(handler)
         self.ctx.handler_apps.add(app_id)
 
+    def set_agent(self, agent: Any) -> None:
+        """Act as a relay or proxy agent (a `peer.relay.RelayAgent`; None: no longer):
+        application requests that are not this node's go upstream by this node's routing
+        table, over its live peers; the others reach the handlers as before."""
+        if agent is not None:
+            agent.select = self._agent_select
+        self.ctx.agent = agent
+
+    def _agent_select(self, app: int, host: Any, realm: Any, exclude: Iterable[str]) -> PeerInfo:
+        try:
+            return self._routing.select(self._peers, app, host, realm, exclude)  # type: ignore[return-value]
+        except RoutingError:
+            names = [pc.name for pc in self.config.peers]
+            self._kick_held([host, *names] if host else names)
+            raise
+
     def remove_handler(self, app_id: int, command: int | None = None) -> None:
         self.ctx.handlers.pop((app_id, command), None)
         self.ctx.handler_apps = {a for a, _ in self.ctx.handlers}

@@ -18,6 +18,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "run": ("chargegw.gateway.launcher_cli", "gateway plus N supervised workers (all-in-one)"),
     "gateway": ("chargegw.gateway.gateway_cli", "the front-end process alone"),
     "worker": ("chargegw.workers.worker_cli", "one worker process"),
+    "relay": ("chargegw.gateway.relay_cli", "a relay or proxy agent ([agent]), no workers"),
     "load": ("chargegw.loadtest.cli", "the bundled Diameter load generator"),
     "decode": ("chargegw.codec.cli_decode", "decode hex, raw or pcap Diameter messages"),
     "dict": ("chargegw.codec.cli_dict", "show or import dictionary definitions"),
