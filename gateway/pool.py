@@ -27,7 +27,7 @@ from typing import Any
 
 from chargegw.codec.constants import ResultCode
 from chargegw.codec.errors import DiameterError
-from chargegw.sharding import MAX_SHARDS, shard_of
+from chargegw.sharding import MAX_SHARDS, owner_name, shard_of
 
 
 @dataclass(slots=True)
@@ -145,7 +145,7 @@ SESSION_ROUTES = 200_000  # Session-Id -> shard entries the front end remembers 
 def _hrw(worker_id: str, ident: bytes, shard: int) -> tuple[int, bytes]:
     """Rendezvous weight: the live worker with the highest owns the shard, so a worker that
     comes back under its id gets the same shards, and one that leaves moves only its own."""
-    return zlib.crc32(f"{worker_id}/{shard}".encode()), ident
+    return zlib.crc32(f"{owner_name(worker_id)}/{shard}".encode()), ident
 
 
 class PoolCore:

@@ -37,6 +37,14 @@ def shard_of(key: bytes | str, shards: int) -> int:
     return zlib.crc32(key) % shards
 
 
+def owner_name(worker_id: str) -> str:
+    """The stable name behind a worker id: `chargegw run` names a slot's successive worker
+    processes `<name>.<incarnation>`, so a restarted worker keeps its name, its shards (the
+    gateway's rendezvous hash) and its store owner file."""
+    base, dot, n = worker_id.rpartition(".")
+    return base if dot and base and n.isdigit() else worker_id
+
+
 class ShardMoved(Exception):
     """The request's account or session lives in shard `shard`: place it there, unapplied."""
 

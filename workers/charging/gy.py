@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Coroutine
 from typing import Any
 
 from chargegw.codec import CodecError, DiameterError, Message, ResultCode, commands, error_answer
-from chargegw.sharding import ShardMoved
+from chargegw.sharding import ShardMoved, owner_name
 
 from ..api import Incoming
 from . import ccr, decide
@@ -107,7 +107,9 @@ class CreditControlApp:
         self.policy = Policy(self.cfg)
         self.render = Renderer(self.cfg, ctx.origin_host, ctx.origin_realm)
         ccr.reader()  # compiled now, against the dictionary the worker loaded
-        self.store = open_store(self.cfg.store, ctx.data_dir, getattr(ctx, "worker_id", "") or "")
+        self.store = open_store(
+            self.cfg.store, ctx.data_dir, owner_name(getattr(ctx, "worker_id", "") or "")
+        )
         self._seed()
         ctx.call_later(self.cfg.sweep_interval, self._sweep_tick)
         ctx.call_later(self.cfg.notice_interval, self._notice_tick)

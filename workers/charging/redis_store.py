@@ -142,6 +142,20 @@ class RedisStore(RedisCreditControl, RedisSweeps, RedisAccounts, RedisSy):
     def owned(self) -> frozenset[int]:
         return frozenset(self._owned)
 
+    # The names the charging applications call (the same as the sharded SQLite store's).
+
+    @property
+    def shard_count(self) -> int:
+        return self.shards
+
+    def assign_shards(self, shards: Iterable[int]) -> None:
+        """The runtime's Assign (via Gy/Sy): own exactly `shards`."""
+        self.assign(s for s in shards if 0 <= s < self.shards)
+
+    def owns(self, shard: int) -> bool:
+        """Whether this process serves `shard` now (unsharded: every shard)."""
+        return not self._sharded or shard in self._owned
+
 
 def migrate_redis_layout(url: str, *, prefix: str = "cg", shards: int | None = None) -> int:
     """Rewrite a store of the account-tagged layout (before issue 10) into the shard-tagged

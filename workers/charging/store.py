@@ -496,7 +496,7 @@ def open_store(cfg: StoreConfig, data_dir: str, owner: str = "") -> Store:
         def redis() -> Store:
             from .redis_store import RedisStore
 
-            return RedisStore(url, prefix=cfg.prefix, timeout=cfg.timeout)
+            return RedisStore(url, prefix=cfg.prefix, timeout=cfg.timeout, shards=cfg.shards)
 
         return _process_wide(cfg, cfg.backend, url, redis)
     path = _sqlite_path(cfg, data_dir)

@@ -13,7 +13,7 @@ from typing import Any
 
 from chargegw.codec import Avp, Message, commands
 from chargegw.codec.constants import ResultCode
-from chargegw.sharding import NotOwner
+from chargegw.sharding import NotOwner, owner_name
 
 from .config import SyConfig, load, peer_index
 from .core import period_of
@@ -94,7 +94,9 @@ class SpendingLimitApp:
         self.cfg = load(SyConfig, "Sy", ctx.config)
         self.counters = {c.id: c.compiled() for c in self.cfg.counters}
         self._peers = peer_index(self.cfg.peer_groups)
-        self.store = open_store(self.cfg.store, ctx.data_dir, getattr(ctx, "worker_id", "") or "")
+        self.store = open_store(
+            self.cfg.store, ctx.data_dir, owner_name(getattr(ctx, "worker_id", "") or "")
+        )
 
     # -- shards (issue 10): the same store object as Gy's, so assigning twice is harmless --
 
