@@ -52,13 +52,6 @@ def test_connection_flood_bounded_memory_and_good_peer_keeps_latency(tmp_path: P
     assert r.passed, _show(r)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="at 2x capacity the gateway's 3004s take seconds, not milliseconds (prober 3004 p50 "
-    "1.9-5.8 s), goodput collapses to ~50/s, the worker is dropped as silent and the probe peer "
-    "goes watchdog DOWN: requests queue ahead of the shed decision (gateway/frontend.py, "
-    "gateway/pool_io.py: the lead's rewrite)",
-)
 def test_overload_excess_gets_3004_quickly_and_accepted_p99_stays_bounded(
     tmp_path: Path,
 ) -> None:
