@@ -41,7 +41,7 @@ async def _main(args: argparse.Namespace, config: Config) -> int:
     gw = Gateway(config)
     install_status(gw)  # rates and latency for `chargegw status`
     stop = asyncio.Event()
-    install_signals(stop, reloader(args.config, gw.reload))
+    install_signals(stop, reloader(args.config, gw.reload, initial=config))
     lc = config.launcher
     try:
         gw.start_pool()

@@ -110,7 +110,7 @@ async def _main(args: argparse.Namespace, config: Config, n: int, level: str) ->
     stop = asyncio.Event()
     sup.on_fatal = stop.set
     sup.start()
-    install_signals(stop, reloader(args.config, gw.reload))
+    install_signals(stop, reloader(args.config, gw.reload, initial=config, on_level=sup.set_level))
     # The Diameter port opens only once the workers are there (or never: a crash loop,
     # an application config error, a signal or the ready timeout stops us first).
     failure: str | None = None

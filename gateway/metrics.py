@@ -34,6 +34,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 from chargegw.codec import avp_key
 from chargegw.codec.constants import AVP_VENDOR
+from chargegw.process import current_level
 
 log = logging.getLogger("chargegw.gateway.metrics")
 
@@ -167,6 +168,7 @@ def install_status(gw: Any) -> None:
     def extra() -> dict[str, Any]:
         doc = before() if before is not None else {}
         doc["front_end"] = status_section(gw.metrics)
+        doc["log_level"] = current_level()  # what SIGHUP last applied
         return doc
 
     gw.pool.status_extra = extra

@@ -175,6 +175,12 @@ class Supervisor:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
+    def set_level(self, level: str) -> None:
+        """The log level for workers started from now on (SIGHUP's `logging.level`).
+        Running workers keep theirs: they take no SIGHUP (its default action would end
+        them), so the change reaches them as they restart."""
+        self.level = level
+
     def status(self) -> dict[str, Any]:
         return {
             "launcher": {
