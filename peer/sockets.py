@@ -584,6 +584,15 @@ class NodeSockets:
 
 
 def _server_context(lc: ListenConfig) -> ssl.SSLContext:
+    """The listener's server context; OSError naming the listener and its files when they
+    do not load (OpenSSL's own message names neither; the CLIs report an OSError at start
+    as "cannot start: ...")."""
     if lc.tls is None:
         raise ValueError(f"the TLS listener on {lc.host}:{lc.port} needs tls settings")
-    return tls.server_context(lc.tls)
+    try:
+        return tls.server_context(lc.tls)
+    except (OSError, ssl.SSLError, ValueError) as exc:
+        t = lc.tls
+        files = ", ".join(f"{k}={v}" for k, v in (("cert", t.certfile), ("key", t.keyfile),
+                                                   ("ca", t.cafile)) if v)  # fmt: skip
+        raise OSError(f"TLS listener {lc.host}:{lc.port}: cannot load {files}: {exc}") from exc
