@@ -13,7 +13,7 @@ import sys
 import zmq
 
 from chargegw.config import Config
-from chargegw.gateway.metrics import start_metrics
+from chargegw.gateway.metrics import install_status, start_metrics
 from chargegw.gateway.service import load_or_exit, log, reloader, startup_line
 from chargegw.process import install_signals, run_loop, setup_logging
 
@@ -39,8 +39,9 @@ async def _main(args: argparse.Namespace, config: Config) -> int:
     from chargegw.gateway.frontend import Gateway, NotReady
 
     gw = Gateway(config)
+    install_status(gw)  # rates and latency for `chargegw status`
     stop = asyncio.Event()
-    install_signals(stop, reloader(args.config, gw.reload))
+    install_signals(stop, reloader(args.config, gw.reload, initial=config))
     lc = config.launcher
     try:
         gw.start_pool()

@@ -27,7 +27,7 @@ from typing import Any
 import zmq
 
 from chargegw.config import Config
-from chargegw.gateway.metrics import start_metrics
+from chargegw.gateway.metrics import install_status, start_metrics
 from chargegw.gateway.service import load_or_exit, log, reloader, startup_line
 from chargegw.gateway.supervisor import Supervisor, describe_rc
 from chargegw.process import install_signals, run_loop, setup_logging
@@ -83,6 +83,7 @@ async def _main(args: argparse.Namespace, config: Config, n: int, level: str) ->
     from chargegw.gateway.frontend import Gateway, NotReady
 
     gw = Gateway(config)
+    install_status(gw)  # rates and latency for `chargegw status`
     try:
         gw.start_pool()
     except (OSError, zmq.ZMQError) as exc:
@@ -109,7 +110,7 @@ async def _main(args: argparse.Namespace, config: Config, n: int, level: str) ->
     stop = asyncio.Event()
     sup.on_fatal = stop.set
     sup.start()
-    install_signals(stop, reloader(args.config, gw.reload))
+    install_signals(stop, reloader(args.config, gw.reload, initial=config, on_level=sup.set_level))
     # The Diameter port opens only once the workers are there (or never: a crash loop,
     # an application config error, a signal or the ready timeout stops us first).
     failure: str | None = None

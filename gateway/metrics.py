@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import logging
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -33,6 +34,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 from chargegw.codec import avp_key
 from chargegw.codec.constants import AVP_VENDOR
+from chargegw.process import current_level
 
 log = logging.getLogger("chargegw.gateway.metrics")
 
@@ -138,6 +140,57 @@ class AnswerStats:
         )
         h.add_metric([], bks, sum_value=self.latency_sum)
         yield h
+
+
+def status_section(stats: AnswerStats) -> dict[str, Any]:
+    """The front end's own figures for `chargegw status`: requests and answers by
+    Result-Code, and the latency histogram, with a monotonic clock so that the CLI can make
+    rates and percentiles from two samples (a wall clock may step between them)."""
+    answers: dict[str, int] = {}
+    for (_app, _cmd, code), v in stats.answers.items():
+        answers[str(code)] = answers.get(str(code), 0) + v
+    return {
+        "clock_s": time.monotonic(),
+        "requests": sum(stats.requests.values()),
+        "answers": answers,
+        "latency": {
+            "bounds_s": list(stats.buckets),  # upper bounds; the last count is beyond them
+            "counts": list(stats.latency_counts),
+            "sum_s": stats.latency_sum,
+        },
+    }
+
+
+def install_status(gw: Any) -> None:
+    """Add `status_section` to the gateway's status document (under "front_end")."""
+    before = gw.pool.status_extra
+
+    def extra() -> dict[str, Any]:
+        doc = before() if before is not None else {}
+        doc["front_end"] = status_section(gw.metrics)
+        doc["log_level"] = current_level()  # what SIGHUP last applied
+        return doc
+
+    gw.pool.status_extra = extra
+
+
+def quantile(q: float, bounds: list[float], counts: list[int]) -> float | None:
+    """The q-quantile of a bucketed histogram (per-bucket counts, the last one beyond
+    `bounds`), interpolated linearly inside its bucket as Prometheus's histogram_quantile
+    does; the last bound when it falls beyond them; None for no observations."""
+    total = sum(counts)
+    if total <= 0:
+        return None
+    rank = q * total
+    seen = 0
+    for i, c in enumerate(counts):
+        if c and seen + c >= rank:
+            if i >= len(bounds):
+                return bounds[-1]
+            lo = bounds[i - 1] if i else 0.0
+            return lo + (bounds[i] - lo) * (rank - seen) / c
+        seen += c
+    return bounds[-1]
 
 
 def _counter(name: str, doc: str, value: float) -> CounterMetricFamily:

@@ -9,13 +9,23 @@ from collections.abc import Callable
 from typing import Any
 
 from chargegw.config import Config, ConfigError, load_config
+from chargegw.process import set_level
 
 log = logging.getLogger("chargegw.gateway")
 
 
-def reloader(path: str | None, apply: Callable[[Config], None]) -> Callable[[], None]:
+def reloader(
+    path: str | None,
+    apply: Callable[[Config], None],
+    *,
+    initial: Config | None = None,
+    on_level: Callable[[str], None] | None = None,
+) -> Callable[[], None]:
     """A SIGHUP handler: re-read the file (and environment); a bad config is logged and the
-    running one kept."""
+    running one kept. Once `apply` has taken the new config, a changed `logging.level`
+    (against `initial`, then each reload) applies at once to this process and is handed
+    to `on_level` (the supervisor's workers). An unchanged level keeps a `--log-level`."""
+    last = {"level": initial.logging.level if initial is not None else None}
 
     def reload() -> None:
         try:
@@ -25,11 +35,20 @@ def reloader(path: str | None, apply: Callable[[Config], None]) -> Callable[[], 
             return
         try:
             apply(cfg)
-        except Exception:
-            log.exception("SIGHUP: applying the new config failed")
+        except Exception as exc:
+            log.error("SIGHUP: keeping the running config: applying it failed: %s", exc)
+            log.debug("SIGHUP: applying the new config failed", exc_info=True)
             return
+        level = cfg.logging.level
+        if level != last["level"]:
+            set_level(level)
+            last["level"] = level
+            if on_level is not None:
+                on_level(level)
+            log.warning("SIGHUP: log level is now %s", level)
         log.info(
-            "SIGHUP: peers, routes and allowlist reloaded from %s", path or "defaults/environment"
+            "SIGHUP: peers, routes, allowlist, listeners and TLS files reloaded from %s",
+            path or "defaults/environment",
         )
 
     return reload

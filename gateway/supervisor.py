@@ -25,7 +25,7 @@ from typing import Any
 from chargegw.config import Config
 from chargegw.process import EX_CONFIG
 
-WORKER_STOP_TIMEOUT = 10.0
+WORKER_STOP_TIMEOUT = 10.0  # the most a worker gets to stop after SIGTERM
 
 log = logging.getLogger("chargegw.gateway")
 
@@ -149,7 +149,13 @@ class Supervisor:
             self.on_fatal()
         return True
 
-    async def stop(self, timeout: float = WORKER_STOP_TIMEOUT) -> None:
+    async def stop(self, timeout: float | None = None) -> None:
+        """SIGTERM every worker, SIGKILL what is left after `timeout`: by default
+        `pool.drain_timeout` (at least 1 s, at most WORKER_STOP_TIMEOUT). The gateway has
+        drained for that long already, and closed its pool: what a worker still holds has
+        no one to answer to, so the shutdown as a whole stays bounded by the drain."""
+        if timeout is None:
+            timeout = min(WORKER_STOP_TIMEOUT, max(1.0, self.config.pool.drain_timeout))
         self.stopping = True
         procs = list(self.procs.values())
         for p in procs:
@@ -174,6 +180,12 @@ class Supervisor:
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def set_level(self, level: str) -> None:
+        """The log level for workers started from now on (SIGHUP's `logging.level`).
+        Running workers keep theirs: they take no SIGHUP (its default action would end
+        them), so the change reaches them as they restart."""
+        self.level = level
 
     def status(self) -> dict[str, Any]:
         return {

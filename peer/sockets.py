@@ -14,11 +14,13 @@ import ipaddress
 import logging
 import math
 import random
+import ssl
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from chargegw.codec.constants import DisconnectCause
 from chargegw.peer import tls as tlsmod
+from chargegw.peer.capabilities import is_allowed
 from chargegw.peer.config import ListenConfig, NodeConfig, PeerConfig, TlsConfig
 from chargegw.peer.fsm import State
 from chargegw.peer.link import source_ip
@@ -61,6 +63,10 @@ class NodeSockets:
         self._loop: asyncio.AbstractEventLoop | None = None
         # (transport, host, configured port) -> (server, its bound addresses)
         self._servers: dict[tuple[str, str, int], tuple[Any, list[tuple[str, str, int]]]] = {}
+        # A TLS listener's current server context, and the settings it was opened with: a
+        # reload swaps the context in for new handshakes (`_tls_switch`).
+        self._tls_ctx: dict[tuple[str, str, int], ssl.SSLContext] = {}
+        self._tls_opened: dict[tuple[str, str, int], TlsConfig] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._ticker: asyncio.Task[None] | None = None
         self._started = False
@@ -157,9 +163,19 @@ class NodeSockets:
 
         Removed peers get DPR(DO_NOT_WANT_TO_TALK_TO_YOU); new ones are connected; a kept peer
         takes its new settings at its next connection (and any BUSY/DO_NOT_WANT hold is
-        lifted). Identity changes (Origin-Host/Realm) apply to new connections only.
+        lifted). Identity changes (Origin-Host/Realm) apply to new connections only. Peers
+        the allowlist admitted and the new one does not get DPR(DO_NOT_WANT_TO_TALK_TO_YOU)
+        too. TLS listeners' files are loaded again for new handshakes, and moved listeners
+        open before the old ones close (`_relisten`). Files that do not load raise before
+        anything changes.
         """
         old = self.config
+        # Validate before applying: every TLS listener's files must load (raises otherwise,
+        # and nothing of the new config is applied).
+        contexts: dict[tuple[str, str, int], ssl.SSLContext] = {
+            (lc.transport, lc.host, lc.port): _server_context(lc) for lc in new.listen
+            if lc.transport == "tls"
+        }  # fmt: skip
         self.config = new
         self.ctx.set_config(new)
         self._routing = RoutingTable(new.routes, new.default_route, self._selector)
@@ -195,26 +211,102 @@ class NodeSockets:
             if key not in self._peers:
                 self._add_configured_peer(pc)
         self._resolve_sources()
+        self._drop_disallowed(new)
+        reopen = self._reload_tls(contexts)
         old_listen = [(lc.transport, lc.host, lc.port) for lc in old.listen]
         new_listen = [(lc.transport, lc.host, lc.port) for lc in new.listen]
-        if old_listen != new_listen:
-            task = self._loop.create_task(self._relisten(new.listen))
+        if old_listen != new_listen or reopen:
+            task = self._loop.create_task(self._relisten(new.listen, contexts, reopen))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    async def _relisten(self, listens: list[ListenConfig]) -> None:
-        """Close the listeners no longer configured, open the new ones; keep the rest."""
-        wanted = {(lc.transport, lc.host, lc.port): lc for lc in listens}
-        for key in [k for k in self._servers if k not in wanted]:
-            server, _ = self._servers.pop(key)
-            server.close()
+    def _drop_disallowed(self, new: NodeConfig) -> None:
+        """DPR (DO_NOT_WANT_TO_TALK_TO_YOU) to every peer the allowlist admitted that the new
+        one no longer does: a tightened allowlist must not wait for the peer to reconnect."""
+        assert self._loop is not None
+        configured = [pc.name for pc in new.peers]
+        for peer in list(self._peers.values()):
+            if not peer.dynamic or peer.removed or peer.fsm.state is State.CLOSED:
+                continue
+            src = peer.link.src if peer.link is not None else None
+            loopback = src is not None and src.is_loopback and new.allow_loopback
+            if is_allowed(peer.name, peer.realm or "", new.allow, configured, loopback_ok=loopback):
+                continue
+            log.warning("%s is no longer allowed (diameter.allow): disconnecting", peer.name)
+            peer.removed = True
+            if peer.is_open:
+                self._disconnect(peer, DisconnectCause.DO_NOT_WANT_TO_TALK_TO_YOU)
+            else:
+                self._run(peer, peer.close(self._loop.time()))
+
+    def _reload_tls(self, contexts: dict[tuple[str, str, int], ssl.SSLContext]) -> set[Any]:
+        """New handshakes on a kept TLS listener use the context just loaded (certificate,
+        key, CA). OpenSSL keeps the verify mode and cipher list of the listener's first
+        context, so a change of verify_peer or ciphers reopens the listener instead: the
+        keys returned."""
+        reopen = set()
+        for lc in self.config.listen:
+            key = (lc.transport, lc.host, lc.port)
+            was = self._tls_opened.get(key)
+            if key not in contexts or key not in self._servers or was is None or lc.tls is None:
+                continue
+            if (was.verify_peer, was.ciphers) != (lc.tls.verify_peer, lc.tls.ciphers):
+                reopen.add(key)
+                continue
+            self._tls_ctx[key] = contexts[key]
+            log.info("TLS listener %s:%d: certificates reloaded", lc.host, lc.port)
+        return reopen
+
+    async def _relisten(
+        self,
+        listens: list[ListenConfig],
+        contexts: dict[tuple[str, str, int], ssl.SSLContext] | None = None,
+        reopen: set[Any] | frozenset[Any] = frozenset(),
+    ) -> None:
+        """Open the newly configured listeners first, then close the ones no longer
+        configured, so that a moved listener never leaves the node with nothing open. If a
+        new one cannot open, the old ones stay open (logged). A new listener on the address
+        of one being removed (tcp to tls on one port), or one in `reopen`, cannot coexist
+        with the old socket: that one is closed first, then opened."""
+        contexts = contexts or {}
+        wanted: dict[tuple[str, str, int], ListenConfig] = {
+            (lc.transport, lc.host, lc.port): lc for lc in listens
+        }
+        gone = [k for k in self._servers if k not in wanted]
+        held = {(k[1], k[2]): k for k in gone if k[2]}  # port 0 never collides
+        in_place = set(reopen) | {
+            k for k in wanted if k not in self._servers and (k[1], k[2]) in held
+        }  # fmt: skip
+        failed = False
         for key, lc in wanted.items():
+            if key in self._servers and key not in in_place:
+                continue
+            if key in in_place:
+                self._close_listener(held.get((key[1], key[2]), key))
+            try:
+                await self._listen(lc, contexts.get(key))
+                log.info("listening on %s %s:%d", lc.transport, lc.host, lc.port)
+            except (OSError, ValueError, ssl.SSLError) as exc:
+                failed = True
+                log.error("cannot listen on %s:%s: %s", lc.host, lc.port, exc)
+        for key in gone:
             if key not in self._servers:
-                try:
-                    await self._listen(lc)
-                except OSError as exc:
-                    log.error("cannot listen on %s:%s: %s", lc.host, lc.port, exc)
+                continue
+            if failed:
+                log.warning(
+                    "keeping the listener on %s:%d open: a new listener did not open", *key[1:]
+                )
+                continue
+            self._close_listener(key)
         self.listen_addresses[:] = [a for _, addrs in self._servers.values() for a in addrs]
+
+    def _close_listener(self, key: tuple[str, str, int]) -> None:
+        entry = self._servers.pop(key, None)
+        self._tls_ctx.pop(key, None)
+        self._tls_opened.pop(key, None)
+        if entry is not None:
+            entry[0].close()
+            log.info("closed the listener on %s %s:%d", *key)
 
     # -- Connection callbacks --------------------------------------------------------------------
 
@@ -268,7 +360,7 @@ class NodeSockets:
 
     # -- listening and connecting ---------------------------------------------------------------
 
-    async def _listen(self, lc: ListenConfig) -> None:
+    async def _listen(self, lc: ListenConfig, ctx: ssl.SSLContext | None = None) -> None:
         assert self._loop is not None
         if lc.transport == "sctp":
             from chargegw.peer import sctp
@@ -283,13 +375,17 @@ class NodeSockets:
                 nodelay=self.config.sctp_nodelay,
             )
         else:
-            ctx = None
             verify = False
+            key = (lc.transport, lc.host, lc.port)
             if lc.transport == "tls":
-                if lc.tls is None:
-                    raise ValueError("a TLS listener needs tls settings")
-                ctx = tls.server_context(lc.tls)
+                ctx = ctx or _server_context(lc)
+                assert lc.tls is not None
                 verify = lc.tls.verify_peer
+                self._tls_ctx[key] = ctx
+                self._tls_opened[key] = lc.tls
+                ctx.sni_callback = lambda obj, _name, first: self._tls_switch(key, obj, first)
+            else:
+                ctx = None
             kind = lc.transport
             server = await self._loop.create_server(
                 lambda: self._new_conn(False, kind, verify),
@@ -306,6 +402,13 @@ class NodeSockets:
             addrs.append((lc.transport, name[0], name[1]))
         self._servers[(lc.transport, lc.host, lc.port)] = (server, addrs)
         self.listen_addresses.extend(addrs)
+
+    def _tls_switch(self, key: Any, obj: ssl.SSLObject, first: ssl.SSLContext) -> None:
+        """Called in each handshake on a TLS listener (OpenSSL's server-name callback, with
+        or without SNI): hand the connection the listener's current context."""
+        current = self._tls_ctx.get(key)
+        if current is not None and current is not first:
+            obj.context = current
 
     def _add_configured_peer(self, pc: PeerConfig) -> PeerInfo:
         peer = self._new_peer(pc)
@@ -478,3 +581,18 @@ class NodeSockets:
             if ip is not None:
                 ips.add(str(ip))
         self._admission.resolved[name] = frozenset(ips)
+
+
+def _server_context(lc: ListenConfig) -> ssl.SSLContext:
+    """The listener's server context; OSError naming the listener and its files when they
+    do not load (OpenSSL's own message names neither; the CLIs report an OSError at start
+    as "cannot start: ...")."""
+    if lc.tls is None:
+        raise ValueError(f"the TLS listener on {lc.host}:{lc.port} needs tls settings")
+    try:
+        return tls.server_context(lc.tls)
+    except (OSError, ssl.SSLError, ValueError) as exc:
+        t = lc.tls
+        files = ", ".join(f"{k}={v}" for k, v in (("cert", t.certfile), ("key", t.keyfile),
+                                                   ("ca", t.cafile)) if v)  # fmt: skip
+        raise OSError(f"TLS listener {lc.host}:{lc.port}: cannot load {files}: {exc}") from exc

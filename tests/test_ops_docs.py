@@ -82,13 +82,59 @@ def test_every_command_named_exists() -> None:
     assert commands and not sorted(commands - set(SUBCOMMANDS))
 
 
-def test_counters_named_are_the_pools() -> None:
+def _exported() -> tuple[set[str], set[str]]:
+    """(family and sample names, label names) of a gateway's /metrics, read from the
+    registry a Gateway builds (no traffic: families without samples count by name)."""
+    import msgspec
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from chargegw.gateway.frontend import Gateway
+    from chargegw.gateway.metrics import MetricsServer
+
+    cfg = msgspec.convert({"data_dir": "/nonexistent", "listen": []}, Config)
+    gw = Gateway(cfg)
+    gw.metrics.request(4, 272)
+    gw.metrics.answer(4, 272, 2001, 0.001)
+    _status, _ctype, body = MetricsServer(gw, "127.0.0.1", 0).respond("GET", "/metrics")
+    names: set[str] = set()
+    labels: set[str] = {"peer", "state"}  # on the peer series, which need a live peer
+    for fam in text_string_to_metric_families(body.decode()):
+        names.add(fam.name)
+        for sample in fam.samples:
+            names.add(sample.name)
+            labels |= set(sample.labels)
+    return names, labels
+
+
+def test_counters_and_series_named_are_the_gateways() -> None:
+    from chargegw.gateway.metrics import NODE_COUNTERS, POOL_COUNTERS, AnswerStats, status_section
+    from chargegw.gateway.status_cli import derive
+
     section = DOC.split("## Metrics and dashboards", 1)[1].split("\n## ", 1)[0]
     named = set(re.findall(r"`([a-z_]+)`", section))
-    counters = set(Counters.__slots__)
     assert {"shed_busy", "expired", "no_worker"} <= named
-    other = {"bad_frames"}  # PoolServer's own count of undecodable frames (pool_io.py)
-    assert not sorted({n for n in named if "_" in n} - counters - other)
+    series, labels = _exported()
+    fam_prefix = "chargegw_pool_workers"
+    for n in re.findall(r"`(chargegw_[a-z_<>]+)", section):
+        if "<" not in n:
+            assert n in series, f"{n} is not exported"
+    counters = set(Counters.__slots__) | set(POOL_COUNTERS) | set(NODE_COUNTERS)
+    fe = {"front_end": status_section(AnswerStats()), "uptime_s": 1.0}
+    cli_keys = set(
+        derive(
+            fe,
+            {
+                **fe,
+                "uptime_s": 2.0,
+                "front_end": {**fe["front_end"], "clock_s": fe["front_end"]["clock_s"] + 1},
+            },
+        )
+    )
+    for n in sorted(x for x in named if "_" in x and not x.startswith("chargegw_")):
+        if n.startswith("_"):  # a suffix in "`chargegw_pool_workers`, `_credit`, ..."
+            assert "chargegw_pool" + n in series or fam_prefix + n in series, n
+            continue
+        assert n in counters | labels | cli_keys, f"{n}: no such counter, label or field"
 
 
 def test_backup_command_copies_a_live_wal_database(tmp_path: Path) -> None:
