@@ -451,8 +451,9 @@ class PoolCore:
             else:
                 self.counters.stray_answers += 1
             return None, None
+        again = shard == p.shard  # the owner says it does not own it (yet): a claim pending
         if 0 <= shard < self.shards:
-            if shard != p.shard:
+            if not again:
                 self._remember(p.session_id, shard)
             p.shard = shard
             target = self._shard_owner(shard, p.app) if p.placed < MAX_PLACED else None
@@ -462,8 +463,11 @@ class PoolCore:
             del self.pending[rid]
             self.counters.shard_moves_lost += 1
             return None, p
+        if not (again and target.ident == ident):
+            # A retry on the same owner is bounded by the deadline, not by MAX_PLACED: it is
+            # waiting for its own claim of the shard (the adapter resends after a pause).
+            p.placed += 1
         p.worker = target.ident
-        p.placed += 1
         target.available -= 1
         target.sent += 1
         target.inflight.add(rid)

@@ -44,6 +44,7 @@ from chargegw.ipc import security as sec
 from chargegw.ipc.zmqloop import LoopSocket
 
 TICK = 0.05
+RETRY_PAUSE = 0.02  # seconds before a request its shard's owner refused is offered again
 FLUSH_AT = 64  # messages for one worker that go out at once instead of at the end of the turn
 
 DeliverFn = Callable[[str, bytes], None]
@@ -237,6 +238,11 @@ class PoolServer(OutRequests):
         return pp.Request(
             p.id, p.peer, p.hbh, p.app, p.cmd, p.wall_deadline, p.raw, p.retransmit, p.shard
         )
+
+    def _resend(self, ident: bytes, p: Pending) -> None:
+        """A request held back for its shard owner's claim, unless it moved or ended since."""
+        if self.core.pending.get(p.id) is p and p.worker == ident:
+            self._queue(ident, self._request(p))
 
     def _send_assignments(self) -> None:
         """Queue each changed shard set (Assign) ahead of any request placed by it: the
@@ -458,7 +464,13 @@ class PoolServer(OutRequests):
             assert isinstance(m, pp.Moved)
             target, p = core.moved(ident, m.id, m.shard)
             if target is not None and p is not None:
-                self._queue(target, self._request(p))
+                if target == ident and m.shard == p.shard:
+                    # Its owner is still claiming the shard: ask again shortly (the
+                    # deadline bounds it), not at once in a loop.
+                    assert self._loop is not None
+                    self._loop.call_later(RETRY_PAUSE, self._resend, target, p)
+                else:
+                    self._queue(target, self._request(p))
             elif p is not None:
                 looped = p.placed >= MAX_PLACED
                 self.log.warning(

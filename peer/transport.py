@@ -23,6 +23,8 @@ log = logging.getLogger("chargegw.peer")
 
 PAUSE_WRITE_FULL = 1
 PAUSE_INFLIGHT = 2
+PAUSE_TURN = 4  # this connection had a big read: let the loop serve others for one turn
+TURN_BYTES = 64 * 1024  # a read this big (hundreds of requests) yields the next loop turn
 
 
 class ConnectionOwner(Protocol):
@@ -139,6 +141,12 @@ class Connection(asyncio.Protocol):
             self._in_receive = False
             if self.link.out:
                 self._flush()
+        if len(data) >= TURN_BYTES and not self._pause & PAUSE_TURN:
+            # A peer flooding faster than we answer fills every read: skip one loop turn so
+            # the other peers, the workers' answers and the timers are served between its
+            # reads, instead of waiting behind its backlog (fairness under overload).
+            self._set_pause(PAUSE_TURN, True)
+            self.loop.call_soon(self._set_pause, PAUSE_TURN, False)
 
     def eof_received(self) -> bool | None:
         return None  # close the transport (a partial message at EOF is simply dropped)

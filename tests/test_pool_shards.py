@@ -131,12 +131,22 @@ def test_moved_places_again_on_the_named_shard_and_remembers_it() -> None:
 def test_moved_in_a_loop_is_answered_after_max_placed() -> None:
     core = core_with("w1")
     p = place(core, b"s1", b"x")
-    for _ in range(MAX_PLACED - 1):
-        to, q = core.moved(p.worker, p.id, p.shard)
+    for k in range(MAX_PLACED - 1):  # shard to shard (aliases pointing around): bounded
+        to, q = core.moved(p.worker, p.id, (p.shard + 1 + k) % N)
         assert to == b"w1"
-    to, q = core.moved(p.worker, p.id, p.shard)
+    to, q = core.moved(p.worker, p.id, (p.shard + 1) % N)
     assert to is None and q is p and p.id not in core.pending
     assert core.counters.shard_moves_lost == 1
+
+
+def test_not_owner_from_the_owner_waits_for_its_claim_until_the_deadline() -> None:
+    core = core_with("w1")
+    p = place(core, b"s1", b"x")
+    for _ in range(3 * MAX_PLACED):  # its claim is pending: asked again, not answered
+        to, q = core.moved(b"w1", p.id, p.shard)
+        assert to == b"w1" and q is p
+    assert p.placed == 1 and p.id in core.pending
+    assert [x.id for x in core.expire(10.0)] == [p.id]  # the deadline bounds it
 
 
 def test_moved_keeps_deadline_order_for_expiry() -> None:

@@ -20,6 +20,7 @@ from chargegw.workers.charging.store import (
     SySubscription,
     ledger_check,
 )
+from chargegw.workers.charging.stores import sqlite_sharded
 
 N = 8
 NOW = 1_750_000_000.0
@@ -435,3 +436,28 @@ def test_sy_app_raises_not_owner_unapplied_and_serves_once_assigned(tmp_path):
     assert sy.handle(req, rctx).result_code == 2001  # type: ignore[arg-type]
     assert sy.store.get_account(acct).account.sy == 1
     sy.store.close()
+
+
+def test_an_owner_fenced_by_a_stale_claim_takes_its_assigned_shard_back(tmp_path, monkeypatch):
+    """Two Assigns crossing at start-up: B is given shard s and claims it, then A acts on its
+    older assignment and claims s too (fencing B). B, still assigned s by the gateway, takes
+    it back on its next request instead of refusing it until the deadline."""
+    accts = ids(1)
+    adm = store(tmp_path, "admin")
+    adm.import_accounts([AccountRow(x, 10_000, 0, False, [(E164, x)]) for x in accts], NOW)
+    s = shard_of(accts[0], N)
+    b = store(tmp_path, "B", [s])
+    a = store(tmp_path, "A", [s])  # the stale claim
+    a.assign_shards(frozenset())  # A's newer assignment arrives: s is not its
+    first = b.credit_control_many([cc("x", 0, core.INITIAL, accts[0], requested=10)])
+    assert isinstance(first[0], NotOwner)  # found fenced inside the transaction: unapplied
+    wait = b.credit_control_many([cc("x", 0, core.INITIAL, accts[0], requested=10)])
+    assert isinstance(wait[0], NotOwner)  # within the grace: perhaps our Assign is stale
+    monkeypatch.setattr(sqlite_sharded, "LOST_GRACE", 0.0)
+    again = b.credit_control_many([cc("x", 0, core.INITIAL, accts[0], requested=10)])
+    assert not isinstance(again[0], Exception) and again[0].result == 2001
+    assert b.owns(s) and not a.owns(s)
+    rep = ledger_check(adm)
+    assert rep.ok, rep.problems
+    for x in (a, b, adm):
+        x.close()

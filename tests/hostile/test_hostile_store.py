@@ -442,12 +442,16 @@ def _time_transactions(store, clock=time.perf_counter) -> list[float]:
 
 
 def test_sweep_of_many_expired_rows_never_holds_the_lock_long(tmp_path):
+    from chargegw.sharding import DEFAULT_SHARDS, shard_of
     from chargegw.workers.charging.sqlite_store import SqliteStore
     from chargegw.workers.charging.store import AccountRow, ledger_check
 
     store = SqliteStore(str(tmp_path / "charging.db"), timeout=2.0)
     store.import_accounts([AccountRow("A", 10_000_000)], 0.0)
-    store.db.execute("INSERT INTO subscriptions VALUES (0, '111', 'A')")
+    store.db.execute(
+        "INSERT INTO subscriptions (sub_type, sub_data, account, shard) VALUES (0, '111', 'A', ?)",
+        (shard_of("A", DEFAULT_SHARDS),),
+    )
     # 40 silent open sessions holding reservations, and 50,000 finished ones past their TTL
     for i in range(40):
         out = store.credit_control(

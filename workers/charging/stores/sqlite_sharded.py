@@ -50,6 +50,7 @@ from .sqlite_sweep import SqliteSweeps
 from .sqlite_sy import SqliteSy
 
 log = logging.getLogger("chargegw.store")
+LOST_GRACE = 0.5  # seconds an assigned shard stays fenced off before it is claimed back
 RECLAIM_EVERY = 1.0  # seconds between retries of shards assigned but not yet claimed
 
 
@@ -79,6 +80,7 @@ class ShardedSqliteStore:
         self._assigned: frozenset[int] = frozenset()
         self._pending: set[int] = set()  # assigned, claim failed: retried
         self._retry_at = 0.0
+        self._lost_since: dict[int, float] = {}  # assigned shards fenced off, since when
 
     # -- files and ownership ---------------------------------------------------------------
 
@@ -134,10 +136,8 @@ class ShardedSqliteStore:
         if not self._pending:
             return
         self._retry_at = time.monotonic() + RECLAIM_EVERY
-        for path in set(self.map.files().values()):
-            self._file(path)
         try:
-            gens = claim(self.map, self.active, self._pending, self._files)
+            gens = claim(self.map, self.active, self._pending, self._file)
         except StoreUnavailable as exc:
             log.warning("claiming shards %s failed (retried): %s", sorted(self._pending), exc)
             return
@@ -147,6 +147,25 @@ class ShardedSqliteStore:
         self._pending.clear()
 
     def _before(self) -> None:
+        owned = self.active._owned
+        if owned is not None and self._assigned:
+            lost = self._assigned - owned.keys() - self._pending
+            now = time.monotonic()
+            since = self._lost_since
+            for s in list(since):
+                if s not in lost:
+                    del since[s]
+            for s in lost:
+                # Fenced off while still assigned here. Either our Assign is the stale one
+                # (the newer one, taking s away, is on its way: leave s alone), or another
+                # worker claimed s on an older Assign (two crossing at start-up): then the
+                # gateway gives s to us, and we take it back once it has stayed lost for
+                # LOST_GRACE (longer than an Assign takes to arrive).
+                first = since.setdefault(s, now)
+                if now - first >= LOST_GRACE:
+                    del since[s]
+                    self._pending.add(s)
+                    self._retry_at = 0.0
         if self._pending and time.monotonic() >= self._retry_at:
             self._claim_pending()
 

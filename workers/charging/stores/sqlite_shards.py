@@ -33,7 +33,7 @@ import contextlib
 import os
 import sqlite3
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from ..store import ShardLayoutError, StoreUnavailable
@@ -210,10 +210,12 @@ def _write_rows(db: sqlite3.Connection, shard: int, rows: Rows) -> None:
 
 
 def claim(
-    smap: ShardMap, own: SqliteTables, shards: set[int], opened: Mapping[str, SqliteTables]
+    smap: ShardMap, own: SqliteTables, shards: set[int], opened: Callable[[str], SqliteTables]
 ) -> dict[int, int]:
     """Move `shards` into `own`'s file (see the module docstring); returns shard -> the
-    generation it was claimed at. `opened` has a connection for every file the map names.
+    generation it was claimed at. `opened(path)` gives the connection to a file the map
+    names, opening it on first use: the map is read under its lock here, and may name a
+    file another worker made since the caller last looked.
     Raises StoreUnavailable (nothing claimed) when a lock stays busy."""
     me = os.path.abspath(own.path)
     gens: dict[int, int] = {}
@@ -229,7 +231,7 @@ def claim(
         try:
             copies: dict[int, Rows] = {}
             for f in olds:
-                db = opened[f].db
+                db = opened(f).db
                 begin_wait(db, f, smap.timeout)
                 begun.append(db)
                 for s in by_old[f]:
@@ -260,7 +262,7 @@ def claim(
             "UPDATE map SET file=?, gen=? WHERE shard=?", [(rel, g, s) for s, g in gens.items()]
         )
     for f, moved in cleanup.items():  # best effort: a leftover copy is never read
-        db = opened[f].db
+        db = opened(f).db
         try:
             begin_wait(db, f, 0.5)
             for s, g in moved:
