@@ -141,6 +141,7 @@ class SpendingLimitApp:
         )
 
     def _serve(self, request: Message, rctx: Any = None) -> Message:
+        request.check_values()  # reading does not judge: a bad value raises its AvpError here
         for name in ("Session-Id", "Origin-Host", "Origin-Realm", "Auth-Application-Id"):
             if request.get(name) is None:
                 return self._answer(
