@@ -31,7 +31,8 @@ from .errors import AvpError, CodecError, DiameterError, FramingError
 from .header import DEFAULT_MAX_LENGTH, FrameReader, Header, parse_header
 from .message import Message, class_for, decode_message
 from .peek import ROUTING, Peek, avp_key, peek
-from .types import OtherAddress
+from .types import OtherAddress, text_octets
+from .validate import avp_errors
 
 __all__ = [
     "APP_ACCOUNTING",
@@ -68,6 +69,7 @@ __all__ = [
     "OtherAddress",
     "Peek",
     "ResultCode",
+    "avp_errors",
     "avp_key",
     "class_for",
     "decode_message",
@@ -76,4 +78,5 @@ __all__ = [
     "load_extra",
     "parse_header",
     "peek",
+    "text_octets",
 ]

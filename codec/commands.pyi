@@ -2654,6 +2654,221 @@ class SessionTerminationAnswer(Message):
     redirect_max_cache_time: int | None
     proxy_info: list[Group]
 
+class SipLocationInfoRequest(Message):
+    """Location-Info-Request (code 285, application 6; base (builtin:base.json))."""
+
+    session_id: str | None
+    auth_application_id: int | None
+    auth_session_state: int | None
+    origin_host: str | None
+    origin_realm: str | None
+    destination_realm: str | None
+    sip_aor: str | None
+    destination_host: str | None
+    proxy_info: list[Group]
+    route_record: list[str]
+
+class SipLocationInfoAnswer(Message):
+    """Location-Info-Answer (code 285, application 6; base (builtin:base.json))."""
+
+    session_id: str | None
+    auth_application_id: int | None
+    result_code: int | None
+    auth_session_state: int | None
+    origin_host: str | None
+    origin_realm: str | None
+    sip_server_uri: str | None
+    sip_server_capabilities: Group | None
+    authorization_lifetime: int | None
+    auth_grace_period: int | None
+    redirect_host: list[str]
+    redirect_host_usage: int | None
+    redirect_max_cache_time: int | None
+    proxy_info: list[Group]
+    route_record: list[str]
+
+class SipMultimediaAuthRequest(Message):
+    """Multimedia-Auth-Request (code 286, application 6; base (builtin:base.json))."""
+
+    session_id: str | None
+    auth_application_id: int | None
+    auth_session_state: int | None
+    origin_host: str | None
+    origin_realm: str | None
+    destination_realm: str | None
+    sip_aor: str | None
+    rfc4740_sip_method: str | None
+    destination_host: str | None
+    user_name: str | None
+    sip_server_uri: str | None
+    rfc4740_sip_number_auth_items: int | None
+    rfc4740_sip_auth_data_item: Group | None
+    proxy_info: list[Group]
+    route_record: list[str]
+
+class SipMultimediaAuthAnswer(Message):
+    """Multimedia-Auth-Answer (code 286, application 6; base (builtin:base.json))."""
+
+    session_id: str | None
+    auth_application_id: int | None
+    result_code: int | None
+    auth_session_state: int | None
+    origin_host: str | None
+    origin_realm: str | None
+    user_name: str | None
+    sip_aor: str | None
+    rfc4740_sip_number_auth_items: int | None
+    rfc4740_sip_auth_data_item: list[Group]
+    authorization_lifetime: int | None
+    auth_grace_period: int | None
+    redirect_host: list[str]
+    redirect_host_usage: int | None
+    redirect_max_cache_time: int | None
+    proxy_info: list[Group]
+    route_record: list[str]
+
+class SipPushProfileRequest(Message):
+    """Push-Profile-Request (code 288, application 6; base (builtin:base.json))."""
+
+    session_id: str | None
+    auth_application_id: int | None
+    auth_session_state: int | None
+    origin_host: str | None
+    origin_realm: str | None
+    destination_realm: str | None
+    user_name: str | None
+    sip_user_data: list[Group]
+    sip_accounting_information: Group | None
+    destination_host: str | None
+    authorization_lifetime: int | None
+    auth_grace_period: int | None
+    proxy_info: list[Group]
+    route_record: list[str]
+
+class SipPushProfileAnswer(Message):
+    """Push-Profile-Answer (code 288, application 6; base (builtin:base.json))."""
+
+    session_id: str | None
+    auth_application_id: int | None
+    result_code: int | None
+    auth_session_state: int | None
+    origin_host: str | None
+    origin_realm: str | None
+    redirect_host: list[str]
+    redirect_host_usage: int | None
+    redirect_max_cache_time: int | None
+    proxy_info: list[Group]
+    route_record: list[str]
+
+class SipRegistrationTerminationRequest(Message):
+    """Registration-Termination-Request (code 287, application 6; base (builtin:base.json))."""
+
+    session_id: str | None
+    auth_application_id: int | None
+    auth_session_state: int | None
+    origin_host: str | None
+    origin_realm: str | None
+    destination_host: str | None
+    sip_deregistration_reason: Group | None
+    destination_realm: str | None
+    user_name: str | None
+    sip_aor: list[str]
+    proxy_info: list[Group]
+    route_record: list[str]
+
+class SipRegistrationTerminationAnswer(Message):
+    """Registration-Termination-Answer (code 287, application 6; base (builtin:base.json))."""
+
+    session_id: str | None
+    auth_application_id: int | None
+    result_code: int | None
+    auth_session_state: int | None
+    origin_host: str | None
+    origin_realm: str | None
+    authorization_lifetime: int | None
+    auth_grace_period: int | None
+    redirect_host: list[str]
+    redirect_host_usage: int | None
+    redirect_max_cache_time: int | None
+    proxy_info: list[Group]
+    route_record: list[str]
+
+class SipServerAssignmentRequest(Message):
+    """Server-Assignment-Request (code 284, application 6; base (builtin:base.json))."""
+
+    session_id: str | None
+    auth_application_id: int | None
+    auth_session_state: int | None
+    origin_host: str | None
+    origin_realm: str | None
+    destination_realm: str | None
+    sip_server_assignment_type: int | None
+    sip_user_data_already_available: int | None
+    destination_host: str | None
+    user_name: str | None
+    sip_server_uri: str | None
+    sip_supported_user_data_type: list[str]
+    sip_aor: list[str]
+    proxy_info: list[Group]
+    route_record: list[str]
+
+class SipServerAssignmentAnswer(Message):
+    """Server-Assignment-Answer (code 284, application 6; base (builtin:base.json))."""
+
+    session_id: str | None
+    auth_application_id: int | None
+    result_code: int | None
+    auth_session_state: int | None
+    origin_host: str | None
+    origin_realm: str | None
+    sip_user_data: list[Group]
+    sip_accounting_information: Group | None
+    sip_aor: list[str]
+    sip_server_uri: str | None
+    authorization_lifetime: int | None
+    auth_grace_period: int | None
+    redirect_host: list[str]
+    redirect_host_usage: int | None
+    redirect_max_cache_time: int | None
+    proxy_info: list[Group]
+    route_record: list[str]
+
+class SipUserAuthorizationRequest(Message):
+    """User-Authorization-Request (code 283, application 6; base (builtin:base.json))."""
+
+    session_id: str | None
+    auth_application_id: int | None
+    auth_session_state: int | None
+    origin_host: str | None
+    origin_realm: str | None
+    destination_realm: str | None
+    sip_aor: str | None
+    destination_host: str | None
+    user_name: str | None
+    sip_visited_network_id: str | None
+    sip_user_authorization_type: int | None
+    proxy_info: list[Group]
+    route_record: list[str]
+
+class SipUserAuthorizationAnswer(Message):
+    """User-Authorization-Answer (code 283, application 6; base (builtin:base.json))."""
+
+    session_id: str | None
+    auth_application_id: int | None
+    result_code: int | None
+    auth_session_state: int | None
+    origin_host: str | None
+    origin_realm: str | None
+    sip_server_uri: str | None
+    sip_server_capabilities: Group | None
+    authorization_lifetime: int | None
+    auth_grace_period: int | None
+    redirect_host: list[str]
+    redirect_host_usage: int | None
+    redirect_max_cache_time: int | None
+    proxy_info: list[Group]
+    route_record: list[str]
+
 class SpendingLimitRequest(Message):
     """Spending-Limit-Request (code 8388635, application 16777302; sy (builtin:sy.json))."""
 

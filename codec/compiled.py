@@ -264,7 +264,7 @@ class _Gen:
             self.env["_identities"] = _IDENTITIES
             return "(_identities.get(s := buf[vs:ve]) or _identity(s))"
         name = f"_D{a.code}_{a.vendor}"
-        self.env[name] = codec.decode  # raises TypeFault (a ValueError) on a bad value
+        self.env[name] = codec.strict  # raises TypeFault (a ValueError) on a bad value
         return f"{name}(buf, vs, ve)"
 
     def store(self, a: AvpDef, what: Any, many: bool, value: str) -> None:

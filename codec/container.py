@@ -551,7 +551,8 @@ def _value_at(d: AvpDef | None, buf: Any, off: int) -> Any:
     if d is not None:
         st = d.fixed_struct
         if st is not None:
-            t = st.unpack_from(buf, off)
+            # a short value last in the buffer: the struct would read past it (Avp path: 5014)
+            t = st.unpack_from(buf, off) if len(buf) - off >= d.fixed_len else (0, 0)
             if t[1] & 0xFFFFFF == d.fixed_len:
                 v = t[-1]
                 if d.enum:

@@ -269,10 +269,24 @@ class Message(AvpContainer):
 
     # -- validation and presentation --------------------------------------------------
 
-    def find_errors(self, *, limit: int | None = None) -> list[AvpError]:
+    def find_errors(
+        self, *, limit: int | None = None, codes: frozenset[int] | None = None
+    ) -> list[AvpError]:
         from .validate import find_errors
 
-        return find_errors(self, limit=limit)
+        return find_errors(self, limit=limit, codes=codes)
+
+    def check_values(self) -> None:
+        """Raise the first value fault (5004 or 5014, with its Failed-AVP) at any depth.
+
+        Reading does not judge (a string that is not valid text reads as the octets it came
+        from); an application that stores or compares what it reads, without validating the
+        whole message, calls this first: the faults that reading used to raise."""
+        from .validate import VALUE_FAULTS, find_errors
+
+        errs = find_errors(self, limit=1, codes=VALUE_FAULTS)
+        if errs:
+            raise errs[0]
 
     def validate(self) -> None:
         """Raise the first fault the answer must report (3008, 3009, 5001, 5004, 5005, ...)."""

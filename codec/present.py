@@ -8,7 +8,7 @@ from typing import Any
 
 from .avp import Avp
 from .errors import CodecError
-from .types import OtherAddress
+from .types import OtherAddress, text_octets
 
 
 def _show(a: Avp, v: Any) -> str:
@@ -42,7 +42,13 @@ def json_value(v: Any) -> Any:
         return int(v)
     if isinstance(v, (bytes, bytearray)):
         return v.hex()
-    if isinstance(v, (str, float)) or v is None:
+    if isinstance(v, str):
+        try:
+            v.encode("utf-8")
+        except UnicodeEncodeError:  # octets that are not UTF-8, kept as lone surrogates
+            return text_octets(v).decode("utf-8", "backslashreplace")
+        return v
+    if isinstance(v, float) or v is None:
         return v
     if isinstance(v, datetime):
         return v.isoformat()

@@ -1,12 +1,22 @@
 """RFC 6733 basic and derived AVP data types: bytes in, Python values out, and back.
 
-Each type is a small object with `decode(buf, start, end)`, `check(value)` and
-`encode(value) -> bytes`. Decoding works on offsets into the message buffer so that
-fixed-size values are read with one `unpack_from` and no slicing. `check` runs once, when a
-value is assigned, and returns the value to store (an enum name becomes its member, a Unix
-time a UTC datetime); `encode` then trusts it. Faults raise `TypeFault` with the Result-Code
-the answer needs (5004 for a bad value, 5014 for a wrong length); the AVP layer turns it into
-AvpError (decoding) or EncodeError (building).
+Each type is a small object with `decode(buf, start, end)`, `strict(buf, start, end)`,
+`check(value)` and `encode(value) -> bytes`. Decoding works on offsets into the message
+buffer so that fixed-size values are read with one `unpack_from` and no slicing.
+
+Reading never judges: `decode` returns a faithful value for any octets a peer can send (a
+string type's octets that are not valid text keep every octet, see `text_octets`; an Address that
+is not one is kept as `OtherAddress` or, under 2 octets, as bytes). The one exception is a
+fixed-size type (integers, floats, Time) whose data has the wrong length: there is no number
+to return, so it raises `TypeFault` with 5014, a length fault like the AVP framing faults.
+`strict` is what validation and the compiled readers use: the value, or `TypeFault` with the
+Result-Code the answer needs (5004 for a bad value, 5014 for a wrong length).
+
+`check` runs once, when a value is assigned, and returns the value to store (an enum name
+becomes its member, a Unix time a UTC datetime); `encode` then trusts it. The AVP layer turns
+a `TypeFault` into AvpError (validating, or reading a fixed-size value) or EncodeError
+(building): a value that reading returned but that its type does not allow cannot be
+assigned again; forward the `Avp` itself (its octets go out unchanged) or its `data`.
 """
 
 from __future__ import annotations
@@ -60,6 +70,10 @@ class FixedType:
         if end - start != self.size:
             raise TypeFault(f"{self.name} needs {self.size} octets, got {end - start}", 5014)
         return self.struct.unpack_from(buf, start)[0]
+
+    def strict(self, buf: Any, start: int, end: int) -> Any:
+        """The value, or TypeFault: for a fixed size only the length can be wrong."""
+        return self.decode(buf, start, end)
 
     def check(self, value: Any) -> Any:
         if type(value) is int and not self.is_float and self.lo <= value <= self.hi:  # type: ignore[operator]
@@ -151,6 +165,10 @@ class OctetStringType:
     def decode(self, buf: Any, start: int, end: int) -> Any:
         return bytes(buf[start:end])
 
+    def strict(self, buf: Any, start: int, end: int) -> Any:
+        """Any octets are an OctetString."""
+        return bytes(buf[start:end])
+
     def check(self, value: Any) -> bytes:
         if type(value) is bytes:
             return value
@@ -173,6 +191,15 @@ class UTF8StringType(OctetStringType):
         super().__init__(name)
 
     def decode(self, buf: Any, start: int, end: int) -> str:
+        """The text as sent, never raising: octets that are not UTF-8 are kept (see `text_octets`)."""
+        b = buf[start:end]
+        try:
+            return str(b, "utf-8")
+        except UnicodeDecodeError:
+            return str(b, "utf-8", "surrogateescape")
+
+    def strict(self, buf: Any, start: int, end: int) -> str:
+        """The text, or TypeFault 5004: not UTF-8, a NUL, or what the derived type refuses."""
         try:
             s = str(buf[start:end], "utf-8")
         except UnicodeDecodeError as exc:
@@ -208,6 +235,17 @@ class UTF8StringType(OctetStringType):
         return self.check(value).encode("utf-8")
 
 
+def text_octets(value: str) -> bytes:
+    """The octets a string read from the wire came from (its `data`, byte for byte).
+
+    Reading a UTF8String, DiameterIdentity, DiameterURI or IPFilterRule decodes UTF-8 with
+    Python's "surrogateescape" handler: valid text reads as itself (a NUL included), and each
+    octet that is not part of valid UTF-8 reads as the lone surrogate U+DC00+octet, so no
+    octet is lost or changed. Validation reports such values (5004); this undoes the mapping.
+    """
+    return value.encode("utf-8", "surrogateescape")
+
+
 # DiameterIdentity is an FQDN or realm; IDNA makes it ASCII. Printable ASCII without
 # spaces is accepted (underscores and other oddities occur in the field).
 _IDENTITY = re.compile(r"[!-~]{1,255}").fullmatch
@@ -226,7 +264,7 @@ class IdentityType(UTF8StringType):
     def __init__(self) -> None:
         super().__init__("DiameterIdentity")
 
-    def decode(self, buf: Any, start: int, end: int) -> str:
+    def strict(self, buf: Any, start: int, end: int) -> str:
         try:
             s = str(buf[start:end], "ascii")
         except UnicodeDecodeError:
@@ -346,6 +384,20 @@ class AddressType:
     converts = False
 
     def decode(self, buf: Any, start: int, end: int) -> Any:
+        """The address, never raising: an IPv4/IPv6 family with the wrong length is kept as
+        OtherAddress(family, data), data too short to hold a family as its bytes."""
+        if end - start < 2:
+            return bytes(buf[start:end])
+        family = _FAMILY.unpack_from(buf, start)[0]
+        data = bytes(buf[start + 2 : end])
+        if family == 1 and len(data) == 4:
+            return ipaddress.IPv4Address(data)
+        if family == 2 and len(data) == 16:
+            return ipaddress.IPv6Address(data)
+        return OtherAddress(family, data)
+
+    def strict(self, buf: Any, start: int, end: int) -> Any:
+        """The address, or TypeFault 5014 for a length that its family does not allow."""
         if end - start < 2:
             raise TypeFault("Address shorter than its family field", 5014)
         family = _FAMILY.unpack_from(buf, start)[0]

@@ -49,10 +49,19 @@ class _Stop(Exception):
 Report = Callable[[AvpError], None]
 
 
-def find_errors(msg: Message, *, limit: int | None = None) -> list[AvpError]:
+VALUE_FAULTS = frozenset({5004, 5014})
+
+
+def find_errors(
+    msg: Message, *, limit: int | None = None, codes: frozenset[int] | None = None
+) -> list[AvpError]:
+    """The faults an answer must report, in wire order; `codes` keeps only those Result-Codes
+    (VALUE_FAULTS: the values that reading returned but their types do not allow)."""
     errors: list[AvpError] = []
 
     def report(e: AvpError) -> None:
+        if codes is not None and e.result_code not in codes:
+            return
         errors.append(e)
         if limit is not None and len(errors) >= limit:
             raise _Stop
@@ -67,6 +76,24 @@ def find_errors(msg: Message, *, limit: int | None = None) -> list[AvpError]:
         if f & FLAG_ERROR and not f & FLAG_REQUEST:
             g = answer_message_grammar(msg._dict)
         _check(msg, g, report)
+    except _Stop:
+        pass
+    return errors
+
+
+def avp_errors(a: Avp, *, limit: int | None = None) -> list[AvpError]:
+    """The faults validation reports for one AVP on its own: its flags, its value (5004, 5014)
+    and, for a Grouped AVP, its members against the group's grammar. Reading `a.value` does
+    not judge; this does, with the Failed-AVP an answer would carry."""
+    errors: list[AvpError] = []
+
+    def report(e: AvpError) -> None:
+        errors.append(e)
+        if limit is not None and len(errors) >= limit:
+            raise _Stop
+
+    try:
+        _check_items(None, [a], None, report)  # type: ignore[arg-type]
     except _Stop:
         pass
     return errors
@@ -191,7 +218,7 @@ def _check(c: AvpContainer, g: Grammar | None, report: Report) -> None:
             else:
                 start = off + (12 if fl & 0x80000000 else 8)
                 try:
-                    d.codec.decode(buf, start, off + (fl & 0xFFFFFF))
+                    d.codec.strict(buf, start, off + (fl & 0xFFFFFF))
                     continue
                 except TypeFault:
                     pass
@@ -199,6 +226,11 @@ def _check(c: AvpContainer, g: Grammar | None, report: Report) -> None:
             continue
         if type(v) is Group:
             _check(v, d.grammar, _within(partial(at, i), report))
+        elif d.vcheck == 3:  # read already, but reading does not judge: the octets do
+            try:
+                d.codec.strict(buf, off + (12 if fl & 0x80000000 else 8), off + (fl & 0xFFFFFF))
+            except TypeFault:
+                _check_value(at(i), d, report)
         elif d.type == "Enumerated" and d.enum and flags & 0x40 and type(v) is int:
             report(AvpError(5004, f"{d.name}: {v} is not a defined value", at(i)))
     if g is not None:
@@ -208,12 +240,21 @@ def _check(c: AvpContainer, g: Grammar | None, report: Report) -> None:
 
 
 def _check_value(a: Avp, d: AvpDef, report: Report) -> None:
-    """Decode one AVP's value and report why it fails (or recurse into a group)."""
+    """Decode one AVP's value and report why it fails (or recurse into a group). Reading
+    does not judge, so octets from the wire (or given raw) are checked by the type's
+    `strict`; a value that was assigned was checked then."""
     try:
         v = a.value
     except CodecError as exc:
         report(exc if isinstance(exc, AvpError) else AvpError(5004, str(exc), a))
         return
+    buf = a._buf
+    if buf is not None and d.vcheck == 3:
+        try:
+            d.codec.strict(buf, a._off + a._hdr, a._off + a._len)
+        except TypeFault as exc:
+            report(AvpError(exc.result_code, f"{d.name}: {exc}", a))
+            return
     if d.type == "Enumerated" and d.enum and a.is_mandatory and type(v) is int:
         report(AvpError(5004, f"{d.name}: {v} is not a defined value", a))
         return

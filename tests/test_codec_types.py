@@ -1,7 +1,9 @@
 """Every RFC 6733 data type: valid values round-trip, invalid ones are refused.
 
-Refused when building (EncodeError, a ValueError, at assignment) and when decoding (AvpError
-with 5004 for a bad value or 5014 for a bad length, and the AVP as Failed-AVP).
+Refused when building (EncodeError, a ValueError, at assignment) and reported by validation
+(AvpError with 5004 for a bad value or 5014 for a bad length, and the AVP as Failed-AVP).
+Reading from the wire does not judge: it returns a faithful value, except for a fixed-size
+type whose data has the wrong length (no number to return: AvpError 5014).
 """
 
 from __future__ import annotations
@@ -13,7 +15,17 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from chargegw.codec import Avp, AvpError, EncodeError, Group, Message, OtherAddress, get_dictionary
+from chargegw.codec import (
+    Avp,
+    AvpError,
+    EncodeError,
+    Group,
+    Message,
+    OtherAddress,
+    avp_errors,
+    get_dictionary,
+    text_octets,
+)
 from chargegw.codec.dictionary import AvpDef, Dictionary
 from chargegw.codec.types import TIME_MAX, TIME_MIN, TYPES, parse_ipfilter
 
@@ -44,12 +56,23 @@ def wire(d: AvpDef, data: bytes) -> Avp:
     return Avp.decode(raw, d.owner)
 
 
-def bad_value(d: AvpDef, data: bytes, code: int) -> None:
+def bad_value(d: AvpDef, data: bytes, code: int) -> object:
+    """Validation reports `code` with the AVP as Failed-AVP; reading returns a faithful value
+    (returned), or for a fixed-size type of the wrong length raises the same fault."""
     a = wire(d, data)
-    with pytest.raises(AvpError) as ei:
-        a.value  # noqa: B018
-    assert ei.value.result_code == code
-    assert ei.value.failed_avp is a
+    errs = avp_errors(a)
+    assert [e.result_code for e in errs] == [code]
+    assert errs[0].failed_avp is a
+    if TYPES[d.type].fixed:
+        with pytest.raises(AvpError) as ei:
+            a.value  # noqa: B018
+        assert ei.value.result_code == code and ei.value.failed_avp is a
+        return None
+    v = a.value
+    if isinstance(v, str):
+        assert text_octets(v) == data  # no octet lost or changed
+    assert a.data == data and a.encode() == wire(d, data).encode()
+    return v
 
 
 INTS = [
@@ -143,20 +166,23 @@ def test_utf8string() -> None:
     for v in ("nul\x00inside", "lone \ud800 surrogate", 5, None):
         with pytest.raises(EncodeError):
             Avp(d.code, v, definition=d)
-    bad_value(d, b"\xff\xfe", 5004)  # not UTF-8
-    bad_value(d, b"\xc0\xaf", 5004)  # overlong
-    bad_value(d, b"\xed\xa0\x80", 5004)  # encoded surrogate
-    bad_value(d, b"a\x00b", 5004)  # NUL: outside 1..0x7fffffff (RFC 6733 4.3.1)
+    assert bad_value(d, b"\xff\xfe", 5004) == "\udcff\udcfe"  # not UTF-8: kept as surrogates
+    assert bad_value(d, b"\xc0\xaf", 5004) == "\udcc0\udcaf"  # overlong
+    assert bad_value(d, b"\xed\xa0\x80", 5004) == "\udced\udca0\udc80"  # encoded surrogate
+    assert bad_value(d, b"a\x00b", 5004) == "a\x00b"  # NUL: outside 1..0x7fffffff (RFC 6733)
+    assert bad_value(d, "ok \xfc".encode() + b"\xfc", 5004) == "ok \xfc\udcfc"  # text kept
+    # a value read that its type does not allow cannot be assigned again (the builder checks)
+    with pytest.raises(EncodeError):
+        Avp(d.code, wire(d, b"\xff").value, definition=d)
 
 
 def test_utf8string_given_bytes_are_its_raw_octets() -> None:
     d = _def("UTF8String")
     a = Avp(d.code, "ü".encode(), definition=d)
     assert a.value == "ü"
-    b = Avp(d.code, b"\xff", definition=d)  # unchecked raw data: decoding tells
-    with pytest.raises(AvpError) as ei:
-        b.value  # noqa: B018
-    assert ei.value.result_code == 5004
+    b = Avp(d.code, b"\xff", definition=d)  # unchecked raw data: validation tells
+    assert b.value == "\udcff" and b.encode()[8:9] == b"\xff"
+    assert [e.result_code for e in avp_errors(b)] == [5004]
 
 
 def test_diameter_identity() -> None:
@@ -166,9 +192,11 @@ def test_diameter_identity() -> None:
     for v in ("two words", "tab\there", "ünïcode.example", "x" * 256):
         with pytest.raises(EncodeError):
             Avp(d.code, v, definition=d)
-    bad_value(d, b"", 5004)
-    bad_value(d, b"bad host", 5004)
-    bad_value(d, "dömain".encode(), 5004)
+    assert bad_value(d, b"", 5004) == ""
+    assert bad_value(d, b"bad host", 5004) == "bad host"
+    assert bad_value(d, "dömain".encode(), 5004) == "dömain"  # UTF-8 reads as its text
+    assert bad_value(d, b"d\xf6main", 5004) == "d\udcf6main"  # Latin-1: the octet kept
+    assert bad_value(d, b"nul\x00.example", 5004) == "nul\x00.example"
 
 
 @pytest.mark.parametrize(
@@ -209,7 +237,7 @@ def test_diameter_uri_invalid(uri: str) -> None:
     d = _def("DiameterURI")
     with pytest.raises(EncodeError):
         Avp(d.code, uri, definition=d)
-    bad_value(d, uri.encode(), 5004)
+    assert bad_value(d, uri.encode(), 5004) == uri
 
 
 @pytest.mark.parametrize(
@@ -246,7 +274,7 @@ def test_ipfilterrule_invalid(rule: str) -> None:
     d = _def("IPFilterRule")
     with pytest.raises(EncodeError):
         Avp(d.code, rule, definition=d)
-    bad_value(d, rule.encode(), 5004)
+    assert bad_value(d, rule.encode(), 5004) == rule
 
 
 def test_address_families() -> None:
@@ -275,9 +303,11 @@ def test_address_families() -> None:
     ):
         with pytest.raises(EncodeError):
             Avp(d.code, v, definition=d)
-    bad_value(d, b"\x00", 5014)  # shorter than the family
-    bad_value(d, b"\x00\x01\x0a\x00\x00", 5014)  # IPv4 with 3 octets
-    bad_value(d, b"\x00\x02" + b"\x00" * 4, 5014)  # IPv6 with 4 octets
+    assert bad_value(d, b"\x00", 5014) == b"\x00"  # shorter than the family: its octets
+    assert bad_value(d, b"", 5014) == b""
+    v4_3 = bad_value(d, b"\x00\x01\x0a\x00\x00", 5014)  # IPv4 with 3 octets
+    assert v4_3 == OtherAddress(1, b"\x0a\x00\x00")
+    assert bad_value(d, b"\x00\x02" + b"\x00" * 4, 5014) == OtherAddress(2, b"\x00" * 4)
     assert wire(d, b"\x00\x08").value == OtherAddress(8, b"")
 
 

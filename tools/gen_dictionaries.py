@@ -131,6 +131,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gen_dictionaries_apps import APPLICATIONS as APP_IDS  # noqa: E402
 from gen_dictionaries_apps import COMMANDS as APP_COMMANDS  # noqa: E402
+from gen_dictionaries_more import COMMANDS as MORE_COMMANDS  # noqa: E402
+from gen_dictionaries_more import EXTRA_AVPS as MORE_AVPS  # noqa: E402
+from gen_dictionaries_more import GROUPED as MORE_GROUPED  # noqa: E402
+from gen_dictionaries_more import M_TRUE_IETF  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 OUT_DIR = REPO_ROOT / "codec" / "dictionaries"
@@ -427,7 +431,7 @@ M_FALSE = {
     )
 }
 # AVPs Wireshark marks "may" although the spec table says M,V (TS 32.299 LCS AVPs).
-M_TRUE = {TGPP: _codes(1232, 1235, 1237, 1239, 1241, 1243, 1244)}
+M_TRUE = {TGPP: _codes(1232, 1235, 1237, 1239, 1241, 1243, 1244), 0: M_TRUE_IETF}
 # A missing "mandatory" attribute means M set, except in these 3GPP ranges (spec: V only).
 MISSING_M_FALSE_RANGES = {TGPP: _codes((654, 658), (1642, 1706), (2408, 2411), (2800, 2899))}
 
@@ -1993,7 +1997,7 @@ def collect_avps(ws_dir: Path, log: list[str]) -> dict[str, Avp]:
         by_name[avp.name] = avp
 
     # Hand additions first: they exist precisely because Wireshark lacks them.
-    for spec in EXTRA_AVPS:
+    for spec in EXTRA_AVPS + MORE_AVPS:
         admit(
             Avp(
                 name=spec["name"],
@@ -2002,7 +2006,7 @@ def collect_avps(ws_dir: Path, log: list[str]) -> dict[str, Avp]:
                 type=spec["type"],
                 m=spec.get("m", True),
                 enum=dict(spec.get("enum", {})),
-                source="gen_dictionaries.py",
+                source=spec.get("source", "gen_dictionaries.py"),
             )
         )
     # Application-specific Wireshark files before the big generic one (stable sort).
@@ -2029,7 +2033,7 @@ def collect_avps(ws_dir: Path, log: list[str]) -> dict[str, Avp]:
 def build_grammars(avps: dict[str, Avp], renamed: dict[str, str], log: list[str]) -> None:
     """Attach a grammar to every Grouped AVP: the hand-written one from GROUPED, else each
     Wireshark member as "* [ Name ]" (Wireshark gives no qualifiers) plus "* [ AVP ]"."""
-    for name, text in GROUPED.items():
+    for name, text in {**GROUPED, **MORE_GROUPED}.items():
         if name not in avps:
             raise SystemExit(f"error: GROUPED grammar for unknown AVP {name}")
         avps[name].grammar = parse_ccf(text, f"grouped {name}")
@@ -2054,7 +2058,7 @@ def build_grammars(avps: dict[str, Avp], renamed: dict[str, str], log: list[str]
 
 def build_commands() -> dict[str, list[dict]]:
     out: dict[str, list[dict]] = {}
-    for fname, cmds in COMMANDS.items():
+    for fname, cmds in {**COMMANDS, "base": COMMANDS["base"] + MORE_COMMANDS}.items():
         built = []
         for c in cmds:
             where = f"command {c['name']} ({c['code']}, app {c['application']})"

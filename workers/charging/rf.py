@@ -86,6 +86,7 @@ class AccountingApp:
         """The CDR an ACR asks to store, or the answer that refuses it."""
         if request.code != CMD_ACR:
             return self._answer(request, ResultCode.DIAMETER_COMMAND_UNSUPPORTED)
+        request.check_values()  # reading does not judge: a bad value raises its AvpError here
         for name in REQUIRED:
             if request.get(name) is None:
                 return self._answer(

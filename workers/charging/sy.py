@@ -158,6 +158,7 @@ class SpendingLimitApp:
     def _serve(self, request: Message, rctx: Any = None) -> Message:
         """Raises ShardMoved / NotOwner (nothing applied) when the request's shard, or the
         account or subscription it names, is not served here: the runtime sends Moved."""
+        request.check_values()  # reading does not judge: a bad value raises its AvpError here
         shard = getattr(rctx, "shard", -1)
         owns = getattr(self.store, "owns", None)
         if shard >= 0 and owns is not None and not owns(shard):
