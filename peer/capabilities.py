@@ -74,8 +74,12 @@ def _str(value: Any) -> str:
 
 
 def parse_capabilities(msg: Message) -> PeerCapabilities:
-    """CER or CEA -> PeerCapabilities; raises CapabilitiesError for 5005/5009 faults."""
+    """CER or CEA -> PeerCapabilities; raises CapabilitiesError for 5004/5005/5009 faults.
+    Reading a value never raises (an odd octet reads as a surrogate), so the values are
+    judged first: a DiameterIdentity with a space, bad UTF-8, an address of the wrong
+    length get 5004 with Failed-AVP, not a peer named by garbage."""
     try:
+        msg.check_values()
         host = msg.get("Origin-Host")
         realm = msg.get("Origin-Realm")
         if not host or not realm:

@@ -268,3 +268,25 @@ def test_vsai_without_an_application_names_both_in_the_cea() -> None:
         )
     )  # fmt: skip
     assert cea.result_code == 5005 and _failed_codes(cea) == [258, 259]
+
+
+def test_cer_with_an_odd_origin_host_is_refused_5004_with_failed_avp() -> None:
+    """Reading no longer raises on odd octets: the capabilities check must judge them."""
+    from chargegw.codec import Avp, Message, commands
+    from chargegw.peer.capabilities import CapabilitiesError, parse_capabilities
+
+    cer = commands.CapabilitiesExchangeRequest(
+        origin_host="peer.example", origin_realm="example", host_ip_address=["127.0.0.1"],
+        vendor_id=0, product_name="t", auth_application_id=[4],
+    )  # fmt: skip
+    raw = bytearray(cer.encode())
+    i = raw.index(b"peer.example")
+    raw[i + 4] = 0xFF  # not UTF-8 (nor a DiameterIdentity)
+    msg = Message.decode(bytes(raw))
+    try:
+        parse_capabilities(msg)
+    except CapabilitiesError as exc:
+        assert exc.result_code == 5004
+        assert [a.code for a in exc.failed_avps] == [Avp.new("Origin-Host", "x").code]
+    else:
+        raise AssertionError("a CER with a non-UTF-8 Origin-Host was admitted")
