@@ -285,6 +285,9 @@ class Gateway:
         left = await self.pool.drain(timeout)
         if left:
             log.warning("%d requests still in flight after %.1fs of draining", left, timeout)
+            # Answered before DPR, so that no peer waits out its own timeout for them.
+            for p in self.core.expire(float("inf")):
+                self._late_error(p, ResultCode.DIAMETER_UNABLE_TO_DELIVER, "gateway stopping")
         try:
             await self.node.stop(graceful=True, timeout=max(1.0, min(timeout, 5.0)))
         finally:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import secrets
 import signal
 import socket
 import sys
@@ -56,7 +55,6 @@ class Supervisor:
         self.crash_loop: str | None = None  # why the launcher gave up, when it did
         self.on_fatal: Any = None
         self._tasks: list[asyncio.Task[None]] = []
-        self._tag = secrets.token_hex(2)
 
     def start(self) -> None:
         for slot in range(self.n):
@@ -90,7 +88,9 @@ class Supervisor:
         exits: deque[float] = deque()  # when this slot's recent workers exited
         while not self.stopping:
             incarnation += 1
-            wid = f"{socket.gethostname()}-{self._tag}-w{slot}.{incarnation}"
+            # Stable per slot (the incarnation aside): a restarted worker keeps its shards and
+            # its store owner file (chargegw/sharding.py owner_name).
+            wid = f"{socket.gethostname()}-w{slot}.{incarnation}"
             try:
                 proc = await asyncio.create_subprocess_exec(
                     *self._argv(wid), start_new_session=True

@@ -194,11 +194,6 @@ def test_sigterm_with_requests_longer_than_the_bound_still_stops_in_time(
     print(f"stopped in {took:.1f}s, DPR after {c.dpr_at - t0:.1f}s")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Gateway.stop sends DPR without answering what is still pending after the bound "
-    "(gateway/frontend.py, pool_io: the lead's files); the peer's Tx timer has to fail over",
-)
 def test_requests_still_held_at_the_bound_get_an_error_before_dpr(
     tmp_path: Path, chargegw_run: Any
 ) -> None:
