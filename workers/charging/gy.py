@@ -28,6 +28,7 @@ from .render import Answer, Renderer
 from .store import (
     AccountRow,
     ProvisionRule,
+    ShardedApp,
     Store,
     StoreBusy,
     StoreUnavailable,
@@ -80,7 +81,7 @@ class _Header:
                 setattr(self, name, int(value))
 
 
-class CreditControlApp:
+class CreditControlApp(ShardedApp):
     """Gy/Ro OCS. Register as `chargegw.workers.charging.gy:CreditControlApp` for app 4."""
 
     app_id = APP_ID
@@ -113,19 +114,6 @@ class CreditControlApp:
         self._seed()
         ctx.call_later(self.cfg.sweep_interval, self._sweep_tick)
         ctx.call_later(self.cfg.notice_interval, self._notice_tick)
-
-    # -- shards (issue 10): the runtime assigns them; the store (shared with Sy) claims ----
-
-    @property
-    def shards(self) -> int:
-        """The store's shard count (0: this store is not sharded)."""
-        return int(getattr(self.store, "shard_count", 0) or 0)
-
-    def assign_shards(self, shards: frozenset[int]) -> None:
-        """Own exactly `shards` (idempotent: Sy forwards the same set to the same store)."""
-        assign = getattr(self.store, "assign_shards", None)
-        if assign is not None:
-            assign(frozenset(shards))
 
     def _seed(self) -> None:
         """Seed the demo account set into a fresh store once (see README.md)."""

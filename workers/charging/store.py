@@ -347,6 +347,24 @@ def ledger_check(
     return rep
 
 
+class ShardedApp:
+    """What the worker runtime calls on a charging application whose store is sharded (Gy
+    and Sy share one store object per process, so assigning the same set twice is harmless)."""
+
+    store: Any
+
+    @property
+    def shards(self) -> int:
+        """The store's shard count (0: this store is not sharded)."""
+        return int(getattr(self.store, "shard_count", 0) or 0)
+
+    def assign_shards(self, shards: frozenset[int]) -> None:
+        """Own exactly `shards` from now on (the runtime's Assign)."""
+        assign = getattr(self.store, "assign_shards", None)
+        if assign is not None:
+            assign(frozenset(shards))
+
+
 class StoreConfig(msgspec.Struct, forbid_unknown_fields=True):
     """`store` table of an application's config."""
 

@@ -18,6 +18,7 @@ from chargegw.sharding import NotOwner, owner_name
 from .config import SyConfig, load, peer_index
 from .core import period_of
 from .store import (
+    ShardedApp,
     Store,
     StoreUnavailable,
     SyCounter,
@@ -77,7 +78,7 @@ async def send_status_notifications(
     return sent
 
 
-class SpendingLimitApp:
+class SpendingLimitApp(ShardedApp):
     """Sy OCS side. Register as `chargegw.workers.charging.sy:SpendingLimitApp` for 16777302."""
 
     app_id = APP_ID
@@ -97,18 +98,6 @@ class SpendingLimitApp:
         self.store = open_store(
             self.cfg.store, ctx.data_dir, owner_name(getattr(ctx, "worker_id", "") or "")
         )
-
-    # -- shards (issue 10): the same store object as Gy's, so assigning twice is harmless --
-
-    @property
-    def shards(self) -> int:
-        """The store's shard count (0: this store is not sharded)."""
-        return int(getattr(self.store, "shard_count", 0) or 0)
-
-    def assign_shards(self, shards: frozenset[int]) -> None:
-        assign = getattr(self.store, "assign_shards", None)
-        if assign is not None:
-            assign(frozenset(shards))
 
     def _foreign(self, sub: SySubscription | None, req: Message, rctx: Any) -> bool:
         """Whether `sub` exists and belongs to another PCRF than the requesting peer (the
