@@ -124,8 +124,11 @@ def error_answer(
         # The common protocol error (3004 under overload, 3002, 3007): the generic grammar
         # assembled from octets, equal to what _build makes (tests/test_codec_answers_fast.py)
         # at a fraction of its cost, so that shedding load stays cheap.
-        return _generic(bytes(request), int(error.result_code), error.error_message,
-                        origin_host, origin_realm, d)  # fmt: skip
+        try:
+            return _generic(bytes(request), int(error.result_code), error.error_message,
+                            origin_host, origin_realm, d)  # fmt: skip
+        except Exception:  # noqa: BLE001 - a value that will not encode: the general path copes
+            pass
     src = _Source(request)
     for attempt in range(3):
         try:
@@ -194,7 +197,9 @@ def _generic(
     ))  # fmt: skip
     body += _cached(d, ("rc", code), lambda: Avp.new("Result-Code", code, d).encode())
     if text:
-        text = text[:MAX_ERROR_MESSAGE]
+        # A reason may quote what a request held (read with surrogateescape): escaped, so
+        # that it encodes as UTF-8 and the answer keeps its Session-Id.
+        text = text[:MAX_ERROR_MESSAGE].encode("utf-8", "backslashreplace").decode("utf-8")
         body += _cached(d, ("em", text), lambda: Avp.new("Error-Message", text, d).encode())
     if proxies:
         body += b"".join(proxies)

@@ -213,14 +213,23 @@ class Gateway:
         return doc
 
     def debits(self) -> list[tuple[str, int, str, int]]:
-        """Every debit in the ledger: (Session-Id, CC-Request-Number, service key, amount)."""
-        db = sqlite3.connect(f"file:{self.data_dir / 'charging.db'}?mode=ro", uri=True)
-        try:
-            rows = db.execute(
-                "SELECT session, number, key, amount + shortfall FROM ledger WHERE kind = 'debit'"
-            ).fetchall()
-        finally:
-            db.close()
+        """Every debit in the ledger: (Session-Id, CC-Request-Number, service key, amount).
+        The SQLite store is sharded: each worker appends to its own owner file, and ledger
+        entries stay where they were written, so every file with a ledger is read."""
+        rows: list[tuple[Any, ...]] = []
+        for path in sorted(self.data_dir.rglob("*.db")):
+            db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+            try:
+                if not db.execute(
+                    "SELECT 1 FROM sqlite_master WHERE type='table' AND name='ledger'"
+                ).fetchone():
+                    continue
+                rows += db.execute(
+                    "SELECT session, number, key, amount + shortfall FROM ledger"
+                    " WHERE kind = 'debit'"
+                ).fetchall()
+            finally:
+                db.close()
         return [(str(s), int(n), str(k), int(a)) for s, n, k, a in rows]
 
     def double_charges(self) -> list[tuple[str, int, str, int]]:

@@ -8,7 +8,7 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from chargegw.codec import DiameterError, answers, commands
+from chargegw.codec import DiameterError, Message, answers, commands
 
 VECTORS = Path(__file__).resolve().parents[2] / "shared" / "vectors"
 
@@ -70,3 +70,13 @@ def padding(msg: bytes) -> set[int]:
         out.update(range(pos + n, pos + ((n + 3) & ~3)))
         pos += (n + 3) & ~3
     return out
+
+
+def test_an_error_message_that_will_not_encode_still_gets_an_answer() -> None:
+    """Error-Message text can carry what a request held (read with surrogateescape): the
+    fast path must not raise; the general builder drops what will not encode."""
+    raw = requests()[0]
+    err = DiameterError(3008, "bad value \udcff in the request")
+    m = Message.decode(answers.error_answer(raw, err, "gw.example", "example"))
+    assert m.get("Result-Code") == 3008 and m.get("Session-Id") == "gw;1;2"
+    assert m.get("Error-Message") == "bad value \\udcff in the request"
