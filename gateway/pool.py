@@ -91,6 +91,7 @@ class Counters:
     placed: int = 0
     answered: int = 0
     shed_busy: int = 0  # 3004
+    shed_fair: int = 0  # 3004 to a peer that held its share of a nearly full worker
     no_worker: int = 0  # 3002 because no live worker serves the app
     expired: int = 0  # 3002 because the deadline passed
     resent: int = 0  # failed over to another worker
@@ -173,6 +174,7 @@ class PoolCore:
         self.assign_out: dict[bytes, list[int]] = {}
         self.epoch = 0
         self.session_routes: OrderedDict[bytes, int] = OrderedDict()
+        self.peer_inflight: dict[str, int] = {}  # requests in `pending` by peer (fairness)
         self.max_session_routes = SESSION_ROUTES
 
     # Membership -----------------------------------------------------------------------
@@ -263,6 +265,7 @@ class PoolCore:
             target = self._target(p) if p.deadline > now else None
             if target is None:
                 del self.pending[rid]
+                self._peer_done(p.peer)
                 self.counters.failed_over_lost += 1
                 failed.append(p)
                 continue
@@ -324,6 +327,7 @@ class PoolCore:
         if w is None or p is None or p.worker != ident or rid not in w.inflight:
             return None
         del self.pending[rid]
+        self._peer_done(p.peer)
         w.inflight.discard(rid)
         w.available += 1
         w.sent -= 1
@@ -356,6 +360,18 @@ class PoolCore:
             w = self._shard_owner(shard, app)
         else:
             w = self._choose(app, session_id)
+        held = self.peer_inflight
+        if (
+            w is not None
+            and w.available <= w.credit >> 2
+            and held.get(peer, 0) >= w.credit >> 1
+        ):
+            # Fair shedding: the last quarter of a worker's slots is kept for the peers that
+            # do not already hold half of it, so one flooding peer cannot turn everyone
+            # else's requests into 3004 (it gets them itself, sooner), also in the instant
+            # before the others' first requests arrive.
+            self.counters.shed_fair += 1
+            raise NoWorker(ResultCode.DIAMETER_TOO_BUSY, "this peer holds its share of the pool")
         if w is None:
             if any(app in x.apps and not x.draining for x in self.workers.values()):
                 self.counters.shed_busy += 1
@@ -381,11 +397,21 @@ class PoolCore:
             shard=shard,
         )
         self.pending[rid] = p
+        held[peer] = held.get(peer, 0) + 1
         w.available -= 1
         w.sent += 1
         w.inflight.add(rid)
         self.counters.placed += 1
         return p
+
+    def _peer_done(self, peer: str) -> None:
+        """A request of `peer` left `pending` (answered, failed, withdrawn or expired)."""
+        held = self.peer_inflight
+        n = held.get(peer, 0) - 1
+        if n > 0:
+            held[peer] = n
+        else:
+            held.pop(peer, None)
 
     # Shards ---------------------------------------------------------------------------
 
@@ -461,6 +487,7 @@ class PoolCore:
             target = None
         if target is None:
             del self.pending[rid]
+            self._peer_done(p.peer)
             self.counters.shard_moves_lost += 1
             return None, p
         if not (again and target.ident == ident):
@@ -562,6 +589,7 @@ class PoolCore:
         p = self.pending.get(rid)
         if p is not None and p.worker == ident:
             del self.pending[rid]
+            self._peer_done(p.peer)
             self.counters.answered += 1
             return p
         if self.zombies.get(rid) == ident:
@@ -581,6 +609,7 @@ class PoolCore:
             out.append(p)
         for p in out:
             del self.pending[p.id]
+            self._peer_done(p.peer)
             if p.worker in self.workers:
                 self.zombies[p.id] = p.worker
         self.counters.expired += len(out)
