@@ -139,6 +139,7 @@ class ShardCountMismatch(Exception):
     routing by shard would send accounts to the wrong store partition, so it is refused."""
 
 
+FAIR_MIN_CREDIT = 16  # below this a worker's slots are too few to keep a quarter aside
 MAX_PLACED = 4  # placements of one request (failover and Moved together) before it is answered
 SESSION_ROUTES = 200_000  # Session-Id -> shard entries the front end remembers (LRU)
 
@@ -363,6 +364,7 @@ class PoolCore:
         held = self.peer_inflight
         if (
             w is not None
+            and w.credit >= FAIR_MIN_CREDIT
             and w.available <= w.credit >> 2
             and held.get(peer, 0) >= w.credit >> 1
         ):
