@@ -139,7 +139,7 @@ class ShardCountMismatch(Exception):
     routing by shard would send accounts to the wrong store partition, so it is refused."""
 
 
-FAIR_MIN_CREDIT = 16  # below this a worker's slots are too few to keep a quarter aside
+FAIR_MIN_CREDIT = 128  # below this (tests, small pools) every slot goes to whoever asks first
 MAX_PLACED = 4  # placements of one request (failover and Moved together) before it is answered
 SESSION_ROUTES = 200_000  # Session-Id -> shard entries the front end remembers (LRU)
 

@@ -315,19 +315,19 @@ async def test_worker_reports_its_shard_count_and_receives_assign_first(tmp_path
 
 def test_a_flooding_peer_is_shed_before_it_takes_the_last_quarter_of_a_worker() -> None:
     core = PoolCore(deadline=5.0, heartbeat_timeout=1.0)
-    core.register(b"w", worker_id="w", credit=16, apps=[APP], now=0.0)
+    core.register(b"w", worker_id="w", credit=128, apps=[APP], now=0.0)
     placed = 0
     with pytest.raises(NoWorker) as exc:
-        for i in range(16):
+        for i in range(128):
             core.place(peer="flood", hbh=i, app=APP, cmd=1, session_id=b"f%d" % i, raw=b"",
                        now=0.0, wall_now=0.0)  # fmt: skip
             placed += 1
-    assert exc.value.result_code == 3004 and placed == 12  # 16 - 16 // 4
+    assert exc.value.result_code == 3004 and placed == 96  # 128 - 128 // 4
     assert core.counters.shed_fair == 1
     for i in range(4):  # the others still get the quarter kept for them
         core.place(peer="good", hbh=100 + i, app=APP, cmd=1, session_id=b"g%d" % i, raw=b"",
                    now=0.0, wall_now=0.0)  # fmt: skip
-    assert core.peer_inflight == {"flood": 12, "good": 4}
+    assert core.peer_inflight == {"flood": 96, "good": 4}
     p = next(iter(core.pending.values()))
     core.answer(b"w", p.id)
-    assert core.peer_inflight["flood"] == 11  # counts follow requests out of `pending`
+    assert core.peer_inflight["flood"] == 95  # counts follow requests out of `pending`
