@@ -981,10 +981,15 @@ def run(args: argparse.Namespace) -> int:
     print()
     print_table(results)
     if args.json:
-        Path(args.json).write_bytes(orjson.dumps(
-            {"schema": "chargegw-reliability/1", "results": [r.to_dict() for r in results]},
-            option=orjson.OPT_INDENT_2))
+        write_report(Path(args.json), results)
     return 0 if all(r.passed for r in results) else 1
+
+
+def write_report(path: Path, results: list[Result]) -> None:
+    """The JSON report (details may be keyed by Result-Code, an int: written as a string)."""
+    path.write_bytes(orjson.dumps(
+        {"schema": "chargegw-reliability/1", "results": [r.to_dict() for r in results]},
+        option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS))
 
 
 def _load_extra_scenarios() -> None:

@@ -81,3 +81,13 @@ def test_codec_mutation_fuzz_fixed_seed(tmp_path: Path) -> None:
     assert r.offered == 20000, _show(r)
     assert r.answered == r.offered, _show(r)
     assert r.passed, _show(r)
+
+
+def test_the_report_is_written_with_result_codes_as_keys(tmp_path: Path) -> None:
+    import orjson
+
+    r = rel.Result("overload", faults=3)
+    r.details = {"result_codes": {2001: 5, 3004: 3}}
+    rel.write_report(tmp_path / "r.json", [r])
+    doc = orjson.loads((tmp_path / "r.json").read_bytes())
+    assert doc["results"][0]["details"]["result_codes"] == {"2001": 5, "3004": 3}
