@@ -259,3 +259,48 @@ def test_old_account_tagged_layout_is_refused_then_migrated(srv):
     assert ledger_check(s).ok
     s.close()
     r.close()
+
+
+def test_an_assign_made_while_redis_is_away_is_claimed_once_it_is_back(tmp_path):
+    """A worker told its shards while Redis is down must take them when Redis returns,
+    not refuse them (NotOwner) until the gateway happens to send another Assign."""
+    import subprocess
+    import time
+
+    from chargegw.workers.charging.testing import free_port
+
+    port = free_port()
+    argv = [shutil.which("redis-server"), "--port", str(port), "--bind", "127.0.0.1",
+            "--save", "", "--dir", str(tmp_path)]  # fmt: skip
+
+    def up() -> subprocess.Popen[bytes]:
+        p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        probe = redis.Redis(port=port, socket_timeout=0.2)
+        end = time.monotonic() + 10
+        while True:
+            try:
+                probe.ping()
+                return p
+            except redis.ConnectionError:
+                assert time.monotonic() < end
+                time.sleep(0.05)
+
+    server = up()
+    store = RedisStore(f"redis://127.0.0.1:{port}/0", timeout=0.5, shards=N)
+    try:
+        server.terminate()
+        server.wait(10)
+        s = shard_of("4670000042", N)
+        store.assign_shards(frozenset({s}))  # Redis away: kept, not raised
+        assert not store.owns(s)
+        server = up()
+        store._claim_retry_at = 0.0  # the retry pacing (once a second) is not under test
+        out = store.credit_control_many(
+            [op("x", 0, core.INITIAL, [svc(requested=10)], subs=[(0, "4670000042")], shard=s)]
+        )
+        assert not isinstance(out[0], NotOwner), out
+        assert store.owns(s) and store.owned() == {s}
+    finally:
+        store.close()
+        server.terminate()
+        server.wait(10)

@@ -42,6 +42,7 @@ This module makes the connections and assembles the classes; each concern is a m
 
 from __future__ import annotations
 
+import time
 from collections import OrderedDict
 from collections.abc import Iterable
 
@@ -82,6 +83,8 @@ class RedisStore(RedisCreditControl, RedisSweeps, RedisAccounts, RedisSy):
         sharding.DEFAULT_SHARDS for a new one). The layout is checked here when Redis is up,
         else before the first command."""
         self._init_shards(shards)
+        self._wanted: frozenset[int] | None = None  # an Assign not yet claimed (Redis away)
+        self._claim_retry_at = 0.0
         self.r = _client(url, timeout)
         self._errors, busy = redis_errors()
         self._busy = (busy,)
@@ -149,8 +152,32 @@ class RedisStore(RedisCreditControl, RedisSweeps, RedisAccounts, RedisSy):
         return self.shards
 
     def assign_shards(self, shards: Iterable[int]) -> None:
-        """The runtime's Assign (via Gy/Sy): own exactly `shards`."""
-        self.assign(s for s in shards if 0 <= s < self.shards)
+        """The runtime's Assign (via Gy/Sy): own exactly `shards`. When Redis cannot be
+        reached the claim is kept and retried before later requests (at most once a
+        second), so the shards are taken as soon as Redis is back instead of being refused
+        (NotOwner) until the next Assign."""
+        want = frozenset(s for s in shards if 0 <= s < self.shards)
+        self._wanted = want
+        self._claim_wanted()
+
+    def _claim_wanted(self) -> None:
+        want = self._wanted
+        if want is None:
+            return
+        self._claim_retry_at = time.monotonic() + 1.0
+        try:
+            self.assign(want)
+        except StoreUnavailable:
+            self._sharded = True  # serve nothing not yet claimed
+            for n in set(self._owned) - want:
+                self.release(n)
+            return
+        self._wanted = None
+
+    def _before_batch(self) -> None:
+        """Called before each batch: a claim that failed while Redis was away is retried."""
+        if self._wanted is not None and time.monotonic() >= self._claim_retry_at:
+            self._claim_wanted()
 
     def owns(self, shard: int) -> bool:
         """Whether this process serves `shard` now (unsharded: every shard)."""

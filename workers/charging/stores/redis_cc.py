@@ -79,6 +79,9 @@ class RedisCreditControl(RedisTables):
         `wait` changes nothing and the list is never None. When Redis fails, the requests
         already decided keep their outcomes; the others (applied or not: a script in flight
         is unknown) get the StoreUnavailable, and a resend is answered from the store."""
+        before = getattr(self, "_before_batch", None)
+        if before is not None:
+            before()
         return self._batch(ops)
 
     # -- the batch loop -------------------------------------------------------------------
