@@ -53,11 +53,12 @@ def free_port() -> int:
 # -- processes ----------------------------------------------------------------------------
 
 
-def rss_kb(pid: int) -> int:
-    """Resident set size of a process in KiB (0 once it is gone)."""
+def rss_kb(pid: int, field: str = "VmRSS") -> int:
+    """Resident set size of a process in KiB (0 once it is gone); `field` "RssAnon" for its
+    anonymous part only (heap: what a leak grows), "RssFile" for mapped files."""
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1])
     except OSError:
         pass
