@@ -28,7 +28,7 @@ from .constants import (
 from .container import AvpContainer, Group
 from .dictionary import Dictionary, DictionaryError, get_dictionary, load_extra
 from .errors import AvpError, CodecError, DiameterError, FramingError
-from .header import DEFAULT_MAX_LENGTH, FrameReader, Header, parse_header
+from .header import DEFAULT_MAX_LENGTH, FrameReader, Header, append_avps, parse_header
 from .message import Message, class_for, decode_message
 from .peek import ROUTING, Peek, avp_key, peek
 from .types import OtherAddress, text_octets
@@ -77,6 +77,7 @@ __all__ = [
     "get_dictionary",
     "load_extra",
     "parse_header",
+    "append_avps",
     "peek",
     "text_octets",
 ]

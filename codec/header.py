@@ -127,3 +127,9 @@ class FrameReader:
             self._chunks.clear()
             self._have = self._need = 0
             raise FramingError(f"connection closed inside a frame ({n} octets left)", 5015)
+
+
+def append_avps(message: bytes, avps: bytes) -> bytes:
+    """`message` with already encoded (padded) AVPs appended and its length field set."""
+    n = len(message) + len(avps)
+    return message[:1] + n.to_bytes(3, "big") + message[4:] + avps

@@ -16,10 +16,10 @@ import logging
 import time
 from typing import Any, NoReturn
 
-from chargegw.codec import CodecError, Message, Peek, ResultCode
+from chargegw.codec import CodecError, Message, Peek, ResultCode, append_avps
 from chargegw.config.schema import Config, is_loopback
 from chargegw.gateway.metrics import AnswerStats
-from chargegw.gateway.overload import OverloadReporter, append_avps
+from chargegw.gateway.overload import OverloadReporter
 from chargegw.gateway.pool import NoWorker, Pending, PoolCore
 from chargegw.gateway.pool_io import OutRequestFailed, PoolServer
 from chargegw.ipc import security as sec

@@ -79,8 +79,3 @@ class OverloadReporter:
             out += Avp.new("OC-OLR", olr).encode()
         return out
 
-
-def append_avps(answer: bytes, extra: bytes) -> bytes:
-    """`answer` with the encoded AVPs `extra` appended and its length field set."""
-    n = len(answer) + len(extra)
-    return answer[:1] + n.to_bytes(3, "big") + answer[4:] + extra

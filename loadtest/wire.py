@@ -202,11 +202,9 @@ class AnswerView:
 def with_oc_supported(raw: bytes) -> bytes:
     """A request template with OC-Supported-Features (loss algorithm) appended: the
     generator then acts as a DOIC reacting node (RFC 7683)."""
-    from chargegw.codec import Avp
+    from chargegw.codec import Avp, append_avps
 
-    extra = Avp.new("OC-Supported-Features", {"oc_feature_vector": 1}).encode()
-    n = len(raw) + len(extra)
-    return raw[:1] + n.to_bytes(3, "big") + raw[4:] + extra
+    return append_avps(raw, Avp.new("OC-Supported-Features", {"oc_feature_vector": 1}).encode())
 
 
 def server_request_answer(frame: bytes, origin_host: str, origin_realm: str,

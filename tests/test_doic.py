@@ -15,14 +15,8 @@ from typing import Any
 
 import pytest
 
-from chargegw.codec import Message, commands, peek
-from chargegw.gateway.overload import (
-    END_REPORTS_S,
-    MAX_REDUCTION,
-    START,
-    OverloadReporter,
-    append_avps,
-)
+from chargegw.codec import Message, append_avps, commands, peek
+from chargegw.gateway.overload import END_REPORTS_S, MAX_REDUCTION, START, OverloadReporter
 from chargegw.gateway.pool import PoolCore
 from chargegw.loadtest.wire import AnswerView, with_oc_supported
 
