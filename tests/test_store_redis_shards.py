@@ -11,7 +11,7 @@ import pytest
 from chargegw.sharding import NotOwner, ShardMoved, shard_of
 from chargegw.workers.charging import core
 from chargegw.workers.charging.core import CCOp, ServiceReq
-from chargegw.workers.charging.store import AccountRow, ledger_check
+from chargegw.workers.charging.store import AccountRow, StoreUnavailable, ledger_check
 from chargegw.workers.charging.testing import RedisServer
 
 if shutil.which("redis-server") is None:
@@ -293,6 +293,12 @@ def test_an_assign_made_while_redis_is_away_is_claimed_once_it_is_back(tmp_path)
         s = shard_of("4670000042", N)
         store.assign_shards(frozenset({s}))  # Redis away: kept, not raised
         assert not store.owns(s)
+        # while it is away the assigned shard's requests get StoreUnavailable (3004 now),
+        # not NotOwner (which would have the gateway wait out its deadline)
+        down = store.credit_control_many(
+            [op("y", 0, core.INITIAL, [svc(requested=10)], subs=[(0, "4670000042")], shard=s)]
+        )
+        assert isinstance(down[0], StoreUnavailable), down
         server = up()
         store._claim_retry_at = 0.0  # the retry pacing (once a second) is not under test
         out = store.credit_control_many(

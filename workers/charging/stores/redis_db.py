@@ -343,7 +343,16 @@ class RedisTables(CachedRules, RedisConn):
     # -- shards and the cache -------------------------------------------------------------
 
     def _serves(self, n: int) -> bool:
-        return not self._sharded or n in self._owned
+        """Whether shard `n` is served here. A shard assigned to this process whose claim
+        waits for Redis to come back (`RedisStore._wanted`) raises StoreUnavailable: its
+        requests get 3004 at once, where NotOwner would have the gateway wait out its
+        deadline for an owner that is already this process."""
+        if not self._sharded or n in self._owned:
+            return True
+        wanted = getattr(self, "_wanted", None)
+        if wanted is not None and n in wanted:
+            raise StoreUnavailable(f"redis {self.url}: shard {n} not claimed yet (unreachable)")
+        return False
 
     def _gen(self, n: int) -> int | None:
         """The gen a script of shard `n` checks (None: unsharded, unchecked)."""
