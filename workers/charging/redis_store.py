@@ -78,6 +78,8 @@ class RedisStore(RedisCreditControl, RedisSweeps, RedisAccounts, RedisSy):
         retries: int = 200,
         shards: int | None = None,
         check_layout: bool = True,
+        replicas: int = 0,
+        replica_wait: float = 0.1,
     ) -> None:
         """`shards`: the count this deployment expects (None: the store's, or
         sharding.DEFAULT_SHARDS for a new one). The layout is checked here when Redis is up,
@@ -94,6 +96,8 @@ class RedisStore(RedisCreditControl, RedisSweeps, RedisAccounts, RedisSy):
         self.url = url
         self.p = prefix
         self.retries = retries
+        self.replicas = replicas
+        self.replica_wait_ms = max(1, int(replica_wait * 1000))
         self._sidx = OrderedDict()
         self._rules = []
         self._rules_at = 0.0
@@ -198,9 +202,18 @@ class RedisCdrStore(RedisCdr):
     """Rf records on their own Redis connection (see `stores.redis_cdr`)."""
 
     def __init__(
-        self, url: str, *, prefix: str = "cg", timeout: float = 0.5, retention: float = 0.0
+        self,
+        url: str,
+        *,
+        prefix: str = "cg",
+        timeout: float = 0.5,
+        retention: float = 0.0,
+        replicas: int = 0,
+        replica_wait: float = 0.1,
     ) -> None:
         self.r = _client(url, timeout)
+        self.replicas = replicas
+        self.replica_wait_ms = max(1, int(replica_wait * 1000))
         import redis
 
         down, busy = redis_errors()

@@ -382,10 +382,31 @@ class StoreConfig(msgspec.Struct, forbid_unknown_fields=True):
     # Charging state is split into this many shards (issue 10; sqlite: persisted in the
     # shard map, a store made with another count refuses to open).
     shards: int = DEFAULT_SHARDS
+    # Redis with replicas (a Sentinel URL, `redis+sentinel://HOST:PORT/MASTER`): a batch is
+    # answered only once this many replicas hold it (WAIT), so a failover loses no answered
+    # change; fewer within `replica_wait` seconds gives 3004.
+    replicas: int = 0
+    replica_wait: float = 0.1
 
     def __post_init__(self) -> None:
         if not 1 <= self.shards <= MAX_SHARDS:
             raise ValueError(f"shards must be 1..{MAX_SHARDS}")
+        if not 0 <= self.replicas <= 16:
+            raise ValueError("replicas must be 0..16")
+        if not 0 < self.replica_wait <= 10:
+            raise ValueError("replica_wait must be > 0 and <= 10 seconds")
+        if self.replicas and self.replica_wait >= self.timeout:
+            raise ValueError(
+                "replica_wait must be shorter than timeout (the WAIT must end before the"
+                " connection's own timeout gives up on it)"
+            )
+        if self.backend == "sqlite" and self.replicas:
+            raise ValueError("replicas applies to the redis backend only")
+        for url in (self.url, self.cdr_url):
+            if url.startswith("redis+sentinel://"):
+                from .stores.redis_db import parse_sentinel_url
+
+                parse_sentinel_url(url)  # ValueError names what is wrong
         if self.backend not in ("sqlite", "redis"):
             raise ValueError(f"backend must be 'sqlite' or 'redis', not {self.backend!r}")
         if self.timeout <= 0:
@@ -514,7 +535,14 @@ def open_store(cfg: StoreConfig, data_dir: str, owner: str = "") -> Store:
         def redis() -> Store:
             from .redis_store import RedisStore
 
-            return RedisStore(url, prefix=cfg.prefix, timeout=cfg.timeout, shards=cfg.shards)
+            return RedisStore(
+                url,
+                prefix=cfg.prefix,
+                timeout=cfg.timeout,
+                shards=cfg.shards,
+                replicas=cfg.replicas,
+                replica_wait=cfg.replica_wait,
+            )
 
         return _process_wide(cfg, cfg.backend, url, redis)
     path = _sqlite_path(cfg, data_dir)
@@ -545,7 +573,14 @@ def open_cdr_store(cfg: StoreConfig, data_dir: str, retention: float = 0.0) -> C
         def redis() -> CdrStore:
             from .redis_store import RedisCdrStore
 
-            return RedisCdrStore(url, prefix=cfg.prefix, timeout=cfg.timeout, retention=retention)
+            return RedisCdrStore(
+                url,
+                prefix=cfg.prefix,
+                timeout=cfg.timeout,
+                retention=retention,
+                replicas=cfg.replicas,
+                replica_wait=cfg.replica_wait,
+            )
 
         return _process_wide(cfg, "cdr-" + cfg.backend, url, redis)
     path = cfg.cdr_path or os.path.join(data_dir, "cdr.db")

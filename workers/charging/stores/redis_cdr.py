@@ -2,7 +2,8 @@
 hash per session (`cg:cdr:{SID}`, field `number:sub`), written with HSETNX so each key is
 stored once. A batch is acknowledged only once it is in the fsynced append-only file:
 WAITAOF 1 0 on Redis 7.2+, else the server must run appendfsync always (checked at open,
-or at the first write when the server was not up yet). With `retention` each session's
+or at the first write when the server was not up yet), and with `replicas` once that many
+replicas hold it (WAIT). With `retention` each session's
 hash expires that long after its last record."""
 
 from __future__ import annotations
@@ -69,11 +70,19 @@ class RedisCdr(RedisConn):
             pipe.hsetnx(key, f"{c.record_number}:{c.sub_session}", msgspec.json.encode(c))
             if self.retention:
                 pipe.expire(key, self.retention)
+        if self.replicas:  # the replicas hold it too: a failover keeps every answered CDR
+            pipe.execute_command("WAIT", self.replicas, self.replica_wait_ms)
         if self._mode == "waitaof":
             pipe.execute_command("WAITAOF", 1, 0, max(1, int(self.timeout * 800)))
         res = self._call(pipe.execute)
         if self._mode == "waitaof" and int(res[-1][0]) < 1:
             raise StoreUnavailable(f"redis {self.url}: the append-only file was not fsynced")
+        if self.replicas:
+            acked = res[len(cdrs) * step]
+            if int(acked) < self.replicas:
+                raise StoreUnavailable(
+                    f"redis {self.url}: {acked} of {self.replicas} replicas hold the CDRs"
+                )
         return [bool(res[i * step]) for i in range(len(cdrs))]
 
     def put_cdr(self, cdr: Cdr) -> bool:

@@ -176,8 +176,41 @@ class Script:
         return self.keys[1 : 1 + len(self.vals)]
 
 
+SENTINEL_SCHEME = "redis+sentinel://"
+
+
+def parse_sentinel_url(url: str) -> tuple[list[tuple[str, int]], str, int, str | None]:
+    """`redis+sentinel://[:PASSWORD@]HOST:PORT[,HOST:PORT...]/MASTER[/DB]`: the Sentinels,
+    the monitored master's name, the database and the data nodes' password. ValueError on
+    anything else (a configuration error, named at start)."""
+    if not url.startswith(SENTINEL_SCHEME):
+        raise ValueError(f"not a {SENTINEL_SCHEME} URL")
+    rest = url[len(SENTINEL_SCHEME) :]
+    password = None
+    if "@" in rest:
+        cred, rest = rest.rsplit("@", 1)
+        password = cred.split(":", 1)[1] if ":" in cred else cred
+    hosts, _, path = rest.partition("/")
+    parts = [p for p in path.split("/") if p]
+    if not hosts or not parts or len(parts) > 2:
+        raise ValueError(f"a Sentinel URL is {SENTINEL_SCHEME}HOST:PORT[,HOST:PORT...]/MASTER[/DB]")
+    nodes: list[tuple[str, int]] = []
+    for h in hosts.split(","):
+        host, sep, port = h.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"bad Sentinel address {h!r} (HOST:PORT)")
+        nodes.append((host.strip("[]"), int(port)))
+    if len(parts) == 2 and not parts[1].isdigit():
+        raise ValueError(f"bad database number {parts[1]!r}")
+    return nodes, parts[0], int(parts[1]) if len(parts) == 2 else 0, password
+
+
 def client(url: str, timeout: float) -> Any:
-    """A redis-py client that fails (no retries) after `timeout` instead of hanging."""
+    """A redis-py client that fails (no retries) after `timeout` instead of hanging.
+
+    `redis+sentinel://` URLs (`parse_sentinel_url`) give a client of the master that the
+    Sentinels name: after a failover its next connection goes to the promoted replica (the
+    gap is StoreUnavailable, answered 3004, like any outage)."""
     try:
         import redis
         from redis.backoff import NoBackoff
@@ -186,13 +219,23 @@ def client(url: str, timeout: float) -> Any:
         raise StoreUnavailable(
             "the redis backend needs the 'redis' package (pip install chargegw[redis])"
         ) from exc
-    return redis.Redis.from_url(
-        url,
-        socket_timeout=timeout,
-        socket_connect_timeout=timeout,
-        retry=Retry(NoBackoff(), 0),
-        health_check_interval=0,
-    )
+    opts: dict[str, Any] = {
+        "socket_timeout": timeout,
+        "socket_connect_timeout": timeout,
+        "retry": Retry(NoBackoff(), 0),
+        "health_check_interval": 0,
+    }
+    if url.startswith(SENTINEL_SCHEME):
+        from redis.sentinel import Sentinel
+
+        nodes, master, db, password = parse_sentinel_url(url)
+        sentinel = Sentinel(
+            nodes,
+            sentinel_kwargs={"socket_timeout": timeout, "socket_connect_timeout": timeout},
+            **opts,
+        )
+        return sentinel.master_for(master, db=db, password=password, **opts)
+    return redis.Redis.from_url(url, **opts)
 
 
 def redis_errors() -> tuple[tuple[type[BaseException], ...], type[BaseException]]:
@@ -209,6 +252,8 @@ class RedisConn(Nowait):
     r: Any
     url: str
     p: str  # key prefix
+    replicas: int = 0  # writes wait (WAIT) for this many replicas before they count
+    replica_wait_ms: int = 100
     _errors: tuple[type[BaseException], ...]
     _busy: tuple[type[BaseException], ...] = ()
 
@@ -401,12 +446,27 @@ class RedisTables(CachedRules, RedisConn):
     def _execute(self, pipe: Any) -> list[Any]:
         """The pipeline's replies, errors as values. A server that lost the script (restart,
         SCRIPT FLUSH; redis-py raises that one) gets it loaded again, and every script of
-        the pipeline replies NOSCRIPT (nothing applied: planned again by the caller)."""
+        the pipeline replies NOSCRIPT (nothing applied: planned again by the caller).
+
+        With `replicas` the pipeline ends with WAIT (same round trip): its writes count only
+        once that many replicas hold them, so a failover to one of them loses no answered
+        change. Fewer in time: StoreUnavailable for the whole batch (3004; what the primary
+        applied is found by the client's retry, which is idempotent)."""
+        n = len(pipe)
+        if self.replicas:
+            pipe.execute_command("WAIT", self.replicas, self.replica_wait_ms)
         try:
-            return list(pipe.execute(raise_on_error=False))
+            res = list(pipe.execute(raise_on_error=False))
         except self._noscript as exc:
             self.r.script_load(CAS)
-            return [exc] * len(pipe)
+            return [exc] * n
+        if self.replicas:
+            acked = res.pop()
+            if isinstance(acked, Exception) or int(acked) < self.replicas:
+                raise StoreUnavailable(
+                    f"redis {self.url}: {acked} of {self.replicas} replicas acknowledged"
+                )
+        return res
 
     def _lose(self, n: int) -> None:
         if self._owned.pop(n, None) is not None:
