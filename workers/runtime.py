@@ -111,6 +111,9 @@ class WorkerRuntime(RequestPath):
         self._tick_handle: asyncio.TimerHandle | None = None
         self._last_hb = 0.0
         self._tasks: set[asyncio.Future[Any]] = set()
+        # call_later before the loop runs (applications' set-up in `chargegw worker` runs
+        # before it starts): scheduled when `run` starts, not on a loop that never runs.
+        self._deferred: list[tuple[float, Any]] = []
         self._stopping = False
         self._expired_logged = 0.0
         self.handled = 0
@@ -177,6 +180,9 @@ class WorkerRuntime(RequestPath):
         if not self.apps:
             self.load_apps()
         self._loop = asyncio.get_running_loop()
+        deferred, self._deferred = self._deferred, []
+        for delay, callback in deferred:
+            self.call_later(delay, callback)
         for ep in self.gateways:
             # A process-unique starting gen: a restarted worker with the same id is a new
             # registration, never mistaken for the dead one.
@@ -499,7 +505,13 @@ class WorkerRuntime(RequestPath):
     # Scheduling for applications ------------------------------------------------------
 
     def call_later(self, delay: float, callback: Any) -> None:
-        loop = self._loop or asyncio.get_event_loop()
+        loop = self._loop
+        if loop is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # not running yet: `run` schedules it on its loop
+                self._deferred.append((delay, callback))
+                return
 
         def run() -> None:
             try:
