@@ -277,6 +277,12 @@ def test_readyz_follows_the_workers_store_flag(tmp_path: Path) -> None:
             assert readiness(gw)[0] is False
             status, body = send(ready, pp.Stats(boot=1, store=pp.STORE_OK))
             assert status == 200, body
+            # A hostile report on the wire (NaN, and "store down"): refused whole, nothing of
+            # it applied, and the pool carries on with the rest of the frame.
+            refused = gw.worker_figures.refused
+            status, body = send(pp.Stats(boot=1, store_sum=math.nan, store=pp.STORE_DOWN), ready)
+            assert gw.worker_figures.refused == refused + 1
+            assert status == 200 and ident in gw.core.workers, body
             # A report too old no longer counts: "recently" is the heartbeat timeout.
             gw.worker_figures.seen[ident].at -= gw.core.heartbeat_timeout + 1
             assert srv.respond("GET", "/readyz")[0] == 503
