@@ -41,7 +41,9 @@ async def _main(args: argparse.Namespace, config: Config) -> int:
     gw = Gateway(config)
     install_status(gw)  # rates and latency for `chargegw status`
     stop = asyncio.Event()
-    install_signals(stop, reloader(args.config, gw.reload, initial=config))
+    install_signals(
+        stop, reloader(args.config, gw.reload, initial=config, on_level=gw.pool.set_log_level)
+    )
     lc = config.launcher
     try:
         gw.start_pool()

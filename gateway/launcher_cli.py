@@ -110,7 +110,12 @@ async def _main(args: argparse.Namespace, config: Config, n: int, level: str) ->
     stop = asyncio.Event()
     sup.on_fatal = stop.set
     sup.start()
-    install_signals(stop, reloader(args.config, gw.reload, initial=config, on_level=sup.set_level))
+
+    def on_level(level: str) -> None:  # restarted workers by argument, running ones by LogLevel
+        sup.set_level(level)
+        gw.pool.set_log_level(level)
+
+    install_signals(stop, reloader(args.config, gw.reload, initial=config, on_level=on_level))
     # The Diameter port opens only once the workers are there (or never: a crash loop,
     # an application config error, a signal or the ready timeout stops us first).
     failure: str | None = None

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import logging
+import math
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -34,6 +35,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 from chargegw.codec import avp_key
 from chargegw.codec.constants import AVP_VENDOR
+from chargegw.ipc import protocol as pp
 from chargegw.process import current_level
 
 log = logging.getLogger("chargegw.gateway.metrics")
@@ -164,6 +166,7 @@ def status_section(stats: AnswerStats) -> dict[str, Any]:
 def install_status(gw: Any) -> None:
     """Add `status_section` to the gateway's status document (under "front_end")."""
     before = gw.pool.status_extra
+    worker_figures(gw)  # before any worker registers (its Ready carries its store's state)
 
     def extra() -> dict[str, Any]:
         doc = before() if before is not None else {}
@@ -234,6 +237,278 @@ NODE_COUNTERS: dict[str, str] = {
 }
 
 
+# Worker figures --------------------------------------------------------------------------
+
+_MAX_COUNT = (1 << 62) - 1
+_MAX_SUM = 1e15  # seconds; any real sum stays far below
+MAX_APPS = 64  # application labels in the gateway's totals; beyond: app="other"
+MAX_RGS = 256  # rating-group labels in the gateway's totals; beyond: rating_group="other"
+MAX_SEEN = 1024  # workers whose last report is remembered (registered ones are never evicted)
+_OTHER = -1
+_WORKER_LABEL = 64  # characters of a worker id used as a label value
+
+
+class _Seen:
+    """The last report of one worker identity (its cumulative figures, of process `boot`)."""
+
+    __slots__ = ("apps", "at", "boot", "shards", "store", "store_counts", "store_errors",
+                 "store_sum", "units")  # fmt: skip
+
+    def __init__(self) -> None:
+        self.boot: int | None = None
+        self.apps: dict[int, tuple[list[int], float]] = {}
+        self.store_counts: list[int] = []
+        self.store_sum = 0.0
+        self.store_errors = 0
+        self.units: dict[int, tuple[int, int, int, int]] = {}
+        self.shards = 0
+        self.store = pp.STORE_NONE
+        self.at = 0.0  # monotonic time of the last Ready or Stats
+
+
+def _counts_ok(counts: list[int], n: int) -> bool:
+    return len(counts) == n and all(type(c) is int and 0 <= c <= _MAX_COUNT for c in counts)
+
+
+def _sum_ok(x: float) -> bool:
+    return type(x) is float and math.isfinite(x) and 0.0 <= x <= _MAX_SUM
+
+
+def _valid(m: pp.Stats) -> bool:
+    """Sizes, ranges and shapes of a worker's Stats (msgspec checked the types)."""
+    nt = len(pp.WORKER_TIME_BUCKETS) + 1
+    if len(m.apps) > pp.MAX_STATS_APPS or len(m.units) > pp.MAX_STATS_RGS:
+        return False
+    if len({a.app for a in m.apps}) != len(m.apps) or len({u.rg for u in m.units}) != len(m.units):
+        return False
+    for a in m.apps:
+        if not (0 <= a.app <= 0xFFFFFFFF and _counts_ok(a.counts, nt) and _sum_ok(a.sum)):
+            return False
+    if m.store_counts and not _counts_ok(m.store_counts, len(pp.STORE_BUCKETS) + 1):
+        return False
+    if not (_sum_ok(m.store_sum) and 0 <= m.store_errors <= _MAX_COUNT):
+        return False
+    for u in m.units:
+        if not (u.rg == pp.RG_OTHER or 0 <= u.rg <= 0xFFFFFFFF):
+            return False
+        if not all(0 <= v <= _MAX_COUNT for v in (u.granted, u.used, u.debited, u.refunded)):
+            return False
+    return 0 <= m.shards <= 1 << 20 and m.store in (pp.STORE_NONE, pp.STORE_DOWN, pp.STORE_OK)
+
+
+def _grow(total: list[int], new: list[int], old: list[int]) -> None:
+    """total += max(0, new - old), element by element (`old` may be empty: zeros)."""
+    for k, v in enumerate(new):
+        d = v - (old[k] if k < len(old) else 0)
+        if d > 0:
+            total[k] += d
+
+
+class WorkerFigures:
+    """The workers' Stats summed over workers, as monotonic totals.
+
+    A worker reports cumulative figures since its process started; each report adds its
+    growth over the previous report of the same identity and `boot` (a new boot: all of
+    it), never a decrease. So a worker that restarts, or is dropped and never returns, keeps
+    what it counted in the totals; a report lost or repeated changes nothing; a malformed
+    one is refused whole and counted (`refused`), and a hostile worker can at most inflate
+    figures, never crash the gateway or grow its label sets beyond MAX_APPS and MAX_RGS."""
+
+    def __init__(self, core: Any) -> None:
+        self.core = core
+        self.seen: dict[bytes, _Seen] = {}
+        nt = len(pp.WORKER_TIME_BUCKETS) + 1
+        self.app_time: dict[int, tuple[list[int], list[float]]] = {}
+        self._nt = nt
+        self.store_counts = [0] * (len(pp.STORE_BUCKETS) + 1)
+        self.store_sum = 0.0
+        self.store_errors = 0
+        self.units: dict[int, list[int]] = {}  # rg -> [granted, used, debited, refunded]
+        self.refused = 0
+        self._logged = 0.0
+
+    def ingest(self, ident: bytes, m: Any, now: float) -> None:
+        """A registered worker's Ready (its store flag) or Stats; never raises."""
+        try:
+            if type(m) is pp.Ready:
+                s = self._seen(ident)
+                s.store = m.store if m.store in (pp.STORE_OK, pp.STORE_DOWN) else pp.STORE_NONE
+                s.at = now
+            elif type(m) is pp.Stats:
+                if not _valid(m):
+                    self._refuse(ident, "out of bounds")
+                    return
+                self._add(self._seen(ident), m, now)
+        except Exception as exc:  # a bug here must not cost the pool its frame
+            self._refuse(ident, f"{type(exc).__name__}: {exc}")
+
+    def _refuse(self, ident: bytes, why: str) -> None:
+        self.refused += 1
+        now = time.monotonic()
+        if now - self._logged >= 5.0:
+            self._logged = now
+            log.warning("refused a Stats message from worker %r (%s; %d so far)",
+                        ident[:64], why, self.refused)  # fmt: skip
+
+    def _seen(self, ident: bytes) -> _Seen:
+        s = self.seen.get(ident)
+        if s is None:
+            if len(self.seen) >= MAX_SEEN:
+                live = self.core.workers
+                for old in list(self.seen):
+                    if old not in live:
+                        del self.seen[old]
+                        if len(self.seen) < MAX_SEEN // 2:
+                            break
+            s = self.seen[ident] = _Seen()
+        return s
+
+    def _add(self, s: _Seen, m: pp.Stats, now: float) -> None:
+        same = s.boot == m.boot
+        for a in m.apps:
+            prev = s.apps.get(a.app) if same else None
+            key = a.app if a.app in self.app_time or len(self.app_time) < MAX_APPS else _OTHER
+            tot = self.app_time.get(key)
+            if tot is None:
+                tot = self.app_time[key] = ([0] * self._nt, [0.0])
+            _grow(tot[0], a.counts, prev[0] if prev else [])
+            tot[1][0] += max(0.0, a.sum - (prev[1] if prev else 0.0))
+        _grow(self.store_counts, m.store_counts, s.store_counts if same else [])
+        self.store_sum += max(0.0, m.store_sum - (s.store_sum if same else 0.0))
+        self.store_errors += max(0, m.store_errors - (s.store_errors if same else 0))
+        for u in m.units:
+            new = (u.granted, u.used, u.debited, u.refunded)
+            old = s.units.get(u.rg) if same else None
+            key = u.rg if u.rg in self.units or len(self.units) < MAX_RGS else _OTHER
+            row = self.units.get(key)
+            if row is None:
+                row = self.units[key] = [0, 0, 0, 0]
+            _grow(row, list(new), list(old) if old else [])
+        # What this report said becomes the baseline (a decrease resets it: never negative).
+        if not same:
+            s.apps, s.units = {}, {}
+        s.boot = m.boot
+        for a in m.apps:
+            s.apps[a.app] = (a.counts, a.sum)
+        for u in m.units:
+            s.units[u.rg] = (u.granted, u.used, u.debited, u.refunded)
+        s.store_counts, s.store_sum, s.store_errors = m.store_counts, m.store_sum, m.store_errors
+        s.shards, s.store, s.at = m.shards, m.store, now
+
+    def stores_ok(self, now: float, within: float) -> int:
+        """Registered workers taking requests whose store answered its last operation, as
+        they said within `within` seconds (a worker without a store counts: nothing to ask)."""
+        n = 0
+        for ident, w in list(self.core.workers.items()):
+            s = self.seen.get(ident)
+            if w.draining or s is None or now - s.at > within:
+                continue
+            if s.store != pp.STORE_DOWN:
+                n += 1
+        return n
+
+    def families(self) -> Iterator[Any]:
+        h = HistogramMetricFamily(
+            "chargegw_worker_time_seconds",
+            "Time in the workers per application, from dispatch to the answer queued for "
+            "the gateway (summed over workers, reported once a heartbeat)",
+            labels=["app"],
+        )
+        for app, (counts, total) in sorted(self.app_time.items()):
+            label = "other" if app == _OTHER else str(app)
+            h.add_metric([label], _buckets(pp.WORKER_TIME_BUCKETS, counts), sum_value=total[0])
+        yield h
+        c = HistogramMetricFamily(
+            "chargegw_store_commit_seconds",
+            "The charging store's batch commits in the workers (Gy: one per drained batch)",
+        )
+        c.add_metric([], _buckets(pp.STORE_BUCKETS, self.store_counts), sum_value=self.store_sum)
+        yield c
+        yield _counter(
+            "chargegw_store_errors",
+            "Charging-store operations that met the store unavailable, in the workers",
+            self.store_errors,
+        )
+        units = CounterMetricFamily(
+            "chargegw_ocs_units",
+            "Service units the OCS granted and that were reported used, by rating group "
+            "(service units as rated: octets, seconds or events)",
+            labels=["rating_group", "kind"],
+        )
+        money = CounterMetricFamily(
+            "chargegw_ocs_money_micros",
+            "Micro-units the OCS debited (usage and direct debits) and refunded, by rating group",
+            labels=["rating_group", "kind"],
+        )
+        for rg, row in sorted(self.units.items()):
+            label = "other" if rg == _OTHER else str(rg)
+            units.add_metric([label, "granted"], row[0])
+            units.add_metric([label, "used"], row[1])
+            money.add_metric([label, "debited"], row[2])
+            money.add_metric([label, "refunded"], row[3])
+        yield units
+        yield money
+        shards = GaugeMetricFamily(
+            "chargegw_worker_shards",
+            "Charging shards each registered worker owns, as it reported",
+            labels=["worker"],
+        )
+        store = GaugeMetricFamily(
+            "chargegw_worker_store_up",
+            "1 when the worker's charging store answered its last operation, 0 when not "
+            "(workers without a store are left out)",
+            labels=["worker"],
+        )
+        for ident, w in sorted(self.core.workers.items()):
+            s = self.seen.get(ident)
+            if s is None:
+                continue
+            name = str(w.worker_id)[:_WORKER_LABEL]
+            shards.add_metric([name], s.shards)
+            if s.store != pp.STORE_NONE:
+                store.add_metric([name], 1 if s.store == pp.STORE_OK else 0)
+        yield shards
+        yield store
+        yield _counter(
+            "chargegw_worker_stats_refused",
+            "Worker Stats messages refused as malformed (sizes, ranges, shapes)",
+            self.refused,
+        )
+
+
+def _buckets(bounds: tuple[float, ...], counts: list[int]) -> list[tuple[str, float]]:
+    cum = 0
+    out: list[tuple[str, float]] = []
+    for bound, c in zip((*bounds, math.inf), counts, strict=True):
+        cum += c
+        out.append(("+Inf" if bound == math.inf else repr(bound), cum))
+    return out
+
+
+def worker_figures(gw: Any) -> WorkerFigures:
+    """The gateway's WorkerFigures, made and hooked to its pool on first use."""
+    figs = getattr(gw, "worker_figures", None)
+    if figs is None:
+        figs = WorkerFigures(gw.core)
+        gw.worker_figures = figs
+        gw.pool.on_stats = figs.ingest
+    return figs
+
+
+def readiness(gw: Any) -> tuple[bool, str]:
+    """/readyz: the gateway's own readiness (listeners open, not draining, enough workers
+    registered), and the store answers: at least as many registered workers as it wants
+    said, within a heartbeat timeout, that their store answered its last operation."""
+    ok, why = gw.readiness()
+    if not ok:
+        return ok, why
+    want = max(gw.config.launcher.min_workers, 1 if gw.app_ids else 0)
+    have = worker_figures(gw).stores_ok(time.monotonic(), gw.core.heartbeat_timeout)
+    if have < want:
+        return False, f"{have} of {want} workers report their store answering"
+    return True, why + ", stores answering"
+
+
 class GatewayCollector(Collector):
     """Reads the gateway's own figures at scrape time."""
 
@@ -243,6 +518,7 @@ class GatewayCollector(Collector):
     def collect(self) -> Iterator[Any]:
         gw = self.gw
         yield from gw.metrics.families()
+        yield from worker_figures(gw).families()
         core = gw.core
         workers = [w for w in core.workers.values()]
         live = [w for w in workers if not w.draining]
@@ -290,7 +566,7 @@ class GatewayCollector(Collector):
             up.add_metric([info.name], 1 if info.usable else 0)
         yield peer
         yield up
-        ready, _why = gw.readiness()
+        ready, _why = readiness(gw)
         yield _gauge("chargegw_ready", "1 when /readyz answers 200", 1 if ready else 0)
         yield _gauge("chargegw_draining", "1 while the gateway drains", 1 if gw.draining else 0)
         yield _gauge(
@@ -311,6 +587,8 @@ class MetricsServer:
         self.port = port
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(GatewayCollector(gw))
+        if hasattr(gw, "pool"):  # hooked to the pool now: the workers' Ready and Stats count
+            worker_figures(gw)
         self._server: asyncio.AbstractServer | None = None
         self._open = 0
         self.requests = 0
@@ -346,7 +624,7 @@ class MetricsServer:
         if path == "/healthz":
             return 200, "text/plain", b"ok\n"
         if path == "/readyz":
-            ready, why = self.gw.readiness()
+            ready, why = readiness(self.gw)
             return (200 if ready else 503), "text/plain", (why + "\n").encode()
         return 404, "text/plain", b"not found: /metrics, /healthz, /readyz\n"
 

@@ -109,6 +109,10 @@ class PoolServer(OutRequests):
         # Told of each worker answer that left (the gateway's metrics); errors made here
         # go through error_answer, which counts its own.
         self.on_answer: Callable[[Pending, bytes], None] | None = None
+        # Told of each registered worker's Ready and Stats (the metrics' worker figures;
+        # hostile input it must survive itself).
+        self.on_stats: Callable[[bytes, pp.PoolMessage, float], None] | None = None
+        self.log_level: str | None = None  # set by SIGHUP: sent to every worker, new ones too
 
     # Life cycle ----------------------------------------------------------------------
 
@@ -439,6 +443,10 @@ class PoolServer(OutRequests):
                 )
             # The acknowledgement that starts the registration on the worker's side.
             self._queue(ident, pp.Heartbeat(time.time(), gen=m.gen))
+            if self.log_level is not None:
+                self._queue(ident, pp.LogLevel(self.log_level))
+            if self.on_stats is not None:
+                self.on_stats(ident, m, now)
             return True
         if t is pp.StatusQuery:  # not on the worker endpoints (see _on_status)
             self.bad_frames += 1
@@ -450,6 +458,9 @@ class PoolServer(OutRequests):
         if t is pp.Heartbeat:
             assert isinstance(m, pp.Heartbeat)
             self._reconcile(ident, m)
+        elif t is pp.Stats:
+            if self.on_stats is not None:
+                self.on_stats(ident, m, now)
         elif t is pp.Expired:
             assert isinstance(m, pp.Expired)
             core.counters.worker_expired += 1
@@ -527,6 +538,13 @@ class PoolServer(OutRequests):
             if w.mismatches >= 2:
                 self._drop(ident, "credit count out of step")
                 self._send_now(ident, pp.Reset(reason="credit count out of step: register again"))
+
+    def set_log_level(self, level: str) -> None:
+        """SIGHUP changed `logging.level`: tell every registered worker now (LogLevel), and
+        each worker that registers from now on."""
+        self.log_level = level
+        for ident in list(self.core.workers):
+            self._queue(ident, pp.LogLevel(level))
 
     def _reset(self, ident: bytes, now: float) -> None:
         last = self._reset_sent.get(ident, 0.0)

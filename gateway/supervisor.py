@@ -183,8 +183,8 @@ class Supervisor:
 
     def set_level(self, level: str) -> None:
         """The log level for workers started from now on (SIGHUP's `logging.level`).
-        Running workers keep theirs: they take no SIGHUP (its default action would end
-        them), so the change reaches them as they restart."""
+        Running workers take no SIGHUP (its default action would end them): the pool tells
+        them in a LogLevel message (PoolServer.set_log_level)."""
         self.level = level
 
     def status(self) -> dict[str, Any]:

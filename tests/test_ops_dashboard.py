@@ -23,6 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from chargegw.config import Config
 from chargegw.gateway.frontend import Gateway
 from chargegw.gateway.metrics import MetricsServer
+from chargegw.ipc import protocol as pp
 from chargegw.peer.testing import RawPeer, make_ccr
 
 DASHBOARD = Path(__file__).resolve().parents[1] / "deploy" / "grafana" / "chargegw.json"
@@ -173,6 +174,17 @@ def _exported(tmp_path: Path) -> tuple[dict[str, set[str]], dict[str, str]]:
             ans = await peer.recv_until(272, request=False)
             assert ans is not None
             srv = MetricsServer(gw, "127.0.0.1", 0)
+            # A worker registers and reports (through the pool's own frame decoding), so
+            # that the worker families carry their labels; read before the loop runs on
+            # (the gateway would drop this worker, unreachable, on its next flush).
+            nt, ns = len(pp.WORKER_TIME_BUCKETS) + 1, len(pp.STORE_BUCKETS) + 1
+            stats = pp.Stats(
+                boot=1, apps=[pp.AppTime(4, [1] + [0] * (nt - 1), 0.0001)],
+                store_counts=[1] + [0] * (ns - 1), store_sum=0.0001,
+                units=[pp.Units(100, 10, 10, 1)], shards=64, store=pp.STORE_OK,
+            )  # fmt: skip
+            ready = pp.Ready(worker_id="w.test", credit=1, apps=[4], store=pp.STORE_OK)
+            gw.pool._on_frames([[b"w.test", pp.encode([ready, stats])]])
             status, _ctype, body = srv.respond("GET", "/metrics")
             assert status == 200
             peer.close()

@@ -89,12 +89,15 @@ def _exported() -> tuple[set[str], set[str]]:
     from prometheus_client.parser import text_string_to_metric_families
 
     from chargegw.gateway.frontend import Gateway
-    from chargegw.gateway.metrics import MetricsServer
+    from chargegw.gateway.metrics import MetricsServer, worker_figures
+    from chargegw.ipc import protocol as pp
 
     cfg = msgspec.convert({"data_dir": "/nonexistent", "listen": []}, Config)
     gw = Gateway(cfg)
     gw.metrics.request(4, 272)
     gw.metrics.answer(4, 272, 2001, 0.001)
+    # A worker's figures (the OCS's units by rating group), as its Stats report them.
+    worker_figures(gw).ingest(b"w", pp.Stats(boot=1, units=[pp.Units(1, 1, 1, 1)]), 0.0)
     _status, _ctype, body = MetricsServer(gw, "127.0.0.1", 0).respond("GET", "/metrics")
     names: set[str] = set()
     labels: set[str] = {"peer", "state"}  # on the peer series, which need a live peer

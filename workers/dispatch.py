@@ -14,6 +14,7 @@ import asyncio
 import inspect
 import logging
 import time
+from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
 from chargegw.codec import CodecError, DiameterError, Message, ResultCode
@@ -21,6 +22,7 @@ from chargegw.ipc import protocol as pp
 from chargegw.sharding import ShardMoved
 from chargegw.workers.answers import answer_error, session_id
 from chargegw.workers.api import Incoming, RequestContext
+from chargegw.workers.stats import WorkerStats
 
 if TYPE_CHECKING:
     from chargegw.workers.apps import LoadedApp
@@ -42,6 +44,7 @@ class RequestPath:
     max_answer: int
     handled: int
     errors: int
+    figures: WorkerStats
 
     def _queue(self, i: int, m: pp.PoolMessage) -> None:
         raise NotImplementedError
@@ -88,6 +91,7 @@ class RequestPath:
             reqs = [r for r in reqs if r.deadline > now]
             if not reqs:
                 return
+        t0 = perf_counter()  # time in the worker starts here (one clock read per batch)
         n = len(reqs)
         link.busy += n
         link.requests += n
@@ -114,11 +118,13 @@ class RequestPath:
                 if type(results) is not list and inspect.isawaitable(results):
                     fut = asyncio.ensure_future(results)
                     self._tasks.add(fut)
-                    fut.add_done_callback(lambda f: self._batch_done(i, gen, reqs, incoming, f))
+                    fut.add_done_callback(
+                        lambda f: self._batch_done(i, gen, reqs, incoming, f, t0)
+                    )
                     return
             except Exception as exc:
                 results = [exc] * n
-        self._finish_batch(i, gen, reqs, incoming, results)
+        self._finish_batch(i, gen, reqs, incoming, results, t0)
 
     def _batch_done(
         self,
@@ -127,6 +133,7 @@ class RequestPath:
         reqs: list[pp.Request],
         incoming: list[Incoming],
         fut: asyncio.Future[Any],
+        t0: float,
     ) -> None:
         self._tasks.discard(fut)
         if fut.cancelled():
@@ -135,11 +142,17 @@ class RequestPath:
             results = [exc] * len(reqs)
         else:
             results = fut.result()
-        self._finish_batch(i, gen, reqs, incoming, results)
+        self._finish_batch(i, gen, reqs, incoming, results, t0)
         self._schedule_flush()
 
     def _finish_batch(
-        self, i: int, gen: int, reqs: list[pp.Request], incoming: list[Incoming], results: Any
+        self,
+        i: int,
+        gen: int,
+        reqs: list[pp.Request],
+        incoming: list[Incoming],
+        results: Any,
+        t0: float,
     ) -> None:
         n = len(reqs)
         if type(results) is not list or len(results) != n:
@@ -158,6 +171,7 @@ class RequestPath:
             self._queue(i, pp.Credit(n))
             return
         fast: list[pp.PoolMessage] = []
+        moved = 0  # Moved messages among `fast` (not answers)
         answer = pp.Answer
         limit = self.max_answer
         for req, inc, result in zip(reqs, incoming, results, strict=True):
@@ -173,6 +187,7 @@ class RequestPath:
                 fast.append(answer(req.id, result))
             elif isinstance(result, ShardMoved):  # not applied here: its owner applies it
                 fast.append(pp.Moved(req.id, result.shard, str(result)))
+                moved += 1
             elif result is None:  # the application found it expired: dropped unapplied
                 link.busy -= 1
                 self.handled += 1
@@ -182,14 +197,16 @@ class RequestPath:
             ):
                 fut = asyncio.ensure_future(result)
                 self._tasks.add(fut)
-                fut.add_done_callback(lambda f, r=req, m=inc: self._done(i, gen, r, m, f))  # type: ignore[misc]  # lambda defaults
+                fut.add_done_callback(lambda f, r=req, m=inc: self._done(i, gen, r, m, f, t0))  # type: ignore[misc]  # lambda defaults
             else:
-                self._finish(i, gen, req, inc, result)
+                self._finish(i, gen, req, inc, result, t0)
         if fast:
             k = len(fast)
             link.busy -= k
             link.done += k
             self.handled += k
+            if k > moved:  # the answers of the batch left together: one observation
+                self.figures.timer(reqs[0].app).since(t0, k - moved)
             self._queue_many(i, fast)
 
     def _track(self, fut: asyncio.Future[Any]) -> None:
@@ -197,7 +214,13 @@ class RequestPath:
         fut.add_done_callback(self._task_done)
 
     def _done(
-        self, i: int, gen: int, req: pp.Request, inc: Incoming, fut: asyncio.Future[Any]
+        self,
+        i: int,
+        gen: int,
+        req: pp.Request,
+        inc: Incoming,
+        fut: asyncio.Future[Any],
+        t0: float,
     ) -> None:
         self._tasks.discard(fut)
         if fut.cancelled():
@@ -212,10 +235,12 @@ class RequestPath:
             self.handled += 1
             self._drop_expired(i, req)
         else:
-            self._finish(i, gen, req, inc, result)
+            self._finish(i, gen, req, inc, result, t0)
         self._schedule_flush()
 
-    def _finish(self, i: int, gen: int, req: pp.Request, inc: Incoming, result: Any) -> None:
+    def _finish(
+        self, i: int, gen: int, req: pp.Request, inc: Incoming, result: Any, t0: float
+    ) -> None:
         """One answer that did not take the fast way: encode it, or answer the error."""
         link = self.links[i]
         link.busy -= 1
@@ -245,6 +270,7 @@ class RequestPath:
             raw = self._failed(req, inc, ValueError(f"answer of {len(raw)} bytes is too large"))
         if gen == link.gen:
             link.done += 1
+            self.figures.timer(req.app).since(t0)
             self._queue(i, pp.Answer(req.id, raw))
         else:
             link.granted += 1

@@ -46,12 +46,20 @@ from chargegw.codec import Message, ResultCode
 from chargegw.ipc import protocol as pp
 from chargegw.ipc import security as sec
 from chargegw.ipc.zmqloop import LoopSocket
-from chargegw.process import EX_CONFIG, EX_TEMPFAIL, install_signals, run_loop, watch_parent
+from chargegw.process import (
+    EX_CONFIG,
+    EX_TEMPFAIL,
+    install_signals,
+    run_loop,
+    set_level,
+    watch_parent,
+)
 from chargegw.workers.api import AppSpec, SendError
 from chargegw.workers.apps import AppContext, AppLoadError, LoadedApp, batch_entry, load_handler
 from chargegw.workers.dispatch import RequestPath
 from chargegw.workers.link import Link
 from chargegw.workers.outbound import Outbound
+from chargegw.workers.stats import STATS, WorkerStats
 
 
 def _shard_count(app: Any) -> int:
@@ -111,10 +119,14 @@ class WorkerRuntime(RequestPath):
         self._tick_handle: asyncio.TimerHandle | None = None
         self._last_hb = 0.0
         self._tasks: set[asyncio.Future[Any]] = set()
+        # call_later before the loop runs (applications' set-up in `chargegw worker` runs
+        # before it starts): scheduled when `run` starts, not on a loop that never runs.
+        self._deferred: list[tuple[float, Any]] = []
         self._stopping = False
         self._expired_logged = 0.0
         self.handled = 0
         self.errors = 0
+        self.figures: WorkerStats = STATS  # reported to the gateways once a heartbeat
 
     # Set-up ---------------------------------------------------------------------------
 
@@ -177,6 +189,9 @@ class WorkerRuntime(RequestPath):
         if not self.apps:
             self.load_apps()
         self._loop = asyncio.get_running_loop()
+        deferred, self._deferred = self._deferred, []
+        for delay, callback in deferred:
+            self.call_later(delay, callback)
         for ep in self.gateways:
             # A process-unique starting gen: a restarted worker with the same id is a new
             # registration, never mistaken for the dead one.
@@ -315,6 +330,7 @@ class WorkerRuntime(RequestPath):
                 host=socket.gethostname(),
                 shards=self._shard_count(),
                 shard_apps=sorted(a for a, e in self.apps.items() if _shard_count(e.app)),
+                store=self.figures.store,
             ),
         )
 
@@ -361,8 +377,10 @@ class WorkerRuntime(RequestPath):
         try:
             now = time.monotonic()
             beat = now - self._last_hb >= self.heartbeat_interval
+            stats: pp.Stats | None = None
             if beat:
                 self._last_hb = now
+                stats = self.figures.message(len(frozenset().union(*(x.shards for x in self.links))))
             for i, link in enumerate(self.links):
                 if link.stuck:
                     link.send(self.max_frame)  # what zmq.Again held back; nothing new meanwhile
@@ -394,6 +412,8 @@ class WorkerRuntime(RequestPath):
                         i,
                         pp.Heartbeat(time.time(), link.free, gen=link.gen, received=link.received),
                     )
+                    if stats is not None:
+                        self._queue(i, stats)
                 if link.ls is not None:
                     link.ls.kick()
         except Exception:
@@ -442,6 +462,9 @@ class WorkerRuntime(RequestPath):
                 elif t is pp.Assign:
                     assert isinstance(m, pp.Assign)
                     self._assign(i, m)
+                elif t is pp.LogLevel:
+                    assert isinstance(m, pp.LogLevel)
+                    self._set_level(m.level)
                 elif t is pp.Reset:
                     self._reregister(i, "gateway does not know us")
                 elif t is pp.Goodbye:
@@ -449,6 +472,19 @@ class WorkerRuntime(RequestPath):
         for app_id, reqs in grouped.items():
             self._dispatch(i, app_id, reqs)
         self._flush()
+
+    def _set_level(self, level: str) -> None:
+        """The gateway's SIGHUP changed `logging.level`: apply it to this process now."""
+        level = level[:16]
+        try:
+            old = set_level(level)
+        except ValueError as exc:
+            log.warning("gateway asked for log level %r: %s", level, exc)
+            return
+        if old != logging.getLogger("chargegw").level:
+            log.warning("worker %s: log level is now %s (the gateway's reload)",
+                        self.worker_id, level)  # fmt: skip
+            log.debug("worker %s: debug lines on", self.worker_id)  # only when they are
 
     # Outgoing batches -----------------------------------------------------------------
 
@@ -499,7 +535,13 @@ class WorkerRuntime(RequestPath):
     # Scheduling for applications ------------------------------------------------------
 
     def call_later(self, delay: float, callback: Any) -> None:
-        loop = self._loop or asyncio.get_event_loop()
+        loop = self._loop
+        if loop is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # not running yet: `run` schedules it on its loop
+                self._deferred.append((delay, callback))
+                return
 
         def run() -> None:
             try:

@@ -20,6 +20,7 @@ from chargegw.codec import CodecError, DiameterError, Message, ResultCode, comma
 from chargegw.sharding import ShardMoved, owner_name
 
 from ..api import Incoming
+from ..stats import STATS
 from . import ccr, decide
 from .config import GyConfig, load
 from .core import Outcome
@@ -111,6 +112,7 @@ class CreditControlApp(ShardedApp):
         self.store = open_store(
             self.cfg.store, ctx.data_dir, owner_name(getattr(ctx, "worker_id", "") or "")
         )
+        STATS.store_answered(True)  # it opened: readiness counts this worker's store
         self._seed()
         ctx.call_later(self.cfg.sweep_interval, self._sweep_tick)
         ctx.call_later(self.cfg.notice_interval, self._notice_tick)
@@ -151,6 +153,7 @@ class CreditControlApp(ShardedApp):
     def _notice_tick(self) -> None:
         try:
             notices = self.store.take_notices() if self.store else []
+            STATS.store_answered(True)  # once a notice interval: the idle store's probe
             for n in notices:
                 _spawn(self._send_notice(n.kind, n.session, n.client_host, n.client_realm))
         except StoreUnavailable as exc:
@@ -183,6 +186,7 @@ class CreditControlApp(ShardedApp):
             self.ctx.log.warning("%s for %s not delivered: %s", kind.upper(), session_id, exc)
 
     def _store_down(self, exc: Exception) -> None:
+        STATS.store_answered(False)
         now = time.monotonic()
         if now - self._last_error > 5.0:  # log the cause, not one line per request
             self._last_error = now
@@ -292,11 +296,19 @@ class CreditControlApp(ShardedApp):
             if not ops:
                 return live, []
             if self.cfg.group_commit:
-                outcomes = store.credit_control_many(ops)
+                t = time.perf_counter()
+                try:
+                    outcomes = store.credit_control_many(ops)
+                except StoreUnavailable:
+                    STATS.store_failed()
+                    raise
                 if outcomes is None:
                     raise StoreBusy("write lock held")
+                STATS.committed(time.perf_counter() - t, outcomes)
                 return live, outcomes
             res: list[Any] = []
+            down = False
+            t = time.perf_counter()
             for op in ops:
                 try:
                     res.append(store.credit_control(op))
@@ -304,8 +316,13 @@ class CreditControlApp(ShardedApp):
                     if not res:
                         raise
                     res.append(StoreUnavailable("write lock held"))
+                except StoreUnavailable as exc:
+                    STATS.store_failed()
+                    down = True
+                    res.append(exc)
                 except Exception as exc:
                     res.append(exc)
+            STATS.committed(time.perf_counter() - t, res, ok=not down)
             return live, res
 
         try:

@@ -15,6 +15,7 @@ from chargegw.codec import Avp, Message, commands
 from chargegw.codec.constants import ResultCode
 from chargegw.sharding import NotOwner, owner_name
 
+from ..stats import STATS
 from .config import SyConfig, load, peer_index
 from .core import period_of
 from .store import (
@@ -98,6 +99,7 @@ class SpendingLimitApp(ShardedApp):
         self.store = open_store(
             self.cfg.store, ctx.data_dir, owner_name(getattr(ctx, "worker_id", "") or "")
         )
+        STATS.store_answered(True)
 
     def _foreign(self, sub: SySubscription | None, req: Message, rctx: Any) -> bool:
         """Whether `sub` exists and belongs to another PCRF than the requesting peer (the
@@ -122,6 +124,7 @@ class SpendingLimitApp(ShardedApp):
         and then answered 3004 (each write is idempotent, and a busy store did nothing)."""
         if self.store is None:
             return self._serve(request, rctx)
+        t = time.perf_counter()
         try:
             res = without_blocking(
                 self.store, lambda: self._serve(request, rctx), self.cfg.store.timeout
@@ -129,6 +132,7 @@ class SpendingLimitApp(ShardedApp):
         except StoreUnavailable as exc:
             return self._unavailable(request, exc)
         if isinstance(res, Message):
+            STATS.committed(time.perf_counter() - t, ())  # its writes, done in this step
             return res
         return self._later(request, res)
 
@@ -139,6 +143,7 @@ class SpendingLimitApp(ShardedApp):
             return self._unavailable(request, exc)
 
     def _unavailable(self, request: Message, exc: Exception) -> Message:
+        STATS.store_failed()
         self.ctx.log.error("charging store unavailable: %s", exc)
         return self._answer(
             request, ResultCode.DIAMETER_TOO_BUSY, error_message="charging store unavailable"

@@ -28,7 +28,8 @@ from __future__ import annotations
 
 import msgspec
 
-PROTOCOL_VERSION = 3  # 2: CURVE pool, Expired, heartbeat reconciliation; 3: shards
+# 2: CURVE pool, Expired, heartbeat reconciliation; 3: shards; 4: Stats, LogLevel, Ready.store
+PROTOCOL_VERSION = 4
 _VERSION_BYTE = bytes([PROTOCOL_VERSION])
 
 
@@ -50,6 +51,9 @@ class Ready(_Msg, tag=1):
     # requests are routed by shard; 0 and [] for a worker whose applications are not sharded.
     shards: int = 0
     shard_apps: list[int] = msgspec.field(default_factory=list)
+    # Whether its store answered the worker's set-up (STORE_OK / STORE_DOWN / STORE_NONE):
+    # readiness counts a worker from its registration, before its first Stats.
+    store: int = -1
 
 
 class Credit(_Msg, tag=2):
@@ -163,6 +167,63 @@ class Moved(_Msg, tag=14):
     reason: str = ""
 
 
+# Stats ------------------------------------------------------------------------------------
+# Upper bounds (seconds) of the histograms a worker reports; both sides use these, and the
+# gateway refuses a Stats whose counts do not have len(bounds) + 1 entries (the last: beyond).
+WORKER_TIME_BUCKETS: tuple[float, ...] = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0,
+)  # fmt: skip
+STORE_BUCKETS: tuple[float, ...] = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+)  # fmt: skip
+STORE_NONE, STORE_DOWN, STORE_OK = -1, 0, 1
+RG_OTHER = -1  # the rating group of the units folded together beyond a worker's bound
+MAX_STATS_APPS = 64  # applications in one Stats
+MAX_STATS_RGS = 65  # rating groups in one Stats (64 and RG_OTHER)
+
+
+class AppTime(msgspec.Struct, array_like=True):
+    """Time in the worker for one application: per-bucket counts (not cumulative across
+    buckets) over WORKER_TIME_BUCKETS and their sum, since the worker started."""
+
+    app: int
+    counts: list[int]
+    sum: float
+
+
+class Units(msgspec.Struct, array_like=True):
+    """The OCS's figures for one rating group since the worker started: units granted and
+    reported used, and micro-units debited and refunded."""
+
+    rg: int
+    granted: int = 0
+    used: int = 0
+    debited: int = 0
+    refunded: int = 0
+
+
+class Stats(_Msg, tag=15):
+    """worker -> gateway, about once a heartbeat interval: cumulative figures since the
+    worker process started (`boot` names that start), so that a lost or repeated message
+    changes nothing and the gateway can sum them over workers without a scrape per worker."""
+
+    boot: int
+    apps: list[AppTime] = msgspec.field(default_factory=list)
+    store_counts: list[int] = msgspec.field(default_factory=list)  # over STORE_BUCKETS
+    store_sum: float = 0.0
+    store_errors: int = 0
+    units: list[Units] = msgspec.field(default_factory=list)
+    shards: int = 0  # shards this worker owns now (the union over its gateways)
+    store: int = STORE_NONE  # whether the store answered its last operation
+
+
+class LogLevel(_Msg, tag=16):
+    """gateway -> worker: apply this log level now (the gateway's SIGHUP changed it)."""
+
+    level: str
+
+
 PoolMessage = (
     Ready
     | Credit
@@ -178,6 +239,8 @@ PoolMessage = (
     | Expired
     | Assign
     | Moved
+    | Stats
+    | LogLevel
 )
 
 _encoder = msgspec.msgpack.Encoder()
