@@ -85,6 +85,7 @@ class LoadConn(asyncio.Protocol):
         self.buf = bytearray()
         self.cea: asyncio.Future[Message] = self.loop.create_future()
         self.dpa: asyncio.Future[None] = self.loop.create_future()
+        self.lost: asyncio.Future[None] = self.loop.create_future()  # the transport closed
         self.transport = None
         self.open = False
         self.established = False  # CER/CEA completed on this transport
@@ -197,6 +198,7 @@ class LoadConn(asyncio.Protocol):
             )
             self.server_dpr = True
             self.open = False
+            eng.on_server_dpr(self)
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self.dead = True
@@ -205,4 +207,6 @@ class LoadConn(asyncio.Protocol):
             self.cea.set_exception(ConnectError("the server closed the connection before CEA"))
         if not self.dpa.done():
             self.dpa.set_result(None)
+        if not self.lost.done():
+            self.lost.set_result(None)
         self.eng.on_conn_lost(self, exc)

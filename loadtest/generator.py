@@ -218,20 +218,35 @@ class Engine:
             return
         self._fail_conn(conn)
 
+    def on_server_dpr(self, conn: LoadConn) -> None:
+        """The server is leaving (a graceful stop, maybe a restart): with --reconnect, the
+        connection is re-opened once the server has closed it; what sessions send meanwhile
+        waits for it instead of failing."""
+        if conn.reconnecting is None and self._may_reconnect(conn):
+            conn.reconnecting = self.loop.create_task(self._reconnect(conn, after_dpr=True))
+
     def _may_reconnect(self, conn: LoadConn) -> bool:
         """A dropped connection is re-opened when asked to, unless we closed it ourselves or
         the run is over with nothing left to finish on it."""
         return (self.cfg.reconnect > 0 and not conn.closing
                 and (not self.stopping or bool(conn.sessions or conn.pending)))
 
-    async def _reconnect(self, conn: LoadConn) -> None:
+    async def _reconnect(self, conn: LoadConn, after_dpr: bool = False) -> None:
         """Re-open `conn` with backoff (50 ms doubling to 1 s) within `cfg.reconnect` seconds,
-        then resend its unanswered requests (T flag) and send what waited meanwhile."""
+        then resend its unanswered requests (T flag) and send what waited meanwhile. After a
+        DPR, first wait (at most 5 s) for the server to close the connection (RFC 6733 5.4)."""
         rec = self.rec
         give_up = _now() + self.cfg.reconnect
         delay = 0.05
         why = ""
         try:
+            if after_dpr:
+                try:
+                    await asyncio.wait_for(asyncio.shield(conn.lost), 5.0)
+                except TimeoutError:
+                    if conn.transport is not None:
+                        conn.transport.abort()
+                    await conn.lost
             while True:
                 await asyncio.sleep(min(delay, max(0.0, give_up - _now())))
                 delay = min(1.0, delay * 2)

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from chargegw.codec import Message
+from chargegw.codec.commands import DisconnectPeerRequest
 from chargegw.codec.constants import (
     CMD_ACR,
     CMD_ASR,
@@ -65,6 +66,8 @@ class StubBehaviour:
     garbage_after: int | None = None  # send non-Diameter bytes after n requests
     close_after: int | None = None  # close the connection after answering n requests
     closes_left: int | None = None  # close_after applies this many times (None: always)
+    dpr_after: int | None = None  # send DPR after answering n requests, close on the DPA
+                                  # (a graceful stop); counts against closes_left too
     silent_after: int | None = None  # answer nothing after n requests (CER still answered)
     stall_at: int | None = None  # at request n the server stalls (a GC pause, a full disk):
     stall_s: float = 0.0  # everything that arrives in the next stall_s is answered at its end
@@ -107,6 +110,10 @@ class StubServer(asyncio.Protocol):
 
     def on_frame(self, frame: bytes) -> None:
         code = int.from_bytes(frame[5:8], "big")
+        if not frame[4] & 0x80 and code == CMD_DPR:  # DPA: we asked to leave
+            if self.t is not None:
+                self.t.close()
+            return
         if not frame[4] & 0x80:  # an answer to our RAR/ASR
             rc = _find(frame, _RESULT_CODE)
             self.b.server_answers.append(_U32.unpack(rc)[0] if rc else 0)
@@ -148,6 +155,15 @@ class StubServer(asyncio.Protocol):
             if b.closes_left is not None:
                 b.closes_left -= 1
             self.t.close()
+        if (b.dpr_after is not None and n + 1 >= b.dpr_after and not self.closed
+                and (b.closes_left is None or b.closes_left > 0)):
+            self.closed = True
+            if b.closes_left is not None:
+                b.closes_left -= 1
+            self.hbh += 1
+            self._write(DisconnectPeerRequest(
+                hop_by_hop=self.hbh, end_to_end=self.hbh, origin_host=self.origin_host,
+                origin_realm=self.origin_realm, disconnect_cause=0).encode())
         if (b.rar_after_initial or b.asr_after_initial) and _is_first(frame):
             sid = _find(frame, _SESSION_ID) or b""
             cmd = CMD_RAR if b.rar_after_initial else CMD_ASR

@@ -126,3 +126,17 @@ def test_connection_numbers_are_global_across_processes() -> None:
         names += [conn_origin_host(cfg, k) for k in range(share)]
     assert names == [f"load-c{k}.localdomain" for k in range(1, 8)]
     assert conn_origin_host(LoadConfig(), 0) == "load.localdomain"
+
+
+def test_dpr_from_the_server_is_followed_by_a_reconnect() -> None:
+    b = StubBehaviour(dpr_after=20, closes_left=1, record=True, delay=0.002)
+    cfg = LoadConfig(kind="gy", sessions=30, updates=1, concurrency=6, timeout=3.0,
+                     reconnect=5.0)
+    s = _run(cfg, b)
+    assert s["connections"]["dpr_from_server"] == 1
+    assert s["reconnects"] == 1, s["problems"]
+    assert s["sent"] == s["answered"] == s["ok_2001"] == 90, s
+    assert s["lost"] == s["timeouts"] == 0 and s["sessions_completed"] == 30
+    # what the sessions sent after the DPR went on the new connection: nothing was lost and
+    # each request reached the server once, plus the T-flagged copies counted as resent
+    assert len(b.seen) == 90 + s["resent"]
