@@ -98,7 +98,8 @@ def configure(p: argparse.ArgumentParser) -> None:
     o.add_argument("--plot", metavar="FILE.png", help="throughput and percentiles over time")
     o.add_argument("--record", metavar="FILE",
                    help="write the identity of every ACR answered 2001 as JSON lines "
-                        '{"session_id": ..., "record_number": N} (to check the CDR store)')
+                        '{"session_id": ..., "record_number": N, "resent": BOOL} (resent: '
+                        "answered after a reconnect's T-flagged resend), to check a CDR store")
     o.add_argument("--quiet", action="store_true", help="no progress line")
 
 
@@ -182,8 +183,8 @@ def _one(cfg: LoadConfig, args: argparse.Namespace, title: str) -> dict[str, Any
     acked = summary.pop("acked_acrs", None)
     if acked is not None and args.record:
         with open(args.record, "ab") as f:
-            f.writelines(orjson.dumps({"session_id": sid, "record_number": n}) + b"\n"
-                         for sid, n in acked)
+            f.writelines(orjson.dumps({"session_id": sid, "record_number": n, "resent": r})
+                         + b"\n" for sid, n, r in acked)
     print_table(summary, title)
     return summary
 

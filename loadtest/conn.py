@@ -36,7 +36,7 @@ class ConnectError(ConnectionError):
 
 class Session:
     __slots__ = ("conn", "flow", "step", "sid", "sid_full", "sub", "intended", "measured",
-                 "echo", "e2e", "aborted", "handle", "deadline")
+                 "echo", "e2e", "aborted", "handle", "deadline", "resent")
 
     def __init__(self, conn: LoadConn, flow: Flow, sid: bytes, sid_full: bytes,
                  sub: bytes) -> None:
@@ -53,6 +53,7 @@ class Session:
         self.aborted = False
         self.handle: asyncio.TimerHandle | None = None
         self.deadline = 0.0  # when the request in flight times out (reset when it is resent)
+        self.resent = False  # the request in flight was sent again after a reconnect
 
 
 class LoadConn(asyncio.Protocol):

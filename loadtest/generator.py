@@ -139,7 +139,7 @@ class Engine:
         self.loop = asyncio.get_running_loop()
         self.idle: asyncio.Event = asyncio.Event()
         # (Session-Id, Accounting-Record-Number) of every ACR answered 2001 (cfg.record)
-        self.acked: list[tuple[str, int]] = []
+        self.acked: list[tuple[str, int, bool]] = []
 
     def _flows(self, ident: Identity) -> list[Flow]:
         flows = build_flows(self.scn, ident, self.tag)
@@ -287,6 +287,7 @@ class Engine:
             frame = t.render(hbh, s.e2e, s.sid, s.sub, s.step, s.echo)
             frame[4] |= _FLAG_T
             s.deadline = now + timeout
+            s.resent = True
             conn.pending[hbh] = s
             conn.queue(frame)
             self.rec.c["resent"] += 1
@@ -389,6 +390,7 @@ class Engine:
         s.e2e = e2e
         s.intended = intended
         s.deadline = intended + self.cfg.timeout
+        s.resent = False
         s.measured = intended >= self.rec.measure_start
         if t.echo_off >= 0:
             s.echo = self.rng.getrandbits(31)
@@ -431,7 +433,7 @@ class Engine:
         if t.usage:
             rec.on_usage(s.flow.index, rc == 2001)
         if rc == 2001 and self.cfg.record and frame[5:8] == _ACR:
-            self.acked.append((s.sid_full.decode(), s.step))
+            self.acked.append((s.sid_full.decode(), s.step, s.resent))
         rec.on_answer(t.step, rc, int((now - s.intended) * 1e6), s.measured, now)
         last = len(s.flow.steps) - 1
         if 2000 <= rc < 3000:

@@ -34,7 +34,11 @@ from typing import Any
 import orjson
 
 from chargegw.codec import CodecError, Message, ResultCode
-from chargegw.codec.commands import CapabilitiesExchangeRequest, CreditControlRequest
+from chargegw.codec.commands import (
+    AccountingRequest,
+    CapabilitiesExchangeRequest,
+    CreditControlRequest,
+)
 
 CLI = [sys.executable, "-m", "chargegw.cli"]
 _U32 = struct.Struct(">I")
@@ -291,7 +295,8 @@ class Client(asyncio.Protocol):
 
     @classmethod
     async def connect(cls, port: int, origin_host: str = "rel.localdomain",
-                      apps: tuple[int, ...] = (GY,), timeout: float = 10.0) -> Client:
+                      apps: tuple[int, ...] = (GY,), timeout: float = 10.0,
+                      acct: tuple[int, ...] = ()) -> Client:
         loop = asyncio.get_running_loop()
         _t, c = await asyncio.wait_for(
             loop.create_connection(lambda: cls(origin_host), "127.0.0.1", port), timeout)
@@ -299,7 +304,7 @@ class Client(asyncio.Protocol):
             hop_by_hop=c.next_hbh(), end_to_end=c.next_hbh(), origin_host=origin_host,
             origin_realm="localdomain", host_ip_address=["127.0.0.1"], vendor_id=0,
             product_name="chargegw-reliability", auth_application_id=list(apps),
-            supported_vendor_id=[10415],
+            supported_vendor_id=[10415], acct_application_id=list(acct) or None,
         )  # fmt: skip
         c.write(cer.encode())
         cea = await asyncio.wait_for(c.cea, timeout)
@@ -931,10 +936,11 @@ def overload(workdir: Path, seconds: float = 6.0, factor: float = 2.0, workers: 
 
 # Gy sessions (money checked against the ledger) and Rf sessions (CDRs checked against the
 # store); gy-event's direct debiting is left out: the money check cannot price it.
-_RESTART_SCENARIO = """
+_RESTART_UPDATES = 2  # ACR numbers 0 (START) .. 3 (STOP)
+_RESTART_SCENARIO = f"""
 [scenario]
 kind = "mix"
-updates = 2
+updates = {_RESTART_UPDATES}
 [[scenario.flows]]
 kind = "gy"
 weight = 50
@@ -944,21 +950,48 @@ weight = 50
 """
 
 
-def cdr_counts(gw: Gateway) -> Counter[tuple[str, int]]:
-    """(Session-Id, Accounting-Record-Number) -> times stored, read with `chargegw cdr export`
-    as an operator would."""
+def cdr_counts(gw: Gateway) -> dict[tuple[str, int], list[bool]]:
+    """(Session-Id, Accounting-Record-Number) -> the `retransmit` flag of each copy stored (one
+    copy: the flag says whether it was a T-flagged request that got it stored), read with
+    `chargegw cdr export` as an operator would."""
     out = subprocess.run(
         [*CLI, "cdr", "export", "--format", "jsonl", "-c", str(gw.cfg)],
         capture_output=True, timeout=120,
     )  # fmt: skip
     if out.returncode != 0:
         raise RuntimeError(f"cdr export failed: {out.stderr.decode(errors='replace')[-1000:]}")
-    seen: Counter[tuple[str, int]] = Counter()
+    seen: dict[tuple[str, int], list[bool]] = {}
     for line in out.stdout.splitlines():
         if line.strip():
             r = orjson.loads(line)
-            seen[(str(r["session_id"]), int(r["record_number"]))] += 1
+            key = (str(r["session_id"]), int(r["record_number"]))
+            seen.setdefault(key, []).append(bool(r.get("retransmit")))
     return seen
+
+
+RF = 3
+
+
+async def _replay_acrs(port: int, keys: list[tuple[str, int]], last: int) -> list[int]:
+    """Send ACRs again, T-flagged, as a client that lost their answers would: the same
+    Session-Id and Accounting-Record-Number (record 0 START, `last` STOP, else INTERIM).
+    Returns their Result-Codes."""
+    c = await Client.connect(port, "replay.localdomain", apps=(), acct=(RF,))
+    try:
+        codes = []
+        for sid, n in keys:
+            acr = AccountingRequest(
+                hop_by_hop=c.next_hbh(), end_to_end=c.next_hbh(), session_id=sid,
+                origin_host="replay.localdomain", origin_realm="localdomain",
+                destination_realm="localdomain", accounting_record_type=(
+                    2 if n == 0 else 4 if n == last else 3),
+                accounting_record_number=n, acct_application_id=RF,
+            )  # fmt: skip
+            frame = with_ids(acr.encode(), c.next_hbh(), retransmit=True)
+            codes.append(result_code(await c.request(frame)))
+        return codes
+    finally:
+        c.close()
 
 
 def established(port: int) -> int:
@@ -973,12 +1006,18 @@ def established(port: int) -> int:
     return n
 
 
-def _kill_gateway(gw: Gateway, sig: signal.Signals, wait: float = 20.0) -> dict[str, Any]:
+def _kill_gateway(gw: Gateway, sig: signal.Signals, wait: float = 20.0,
+                  stall: float = 0.0) -> dict[str, Any]:
     """Send `sig` to the gateway process alone, as a crash (SIGKILL) or an operator's stop
     (SIGTERM) does; its workers must then go by themselves (orphans are killed after `wait`
-    seconds and reported: they would hold the port's work and the stores)."""
+    seconds and reported: they would hold the port's work and the stores). `stall`: first
+    freeze the front end (SIGSTOP) that long, as a hang before a watchdog's kill: the workers
+    commit what they hold and their answers die with it, the worst case for duplicates."""
     assert gw.proc is not None
     kids = gw.worker_pids()
+    if stall > 0:
+        gw.proc.send_signal(signal.SIGSTOP)
+        time.sleep(stall)
     gw.proc.send_signal(sig)
     try:
         gw.proc.wait(wait)
@@ -997,12 +1036,15 @@ def _kill_gateway(gw: Gateway, sig: signal.Signals, wait: float = 20.0) -> dict[
 
 def gateway_restart(workdir: Path, sig: signal.Signals = signal.SIGKILL, restarts: int = 1,
                     duration: float = 10.0, concurrency: int = 20, workers: int = 2,
-                    connections: int = 2, reconnect: float = 60.0) -> Result:
+                    connections: int = 2, reconnect: float = 60.0, stall: float = 0.5,
+                    ) -> Result:
     """Kill the gateway (`sig`) mid-run and start it again on the same data dir and port,
     `restarts` times, while `chargegw load --reconnect` runs Gy and Rf sessions. The generator
     must reconnect and finish with every request answered (its unanswered ones resent with
     the T flag); every ACR answered 2001 must be in the CDR store exactly once; the ledger must
-    reconcile and match the usage reported; no CC-Request-Number may be debited twice."""
+    reconcile and match the usage reported; no CC-Request-Number may be debited twice. A
+    SIGKILL comes after a `stall` (SIGSTOP) of the front end, so that records are committed
+    whose answers never leave: their resends must be recognised as duplicates."""
     name = "gateway_restart" if sig == signal.SIGKILL else f"gateway_restart_{sig.name.lower()}"
     res = Result(name)
     t0 = time.monotonic()
@@ -1040,7 +1082,7 @@ def gateway_restart(workdir: Path, sig: signal.Signals = signal.SIGKILL, restart
             peaks.append(smp.peak_kb)
             if load.poll() is not None:
                 break
-            kills.append(_kill_gateway(gw, sig))
+            kills.append(_kill_gateway(gw, sig, stall=stall if sig == signal.SIGKILL else 0.0))
             gw.start()
         with Sampler(gw.pid) as smp:
             text = load.communicate(timeout=duration + reconnect + 120)[0].decode(
@@ -1058,18 +1100,34 @@ def gateway_restart(workdir: Path, sig: signal.Signals = signal.SIGKILL, restart
                   f"{s.get('reconnects')} reconnects for {res.faults} restarts of "
                   f"{connections} connections")
         # every ACR answered 2001: in the CDR store exactly once
-        acked = [(str(r["session_id"]), int(r["record_number"]))
-                 for r in map(orjson.loads, record.read_bytes().splitlines()) if r]
+        rows = [orjson.loads(line) for line in record.read_bytes().splitlines() if line]
+        acked = [(str(r["session_id"]), int(r["record_number"])) for r in rows]
         twice_acked = [k for k, n in Counter(acked).items() if n > 1]
         res.check(not twice_acked, f"the generator recorded ACRs twice: {twice_acked[:5]}")
         stored = cdr_counts(gw)
-        missing = [k for k in set(acked) if stored.get(k, 0) == 0]
-        dup_cdrs = [(k, n) for k, n in stored.items() if n > 1]
+        missing = [k for k in set(acked) if not stored.get(k)]
+        dup_cdrs = [(k, len(v)) for k, v in stored.items() if len(v) > 1]
+        # ACRs answered only after a T-flagged resend: stored by their first copy (the resend
+        # was recognised as a duplicate) or by the resend itself (the first never got there)
+        resent = [k for k, r in zip(acked, rows, strict=True) if r.get("resent")]
+        resend_was_dup = sum(1 for k in resent if stored.get(k) == [False])
+        resend_stored = sum(1 for k in resent if stored.get(k) == [True])
         res.check(len(acked) > 0, "no ACR was answered 2001")
         res.check(not missing, f"{len(missing)} ACRs answered 2001 are not in the CDR store: "
                                f"{missing[:5]}")
         res.check(not dup_cdrs, f"CDRs stored more than once: {dup_cdrs[:5]}")
         res.lost += len(missing)
+        # ACRs answered before the restart, sent again after it (T flag): each must be
+        # answered 2001 and recognised as a duplicate by the restarted CDR store
+        replay = list(dict.fromkeys(acked))[:20]
+        replay_codes = asyncio.run(_replay_acrs(gw.port, replay, last=_RESTART_UPDATES + 1))
+        res.check(replay_codes == [2001] * len(replay),
+                  f"ACRs resent after the restart answered {Counter(replay_codes)}, not 2001")
+        after = cdr_counts(gw)
+        res.check(all(len(after.get(k, [])) == 1 for k in replay),
+                  "an ACR resent after the restart was stored a second time")
+        res.check(len(after) == len(stored), f"the replay changed the CDR count "
+                                             f"({len(stored)} -> {len(after)})")
         # the money: the ledger reconciles and matches the usage, nothing debited twice
         money = rep.get("money") or {}
         res.ledger_diff_micro = _money_diff(money)
@@ -1086,6 +1144,8 @@ def gateway_restart(workdir: Path, sig: signal.Signals = signal.SIGKILL, restart
         res.details = {
             "kills": kills, "result_codes": codes, "reconnects": s.get("reconnects"),
             "resent": s.get("resent"), "acked_acrs": len(acked), "cdrs_stored": len(stored),
+            "acked_after_resend": len(resent), "resend_was_duplicate": resend_was_dup,
+            "resend_stored_it": resend_stored, "replayed_after_restart": len(replay),
             "cdrs_not_acked": len(set(stored) - set(acked)),
             "orphan_workers": sum(len(k["workers_left"]) for k in kills),
             "max_ms": (s.get("latency_ms") or {}).get("max"), "load_output": text[-1500:],

@@ -64,8 +64,10 @@ def test_dropped_connection_is_reopened_and_unanswered_requests_resent_once() ->
             assert f[20:] == first[20:], "a resend is the same request"
     # --record: each ACR answered 2001, exactly once
     acked = s["acked_acrs"]
-    assert len(acked) == 160 and len(set(map(tuple, acked))) == 160
-    assert Counter(n for _, n in acked) == {0: 40, 1: 40, 2: 40, 3: 40}
+    assert len(acked) == 160 and len({(sid, n) for sid, n, _ in acked}) == 160
+    assert Counter(n for _, n, _ in acked) == {0: 40, 1: 40, 2: 40, 3: 40}
+    resent_keys = {k for k, fs in sends.items() if len(fs) > 1}
+    assert {(sid, 271, n) for sid, n, r in acked if r} == resent_keys
 
 
 def test_without_reconnect_a_drop_fails_what_was_outstanding() -> None:
