@@ -1188,14 +1188,15 @@ def _workdir(keep: str | None) -> Iterator[Path]:
 
 
 def print_table(results: list[Result]) -> None:
-    head = (f"{'scenario':<18} {'faults':>7} {'offered':>9} {'answered':>9} {'lost':>5} "
+    width = max([18, *(len(r.name) for r in results)])
+    head = (f"{'scenario':<{width}} {'faults':>7} {'offered':>9} {'answered':>9} {'lost':>5} "
             f"{'double':>6} {'ledger diff':>11} {'peak RSS MB':>11} {'s':>6}  result")
     print(head)
     print("-" * len(head))
     for r in results:
         diff = "-" if r.ledger_diff_micro is None else str(r.ledger_diff_micro)
         verdict = "ok" if r.passed else "FAIL: " + "; ".join(r.failures)
-        print(f"{r.name:<18} {r.faults:>7} {r.offered:>9} {r.answered:>9} {r.lost:>5} "
+        print(f"{r.name:<{width}} {r.faults:>7} {r.offered:>9} {r.answered:>9} {r.lost:>5} "
               f"{r.double_charges:>6} {diff:>11} {r.peak_rss_kb / 1024:>11.1f} "
               f"{r.seconds:>6.1f}  {verdict}")
 
