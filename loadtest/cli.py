@@ -16,6 +16,8 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
+
 from chargegw import __version__
 
 from . import money
@@ -61,13 +63,22 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="closed loop: sessions in flight (default 50)")
     m.add_argument("--rate", type=float, default=None,
                    help="open loop: sessions started per second, latency from intended time")
-    m.add_argument("--connections", type=int, default=1, help="peer connections (default 1)")
+    m.add_argument("--connections", type=int, default=1,
+                   help="peer connections (default 1); with more than one, each is its own "
+                        "peer: Origin-Host load-c1.localdomain, load-c2..., from --origin-host")
     m.add_argument("--processes", type=int, default=1, help="generator processes (default 1)")
     m.add_argument("--timeout", type=float, default=5.0, help="per-request timeout in seconds")
     m.add_argument("--doic", action="store_true",
                    help="act as a DOIC reacting node (RFC 7683): send OC-Supported-Features and "
                         "abate new sessions (open loop) by the overload reports received")
     m.add_argument("--connect-timeout", type=float, default=5.0)
+    m.add_argument("--reconnect", type=float, default=0.0, metavar="SECONDS",
+                   help="when the server drops a connection (killed, restarted, DPR), re-open "
+                        "it with backoff for at most SECONDS, redo CER and resend each "
+                        "unanswered request with the T flag, same End-to-End id and "
+                        "Session-Id (RFC 6733 5.5.4); counted as reconnects/resent. Default "
+                        "0: off, a dropped connection fails its requests (a benchmark should "
+                        "show the drop, not ride over it)")
     m.add_argument("--seed", type=int, default=None, help="seed of the mix's flow choice")
     g = p.add_argument_group("gates and ramp")
     g.add_argument("--max-error-rate", type=float, default=None,
@@ -85,6 +96,10 @@ def configure(p: argparse.ArgumentParser) -> None:
     o = p.add_argument_group("output")
     o.add_argument("--json", metavar="FILE", help="write the report as JSON (schema chargegw-load/1)")
     o.add_argument("--plot", metavar="FILE.png", help="throughput and percentiles over time")
+    o.add_argument("--record", metavar="FILE",
+                   help="write the identity of every ACR answered 2001 as JSON lines "
+                        '{"session_id": ..., "record_number": N, "resent": BOOL} (resent: '
+                        "answered after a reconnect's T-flagged resend), to check a CDR store")
     o.add_argument("--quiet", action="store_true", help="no progress line")
 
 
@@ -117,6 +132,7 @@ def config_from_args(args: argparse.Namespace) -> LoadConfig:
         connections=max(args.connections, args.processes), processes=args.processes,
         timeout=args.timeout, connect_timeout=args.connect_timeout, seed=args.seed,
         updates=scn.flows[0].updates, doic=args.doic,
+        reconnect=max(0.0, args.reconnect), record=bool(args.record),
     )
 
 
@@ -164,6 +180,11 @@ def _one(cfg: LoadConfig, args: argparse.Namespace, title: str) -> dict[str, Any
         summary = run_config(cfg, bar)
     finally:
         bar.stop()
+    acked = summary.pop("acked_acrs", None)
+    if acked is not None and args.record:
+        with open(args.record, "ab") as f:
+            f.writelines(orjson.dumps({"session_id": sid, "record_number": n, "resent": r})
+                         + b"\n" for sid, n, r in acked)
     print_table(summary, title)
     return summary
 
@@ -268,6 +289,12 @@ def run(args: argparse.Namespace) -> int:
                 before = money.ledger_snapshot(args.ledger_config)
         except (ValueError, OSError, subprocess.SubprocessError) as exc:
             print(f"chargegw load: money check: {exc}", file=sys.stderr)
+            return 2
+    if args.record:
+        try:
+            open(args.record, "wb").close()  # each run of this command writes a fresh file
+        except OSError as exc:
+            print(f"chargegw load: --record: {exc}", file=sys.stderr)
             return 2
     t0 = time.monotonic()
     try:

@@ -16,14 +16,18 @@ from typing import TYPE_CHECKING
 
 from chargegw.codec import FramingError, Message, ResultCode
 from chargegw.codec.commands import CapabilitiesExchangeRequest
+from chargegw.codec.constants import CMD_ASR, CMD_CER, CMD_DPR, CMD_DWR, CMD_RAR, CMD_SNR
 
-from .scenarios import Flow, cer_avps
+from .scenarios import Flow, Identity, cer_avps
 from .wire import AnswerView, server_request_answer
 
 if TYPE_CHECKING:
     from .generator import Engine
 
 _U32 = struct.Struct(">I")
+_SERVER_REQUESTS = {CMD_DWR: "DWR", CMD_DPR: "DPR", CMD_RAR: "RAR", CMD_ASR: "ASR", CMD_SNR: "SNR"}
+_CEA = CMD_CER.to_bytes(3, "big")
+_DPA = CMD_DPR.to_bytes(3, "big")
 
 
 class ConnectError(ConnectionError):
@@ -32,7 +36,7 @@ class ConnectError(ConnectionError):
 
 class Session:
     __slots__ = ("conn", "flow", "step", "sid", "sid_full", "sub", "intended", "measured",
-                 "echo", "e2e", "aborted", "handle")
+                 "echo", "e2e", "aborted", "handle", "deadline", "resent")
 
     def __init__(self, conn: LoadConn, flow: Flow, sid: bytes, sid_full: bytes,
                  sub: bytes) -> None:
@@ -48,28 +52,47 @@ class Session:
         self.e2e = 0
         self.aborted = False
         self.handle: asyncio.TimerHandle | None = None
+        self.deadline = 0.0  # when the request in flight times out (reset when it is resent)
+        self.resent = False  # the request in flight was sent again after a reconnect
 
 
 class LoadConn(asyncio.Protocol):
     """One peer connection: CER/CEA, DWR/DPR/RAR/ASR/SNR answered, answers matched by hop-by-hop."""
 
-    def __init__(self, eng: Engine, index: int) -> None:
+    def __init__(self, eng: Engine, index: int, ident: Identity, flows: list[Flow],
+                 sid_prefix: bytes) -> None:
         self.eng = eng
         self.index = index
-        self.buf = bytearray()
+        # Each connection is its own peer (RFC 6733 5.6.4: one connection per Origin-Host),
+        # with request templates and Session-Ids carrying that Origin-Host.
+        self.ident = ident
+        self.flows = flows
+        self.sid_prefix = sid_prefix
         self.transport: asyncio.Transport | None = None
         self.pending: dict[int, Session] = {}
         self.sessions: dict[bytes, Session] = {}
-        loop = asyncio.get_running_loop()
-        self.cea: asyncio.Future[Message] = loop.create_future()
-        self.dpa: asyncio.Future[None] = loop.create_future()
+        self.loop = asyncio.get_running_loop()
         self.hbh = random.getrandbits(31)
         self.e2e = ((int(time.time()) & 0xFFF) << 20) | random.getrandbits(20)
-        self.open = False
-        self.dead = False
         self.closing = False  # we sent DPR or are closing on purpose
+        # While the connection is being re-established (--reconnect): the requests sessions
+        # want to send meanwhile, sent once it is open again, and the task doing it.
+        self.backlog: list[tuple[Session, float]] = []
+        self.reconnecting: asyncio.Task[None] | None = None
+        self.reset()
+
+    def reset(self) -> None:
+        """Fresh per-transport state: a new connection (the first, or a reconnect) starts here."""
+        self.buf = bytearray()
+        self.cea: asyncio.Future[Message] = self.loop.create_future()
+        self.dpa: asyncio.Future[None] = self.loop.create_future()
+        self.lost: asyncio.Future[None] = self.loop.create_future()  # the transport closed
+        self.transport = None
+        self.open = False
+        self.established = False  # CER/CEA completed on this transport
+        self.dead = False
+        self.server_dpr = False  # the server sent DPR: it is going away (maybe to restart)
         self.out: list[bytes | bytearray] = []  # requests written at the end of this loop turn
-        self.loop = loop
 
     def queue(self, frame: bytes | bytearray) -> None:
         """Coalesce the requests of one event-loop turn into one write (one syscall)."""
@@ -89,7 +112,7 @@ class LoadConn(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
-        ident = self.eng.ident
+        ident = self.ident
         hbh, e2e = self.next_ids()
         cer = CapabilitiesExchangeRequest(
             hop_by_hop=hbh, end_to_end=e2e, origin_host=ident.origin_host,
@@ -121,12 +144,12 @@ class LoadConn(asyncio.Protocol):
             s = self.pending.pop(_U32.unpack_from(frame, 12)[0], None)
             if s is not None:
                 eng.on_answer(s, frame)
-            elif not self.cea.done() and frame[5:8] == b"\x00\x01\x01":
+            elif not self.cea.done() and frame[5:8] == _CEA:
                 try:
                     self.cea.set_result(Message.decode(frame))
                 except Exception as exc:  # noqa: BLE001 - a CEA we cannot read ends the run
                     self.cea.set_exception(ConnectError(f"unreadable CEA: {exc}"))
-            elif frame[5:8] == b"\x00\x01\x1a":  # DPA
+            elif frame[5:8] == _DPA:
                 if not self.dpa.done():
                     self.dpa.set_result(None)
             else:
@@ -149,8 +172,8 @@ class LoadConn(asyncio.Protocol):
     def _server_request(self, frame: bytes) -> None:
         eng = self.eng
         code = int.from_bytes(frame[5:8], "big")
-        ident = eng.ident
-        kind = {280: "DWR", 282: "DPR", 258: "RAR", 274: "ASR", 8388636: "SNR"}.get(code, "other")
+        ident = self.ident
+        kind = _SERVER_REQUESTS.get(code, "other")
         eng.rec.server_requests[kind] += 1
         sid = AnswerView(frame, -1).session_id
         known = sid is not None and sid in self.sessions
@@ -174,8 +197,9 @@ class LoadConn(asyncio.Protocol):
                 f"connection {self.index}: the server sent DPR (Disconnect-Cause "
                 f"{req.get('Disconnect-Cause')}) during the run"
             )
-            self.closing = True
+            self.server_dpr = True
             self.open = False
+            eng.on_server_dpr(self)
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self.dead = True
@@ -184,4 +208,6 @@ class LoadConn(asyncio.Protocol):
             self.cea.set_exception(ConnectError("the server closed the connection before CEA"))
         if not self.dpa.done():
             self.dpa.set_result(None)
+        if not self.lost.done():
+            self.lost.set_result(None)
         self.eng.on_conn_lost(self, exc)

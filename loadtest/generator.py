@@ -13,6 +13,18 @@ Load models:
 - closed loop (`concurrency`): that many sessions in flight; a new one starts when one ends.
 Both stop after `sessions` sessions or `duration` seconds after the warm-up; requests intended
 during the `warmup` seconds are sent but kept out of the figures.
+
+Each connection is its own peer, with its own Origin-Host (`origin_host` alone for a single
+connection, else `<first label>-c<k>.<rest>`): a Diameter node keeps one connection per peer
+(RFC 6733 5.6.4), so N connections under one name would be refused as an election loser.
+
+Reconnect (`reconnect` > 0, off by default): a connection the server drops (killed,
+restarted, or a DPR) is re-opened with exponential backoff for at most `reconnect` seconds, CER
+is redone, and every request sent on it but not answered is sent again with the T flag (RFC
+6733 5.5.4), the same End-to-End id and the same Session-Id, so that the server can tell the
+retransmission from a new request. Requests the sessions want to send meanwhile wait for the
+connection. A request counts once in the figures whatever the number of sends; its latency is
+measured from its first intended send, so the outage shows in the percentiles.
 """
 
 from __future__ import annotations
@@ -23,20 +35,22 @@ import random
 import struct
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from functools import partial
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from chargegw.codec import ResultCode
 from chargegw.codec.commands import DisconnectPeerRequest
+from chargegw.codec.constants import CMD_ACR
 
 from .conn import ConnectError, LoadConn, Session
-from .scenarios import Identity, Scenario, build_flows, preset
+from .scenarios import Flow, Identity, Scenario, build_flows, preset
 from .stats import Interval, Recorder, merge_intervals, summarize
 from .stats import merge as merge_records
 from .wire import AnswerView, with_oc_supported
 
 _U32 = struct.Struct(">I")
+_FLAG_T = 0x10  # the T bit of the command flags: a retransmission (RFC 6733 3)
+_ACR = CMD_ACR.to_bytes(3, "big")
 # The one clock of the run: high resolution (uvloop's loop.time() counts whole milliseconds)
 # and system-wide, so that processes share one start time.
 _now = time.monotonic
@@ -71,6 +85,8 @@ class LoadConfig:
     progress: float = 1.0  # kept for compatibility; progress ticks are one a second
     seed: int | None = None
     doic: bool = False  # act as a DOIC reacting node (RFC 7683): honour overload reports
+    reconnect: float = 0.0  # seconds of patience to re-open a dropped connection; 0: off
+    record: bool = False  # keep (Session-Id, Accounting-Record-Number) of each ACR answered 2001
     process_index: int = 0  # set per child process
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -102,20 +118,12 @@ class Engine:
         self.scn = cfg.build_scenario()
         self.ident = Identity(cfg.origin_host, cfg.origin_realm, cfg.destination_realm,
                               cfg.destination_host)
-        tag = f"{int(time.time())}.{os.getpid()}"
-        self.flows = build_flows(self.scn, self.ident, tag)
-        if cfg.doic:
-            done: set[int] = set()
-            for f in self.flows:
-                for t in f.steps:
-                    if id(t) not in done:
-                        done.add(id(t))
-                        t.raw = with_oc_supported(t.raw)
+        self.tag = f"{int(time.time())}.{os.getpid()}"
+        self.flows = self._flows(self.ident)
         # The overload report in force (DOIC): its sequence, reduction and expiry.
         self.olr_seq = -1
         self.reduction = 0
         self.olr_until = 0.0
-        self.sid_prefix = f"{cfg.origin_host};{tag};".encode()
         self.weights = [f.weight for f in self.flows]
         self.rng = random.Random(None if cfg.seed is None else cfg.seed + cfg.process_index)
         self.rec = Recorder()
@@ -130,52 +138,166 @@ class Engine:
         self.intervals: list[dict[str, Any]] = []
         self.loop = asyncio.get_running_loop()
         self.idle: asyncio.Event = asyncio.Event()
+        # (Session-Id, Accounting-Record-Number) of every ACR answered 2001 (cfg.record)
+        self.acked: list[tuple[str, int, bool]] = []
+
+    def _flows(self, ident: Identity) -> list[Flow]:
+        flows = build_flows(self.scn, ident, self.tag)
+        if self.cfg.doic:
+            done: set[int] = set()
+            for f in flows:
+                for t in f.steps:
+                    if id(t) not in done:
+                        done.add(id(t))
+                        t.raw = with_oc_supported(t.raw)
+        return flows
 
     # -- connections --------------------------------------------------------------------
+
+    def _new_conn(self, i: int) -> LoadConn:
+        """Connection i of this process, with its own Origin-Host, templates and Session-Ids."""
+        host = conn_origin_host(self.cfg, i)
+        ident = replace(self.ident, origin_host=host)
+        flows = self.flows if host == self.ident.origin_host else self._flows(ident)
+        return LoadConn(self, i, ident, flows, f"{host};{self.tag};".encode())
+
+    async def _open(self, conn: LoadConn) -> None:
+        """TCP connect and CER/CEA on `conn`; ConnectError says why it cannot be used."""
+        cfg = self.cfg
+        conn.reset()
+        try:
+            await asyncio.wait_for(
+                self.loop.create_connection(lambda: conn, cfg.host, cfg.port),
+                cfg.connect_timeout,
+            )
+        except (OSError, TimeoutError) as exc:
+            self.rec.conn["connect_failed"] += 1
+            raise ConnectError(f"cannot connect to {cfg.target}: "
+                               f"{exc or 'timed out'}") from None
+        try:
+            cea = await asyncio.wait_for(conn.cea, cfg.connect_timeout)
+        except TimeoutError:
+            raise ConnectError(
+                f"{cfg.target} accepted the TCP connection but sent no CEA within "
+                f"{cfg.connect_timeout:g} s"
+            ) from None
+        except ConnectError as exc:
+            raise ConnectError(f"{cfg.target}: {exc}") from None
+        rc = cea.get("Result-Code")
+        if rc != ResultCode.DIAMETER_SUCCESS:
+            raise ConnectError(f"{cfg.target} refused our CER with Result-Code {rc} "
+                               f"({cea.get('Error-Message') or 'no Error-Message'})")
+        conn.open = conn.established = True
 
     async def connect(self) -> None:
         cfg = self.cfg
         for i in range(max(1, cfg.connections)):
-            try:
-                _t, conn = await asyncio.wait_for(
-                    self.loop.create_connection(partial(LoadConn, self, i), cfg.host,
-                                                cfg.port),
-                    cfg.connect_timeout,
-                )
-            except (OSError, TimeoutError) as exc:
-                self.rec.conn["connect_failed"] += 1
-                await self.close()
-                raise ConnectError(f"cannot connect to {cfg.target}: "
-                                   f"{exc or 'timed out'}") from None
+            conn = self._new_conn(i)
             self.conns.append(conn)
             try:
-                cea = await asyncio.wait_for(conn.cea, cfg.connect_timeout)
-            except TimeoutError:
+                await self._open(conn)
+            except ConnectError:
                 await self.close()
-                raise ConnectError(
-                    f"{cfg.target} accepted the TCP connection but sent no CEA within "
-                    f"{cfg.connect_timeout:g} s"
-                ) from None
-            except ConnectError as exc:
-                await self.close()
-                raise ConnectError(f"{cfg.target}: {exc}") from None
-            rc = cea.get("Result-Code")
-            if rc != ResultCode.DIAMETER_SUCCESS:
-                await self.close()
-                raise ConnectError(f"{cfg.target} refused our CER with Result-Code {rc} "
-                                   f"({cea.get('Error-Message') or 'no Error-Message'})")
-            conn.open = True
+                raise
             self.rec.conn["connected"] += 1
 
     def on_conn_lost(self, conn: LoadConn, exc: BaseException | None) -> None:
         rec = self.rec
         outstanding = len(conn.pending)
-        if not conn.closing and not self.stopping or outstanding:
+        if conn.reconnecting is not None or not conn.established:
+            return  # a failed attempt to open it: the one opening it reports that
+        if not (conn.closing or conn.server_dpr) and not self.stopping or outstanding:
             rec.conn["closed_by_server"] += 1
-            rec.problem(
-                f"connection {conn.index} to {self.cfg.target} was closed by the server "
-                f"mid-run ({exc or 'EOF'}) with {outstanding} requests outstanding"
-            )
+            if not self._may_reconnect(conn):
+                rec.problem(
+                    f"connection {conn.index} to {self.cfg.target} was closed by the server "
+                    f"mid-run ({exc or 'EOF'}) with {outstanding} requests outstanding"
+                )
+        if self._may_reconnect(conn):
+            conn.reconnecting = self.loop.create_task(self._reconnect(conn))
+            return
+        self._fail_conn(conn)
+
+    def on_server_dpr(self, conn: LoadConn) -> None:
+        """The server is leaving (a graceful stop, maybe a restart): with --reconnect, the
+        connection is re-opened once the server has closed it; what sessions send meanwhile
+        waits for it instead of failing."""
+        if conn.reconnecting is None and self._may_reconnect(conn):
+            conn.reconnecting = self.loop.create_task(self._reconnect(conn, after_dpr=True))
+
+    def _may_reconnect(self, conn: LoadConn) -> bool:
+        """A dropped connection is re-opened when asked to, unless we closed it ourselves or
+        the run is over with nothing left to finish on it."""
+        return (self.cfg.reconnect > 0 and not conn.closing
+                and (not self.stopping or bool(conn.sessions or conn.pending)))
+
+    async def _reconnect(self, conn: LoadConn, after_dpr: bool = False) -> None:
+        """Re-open `conn` with backoff (50 ms doubling to 1 s) within `cfg.reconnect` seconds,
+        then resend its unanswered requests (T flag) and send what waited meanwhile. After a
+        DPR, first wait (at most 5 s) for the server to close the connection (RFC 6733 5.4)."""
+        rec = self.rec
+        give_up = _now() + self.cfg.reconnect
+        delay = 0.05
+        why = ""
+        try:
+            if after_dpr:
+                try:
+                    await asyncio.wait_for(asyncio.shield(conn.lost), 5.0)
+                except TimeoutError:
+                    if conn.transport is not None:
+                        conn.transport.abort()
+                    await conn.lost
+            while True:
+                await asyncio.sleep(min(delay, max(0.0, give_up - _now())))
+                delay = min(1.0, delay * 2)
+                try:
+                    await self._open(conn)
+                    break
+                except ConnectError as exc:
+                    why = str(exc)
+                    if conn.transport is not None:
+                        conn.transport.abort()
+                    if _now() >= give_up:
+                        rec.conn["reconnect_failed"] += 1
+                        rec.problem(f"connection {conn.index}: could not reconnect to "
+                                    f"{self.cfg.target} within {self.cfg.reconnect:g} s "
+                                    f"({why})")
+                        conn.reconnecting = None
+                        self._fail_conn(conn)
+                        return
+        except asyncio.CancelledError:
+            conn.reconnecting = None
+            self._fail_conn(conn)
+            raise
+        conn.reconnecting = None
+        rec.conn["reconnected"] += 1
+        self._resend(conn)
+
+    def _resend(self, conn: LoadConn) -> None:
+        """Every request of `conn` sent but not answered goes again: a new hop-by-hop id (a
+        new connection), the T flag, the same End-to-End id, Session-Id and number. It stays
+        one request in the figures (`resent` counts the sends)."""
+        now = _now()
+        timeout = self.cfg.timeout
+        old = list(conn.pending.values())
+        conn.pending.clear()
+        for s in old:
+            t = s.flow.steps[s.step]
+            hbh, _ = conn.next_ids()
+            frame = t.render(hbh, s.e2e, s.sid, s.sub, s.step, s.echo)
+            frame[4] |= _FLAG_T
+            s.deadline = now + timeout
+            s.resent = True
+            conn.pending[hbh] = s
+            conn.queue(frame)
+            self.rec.c["resent"] += 1
+        waiting, conn.backlog = conn.backlog, []
+        for s, intended in waiting:
+            self.send(s, intended)
+
+    def _fail_conn(self, conn: LoadConn) -> None:
+        """The connection is gone for good: what it carried fails."""
+        rec = self.rec
         for s in list(conn.pending.values()):
             if s.measured:
                 rec.c["lost"] += 1
@@ -183,11 +305,15 @@ class Engine:
                 rec.on_usage(s.flow.index, False)
             self.end_session(s, False)
         conn.pending.clear()
+        waiting, conn.backlog = conn.backlog, []
+        for s, _ in waiting:  # never sent: nothing the server could have charged
+            if s.conn.sessions.get(s.sid_full) is s:
+                self.end_session(s, False)
         for s in list(conn.sessions.values()):  # sessions waiting between steps
             if s.handle is not None:
                 s.handle.cancel()
                 self.end_session(s, False)
-        if not any(c.open for c in self.conns):
+        if not any(c.open or c.reconnecting is not None for c in self.conns):
             if not self.stopping:
                 rec.problem("no open connection left: the run ended early")
             self.stopping = True
@@ -196,16 +322,19 @@ class Engine:
     async def close(self) -> None:
         """DPR on every open connection, wait briefly for DPA, then close."""
         for c in self.conns:
+            c.closing = True
+            if c.reconnecting is not None:
+                c.reconnecting.cancel()
+        for c in self.conns:
             if c.open and c.transport is not None and not c.transport.is_closing():
                 hbh, e2e = c.next_ids()
                 dpr = DisconnectPeerRequest(hop_by_hop=hbh, end_to_end=e2e,
-                                            origin_host=self.ident.origin_host,
-                                            origin_realm=self.ident.origin_realm,
+                                            origin_host=c.ident.origin_host,
+                                            origin_realm=c.ident.origin_realm,
                                             disconnect_cause=0)
-                c.closing = True
                 c.flush()
                 c.transport.write(dpr.encode())
-        waits = [c.dpa for c in self.conns if c.closing and not c.dead]
+        waits = [c.dpa for c in self.conns if c.open and not c.dead]
         if waits:
             await asyncio.wait(waits, timeout=1.0)
         for c in self.conns:
@@ -216,11 +345,15 @@ class Engine:
     # -- sessions -----------------------------------------------------------------------
 
     def _pick_conn(self) -> LoadConn | None:
+        """The next open connection; else one being re-opened (its session waits for it)."""
         n = len(self.conns)
         for _ in range(n):
             self.rr = (self.rr + 1) % n
             c = self.conns[self.rr]
             if c.open:
+                return c
+        for c in self.conns:
+            if c.reconnecting is not None:
                 return c
         return None
 
@@ -231,10 +364,10 @@ class Engine:
         cfg = self.cfg
         n = self.counter
         self.counter += 1
-        flow = self.flows[0] if len(self.flows) == 1 else self.rng.choices(
-            self.flows, self.weights)[0]
+        flows = conn.flows
+        flow = flows[0] if len(flows) == 1 else self.rng.choices(flows, self.weights)[0]
         sid = f"{cfg.process_index % 100:02d}{n % 10**10:010d}".encode()
-        s = Session(conn, flow, sid, self.sid_prefix + sid,
+        s = Session(conn, flow, sid, conn.sid_prefix + sid,
                     self.scn.subscriber(n * max(1, cfg.processes) + cfg.process_index))
         conn.sessions[s.sid_full] = s
         self.active += 1
@@ -247,12 +380,17 @@ class Engine:
         s.handle = None
         conn = s.conn
         if not conn.open or conn.transport is None:
-            self.end_session(s, False)
+            if conn.reconnecting is not None:
+                conn.backlog.append((s, intended))  # sent once the connection is back
+            else:
+                self.end_session(s, False)
             return
         t = s.flow.steps[s.step]
         hbh, e2e = conn.next_ids()
         s.e2e = e2e
         s.intended = intended
+        s.deadline = intended + self.cfg.timeout
+        s.resent = False
         s.measured = intended >= self.rec.measure_start
         if t.echo_off >= 0:
             s.echo = self.rng.getrandbits(31)
@@ -294,6 +432,8 @@ class Engine:
         rc = v.result_code
         if t.usage:
             rec.on_usage(s.flow.index, rc == 2001)
+        if rc == 2001 and self.cfg.record and frame[5:8] == _ACR:
+            self.acked.append((s.sid_full.decode(), s.step, s.resent))
         rec.on_answer(t.step, rc, int((now - s.intended) * 1e6), s.measured, now)
         last = len(s.flow.steps) - 1
         if 2000 <= rc < 3000:
@@ -396,11 +536,13 @@ class Engine:
         period = min(0.05, timeout / 4)
         while True:
             await asyncio.sleep(period)
-            limit = _now() - timeout
+            now = _now()
             for c in self.conns:
+                if c.reconnecting is not None:
+                    continue  # its requests are not in flight: they are resent on reconnect
                 expired = []
                 for hbh, s in c.pending.items():
-                    if s.intended > limit:
+                    if s.deadline > now:
                         break
                     expired.append(hbh)
                 for hbh in expired:
@@ -468,7 +610,10 @@ class Engine:
                                                   or self.rec.interval.answered):
                 self._emit_interval()
             await self.close()
-        return {"record": self.rec.to_dict(), "intervals": self.intervals}
+        out: dict[str, Any] = {"record": self.rec.to_dict(), "intervals": self.intervals}
+        if self.cfg.record:
+            out["acked_acrs"] = self.acked
+        return out
 
 
 async def run_process(cfg: LoadConfig, on_tick: Callable[[dict[str, Any]], None] | None = None,
@@ -478,11 +623,28 @@ async def run_process(cfg: LoadConfig, on_tick: Callable[[dict[str, Any]], None]
     return await eng.run(start_at)
 
 
+def conn_origin_host(cfg: LoadConfig, i: int) -> str:
+    """The Origin-Host of this process's connection i: `cfg.origin_host` for a run of one
+    connection, else the first label suffixed with the global connection number
+    (load.localdomain -> load-c1.localdomain, load-c2.localdomain, ...)."""
+    if cfg.processes <= 1 and cfg.connections <= 1:
+        return cfg.origin_host
+    # connections are split between processes as runner._split does: a share each, the
+    # remainder one each to the first processes
+    p, k = max(1, cfg.processes), cfg.process_index
+    total = cfg.connections if p == 1 else cfg.extra.get("total_connections", cfg.connections * p)
+    first = k * (total // p) + min(k, total % p) if p > 1 else 0
+    label, dot, rest = cfg.origin_host.partition(".")
+    return f"{label}-c{first + i + 1}{dot}{rest}"
+
+
 def build_report(cfg: LoadConfig, parts: list[dict[str, Any]]) -> dict[str, Any]:
     """Merge the processes' results into the report's `summary`."""
     merged = merge_records([p["record"] for p in parts])
     series = merge_intervals([r for p in parts for r in p["intervals"]])
     out = summarize(merged, series, cfg.rate) | {"problems": merged["problems"]}
+    if cfg.record:
+        out["acked_acrs"] = [a for p in parts for a in p.get("acked_acrs", [])]
     if out["timeouts"]:
         out["problems"].append(
             f"{out['timeouts']} requests got no answer from {cfg.target} within "

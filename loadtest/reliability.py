@@ -34,7 +34,11 @@ from typing import Any
 import orjson
 
 from chargegw.codec import CodecError, Message, ResultCode
-from chargegw.codec.commands import CapabilitiesExchangeRequest, CreditControlRequest
+from chargegw.codec.commands import (
+    AccountingRequest,
+    CapabilitiesExchangeRequest,
+    CreditControlRequest,
+)
 
 CLI = [sys.executable, "-m", "chargegw.cli"]
 _U32 = struct.Struct(">I")
@@ -153,8 +157,16 @@ class Gateway:
         return self.proc is not None and self.proc.poll() is None
 
     def start(self, timeout: float = 60.0) -> Gateway:
+        """Start `chargegw run`; a restart keeps the port and data dir (the previous run's log
+        is kept as run.log.1, .2, ...)."""
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
+        if not self.port:
+            self.port = free_port()
+        if self.log.exists():
+            n = 1
+            while self.log.with_name(f"run.log.{n}").exists():
+                n += 1
+            self.log.rename(self.log.with_name(f"run.log.{n}"))
         self.cfg.write_text(
             f'data_dir = "{self.data_dir}"\n'
             f'[[listen]]\naddress = "127.0.0.1"\nport = {self.port}\n'
@@ -283,7 +295,8 @@ class Client(asyncio.Protocol):
 
     @classmethod
     async def connect(cls, port: int, origin_host: str = "rel.localdomain",
-                      apps: tuple[int, ...] = (GY,), timeout: float = 10.0) -> Client:
+                      apps: tuple[int, ...] = (GY,), timeout: float = 10.0,
+                      acct: tuple[int, ...] = ()) -> Client:
         loop = asyncio.get_running_loop()
         _t, c = await asyncio.wait_for(
             loop.create_connection(lambda: cls(origin_host), "127.0.0.1", port), timeout)
@@ -291,7 +304,7 @@ class Client(asyncio.Protocol):
             hop_by_hop=c.next_hbh(), end_to_end=c.next_hbh(), origin_host=origin_host,
             origin_realm="localdomain", host_ip_address=["127.0.0.1"], vendor_id=0,
             product_name="chargegw-reliability", auth_application_id=list(apps),
-            supported_vendor_id=[10415],
+            supported_vendor_id=[10415], acct_application_id=list(acct) or None,
         )  # fmt: skip
         c.write(cer.encode())
         cea = await asyncio.wait_for(c.cea, timeout)
@@ -464,8 +477,10 @@ def _money_diff(money: dict[str, Any] | None) -> int | None:
     return 0 if lo <= d <= hi else (lo - d if d < lo else d - hi)
 
 
-def _load_into(res: Result, rep: dict[str, Any], timeout: float) -> dict[str, Any]:
-    """Fold a load report into a result; every request must be answered within `timeout`."""
+def _load_into(res: Result, rep: dict[str, Any], timeout: float, drops: bool = False,
+               ) -> dict[str, Any]:
+    """Fold a load report into a result; every request must be answered within `timeout`.
+    `drops`: the scenario closes the generator's connections itself (it reconnects)."""
     s: dict[str, Any] = rep.get("summary") or {}
     res.offered += s.get("sent", 0)
     res.answered += s.get("answered", 0)
@@ -474,7 +489,8 @@ def _load_into(res: Result, rep: dict[str, Any], timeout: float) -> dict[str, An
     res.check(s.get("timeouts", 0) == 0, f"{s.get('timeouts')} requests not answered in {timeout} s")
     res.check(s.get("lost", 0) == 0, f"{s.get('lost')} requests lost (connection closed)")
     res.check(s.get("mismatches", 0) == 0, f"{s.get('mismatches')} answers did not match")
-    res.check(not s.get("connections", {}).get("closed_by_server"), "the gateway closed a peer")
+    res.check(drops or not s.get("connections", {}).get("closed_by_server"),
+              "the gateway closed a peer")
     return s
 
 
@@ -916,6 +932,234 @@ def overload(workdir: Path, seconds: float = 6.0, factor: float = 2.0, workers: 
     return res
 
 
+# -- gateway restart ------------------------------------------------------------------------------
+
+# Gy sessions (money checked against the ledger) and Rf sessions (CDRs checked against the
+# store); gy-event's direct debiting is left out: the money check cannot price it.
+_RESTART_UPDATES = 2  # ACR numbers 0 (START) .. 3 (STOP)
+_RESTART_SCENARIO = f"""
+[scenario]
+kind = "mix"
+updates = {_RESTART_UPDATES}
+[[scenario.flows]]
+kind = "gy"
+weight = 50
+[[scenario.flows]]
+kind = "rf"
+weight = 50
+"""
+
+
+def cdr_counts(gw: Gateway) -> dict[tuple[str, int], list[bool]]:
+    """(Session-Id, Accounting-Record-Number) -> the `retransmit` flag of each copy stored (one
+    copy: the flag says whether it was a T-flagged request that got it stored), read with
+    `chargegw cdr export` as an operator would."""
+    out = subprocess.run(
+        [*CLI, "cdr", "export", "--format", "jsonl", "-c", str(gw.cfg)],
+        capture_output=True, timeout=120,
+    )  # fmt: skip
+    if out.returncode != 0:
+        raise RuntimeError(f"cdr export failed: {out.stderr.decode(errors='replace')[-1000:]}")
+    seen: dict[tuple[str, int], list[bool]] = {}
+    for line in out.stdout.splitlines():
+        if line.strip():
+            r = orjson.loads(line)
+            key = (str(r["session_id"]), int(r["record_number"]))
+            seen.setdefault(key, []).append(bool(r.get("retransmit")))
+    return seen
+
+
+RF = 3
+
+
+async def _replay_acrs(port: int, keys: list[tuple[str, int]], last: int) -> list[int]:
+    """Send ACRs again, T-flagged, as a client that lost their answers would: the same
+    Session-Id and Accounting-Record-Number (record 0 START, `last` STOP, else INTERIM).
+    Returns their Result-Codes."""
+    c = await Client.connect(port, "replay.localdomain", apps=(), acct=(RF,))
+    try:
+        codes = []
+        for sid, n in keys:
+            acr = AccountingRequest(
+                hop_by_hop=c.next_hbh(), end_to_end=c.next_hbh(), session_id=sid,
+                origin_host="replay.localdomain", origin_realm="localdomain",
+                destination_realm="localdomain", accounting_record_type=(
+                    2 if n == 0 else 4 if n == last else 3),
+                accounting_record_number=n, acct_application_id=RF,
+            )  # fmt: skip
+            frame = with_ids(acr.encode(), c.next_hbh(), retransmit=True)
+            codes.append(result_code(await c.request(frame)))
+        return codes
+    finally:
+        c.close()
+
+
+def established(port: int) -> int:
+    """TCP connections established to this local port (loopback, from /proc/net/tcp)."""
+    n = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                f = line.split()
+                if len(f) > 3 and f[3] == "01" and int(f[1].rsplit(":", 1)[1], 16) == port:
+                    n += 1
+    return n
+
+
+def _kill_gateway(gw: Gateway, sig: signal.Signals, wait: float = 20.0,
+                  stall: float = 0.0) -> dict[str, Any]:
+    """Send `sig` to the gateway process alone, as a crash (SIGKILL) or an operator's stop
+    (SIGTERM) does; its workers must then go by themselves (orphans are killed after `wait`
+    seconds and reported: they would hold the port's work and the stores). `stall`: first
+    freeze the front end (SIGSTOP) that long, as a hang before a watchdog's kill: the workers
+    commit what they hold and their answers die with it, the worst case for duplicates."""
+    assert gw.proc is not None
+    kids = gw.worker_pids()
+    if stall > 0:
+        gw.proc.send_signal(signal.SIGSTOP)
+        time.sleep(stall)
+    gw.proc.send_signal(sig)
+    try:
+        gw.proc.wait(wait)
+    except subprocess.TimeoutExpired:
+        gw.proc.kill()
+        gw.proc.wait()
+    end = time.monotonic() + wait
+    while time.monotonic() < end and any(Path(f"/proc/{k}").exists() for k in kids):
+        time.sleep(0.05)
+    left = [k for k in kids if Path(f"/proc/{k}").exists()]
+    for k in left:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(k, signal.SIGKILL)
+    return {"gateway": gw.pid, "signal": sig.name, "workers": kids, "workers_left": left}
+
+
+def gateway_restart(workdir: Path, sig: signal.Signals = signal.SIGKILL, restarts: int = 1,
+                    duration: float = 10.0, concurrency: int = 20, workers: int = 2,
+                    connections: int = 2, reconnect: float = 60.0, stall: float = 0.5,
+                    ) -> Result:
+    """Kill the gateway (`sig`) mid-run and start it again on the same data dir and port,
+    `restarts` times, while `chargegw load --reconnect` runs Gy and Rf sessions. The generator
+    must reconnect and finish with every request answered (its unanswered ones resent with
+    the T flag); every ACR answered 2001 must be in the CDR store exactly once; the ledger must
+    reconcile and match the usage reported; no CC-Request-Number may be debited twice. A
+    SIGKILL comes after a `stall` (SIGSTOP) of the front end, so that records are committed
+    whose answers never leave: their resends must be recognised as duplicates."""
+    name = "gateway_restart" if sig == signal.SIGKILL else f"gateway_restart_{sig.name.lower()}"
+    res = Result(name)
+    t0 = time.monotonic()
+    timeout = 10.0  # per request in flight; an outage does not count (not in flight)
+    workdir.mkdir(parents=True, exist_ok=True)
+    scn = workdir / "scenario.toml"
+    scn.write_text(_RESTART_SCENARIO)
+    out, record = workdir / "load.json", workdir / "acked.jsonl"
+    gw = Gateway(workdir, workers=workers)
+    load: subprocess.Popen[bytes] | None = None
+    peaks: list[int] = []
+    kills: list[dict[str, Any]] = []
+    try:
+        gw.start()
+        load = subprocess.Popen(
+            [*CLI, "load", "--port", str(gw.port), "--json", str(out), "--quiet",
+             "--scenario", str(scn), "--duration", str(duration),
+             "--concurrency", str(concurrency), "--connections", str(connections),
+             "--subscribers", "200", "--timeout", str(timeout), "--max-error-rate", "1",
+             "--reconnect", str(reconnect), "--record", str(record), "--seed", "14",
+             "--verify-ledger", "--ledger-config", str(gw.cfg)],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        # the run starts once the generator is connected (its ledger snapshot comes first)
+        end = time.monotonic() + 60
+        while (established(gw.port) < connections and load.poll() is None
+               and time.monotonic() < end):
+            time.sleep(0.05)
+        started = time.monotonic()
+        for k in range(restarts):  # spread over the run
+            at = started + 2.0 + k * max(1.0, (duration - 3.0) / restarts)
+            with Sampler(gw.pid) as smp:
+                while time.monotonic() < at and load.poll() is None:
+                    time.sleep(0.05)
+            peaks.append(smp.peak_kb)
+            if load.poll() is not None:
+                break
+            kills.append(_kill_gateway(gw, sig, stall=stall if sig == signal.SIGKILL else 0.0))
+            gw.start()
+        with Sampler(gw.pid) as smp:
+            text = load.communicate(timeout=duration + reconnect + 120)[0].decode(
+                errors="replace")
+        peaks.append(smp.peak_kb)
+        res.faults = len(kills)
+        rep = orjson.loads(out.read_bytes()) if out.exists() else {}
+        s = _load_into(res, rep, timeout, drops=True)
+        res.check(load.returncode == 0, f"chargegw load exited {load.returncode}")
+        codes = {int(k): v for k, v in s.get("result_codes", {}).items()}
+        bad = {k: v for k, v in codes.items() if k != 2001 and k not in RFC_TRANSIENT}
+        res.check(not bad, f"answers other than 2001 or 3002/3004: {bad}")
+        res.check(res.faults == restarts, f"only {res.faults} of {restarts} restarts happened")
+        res.check(s.get("reconnects", 0) >= res.faults * connections,
+                  f"{s.get('reconnects')} reconnects for {res.faults} restarts of "
+                  f"{connections} connections")
+        # every ACR answered 2001: in the CDR store exactly once
+        rows = [orjson.loads(line) for line in record.read_bytes().splitlines() if line]
+        acked = [(str(r["session_id"]), int(r["record_number"])) for r in rows]
+        twice_acked = [k for k, n in Counter(acked).items() if n > 1]
+        res.check(not twice_acked, f"the generator recorded ACRs twice: {twice_acked[:5]}")
+        stored = cdr_counts(gw)
+        missing = [k for k in set(acked) if not stored.get(k)]
+        dup_cdrs = [(k, len(v)) for k, v in stored.items() if len(v) > 1]
+        # ACRs answered only after a T-flagged resend: stored by their first copy (the resend
+        # was recognised as a duplicate) or by the resend itself (the first never got there)
+        resent = [k for k, r in zip(acked, rows, strict=True) if r.get("resent")]
+        resend_was_dup = sum(1 for k in resent if stored.get(k) == [False])
+        resend_stored = sum(1 for k in resent if stored.get(k) == [True])
+        res.check(len(acked) > 0, "no ACR was answered 2001")
+        res.check(not missing, f"{len(missing)} ACRs answered 2001 are not in the CDR store: "
+                               f"{missing[:5]}")
+        res.check(not dup_cdrs, f"CDRs stored more than once: {dup_cdrs[:5]}")
+        res.lost += len(missing)
+        # ACRs answered before the restart, sent again after it (T flag): each must be
+        # answered 2001 and recognised as a duplicate by the restarted CDR store
+        replay = list(dict.fromkeys(acked))[:20]
+        replay_codes = asyncio.run(_replay_acrs(gw.port, replay, last=_RESTART_UPDATES + 1))
+        res.check(replay_codes == [2001] * len(replay),
+                  f"ACRs resent after the restart answered {Counter(replay_codes)}, not 2001")
+        after = cdr_counts(gw)
+        res.check(all(len(after.get(k, [])) == 1 for k in replay),
+                  "an ACR resent after the restart was stored a second time")
+        res.check(len(after) == len(stored), f"the replay changed the CDR count "
+                                             f"({len(stored)} -> {len(after)})")
+        # the money: the ledger reconciles and matches the usage, nothing debited twice
+        money = rep.get("money") or {}
+        res.ledger_diff_micro = _money_diff(money)
+        res.ledger_ok = bool(money.get("ledger_ok"))
+        res.check(res.ledger_ok, f"ledger check failed: {money.get('ledger_problems')}")
+        res.check(res.ledger_diff_micro == 0,
+                  f"ledger rated {money.get('rated_delta_micro')} outside the usage reported "
+                  f"{money.get('expected', {}).get('low_micro')}.."
+                  f"{money.get('expected', {}).get('high_micro')}")
+        dup = gw.double_charges()
+        res.double_charges = len(dup) + len(dup_cdrs)
+        res.check(not dup, f"charged twice: {dup[:5]}")
+        res.check(gw.alive(), "chargegw run died after its restart")
+        res.details = {
+            "kills": kills, "result_codes": codes, "reconnects": s.get("reconnects"),
+            "resent": s.get("resent"), "acked_acrs": len(acked), "cdrs_stored": len(stored),
+            "acked_after_resend": len(resent), "resend_was_duplicate": resend_was_dup,
+            "resend_stored_it": resend_stored, "replayed_after_restart": len(replay),
+            "cdrs_not_acked": len(set(stored) - set(acked)),
+            "orphan_workers": sum(len(k["workers_left"]) for k in kills),
+            "max_ms": (s.get("latency_ms") or {}).get("max"), "load_output": text[-1500:],
+        }
+    finally:
+        if load is not None and load.poll() is None:
+            load.kill()
+            load.wait()
+        gw.stop()
+    res.peak_rss_kb = max(peaks, default=0)
+    res.seconds = round(time.monotonic() - t0, 1)
+    return res
+
+
 # -- the bench -----------------------------------------------------------------------------------
 
 SCENARIOS: dict[str, Callable[[Path], Result]] = {
@@ -924,6 +1168,8 @@ SCENARIOS: dict[str, Callable[[Path], Result]] = {
     "slow_reader": lambda d: slow_reader(d),
     "connection_flood": lambda d: connection_flood(d),
     "overload": lambda d: overload(d),
+    "gateway_restart": lambda d: gateway_restart(d),
+    "gateway_restart_sigterm": lambda d: gateway_restart(d, signal.SIGTERM),
 }
 
 
@@ -942,14 +1188,15 @@ def _workdir(keep: str | None) -> Iterator[Path]:
 
 
 def print_table(results: list[Result]) -> None:
-    head = (f"{'scenario':<18} {'faults':>7} {'offered':>9} {'answered':>9} {'lost':>5} "
+    width = max([18, *(len(r.name) for r in results)])
+    head = (f"{'scenario':<{width}} {'faults':>7} {'offered':>9} {'answered':>9} {'lost':>5} "
             f"{'double':>6} {'ledger diff':>11} {'peak RSS MB':>11} {'s':>6}  result")
     print(head)
     print("-" * len(head))
     for r in results:
         diff = "-" if r.ledger_diff_micro is None else str(r.ledger_diff_micro)
         verdict = "ok" if r.passed else "FAIL: " + "; ".join(r.failures)
-        print(f"{r.name:<18} {r.faults:>7} {r.offered:>9} {r.answered:>9} {r.lost:>5} "
+        print(f"{r.name:<{width}} {r.faults:>7} {r.offered:>9} {r.answered:>9} {r.lost:>5} "
               f"{r.double_charges:>6} {diff:>11} {r.peak_rss_kb / 1024:>11.1f} "
               f"{r.seconds:>6.1f}  {verdict}")
 

@@ -85,6 +85,11 @@ def table_rows(s: dict[str, Any]) -> list[tuple[str, str]]:
         ("mismatches", f"{s['mismatches']:,}"
          + "".join(f" {k}={v}" for k, v in s["mismatch_kinds"].items() if v)),
         ("lost (connection closed)", f"{s['lost']:,}"),
+    ]
+    if s.get("reconnects") or s.get("resent"):
+        rows.append(("reconnects / resent (T flag)",
+                     f"{s.get('reconnects', 0):,} / {s.get('resent', 0):,}"))
+    rows += [
         ("error rate", f"{s['error_rate']:.4%}"),
         ("sessions completed / started",
          f"{s['sessions_completed']:,} / {s['sessions_started']:,}"),

@@ -54,7 +54,9 @@ class Ticks:
 def _split(cfg: LoadConfig, i: int) -> LoadConfig:
     p = cfg.processes
     conns = max(1, cfg.connections // p + (1 if i < cfg.connections % p else 0))
-    return replace(cfg, process_index=i, connections=conns)
+    # the total stays known to each child: its connections are numbered in it (Origin-Host)
+    return replace(cfg, process_index=i, connections=conns,
+                   extra={**cfg.extra, "total_connections": cfg.connections})
 
 
 def _child(cfg: LoadConfig, q: Any, go: Any, start: Any) -> None:

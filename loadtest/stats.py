@@ -32,6 +32,7 @@ COUNTERS = (
     "warmup_sent",
     "warmup_answered",
     "abated",  # session starts not sent: DOIC loss abatement (RFC 7683), --doic
+    "resent",  # sends again, T flag, of requests unanswered when a connection dropped
 )
 MISMATCH_KINDS = ("session_id", "number", "command", "end_to_end", "echo", "malformed")
 CONN_EVENTS = (
@@ -40,6 +41,8 @@ CONN_EVENTS = (
     "dpr_from_server",
     "garbage",
     "connect_failed",
+    "reconnected",  # dropped connections re-opened (--reconnect)
+    "reconnect_failed",  # dropped connections given up after the --reconnect patience
 )
 SERVER_REQUESTS = ("DWR", "DPR", "RAR", "ASR", "SNR", "other")
 PERCENTILES = (("p50", 50.0), ("p90", 90.0), ("p99", 99.0), ("p999", 99.9))
@@ -304,6 +307,8 @@ def summarize(m: dict[str, Any], series: list[dict[str, Any]], offered: float | 
         "sessions_completed": c["sessions_completed"],
         "sessions_failed": c["sessions_failed"],
         "abated": c.get("abated", 0),
+        "resent": c.get("resent", 0),
+        "reconnects": m["conn"].get("reconnected", 0),
         "result_codes": dict(sorted(m["by_result"].items(), key=lambda kv: int(kv[0]))),
         "result_classes": dict(sorted(classes.items())),
         "mismatch_kinds": m["mismatch"],

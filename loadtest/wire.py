@@ -21,26 +21,30 @@ SID_DIGITS = 12  # per-process prefix (2) + session counter (10)
 SID_MARKER = b"S" * SID_DIGITS
 SUB_MARK_CHAR = b"Z"
 
-# AVP codes read in answers
-AVP_SESSION_ID = 263
-AVP_RESULT_CODE = 268
-AVP_EXPERIMENTAL_RESULT = 297
-AVP_EXPERIMENTAL_RESULT_CODE = 298
-AVP_CC_REQUEST_NUMBER = 415
-AVP_ACCOUNTING_RECORD_NUMBER = 485
-
-def _code(name: str) -> int:
+def avp_code(name: str) -> int:
+    """An AVP's code from the dictionary (one source of truth), resolved once at import: the
+    scans below compare plain ints, so the lookup costs nothing per answer."""
     from chargegw.codec import get_dictionary
 
     return int(get_dictionary().avp(name).code)
 
 
-# DOIC (RFC 7683), read only in answers to a generator run with --doic
-AVP_OC_OLR = _code("OC-OLR")
-AVP_OC_SEQUENCE_NUMBER = _code("OC-Sequence-Number")
-AVP_OC_REDUCTION_PERCENTAGE = _code("OC-Reduction-Percentage")
-AVP_OC_VALIDITY_DURATION = _code("OC-Validity-Duration")
+# AVP codes read in answers (all IETF, vendor 0)
+AVP_SESSION_ID = avp_code("Session-Id")
+AVP_RESULT_CODE = avp_code("Result-Code")
+AVP_EXPERIMENTAL_RESULT = avp_code("Experimental-Result")
+AVP_EXPERIMENTAL_RESULT_CODE = avp_code("Experimental-Result-Code")
+AVP_CC_REQUEST_NUMBER = avp_code("CC-Request-Number")
+AVP_ACCOUNTING_RECORD_NUMBER = avp_code("Accounting-Record-Number")
 
+# DOIC (RFC 7683), read only in answers to a generator run with --doic
+AVP_OC_OLR = avp_code("OC-OLR")
+AVP_OC_SEQUENCE_NUMBER = avp_code("OC-Sequence-Number")
+AVP_OC_REDUCTION_PERCENTAGE = avp_code("OC-Reduction-Percentage")
+AVP_OC_VALIDITY_DURATION = avp_code("OC-Validity-Duration")
+
+# freeDiameter's test_app (application, command, Test-AVP and its vendor): not in the
+# dictionary, which describes standard applications; workers/testapp.py uses the same values.
 TEST_APP = 16777215
 TEST_CMD = 16777214
 TEST_AVP = 16777215

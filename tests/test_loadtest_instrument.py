@@ -238,7 +238,7 @@ EXPECTED_REPORT_KEYS = {
 EXPECTED_SUMMARY_KEYS = {
     "sent", "answered", "ok", "ok_2001", "errors", "timeouts", "mismatches", "lost",
     "unexpected_answers", "error_rate", "elapsed_s", "answers_per_s", "offered_rate",
-    "sessions_started", "sessions_completed", "sessions_failed", "abated", "result_codes",
+    "sessions_started", "sessions_completed", "sessions_failed", "abated", "resent", "reconnects", "result_codes",
     "result_classes", "mismatch_kinds", "latency_ms", "send_lag_ms", "by_step", "connections",
     "server_requests", "warmup", "usage_reports", "series", "problems",
 }
