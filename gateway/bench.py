@@ -1,13 +1,13 @@
 """`chargegw bench gateway [--json F]`: the gateway and its workers under load, in one run.
 
 1. ceiling: `chargegw run` with null workers (they answer at once, without decoding), fed
-   by a pipelined driver process (gateway/benchdriver.py). Besides answers/s we read the
+   by the bundled generator (`chargegw load --scenario test_app`). Besides answers/s we read the
    front-end and worker processes' CPU time, so "answers per gateway CPU-second" is the
    one-core figure even when the driver and workers share the machine's cores, and the
    CPU per request of each side can be compared across trees.
 2. fd-client (freeDiameter test_app flood) against `chargegw run` and against fd-server.sh.
 3. erl-ccr-client (OTP, CCR-I/U/T) against `chargegw run` and against erl-ccr-server.escript.
-4. worker scaling: 1, 2 and 4 workers, test_app through the codec, driver flood.
+4. worker scaling: 1, 2 and 4 workers, test_app through the codec, generator flood.
 5. ocs: the real OCS (default applications, sharded charging store) under erl-ccr-client
    CCR-I/U/T at 1, 2 and 4 workers, on the default SQLite store and (where redis-server is
    installed) on a private Redis, beside the Erlang/OTP reference server under the same
@@ -227,24 +227,31 @@ def _wait_workers(cfg: Path, n: int, timeout: float = 30.0) -> None:
 
 
 def drive(port: int, duration: float, window: int) -> dict[str, Any]:
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "chargegw.gateway.benchdriver",
-            "--port",
-            str(port),
-            "--duration",
-            str(duration),
-            "--window",
-            str(window),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=duration + 90,
-    )
-    line = (out.stdout.strip().splitlines() or ["{}"])[-1]
-    return orjson.loads(line)
+    """freeDiameter test_app Test-Requests, `window` outstanding, from the bundled generator
+    (`chargegw load --scenario test_app`): what we measure with is what users load-test with.
+    No warm-up inside the run, so the CPU read around it is all for the requests counted."""
+    with tempfile.TemporaryDirectory(prefix="chargegw-bench-") as t:
+        out = Path(t) / "load.json"
+        run = subprocess.run(
+            [sys.executable, "-m", "chargegw.cli", "load", "--port", str(port), "--scenario",
+             "test_app", "--duration", str(duration), "--warmup", "0", "--concurrency",
+             str(window), "--timeout", "10", "--json", str(out), "--quiet"],
+            capture_output=True, text=True, timeout=duration + 90,
+        )  # fmt: skip
+        if not out.exists():
+            return {"error": (run.stdout + run.stderr)[-800:]}
+        s = orjson.loads(out.read_bytes())["summary"]
+    lat = s["latency_ms"]
+    return {
+        "sent": s["sent"],
+        "answered": s["answered"],
+        "errors": s["errors"],
+        "unanswered": s["timeouts"] + s["lost"],
+        "rate": s["answers_per_s"],
+        "p50_ms": lat["p50"],
+        "p99_ms": lat["p99"],
+        "max_ms": lat["max"],
+    }
 
 
 # The parts -------------------------------------------------------------------------------
