@@ -104,3 +104,13 @@ def test_cdr_export_jsonl_and_csv(tmp_path, capsys):
         == 0
     )
     assert len(capsys.readouterr().out.strip().splitlines()) == 1
+
+
+def test_each_cdr_commit_is_timed_in_the_worker_store_series(tmp_path):
+    from chargegw.workers.stats import STATS
+
+    app = make(tmp_path)
+    before, errors = sum(STATS.store_counts), STATS.store_errors
+    for n in range(3):
+        assert answer(app, acr(3, n), None).result_code == 2001
+    assert sum(STATS.store_counts) == before + 3 and STATS.store_errors == errors

@@ -22,6 +22,7 @@ from chargegw.codec import Avp, CodecError, DiameterError, Message, error_answer
 from chargegw.codec.constants import ResultCode
 
 from ..api import Incoming
+from ..stats import STATS
 from .config import RfConfig, load
 from .store import Cdr, CdrStore, StoreUnavailable, open_cdr_store, without_blocking
 
@@ -150,18 +151,25 @@ class AccountingApp:
         loop, a locked store is waited for asynchronously within `store.timeout`."""
         store = self.store
         assert store is not None
+        t = time.perf_counter()
         try:
             res = without_blocking(store, lambda: store.put_cdrs(cdrs), self.cfg.store.timeout)
         except StoreUnavailable as exc:
+            STATS.store_failed()
             return self._stored(requests, exc)
         if isinstance(res, list):
+            STATS.committed(time.perf_counter() - t, ())  # CDRs carry no units to count
             return self._stored(requests, res)
-        return self._later(requests, res)
+        return self._later(requests, res, t)
 
-    async def _later(self, requests: list[Message], res: Awaitable[list[bool]]) -> list[Message]:
+    async def _later(
+        self, requests: list[Message], res: Awaitable[list[bool]], t: float
+    ) -> list[Message]:
         try:
             inserted: list[bool] | Exception = await res
+            STATS.committed(time.perf_counter() - t, ())
         except StoreUnavailable as exc:
+            STATS.store_failed()
             inserted = exc
         return self._stored(requests, inserted)
 
