@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import signal
 import struct
 import time
 from collections.abc import Callable
@@ -482,6 +483,28 @@ class Engine:
             self.stopping = True
         self._check_idle()
 
+    def _stop_on_signals(self) -> list[int]:
+        """SIGINT/SIGTERM end the run early and gracefully: no new session starts, the ones
+        started finish (or time out), and the report is written as for a normal end, so a
+        long run stopped by hand (or by a harness once its own work is done) still has its
+        figures. The signals handled (none off the main thread)."""
+        loop = asyncio.get_running_loop()
+        handled: list[int] = []
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(sig, self.stop_early)
+            except (ValueError, RuntimeError, NotImplementedError):
+                continue  # not the main thread, or no signals here
+            handled.append(sig)
+        return handled
+
+    def stop_early(self) -> None:
+        """Start no new session from now on; the run ends when the started ones have."""
+        self.stop_at = min(self.stop_at, _now())
+        if self.active <= 0:
+            self.stopping = True
+        self._check_idle()
+
     def _may_start(self, now: float) -> bool:
         limit = self._session_limit()
         return (limit is None or self.counter < limit) and now < self.stop_at
@@ -587,6 +610,7 @@ class Engine:
         while _now() < self.t0:  # uvloop's timers may fire up to a millisecond early
             await asyncio.sleep(0)
         tasks = [asyncio.create_task(self._sweeper()), asyncio.create_task(self._ticker())]
+        stops = self._stop_on_signals()
         try:
             if cfg.rate:
                 tasks.append(asyncio.create_task(self._open_loop()))
@@ -603,6 +627,8 @@ class Engine:
             self._check_idle()
             await self.idle.wait()
         finally:
+            for sig in stops:
+                asyncio.get_running_loop().remove_signal_handler(sig)
             for t in tasks:
                 t.cancel()
             self.rec.end = _now()

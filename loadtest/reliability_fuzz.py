@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import random
+import signal
 import struct
 import subprocess
 import sys
@@ -258,6 +259,7 @@ def live_fuzz(workdir: Path, count: int = 3000, seed: int = 14, conns: int = 4,
                           "--subscribers", "50", "--timeout", "5")
         time.sleep(1.5)
         asyncio.run(_fuzz(gw.port, count, seed, conns, seconds - 2.0, st, problems))
+        load.send_signal(signal.SIGINT)  # fuzz done (count reached early): stop the good peer
         load.wait(120)
         pids_after = sorted(gw.worker_pids())
         res.faults = st["sent"]

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing as mp
+import os
 import queue
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -120,6 +122,19 @@ def _run_multi(cfg: LoadConfig, on_progress: Progress | None) -> dict[str, Any]:
     parts: dict[int, dict[str, Any]] = {}
     errors: list[str] = []
     aborted = 0
+
+    def forward(sig: int, _frame: Any) -> None:
+        """A stop for the parent is a graceful stop for every child (they report as usual)."""
+        for p in procs:
+            if p.pid is not None and p.is_alive():
+                os.kill(p.pid, signal.SIGTERM)
+
+    old_handlers: dict[int, Any] = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            old_handlers[sig] = signal.signal(sig, forward)
+        except ValueError:  # not the main thread: no forwarding
+            break
     # generous: spawn and import take seconds on a busy machine; each run ends by itself
     hard_end = time.monotonic() + 60 + cfg.connect_timeout + cfg.warmup + (cfg.duration or 0) + (
         cfg.timeout * 4)
@@ -157,6 +172,8 @@ def _run_multi(cfg: LoadConfig, on_progress: Progress | None) -> dict[str, Any]:
         if errors and not parts:
             raise ConnectError(errors[0])
     finally:
+        for sig, h in old_handlers.items():
+            signal.signal(sig, h)
         go.set()
         for p in procs:
             p.join(timeout=5)
