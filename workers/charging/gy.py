@@ -47,6 +47,8 @@ DEMO_ACCOUNTS = [
 ]
 
 
+WINDOW_MAX = 64  # CCRs of one commit group (the store's chunk): a full group commits at once
+
 _TASKS: set[asyncio.Task[Any]] = set()  # the loop keeps only weak references to tasks
 
 
@@ -61,6 +63,19 @@ def _spawn(coro: Coroutine[Any, Any, Any]) -> None:
     task.add_done_callback(_TASKS.discard)
 
 
+
+
+class _Group:
+    """The CCRs of several drained batches gathered for one store step (commit window):
+    each batch's pending requests and its answer list, filled in by `_flush`."""
+
+    __slots__ = ("items", "count", "done", "timer")
+
+    def __init__(self, done: asyncio.Future[None]) -> None:
+        self.items: list[tuple[list[tuple[int, Any, Pending, float]], list[Any]]] = []
+        self.count = 0
+        self.done = done
+        self.timer: asyncio.TimerHandle | None = None
 
 
 class _Header:
@@ -95,6 +110,7 @@ class CreditControlApp(ShardedApp):
         self.ctx: Any = None
         self._seeded = False
         self._last_error = 0.0
+        self._group: _Group | None = None
 
     @property
     def rater(self) -> Any:
@@ -194,10 +210,13 @@ class CreditControlApp(ShardedApp):
 
     # -- requests -------------------------------------------------------------------------
 
-    def handle_batch(self, requests: list[Incoming]) -> list[bytes | Awaitable[bytes] | None]:
+    def handle_batch(
+        self, requests: list[Incoming]
+    ) -> list[bytes | Awaitable[bytes] | None] | Awaitable[list[Any]]:
         """Answer the CCRs of one batch: bytes, or an awaitable of them while another process
         holds the store's write lock, or None for a request past its deadline (the gateway
-        answered it 3002 itself; it is dropped unapplied)."""
+        answered it 3002 itself; it is dropped unapplied). On a running loop with a commit
+        window, the whole list is an awaitable, done once the group's commit is."""
         out: list[Any] = [None] * len(requests)
         pending: list[tuple[int, Any, Pending, float]] = []
         now = time.time()
@@ -229,7 +248,66 @@ class CreditControlApp(ShardedApp):
             except Exception as exc:  # a bug answers this request 5012, not the batch
                 out[k] = self._failed(inc.raw, v, exc)
         if pending:
+            if self.cfg.group_commit and self.cfg.commit_window_ms > 0:
+                group = self._gather(pending, out)
+                if group is not None:
+                    return self._after(group, out)
             self._commit(pending, out)
+        return out
+
+    # -- the commit window ----------------------------------------------------------------
+    # A drained batch is as big as what arrived since the last one: with the load spread
+    # over several workers, each gets a fraction, and each fsynced commit would carry that
+    # fraction. So the first batch of a group waits up to `commit_window_ms` (or until 64
+    # CCRs are in) for later ones, and they all go in one store step. Nothing is answered
+    # before that step's commit: the batch's answers are an awaitable until `_flush`.
+
+    def _gather(
+        self, pending: list[tuple[int, Any, Pending, float]], out: list[Any]
+    ) -> _Group | None:
+        """Add a batch to the open group (opening one, with its timer); None with no
+        running loop (the caller commits at once)."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return None
+        group = self._group
+        if group is None:
+            group = self._group = _Group(loop.create_future())
+            group.timer = loop.call_later(self.cfg.commit_window_ms / 1000, self._flush, group)
+        group.items.append((pending, out))
+        group.count += len(pending)
+        if group.count >= WINDOW_MAX:
+            self._flush(group)
+        return group
+
+    def _flush(self, group: _Group) -> None:
+        """One store step for every CCR of the group, then its batches' answers are set."""
+        if self._group is group:
+            self._group = None
+        if group.timer is not None:
+            group.timer.cancel()
+        if group.done.done():
+            return
+        merged: list[tuple[int, Any, Pending, float]] = []
+        where: list[tuple[list[Any], int]] = []
+        for pending, out in group.items:
+            for k, v, p, deadline in pending:
+                where.append((out, k))
+                merged.append((len(merged), v, p, deadline))
+        answers: list[Any] = [None] * len(merged)
+        try:
+            self._commit(merged, answers)
+        except BaseException as exc:  # _commit answers store failures itself: a bug
+            group.done.set_exception(exc)
+            raise
+        for (out, k), answer in zip(where, answers, strict=True):
+            out[k] = answer
+        group.done.set_result(None)
+
+    @staticmethod
+    async def _after(group: _Group, out: list[Any]) -> list[Any]:
+        await asyncio.shield(group.done)
         return out
 
     def _judge(self, raw: bytes) -> bytes | None:

@@ -84,10 +84,15 @@ def answer(app: Any, request: Any, rctx: Any = None) -> Any:
     from ..api import Incoming, RequestContext
 
     raw = request if isinstance(request, bytes) else request.encode()
-    out = app.handle_batch([Incoming(raw, rctx or RequestContext(peer="", deadline=0.0))])[0]
+    res = app.handle_batch([Incoming(raw, rctx or RequestContext(peer="", deadline=0.0))])
+    out = res[0] if isinstance(res, list) else res  # or an awaitable of the whole batch
     if out is not None and not isinstance(out, bytes):
         async def wait() -> Any:
             got = await out
+            if not isinstance(res, list):
+                got = got[0]
+                if got is not None and not isinstance(got, bytes):
+                    got = await got
             return None if got is None else Message.decode(got)
 
         if _loop_running():
