@@ -209,7 +209,9 @@ class Gateway:
         placed, shed = c.placed - self._oc_last[0], c.shed_busy - self._oc_last[1]
         self._oc_last = (c.placed, c.shed_busy)
         share = shed / (placed + shed) if placed + shed else 0.0
-        self.overload.update(time.monotonic(), self.core.occupancy(), share)
+        now = time.monotonic()
+        self.overload.update(now, self.core.occupancy(), share)
+        self.core.age_routes(now)  # sessions that never end: their routes age out
 
     async def open(
         self,
@@ -313,10 +315,12 @@ class Gateway:
         sid = p.session_id or b""  # the affinity key, from the Node's peek
         core = self.core
         shard = -1
+        ends = False
         if p.app_id in core.shard_apps:  # charging state: to the owner of the account's shard
             shard = core.session_routes.get(sid, -1)
             if shard < 0:
                 shard = core.route_shard(p.app_id, sid, p.subscription_data)
+            ends = p.ends_session  # its route is forgotten once a worker answers it
         try:
             self.pool.submit(
                 peer=peer.name,
@@ -326,6 +330,7 @@ class Gateway:
                 session_id=sid,
                 raw=raw,
                 shard=shard,
+                ends=ends,
             )
         except NoWorker as exc:
             self._refuse(p, exc.result_code, exc.reason)

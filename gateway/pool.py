@@ -46,6 +46,7 @@ class Pending:
     retransmit: bool = False
     placed: int = 1  # how many workers it was given to
     shard: int = -1  # the charging shard it is routed by (-1: not a sharded application)
+    ends: bool = False  # the session's last request (Peek.ends_session): its route is dropped
 
 
 @dataclass(slots=True)
@@ -142,6 +143,11 @@ class ShardCountMismatch(Exception):
 FAIR_MIN_CREDIT = 128  # below this (tests, small pools) every slot goes to whoever asks first
 MAX_PLACED = 4  # placements of one request (failover and Moved together) before it is answered
 SESSION_ROUTES = 200_000  # Session-Id -> shard entries the front end remembers (LRU)
+# Seconds a remembered route may go unused before it is forgotten: the workers' default Tcc
+# (charging `tcc`, 2 x validity_time = 7,200 s), after which they release an idle session
+# anyway. The gateway does not read the workers' charging settings (layering), so it is a
+# constant; a forgotten route only costs a request one Moved hop (the worker looks it up).
+ROUTE_TTL = 7_200.0
 
 
 def _hrw(worker_id: str, ident: bytes, shard: int) -> tuple[int, bytes]:
@@ -174,9 +180,18 @@ class PoolCore:
         self.assigned: dict[bytes, frozenset[int]] = {}
         self.assign_out: dict[bytes, list[int]] = {}
         self.epoch = 0
+        # Session-Id -> shard, for requests that carry no Subscription-Id (CCR-U/T, STR):
+        # bounded by count (max_session_routes, oldest first: at most about 45 MB at the
+        # default 200,000, keys of ~60 octets) and by time (two generations swapped every
+        # route_ttl seconds: a route unused for 2 x route_ttl is gone), and a session's route
+        # is dropped when its last request (CCR-T/E, ACR STOP/EVENT, STR) is answered, so
+        # that under steady load the table holds about the live sessions.
         self.session_routes: OrderedDict[bytes, int] = OrderedDict()
+        self.old_routes: OrderedDict[bytes, int] = OrderedDict()
         self.peer_inflight: dict[str, int] = {}  # requests in `pending` by peer (fairness)
         self.max_session_routes = SESSION_ROUTES
+        self.route_ttl = ROUTE_TTL
+        self._routes_swapped: float | None = None  # monotonic time of the last swap
 
     # Membership -----------------------------------------------------------------------
 
@@ -353,10 +368,12 @@ class PoolCore:
         wall_now: float,
         ref: Any = None,
         shard: int = -1,
+        ends: bool = False,
     ) -> Pending:
         """Give a request to a worker (raises NoWorker). The caller sends it. A request of
         a sharded application (`shard` >= 0, see `route_shard`) goes to its shard's owner
-        only: that worker is the one writer of the shard's accounts."""
+        only: that worker is the one writer of the shard's accounts. `ends`: the request
+        ends its session (its remembered route is dropped when a worker answers it)."""
         if shard >= 0:
             w = self._shard_owner(shard, app)
         else:
@@ -397,6 +414,7 @@ class PoolCore:
             raw=raw,
             ref=ref,
             shard=shard,
+            ends=ends,
         )
         self.pending[rid] = p
         held[peer] = held.get(peer, 0) + 1
@@ -424,10 +442,15 @@ class PoolCore:
         n = self.shards
         if not n or app not in self.shard_apps:
             return -1
-        routes = self.session_routes
-        shard = routes.get(session_id)
+        shard = self.session_routes.get(session_id)
         if shard is not None:
             return shard
+        old = self.old_routes
+        if old:
+            shard = old.pop(session_id, None)
+            if shard is not None:  # used again: back into the current generation
+                self._remember(session_id, shard)
+                return shard
         shard = shard_of(subscription or session_id, n)
         self._remember(session_id, shard)
         return shard
@@ -436,9 +459,31 @@ class PoolCore:
         routes = self.session_routes
         if session_id in routes:
             routes.move_to_end(session_id)
-        elif len(routes) >= self.max_session_routes:
-            routes.popitem(last=False)  # the oldest; its session falls back to the worker's lookup
+        else:
+            old = self.old_routes
+            if old:
+                old.pop(session_id, None)
+            if len(routes) + len(old) >= self.max_session_routes:
+                # The oldest goes; its session falls back to the worker's lookup (Moved).
+                (old or routes).popitem(last=False)
         routes[session_id] = shard
+
+    def forget_route(self, session_id: bytes) -> None:
+        """The session ended: its route is not needed any more (a resent last request is
+        routed by its Subscription-Id or Session-Id, and the worker there finds it)."""
+        if self.session_routes.pop(session_id, None) is None and self.old_routes:
+            self.old_routes.pop(session_id, None)
+
+    def age_routes(self, now: float) -> None:
+        """Called now and then (once a second) with the monotonic clock: every route_ttl
+        seconds the current generation of routes becomes the old one and the old one is
+        dropped, so a route unused for 2 x route_ttl is gone (sessions that never end)."""
+        if self._routes_swapped is None:
+            self._routes_swapped = now
+        elif now - self._routes_swapped >= self.route_ttl:
+            self._routes_swapped = now
+            self.old_routes = self.session_routes
+            self.session_routes = OrderedDict()
 
     def shard_owner(self, shard: int) -> bytes | None:
         """The identity of the worker that owns `shard` now (None: no live owner)."""
@@ -593,6 +638,8 @@ class PoolCore:
             del self.pending[rid]
             self._peer_done(p.peer)
             self.counters.answered += 1
+            if p.ends:
+                self.forget_route(p.session_id)
             return p
         if self.zombies.get(rid) == ident:
             del self.zombies[rid]
@@ -652,6 +699,6 @@ class PoolCore:
             "shards": self.shards,
             "shard_apps": sorted(self.shard_apps),
             "assignment_epoch": self.epoch,
-            "session_routes": len(self.session_routes),
+            "session_routes": len(self.session_routes) + len(self.old_routes),
             "counters": self.counters.to_dict(),
         }

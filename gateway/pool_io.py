@@ -217,8 +217,10 @@ class PoolServer(OutRequests):
         raw: bytes,
         ref: Any = None,
         shard: int = -1,
+        ends: bool = False,
     ) -> None:
-        """Place a request on a worker; raises NoWorker (3004 or 3002) when none can take it."""
+        """Place a request on a worker; raises NoWorker (3004 or 3002) when none can take it.
+        `ends`: the session's last request (PoolCore.place)."""
         p = self.core.place(
             peer=peer,
             hbh=hbh,
@@ -230,6 +232,7 @@ class PoolServer(OutRequests):
             wall_now=time.time(),
             ref=ref,
             shard=shard,
+            ends=ends,
         )
         self._queue(p.worker, self._request(p))
 
