@@ -306,12 +306,12 @@ class Gateway:
 
     def _handle(self, raw: bytes, p: Peek, peer: Any) -> None:
         self.metrics.request(p.app_id, p.code)
-        if self.draining:
-            self._refuse(p, ResultCode.DIAMETER_TOO_BUSY, "gateway shutting down")
         if p.oc_supported:
             self._oc_peers.add(peer.name)
         elif self._oc_peers:
             self._oc_peers.discard(peer.name)
+        if self.draining:
+            self._refuse(p, ResultCode.DIAMETER_TOO_BUSY, "gateway shutting down")
         sid = p.session_id or b""  # the affinity key, from the Node's peek
         core = self.core
         shard = -1
@@ -358,10 +358,12 @@ class Gateway:
     def _refuse(self, p: Peek, code: int, reason: str) -> NoReturn:
         """Answer the request being handled with a locally made error. Raised, not returned:
         the Node sends a handler's ProtocolError through its error-answer boundary and does
-        not keep it in the duplicate cache (a returned answer would be kept)."""
+        not keep it in the duplicate cache (a returned answer would be kept). A reacting
+        node (the request carries OC-Supported-Features) gets the DOIC report on it too, as
+        on a worker's answer: a 3004 shed here is the overload it must hear of first."""
         self.errors_sent += 1
         self.metrics.answer(p.app_id, p.code, int(code), 0.0)
-        raise ProtocolError(code, reason)
+        raise ProtocolError(code, reason, extra=self.overload.extra if p.oc_supported else b"")
 
     def _error(self, request: bytes, code: int, reason: str) -> bytes:
         """Through the peer layer's one error-answer boundary, from the request's octets:
@@ -433,4 +435,11 @@ class Gateway:
             "errors_sent": self.errors_sent,
             "draining": self.draining,
             "node": dict(self.node.stats),
+            # The Node's bounded tables (dup_cache_size entries; deferred answers by peer):
+            # the soak checks that they stop growing.
+            "tables": {
+                "dup_cache": len(self.node.ctx.dup),
+                "answers_later": sum(len(info._later) for info in list(self.node.peers.values())),
+                "oc_peers": len(self._oc_peers),
+            },
         }

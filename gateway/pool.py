@@ -171,6 +171,7 @@ class PoolCore:
         self._next_id = 1
         self._ring_keys: list[int] = []
         self._ring_idents: list[bytes] = []
+        self._ring_members = 0  # distinct workers on the ring
         # Sharded routing (chargegw/sharding.py): the shard count the workers' store has,
         # which applications route by shard, each shard's owner, what each worker was last
         # told it owns, and the assignments still to be sent (the adapter takes them).
@@ -598,7 +599,12 @@ class PoolCore:
         w = workers[idents[start]]
         if w.available > 0 and app in w.apps:
             return w
-        # Affinity is an optimisation: walk the ring to the next worker that can take it.
+        # Affinity is an optimisation: walk the ring to the next worker that can take it,
+        # and stop once every worker on the ring was seen (draining ones are not on it): a
+        # full pool sheds after one look at each worker, not after every point of the ring.
+        members = self._ring_members
+        if members <= 1:
+            return None
         tried = {w.ident}
         for k in range(1, n):
             ident = idents[(start + k) % n]
@@ -609,7 +615,7 @@ class PoolCore:
             if w.available > 0 and app in w.apps:
                 self.counters.affinity_misses += 1
                 return w
-            if len(tried) == len(workers):
+            if len(tried) >= members:
                 break
         return None
 
@@ -622,6 +628,7 @@ class PoolCore:
         )
         self._ring_keys = [p for p, _ in points]
         self._ring_idents = [ident for _, ident in points]
+        self._ring_members = len(set(self._ring_idents))
         self._reassign()
 
     # Answers and deadlines ------------------------------------------------------------
