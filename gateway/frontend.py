@@ -18,9 +18,9 @@ from typing import Any, NoReturn
 
 from chargegw.codec import CodecError, Message, Peek, ResultCode, append_avps
 from chargegw.config.schema import Config, is_loopback
-from chargegw.gateway.metrics import AnswerStats
+from chargegw.gateway.metrics import AnswerStats, result_code
 from chargegw.gateway.overload import OverloadReporter
-from chargegw.gateway.pool import NoWorker, Pending, PoolCore
+from chargegw.gateway.pool import ROUTE_ENDS, ROUTE_FRESH, NoWorker, Pending, PoolCore
 from chargegw.gateway.pool_io import OutRequestFailed, PoolServer
 from chargegw.ipc import security as sec
 from chargegw.peer.config import (
@@ -315,12 +315,14 @@ class Gateway:
         sid = p.session_id or b""  # the affinity key, from the Node's peek
         core = self.core
         shard = -1
-        ends = False
+        route = 0
         if p.app_id in core.shard_apps:  # charging state: to the owner of the account's shard
             shard = core.session_routes.get(sid, -1)
             if shard < 0:
                 shard = core.route_shard(p.app_id, sid, p.subscription_data)
-            ends = p.ends_session  # its route is forgotten once a worker answers it
+                route = ROUTE_FRESH  # learnt now: dropped if the session does not start
+            if p.ends_session:
+                route |= ROUTE_ENDS  # dropped once answered
         try:
             self.pool.submit(
                 peer=peer.name,
@@ -330,14 +332,19 @@ class Gateway:
                 session_id=sid,
                 raw=raw,
                 shard=shard,
-                ends=ends,
+                route=route,
             )
         except NoWorker as exc:
+            if route:
+                core.forget_route(sid)  # shed: the session did not start, or it ends here
             self._refuse(p, exc.result_code, exc.reason)
 
     def _answered(self, p: Pending, raw: bytes) -> None:
         """A worker's answer left (PoolServer.on_answer): count it by its Result-Code."""
         self.metrics.answer_raw(p.app, p.cmd, raw, self._latency(p))
+        if p.route & ROUTE_FRESH and not 2000 <= result_code(raw) < 3000:
+            # The session's first request failed: its client will not go on with it.
+            self.core.forget_route(p.session_id)
 
     def _latency(self, p: Pending) -> float:
         # Placed at deadline - pool.deadline (monotonic): no timestamp kept per request.

@@ -46,7 +46,7 @@ class Pending:
     retransmit: bool = False
     placed: int = 1  # how many workers it was given to
     shard: int = -1  # the charging shard it is routed by (-1: not a sharded application)
-    ends: bool = False  # the session's last request (Peek.ends_session): its route is dropped
+    route: int = 0  # ROUTE_ENDS / ROUTE_FRESH: when the session's remembered route is dropped
 
 
 @dataclass(slots=True)
@@ -148,6 +148,14 @@ SESSION_ROUTES = 200_000  # Session-Id -> shard entries the front end remembers 
 # anyway. The gateway does not read the workers' charging settings (layering), so it is a
 # constant; a forgotten route only costs a request one Moved hop (the worker looks it up).
 ROUTE_TTL = 7_200.0
+# Pending.route flags. ROUTE_ENDS: the session's last request (Peek.ends_session): its route
+# is dropped when it leaves the gateway, answered by a worker or by the gateway (a resend is
+# routed by Subscription-Id / Session-Id, and a Moved brings it to the session's shard).
+# ROUTE_FRESH: the route was learnt for this request (a session's first): it is dropped when
+# the gateway answers it itself (shed, expired, lost), and the front end drops it on a
+# worker's failure answer, since the client then ends the session without a CCR-T.
+ROUTE_ENDS = 1
+ROUTE_FRESH = 2
 
 
 def _hrw(worker_id: str, ident: bytes, shard: int) -> tuple[int, bytes]:
@@ -283,6 +291,7 @@ class PoolCore:
             if target is None:
                 del self.pending[rid]
                 self._peer_done(p.peer)
+                self._answered_here(p)
                 self.counters.failed_over_lost += 1
                 failed.append(p)
                 continue
@@ -345,6 +354,7 @@ class PoolCore:
             return None
         del self.pending[rid]
         self._peer_done(p.peer)
+        self._answered_here(p)
         w.inflight.discard(rid)
         w.available += 1
         w.sent -= 1
@@ -369,12 +379,12 @@ class PoolCore:
         wall_now: float,
         ref: Any = None,
         shard: int = -1,
-        ends: bool = False,
+        route: int = 0,
     ) -> Pending:
         """Give a request to a worker (raises NoWorker). The caller sends it. A request of
         a sharded application (`shard` >= 0, see `route_shard`) goes to its shard's owner
-        only: that worker is the one writer of the shard's accounts. `ends`: the request
-        ends its session (its remembered route is dropped when a worker answers it)."""
+        only: that worker is the one writer of the shard's accounts. `route`: ROUTE_ENDS /
+        ROUTE_FRESH, when the session's remembered route is dropped."""
         if shard >= 0:
             w = self._shard_owner(shard, app)
         else:
@@ -415,7 +425,7 @@ class PoolCore:
             raw=raw,
             ref=ref,
             shard=shard,
-            ends=ends,
+            route=route,
         )
         self.pending[rid] = p
         held[peer] = held.get(peer, 0) + 1
@@ -468,6 +478,12 @@ class PoolCore:
                 # The oldest goes; its session falls back to the worker's lookup (Moved).
                 (old or routes).popitem(last=False)
         routes[session_id] = shard
+
+    def _answered_here(self, p: Pending) -> None:
+        """`p` leaves with an answer the gateway makes (3002/3004/5012): a session's last or
+        first request takes its route along (see ROUTE_ENDS, ROUTE_FRESH)."""
+        if p.route:
+            self.forget_route(p.session_id)
 
     def forget_route(self, session_id: bytes) -> None:
         """The session ended: its route is not needed any more (a resent last request is
@@ -536,6 +552,7 @@ class PoolCore:
         if target is None:
             del self.pending[rid]
             self._peer_done(p.peer)
+            self._answered_here(p)
             self.counters.shard_moves_lost += 1
             return None, p
         if not (again and target.ident == ident):
@@ -645,7 +662,7 @@ class PoolCore:
             del self.pending[rid]
             self._peer_done(p.peer)
             self.counters.answered += 1
-            if p.ends:
+            if p.route & ROUTE_ENDS:
                 self.forget_route(p.session_id)
             return p
         if self.zombies.get(rid) == ident:
@@ -666,6 +683,7 @@ class PoolCore:
         for p in out:
             del self.pending[p.id]
             self._peer_done(p.peer)
+            self._answered_here(p)
             if p.worker in self.workers:
                 self.zombies[p.id] = p.worker
         self.counters.expired += len(out)

@@ -217,10 +217,10 @@ class PoolServer(OutRequests):
         raw: bytes,
         ref: Any = None,
         shard: int = -1,
-        ends: bool = False,
+        route: int = 0,
     ) -> None:
         """Place a request on a worker; raises NoWorker (3004 or 3002) when none can take it.
-        `ends`: the session's last request (PoolCore.place)."""
+        `route`: when the session's route is dropped (PoolCore.place)."""
         p = self.core.place(
             peer=peer,
             hbh=hbh,
@@ -232,7 +232,7 @@ class PoolServer(OutRequests):
             wall_now=time.time(),
             ref=ref,
             shard=shard,
-            ends=ends,
+            route=route,
         )
         self._queue(p.worker, self._request(p))
 

@@ -38,12 +38,16 @@ def _config() -> Config:
     )
 
 
-def _front(oc: bool) -> tuple[PeerPair, Any]:
+def _front(oc: bool, shards: int = 0) -> tuple[PeerPair, Any]:
     """The client node `a` connected to the gateway's machine `b`, whose Gy handler is the
-    front end's, over a pool with one worker that has granted no free slot."""
+    front end's, over a pool with one worker that has granted no free slot (`shards`: its
+    store's shard count, Gy then routed by shard)."""
     cfg = _config()
     gw = Gateway(cfg)
-    gw.core.register(b"w", worker_id="w", credit=1, apps=[GY], now=0.0)
+    gw.core.register(
+        b"w", worker_id="w", credit=1, apps=[GY], now=0.0, shards=shards,
+        shard_apps=[GY] if shards else [],
+    )  # fmt: skip
     gw.core.workers[b"w"].available = 0  # full: every request is shed with 3004
     if oc:
         gw.overload.update(0.0, 0.9, 0.0)  # a report in force

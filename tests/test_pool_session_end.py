@@ -14,7 +14,7 @@ from chargegw.codec.commands import (
     CreditControlRequest,
     SessionTerminationRequest,
 )
-from chargegw.gateway.pool import PoolCore
+from chargegw.gateway.pool import ROUTE_ENDS, ROUTE_FRESH, PoolCore
 from chargegw.sharding import shard_of
 
 N = 32
@@ -95,10 +95,12 @@ def send(core: PoolCore, raw: bytes) -> Any:
     """As the front end does (gateway/frontend.py `_handle`), then the worker answers."""
     p = peek(raw)
     sid = p.session_id or b""
+    fresh = sid not in core.session_routes
     shard = core.route_shard(p.app_id, sid, p.subscription_data)
+    route = (ROUTE_FRESH if fresh else 0) | (ROUTE_ENDS if p.ends_session else 0)
     pend = core.place(
         peer="c", hbh=p.hop_by_hop, app=p.app_id, cmd=p.code, session_id=sid, raw=raw,
-        now=0.0, wall_now=0.0, shard=shard, ends=p.ends_session,
+        now=0.0, wall_now=0.0, shard=shard, route=route,
     )  # fmt: skip
     return pend
 
@@ -120,13 +122,32 @@ def test_route_kept_after_ccr_u_and_gone_after_ccr_t_is_answered() -> None:
     assert core.status(0.0)["session_routes"] == 0
 
 
-def test_an_unanswered_ccr_t_keeps_the_route_for_its_resend() -> None:
+def test_a_ccr_t_or_a_first_ccr_answered_by_the_gateway_takes_its_route_along() -> None:
+    """Expired (3002 by the gateway): the client gives the session up or resends; either
+    way the route is not kept for it (a resend finds the shard again, see below)."""
     core = core_with("w1")
-    sid = b"gw;1;a"
-    send(core, ccr("INITIAL_REQUEST", sub=SUB))
-    send(core, ccr("TERMINATION_REQUEST"))
-    assert [p.id for p in core.expire(100.0)] == [1, 2]  # the gateway answers 3002
-    assert core.session_routes.get(sid) == shard_of(SUB, N)
+    i = send(core, ccr("INITIAL_REQUEST", sid="gw;1;i", sub=SUB))  # a first request
+    p = send(core, ccr("INITIAL_REQUEST", sid="gw;1;a", sub=SUB))
+    core.answer(p.worker, p.id)
+    u = send(core, ccr("UPDATE_REQUEST", sid="gw;1;a"))
+    t = send(core, ccr("TERMINATION_REQUEST", sid="gw;1;a"))
+    assert i.route == ROUTE_FRESH and u.route == 0 and t.route == ROUTE_ENDS
+    assert {x.id for x in core.expire(100.0)} == {i.id, u.id, t.id}
+    assert not core.session_routes and not core.old_routes
+    # Without an ending request among them, an expired CCR-U keeps its session's route.
+    p = send(core, ccr("INITIAL_REQUEST", sid="gw;1;b", sub=SUB))
+    core.answer(p.worker, p.id)
+    send(core, ccr("UPDATE_REQUEST", sid="gw;1;b"))
+    core.expire(200.0)
+    assert core.session_routes.get(b"gw;1;b") == shard_of(SUB, N)
+
+
+def test_a_first_request_lost_with_its_worker_takes_its_route_along() -> None:
+    core = core_with("w1")
+    p = send(core, ccr("INITIAL_REQUEST", sub=SUB))
+    moved, failed = core.drop(p.worker, 0.0)
+    assert not moved and failed == [p]
+    assert not core.session_routes
 
 
 def test_resent_ccr_t_after_the_route_was_dropped_goes_to_the_sessions_shard() -> None:
