@@ -7,7 +7,7 @@ Passes when, after the warm-up (the first fifth of the run), each process's anon
 (RssAnon: heap and the like, where a leak shows) stays within 10% of its first post-warm-up
 sample, its descriptor count does not grow, the gateway's tables (requests pending and
 zombie, remembered session routes, the duplicate cache, deferred answers) do not grow (the
-mean of the last minute within 10% plus 100 entries of the first post-warm-up minute's), and
+mean of the last minute within 10% plus 1,000 entries of the first post-warm-up minute's), and
 the load run itself reported no timeout, mismatch or lost request. Total RSS and its
 file-backed part (RssFile) are recorded too: the SQLite store maps its files (`mmap_size`),
 so a worker's RSS grows with the ledger's file while its heap stays flat.
@@ -30,7 +30,10 @@ from chargegw.ipc import protocol as pp
 from .reliability import Gateway, fd_count, rss_kb, start_load
 
 TABLES_EVERY = 5.0  # seconds between two status queries of the gateway's tables
-TABLE_SLACK = 100  # entries a table may differ by at any moment (what is in flight)
+# Entries a table may differ by between two minutes without growing: the session routes
+# follow the live sessions (hundreds at 500 sessions/s, more behind a stall), pending follows
+# what is in flight (up to the workers' credit).
+TABLE_SLACK = 1000
 
 
 def gateway_tables(endpoint: str, timeout: float = 2.0) -> dict[str, int]:
