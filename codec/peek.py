@@ -31,6 +31,8 @@ ROUTING: tuple[str, ...] = (
     "Route-Record",
     "Subscription-Id",
     "OC-Supported-Features",  # RFC 7683: the sender is a reacting node
+    "CC-Request-Type",  # RFC 4006 8.3 and RFC 6733 9.8.1: whether the request ends its
+    "Accounting-Record-Type",  # session (Peek.ends_session), so a router can forget it
 )
 
 _keysets: dict[tuple[int, Iterable[str | int]], frozenset[int]] = {}
@@ -157,6 +159,54 @@ class Peek(NamedTuple):
         return inner_value(
             grouped, _KEYS.get("Subscription-Id-Data") or _key("Subscription-Id-Data")
         )
+
+    @property
+    def ends_session(self) -> bool:
+        """Whether this request is the last of its session, so that a router may forget the
+        session once it is answered: a CCR whose CC-Request-Type is TERMINATION_REQUEST or
+        EVENT_REQUEST, an ACR whose Accounting-Record-Type is STOP_RECORD or EVENT_RECORD,
+        or a Session-Termination-Request. Codes and values come from the dictionary."""
+        e = _ends or _end_values()
+        if self.code == e.str_code:
+            return bool(self.flags & FLAG_REQUEST)
+        vals = self.values
+        v = vals.get(e.cc_key)
+        if v is not None and v in e.cc_values:
+            return True
+        v = vals.get(e.acct_key)
+        return v is not None and v in e.acct_values
+
+
+class _Ends(NamedTuple):
+    cc_key: int
+    cc_values: frozenset[bytes]  # the Enumerated values' data octets
+    acct_key: int
+    acct_values: frozenset[bytes]
+    str_code: int
+
+
+_ends: _Ends | None = None
+
+
+def _end_values() -> _Ends:
+    """The session-ending keys, enum values and command code, from the default dictionary
+    (resolved on first use, then kept: the base and RFC 4006 codes do not change)."""
+    global _ends
+    d = get_dictionary()
+
+    def octets(avp: str, *names: str) -> tuple[int, frozenset[bytes]]:
+        defn = d.find_avp(avp)
+        if defn is None or not defn.enum:
+            raise KeyError(f"no Enumerated AVP named {avp!r} in the dictionary")
+        return defn.ikey, frozenset(int(defn.enum[n]).to_bytes(4, "big") for n in names)
+
+    cc_key, cc_values = octets("CC-Request-Type", "TERMINATION_REQUEST", "EVENT_REQUEST")
+    acct_key, acct_values = octets("Accounting-Record-Type", "STOP_RECORD", "EVENT_RECORD")
+    cmds = d.find_commands("Session-Termination")
+    if not cmds:
+        raise KeyError("no Session-Termination command in the dictionary")
+    _ends = _Ends(cc_key, cc_values, acct_key, acct_values, cmds[0].code)
+    return _ends
 
 
 _AVP_HEAD = Struct(">II")

@@ -18,9 +18,9 @@ from typing import Any, NoReturn
 
 from chargegw.codec import CodecError, Message, Peek, ResultCode, append_avps
 from chargegw.config.schema import Config, is_loopback
-from chargegw.gateway.metrics import AnswerStats
+from chargegw.gateway.metrics import AnswerStats, result_code
 from chargegw.gateway.overload import OverloadReporter
-from chargegw.gateway.pool import NoWorker, Pending, PoolCore
+from chargegw.gateway.pool import ROUTE_ENDS, ROUTE_FRESH, NoWorker, Pending, PoolCore
 from chargegw.gateway.pool_io import OutRequestFailed, PoolServer
 from chargegw.ipc import security as sec
 from chargegw.peer.config import (
@@ -209,7 +209,9 @@ class Gateway:
         placed, shed = c.placed - self._oc_last[0], c.shed_busy - self._oc_last[1]
         self._oc_last = (c.placed, c.shed_busy)
         share = shed / (placed + shed) if placed + shed else 0.0
-        self.overload.update(time.monotonic(), self.core.occupancy(), share)
+        now = time.monotonic()
+        self.overload.update(now, self.core.occupancy(), share)
+        self.core.age_routes(now)  # sessions that never end: their routes age out
 
     async def open(
         self,
@@ -304,19 +306,23 @@ class Gateway:
 
     def _handle(self, raw: bytes, p: Peek, peer: Any) -> None:
         self.metrics.request(p.app_id, p.code)
-        if self.draining:
-            self._refuse(p, ResultCode.DIAMETER_TOO_BUSY, "gateway shutting down")
         if p.oc_supported:
             self._oc_peers.add(peer.name)
         elif self._oc_peers:
             self._oc_peers.discard(peer.name)
+        if self.draining:
+            self._refuse(p, ResultCode.DIAMETER_TOO_BUSY, "gateway shutting down")
         sid = p.session_id or b""  # the affinity key, from the Node's peek
         core = self.core
         shard = -1
+        route = 0
         if p.app_id in core.shard_apps:  # charging state: to the owner of the account's shard
             shard = core.session_routes.get(sid, -1)
             if shard < 0:
                 shard = core.route_shard(p.app_id, sid, p.subscription_data)
+                route = ROUTE_FRESH  # learnt now: dropped if the session does not start
+            if p.ends_session:
+                route |= ROUTE_ENDS  # dropped once answered
         try:
             self.pool.submit(
                 peer=peer.name,
@@ -326,13 +332,19 @@ class Gateway:
                 session_id=sid,
                 raw=raw,
                 shard=shard,
+                route=route,
             )
         except NoWorker as exc:
+            if route:
+                core.forget_route(sid)  # shed: the session did not start, or it ends here
             self._refuse(p, exc.result_code, exc.reason)
 
     def _answered(self, p: Pending, raw: bytes) -> None:
         """A worker's answer left (PoolServer.on_answer): count it by its Result-Code."""
         self.metrics.answer_raw(p.app, p.cmd, raw, self._latency(p))
+        if p.route & ROUTE_FRESH and not 2000 <= result_code(raw) < 3000:
+            # The session's first request failed: its client will not go on with it.
+            self.core.forget_route(p.session_id)
 
     def _latency(self, p: Pending) -> float:
         # Placed at deadline - pool.deadline (monotonic): no timestamp kept per request.
@@ -353,10 +365,12 @@ class Gateway:
     def _refuse(self, p: Peek, code: int, reason: str) -> NoReturn:
         """Answer the request being handled with a locally made error. Raised, not returned:
         the Node sends a handler's ProtocolError through its error-answer boundary and does
-        not keep it in the duplicate cache (a returned answer would be kept)."""
+        not keep it in the duplicate cache (a returned answer would be kept). A reacting
+        node (the request carries OC-Supported-Features) gets the DOIC report on it too, as
+        on a worker's answer: a 3004 shed here is the overload it must hear of first."""
         self.errors_sent += 1
         self.metrics.answer(p.app_id, p.code, int(code), 0.0)
-        raise ProtocolError(code, reason)
+        raise ProtocolError(code, reason, extra=self.overload.extra if p.oc_supported else b"")
 
     def _error(self, request: bytes, code: int, reason: str) -> bytes:
         """Through the peer layer's one error-answer boundary, from the request's octets:
@@ -428,4 +442,11 @@ class Gateway:
             "errors_sent": self.errors_sent,
             "draining": self.draining,
             "node": dict(self.node.stats),
+            # The Node's bounded tables (dup_cache_size entries; deferred answers by peer):
+            # the soak checks that they stop growing.
+            "tables": {
+                "dup_cache": len(self.node.ctx.dup),
+                "answers_later": sum(len(info._later) for info in list(self.node.peers.values())),
+                "oc_peers": len(self._oc_peers),
+            },
         }

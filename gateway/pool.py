@@ -46,6 +46,7 @@ class Pending:
     retransmit: bool = False
     placed: int = 1  # how many workers it was given to
     shard: int = -1  # the charging shard it is routed by (-1: not a sharded application)
+    route: int = 0  # ROUTE_ENDS / ROUTE_FRESH: when the session's remembered route is dropped
 
 
 @dataclass(slots=True)
@@ -142,6 +143,19 @@ class ShardCountMismatch(Exception):
 FAIR_MIN_CREDIT = 128  # below this (tests, small pools) every slot goes to whoever asks first
 MAX_PLACED = 4  # placements of one request (failover and Moved together) before it is answered
 SESSION_ROUTES = 200_000  # Session-Id -> shard entries the front end remembers (LRU)
+# Seconds a remembered route may go unused before it is forgotten: the workers' default Tcc
+# (charging `tcc`, 2 x validity_time = 7,200 s), after which they release an idle session
+# anyway. The gateway does not read the workers' charging settings (layering), so it is a
+# constant; a forgotten route only costs a request one Moved hop (the worker looks it up).
+ROUTE_TTL = 7_200.0
+# Pending.route flags. ROUTE_ENDS: the session's last request (Peek.ends_session): its route
+# is dropped when it leaves the gateway, answered by a worker or by the gateway (a resend is
+# routed by Subscription-Id / Session-Id, and a Moved brings it to the session's shard).
+# ROUTE_FRESH: the route was learnt for this request (a session's first): it is dropped when
+# the gateway answers it itself (shed, expired, lost), and the front end drops it on a
+# worker's failure answer, since the client then ends the session without a CCR-T.
+ROUTE_ENDS = 1
+ROUTE_FRESH = 2
 
 
 def _hrw(worker_id: str, ident: bytes, shard: int) -> tuple[int, bytes]:
@@ -165,6 +179,7 @@ class PoolCore:
         self._next_id = 1
         self._ring_keys: list[int] = []
         self._ring_idents: list[bytes] = []
+        self._ring_members = 0  # distinct workers on the ring
         # Sharded routing (chargegw/sharding.py): the shard count the workers' store has,
         # which applications route by shard, each shard's owner, what each worker was last
         # told it owns, and the assignments still to be sent (the adapter takes them).
@@ -174,9 +189,18 @@ class PoolCore:
         self.assigned: dict[bytes, frozenset[int]] = {}
         self.assign_out: dict[bytes, list[int]] = {}
         self.epoch = 0
+        # Session-Id -> shard, for requests that carry no Subscription-Id (CCR-U/T, STR):
+        # bounded by count (max_session_routes, oldest first: at most about 45 MB at the
+        # default 200,000, keys of ~60 octets) and by time (two generations swapped every
+        # route_ttl seconds: a route unused for 2 x route_ttl is gone), and a session's route
+        # is dropped when its last request (CCR-T/E, ACR STOP/EVENT, STR) is answered, so
+        # that under steady load the table holds about the live sessions.
         self.session_routes: OrderedDict[bytes, int] = OrderedDict()
+        self.old_routes: OrderedDict[bytes, int] = OrderedDict()
         self.peer_inflight: dict[str, int] = {}  # requests in `pending` by peer (fairness)
         self.max_session_routes = SESSION_ROUTES
+        self.route_ttl = ROUTE_TTL
+        self._routes_swapped: float | None = None  # monotonic time of the last swap
 
     # Membership -----------------------------------------------------------------------
 
@@ -267,6 +291,7 @@ class PoolCore:
             if target is None:
                 del self.pending[rid]
                 self._peer_done(p.peer)
+                self._answered_here(p)
                 self.counters.failed_over_lost += 1
                 failed.append(p)
                 continue
@@ -329,6 +354,7 @@ class PoolCore:
             return None
         del self.pending[rid]
         self._peer_done(p.peer)
+        self._answered_here(p)
         w.inflight.discard(rid)
         w.available += 1
         w.sent -= 1
@@ -353,10 +379,12 @@ class PoolCore:
         wall_now: float,
         ref: Any = None,
         shard: int = -1,
+        route: int = 0,
     ) -> Pending:
         """Give a request to a worker (raises NoWorker). The caller sends it. A request of
         a sharded application (`shard` >= 0, see `route_shard`) goes to its shard's owner
-        only: that worker is the one writer of the shard's accounts."""
+        only: that worker is the one writer of the shard's accounts. `route`: ROUTE_ENDS /
+        ROUTE_FRESH, when the session's remembered route is dropped."""
         if shard >= 0:
             w = self._shard_owner(shard, app)
         else:
@@ -397,6 +425,7 @@ class PoolCore:
             raw=raw,
             ref=ref,
             shard=shard,
+            route=route,
         )
         self.pending[rid] = p
         held[peer] = held.get(peer, 0) + 1
@@ -424,10 +453,15 @@ class PoolCore:
         n = self.shards
         if not n or app not in self.shard_apps:
             return -1
-        routes = self.session_routes
-        shard = routes.get(session_id)
+        shard = self.session_routes.get(session_id)
         if shard is not None:
             return shard
+        old = self.old_routes
+        if old:
+            shard = old.pop(session_id, None)
+            if shard is not None:  # used again: back into the current generation
+                self._remember(session_id, shard)
+                return shard
         shard = shard_of(subscription or session_id, n)
         self._remember(session_id, shard)
         return shard
@@ -436,9 +470,37 @@ class PoolCore:
         routes = self.session_routes
         if session_id in routes:
             routes.move_to_end(session_id)
-        elif len(routes) >= self.max_session_routes:
-            routes.popitem(last=False)  # the oldest; its session falls back to the worker's lookup
+        else:
+            old = self.old_routes
+            if old:
+                old.pop(session_id, None)
+            if len(routes) + len(old) >= self.max_session_routes:
+                # The oldest goes; its session falls back to the worker's lookup (Moved).
+                (old or routes).popitem(last=False)
         routes[session_id] = shard
+
+    def _answered_here(self, p: Pending) -> None:
+        """`p` leaves with an answer the gateway makes (3002/3004/5012): a session's last or
+        first request takes its route along (see ROUTE_ENDS, ROUTE_FRESH)."""
+        if p.route:
+            self.forget_route(p.session_id)
+
+    def forget_route(self, session_id: bytes) -> None:
+        """The session ended: its route is not needed any more (a resent last request is
+        routed by its Subscription-Id or Session-Id, and the worker there finds it)."""
+        if self.session_routes.pop(session_id, None) is None and self.old_routes:
+            self.old_routes.pop(session_id, None)
+
+    def age_routes(self, now: float) -> None:
+        """Called now and then (once a second) with the monotonic clock: every route_ttl
+        seconds the current generation of routes becomes the old one and the old one is
+        dropped, so a route unused for 2 x route_ttl is gone (sessions that never end)."""
+        if self._routes_swapped is None:
+            self._routes_swapped = now
+        elif now - self._routes_swapped >= self.route_ttl:
+            self._routes_swapped = now
+            self.old_routes = self.session_routes
+            self.session_routes = OrderedDict()
 
     def shard_owner(self, shard: int) -> bytes | None:
         """The identity of the worker that owns `shard` now (None: no live owner)."""
@@ -490,6 +552,7 @@ class PoolCore:
         if target is None:
             del self.pending[rid]
             self._peer_done(p.peer)
+            self._answered_here(p)
             self.counters.shard_moves_lost += 1
             return None, p
         if not (again and target.ident == ident):
@@ -553,7 +616,12 @@ class PoolCore:
         w = workers[idents[start]]
         if w.available > 0 and app in w.apps:
             return w
-        # Affinity is an optimisation: walk the ring to the next worker that can take it.
+        # Affinity is an optimisation: walk the ring to the next worker that can take it,
+        # and stop once every worker on the ring was seen (draining ones are not on it): a
+        # full pool sheds after one look at each worker, not after every point of the ring.
+        members = self._ring_members
+        if members <= 1:
+            return None
         tried = {w.ident}
         for k in range(1, n):
             ident = idents[(start + k) % n]
@@ -564,7 +632,7 @@ class PoolCore:
             if w.available > 0 and app in w.apps:
                 self.counters.affinity_misses += 1
                 return w
-            if len(tried) == len(workers):
+            if len(tried) >= members:
                 break
         return None
 
@@ -577,6 +645,7 @@ class PoolCore:
         )
         self._ring_keys = [p for p, _ in points]
         self._ring_idents = [ident for _, ident in points]
+        self._ring_members = len(set(self._ring_idents))
         self._reassign()
 
     # Answers and deadlines ------------------------------------------------------------
@@ -593,6 +662,8 @@ class PoolCore:
             del self.pending[rid]
             self._peer_done(p.peer)
             self.counters.answered += 1
+            if p.route & ROUTE_ENDS:
+                self.forget_route(p.session_id)
             return p
         if self.zombies.get(rid) == ident:
             del self.zombies[rid]
@@ -612,6 +683,7 @@ class PoolCore:
         for p in out:
             del self.pending[p.id]
             self._peer_done(p.peer)
+            self._answered_here(p)
             if p.worker in self.workers:
                 self.zombies[p.id] = p.worker
         self.counters.expired += len(out)
@@ -652,6 +724,6 @@ class PoolCore:
             "shards": self.shards,
             "shard_apps": sorted(self.shard_apps),
             "assignment_epoch": self.epoch,
-            "session_routes": len(self.session_routes),
+            "session_routes": len(self.session_routes) + len(self.old_routes),
             "counters": self.counters.to_dict(),
         }

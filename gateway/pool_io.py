@@ -221,8 +221,10 @@ class PoolServer(OutRequests):
         raw: bytes,
         ref: Any = None,
         shard: int = -1,
+        route: int = 0,
     ) -> None:
-        """Place a request on a worker; raises NoWorker (3004 or 3002) when none can take it."""
+        """Place a request on a worker; raises NoWorker (3004 or 3002) when none can take it.
+        `route`: when the session's route is dropped (PoolCore.place)."""
         p = self.core.place(
             peer=peer,
             hbh=hbh,
@@ -234,6 +236,7 @@ class PoolServer(OutRequests):
             wall_now=time.time(),
             ref=ref,
             shard=shard,
+            route=route,
         )
         self._queue(p.worker, self._request(p))
 

@@ -25,7 +25,7 @@ import struct
 from collections.abc import Callable
 from typing import Any
 
-from chargegw.codec import AvpError, CodecError, FramingError, Message, Peek, peek
+from chargegw.codec import AvpError, CodecError, FramingError, Message, Peek, append_avps, peek
 from chargegw.codec.constants import ResultCode
 from chargegw.peer.admission import framing_reply
 from chargegw.peer.dupcache import IN_PROGRESS
@@ -308,8 +308,12 @@ class PeerConnection(PeerState):
         if isinstance(exc, ProtocolError | AvpError):
             app, code = _app_code(req)
             self.ctx.commands.get(app, code).answers_out[rc_class(exc.result_code)] += 1
-            text = exc.error_message if isinstance(exc, ProtocolError) else str(exc)[:200]
-            self.send_error(link, req, exc.result_code, text, exc.failed_avps)
+            if isinstance(exc, ProtocolError):
+                self.send_error(
+                    link, req, exc.result_code, exc.error_message, exc.failed_avps, exc.extra
+                )
+            else:
+                self.send_error(link, req, exc.result_code, str(exc)[:200], exc.failed_avps)
             return
         self.ctx.stats["handler_errors"] += 1
         app, code = _app_code(req)
@@ -324,10 +328,14 @@ class PeerConnection(PeerState):
         rc: int,
         text: str | None = None,
         failed: Any = None,
+        extra: bytes = b"",
     ) -> None:
+        """An error answer made here; `extra`: encoded AVPs appended to it."""
         cfg = self.ctx.config
         ans = build_error_answer(req, rc, cfg.origin_host, cfg.origin_realm, text, failed)
         if ans is not None:
+            if extra:
+                ans = append_avps(ans, extra)
             self.stats["errors_out"] += 1
             self.counters.answers_out[rc_class(rc)] += 1
             link.send(ans)

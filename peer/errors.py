@@ -21,17 +21,22 @@ from chargegw.codec.constants import ResultCode
 
 
 class ProtocolError(DiameterError):
-    """Raised by a handler (or the Node) to answer with this Result-Code and no more."""
+    """Raised by a handler (or the Node) to answer with this Result-Code and no more.
+    `extra`: encoded (padded) AVPs appended to that answer, e.g. a DOIC overload report
+    (RFC 7683) on a 3004 the handler sheds."""
 
     def __init__(
         self,
         result_code: int,
         message: str | None = None,
         failed_avp: Avp | list[Avp] | None = None,
+        *,
+        extra: bytes = b"",
     ) -> None:
         failed = [failed_avp] if isinstance(failed_avp, Avp) else failed_avp
         super().__init__(result_code, message or "", failed)
         self.error_message = message  # type: ignore[assignment]  # None: no Error-Message
+        self.extra = extra
 
 
 class RequestError(DiameterError):

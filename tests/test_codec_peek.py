@@ -64,7 +64,8 @@ def test_peek_reads_header_and_routing_values_like_decode() -> None:
     assert p.route_records == [b"r1.example", b"r2.example"] == m.raw_values("Route-Record")
     assert p.subscription_ids == m.raw_values("Subscription-Id") and len(p.subscription_ids) == 2
     # not asked for: absent, not decoded
-    assert p.first("CC-Request-Type") is None and p.all("CC-Request-Type") == []
+    assert p.first("CC-Request-Number") is None and p.all("CC-Request-Number") == []
+    assert p.first("CC-Request-Type") == m.raw_value("CC-Request-Type")  # ends_session reads it
 
 
 def test_peek_codes_by_name_or_key_and_vendor_avps() -> None:

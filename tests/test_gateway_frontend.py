@@ -403,6 +403,7 @@ def test_front_end_forwards_from_the_nodes_peek_and_parses_a_request_once(
             "session_id": b"client;peek;7",
             "raw": sent,
             "shard": -1,  # the test application is not sharded
+            "route": 0,  # nor are its session routes remembered
         }
     ]
     assert pair.lb.data_to_send() == []  # forwarded: the worker answers, not the Node
