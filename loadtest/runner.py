@@ -172,8 +172,8 @@ def _run_multi(cfg: LoadConfig, on_progress: Progress | None) -> dict[str, Any]:
         if errors and not parts:
             raise ConnectError(errors[0])
     finally:
-        for sig, h in old_handlers.items():
-            signal.signal(sig, h)
+        for signum, h in old_handlers.items():
+            signal.signal(signum, h)
         go.set()
         for p in procs:
             p.join(timeout=5)
