@@ -472,7 +472,9 @@ def test_sweep_of_many_expired_rows_never_holds_the_lock_long(tmp_path):
         released += store.sweep(1_000.0, closed_ttl=0.0)
         calls += 1
     assert released == 40 and store.get_account("A").account.reserved == 0
-    assert max(holds) < 0.005, f"longest write transaction {max(holds) * 1000:.1f} ms"
+    # One unbatched sweep of these 50,000 rows takes well over 100 ms; a batched one stays near
+    # 1 ms, with a fsynced commit's kernel time (a few ms on a busy disk) on top now and then.
+    assert max(holds) < 0.010, f"longest write transaction {max(holds) * 1000:.1f} ms"
     assert ledger_check(store).ok
 
 
