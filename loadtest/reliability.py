@@ -477,6 +477,19 @@ def _money_diff(money: dict[str, Any] | None) -> int | None:
     return 0 if lo <= d <= hi else (lo - d if d < lo else d - hi)
 
 
+def _check_money(res: Result, rep: dict[str, Any]) -> None:
+    """The generator's money check (`--verify-ledger`): the ledger reconciles, and what it
+    rated is within what the usage the generator reported should cost."""
+    money = rep.get("money") or {}
+    res.ledger_diff_micro = _money_diff(money)
+    res.ledger_ok = bool(money.get("ledger_ok"))
+    res.check(res.ledger_ok, f"ledger check failed: {money.get('ledger_problems')}")
+    res.check(res.ledger_diff_micro == 0,
+              f"ledger rated {money.get('rated_delta_micro')} outside the usage reported "
+              f"{money.get('expected', {}).get('low_micro')}.."
+              f"{money.get('expected', {}).get('high_micro')}")
+
+
 def _load_into(res: Result, rep: dict[str, Any], timeout: float, drops: bool = False,
                ) -> dict[str, Any]:
     """Fold a load report into a result; every request must be answered within `timeout`.
@@ -536,14 +549,7 @@ def worker_crash(workdir: Path, duration: float = 12.0, every: float = 3.0, work
         bad = {k: v for k, v in codes.items() if k != 2001 and k not in RFC_TRANSIENT}
         res.check(not bad, f"answers other than 2001 or 3002/3004: {bad}")
         res.check(codes.get(2001, 0) > 0, "no request was answered 2001")
-        money = rep.get("money") or {}
-        res.ledger_diff_micro = _money_diff(money)
-        res.ledger_ok = bool(money.get("ledger_ok"))
-        res.check(res.ledger_ok, f"ledger check failed: {money.get('ledger_problems')}")
-        res.check(res.ledger_diff_micro == 0,
-                  f"ledger rated {money.get('rated_delta_micro')} outside the usage reported "
-                  f"{money.get('expected', {}).get('low_micro')}.."
-                  f"{money.get('expected', {}).get('high_micro')}")
+        _check_money(res, rep)
         dup = gw.double_charges()
         res.double_charges = len(dup)
         res.check(not dup, f"charged twice: {dup[:5]}")
@@ -1129,14 +1135,7 @@ def gateway_restart(workdir: Path, sig: signal.Signals = signal.SIGKILL, restart
         res.check(len(after) == len(stored), f"the replay changed the CDR count "
                                              f"({len(stored)} -> {len(after)})")
         # the money: the ledger reconciles and matches the usage, nothing debited twice
-        money = rep.get("money") or {}
-        res.ledger_diff_micro = _money_diff(money)
-        res.ledger_ok = bool(money.get("ledger_ok"))
-        res.check(res.ledger_ok, f"ledger check failed: {money.get('ledger_problems')}")
-        res.check(res.ledger_diff_micro == 0,
-                  f"ledger rated {money.get('rated_delta_micro')} outside the usage reported "
-                  f"{money.get('expected', {}).get('low_micro')}.."
-                  f"{money.get('expected', {}).get('high_micro')}")
+        _check_money(res, rep)
         dup = gw.double_charges()
         res.double_charges = len(dup) + len(dup_cdrs)
         res.check(not dup, f"charged twice: {dup[:5]}")

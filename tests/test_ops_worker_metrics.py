@@ -27,7 +27,7 @@ from typing import Any
 
 import msgspec
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
+from test_metrics import _samples, _sum  # the exposition readers, shared
 
 from chargegw.config import Config
 from chargegw.gateway.frontend import Gateway
@@ -44,22 +44,6 @@ NS = len(pp.STORE_BUCKETS) + 1
 
 
 # Helpers ----------------------------------------------------------------------------------
-
-
-def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    out: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
-    for fam in text_string_to_metric_families(text):
-        for s in fam.samples:
-            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
-    return out
-
-
-def _sum(samples: dict[Any, float], name: str, **match: str) -> float:
-    return sum(
-        v
-        for (n, labels), v in samples.items()
-        if n == name and all(dict(labels).get(k) == want for k, want in match.items())
-    )
 
 
 def _get(url: str, timeout: float = 5.0) -> tuple[int, str]:
@@ -110,10 +94,16 @@ def test_worker_stats_count_units_by_rating_group_and_fold_beyond_the_bound() ->
     st = WorkerStats()
     outs: list[Any] = [
         Outcome(2001, [ServiceResult("100:", 2001, granted=1000, used=400, charged=30)]),
-        Outcome(2001, [ServiceResult("100:7", 2001, granted=50, used=0, charged=0),
-                       ServiceResult("2:", 2001, granted=0, used=9, charged=4)]),  # fmt: skip
-        Outcome(2001, [ServiceResult("100:", 2001, granted=999, used=999, charged=999)],
-                replay=True),  # fmt: skip  # counted when first applied, not again
+        Outcome(
+            2001,
+            [
+                ServiceResult("100:7", 2001, granted=50, used=0, charged=0),
+                ServiceResult("2:", 2001, granted=0, used=9, charged=4),
+            ],
+        ),  # fmt: skip
+        Outcome(
+            2001, [ServiceResult("100:", 2001, granted=999, used=999, charged=999)], replay=True
+        ),  # fmt: skip  # counted when first applied, not again
         Outcome(2001, [ServiceResult("100:", 2001, granted=3, charged=-12)]),  # a refund
         RuntimeError("this one failed alone"),
     ]
@@ -441,7 +431,9 @@ def test_readyz_asks_the_store(tmp_path: Path, chargegw_run: Any) -> None:
         f'[applications.config.store]\nbackend = "redis"\nurl = "redis://127.0.0.1:{rport}/0"\n'
         "timeout = 0.5\n"
     )
-    apps = '[[applications]]\napp_id = 4\nhandler = "chargegw.workers.charging.gy:CreditControlApp"\n'
+    apps = (
+        '[[applications]]\napp_id = 4\nhandler = "chargegw.workers.charging.gy:CreditControlApp"\n'
+    )
     with _redis(rport, tmp_path) as server:
         with chargegw_run(tmp_path, workers=1, extra=METRICS + apps + store, timeout=90) as gw:
             base = _base(gw.output())
