@@ -20,14 +20,12 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 import msgspec
 import pytest
-from test_metrics import _samples, _sum  # the exposition readers, shared
+from test_metrics import _get, _samples, _sum  # the HTTP and exposition readers, shared
 
 from chargegw.config import Config
 from chargegw.gateway.frontend import Gateway
@@ -44,14 +42,6 @@ NS = len(pp.STORE_BUCKETS) + 1
 
 
 # Helpers ----------------------------------------------------------------------------------
-
-
-def _get(url: str, timeout: float = 5.0) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as r:
-            return r.status, r.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
 
 
 class _W:
