@@ -121,7 +121,10 @@ class Sampler:
 @dataclass
 class Gateway:
     """`chargegw run` on a fresh data dir and a free loopback port, metrics off (so that runs
-    in parallel never clash on its port), short heartbeats so a killed worker is noticed fast."""
+    in parallel never clash on its port). A killed worker is noticed at once (the launcher sees
+    its process exit); the heartbeats are generous, so that a gateway or worker starved of CPU
+    on a loaded machine is not taken for a silent one (a spurious re-registration fails over
+    what it held, which is not the fault a scenario injects)."""
 
     workdir: Path
     workers: int = 2
@@ -171,8 +174,8 @@ class Gateway:
             f'data_dir = "{self.data_dir}"\n'
             f'[[listen]]\naddress = "127.0.0.1"\nport = {self.port}\n'
             "[metrics]\nenabled = false\n"
-            "[pool]\nheartbeat_interval = 0.2\nheartbeat_timeout = 2.0\n"
-            "[worker]\nheartbeat_interval = 0.2\nheartbeat_timeout = 2.0\n" + self.worker_extra +
+            "[pool]\nheartbeat_interval = 0.5\nheartbeat_timeout = 5.0\n"
+            "[worker]\nheartbeat_interval = 0.5\nheartbeat_timeout = 5.0\n" + self.worker_extra +
             "[launcher]\nrestart_backoff_min = 0.2\ncrash_limit = 0\n" + self.extra
         )
         with open(self.log, "wb") as log:
