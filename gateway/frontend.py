@@ -341,8 +341,9 @@ class Gateway:
 
     def _answered(self, p: Pending, raw: bytes) -> None:
         """A worker's answer left (PoolServer.on_answer): count it by its Result-Code."""
-        self.metrics.answer_raw(p.app, p.cmd, raw, self._latency(p))
-        if p.route & ROUTE_FRESH and not 2000 <= result_code(raw) < 3000:
+        rc = result_code(raw)  # read once: the metrics and the route both need it
+        self.metrics.answer(p.app, p.cmd, rc, self._latency(p))
+        if p.route & ROUTE_FRESH and not 2000 <= rc < 3000:
             # The session's first request failed: its client will not go on with it.
             self.core.forget_route(p.session_id)
 

@@ -110,9 +110,6 @@ class AnswerStats:
         self.latency_counts[bisect.bisect_left(self.buckets, seconds)] += 1
         self.latency_sum += seconds
 
-    def answer_raw(self, app: int, cmd: int, raw: bytes, seconds: float) -> None:
-        self.answer(app, cmd, result_code(raw), seconds)
-
     def families(self) -> Iterator[Any]:
         req = CounterMetricFamily(
             "chargegw_requests",
