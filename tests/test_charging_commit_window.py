@@ -8,7 +8,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from chargegw.codec import Message, commands
+from test_charging_gy import ccr as gy_ccr
+
+from chargegw.codec import Message
 from chargegw.workers.api import Incoming, RequestContext
 from chargegw.workers.charging.gy import WINDOW_MAX, CreditControlApp
 from chargegw.workers.charging.store import ledger_check
@@ -19,23 +21,10 @@ CTX = RequestContext(peer="", deadline=0.0)
 
 
 def ccr(sid: str, rtype: int = 1, number: int = 0, used: int | None = None) -> bytes:
-    avps: dict[str, Any] = dict(
-        session_id=sid,
-        origin_host="client.test",
-        origin_realm="test",
-        destination_realm="ocs",
-        auth_application_id=4,
-        service_context_id="32251@3gpp.org",
-        cc_request_type=rtype,
-        cc_request_number=number,
-        subscription_id=[{"subscription_id_type": 0, "subscription_id_data": MSISDN}],
-        requested_service_unit={"cc_time": 600},
-    )
-    if used is not None:
-        avps["used_service_unit"] = [{"cc_time": used}]
-    req = commands.CreditControlRequest(**avps)
-    req.hop_by_hop = req.end_to_end = 9
-    return req.encode()
+    """test_charging_gy's CCR, as wire bytes, asking for 600 s."""
+    return gy_ccr(rtype, number, sid=sid, msisdn=MSISDN, hbh=9,
+                  requested_service_unit={"cc_time": 600},
+                  used_service_unit=None if used is None else [{"cc_time": used}]).encode()  # fmt: skip
 
 
 def setup(tmp_path, window: float) -> tuple[CreditControlApp, list[tuple[str, int]]]:
