@@ -57,3 +57,20 @@ def test_corrupted_requests_get_an_answer_or_a_codec_error(tmp_path_factory, kin
         Message.decode(handler.handle(req, None).encode())
     except CodecError:
         pass  # the runtime answers the codec's protocol error
+
+
+def test_an_acr_whose_origin_host_is_not_utf8_and_not_mandatory_gets_5004(tmp_path) -> None:
+    """Found by the fuzz above: Origin-Host with its M bit cleared and a 0x80 octet passed
+    check_values, and the CDR store could not encode it; the whole batch failed."""
+    raw = bytearray(ACR)
+    raw[40], raw[44] = 0x01, 0x80  # Origin-Host: flags without M, first octet not UTF-8
+    rf = AccountingApp()
+    rf.setup(FakeWorkerContext(str(tmp_path), {}))
+    good = commands.AccountingRequest.decode(ACR)
+    good.session_id = "pgw;2"
+    out = rf.handle_batch([Incoming(bytes(raw), RequestContext("", 0.0)),
+                           Incoming(good.encode(), RequestContext("", 0.0))])  # fmt: skip
+    bad, ok = Message.decode(out[0]), Message.decode(out[1])
+    assert bad.result_code == 5004 and bad.failed_avp is not None, bad
+    assert ok.result_code == 2001  # the other ACR of the batch is stored and answered
+    assert [c.session_id for c in rf.store.iter_cdrs()] == ["pgw;2"]

@@ -38,6 +38,30 @@ REQUIRED = (
 )
 
 
+def _not_text(request: Message, subs: list[tuple[int, str]], *more: Any) -> str | None:
+    """The name of a text AVP the CDR would store whose octets are not UTF-8 (reading keeps
+    them as surrogates, and check_values does not judge an AVP without the M bit), or None.
+    ASCII, the usual case, is one check per value."""
+    named = (("Session-Id", request.session_id), ("Origin-Host", request.origin_host),
+             ("Origin-Realm", request.origin_realm), ("User-Name", more[0]),
+             ("Service-Context-Id", more[1]))  # fmt: skip
+    for name, v in named:
+        if v is not None and not str(v).isascii() and not _utf8(str(v)):
+            return name
+    for _, data in subs:
+        if not data.isascii() and not _utf8(data):
+            return "Subscription-Id"
+    return None
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _epoch(value: Any) -> float | None:
     return value.timestamp() if hasattr(value, "timestamp") else None
 
@@ -111,6 +135,11 @@ class AccountingApp:
         ]
         user = request.get("User-Name")
         ctx_id = request.get("Service-Context-Id")
+        bad = _not_text(request, subs, user, ctx_id)
+        if bad is not None:  # stored as text: octets that are not UTF-8 cannot be (5004)
+            return self._answer(
+                request, ResultCode.DIAMETER_INVALID_AVP_VALUE, failed_avp=request.find(bad)
+            )
         return Cdr(
             session_id=str(request.session_id),
             record_number=int(request.accounting_record_number),
