@@ -14,7 +14,7 @@ COPY . /src
 # /data: the stores and (by default) the sockets; /run/chargegw: the status socket compose
 # configures. Both belong to chargegw with mode 0700: the ipc sockets refuse a directory
 # another user owns, and ipc:// is trusted by these permissions alone.
-RUN pip install ".[speed]" \
+RUN pip install ".[speed,redis]" \
     && groupadd --system --gid "${CHARGEGW_UID}" chargegw \
     && useradd --system --uid "${CHARGEGW_UID}" --gid chargegw --no-create-home \
         --home-dir /data --shell /usr/sbin/nologin chargegw \

@@ -77,3 +77,7 @@ def test_dockerfile_installs_the_package_and_bakes_the_config() -> None:
     assert text.startswith("#") and "FROM python:3.11-slim" in text
     assert "pip install" in text and "config/docker.toml" in text
     assert 'ENTRYPOINT ["chargegw"]' in text
+    # the baked config keeps the charging state in Redis: the image needs the client
+    install = next(line for line in text.splitlines() if "pip install" in line)
+    extras = install.split("[", 1)[1].split("]", 1)[0].split(",")
+    assert "redis" in extras, install
