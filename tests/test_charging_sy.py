@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from chargegw.codec import Message, commands
 from chargegw.workers.charging.gy import CreditControlApp
 from chargegw.workers.charging.sy import SpendingLimitApp
@@ -24,8 +26,8 @@ SY_CONF = {
 }
 
 
-def apps(tmp_path):
-    ctx = FakeWorkerContext(str(tmp_path), {})
+def apps(tmp_path, window=0.0):
+    ctx = FakeWorkerContext(str(tmp_path), {"commit_window_ms": window} if window else {})
     gy = CreditControlApp()
     gy.setup(ctx)
     sy_ctx = FakeWorkerContext(str(tmp_path), SY_CONF)
@@ -93,23 +95,34 @@ def test_slr_reports_all_or_listed_counters(tmp_path):
     assert sy.handle(slr(sid="pcrf;3", msisdn="1234"), None).result_code == 5030
 
 
-def test_gy_debit_across_a_threshold_sends_snr_to_the_pcrf(tmp_path):
-    gy, sy, ctx = apps(tmp_path)
+async def charged(gy, req):
+    """One CCR through Gy on the running loop, awaited when its answer waits for a commit
+    (a commit window), and checked: a debit that was not made would prove nothing."""
+    a = answer(gy, req, None)
+    if asyncio.iscoroutine(a):
+        a = await a
+    assert a is not None and a.result_code == 2001, a
+    return a
+
+
+@pytest.mark.parametrize("window", [0.0, 2.0])
+def test_gy_debit_across_a_threshold_sends_snr_to_the_pcrf(tmp_path, window):
+    gy, sy, ctx = apps(tmp_path, window)
     assert sy.handle(slr(counters=["monthly"]), None).result_code == 2001
 
     async def run():
-        answer(gy, ccr(1, 0), None)
-        answer(gy, ccr(2, 1, used=60), None)  # spent 0.01: still valid
+        await charged(gy, ccr(1, 0))
+        await charged(gy, ccr(2, 1, used=60))  # spent 0.01: still valid
         await asyncio.sleep(0)
         assert ctx.sent == []
-        answer(gy, ccr(2, 2, used=60), None)  # 0.02: near-limit
+        await charged(gy, ccr(2, 2, used=60))  # 0.02: near-limit
         await asyncio.sleep(0.01)
         assert len(ctx.sent) == 1
         snr, peer = ctx.sent[0]
         assert peer == "pcrf.test" and snr.code == 8388636 and snr.app_id == SY
         assert snr.session_id == "pcrf;1" and snr.destination_host == "pcrf.test"
         assert reports(snr) == {"monthly": "near-limit"}
-        answer(gy, ccr(3, 3, used=180), None)  # 0.05: limit-reached
+        await charged(gy, ccr(3, 3, used=180))  # 0.05: limit-reached
         await asyncio.sleep(0.01)
         assert reports(ctx.sent[-1][0]) == {"monthly": "limit-reached"} and len(ctx.sent) == 2
 
@@ -118,16 +131,17 @@ def test_gy_debit_across_a_threshold_sends_snr_to_the_pcrf(tmp_path):
     assert reports(a) == {"monthly": "limit-reached"}
 
 
-def test_str_ends_the_subscription(tmp_path):
-    gy, sy, ctx = apps(tmp_path)
+@pytest.mark.parametrize("window", [0.0, 2.0])
+def test_str_ends_the_subscription(tmp_path, window):
+    gy, sy, ctx = apps(tmp_path, window)
     sy.handle(slr(), None)
     assert sy.handle(str_(), None).result_code == 2001
     assert sy.store.sy_get("pcrf;1") is None
     assert sy.handle(str_(), None).result_code == 5002
 
     async def run():
-        answer(gy, ccr(1, 0), None)
-        answer(gy, ccr(3, 1, used=600), None)
+        await charged(gy, ccr(1, 0))
+        await charged(gy, ccr(3, 1, used=600))
         await asyncio.sleep(0.01)
 
     asyncio.run(run())
