@@ -229,3 +229,60 @@ def test_an_odd_subscription_id_data_is_judged_5004_inside_its_group(
     assert cca.result_code == 5004
     outer = cca.failed_avp[0].avps[0]  # the fault comes wrapped in its group (RFC 6733 7.5)
     assert outer.name == "Subscription-Id" and outer.value.avps[0].data == b"467\x00\xff"
+
+
+@pytest.mark.parametrize("cut", [0, 1, 2, 3])
+def test_a_group_length_that_leaves_out_its_last_members_padding_reads_as_the_codec_does(
+    tmp_path_factory: pytest.TempPathFactory, cut: int
+) -> None:
+    """Subscription-Id's length may stop short of its last member's padding (the live fuzz
+    found such frames). The codec's scan accepts that and its validation finds no fault, so
+    the compiled reader must read it too: declining sent the request to the judge path,
+    where validation passed it and the worker answered 5012."""
+    raw = bytearray(_ccr())
+    data = b"4670000000001"  # 13 octets: its AVP carries 3 octets of padding
+    group = raw.index(struct.pack(">I", D.find_avp("Subscription-Id").code))
+    (fl,) = struct.unpack_from(">I", raw, group + 4)
+    assert fl & 0xFFFFFF == 44
+    struct.pack_into(">I", raw, group + 4, fl - cut)
+    m = Message.decode(bytes(raw))
+    assert m.find_errors() == []
+    assert m.subscription_id[0].subscription_id_data == data.decode()
+    v = ccr.read(bytes(raw))
+    subs = [(s.subscription_id_type, s.subscription_id_data) for s in v.subscription_id]
+    assert subs == [(0, data.decode())]
+    app = CreditControlApp()
+    app.setup(FakeWorkerContext(str(tmp_path_factory.mktemp("gy")), {}))
+    out = app.handle_batch([Incoming(bytes(raw), RequestContext(peer="", deadline=0.0))])[0]
+    assert type(out) is bytes and Message.decode(out).result_code != 5012
+
+
+def test_what_the_reader_declines_the_codec_judges_over_mutated_ccrs() -> None:
+    """The reader and the codec agree (fixed seed, the live fuzz's own mutations): every
+    CCR the compiled reader declines is one the codec's validation (or decoding) faults,
+    so no well-formed request reaches the worker's 5012."""
+    import random
+
+    from chargegw.loadtest.reliability_fuzz import classify, mutate, seeds
+
+    rng = random.Random(14)
+    declined = disagree = 0
+    for i in range(4000):
+        frame = seeds(rng, i, "fuzz.example")
+        for _ in range(rng.choice((1, 1, 2, 3))):
+            frame = mutate(rng, frame)[1]
+        if classify(frame) != "request":
+            continue
+        try:
+            ccr.read(frame)
+            continue
+        except ccr.Unreadable:
+            declined += 1
+        try:
+            m = Message.decode(frame)
+        except CodecError:
+            continue
+        if m.code == 272 and m.app_id == 4 and m.is_request and not m.find_errors(limit=1):
+            disagree += 1
+    assert declined > 100  # the mutations do reach the reader's refusals
+    assert disagree == 0
