@@ -220,7 +220,8 @@ class PoolCore:
         shard_apps: Iterable[int] = (),
     ) -> tuple[list[tuple[bytes, Pending]], list[Pending]]:
         """A worker's Ready. A repeat of the current registration only refreshes it; a new
-        one (`gen` differs) fails over what the worker held (it will not answer those).
+        one (`gen` differs) places again, at once, what the old one held (it will not
+        answer those): on the new registration itself where routing says so.
         Raises IdentityInUse when a live worker registered `ident` with another key, and
         ShardCountMismatch when its store's shard count differs from the pool's."""
         moved: list[tuple[bytes, Pending]] = []
@@ -242,8 +243,13 @@ class PoolCore:
                 f"{self.shards}: every worker must use the same store layout"
             )
         if old is not None:
-            moved, failed = self.drop(ident, now)
-            self.counters.workers_dropped -= 1  # a re-registration is not a loss
+            # Its old registration will not answer what it held: that is placed again once
+            # the new one is in (below), so that it can go straight back to this worker (the
+            # session's ring owner, the shard's owner again) instead of a detour through
+            # another worker's Moved, or a 3002 when it is the only worker.
+            del self.workers[ident]
+            self.assigned.pop(ident, None)
+            self.assign_out.pop(ident, None)
         granted = max(0, credit)
         credit = min(granted, self.max_credit)
         self.workers[ident] = WorkerState(
@@ -267,6 +273,8 @@ class PoolCore:
         self.shard_apps |= sharded
         self.assigned.pop(ident, None)  # a new registration is told its shards afresh
         self._rebuild_ring()
+        if old is not None:
+            moved, failed = self._place_again(old, now)
         return moved, failed
 
     def drop(self, ident: bytes, now: float) -> tuple[list[tuple[bytes, Pending]], list[Pending]]:
@@ -279,6 +287,16 @@ class PoolCore:
         self.assigned.pop(ident, None)
         self.assign_out.pop(ident, None)
         self._rebuild_ring()
+        return self._place_again(w, now)
+
+    def _place_again(
+        self, w: WorkerState, now: float
+    ) -> tuple[list[tuple[bytes, Pending]], list[Pending]]:
+        """What the registration `w` (no longer in `workers`) held, placed at once on the
+        workers there now while its deadline allows (the same octets, marked as a
+        retransmission: the stores are idempotent per request); the rest is returned for a
+        3002 answer. Zombies it held are forgotten: they were answered already."""
+        ident = w.ident
         moved: list[tuple[bytes, Pending]] = []
         failed: list[Pending] = []
         for rid in sorted(w.inflight):

@@ -430,10 +430,9 @@ class PoolServer(OutRequests):
                 self._send_now(ident, pp.Goodbye(reason=str(exc)))
                 return known
             if old is not None and old is not core.workers.get(ident):
-                # A new registration: what was queued for the old one was failed over.
+                # A new registration: what was queued for the old one is placed again.
                 self._outbox.pop(ident, None)
             self._send_assignments()
-            self._settle(moved, failed, "worker re-registered")
             self._reset_sent.pop(ident, None)
             if not known:
                 self.log.info(
@@ -444,10 +443,13 @@ class PoolServer(OutRequests):
                     m.credit,
                     m.apps,
                 )
-            # The acknowledgement that starts the registration on the worker's side.
+            # The acknowledgement that starts the registration on the worker's side. It goes
+            # before the requests placed again: what the old registration held may be resent
+            # to this one, and the worker drops, unapplied, requests that come before it.
             self._queue(ident, pp.Heartbeat(time.time(), gen=m.gen))
             if self.log_level is not None:
                 self._queue(ident, pp.LogLevel(self.log_level))
+            self._settle(moved, failed, "worker re-registered")
             if self.on_stats is not None:
                 self.on_stats(ident, m, now)
             return True

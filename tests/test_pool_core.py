@@ -163,7 +163,7 @@ def _sid_owned_by(c: PoolCore, ident: bytes) -> str:
     return next(s for s in (f"s{i}" for i in range(1000)) if c.owner(s) == ident)
 
 
-def test_reregistration_with_new_gen_fails_over_same_gen_refreshes() -> None:
+def test_reregistration_with_new_gen_resends_to_it_same_gen_refreshes() -> None:
     c = core()
     reg(c, "a", 4, gen=1)
     reg(c, "b", 4, gen=1)
@@ -173,7 +173,7 @@ def test_reregistration_with_new_gen_fails_over_same_gen_refreshes() -> None:
         app=APP,
         cmd=1,
         session_id=_sid_owned_by(c, b"a"),
-        raw=b"",
+        raw=b"ccr octets",
         now=0.0,
         wall_now=0.0,
     )
@@ -181,9 +181,46 @@ def test_reregistration_with_new_gen_fails_over_same_gen_refreshes() -> None:
     assert (moved, failed) == ([], [])
     assert p.id in c.workers[b"a"].inflight
     moved, failed = c.register(b"a", worker_id="a", credit=4, apps=[APP], now=1.0, gen=2)
-    assert [q.id for _, q in moved] == [p.id]
-    assert c.workers[b"a"].available == 4 and not c.workers[b"a"].inflight
-    assert c.counters.workers_dropped == 0
+    # Resent at once to the new registration (the session's ring owner), not via "b":
+    # the same octets, marked as a retransmission, holding one slot of the new credit.
+    assert moved == [(b"a", p)] and failed == []
+    assert p.raw == b"ccr octets" and p.retransmit and p.placed == 2
+    assert c.workers[b"a"].available == 3 and c.workers[b"a"].inflight == {p.id}
+    assert c.workers[b"b"].available == 4
+    assert c.counters.workers_dropped == 0 and c.counters.resent == 1
+    assert c.answer(b"a", p.id) is p  # the new registration's answer is the one delivered
+    assert c.workers[b"a"].available == 4
+
+
+def test_the_only_worker_reregistering_gets_what_it_held_again_not_3002() -> None:
+    """A worker alone in the pool re-registers (Reset, or it took the gateway for silent):
+    what its old registration held goes to the new one at once; it was answered 3002 (there
+    was nobody else to take it while the old registration was out)."""
+    c = core()
+    reg(c, "a", 4, gen=1)
+    ps = [place(c, f"s{i}") for i in range(3)]
+    moved, failed = c.register(b"a", worker_id="a", credit=4, apps=[APP], now=1.0, gen=2)
+    assert failed == [] and [q.id for _, q in moved] == [q.id for q in ps]
+    assert all(ident == b"a" for ident, _ in moved)
+    assert set(c.pending) == {q.id for q in ps} and c.counters.failed_over_lost == 0
+    assert c.workers[b"a"].available == 1
+
+
+def test_reregistration_with_less_credit_resends_what_fits_and_answers_the_rest() -> None:
+    c = core()
+    reg(c, "a", 4, gen=1)
+    ps = [place(c, f"s{i}") for i in range(3)]
+    moved, failed = c.register(b"a", worker_id="a", credit=1, apps=[APP], now=1.0, gen=2)
+    assert len(moved) == 1 and [q.id for q in failed] == [q.id for q in ps[1:]]
+    assert c.workers[b"a"].available == 0 and not c.pending.keys() - {moved[0][1].id}
+
+
+def test_a_reregistration_past_the_deadline_answers_what_it_held() -> None:
+    c = core(deadline=1.0)
+    reg(c, "a", 4, gen=1)
+    p = place(c, "s")
+    moved, failed = c.register(b"a", worker_id="a", credit=4, apps=[APP], now=2.0, gen=2)
+    assert moved == [] and failed == [p] and not c.pending
 
 
 def test_silent_workers_and_draining() -> None:
