@@ -108,6 +108,7 @@ class Counters:
     shard_moves: int = 0  # placed again on another shard's owner after a worker's Moved
     shard_moves_lost: int = 0  # Moved once too often, or to a shard with no owner: answered
     shard_count_refused: int = 0  # registrations whose store has another shard count
+    workers_superseded: int = 0  # dropped when a later incarnation of theirs registered
 
     def to_dict(self) -> dict[str, int]:
         return {name: getattr(self, name) for name in self.__slots__}
@@ -156,6 +157,16 @@ ROUTE_TTL = 7_200.0
 # worker's failure answer, since the client then ends the session without a CCR-T.
 ROUTE_ENDS = 1
 ROUTE_FRESH = 2
+
+
+def _incarnation(worker_id: str) -> tuple[str, int]:
+    """(name, n) of a worker id `<name>.<n>` (sharding.owner_name's form); n is -1 for an
+    id without one. Read from a worker's Ready: any string, never an exception."""
+    name = owner_name(worker_id)
+    digits = worker_id[len(name) + 1 :]
+    if name == worker_id or not digits.isdecimal() or len(digits) > 18:
+        return worker_id, -1
+    return name, int(digits)
 
 
 def _hrw(worker_id: str, ident: bytes, shard: int) -> tuple[int, bytes]:
@@ -242,14 +253,17 @@ class PoolCore:
                 f"worker {worker_id} has store.shards = {shards}, the pool's workers have "
                 f"{self.shards}: every worker must use the same store layout"
             )
-        if old is not None:
-            # Its old registration will not answer what it held: that is placed again once
-            # the new one is in (below), so that it can go straight back to this worker (the
-            # session's ring owner, the shard's owner again) instead of a detour through
-            # another worker's Moved, or a 3002 when it is the only worker.
-            del self.workers[ident]
-            self.assigned.pop(ident, None)
-            self.assign_out.pop(ident, None)
+        # Its old registration, or an earlier incarnation of it under another identity (a
+        # restart), will not answer what it held: that is placed again once the new one is
+        # in (below), so that it can go straight to this worker (the session's ring owner,
+        # the shard's owner again) instead of a detour through another worker's Moved, a
+        # 3002 when it is the only worker, or a wait for the old one's silence.
+        gone = [old] if old is not None else self._earlier_incarnations(worker_id, ident, owner)
+        for w in gone:
+            del self.workers[w.ident]
+            self.assigned.pop(w.ident, None)
+            self.assign_out.pop(w.ident, None)
+        self.counters.workers_superseded += len(gone) - (old is not None)
         granted = max(0, credit)
         credit = min(granted, self.max_credit)
         self.workers[ident] = WorkerState(
@@ -273,9 +287,31 @@ class PoolCore:
         self.shard_apps |= sharded
         self.assigned.pop(ident, None)  # a new registration is told its shards afresh
         self._rebuild_ring()
-        if old is not None:
-            moved, failed = self._place_again(old, now)
+        for w in gone:
+            more, lost = self._place_again(w, now)
+            moved += more
+            failed += lost
         return moved, failed
+
+    def _earlier_incarnations(
+        self, worker_id: str, ident: bytes, owner: bytes
+    ) -> list[WorkerState]:
+        """Live registrations of an earlier incarnation of `worker_id` (`<name>.<n>`, as
+        `chargegw run` names a slot's successive processes: a lower n, the same name) from
+        the same key: that process is gone, since its successor registers. Ids without an
+        incarnation are never matched (two workers given one id are a misconfiguration that
+        must not turn into each dropping the other)."""
+        name, n = _incarnation(worker_id)
+        if n < 0:
+            return []
+        return [
+            w
+            for w in self.workers.values()
+            if w.ident != ident
+            and w.owner == owner
+            and -1 < (inc := _incarnation(w.worker_id))[1] < n
+            and inc[0] == name
+        ]
 
     def drop(self, ident: bytes, now: float) -> tuple[list[tuple[bytes, Pending]], list[Pending]]:
         """A worker is gone (silent, goodbye, unreachable). Its requests go to other workers

@@ -407,6 +407,7 @@ class PoolServer(OutRequests):
                 return known
             owner = _user_id(src)
             old = core.workers.get(ident)
+            before = list(core.workers)
             try:
                 moved, failed = core.register(
                     ident,
@@ -432,6 +433,16 @@ class PoolServer(OutRequests):
             if old is not None and old is not core.workers.get(ident):
                 # A new registration: what was queued for the old one is placed again.
                 self._outbox.pop(ident, None)
+            for gone in before:
+                if gone != ident and gone not in core.workers:
+                    # An earlier incarnation of this worker (PoolCore.register): its process
+                    # is gone; what it held (what was queued for it too) is placed again below.
+                    self._outbox.pop(gone, None)
+                    self.log.warning(
+                        "worker %r replaced by its restart %s: what it held is resent",
+                        gone,
+                        m.worker_id,
+                    )
             self._send_assignments()
             self._reset_sent.pop(ident, None)
             if not known:

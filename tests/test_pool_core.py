@@ -319,3 +319,44 @@ def test_pool_errors_are_diameter_errors() -> None:
     err = OutRequestFailed(ResultCode.DIAMETER_COMMAND_UNSUPPORTED, "not RAR")
     assert isinstance(err, DiameterError) and err.e_bit
     assert (err.result_code, err.reason) == (3001, "not RAR")
+
+
+def test_a_restarted_worker_replaces_its_earlier_incarnation_at_once() -> None:
+    """`chargegw run` names a slot's processes `<name>.<n>`: when `host-w0.2` registers under
+    a new identity, `host-w0.1` is gone, and what it held is resent at once (here to its
+    successor, the only worker left) instead of waiting for its heartbeat silence."""
+    c = core()
+    c.register(b"id-1", worker_id="host-w0.1", credit=4, apps=[APP], now=0.0, gen=1)
+    c.register(b"other", worker_id="host-w1.1", credit=0, apps=[APP], now=0.0, gen=1)
+    ps = [place(c, f"s{i}") for i in range(3)]
+    assert {p.worker for p in ps} == {b"id-1"}
+    moved, failed = c.register(b"id-2", worker_id="host-w0.2", credit=4, apps=[APP], now=1.0)
+    assert failed == [] and sorted(q.id for _, q in moved) == sorted(p.id for p in ps)
+    assert all(ident == b"id-2" for ident, _ in moved) and all(p.retransmit for p in ps)
+    assert set(c.workers) == {b"id-2", b"other"}
+    assert c.counters.workers_superseded == 1 and c.counters.workers_dropped == 0
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "owners"),
+    [
+        ("w", "w", (b"", b"")),  # one id given to two workers: not a restart
+        ("host-w0.2", "host-w0.1", (b"", b"")),  # an older incarnation comes late
+        ("host-w0.1", "host-w0.2", (b"key-a", b"key-b")),  # another key's worker
+        ("host-w0.1", "host-w1.2", (b"", b"")),  # another slot
+        ("x.1", "x.\u00b2", (b"", b"")),  # a digit int() does not read
+        ("x.1", "x." + "9" * 5000, (b"", b"")),  # beyond int()'s digit limit
+    ],
+    ids=["same-id", "older-late", "other-key", "other-slot", "superscript", "huge"],
+)
+def test_only_a_later_incarnation_from_the_same_key_replaces_a_worker(
+    first: str, second: str, owners: tuple[bytes, bytes]
+) -> None:
+    c = core()
+    c.register(b"id-1", worker_id=first, credit=4, apps=[APP], now=0.0, owner=owners[0])
+    p = place(c, "s")
+    moved, failed = c.register(
+        b"id-2", worker_id=second, credit=4, apps=[APP], now=1.0, owner=owners[1]
+    )
+    assert (moved, failed) == ([], []) and set(c.workers) == {b"id-1", b"id-2"}
+    assert c.pending[p.id].worker == b"id-1" and c.counters.workers_superseded == 0
