@@ -21,9 +21,8 @@ FramingError for fewer octets than a header: then there is nothing to answer to.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from struct import Struct
-from typing import Any, TypeVar
+from typing import Any
 
 from .avp import Avp, _materialize, scan_into
 from .constants import FLAG_ERROR, FLAG_PROXIABLE
@@ -47,7 +46,6 @@ _NOT_COPIED = (
     "Experimental-Result",
     "Proxy-Info",
 )
-_T = TypeVar("_T")
 MAX_ERROR_MESSAGE = 200  # octets of Error-Message kept: a reason, not a reflection of input
 
 
@@ -148,18 +146,9 @@ def error_answer(
     return _minimal(src, int(error.result_code), error.e_bit, origin_host, origin_realm)
 
 
-_avp_cache: dict[tuple[int, Any], Any] = {}  # (id(dictionary), what) -> encoded AVPs
+# (id(dictionary), Origin-Host, Origin-Realm, Result-Code, text) -> _generic_parts(...)
+_generic_cache: dict[tuple[int, str, str, int, str], tuple[int, bytes, int, bytes, bytes]] = {}
 _AVP_HEAD = Struct(">II")
-
-
-def _cached(d: Dictionary, what: Any, make: Callable[[], _T]) -> _T:
-    key = (id(d), what)
-    out = _avp_cache.get(key)
-    if out is None:
-        if len(_avp_cache) > 256:
-            _avp_cache.clear()
-        out = _avp_cache[key] = make()
-    return out
 
 
 def _generic(
@@ -177,10 +166,13 @@ def _generic(
     vl, fc, app_id, hbh, e2e = HEADER.unpack_from(buf, 0)
     length = vl & 0xFFFFFF
     end = length if 20 <= length <= len(buf) else len(buf)
-    sid_code, sid_octets, proxy_code, proxy_octets, middle = _cached(
-        d, ("generic", origin_host, origin_realm, code, text),
-        lambda: _generic_parts(code, text, origin_host, origin_realm, d),
-    )  # fmt: skip
+    key = (id(d), origin_host, origin_realm, code, text)
+    parts = _generic_cache.get(key)
+    if parts is None:
+        if len(_generic_cache) > 256:
+            _generic_cache.clear()
+        parts = _generic_cache[key] = _generic_parts(code, text, origin_host, origin_realm, d)
+    sid_code, sid_octets, proxy_code, proxy_octets, middle = parts
     head = b""
     pos = 20
     unpack = _AVP_HEAD.unpack_from
