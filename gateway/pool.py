@@ -191,6 +191,9 @@ class PoolCore:
         self._ring_keys: list[int] = []
         self._ring_idents: list[bytes] = []
         self._ring_members = 0  # distinct workers on the ring
+        # The applications some live, non-draining worker serves (membership changes
+        # rebuild it with the ring): a refused request gets 3004 for these, else 3002.
+        self._serving: frozenset[int] = frozenset()
         # Sharded routing (chargegw/sharding.py): the shard count the workers' store has,
         # which applications route by shard, each shard's owner, what each worker was last
         # told it owns, and the assignments still to be sent (the adapter takes them).
@@ -457,7 +460,7 @@ class PoolCore:
             self.counters.shed_fair += 1
             raise NoWorker(ResultCode.DIAMETER_TOO_BUSY, "this peer holds its share of the pool")
         if w is None:
-            if any(app in x.apps and not x.draining for x in self.workers.values()):
+            if app in self._serving:  # someone serves it, busy: 3004 (a set, not a scan)
                 self.counters.shed_busy += 1
                 raise NoWorker(ResultCode.DIAMETER_TOO_BUSY, "no worker has a free slot")
             self.counters.no_worker += 1
@@ -500,10 +503,14 @@ class PoolCore:
 
     # Shards ---------------------------------------------------------------------------
 
-    def route_shard(self, app: int, session_id: bytes, subscription: bytes | None) -> int:
+    def route_shard(
+        self, app: int, session_id: bytes, subscription: bytes | None, *, remember: bool = True
+    ) -> int:
         """The shard a request is routed by (-1 when `app` is not sharded): the one
         remembered for its Session-Id (the session's account lives there), else that of its
-        first Subscription-Id-Data, else that of its Session-Id; remembered for the session."""
+        first Subscription-Id-Data, else that of its Session-Id; remembered for the session
+        unless `remember` is False (a session's first request that is also its last, such as
+        an event: the route would be dropped when it is answered, or shed, anyway)."""
         n = self.shards
         if not n or app not in self.shard_apps:
             return -1
@@ -517,7 +524,8 @@ class PoolCore:
                 self._remember(session_id, shard)
                 return shard
         shard = shard_of(subscription or session_id, n)
-        self._remember(session_id, shard)
+        if remember:
+            self._remember(session_id, shard)
         return shard
 
     def _remember(self, session_id: bytes, shard: int) -> None:
@@ -700,6 +708,9 @@ class PoolCore:
         self._ring_keys = [p for p, _ in points]
         self._ring_idents = [ident for _, ident in points]
         self._ring_members = len(set(self._ring_idents))
+        self._serving = frozenset(
+            a for w in self.workers.values() if not w.draining for a in w.apps
+        )
         self._reassign()
 
     # Answers and deadlines ------------------------------------------------------------

@@ -360,3 +360,29 @@ def test_only_a_later_incarnation_from_the_same_key_replaces_a_worker(
     )
     assert (moved, failed) == ([], []) and set(c.workers) == {b"id-1", b"id-2"}
     assert c.pending[p.id].worker == b"id-1" and c.counters.workers_superseded == 0
+
+
+def test_refused_3004_while_a_live_worker_serves_the_app_else_3002() -> None:
+    """The 3004/3002 choice follows membership: full workers that serve the application mean
+    busy (3004); only draining ones, or none left, mean nobody serves it (3002)."""
+    c = core()
+    reg(c, "a", 1)
+    place(c, "s1")
+    with pytest.raises(NoWorker) as exc:
+        place(c, "s2")
+    assert exc.value.result_code == ResultCode.DIAMETER_TOO_BUSY
+    with pytest.raises(NoWorker) as exc:
+        place(c, "s3", app=APP + 1)  # an application nobody serves
+    assert exc.value.result_code == ResultCode.DIAMETER_UNABLE_TO_DELIVER
+    c.set_draining(b"a")
+    with pytest.raises(NoWorker) as exc:
+        place(c, "s4")
+    assert exc.value.result_code == ResultCode.DIAMETER_UNABLE_TO_DELIVER
+    reg(c, "b", 0)  # serves it, no credit: busy again
+    with pytest.raises(NoWorker) as exc:
+        place(c, "s5")
+    assert exc.value.result_code == ResultCode.DIAMETER_TOO_BUSY
+    c.drop(b"b", 1.0)
+    with pytest.raises(NoWorker) as exc:
+        place(c, "s6")
+    assert exc.value.result_code == ResultCode.DIAMETER_UNABLE_TO_DELIVER
