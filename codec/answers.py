@@ -21,9 +21,8 @@ FramingError for fewer octets than a header: then there is nothing to answer to.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from struct import Struct
-from typing import Any, TypeVar
+from typing import Any
 
 from .avp import Avp, _materialize, scan_into
 from .constants import FLAG_ERROR, FLAG_PROXIABLE
@@ -47,7 +46,6 @@ _NOT_COPIED = (
     "Experimental-Result",
     "Proxy-Info",
 )
-_T = TypeVar("_T")
 MAX_ERROR_MESSAGE = 200  # octets of Error-Message kept: a reason, not a reflection of input
 
 
@@ -148,18 +146,9 @@ def error_answer(
     return _minimal(src, int(error.result_code), error.e_bit, origin_host, origin_realm)
 
 
-_avp_cache: dict[tuple[int, Any], Any] = {}  # (id(dictionary), what) -> encoded AVPs
+# (id(dictionary), Origin-Host, Origin-Realm, Result-Code, text) -> _generic_parts(...)
+_generic_cache: dict[tuple[int, str, str, int, str], tuple[int, bytes, int, bytes, bytes]] = {}
 _AVP_HEAD = Struct(">II")
-
-
-def _cached(d: Dictionary, what: Any, make: Callable[[], _T]) -> _T:
-    key = (id(d), what)
-    out = _avp_cache.get(key)
-    if out is None:
-        if len(_avp_cache) > 256:
-            _avp_cache.clear()
-        out = _avp_cache[key] = make()
-    return out
 
 
 def _generic(
@@ -168,44 +157,70 @@ def _generic(
     """An E-bit answer in the generic grammar's order: [Session-Id] {Origin-Host}
     {Origin-Realm} {Result-Code} [Error-Message] *[Proxy-Info]; the request's Session-Id and
     Proxy-Info AVPs copied as received (padding zeroed), read by a lenient walk of its
-    top-level AVP headers that keeps what comes before a malformed one, as _Source does."""
+    top-level AVP headers that keeps what comes before a malformed one, as _Source does.
+
+    The walk is skipped where it cannot find more (this is the shed path under overload):
+    a Session-Id that is the first AVP, as RFC 6733 8.8 places it, is taken from there, and
+    when the four octets of an AVP code still looked for (Proxy-Info's; Session-Id's when it
+    was not first) occur nowhere after that, no AVP header can hold them: nothing to copy."""
     vl, fc, app_id, hbh, e2e = HEADER.unpack_from(buf, 0)
     length = vl & 0xFFFFFF
     end = length if 20 <= length <= len(buf) else len(buf)
-    sid_code, proxy_code = _cached(d, "keys", lambda: (
-        d.avp("Session-Id").code.to_bytes(4, "big"), d.avp("Proxy-Info").code.to_bytes(4, "big")
-    ))  # fmt: skip
+    key = (id(d), origin_host, origin_realm, code, text)
+    parts = _generic_cache.get(key)
+    if parts is None:
+        if len(_generic_cache) > 256:
+            _generic_cache.clear()
+        parts = _generic_cache[key] = _generic_parts(code, text, origin_host, origin_realm, d)
+    sid_code, sid_octets, proxy_code, proxy_octets, middle = parts
     head = b""
-    proxies = []
-    unpack = _AVP_HEAD.unpack_from
     pos = 20
-    while pos + 8 <= end:
-        c, fl = unpack(buf, pos)
+    unpack = _AVP_HEAD.unpack_from
+    if end >= 28:
+        c, fl = unpack(buf, 20)
         n = fl & 0xFFFFFF
-        if n < (12 if fl & 0x80000000 else 8) or pos + n > end:
-            break
-        if not fl & 0x80000000:  # both are base-protocol AVPs: no vendor
-            cb = buf[pos : pos + 4]
-            if cb == sid_code and not head:
-                head = buf[pos : pos + n] + b"\0" * (-n % 4)
-            elif cb == proxy_code:
-                proxies.append(buf[pos : pos + n] + b"\0" * (-n % 4))
-        pos += (n + 3) & ~3
-    body = head + _cached(d, ("id", origin_host, origin_realm), lambda: (
+        if c == sid_code and not fl & 0x80000000 and n >= 8 and 20 + n <= end:
+            head = buf[20 : 20 + n] + b"\0" * (-n % 4)
+            pos = 20 + ((n + 3) & ~3)
+    body = head + middle
+    find = buf.find
+    if find(proxy_octets, pos, end) >= 0 or (not head and find(sid_octets, 20, end) >= 0):
+        proxies = []
+        while pos + 8 <= end:
+            c, fl = unpack(buf, pos)
+            n = fl & 0xFFFFFF
+            if n < (12 if fl & 0x80000000 else 8) or pos + n > end:
+                break
+            if not fl & 0x80000000:  # both are base-protocol AVPs: no vendor
+                if c == sid_code and not head:
+                    head = buf[pos : pos + n] + b"\0" * (-n % 4)
+                elif c == proxy_code:
+                    proxies.append(buf[pos : pos + n] + b"\0" * (-n % 4))
+            pos += (n + 3) & ~3
+        body = head + middle + b"".join(proxies)
+    flags = ((fc >> 24) & FLAG_PROXIABLE) | FLAG_ERROR
+    return HEADER.pack(0x01000000 | (20 + len(body)), flags << 24 | (fc & 0xFFFFFF), app_id,
+                       hbh, e2e) + body  # fmt: skip
+
+
+def _generic_parts(
+    code: int, text: str, origin_host: str, origin_realm: str, d: Dictionary
+) -> tuple[int, bytes, int, bytes, bytes]:
+    """Session-Id's and Proxy-Info's codes (as ints and as octets), and the encoded AVPs
+    between them ({Origin-Host} {Origin-Realm} {Result-Code} [Error-Message]): the same for
+    every shed request, so made once."""
+    middle = (
         Avp.new("Origin-Host", origin_host, d).encode()
         + Avp.new("Origin-Realm", origin_realm, d).encode()
-    ))  # fmt: skip
-    body += _cached(d, ("rc", code), lambda: Avp.new("Result-Code", code, d).encode())
+        + Avp.new("Result-Code", code, d).encode()
+    )
     if text:
         # A reason may quote what a request held (read with surrogateescape): escaped, so
         # that it encodes as UTF-8 and the answer keeps its Session-Id.
         text = text[:MAX_ERROR_MESSAGE].encode("utf-8", "backslashreplace").decode("utf-8")
-        body += _cached(d, ("em", text), lambda: Avp.new("Error-Message", text, d).encode())
-    if proxies:
-        body += b"".join(proxies)
-    flags = ((fc >> 24) & FLAG_PROXIABLE) | FLAG_ERROR
-    return HEADER.pack(0x01000000 | (20 + len(body)), flags << 24 | (fc & 0xFFFFFF), app_id,
-                       hbh, e2e) + body  # fmt: skip
+        middle += Avp.new("Error-Message", text, d).encode()
+    sid, proxy = d.avp("Session-Id").code, d.avp("Proxy-Info").code
+    return sid, sid.to_bytes(4, "big"), proxy, proxy.to_bytes(4, "big"), middle
 
 
 def _build(

@@ -317,11 +317,14 @@ class Gateway:
         shard = -1
         route = 0
         if p.app_id in core.shard_apps:  # charging state: to the owner of the account's shard
+            ends = p.ends_session
             shard = core.session_routes.get(sid, -1)
             if shard < 0:
-                shard = core.route_shard(p.app_id, sid, p.subscription_data)
-                route = ROUTE_FRESH  # learnt now: dropped if the session does not start
-            if p.ends_session:
+                # Learnt now, dropped if the session does not start; not even learnt for a
+                # first request that is also the last (an event, under overload mostly shed).
+                shard = core.route_shard(p.app_id, sid, p.subscription_data, remember=not ends)
+                route = ROUTE_FRESH
+            if ends:
                 route |= ROUTE_ENDS  # dropped once answered
         try:
             self.pool.submit(

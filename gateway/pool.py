@@ -108,6 +108,7 @@ class Counters:
     shard_moves: int = 0  # placed again on another shard's owner after a worker's Moved
     shard_moves_lost: int = 0  # Moved once too often, or to a shard with no owner: answered
     shard_count_refused: int = 0  # registrations whose store has another shard count
+    workers_superseded: int = 0  # dropped when a later incarnation of theirs registered
 
     def to_dict(self) -> dict[str, int]:
         return {name: getattr(self, name) for name in self.__slots__}
@@ -158,6 +159,16 @@ ROUTE_ENDS = 1
 ROUTE_FRESH = 2
 
 
+def _incarnation(worker_id: str) -> tuple[str, int]:
+    """(name, n) of a worker id `<name>.<n>` (sharding.owner_name's form); n is -1 for an
+    id without one. Read from a worker's Ready: any string, never an exception."""
+    name = owner_name(worker_id)
+    digits = worker_id[len(name) + 1 :]
+    if name == worker_id or not digits.isdecimal() or len(digits) > 18:
+        return worker_id, -1
+    return name, int(digits)
+
+
 def _hrw(worker_id: str, ident: bytes, shard: int) -> tuple[int, bytes]:
     """Rendezvous weight: the live worker with the highest owns the shard, so a worker that
     comes back under its id gets the same shards, and one that leaves moves only its own."""
@@ -180,6 +191,9 @@ class PoolCore:
         self._ring_keys: list[int] = []
         self._ring_idents: list[bytes] = []
         self._ring_members = 0  # distinct workers on the ring
+        # The applications some live, non-draining worker serves (membership changes
+        # rebuild it with the ring): a refused request gets 3004 for these, else 3002.
+        self._serving: frozenset[int] = frozenset()
         # Sharded routing (chargegw/sharding.py): the shard count the workers' store has,
         # which applications route by shard, each shard's owner, what each worker was last
         # told it owns, and the assignments still to be sent (the adapter takes them).
@@ -220,7 +234,8 @@ class PoolCore:
         shard_apps: Iterable[int] = (),
     ) -> tuple[list[tuple[bytes, Pending]], list[Pending]]:
         """A worker's Ready. A repeat of the current registration only refreshes it; a new
-        one (`gen` differs) fails over what the worker held (it will not answer those).
+        one (`gen` differs) places again, at once, what the old one held (it will not
+        answer those): on the new registration itself where routing says so.
         Raises IdentityInUse when a live worker registered `ident` with another key, and
         ShardCountMismatch when its store's shard count differs from the pool's."""
         moved: list[tuple[bytes, Pending]] = []
@@ -241,9 +256,17 @@ class PoolCore:
                 f"worker {worker_id} has store.shards = {shards}, the pool's workers have "
                 f"{self.shards}: every worker must use the same store layout"
             )
-        if old is not None:
-            moved, failed = self.drop(ident, now)
-            self.counters.workers_dropped -= 1  # a re-registration is not a loss
+        # Its old registration, or an earlier incarnation of it under another identity (a
+        # restart), will not answer what it held: that is placed again once the new one is
+        # in (below), so that it can go straight to this worker (the session's ring owner,
+        # the shard's owner again) instead of a detour through another worker's Moved, a
+        # 3002 when it is the only worker, or a wait for the old one's silence.
+        gone = [old] if old is not None else self._earlier_incarnations(worker_id, ident, owner)
+        for w in gone:
+            del self.workers[w.ident]
+            self.assigned.pop(w.ident, None)
+            self.assign_out.pop(w.ident, None)
+        self.counters.workers_superseded += len(gone) - (old is not None)
         granted = max(0, credit)
         credit = min(granted, self.max_credit)
         self.workers[ident] = WorkerState(
@@ -267,7 +290,31 @@ class PoolCore:
         self.shard_apps |= sharded
         self.assigned.pop(ident, None)  # a new registration is told its shards afresh
         self._rebuild_ring()
+        for w in gone:
+            more, lost = self._place_again(w, now)
+            moved += more
+            failed += lost
         return moved, failed
+
+    def _earlier_incarnations(
+        self, worker_id: str, ident: bytes, owner: bytes
+    ) -> list[WorkerState]:
+        """Live registrations of an earlier incarnation of `worker_id` (`<name>.<n>`, as
+        `chargegw run` names a slot's successive processes: a lower n, the same name) from
+        the same key: that process is gone, since its successor registers. Ids without an
+        incarnation are never matched (two workers given one id are a misconfiguration that
+        must not turn into each dropping the other)."""
+        name, n = _incarnation(worker_id)
+        if n < 0:
+            return []
+        return [
+            w
+            for w in self.workers.values()
+            if w.ident != ident
+            and w.owner == owner
+            and -1 < (inc := _incarnation(w.worker_id))[1] < n
+            and inc[0] == name
+        ]
 
     def drop(self, ident: bytes, now: float) -> tuple[list[tuple[bytes, Pending]], list[Pending]]:
         """A worker is gone (silent, goodbye, unreachable). Its requests go to other workers
@@ -279,6 +326,16 @@ class PoolCore:
         self.assigned.pop(ident, None)
         self.assign_out.pop(ident, None)
         self._rebuild_ring()
+        return self._place_again(w, now)
+
+    def _place_again(
+        self, w: WorkerState, now: float
+    ) -> tuple[list[tuple[bytes, Pending]], list[Pending]]:
+        """What the registration `w` (no longer in `workers`) held, placed at once on the
+        workers there now while its deadline allows (the same octets, marked as a
+        retransmission: the stores are idempotent per request); the rest is returned for a
+        3002 answer. Zombies it held are forgotten: they were answered already."""
+        ident = w.ident
         moved: list[tuple[bytes, Pending]] = []
         failed: list[Pending] = []
         for rid in sorted(w.inflight):
@@ -403,7 +460,7 @@ class PoolCore:
             self.counters.shed_fair += 1
             raise NoWorker(ResultCode.DIAMETER_TOO_BUSY, "this peer holds its share of the pool")
         if w is None:
-            if any(app in x.apps and not x.draining for x in self.workers.values()):
+            if app in self._serving:  # someone serves it, busy: 3004 (a set, not a scan)
                 self.counters.shed_busy += 1
                 raise NoWorker(ResultCode.DIAMETER_TOO_BUSY, "no worker has a free slot")
             self.counters.no_worker += 1
@@ -446,10 +503,14 @@ class PoolCore:
 
     # Shards ---------------------------------------------------------------------------
 
-    def route_shard(self, app: int, session_id: bytes, subscription: bytes | None) -> int:
+    def route_shard(
+        self, app: int, session_id: bytes, subscription: bytes | None, *, remember: bool = True
+    ) -> int:
         """The shard a request is routed by (-1 when `app` is not sharded): the one
         remembered for its Session-Id (the session's account lives there), else that of its
-        first Subscription-Id-Data, else that of its Session-Id; remembered for the session."""
+        first Subscription-Id-Data, else that of its Session-Id; remembered for the session
+        unless `remember` is False (a session's first request that is also its last, such as
+        an event: the route would be dropped when it is answered, or shed, anyway)."""
         n = self.shards
         if not n or app not in self.shard_apps:
             return -1
@@ -463,7 +524,8 @@ class PoolCore:
                 self._remember(session_id, shard)
                 return shard
         shard = shard_of(subscription or session_id, n)
-        self._remember(session_id, shard)
+        if remember:
+            self._remember(session_id, shard)
         return shard
 
     def _remember(self, session_id: bytes, shard: int) -> None:
@@ -646,6 +708,9 @@ class PoolCore:
         self._ring_keys = [p for p, _ in points]
         self._ring_idents = [ident for _, ident in points]
         self._ring_members = len(set(self._ring_idents))
+        self._serving = frozenset(
+            a for w in self.workers.values() if not w.draining for a in w.apps
+        )
         self._reassign()
 
     # Answers and deadlines ------------------------------------------------------------

@@ -407,6 +407,7 @@ class PoolServer(OutRequests):
                 return known
             owner = _user_id(src)
             old = core.workers.get(ident)
+            before = list(core.workers)
             try:
                 moved, failed = core.register(
                     ident,
@@ -430,10 +431,19 @@ class PoolServer(OutRequests):
                 self._send_now(ident, pp.Goodbye(reason=str(exc)))
                 return known
             if old is not None and old is not core.workers.get(ident):
-                # A new registration: what was queued for the old one was failed over.
+                # A new registration: what was queued for the old one is placed again.
                 self._outbox.pop(ident, None)
+            for gone in before:
+                if gone != ident and gone not in core.workers:
+                    # An earlier incarnation of this worker (PoolCore.register): its process
+                    # is gone; what it held (what was queued for it too) is placed again below.
+                    self._outbox.pop(gone, None)
+                    self.log.warning(
+                        "worker %r replaced by its restart %s: what it held is resent",
+                        gone,
+                        m.worker_id,
+                    )
             self._send_assignments()
-            self._settle(moved, failed, "worker re-registered")
             self._reset_sent.pop(ident, None)
             if not known:
                 self.log.info(
@@ -444,10 +454,13 @@ class PoolServer(OutRequests):
                     m.credit,
                     m.apps,
                 )
-            # The acknowledgement that starts the registration on the worker's side.
+            # The acknowledgement that starts the registration on the worker's side. It goes
+            # before the requests placed again: what the old registration held may be resent
+            # to this one, and the worker drops, unapplied, requests that come before it.
             self._queue(ident, pp.Heartbeat(time.time(), gen=m.gen))
             if self.log_level is not None:
                 self._queue(ident, pp.LogLevel(self.log_level))
+            self._settle(moved, failed, "worker re-registered")
             if self.on_stats is not None:
                 self.on_stats(ident, m, now)
             return True

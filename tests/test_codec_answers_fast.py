@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from chargegw.codec import DiameterError, Message, answers, commands
+from chargegw.codec.header import HEADER
 
 VECTORS = Path(__file__).resolve().parents[2] / "shared" / "vectors"
 
@@ -80,3 +81,58 @@ def test_an_error_message_that_will_not_encode_still_gets_an_answer() -> None:
     m = Message.decode(answers.error_answer(raw, err, "gw.example", "example"))
     assert m.get("Result-Code") == 3008 and m.get("Session-Id") == "gw;1;2"
     assert m.get("Error-Message") == "bad value \\udcff in the request"
+
+
+def _avp(name: str, data: bytes, *, vendor: int | None = None, flags: int = 0x40) -> bytes:
+    """One AVP by dictionary name, assembled by hand so that its flags (a V bit on a base
+    AVP) and data (the Proxy-Info code's octets inside another value) can be odd."""
+    code = answers.get_dictionary().avp(name).code
+    head = code.to_bytes(4, "big")
+    if vendor is not None:
+        n = 12 + len(data)
+        head += bytes([flags | 0x80]) + n.to_bytes(3, "big") + vendor.to_bytes(4, "big")
+    else:
+        n = 8 + len(data)
+        head += bytes([flags]) + n.to_bytes(3, "big")
+    return head + data + b"\0" * (-n % 4)
+
+
+def _proxy(host: bytes, state: bytes) -> bytes:
+    return _avp("Proxy-Info", _avp("Proxy-Host", host) + _avp("Proxy-State", state))
+
+
+PROXY_CODE = answers.get_dictionary().avp("Proxy-Info").code.to_bytes(4, "big")
+_PIECES = {
+    "sid": lambda s: _avp("Session-Id", s),
+    "sid_vendor": lambda s: _avp("Session-Id", s, vendor=10415),
+    "proxy": lambda s: _proxy(b"p.example", s),
+    "proxy_vendor": lambda s: _avp("Proxy-Info", s, vendor=10415),
+    "code_in_data": lambda s: _avp("Origin-Host", s + PROXY_CODE + s),  # a false alarm
+    "other": lambda s: _avp("Origin-Realm", s),
+    "short": lambda s: b"\0\0\1\7\x40\0\0\4",  # length below a header: the walk stops
+}
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(sorted(_PIECES)), st.binary(min_size=0, max_size=9)),
+        max_size=6,
+    ),
+    st.integers(0, 3),
+)
+def test_fast_equals_general_builder_wherever_session_id_and_proxy_info_are(
+    pieces: list[tuple[str, bytes]], cut: int
+) -> None:
+    """The fast answer takes a first-place Session-Id without a walk and skips the walk when
+    the Proxy-Info code's octets are absent: wherever the two AVPs are (first or not,
+    V-flagged, after a malformed AVP, their code in another value), it equals the general
+    builder's answer."""
+    body = b"".join(_PIECES[k](s) for k, s in pieces)
+    body = body[: len(body) - cut] if cut < len(body) else body
+    raw = HEADER.pack(0x01000000 | (20 + len(body)), 0xC0 << 24 | 272, 4, 7, 9) + body  # a CCR
+    err = DiameterError(3004, "busy")
+    fast, general = answers.error_answer(raw, err, "gw.example", "example"), slow(raw, err)
+    pads = padding(fast)
+    assert all(fast[i] == 0 for i in pads)
+    assert bytes(0 if i in pads else b for i, b in enumerate(general)) == fast

@@ -74,3 +74,24 @@ def test_a_first_request_answered_2001_keeps_its_route() -> None:
     send(pair, 2, e2e=6)  # a CCR-U: routed by it, not fresh
     (p,) = gw.core.pending.values()
     assert p.route == 0 and p.shard == next(iter(gw.core.session_routes.values()))
+
+
+def test_an_event_is_routed_by_its_subscription_without_learning_a_route() -> None:
+    """A CCR-E is its session's first and last request: routed by its Subscription-Id, it
+    is not remembered while placed (the route would be dropped at its answer) nor, shed,
+    remembered and forgotten again: under overload most events are shed."""
+    pair, gw = gateway(free=1)
+    realm = shedbench._config().identity.origin_realm
+    m = make_ccr("client.localdomain", "localdomain", realm, session_id="c;e;1", request_type=4)
+    m.set("Subscription-Id", [{"subscription_id_type": 0, "subscription_id_data": "4670001"}])
+    m.hop_by_hop, m.end_to_end = 1, 9
+    lb = pair.lb
+    pair.b.handle(lb.machine, lb.machine.receive_data(lb, m.encode(), pair.now), pair.now)
+    (p,) = gw.core.pending.values()
+    assert p.shard == gw.core.route_shard(4, b"other", b"4670001", remember=False)
+    assert not gw.core.session_routes  # nothing learnt while it is placed
+    m.end_to_end = 10  # another event, the worker now full: shed
+    pair.b.handle(lb.machine, lb.machine.receive_data(lb, m.encode(), pair.now), pair.now)
+    assert Message.decode(lb.data_to_send()[-1]).get("Result-Code") == 3004
+    _answer(gw, 2001)
+    assert not gw.core.session_routes and not gw.core.old_routes

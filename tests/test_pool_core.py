@@ -163,7 +163,7 @@ def _sid_owned_by(c: PoolCore, ident: bytes) -> str:
     return next(s for s in (f"s{i}" for i in range(1000)) if c.owner(s) == ident)
 
 
-def test_reregistration_with_new_gen_fails_over_same_gen_refreshes() -> None:
+def test_reregistration_with_new_gen_resends_to_it_same_gen_refreshes() -> None:
     c = core()
     reg(c, "a", 4, gen=1)
     reg(c, "b", 4, gen=1)
@@ -173,7 +173,7 @@ def test_reregistration_with_new_gen_fails_over_same_gen_refreshes() -> None:
         app=APP,
         cmd=1,
         session_id=_sid_owned_by(c, b"a"),
-        raw=b"",
+        raw=b"ccr octets",
         now=0.0,
         wall_now=0.0,
     )
@@ -181,9 +181,46 @@ def test_reregistration_with_new_gen_fails_over_same_gen_refreshes() -> None:
     assert (moved, failed) == ([], [])
     assert p.id in c.workers[b"a"].inflight
     moved, failed = c.register(b"a", worker_id="a", credit=4, apps=[APP], now=1.0, gen=2)
-    assert [q.id for _, q in moved] == [p.id]
-    assert c.workers[b"a"].available == 4 and not c.workers[b"a"].inflight
-    assert c.counters.workers_dropped == 0
+    # Resent at once to the new registration (the session's ring owner), not via "b":
+    # the same octets, marked as a retransmission, holding one slot of the new credit.
+    assert moved == [(b"a", p)] and failed == []
+    assert p.raw == b"ccr octets" and p.retransmit and p.placed == 2
+    assert c.workers[b"a"].available == 3 and c.workers[b"a"].inflight == {p.id}
+    assert c.workers[b"b"].available == 4
+    assert c.counters.workers_dropped == 0 and c.counters.resent == 1
+    assert c.answer(b"a", p.id) is p  # the new registration's answer is the one delivered
+    assert c.workers[b"a"].available == 4
+
+
+def test_the_only_worker_reregistering_gets_what_it_held_again_not_3002() -> None:
+    """A worker alone in the pool re-registers (Reset, or it took the gateway for silent):
+    what its old registration held goes to the new one at once; it was answered 3002 (there
+    was nobody else to take it while the old registration was out)."""
+    c = core()
+    reg(c, "a", 4, gen=1)
+    ps = [place(c, f"s{i}") for i in range(3)]
+    moved, failed = c.register(b"a", worker_id="a", credit=4, apps=[APP], now=1.0, gen=2)
+    assert failed == [] and [q.id for _, q in moved] == [q.id for q in ps]
+    assert all(ident == b"a" for ident, _ in moved)
+    assert set(c.pending) == {q.id for q in ps} and c.counters.failed_over_lost == 0
+    assert c.workers[b"a"].available == 1
+
+
+def test_reregistration_with_less_credit_resends_what_fits_and_answers_the_rest() -> None:
+    c = core()
+    reg(c, "a", 4, gen=1)
+    ps = [place(c, f"s{i}") for i in range(3)]
+    moved, failed = c.register(b"a", worker_id="a", credit=1, apps=[APP], now=1.0, gen=2)
+    assert len(moved) == 1 and [q.id for q in failed] == [q.id for q in ps[1:]]
+    assert c.workers[b"a"].available == 0 and not c.pending.keys() - {moved[0][1].id}
+
+
+def test_a_reregistration_past_the_deadline_answers_what_it_held() -> None:
+    c = core(deadline=1.0)
+    reg(c, "a", 4, gen=1)
+    p = place(c, "s")
+    moved, failed = c.register(b"a", worker_id="a", credit=4, apps=[APP], now=2.0, gen=2)
+    assert moved == [] and failed == [p] and not c.pending
 
 
 def test_silent_workers_and_draining() -> None:
@@ -282,3 +319,70 @@ def test_pool_errors_are_diameter_errors() -> None:
     err = OutRequestFailed(ResultCode.DIAMETER_COMMAND_UNSUPPORTED, "not RAR")
     assert isinstance(err, DiameterError) and err.e_bit
     assert (err.result_code, err.reason) == (3001, "not RAR")
+
+
+def test_a_restarted_worker_replaces_its_earlier_incarnation_at_once() -> None:
+    """`chargegw run` names a slot's processes `<name>.<n>`: when `host-w0.2` registers under
+    a new identity, `host-w0.1` is gone, and what it held is resent at once (here to its
+    successor, the only worker left) instead of waiting for its heartbeat silence."""
+    c = core()
+    c.register(b"id-1", worker_id="host-w0.1", credit=4, apps=[APP], now=0.0, gen=1)
+    c.register(b"other", worker_id="host-w1.1", credit=0, apps=[APP], now=0.0, gen=1)
+    ps = [place(c, f"s{i}") for i in range(3)]
+    assert {p.worker for p in ps} == {b"id-1"}
+    moved, failed = c.register(b"id-2", worker_id="host-w0.2", credit=4, apps=[APP], now=1.0)
+    assert failed == [] and sorted(q.id for _, q in moved) == sorted(p.id for p in ps)
+    assert all(ident == b"id-2" for ident, _ in moved) and all(p.retransmit for p in ps)
+    assert set(c.workers) == {b"id-2", b"other"}
+    assert c.counters.workers_superseded == 1 and c.counters.workers_dropped == 0
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "owners"),
+    [
+        ("w", "w", (b"", b"")),  # one id given to two workers: not a restart
+        ("host-w0.2", "host-w0.1", (b"", b"")),  # an older incarnation comes late
+        ("host-w0.1", "host-w0.2", (b"key-a", b"key-b")),  # another key's worker
+        ("host-w0.1", "host-w1.2", (b"", b"")),  # another slot
+        ("x.1", "x.\u00b2", (b"", b"")),  # a digit int() does not read
+        ("x.1", "x." + "9" * 5000, (b"", b"")),  # beyond int()'s digit limit
+    ],
+    ids=["same-id", "older-late", "other-key", "other-slot", "superscript", "huge"],
+)
+def test_only_a_later_incarnation_from_the_same_key_replaces_a_worker(
+    first: str, second: str, owners: tuple[bytes, bytes]
+) -> None:
+    c = core()
+    c.register(b"id-1", worker_id=first, credit=4, apps=[APP], now=0.0, owner=owners[0])
+    p = place(c, "s")
+    moved, failed = c.register(
+        b"id-2", worker_id=second, credit=4, apps=[APP], now=1.0, owner=owners[1]
+    )
+    assert (moved, failed) == ([], []) and set(c.workers) == {b"id-1", b"id-2"}
+    assert c.pending[p.id].worker == b"id-1" and c.counters.workers_superseded == 0
+
+
+def test_refused_3004_while_a_live_worker_serves_the_app_else_3002() -> None:
+    """The 3004/3002 choice follows membership: full workers that serve the application mean
+    busy (3004); only draining ones, or none left, mean nobody serves it (3002)."""
+    c = core()
+    reg(c, "a", 1)
+    place(c, "s1")
+    with pytest.raises(NoWorker) as exc:
+        place(c, "s2")
+    assert exc.value.result_code == ResultCode.DIAMETER_TOO_BUSY
+    with pytest.raises(NoWorker) as exc:
+        place(c, "s3", app=APP + 1)  # an application nobody serves
+    assert exc.value.result_code == ResultCode.DIAMETER_UNABLE_TO_DELIVER
+    c.set_draining(b"a")
+    with pytest.raises(NoWorker) as exc:
+        place(c, "s4")
+    assert exc.value.result_code == ResultCode.DIAMETER_UNABLE_TO_DELIVER
+    reg(c, "b", 0)  # serves it, no credit: busy again
+    with pytest.raises(NoWorker) as exc:
+        place(c, "s5")
+    assert exc.value.result_code == ResultCode.DIAMETER_TOO_BUSY
+    c.drop(b"b", 1.0)
+    with pytest.raises(NoWorker) as exc:
+        place(c, "s6")
+    assert exc.value.result_code == ResultCode.DIAMETER_UNABLE_TO_DELIVER

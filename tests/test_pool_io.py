@@ -346,6 +346,29 @@ async def test_unknown_worker_gets_reset_and_reregisters(tmp_path: Path) -> None
 
 
 @aio
+async def test_a_reregistering_worker_gets_what_it_held_again_at_once(tmp_path: Path) -> None:
+    """The only worker registers again (a new gen) while it holds requests: they are resent
+    to its new registration at once, after the acknowledgement that starts it (a request
+    before it would be dropped unapplied as the old registration's, and wait out the
+    deadline), and answered 2001 long before the deadline; none is answered twice."""
+    async with pool(tmp_path, deadline=3.0) as (gw, ws):
+        rt = ws.start(make_worker([gw.endpoint], [slow(0.2)], wid="w"))
+        await until(lambda: len(gw.core.workers) == 1, what="registration")
+        for i in range(5):
+            gw.submit(make_request(i))
+        await until(lambda: rt.links[0].received == 5, what="the worker holds them")
+        t0 = time.monotonic()
+        rt._reregister(0, "test: as if the gateway had gone silent")
+        await until(lambda: gw.total() == 5, timeout=2.5, what="answers before the deadline")
+        assert gw.errors == []
+        assert all(int(m.get("Result-Code")) == 2001 for m in gw.answers.values())
+        assert gw.core.counters.resent == 5 and rt.links[0].stale == 0
+        assert max(gw.answered_at.values()) - t0 < 1.5
+        w = gw.core.workers[b"w"]
+        await until(lambda: w.available == w.credit, what="every slot back")
+
+
+@aio
 async def test_worker_initiated_request(tmp_path: Path) -> None:
     seen: list[tuple[str, float, int]] = []
 

@@ -87,6 +87,25 @@ def test_same_worker_id_gets_its_shards_back_after_a_restart() -> None:
     assert sorted(s for s, o in owners(core).items() if o == b"w2-new") == mine
 
 
+def test_a_shard_owner_reregistering_gets_its_requests_back_directly() -> None:
+    """The owner of a shard re-registers (a new gen): it owns the shard again at once, so
+    what it held goes straight to its new registration; no other worker is told it owns
+    the shard meanwhile (it would refuse with Moved: a detour and a placement used up)."""
+    core = core_with("w1", "w2")
+    sub = next(f"4680{i:04}".encode() for i in range(1000)
+               if core.shard_owner(shard_of(f"4680{i:04}".encode(), N)) == b"w1")  # fmt: skip
+    p = place(core, b"s1", sub)
+    assert p.worker == b"w1"
+    core.take_assignments()
+    moved, failed = core.register(
+        b"w1", worker_id="w1", credit=8, apps=[APP], now=1.0, gen=1, shards=N, shard_apps=[APP]
+    )
+    assert moved == [(b"w1", p)] and failed == [] and p.placed == 2
+    told = core.take_assignments()
+    assert b"w2" not in told  # its set never changed
+    assert told[b"w1"] == sorted(s for s, o in owners(core).items() if o == b"w1")
+
+
 def test_route_by_subscription_then_remembered_session_then_session_hash() -> None:
     core = core_with("w1", "w2")
     assert core.route_shard(APP, b"s1", b"46800001") == shard_of(b"46800001", N)
