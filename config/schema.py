@@ -255,7 +255,10 @@ class Pool(_Base):
     bind: list[str] = []
     deadline: float = 4.0  # seconds a request may take before the gateway answers it
     heartbeat_interval: float = 1.0
-    heartbeat_timeout: float = 3.0  # silence after which a worker is dropped
+    # Silence after which a worker is dropped and what it held is sent to another worker.
+    # Keep it below `deadline` (the gateway warns otherwise): a silent worker's requests
+    # would reach their deadline (3002) before it is declared gone.
+    heartbeat_timeout: float = 3.0
     max_credit: int = 4096  # cap on what one worker may grant (bounds the in-flight map)
     drain_timeout: float = 5.0  # graceful shutdown: bound on draining in-flight requests
     vnodes: int = 64  # consistent-hash points per worker

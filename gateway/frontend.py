@@ -170,6 +170,14 @@ class Gateway:
             log=log,
             **pool_options(config),
         )
+        if config.pool.heartbeat_timeout >= config.pool.deadline:
+            log.warning(
+                "pool.heartbeat_timeout (%g s) is not below pool.deadline (%g s): the requests"
+                " held by a worker that falls silent will be answered 3002 at their deadline"
+                " before the worker is declared gone and they can be sent to another",
+                config.pool.heartbeat_timeout,
+                config.pool.deadline,
+            )
         self.app_ids = [a.app_id for a in config.applications]
         for app_id in self.app_ids:
             self.node.add_raw_handler(app_id, self._handle)

@@ -408,3 +408,17 @@ def test_front_end_forwards_from_the_nodes_peek_and_parses_a_request_once(
     ]
     assert pair.lb.data_to_send() == []  # forwarded: the worker answers, not the Node
     gw.pool.close(goodbye=False)
+
+
+def test_a_heartbeat_timeout_not_below_the_deadline_is_warned_about(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A silent worker's requests are resent only once it is declared gone: with
+    heartbeat_timeout >= deadline they would all reach their deadline (3002) first."""
+    with caplog.at_level("WARNING", logger="chargegw"):
+        Gateway(config(tmp_path, deadline=4.0, heartbeat_timeout=5.0))
+    assert any("heartbeat_timeout" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="chargegw"):
+        Gateway(config(tmp_path / "ok", deadline=4.0, heartbeat_timeout=3.0))
+    assert not any("heartbeat_timeout" in r.getMessage() for r in caplog.records)
