@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import ctypes
 import logging
 import os
 import re
@@ -460,8 +461,19 @@ __all__ = [
 
 
 def run_loop(coro: Coroutine[Any, Any, T]) -> T:
-    """Run on the peer layer's loop choice: uvloop when installed, unless CHARGEGW_UVLOOP=0."""
-    return peer_loop.run(coro)
+    """Run on the peer layer's loop choice (uvloop when installed, unless CHARGEGW_UVLOOP=0),
+    with the memory housekeeping (`MemoryKeeper`) beside it: every long-running command
+    (gateway, launcher, worker, relay) comes through here."""
+
+    async def main() -> T:
+        keeper = MemoryKeeper.from_env()
+        task = asyncio.get_running_loop().create_task(keeper.run(), name="chargegw-memory")
+        try:
+            return await coro
+        finally:
+            task.cancel()
+
+    return peer_loop.run(main())
 
 
 def install_signals(stop: asyncio.Event, reload: Callable[[], None] | None = None) -> None:
@@ -489,3 +501,170 @@ def watch_parent(parent_pid: int, stop: asyncio.Event, *, every: float = 1.0) ->
             loop.call_later(every, check)
 
     loop.call_later(every, check)
+
+
+# Memory housekeeping --------------------------------------------------------------------
+#
+# glibc's malloc hands freed memory back to the kernel only from the top of each heap, and
+# only once more than M_TRIM_THRESHOLD is free there; that threshold rises with every large
+# block freed (up to 64 MiB), and the heaps of other threads (ZeroMQ's I/O threads) are
+# trimmed by their own rules. A burst (a load stall releasing a backlog) therefore leaves a
+# process holding, free but resident, what the burst took: its RSS ratchets up at each burst
+# with nothing live behind it. `malloc_trim(0)` returns the free pages of every heap. The
+# keeper calls it when the process's anonymous memory has grown by more than TRIM_STEP since
+# the last trim while the heaps hold more than TRIM_STEP free (checked every TRIM_EVERY
+# seconds): a burst's leftovers go back within seconds, and a steady process (whose RSS does
+# not move) is never made to fault its pages back. RSS, not the free figure alone, decides:
+# trimmed pages still count as free to malloc, so a fragmented heap would otherwise be
+# trimmed at every check.
+
+TRIM_EVERY = 5.0  # seconds between two checks of the heap
+TRIM_STEP = 4 << 20  # bytes of RssAnon growth (and of free heap) worth a trim
+ENV_MEMLOG = "CHARGEGW_MEMLOG"  # a directory: each process appends its memory figures there
+ENV_MALLOC_TRIM = "CHARGEGW_MALLOC_TRIM"  # "0": never trim (to compare)
+
+
+class _Mallinfo2(ctypes.Structure):
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in (
+            "arena",  # bytes the heaps took from the kernel (sbrk and thread heaps)
+            "ordblks",
+            "smblks",
+            "hblks",
+            "hblkhd",  # bytes in blocks mmap'd on their own
+            "usmblks",
+            "fsmblks",
+            "uordblks",  # bytes in use in the heaps
+            "fordblks",  # bytes free in the heaps
+            "keepcost",  # of those, at the top of the main heap
+        )
+    ]
+
+
+_GLIBC: list[Any] = []  # [CDLL or None], resolved once
+
+
+def _glibc() -> Any:
+    """The C library when it is glibc with mallinfo2 and malloc_trim (2.33+), else None
+    (musl, macOS: nothing to do; their allocators return memory by their own rules)."""
+    if not _GLIBC:
+        lib: Any = None
+        try:
+            c = ctypes.CDLL(None)
+            if all(hasattr(c, f) for f in ("gnu_get_libc_version", "mallinfo2", "malloc_trim")):
+                c.mallinfo2.restype = _Mallinfo2
+                c.malloc_trim.argtypes = [ctypes.c_size_t]
+                c.malloc_trim.restype = ctypes.c_int
+                lib = c
+        except OSError:
+            pass
+        _GLIBC.append(lib)
+    return _GLIBC[0]
+
+
+def heap_figures() -> dict[str, int]:
+    """glibc's view of the heap (bytes), {} elsewhere: taken, mmap'd, in use, free."""
+    c = _glibc()
+    if c is None:
+        return {}
+    mi = c.mallinfo2()
+    return {
+        "heap": int(mi.arena),
+        "mmap": int(mi.hblkhd),
+        "used": int(mi.uordblks),
+        "free": int(mi.fordblks),
+    }
+
+
+def trim_heap() -> bool:
+    """Hand the heaps' free pages back to the kernel (glibc's malloc_trim(0)); False where
+    there is no glibc (nothing done)."""
+    c = _glibc()
+    if c is None:
+        return False
+    c.malloc_trim(0)
+    return True
+
+
+def rss_kb(field: str = "RssAnon") -> int:
+    """This process's resident memory of one kind, in KiB (0 where /proc has no such line)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+class MemoryKeeper:
+    """Every `every` seconds: when RssAnon has grown by more than `step` bytes since the last
+    trim (or the start) and the heaps hold more than `step` free bytes, trim them.
+    With `memlog` (a directory), append one JSON line per check to mem-<pid>.jsonl there:
+    RssAnon before and after, glibc's figures, Python's allocated blocks (a leak of Python
+    objects grows those; the allocator keeping freed memory grows only `free`)."""
+
+    def __init__(
+        self,
+        every: float = TRIM_EVERY,
+        step: int = TRIM_STEP,
+        *,
+        trim: bool = True,
+        memlog: str | None = None,
+    ) -> None:
+        self.every = every
+        self.step = step
+        self.base_kb = 0  # RssAnon right after the last trim (0: none yet)
+        self.trim = trim and _glibc() is not None
+        self.memlog = memlog
+        self.trims = 0
+        self._t0 = time.monotonic()
+
+    @classmethod
+    def from_env(cls) -> MemoryKeeper:
+        off = ("0", "false", "no", "off")
+        trim = os.environ.get(ENV_MALLOC_TRIM, "1").strip().lower() not in off
+        return cls(trim=trim, memlog=os.environ.get(ENV_MEMLOG) or None)
+
+    def check(self) -> dict[str, Any]:
+        """One check: trim when worth it; what was seen (and done)."""
+        heap = heap_figures()
+        anon = rss_kb()
+        doc: dict[str, Any] = {}
+        if self.memlog:
+            doc = {
+                "t": round(time.monotonic() - self._t0, 1),
+                "role": _role(),
+                "anon_kb": anon,
+                "py_blocks": sys.getallocatedblocks(),
+                **heap,
+            }
+        grown = (anon - self.base_kb) * 1024 > self.step
+        if self.trim and grown and heap.get("free", 0) > self.step:
+            trim_heap()
+            self.trims += 1
+            self.base_kb = rss_kb()
+            if doc:
+                doc["trimmed"] = True
+                doc["anon_after_kb"] = self.base_kb
+        elif not self.base_kb or anon < self.base_kb:
+            self.base_kb = anon  # the process gave memory back by itself: a lower baseline
+        if doc and self.memlog:
+            try:
+                with open(os.path.join(self.memlog, f"mem-{os.getpid()}.jsonl"), "ab") as f:
+                    f.write(orjson.dumps(doc) + b"\n")
+            except OSError:
+                pass
+        return doc
+
+    async def run(self) -> None:
+        if not (self.trim or self.memlog):
+            return
+        while True:
+            await asyncio.sleep(self.every)
+            try:
+                self.check()
+            except Exception:
+                log.exception("memory housekeeping failed")

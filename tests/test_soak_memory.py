@@ -1,0 +1,79 @@
+"""The memory housekeeping every long-running process runs (chargegw.process.MemoryKeeper).
+
+A burst leaves glibc's heaps holding free but resident memory; the keeper hands it back
+once RssAnon has grown by a step, and leaves a process whose RSS does not move alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from chargegw import process
+from chargegw.config import load_config
+from chargegw.process import MemoryKeeper, heap_figures, rss_kb
+
+glibc = pytest.mark.skipif(process._glibc() is None, reason="needs glibc (malloc_trim, mallinfo2)")
+STEP = 4 << 20
+
+
+def _burst(mib: int) -> list[bytearray]:
+    """Take `mib` MiB of the glibc heap in blocks Python does not pool (> 512 bytes) nor mmap
+    (< 128 KiB), and free all but every 64th: the heap keeps the rest free, resident."""
+    blocks = [bytearray(b"x" * 4000) for _ in range(mib * 256)]
+    return blocks[::64]
+
+
+@glibc
+def test_a_burst_is_handed_back_and_a_steady_process_is_left_alone() -> None:
+    keeper = MemoryKeeper(step=STEP)
+    keeper.check()  # the baseline (a trim, if the process already held much free heap)
+    trims = keeper.trims
+    kept = _burst(64)
+    free, before = heap_figures()["free"], rss_kb()
+    assert free > 32 << 20  # the burst's blocks are free in the heap ...
+    keeper.check()
+    after = rss_kb()
+    assert keeper.trims == trims + 1
+    assert before - after > 32 << 10  # ... and more than half of them left RssAnon (KiB)
+    assert keeper.base_kb == after
+    for _ in range(3):  # nothing grew since: no trim, however much the heap calls free
+        keeper.check()
+    assert keeper.trims == trims + 1
+    assert len(kept) == 64 * 256 // 64
+
+
+@glibc
+def test_no_trim_when_switched_off_and_the_memlog_says_what_it_saw(tmp_path: Path) -> None:
+    keeper = MemoryKeeper(step=STEP, trim=False, memlog=str(tmp_path))
+    kept = _burst(32)
+    doc = keeper.check()
+    assert keeper.trims == 0 and "trimmed" not in doc
+    assert doc["free"] > 16 << 20 and doc["anon_kb"] > 0 and doc["py_blocks"] > 0
+    line = (tmp_path / f"mem-{os.getpid()}.jsonl").read_text().splitlines()[-1]
+    assert json.loads(line)["free"] == doc["free"]
+    del kept
+
+
+def test_without_glibc_nothing_is_done(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(process, "_GLIBC", [None])
+    keeper = MemoryKeeper(step=0)
+    assert heap_figures() == {} and not process.trim_heap()
+    assert keeper.check() == {} and keeper.trims == 0
+    asyncio.run(asyncio.wait_for(keeper.run(), 1))  # returns at once: nothing to keep
+
+
+def test_env_switches(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv(process.ENV_MALLOC_TRIM, "0")
+    monkeypatch.setenv(process.ENV_MEMLOG, str(tmp_path))
+    keeper = MemoryKeeper.from_env()
+    assert not keeper.trim and keeper.memlog == str(tmp_path)
+    monkeypatch.delenv(process.ENV_MALLOC_TRIM)
+    assert MemoryKeeper.from_env().trim == (process._glibc() is not None)
+    # process switches, not config keys: a config still loads with them set
+    env = {process.ENV_MALLOC_TRIM: "0", process.ENV_MEMLOG: str(tmp_path)}
+    assert load_config(None, env=env).pool.deadline > 0
