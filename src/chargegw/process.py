@@ -465,6 +465,9 @@ def run_loop(coro: Coroutine[Any, Any, T]) -> T:
     with the memory housekeeping (`MemoryKeeper`) beside it: every long-running command
     (gateway, launcher, worker, relay) comes through here."""
 
+    if malloc_tuning_wanted():
+        tune_malloc()
+
     async def main() -> T:
         keeper = MemoryKeeper.from_env()
         task = asyncio.get_running_loop().create_task(keeper.run(), name="chargegw-memory")
@@ -505,23 +508,35 @@ def watch_parent(parent_pid: int, stop: asyncio.Event, *, every: float = 1.0) ->
 
 # Memory housekeeping --------------------------------------------------------------------
 #
-# glibc's malloc hands freed memory back to the kernel only from the top of each heap, and
-# only once more than M_TRIM_THRESHOLD is free there; that threshold rises with every large
-# block freed (up to 64 MiB), and the heaps of other threads (ZeroMQ's I/O threads) are
-# trimmed by their own rules. A burst (a load stall releasing a backlog) therefore leaves a
-# process holding, free but resident, what the burst took: its RSS ratchets up at each burst
-# with nothing live behind it. `malloc_trim(0)` returns the free pages of every heap. The
-# keeper calls it when the process's anonymous memory has grown by more than TRIM_STEP since
-# the last trim while the heaps hold more than TRIM_STEP free (checked every TRIM_EVERY
-# seconds): a burst's leftovers go back within seconds, and a steady process (whose RSS does
-# not move) is never made to fault its pages back. RSS, not the free figure alone, decides:
-# trimmed pages still count as free to malloc, so a fragmented heap would otherwise be
-# trimmed at every check.
+# glibc's malloc maps a big block on its own (and unmaps it when freed) only while the block
+# is above M_MMAP_THRESHOLD, and that threshold rises to the size of every mapped block freed
+# (up to 32 MiB), the trim threshold with it (twice that). A process whose big blocks are
+# re-allocated now and then (a dict of 100,000 entries re-sizes its ~10 MiB table under
+# churn: the duplicate cache) soon has them in its heap, where a freed one stays resident,
+# and its heaps are handed back to the kernel only from their top. A burst (a load stall
+# releasing a backlog) leaves the same behind. The RSS then ratchets up in steps with nothing
+# live behind it. So every long-running process (`run_loop`):
+#
+# - pins the mmap threshold at MMAP_THRESHOLD (`tune_malloc`): a block of 1 MiB or more is
+#   always mapped on its own and unmapped when freed (glibc then no longer moves the trim
+#   threshold either: the top of a heap goes back past 128 KiB free, its default);
+# - runs a `MemoryKeeper`: every TRIM_EVERY seconds, when RssAnon has grown by more than
+#   TRIM_STEP since the last trim and the heaps hold more than TRIM_STEP free,
+#   `malloc_trim(0)` returns the free pages of every heap (the middle of a heap, and the
+#   heaps of other threads: ZeroMQ's). A steady process, whose RSS does not move, is never
+#   made to fault its pages back; RSS decides, not the free figure alone, because trimmed
+#   pages still count as free to malloc.
+#
+# Neither applies without glibc (musl, macOS), nor when MALLOC_MMAP_THRESHOLD_ (glibc's own
+# switch) is set, nor with CHARGEGW_MALLOC_TRIM=0.
 
-TRIM_EVERY = 5.0  # seconds between two checks of the heap
+TRIM_EVERY = 1.0  # seconds between two checks (a check reads /proc/self/status)
 TRIM_STEP = 4 << 20  # bytes of RssAnon growth (and of free heap) worth a trim
+MMAP_THRESHOLD = 1 << 20  # blocks this big are mapped on their own, whatever was freed before
+_M_MMAP_THRESHOLD = -3  # mallopt's parameter number (malloc.h)
 ENV_MEMLOG = "CHARGEGW_MEMLOG"  # a directory: each process appends its memory figures there
-ENV_MALLOC_TRIM = "CHARGEGW_MALLOC_TRIM"  # "0": never trim (to compare)
+ENV_MALLOC_TRIM = "CHARGEGW_MALLOC_TRIM"  # "0": leave glibc's malloc to its defaults
+_OFF = ("0", "false", "no", "off")
 
 
 class _Mallinfo2(ctypes.Structure):
@@ -546,21 +561,39 @@ _GLIBC: list[Any] = []  # [CDLL or None], resolved once
 
 
 def _glibc() -> Any:
-    """The C library when it is glibc with mallinfo2 and malloc_trim (2.33+), else None
-    (musl, macOS: nothing to do; their allocators return memory by their own rules)."""
+    """The C library when it is glibc with mallinfo2, malloc_trim and mallopt (2.33+), else
+    None (musl, macOS: nothing to do; their allocators return memory by their own rules)."""
     if not _GLIBC:
         lib: Any = None
         try:
             c = ctypes.CDLL(None)
-            if all(hasattr(c, f) for f in ("gnu_get_libc_version", "mallinfo2", "malloc_trim")):
+            names = ("gnu_get_libc_version", "mallinfo2", "malloc_trim", "mallopt")
+            if all(hasattr(c, f) for f in names):
                 c.mallinfo2.restype = _Mallinfo2
                 c.malloc_trim.argtypes = [ctypes.c_size_t]
                 c.malloc_trim.restype = ctypes.c_int
+                c.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+                c.mallopt.restype = ctypes.c_int
                 lib = c
         except OSError:
             pass
         _GLIBC.append(lib)
     return _GLIBC[0]
+
+
+def malloc_tuning_wanted(env: Any = None) -> bool:
+    """False when CHARGEGW_MALLOC_TRIM says 0 (or false, no, off)."""
+    env = os.environ if env is None else env
+    return str(env.get(ENV_MALLOC_TRIM, "1")).strip().lower() not in _OFF
+
+
+def tune_malloc(threshold: int = MMAP_THRESHOLD) -> bool:
+    """Pin glibc's mmap threshold (see above); False when nothing was done (no glibc, the
+    operator set MALLOC_MMAP_THRESHOLD_, or glibc refused)."""
+    c = _glibc()
+    if c is None or "MALLOC_MMAP_THRESHOLD_" in os.environ:
+        return False
+    return bool(c.mallopt(_M_MMAP_THRESHOLD, threshold) == 1)
 
 
 def heap_figures() -> dict[str, int]:
@@ -613,45 +646,52 @@ class MemoryKeeper:
         *,
         trim: bool = True,
         memlog: str | None = None,
+        log_every: float = 5.0,
     ) -> None:
         self.every = every
         self.step = step
         self.base_kb = 0  # RssAnon right after the last trim (0: none yet)
         self.trim = trim and _glibc() is not None
         self.memlog = memlog
+        self.log_every = log_every  # seconds between two memlog lines (a trim writes one too)
         self.trims = 0
         self._t0 = time.monotonic()
+        self._next_log = 0.0
 
     @classmethod
     def from_env(cls) -> MemoryKeeper:
-        off = ("0", "false", "no", "off")
-        trim = os.environ.get(ENV_MALLOC_TRIM, "1").strip().lower() not in off
-        return cls(trim=trim, memlog=os.environ.get(ENV_MEMLOG) or None)
+        return cls(trim=malloc_tuning_wanted(), memlog=os.environ.get(ENV_MEMLOG) or None)
 
     def check(self) -> dict[str, Any]:
-        """One check: trim when worth it; what was seen (and done)."""
-        heap = heap_figures()
+        """One check: trim when worth it; what was seen and done ({} when nothing was
+        worth a look nor a memlog line)."""
         anon = rss_kb()
-        doc: dict[str, Any] = {}
-        if self.memlog:
-            doc = {
-                "t": round(time.monotonic() - self._t0, 1),
-                "role": _role(),
-                "anon_kb": anon,
-                "py_blocks": sys.getallocatedblocks(),
-                **heap,
-            }
-        grown = (anon - self.base_kb) * 1024 > self.step
-        if self.trim and grown and heap.get("free", 0) > self.step:
+        grown = self.trim and (anon - self.base_kb) * 1024 > self.step
+        now = time.monotonic()
+        log_now = bool(self.memlog) and now >= self._next_log
+        if not (grown or log_now):
+            if not self.base_kb or anon < self.base_kb:
+                self.base_kb = anon  # gave memory back by itself: a lower baseline
+            return {}
+        heap = heap_figures()
+        doc: dict[str, Any] = {
+            "t": round(now - self._t0, 1),
+            "role": _role(),
+            "anon_kb": anon,
+            "py_blocks": sys.getallocatedblocks(),
+            **heap,
+        }
+        if grown and heap.get("free", 0) > self.step:
             trim_heap()
             self.trims += 1
             self.base_kb = rss_kb()
-            if doc:
-                doc["trimmed"] = True
-                doc["anon_after_kb"] = self.base_kb
+            doc["trimmed"] = True
+            doc["anon_after_kb"] = self.base_kb
+            log_now = bool(self.memlog)
         elif not self.base_kb or anon < self.base_kb:
-            self.base_kb = anon  # the process gave memory back by itself: a lower baseline
-        if doc and self.memlog:
+            self.base_kb = anon
+        if log_now and self.memlog:
+            self._next_log = now + self.log_every
             try:
                 with open(os.path.join(self.memlog, f"mem-{os.getpid()}.jsonl"), "ab") as f:
                     f.write(orjson.dumps(doc) + b"\n")
