@@ -11,11 +11,17 @@ mean of the last minute within 10% plus 1,000 entries of the first post-warm-up 
 the load run itself reported no timeout, mismatch or lost request. Total RSS and its
 file-backed part (RssFile) are recorded too: the SQLite store maps its files (`mmap_size`),
 so a worker's RSS grows with the ledger's file while its heap stays flat.
+
+`--memlog DIR` has every process append its memory figures there every few seconds
+(CHARGEGW_MEMLOG, chargegw/process.py): RssAnon, glibc's heap (taken, mmap'd, in use, free)
+and Python's allocated blocks, with each trim of the heap. That tells a leak (blocks or
+`used` grow) from the allocator keeping freed memory (`free` grows).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -174,7 +180,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rate", type=float, default=500.0, help="sessions started per second")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--json", metavar="FILE")
+    p.add_argument("--memlog", metavar="DIR", help="each process's memory figures, there")
     a = p.parse_args(argv)
+    if a.memlog:
+        os.makedirs(a.memlog, exist_ok=True)
+        os.environ["CHARGEGW_MEMLOG"] = os.path.abspath(a.memlog)  # the gateway's children too
     with tempfile.TemporaryDirectory(prefix="chargegw-soak-") as tmp:
         r = soak(Path(tmp), a.minutes, a.rate, a.workers)
     print(

@@ -682,7 +682,9 @@ class MemoryKeeper:
             **heap,
         }
         if grown and heap.get("free", 0) > self.step:
+            t = time.perf_counter()
             trim_heap()
+            doc["trim_ms"] = round((time.perf_counter() - t) * 1000, 2)
             self.trims += 1
             self.base_kb = rss_kb()
             doc["trimmed"] = True
