@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -108,3 +109,42 @@ def test_pinned_mmap_threshold_keeps_big_blocks_out_of_the_heap(mode: str) -> No
         assert mapped >= 4 << 20 and heap_grew < 1 << 20
     else:  # glibc's dynamic threshold: the heap took it (what the soak's gateway showed)
         assert heap_grew >= 3 << 20 and mapped < 1 << 20
+
+
+def _fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="needs /proc")
+def test_checks_keep_their_descriptors_instead_of_opening_one_each_time(tmp_path: Path) -> None:
+    """The soak counts descriptors every second: one a check opened and closed again would
+    be caught now and then, and judged growth. The keeper opens its two once and keeps them."""
+    opened: list[str] = []
+    real_open, real_os_open = open, os.open
+
+    def spy_open(path: Any, *a: Any, **kw: Any) -> Any:
+        opened.append(str(path))
+        return real_open(path, *a, **kw)
+
+    def spy_os_open(path: Any, *a: Any, **kw: Any) -> int:
+        opened.append(str(path))
+        return real_os_open(path, *a, **kw)
+
+    keeper = MemoryKeeper(step=STEP, memlog=str(tmp_path), log_every=0.0)
+    mp = pytest.MonkeyPatch()
+    mp.setattr("builtins.open", spy_open)
+    mp.setattr(os, "open", spy_os_open)
+    try:
+        keeper.check()
+        held = _fds()
+        for _ in range(20):
+            keeper.check()
+    finally:
+        mp.undo()
+    assert _fds() == held
+    assert sorted(opened) == sorted(
+        ["/proc/self/status", str(tmp_path / f"mem-{os.getpid()}.jsonl")]
+    )
+    assert len((tmp_path / f"mem-{os.getpid()}.jsonl").read_text().splitlines()) == 21
+    keeper.close()
+    assert _fds() == held - 2

@@ -620,15 +620,22 @@ def trim_heap() -> bool:
     return True
 
 
-def rss_kb(field: str = "RssAnon") -> int:
-    """This process's resident memory of one kind, in KiB (0 where /proc has no such line)."""
+def rss_kb(field: str = "RssAnon", fd: int | None = None) -> int:
+    """This process's resident memory of one kind, in KiB (0 where /proc has no such line).
+    `fd`: /proc/self/status kept open (read again from offset 0), so that a periodic check
+    opens no descriptor: the soak counts them, and a short-lived one is growth to it."""
     try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1])
+        if fd is None:
+            with open("/proc/self/status", "rb") as f:
+                text = f.read()
+        else:
+            text = os.pread(fd, 8192, 0)
     except OSError:
-        pass
+        return 0
+    key = field.encode() + b":"
+    for line in text.splitlines():
+        if line.startswith(key):
+            return int(line.split()[1])
     return 0
 
 
@@ -657,6 +664,9 @@ class MemoryKeeper:
         self.trims = 0
         self._t0 = time.monotonic()
         self._next_log = 0.0
+        # Opened once and kept (see rss_kb), as is the memlog file; `close` lets them go.
+        self._status: int | None = None
+        self._log: Any = None
 
     @classmethod
     def from_env(cls) -> MemoryKeeper:
@@ -665,7 +675,12 @@ class MemoryKeeper:
     def check(self) -> dict[str, Any]:
         """One check: trim when worth it; what was seen and done ({} when nothing was
         worth a look nor a memlog line)."""
-        anon = rss_kb()
+        if self._status is None:
+            try:
+                self._status = os.open("/proc/self/status", os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                self._status = -1  # no /proc: rss_kb says 0, so nothing ever grows
+        anon = rss_kb(fd=self._status) if self._status >= 0 else 0
         grown = self.trim and (anon - self.base_kb) * 1024 > self.step
         now = time.monotonic()
         log_now = bool(self.memlog) and now >= self._next_log
@@ -686,7 +701,7 @@ class MemoryKeeper:
             trim_heap()
             doc["trim_ms"] = round((time.perf_counter() - t) * 1000, 2)
             self.trims += 1
-            self.base_kb = rss_kb()
+            self.base_kb = rss_kb(fd=self._status)
             doc["trimmed"] = True
             doc["anon_after_kb"] = self.base_kb
             log_now = bool(self.memlog)
@@ -695,18 +710,32 @@ class MemoryKeeper:
         if log_now and self.memlog:
             self._next_log = now + self.log_every
             try:
-                with open(os.path.join(self.memlog, f"mem-{os.getpid()}.jsonl"), "ab") as f:
-                    f.write(orjson.dumps(doc) + b"\n")
+                if self._log is None:
+                    path = os.path.join(self.memlog, f"mem-{os.getpid()}.jsonl")
+                    self._log = open(path, "ab", buffering=0)  # kept open
+                self._log.write(orjson.dumps(doc) + b"\n")
             except OSError:
                 pass
         return doc
 
+    def close(self) -> None:
+        """Let go of the descriptors the checks keep."""
+        if self._status is not None and self._status >= 0:
+            os.close(self._status)
+        self._status = None
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
     async def run(self) -> None:
         if not (self.trim or self.memlog):
             return
-        while True:
-            await asyncio.sleep(self.every)
-            try:
-                self.check()
-            except Exception:
-                log.exception("memory housekeeping failed")
+        try:
+            while True:
+                await asyncio.sleep(self.every)
+                try:
+                    self.check()
+                except Exception:
+                    log.exception("memory housekeeping failed")
+        finally:
+            self.close()
