@@ -3,9 +3,11 @@ what it must let pass, so that a change to the rule shows here before a 10-minut
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
-from chargegw.loadtest.soak import TABLE_SLACK, judge
+from chargegw.loadtest.soak import TABLE_SLACK, fd_targets, judge
 
 
 def _series(anon: list[int], fds: int = 30) -> list[dict[str, Any]]:
@@ -45,3 +47,11 @@ def test_a_table_that_keeps_growing_fails_one_within_the_slack_passes() -> None:
     wobbly = [5_000 + (TABLE_SLACK // 2) * (i % 2) for i in range(100)]
     ok, _ = judge(_series([100_000] * 500), _tables(wobbly), 500)
     assert ok == []
+
+
+def test_fd_targets_names_what_a_process_holds_open(tmp_path: Path) -> None:
+    path = tmp_path / "held"
+    with open(path, "w"):
+        held = fd_targets(os.getpid())
+    assert any(t.endswith(f"={path}") for t in held)
+    assert not any(t.endswith(f"={path}") for t in fd_targets(os.getpid()))
