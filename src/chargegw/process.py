@@ -575,7 +575,7 @@ def _glibc() -> Any:
                 c.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
                 c.mallopt.restype = ctypes.c_int
                 lib = c
-        except OSError:
+        except (OSError, TypeError):  # TypeError: no CDLL(None) (Windows)
             pass
         _GLIBC.append(lib)
     return _GLIBC[0]
