@@ -1,6 +1,8 @@
 """Process set-up shared by every long-running command (`run`, `gateway`, `worker`):
-logging, the event loop, stop signals, watching the parent, and the exit statuses the
-launcher reads. Both the front end and the workers import it; it imports neither.
+logging, the event loop, stop signals, watching the parent, the exit statuses the
+launcher reads, and the memory housekeeping that keeps a process's heap from ratcheting up
+(see "Memory housekeeping" below). Both the front end and the workers import it; it imports
+neither.
 
 Logging (`setup_logging`) writes one line per record to stderr: plain text, or JSON lines
 (orjson) for a log collector. Every line names the process role (gateway, worker id), the
