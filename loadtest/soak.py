@@ -11,11 +11,17 @@ mean of the last minute within 10% plus 1,000 entries of the first post-warm-up 
 the load run itself reported no timeout, mismatch or lost request. Total RSS and its
 file-backed part (RssFile) are recorded too: the SQLite store maps its files (`mmap_size`),
 so a worker's RSS grows with the ledger's file while its heap stays flat.
+
+`--memlog DIR` has every process append its memory figures there every few seconds
+(CHARGEGW_MEMLOG, chargegw/process.py): RssAnon, glibc's heap (taken, mmap'd, in use, free)
+and Python's allocated blocks, with each trim of the heap. That tells a leak (blocks or
+`used` grow) from the allocator keeping freed memory (`free` grows).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -34,6 +40,21 @@ TABLES_EVERY = 5.0  # seconds between two status queries of the gateway's tables
 # follow the live sessions (hundreds at 500 sessions/s, more behind a stall), pending follows
 # what is in flight (up to the workers' credit).
 TABLE_SLACK = 1000
+
+
+def fd_targets(pid: int) -> list[str]:
+    """What each open descriptor of a process is (socket:[n], a path, anon_inode:...)."""
+    base = f"/proc/{pid}/fd"
+    out = []
+    try:
+        for fd in sorted(os.listdir(base), key=int):
+            try:
+                out.append(f"{fd}={os.readlink(os.path.join(base, fd))}")
+            except OSError:
+                pass  # closed meanwhile
+    except OSError:
+        pass
+    return out
 
 
 def gateway_tables(endpoint: str, timeout: float = 2.0) -> dict[str, int]:
@@ -108,6 +129,7 @@ def soak(workdir: Path, minutes: float, rate: float, workers: int = 2) -> dict[s
     seconds = minutes * 60
     series: list[dict[str, Any]] = []
     tables: list[dict[str, Any]] = []
+    fd_events: list[dict[str, Any]] = []
     with Gateway(workdir, workers=workers) as gw:
         status = f"ipc://{gw.data_dir}/status.ipc"
         out = workdir / "load.json"
@@ -129,6 +151,7 @@ def soak(workdir: Path, minutes: float, rate: float, workers: int = 2) -> dict[s
         )
         t0 = time.monotonic()
         next_tables = 0.0
+        most: dict[str, int] = {}  # per process, the most descriptors seen so far
         while load.poll() is None:
             t = round(time.monotonic() - t0, 1)
             procs = {
@@ -144,6 +167,11 @@ def soak(workdir: Path, minutes: float, rate: float, workers: int = 2) -> dict[s
                     **{f"{k}_fds": fd_count(p) for k, p in procs.items()},
                 }
             )
+            for k, p in procs.items():
+                n = series[-1][f"{k}_fds"]
+                if n > most.get(k, n):  # a new most: say what is open (what the verdict flags)
+                    fd_events.append({"t": t, "process": k, "fds": fd_targets(p)})
+                most[k] = max(n, most.get(k, n))
             if t >= next_tables:
                 next_tables = t + TABLES_EVERY
                 got = gateway_tables(status)
@@ -161,6 +189,7 @@ def soak(workdir: Path, minutes: float, rate: float, workers: int = 2) -> dict[s
         "rate": rate,
         "series": series,
         "tables": tables,
+        "fd_events": fd_events,
         "figures": figures,
         "load_summary": s,
         "failures": failures,
@@ -174,7 +203,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rate", type=float, default=500.0, help="sessions started per second")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--json", metavar="FILE")
+    p.add_argument("--memlog", metavar="DIR", help="each process's memory figures, there")
     a = p.parse_args(argv)
+    if a.memlog:
+        os.makedirs(a.memlog, exist_ok=True)
+        os.environ["CHARGEGW_MEMLOG"] = os.path.abspath(a.memlog)  # the gateway's children too
     with tempfile.TemporaryDirectory(prefix="chargegw-soak-") as tmp:
         r = soak(Path(tmp), a.minutes, a.rate, a.workers)
     print(
@@ -187,6 +220,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  load: {s.get('sent', '?')} requests, result codes {s.get('result_codes')}")
     for f in r["failures"]:
         print(f"  {f}")
+    for ev in r["fd_events"]:
+        if ev["t"] >= a.minutes * 12:  # after the warm-up (a fifth of the run)
+            print(f"  {ev['process']} at {ev['t']} s had open: {' '.join(ev['fds'])}")
     if a.json:
         Path(a.json).write_bytes(orjson.dumps(r, option=orjson.OPT_INDENT_2))
     return 0 if r["passed"] else 1
