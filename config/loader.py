@@ -29,8 +29,8 @@ ENV_CONFIG_FILE = "CHARGEGW_CONFIG"
 NOT_CONFIG: dict[str, str] = {
     ENV_CONFIG_FILE: "the config file to load (this module)",
     "CHARGEGW_UVLOOP": "0 = asyncio's event loop even when uvloop is installed (peer/loop.py)",
-    "CHARGEGW_MALLOC_TRIM": "0 = never hand freed heap back to the kernel (process.py)",
-    "CHARGEGW_MEMLOG": "a directory for each process's memory figures (process.py)",
+    "CHARGEGW_MALLOC_TRIM": "0 = never hand freed heap back to the kernel (src/chargegw/memory.py)",
+    "CHARGEGW_MEMLOG": "a directory for each process's memory figures (src/chargegw/memory.py)",
 }
 
 

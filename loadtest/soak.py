@@ -13,7 +13,7 @@ file-backed part (RssFile) are recorded too: the SQLite store maps its files (`m
 so a worker's RSS grows with the ledger's file while its heap stays flat.
 
 `--memlog DIR` has every process append its memory figures there every few seconds
-(CHARGEGW_MEMLOG, chargegw/process.py): RssAnon, glibc's heap (taken, mmap'd, in use, free)
+(CHARGEGW_MEMLOG, src/chargegw/memory.py): RssAnon, glibc's heap (taken, mmap'd, in use, free)
 and Python's allocated blocks, with each trim of the heap. That tells a leak (blocks or
 `used` grow) from the allocator keeping freed memory (`free` grows).
 """

@@ -1,4 +1,4 @@
-"""The memory housekeeping every long-running process runs (chargegw.process.MemoryKeeper).
+"""The memory housekeeping every long-running process runs (chargegw.memory.MemoryKeeper).
 
 A burst leaves glibc's heaps holding free but resident memory; the keeper hands it back
 once RssAnon has grown by a step, and leaves a process whose RSS does not move alone.
@@ -16,11 +16,11 @@ from typing import Any
 
 import pytest
 
-from chargegw import process
+from chargegw import memory
 from chargegw.config import load_config
-from chargegw.process import MemoryKeeper, heap_figures, rss_kb
+from chargegw.memory import MemoryKeeper, heap_figures, rss_kb
 
-glibc = pytest.mark.skipif(process._glibc() is None, reason="needs glibc (malloc_trim, mallinfo2)")
+glibc = pytest.mark.skipif(memory._glibc() is None, reason="needs glibc (malloc_trim, mallinfo2)")
 STEP = 4 << 20
 
 
@@ -63,35 +63,35 @@ def test_no_trim_when_switched_off_and_the_memlog_says_what_it_saw(tmp_path: Pat
 
 
 def test_without_glibc_nothing_is_done(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(process, "_GLIBC", [None])
+    monkeypatch.setattr(memory, "_GLIBC", [None])
     keeper = MemoryKeeper(step=0)
-    assert heap_figures() == {} and not process.trim_heap()
+    assert heap_figures() == {} and not memory.trim_heap()
     assert keeper.check() == {} and keeper.trims == 0
     asyncio.run(asyncio.wait_for(keeper.run(), 1))  # returns at once: nothing to keep
 
 
 def test_env_switches(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv(process.ENV_MALLOC_TRIM, "0")
-    monkeypatch.setenv(process.ENV_MEMLOG, str(tmp_path))
+    monkeypatch.setenv(memory.ENV_MALLOC_TRIM, "0")
+    monkeypatch.setenv(memory.ENV_MEMLOG, str(tmp_path))
     keeper = MemoryKeeper.from_env()
     assert not keeper.trim and keeper.memlog == str(tmp_path)
-    monkeypatch.delenv(process.ENV_MALLOC_TRIM)
-    assert MemoryKeeper.from_env().trim == (process._glibc() is not None)
+    monkeypatch.delenv(memory.ENV_MALLOC_TRIM)
+    assert MemoryKeeper.from_env().trim == (memory._glibc() is not None)
     # process switches, not config keys: a config still loads with them set
-    env = {process.ENV_MALLOC_TRIM: "0", process.ENV_MEMLOG: str(tmp_path)}
+    env = {memory.ENV_MALLOC_TRIM: "0", memory.ENV_MEMLOG: str(tmp_path)}
     assert load_config(None, env=env).pool.deadline > 0
 
 
 _PROBE = """
 import sys
-from chargegw import process
+from chargegw import memory
 if sys.argv[1] == "tuned":
-    assert process.tune_malloc()
+    assert memory.tune_malloc()
 big = bytearray(8 << 20)  # mapped on its own (above the default threshold) ...
 del big  # ... and unmapped: glibc raises its threshold to 8 MiB unless pinned
-before = process.heap_figures()
+before = memory.heap_figures()
 block = bytearray(4 << 20)  # under a raised threshold this one lands in the heap
-after = process.heap_figures()
+after = memory.heap_figures()
 print(after["heap"] - before["heap"], after["mmap"] - before["mmap"])
 """
 

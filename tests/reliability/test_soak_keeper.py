@@ -1,4 +1,4 @@
-"""`chargegw run` runs the memory housekeeping (chargegw.process.MemoryKeeper) in the gateway
+"""`chargegw run` runs the memory housekeeping (chargegw.memory.MemoryKeeper) in the gateway
 and in every worker: with CHARGEGW_MEMLOG set, each process writes its figures there. (The
 trim itself is tested in tests/test_soak_memory.py; this checks the wiring through
 run_loop, which the soak's flat heap depends on.)"""
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from chargegw import process
+from chargegw import memory
 from chargegw.loadtest import reliability as rel
 
 pytestmark = pytest.mark.timeout(120)
@@ -22,7 +22,7 @@ def test_gateway_and_workers_keep_their_memory(
 ) -> None:
     memlog = tmp_path / "memlog"
     memlog.mkdir()
-    monkeypatch.setenv(process.ENV_MEMLOG, str(memlog))  # inherited by `chargegw run`
+    monkeypatch.setenv(memory.ENV_MEMLOG, str(memlog))  # inherited by `chargegw run`
     with rel.Gateway(tmp_path / "gw", workers=2) as gw:
         pids = {gw.pid, *gw.worker_pids()}
         end = time.monotonic() + 30
@@ -35,7 +35,7 @@ def test_gateway_and_workers_keep_their_memory(
         doc = json.loads(f.read_text().splitlines()[0])
         roles[int(f.stem.split("-")[1])] = doc["role"]
         assert doc["anon_kb"] > 0 and doc["py_blocks"] > 0
-        if process._glibc() is not None:
+        if memory._glibc() is not None:
             assert doc["used"] > 0 and doc["free"] >= 0
     assert set(roles) >= pids, roles
     assert roles[gw.pid] == "gateway"
