@@ -1,0 +1,199 @@
+"""The connection to Redis, shared by the charging store and the CDR store: the URL forms
+(one server, `redis+sentinel://`, `redis+cluster://`), the redis-py client for each, the
+errors that mean "unreachable", and the call wrapper that turns them into StoreUnavailable
+within the loop turn's budget, plus WAIT for `replicas` (per primary on a cluster)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from ..store import StoreUnavailable, spend_turn, turn_spent
+from .common import Nowait
+
+T = TypeVar("T")
+
+SENTINEL_SCHEME = "redis+sentinel://"
+
+
+def parse_sentinel_url(url: str) -> tuple[list[tuple[str, int]], str, int, str | None]:
+    """`redis+sentinel://[:PASSWORD@]HOST:PORT[,HOST:PORT...]/MASTER[/DB]`: the Sentinels,
+    the monitored master's name, the database and the data nodes' password. ValueError on
+    anything else (a configuration error, named at start)."""
+    if not url.startswith(SENTINEL_SCHEME):
+        raise ValueError(f"not a {SENTINEL_SCHEME} URL")
+    rest = url[len(SENTINEL_SCHEME) :]
+    password = None
+    if "@" in rest:
+        cred, rest = rest.rsplit("@", 1)
+        password = cred.split(":", 1)[1] if ":" in cred else cred
+    hosts, _, path = rest.partition("/")
+    parts = [p for p in path.split("/") if p]
+    if not hosts or not parts or len(parts) > 2:
+        raise ValueError(f"a Sentinel URL is {SENTINEL_SCHEME}HOST:PORT[,HOST:PORT...]/MASTER[/DB]")
+    nodes: list[tuple[str, int]] = []
+    for h in hosts.split(","):
+        host, sep, port = h.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"bad Sentinel address {h!r} (HOST:PORT)")
+        nodes.append((host.strip("[]"), int(port)))
+    if len(parts) == 2 and not parts[1].isdigit():
+        raise ValueError(f"bad database number {parts[1]!r}")
+    return nodes, parts[0], int(parts[1]) if len(parts) == 2 else 0, password
+
+
+CLUSTER_SCHEME = "redis+cluster://"
+
+
+def parse_cluster_url(url: str) -> tuple[list[tuple[str, int]], str | None]:
+    """`redis+cluster://[:PASSWORD@]HOST:PORT[,HOST:PORT...][/0]`: some nodes of the cluster
+    (the client learns the others and the slot map from them) and the password. A Redis
+    Cluster has database 0 only, so any other number is refused. ValueError on anything
+    else (a configuration error, named at start)."""
+    if not url.startswith(CLUSTER_SCHEME):
+        raise ValueError(f"not a {CLUSTER_SCHEME} URL")
+    rest = url[len(CLUSTER_SCHEME) :]
+    password = None
+    if "@" in rest:
+        cred, rest = rest.rsplit("@", 1)
+        password = cred.split(":", 1)[1] if ":" in cred else cred
+    hosts, _, path = rest.partition("/")
+    parts = [p for p in path.split("/") if p]
+    if not hosts or len(parts) > 1:
+        raise ValueError(f"a Redis Cluster URL is {CLUSTER_SCHEME}HOST:PORT[,HOST:PORT...][/0]")
+    if parts and parts[0] != "0":
+        raise ValueError(f"a Redis Cluster has database 0 only, not {parts[0]!r}")
+    nodes: list[tuple[str, int]] = []
+    for h in hosts.split(","):
+        host, sep, port = h.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"bad Redis Cluster node address {h!r} (HOST:PORT)")
+        nodes.append((host.strip("[]"), int(port)))
+    return nodes, password
+
+
+def is_cluster(r: Any) -> bool:
+    """Whether `r` is a Redis Cluster client (its pipelines split by node, WAIT is per node)."""
+    return hasattr(r, "get_primaries")
+
+
+def client(url: str, timeout: float) -> Any:
+    """A redis-py client that fails (no retries) after `timeout` instead of hanging.
+
+    `redis+sentinel://` URLs (`parse_sentinel_url`) give a client of the master that the
+    Sentinels name: after a failover its next connection goes to the promoted replica (the
+    gap is StoreUnavailable, answered 3004, like any outage).
+
+    `redis+cluster://` URLs (`parse_cluster_url`) give a RedisCluster client: it learns the
+    slot map from the nodes named, sends each command to its slot's primary and splits a
+    pipeline into one per node, sent together (one round trip, all nodes in parallel). It
+    follows MOVED/ASK itself; a node that cannot be reached is StoreUnavailable."""
+    try:
+        import redis
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        raise StoreUnavailable(
+            "the redis backend needs the 'redis' package (pip install chargegw[redis])"
+        ) from exc
+    opts: dict[str, Any] = {
+        "socket_timeout": timeout,
+        "socket_connect_timeout": timeout,
+        "retry": Retry(NoBackoff(), 0),
+        "health_check_interval": 0,
+    }
+    if url.startswith(SENTINEL_SCHEME):
+        from redis.sentinel import Sentinel
+
+        nodes, master, db, password = parse_sentinel_url(url)
+        sentinel = Sentinel(
+            nodes,
+            sentinel_kwargs={"socket_timeout": timeout, "socket_connect_timeout": timeout},
+            **opts,
+        )
+        return sentinel.master_for(master, db=db, password=password, **opts)
+    if url.startswith(CLUSTER_SCHEME):
+        from redis.cluster import ClusterNode, RedisCluster
+
+        nodes, password = parse_cluster_url(url)
+        retry = opts.pop("retry")
+        return RedisCluster(
+            startup_nodes=[ClusterNode(h, p) for h, p in nodes],
+            password=password,
+            retry=retry,
+            require_full_coverage=True,
+            **opts,
+        )
+    return redis.Redis.from_url(url, **opts)
+
+
+def redis_errors() -> tuple[tuple[type[BaseException], ...], type[BaseException]]:
+    """The errors that mean "server unreachable", and the one for "server still loading"."""
+    import redis
+    from redis import exceptions as e
+
+    # A cluster that lost a primary answers CLUSTERDOWN (or TRYAGAIN during a move) until a
+    # replica is promoted: the same gap as a Sentinel failover.
+    down = (
+        redis.ConnectionError,
+        redis.TimeoutError,
+        OSError,
+        e.ClusterDownError,
+        e.TryAgainError,
+        e.SlotNotCoveredError,
+    )
+    return down, e.BusyLoadingError
+
+
+class RedisConn(Nowait):
+    """One Redis connection. `_errors` use up the loop turn's store budget when met
+    (`spend_turn`); `_busy` only fail the call."""
+
+    r: Any
+    url: str
+    p: str  # key prefix
+    replicas: int = 0  # writes wait (WAIT) for this many replicas before they count
+    replica_wait_ms: int = 100
+    _errors: tuple[type[BaseException], ...]
+    _busy: tuple[type[BaseException], ...] = ()
+
+    def _ready(self) -> None:
+        """Checks made once before the first command (the charging store: its layout)."""
+
+    def _call(self, fn: Callable[[], T]) -> T:
+        """`fn()`, with connection errors as StoreUnavailable. On an event loop, one that
+        fails uses up the turn's store budget (`spend_turn`): the turn's other requests get
+        3004 at once instead of each waiting out `timeout` on an unreachable server."""
+        if turn_spent():
+            raise StoreUnavailable(f"redis {self.url}: unavailable in this loop turn")
+        try:
+            self._ready()
+            return fn()
+        except self._errors as exc:
+            spend_turn()
+            raise StoreUnavailable(f"redis {self.url}: {exc}") from exc
+        except self._busy as exc:
+            raise StoreUnavailable(f"redis {self.url}: {exc}") from exc
+
+    def _queue_waits(self, pipe: Any) -> int:
+        """Queue the WAITs of `replicas` (one; one per primary on a cluster): how many."""
+        if not self.replicas:
+            return 0
+        if not is_cluster(self.r):
+            pipe.execute_command("WAIT", self.replicas, self.replica_wait_ms)
+            return 1
+        primaries = self.r.get_primaries()
+        for node in primaries:
+            pipe.execute_command("WAIT", self.replicas, self.replica_wait_ms, target_nodes=node)
+        return len(primaries)
+
+    def _check_waits(self, acks: list[Any]) -> None:
+        """StoreUnavailable unless every WAIT saw `replicas` replicas acknowledge."""
+        for acked in acks:
+            if isinstance(acked, Exception) or int(acked) < self.replicas:
+                raise StoreUnavailable(
+                    f"redis {self.url}: {acked} of {self.replicas} replicas acknowledged"
+                )
+
+    def close(self) -> None:
+        self.r.close()
