@@ -43,8 +43,15 @@ class RedisCluster:
     """`masters` primaries (and `replicas` replicas each) on loopback; `url` is the
     `redis+cluster://` URL of all of them. Stopped (and its folder removed) on exit."""
 
-    def __init__(self, masters: int = 3, replicas: int = 0, extra: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        masters: int = 3,
+        replicas: int = 0,
+        extra: tuple[str, ...] = (),
+        node_timeout_ms: int = 2000,
+    ) -> None:
         self.masters, self.replicas, self.extra = masters, replicas, extra
+        self.node_timeout_ms = node_timeout_ms
         self.ports: list[int] = []
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
         self.dir = ""
@@ -67,7 +74,10 @@ class RedisCluster:
         wd.mkdir(exist_ok=True)
         self.procs[port] = subprocess.Popen(
             [exe, "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
-             "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "2000",
+             "--cluster-config-file", "nodes.conf",
+             "--cluster-node-timeout", str(self.node_timeout_ms),
+             # a replica's full sync starts at once (the default waits 5 s for others)
+             "--repl-diskless-sync-delay", "0",
              "--save", "", "--appendonly", "no", "--dir", str(wd), "--loglevel", "warning", *self.extra],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
@@ -87,13 +97,50 @@ class RedisCluster:
         raise RuntimeError(f"redis-server on {port} did not start")
 
     def state_ok(self) -> bool:
-        """Every node sees the cluster as ok and knows every other node."""
+        """Every live node sees the cluster as ok and knows every other node, and every
+        replica is in sync with its primary."""
         want = len(self.ports)
-        for p in self.ports:
+        for p in self.live():
             info = self.cli(p, "cluster", "info")
             if "cluster_state:ok" not in info or f"cluster_known_nodes:{want}" not in info:
                 return False
+            repl = self.cli(p, "info", "replication")
+            if "role:slave" in repl and "master_link_status:up" not in repl:
+                return False
         return True
+
+    def live(self) -> list[int]:
+        return [p for p in self.ports if self.procs[p].poll() is None]
+
+    def roles(self) -> dict[int, int | None]:
+        """Each live node's port -> the port of its primary (None: it is a primary), as the
+        first live node sees the cluster."""
+        out: dict[int, int | None] = {}
+        ids: dict[str, int] = {}
+        rows = [ln.split() for ln in self.cli(self.live()[0], "cluster", "nodes").splitlines()]
+        for r in rows:
+            if len(r) >= 4:
+                ids[r[0]] = int(r[1].split("@")[0].rsplit(":", 1)[1])
+        for r in rows:
+            if len(r) >= 4 and "fail" not in r[2]:
+                port = ids[r[0]]
+                out[port] = None if "master" in r[2] else ids.get(r[3])
+        return out
+
+    def kill(self, port: int) -> None:
+        self.procs[port].kill()
+        self.procs[port].wait(10)
+
+    def restart(self, port: int, timeout: float = 30.0) -> None:
+        """Start a killed node again (its nodes.conf brings it back as a replica, when a
+        replica took its place), until the cluster is whole and in sync."""
+        self._spawn(port)
+        deadline = time.monotonic() + timeout
+        self._wait_ping(port, deadline)
+        while not self.state_ok():
+            if time.monotonic() >= deadline:
+                raise RuntimeError(f"node {port} did not rejoin the cluster")
+            time.sleep(0.05)
 
     def start(self, timeout: float = 30.0) -> RedisCluster:
         self.dir = tempfile.mkdtemp(prefix="cg-rcluster-")

@@ -772,21 +772,50 @@ def _accounts_on_shards(n: int) -> list[str]:
     return sorted(found.values(), key=lambda a: shard_of(a, SHARDS))
 
 
-def test_sharded_move_while_the_old_owner_is_alive(tmp_path):
+def owner(where: tuple[str, str, str], name: str, shards=None):
+    """A store of `where` (kind, target, prefix: a folder for the sharded SQLite store, a
+    URL for Redis) as the process `name` opens it; with `shards`, assigned them."""
+    kind, target, prefix = where
+    if kind == "sharded":
+        import pathlib
+
+        return sharded(pathlib.Path(target), name, shards)
+    from chargegw.workers.charging.redis_store import RedisStore
+
+    s = RedisStore(target, prefix=prefix, timeout=5.0, shards=SHARDS)
+    if shards is not None:
+        s.assign_shards(frozenset(shards))
+    return s
+
+
+def owned(s) -> frozenset[int]:
+    return s.owned_shards() if hasattr(s, "owned_shards") else s.owned()
+
+
+@pytest.fixture(params=["sharded", *REDIS_KINDS])
+def where(request, tmp_path) -> tuple[str, str, str]:
+    """Where the sharded tests' processes meet: a data folder, or a Redis server/cluster."""
+    if request.param == "sharded":
+        return ("sharded", str(tmp_path), "")
+    _n[0] += 1
+    return (request.param, redis_of(request, request.param).url, f"t{_n[0]}")
+
+
+def test_sharded_move_while_the_old_owner_is_alive(where):
     """The shard moves to B while A still runs: A's next request of it gets NotOwner and
     applies nothing; B goes on from the same balances and session state."""
     from chargegw.sharding import NotOwner, shard_of
 
     accts = _accounts_on_shards(SHARDS)
-    adm = admin(tmp_path)
+    adm = owner(where, "admin")
     adm.import_accounts([AccountRow(a, 10_000, 0, False, [(E164, a)]) for a in accts], NOW)
-    a = sharded(tmp_path, "A", range(SHARDS))
+    a = owner(where, "A", range(SHARDS))
     for k, acct in enumerate(accts):
         o = op(f"s{k}", 0, core.INITIAL, [svc(requested=100)], subs=[(E164, acct)])
         o.shard = shard_of(acct, SHARDS)
         assert a.credit_control(o).result == 2001
     moved = shard_of(accts[0], SHARDS)
-    b = sharded(tmp_path, "B", [moved])
+    b = owner(where, "B", [moved])
     ops = []
     for k, acct in enumerate(accts):
         o = op(f"s{k}", 1, core.UPDATE, [svc(used=30, requested=100)], subs=[(E164, acct)])
@@ -803,7 +832,7 @@ def test_sharded_move_while_the_old_owner_is_alive(tmp_path):
     assert b.credit_control(ops[0]).replay  # B has the session's state, resend included
     with pytest.raises(NotOwner):
         a.credit_control(ops[0])
-    assert moved not in a.owned_shards() and b.owned_shards() == {moved}
+    assert moved not in owned(a) and owned(b) == {moved}
     rep = ledger_check(adm)
     assert rep.ok, rep.problems
     assert rep.debits == 300 * len(accts) and rep.accounts == len(accts)
@@ -828,10 +857,8 @@ def _session_script(sid: str, acct: str) -> list[CCOp]:
     return ops
 
 
-def _owner_under_load(path: str, accts: list[str], started) -> None:
-    import pathlib
-
-    s = sharded(pathlib.Path(path), "victim", range(SHARDS))
+def _owner_under_load(where: tuple[str, str, str], accts: list[str], started) -> None:
+    s = owner(where, "victim", range(SHARDS))
     started.set()
     i = 0
     while True:  # until killed
@@ -843,18 +870,18 @@ def _owner_under_load(path: str, accts: list[str], started) -> None:
             s.credit_control_many(batch[k : k + 3])
 
 
-def test_sharded_killed_owner_is_replaced_and_nothing_is_charged_twice(tmp_path):
+def test_sharded_killed_owner_is_replaced_and_nothing_is_charged_twice(where):
     """kill -9 an owner in the middle of its load; another process claims its shards and
     gets every resend of its sessions answered, none charged twice, the ledger whole."""
     import os
     import signal
 
     accts = _accounts_on_shards(SHARDS)
-    adm = admin(tmp_path)
+    adm = owner(where, "admin")
     adm.import_accounts([AccountRow(a, 10**12, 0, False, [(E164, a)]) for a in accts], NOW)
     ctx = mp.get_context("fork")
     started = ctx.Event()
-    p = ctx.Process(target=_owner_under_load, args=(str(tmp_path), accts, started))
+    p = ctx.Process(target=_owner_under_load, args=(where, accts, started))
     p.start()
     try:
         assert started.wait(30)
@@ -862,7 +889,7 @@ def test_sharded_killed_owner_is_replaced_and_nothing_is_charged_twice(tmp_path)
     finally:
         os.kill(p.pid, signal.SIGKILL)
         p.join(10)
-    heir = sharded(tmp_path, "heir", range(SHARDS))
+    heir = owner(where, "heir", range(SHARDS))
     rep = ledger_check(adm)
     assert rep.ok, rep.problems
     assert rep.debits > 0  # the victim did commit work before it died

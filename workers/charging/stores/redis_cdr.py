@@ -7,9 +7,9 @@ replicas hold it (WAIT). With `retention` each session's
 hash expires that long after its last record.
 
 On a Redis Cluster (`redis+cluster://`) the session hashes spread over the nodes by their
-`{SID}` tag; each node's settings are checked, and WAITAOF (and WAIT) go to every primary in
-the same pipeline, after that node's writes, so a batch counts only once every node that
-took part of it has it on disk."""
+`{SID}` tag; every primary's settings are checked, and WAITAOF (and WAIT) go to each primary
+the batch wrote, in the same pipeline after that node's writes, so a batch counts only once
+every node that took part of it has it on disk."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ import msgspec
 
 from ..store import Cdr, NotDurable, StoreUnavailable
 from .common import SWEEP_BUDGET
-from .redis_db import RedisConn, is_cluster
+from .redis_conn import RedisConn, is_cluster, pipeline_nodes
 
 _cdr_dec = msgspec.json.Decoder(Cdr)
 
@@ -82,6 +82,8 @@ class RedisCdr(RedisConn):
             self._check()
         except NotDurable as exc:  # found at the first write: refuse the records (3004)
             raise StoreUnavailable(str(exc)) from exc
+        if not cdrs:
+            return []
         pipe = self.r.pipeline(transaction=False)
         step = 2 if self.retention else 1
         for c in cdrs:
@@ -90,13 +92,13 @@ class RedisCdr(RedisConn):
             if self.retention:
                 pipe.expire(key, self.retention)
         n = len(pipe)
+        written = pipeline_nodes(self.r, pipe) if is_cluster(self.r) else []
         waits = self._queue_waits(pipe)  # the replicas hold it too: a failover keeps every CDR
         if self._mode == "waitaof":
             aof = ("WAITAOF", 1, 0, max(1, int(self.timeout * 800)))
-            if is_cluster(self.r):
-                for node in self.r.get_primaries():
-                    pipe.execute_command(*aof, target_nodes=node)
-            else:
+            for node in written:  # each node that took records, after them
+                pipe.execute_command(*aof, target_nodes=node)
+            if not is_cluster(self.r):
                 pipe.execute_command(*aof)
         res = self._call(pipe.execute)  # an error of any node is raised
         for got in res[n + waits :]:

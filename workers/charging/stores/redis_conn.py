@@ -77,6 +77,26 @@ def is_cluster(r: Any) -> bool:
     return hasattr(r, "get_primaries")
 
 
+def pipeline_nodes(r: Any, pipe: Any) -> list[Any]:
+    """The primaries a cluster pipeline's queued commands go to (every command this store
+    queues names its key first; EVALSHA after the script and key count). redis-py keeps the
+    queue in `_execution_strategy.command_queue` (6+) or `command_stack` (5); where neither
+    is found, every primary."""
+    strategy = getattr(pipe, "_execution_strategy", None)
+    queue = getattr(strategy, "command_queue", None)
+    if queue is None:
+        queue = getattr(pipe, "command_stack", None)
+    if queue is None:
+        return list(r.get_primaries())
+    found: dict[str, Any] = {}
+    for c in queue:
+        args = c.args
+        key = args[3] if str(args[0]).upper() in ("EVALSHA", "EVAL") else args[1]
+        node = r.get_node_from_key(key)
+        found.setdefault(node.name, node)
+    return list(found.values())
+
+
 def client(url: str, timeout: float) -> Any:
     """A redis-py client that fails (no retries) after `timeout` instead of hanging.
 
@@ -176,16 +196,21 @@ class RedisConn(Nowait):
             raise StoreUnavailable(f"redis {self.url}: {exc}") from exc
 
     def _queue_waits(self, pipe: Any) -> int:
-        """Queue the WAITs of `replicas` (one; one per primary on a cluster): how many."""
+        """Queue the WAITs of `replicas`: how many. On a cluster, one to each primary the
+        pipeline writes to (after that node's commands, on the same connection), never to
+        the others: a WAIT counts the connection's own writes, so one sent to a primary
+        whose replica lags would hold up the shards of every other node as well. (A write
+        redirected by MOVED/ASK during a slot migration is retried on another connection,
+        which its node's WAIT does not cover.)"""
         if not self.replicas:
             return 0
         if not is_cluster(self.r):
             pipe.execute_command("WAIT", self.replicas, self.replica_wait_ms)
             return 1
-        primaries = self.r.get_primaries()
-        for node in primaries:
+        nodes = pipeline_nodes(self.r, pipe)
+        for node in nodes:
             pipe.execute_command("WAIT", self.replicas, self.replica_wait_ms, target_nodes=node)
-        return len(primaries)
+        return len(nodes)
 
     def _check_waits(self, acks: list[Any]) -> None:
         """StoreUnavailable unless every WAIT saw `replicas` replicas acknowledge."""
