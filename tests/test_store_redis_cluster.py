@@ -168,6 +168,24 @@ def test_notices_are_taken_by_their_shards_owner(cluster) -> None:
 
 
 @needs_cluster
+def test_a_node_that_lost_the_script_gets_it_again(cluster) -> None:
+    """SCRIPT FLUSH (or a restarted node) on a cluster: the NOSCRIPT comes back per command
+    as a value; the batch is planned again and answered, the script loaded on every primary."""
+    from chargegw.workers.charging.stores.redis_db import CAS_SHA
+
+    s = store_on(cluster.url, "noscript")
+    accts = accounts_on_every_shard(N)
+    s.import_accounts([AccountRow(a, 1_000, 0, False, [(0, a)]) for a in accts], NOW)
+    s.r.script_flush()
+    assert s.r.script_exists(CAS_SHA) == [False]
+    out = s.credit_control_many([op(f"n-{a}", 0, core.INITIAL, a, requested=10) for a in accts])
+    assert all(o.result == 2001 for o in out), out
+    assert s.r.script_exists(CAS_SHA) == [True]  # on every primary
+    assert sum(s.get_account(a).account.reserved for a in accts) == 100 * N  # once each
+    s.close()
+
+
+@needs_cluster
 def test_ledger_check_command_reconciles_every_shard_of_a_cluster(cluster) -> None:
     """`chargegw ledger check --store-url redis+cluster://...` reads all 64 shards (the
     default count) on 3 nodes: the figures add up, and one forged credit fails the check."""
