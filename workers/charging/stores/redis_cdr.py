@@ -91,7 +91,7 @@ class RedisCdr(RedisConn):
             pipe.hsetnx(key, f"{c.record_number}:{c.sub_session}", msgspec.json.encode(c))
             if self.retention:
                 pipe.expire(key, self.retention)
-        n = len(pipe)
+        n = len(cdrs) * step
         written = pipeline_nodes(self.r, pipe) if is_cluster(self.r) else []
         waits = self._queue_waits(pipe)  # the replicas hold it too: a failover keeps every CDR
         if self._mode == "waitaof":
