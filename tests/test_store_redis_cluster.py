@@ -132,16 +132,57 @@ def test_one_shard_is_one_slot_and_the_shards_spread_over_every_primary(cluster)
     assert {"alias", "sidx", "sy", "layout"} <= untagged
     kinds = {k.split("}:", 1)[1].split(":")[0] for k in keys if "}:" in k}
     assert {"gen", "a", "s", "l", "accts", "ss", "subs", "sub", "sweep", "notices", "sy"} <= kinds
-    # A script naming keys of two shards never leaves the client (nothing half applied).
+    # A script naming keys of two shards is refused by the node (nothing half applied).
     a0, a1 = accts[0], accts[1]
     before = s.r.get(s._ka(a0))
     sc = s._script(shard_of(a0, N))
     sc.compare(s._ka(a0), before)
     sc.set(s._ka(a0), b"x")
     sc.set(s._ka(a1), b"x")
-    with pytest.raises(redis.exceptions.RedisClusterException, match="same key slot"):
+    with pytest.raises(redis.exceptions.ResponseError, match="same slot"):  # CROSSSLOT
         s._run(sc)
     assert s.r.get(s._ka(a0)) == before
+    assert ledger_check(s).ok
+    s.close()
+
+
+@needs_cluster
+def test_a_warm_batch_is_one_send_per_primary(cluster, monkeypatch) -> None:
+    """Issue 10's "one round trip per batch" on a cluster: the owner's warm batch over every
+    shard is one write per primary, all sent before any reply is read."""
+    import redis
+
+    s = store_on(cluster.url, "rtt")
+    accts = accounts_on_every_shard(N)
+    s.import_accounts([AccountRow(a, 10**9, 0, False, [(0, a)]) for a in accts], NOW)
+    s.assign(range(N))
+    out = s.credit_control_many([op(f"w-{a}", 0, core.INITIAL, a, requested=10) for a in accts])
+    assert all(o.result == 2001 for o in out), out
+    events: list[str] = []
+    send, read = (
+        redis.connection.Connection.send_packed_command,
+        redis.connection.Connection.read_response,
+    )
+
+    def sending(self, cmd, *a, **k):
+        raw = cmd if isinstance(cmd, bytes) else b"".join(cmd)
+        assert b"GETKEYS" not in raw  # no round trip to learn a command's keys
+        events.append(f"send {self.port}")
+        return send(self, cmd, *a, **k)
+
+    def reading(self, *a, **k):
+        events.append("read")
+        return read(self, *a, **k)
+
+    monkeypatch.setattr(redis.connection.Connection, "send_packed_command", sending)
+    monkeypatch.setattr(redis.connection.Connection, "read_response", reading)
+    ops = [op(f"w-{a}", 1, core.UPDATE, a, used=10, requested=10) for a in accts]
+    out = s.credit_control_many(ops)
+    monkeypatch.undo()
+    assert all(o.result == 2001 for o in out), out
+    sends = [e for e in events if e.startswith("send")]
+    assert len(sends) == len(set(sends)) == 3, events  # one per primary
+    assert events[:3] == sends, events  # every node's share sent before the first read
     assert ledger_check(s).ok
     s.close()
 

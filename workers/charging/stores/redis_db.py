@@ -222,11 +222,20 @@ class Script:
         self.ops += [name, self._k(key), *args]
 
     def queue(self, pipe: Any) -> None:
-        """EVALSHA on `pipe` (the script is loaded at open and again after a NOSCRIPT)."""
+        """EVALSHA on `pipe` (the script is loaded at open and again after a NOSCRIPT).
+
+        A cluster pipeline is told the node (its shard's slot's primary): left to find the
+        keys itself, redis-py 8 asks a server (COMMAND GETKEYS) once per script, one more
+        round trip each. The node still refuses keys of another slot (CROSSSLOT)."""
         gen = b"" if self.gen is None else b"%d" % self.gen
         keys = self.keys
         packed = pack_args([gen, b"%d" % len(self.vals), *self.vals, *self.ops])
-        pipe.execute_command("EVALSHA", CAS_SHA, len(keys), *keys, packed)
+        locate = getattr(pipe, "get_node_from_key", None)
+        if locate is None:
+            pipe.execute_command("EVALSHA", CAS_SHA, len(keys), *keys, packed)
+        else:
+            node = locate(keys[0])
+            pipe.execute_command("EVALSHA", CAS_SHA, len(keys), *keys, packed, target_nodes=node)
 
     @property
     def compared(self) -> list[str]:
