@@ -146,7 +146,8 @@ class RedisCluster:
         self.dir = tempfile.mkdtemp(prefix="cg-rcluster-")
         deadline = time.monotonic() + timeout
         try:
-            self.ports = [_free_pair() for _ in range(self.masters * (1 + self.replicas))]
+            if not self.ports:  # (a test may choose them first, to name the URL early)
+                self.ports = [_free_pair() for _ in range(self.masters * (1 + self.replicas))]
             for p in self.ports:
                 self._spawn(p)
             for p in self.ports:

@@ -93,6 +93,28 @@ def test_cluster_urls_are_parsed_and_bad_ones_named() -> None:
 
 
 @needs_cluster
+def test_a_store_opened_before_its_cluster_is_up_waits_for_it() -> None:
+    """A worker may start before the cluster: the store opens, answers StoreUnavailable
+    (3004) at once while no node answers, and serves as soon as the cluster is up."""
+    pytest.importorskip("redis")
+    c = redis_cluster.RedisCluster()
+    c.ports = [redis_cluster._free_pair() for _ in range(3)]
+    s = store_on(c.url, "late", timeout=0.3)
+    a = accounts_on_every_shard(N)[0]
+    t0 = time.monotonic()
+    with pytest.raises(StoreUnavailable):
+        s.import_accounts([AccountRow(a, 1_000, 0, False, [(0, a)])], NOW)
+    out = s.credit_control_many([op("late", 0, core.INITIAL, a, requested=10)])
+    assert isinstance(out[0], StoreUnavailable) and time.monotonic() - t0 < 3, out
+    with c:
+        s.import_accounts([AccountRow(a, 1_000, 0, False, [(0, a)])], NOW)
+        out = s.credit_control_many([op("late", 0, core.INITIAL, a, requested=10)])
+        assert out[0].result == 2001, out
+        assert s.get_account(a).account.reserved == 100
+        s.close()
+
+
+@needs_cluster
 def test_one_shard_is_one_slot_and_the_shards_spread_over_every_primary(cluster) -> None:
     """Every key a shard's traffic writes (accounts, sessions, ledger, indexes, identities,
     notices, Sy sets) carries its tag, so lies in the tag's slot on one node; the shards

@@ -112,7 +112,7 @@ class RedisAccounts(RedisTables):
         it, and identities hashing elsewhere get their alias (written before the account's
         identity keys, so a request routed by the alias finds them once they exist)."""
         m = self._sh(r.id)
-        pipe = self.r.pipeline(transaction=False)
+        pipe = self._pipe()
         for t, d in r.subscriptions:
             old = self._account_of(t, d)
             if old is not None and old != r.id:
@@ -202,7 +202,7 @@ class RedisAccounts(RedisTables):
     # -- iteration for checks and CLIs -----------------------------------------------------
 
     def _account_ids(self) -> list[str]:
-        pipe = self.r.pipeline(transaction=False)
+        pipe = self._pipe()
         for n in range(self.shards):
             pipe.smembers(self._kaccts(n))
         found = self._call(pipe.execute)

@@ -36,7 +36,8 @@ class RedisCdr(RedisConn):
         if self._mode:
             return
         if is_cluster(self.r):
-            nodes = [self.r.get_redis_connection(n) for n in self.r.get_primaries()]
+            r = self.r
+            nodes = self._call(lambda: [r.get_redis_connection(n) for n in r.get_primaries()])
             modes = {self._check_node(r) for r in nodes}
             if len(modes) > 1:  # WAITAOF to a node before 7.2 would fail every batch
                 raise NotDurable(

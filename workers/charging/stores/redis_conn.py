@@ -73,8 +73,9 @@ def parse_cluster_url(url: str) -> tuple[list[tuple[str, int]], str | None]:
 
 
 def is_cluster(r: Any) -> bool:
-    """Whether `r` is a Redis Cluster client (its pipelines split by node, WAIT is per node)."""
-    return hasattr(r, "get_primaries")
+    """Whether `r` is a Redis Cluster client (its pipelines split by node, WAIT is per node);
+    asked without making a `LazyCluster`'s client."""
+    return isinstance(r, LazyCluster) or hasattr(r, "get_primaries")
 
 
 def pipeline_nodes(r: Any, pipe: Any) -> list[Any]:
@@ -133,18 +134,46 @@ def client(url: str, timeout: float) -> Any:
         )
         return sentinel.master_for(master, db=db, password=password, **opts)
     if url.startswith(CLUSTER_SCHEME):
-        from redis.cluster import ClusterNode, RedisCluster
-
         nodes, password = parse_cluster_url(url)
-        retry = opts.pop("retry")
-        return RedisCluster(
-            startup_nodes=[ClusterNode(h, p) for h, p in nodes],
-            password=password,
-            retry=retry,
-            require_full_coverage=True,
-            **opts,
-        )
+        return LazyCluster(nodes, password, opts)
     return redis.Redis.from_url(url, **opts)
+
+
+class LazyCluster:
+    """A RedisCluster made on first use. RedisCluster reads the slot map from the nodes as
+    it is made and raises when none answers, where the other clients connect on their first
+    command: made here on first use, a cluster not up yet is StoreUnavailable for that call
+    (3004, tried again on the next), as a single server not up yet is, instead of a worker
+    that fails to start."""
+
+    def __init__(self, nodes: list[tuple[str, int]], password: str | None, opts: dict[str, Any]):
+        self._nodes, self._password, self._opts = nodes, password, opts
+        self._c: Any = None
+
+    def _client(self) -> Any:
+        if self._c is None:
+            import redis
+            from redis.cluster import ClusterNode, RedisCluster
+
+            opts = dict(self._opts)
+            try:
+                self._c = RedisCluster(
+                    startup_nodes=[ClusterNode(h, p) for h, p in self._nodes],
+                    password=self._password,
+                    retry=opts.pop("retry"),
+                    require_full_coverage=True,
+                    **opts,
+                )
+            except redis.exceptions.RedisClusterException as exc:  # no node answered
+                raise redis.ConnectionError(str(exc)) from exc
+        return self._c
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client(), name)
+
+    def close(self) -> None:
+        if self._c is not None:
+            self._c.close()
 
 
 def redis_errors() -> tuple[tuple[type[BaseException], ...], type[BaseException]]:
@@ -194,6 +223,11 @@ class RedisConn(Nowait):
             raise StoreUnavailable(f"redis {self.url}: {exc}") from exc
         except self._busy as exc:
             raise StoreUnavailable(f"redis {self.url}: {exc}") from exc
+
+    def _pipe(self) -> Any:
+        """A new pipeline (no transaction), made inside `_call`: a cluster's client is made
+        on first use (`LazyCluster`), and one that cannot be is StoreUnavailable."""
+        return self._call(lambda: self.r.pipeline(transaction=False))
 
     def _queue_waits(self, pipe: Any) -> int:
         """Queue the WAITs of `replicas`: how many. On a cluster, one to each primary the
