@@ -249,6 +249,15 @@ def test_a_node_that_lost_the_script_gets_it_again(cluster) -> None:
 
 
 @needs_cluster
+def test_the_old_layouts_migration_is_refused_on_a_cluster(cluster) -> None:
+    """Its transactions span slots (that layout never ran on a cluster): a clear refusal."""
+    from chargegw.workers.charging.redis_store import LayoutError, migrate_redis_layout
+
+    with pytest.raises(LayoutError, match="single server"):
+        migrate_redis_layout(cluster.url, prefix="old", shards=N)
+
+
+@needs_cluster
 def test_ledger_check_command_reconciles_every_shard_of_a_cluster(cluster) -> None:
     """`chargegw ledger check --store-url redis+cluster://...` reads all 64 shards (the
     default count) on 3 nodes: the figures add up, and one forged credit fails the check."""

@@ -347,9 +347,13 @@ class RedisTables(CachedRules, RedisConn):
         return f"{self.p}:{{s{n}}}:notices"
 
     def _kalias(self, t: int, d: str) -> str:
+        """Identity -> its account's shard. Untagged (looked up before the shard is known):
+        single-key GET/SET/DEL only, never in a script."""
         return f"{self.p}:alias:{t}:{d}"
 
     def _ksidx(self, sid: str) -> str:
+        """Session-Id -> account. Untagged (it finds the shard): single-key GET/SET only,
+        queued after a script in the same pipeline, never in it."""
         return f"{self.p}:sidx:{sid}"
 
     # -- shards and the cache -------------------------------------------------------------
