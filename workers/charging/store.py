@@ -383,7 +383,7 @@ class StoreConfig(msgspec.Struct, forbid_unknown_fields=True):
     # shard map, a store made with another count refuses to open).
     shards: int = DEFAULT_SHARDS
     # Redis with replicas (`redis+sentinel://HOST:PORT/MASTER`, or `redis+cluster://HOST:PORT`:
-    # there WAIT goes to every primary): a batch is answered only once this many replicas hold
+    # WAIT on each primary written): a batch is answered only once this many replicas hold
     # it (WAIT), so a failover loses no answered change; fewer in `replica_wait` s gives 3004.
     replicas: int = 0
     replica_wait: float = 0.1

@@ -36,9 +36,9 @@ class RedisCdr(RedisConn):
         if self._mode:
             return
         if is_cluster(self.r):
-            r = self.r
-            nodes = self._call(lambda: [r.get_redis_connection(n) for n in r.get_primaries()])
-            modes = {self._check_node(r) for r in nodes}
+            c = self.r
+            nodes = self._call(lambda: [c.get_redis_connection(n) for n in c.get_primaries()])
+            modes = {self._check_node(node) for node in nodes}
             if len(modes) > 1:  # WAITAOF to a node before 7.2 would fail every batch
                 raise NotDurable(
                     f"redis {self.url}: the cluster mixes Redis before and after 7.2; run one"

@@ -16,27 +16,38 @@ T = TypeVar("T")
 SENTINEL_SCHEME = "redis+sentinel://"
 
 
-def parse_sentinel_url(url: str) -> tuple[list[tuple[str, int]], str, int, str | None]:
-    """`redis+sentinel://[:PASSWORD@]HOST:PORT[,HOST:PORT...]/MASTER[/DB]`: the Sentinels,
-    the monitored master's name, the database and the data nodes' password. ValueError on
-    anything else (a configuration error, named at start)."""
-    if not url.startswith(SENTINEL_SCHEME):
-        raise ValueError(f"not a {SENTINEL_SCHEME} URL")
-    rest = url[len(SENTINEL_SCHEME) :]
+def _split(url: str, scheme: str) -> tuple[str | None, str, list[str]]:
+    """A `scheme[:PASSWORD@]HOSTS/PATH...` URL's password, hosts and path parts."""
+    if not url.startswith(scheme):
+        raise ValueError(f"not a {scheme} URL")
+    rest = url[len(scheme) :]
     password = None
     if "@" in rest:
         cred, rest = rest.rsplit("@", 1)
         password = cred.split(":", 1)[1] if ":" in cred else cred
     hosts, _, path = rest.partition("/")
-    parts = [p for p in path.split("/") if p]
-    if not hosts or not parts or len(parts) > 2:
-        raise ValueError(f"a Sentinel URL is {SENTINEL_SCHEME}HOST:PORT[,HOST:PORT...]/MASTER[/DB]")
+    return password, hosts, [p for p in path.split("/") if p]
+
+
+def _hosts(hosts: str, what: str) -> list[tuple[str, int]]:
+    """`HOST:PORT[,HOST:PORT...]` (IPv6 in brackets) as (host, port) pairs."""
     nodes: list[tuple[str, int]] = []
     for h in hosts.split(","):
         host, sep, port = h.rpartition(":")
         if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ValueError(f"bad Sentinel address {h!r} (HOST:PORT)")
+            raise ValueError(f"bad {what} address {h!r} (HOST:PORT)")
         nodes.append((host.strip("[]"), int(port)))
+    return nodes
+
+
+def parse_sentinel_url(url: str) -> tuple[list[tuple[str, int]], str, int, str | None]:
+    """`redis+sentinel://[:PASSWORD@]HOST:PORT[,HOST:PORT...]/MASTER[/DB]`: the Sentinels,
+    the monitored master's name, the database and the data nodes' password. ValueError on
+    anything else (a configuration error, named at start)."""
+    password, hosts, parts = _split(url, SENTINEL_SCHEME)
+    if not hosts or not parts or len(parts) > 2:
+        raise ValueError(f"a Sentinel URL is {SENTINEL_SCHEME}HOST:PORT[,HOST:PORT...]/MASTER[/DB]")
+    nodes = _hosts(hosts, "Sentinel")
     if len(parts) == 2 and not parts[1].isdigit():
         raise ValueError(f"bad database number {parts[1]!r}")
     return nodes, parts[0], int(parts[1]) if len(parts) == 2 else 0, password
@@ -50,26 +61,12 @@ def parse_cluster_url(url: str) -> tuple[list[tuple[str, int]], str | None]:
     (the client learns the others and the slot map from them) and the password. A Redis
     Cluster has database 0 only, so any other number is refused. ValueError on anything
     else (a configuration error, named at start)."""
-    if not url.startswith(CLUSTER_SCHEME):
-        raise ValueError(f"not a {CLUSTER_SCHEME} URL")
-    rest = url[len(CLUSTER_SCHEME) :]
-    password = None
-    if "@" in rest:
-        cred, rest = rest.rsplit("@", 1)
-        password = cred.split(":", 1)[1] if ":" in cred else cred
-    hosts, _, path = rest.partition("/")
-    parts = [p for p in path.split("/") if p]
+    password, hosts, parts = _split(url, CLUSTER_SCHEME)
     if not hosts or len(parts) > 1:
         raise ValueError(f"a Redis Cluster URL is {CLUSTER_SCHEME}HOST:PORT[,HOST:PORT...][/0]")
     if parts and parts[0] != "0":
         raise ValueError(f"a Redis Cluster has database 0 only, not {parts[0]!r}")
-    nodes: list[tuple[str, int]] = []
-    for h in hosts.split(","):
-        host, sep, port = h.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ValueError(f"bad Redis Cluster node address {h!r} (HOST:PORT)")
-        nodes.append((host.strip("[]"), int(port)))
-    return nodes, password
+    return _hosts(hosts, "Redis Cluster node"), password
 
 
 def is_cluster(r: Any) -> bool:
