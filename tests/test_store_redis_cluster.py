@@ -1,7 +1,7 @@
 """The Redis store on a real Redis Cluster (issue 10: "hash tags so that Redis Cluster works.
 Redis Cluster, not a home-made replication scheme, is how state leaves one machine"): the
 URL, one slot per shard and the shards over every primary, scripts refused across slots,
-notices taken by the shard's owner, WAIT on every primary and a primary's failover with no
+WAIT on each primary written and a primary's failover with no
 answered change lost, and `chargegw ledger check` across every shard. The contract suite
 (`test_store_contract.py`) runs on a cluster too."""
 
@@ -117,7 +117,7 @@ def test_a_store_opened_before_its_cluster_is_up_waits_for_it() -> None:
 @needs_cluster
 def test_one_shard_is_one_slot_and_the_shards_spread_over_every_primary(cluster) -> None:
     """Every key a shard's traffic writes (accounts, sessions, ledger, indexes, identities,
-    notices, Sy sets) carries its tag, so lies in the tag's slot on one node; the shards
+    Sy sets) carries its tag, so lies in the tag's slot on one node; the shards
     spread over all 3 primaries; the untagged keys are the documented single-key ones."""
     import redis
 
@@ -131,7 +131,7 @@ def test_one_shard_is_one_slot_and_the_shards_spread_over_every_primary(cluster)
     out = s.credit_control_many([op(f"s-{a}", 1, core.UPDATE, a, used=10) for a in accts[::2]])
     assert all(o.result == 2001 for o in out), out
     for a in accts:
-        s.topup(a, 500, NOW)  # queues a RAR notice in the account's shard
+        s.topup(a, 500, NOW)  # queues a RAR notice (store-wide list)
         s.sy_put(SySubscription(f"sy-{a}", a, "c.test", "test", []))
     keys: dict[str, str] = {}  # key -> the node holding it
     for node in s.r.get_primaries():
@@ -150,10 +150,10 @@ def test_one_shard_is_one_slot_and_the_shards_spread_over_every_primary(cluster)
     assert sorted(shard_nodes) == list(range(N))
     assert all(len(nodes) == 1 for nodes in shard_nodes.values()), shard_nodes
     assert len({next(iter(v)) for v in shard_nodes.values()}) == 3  # every primary holds shards
-    assert untagged <= {"alias", "sidx", "sy", "layout", "rules", "seeded"}, untagged
+    assert untagged <= {"alias", "sidx", "sy", "layout", "rules", "seeded", "notices"}, untagged
     assert {"alias", "sidx", "sy", "layout"} <= untagged
     kinds = {k.split("}:", 1)[1].split(":")[0] for k in keys if "}:" in k}
-    assert {"gen", "a", "s", "l", "accts", "ss", "subs", "sub", "sweep", "notices", "sy"} <= kinds
+    assert {"gen", "a", "s", "l", "accts", "ss", "subs", "sub", "sweep", "sy"} <= kinds
     # A script naming keys of two shards is refused by the node (nothing half applied).
     a0, a1 = accts[0], accts[1]
     before = s.r.get(s._ka(a0))
@@ -207,27 +207,6 @@ def test_a_warm_batch_is_one_send_per_primary(cluster, monkeypatch) -> None:
     assert events[:3] == sends, events  # every node's share sent before the first read
     assert ledger_check(s).ok
     s.close()
-
-
-@needs_cluster
-def test_notices_are_taken_by_their_shards_owner(cluster) -> None:
-    admin = store_on(cluster.url, "notes")
-    accts = accounts_on_every_shard(N)[:2]
-    admin.import_accounts([AccountRow(a, 100, 0, False, [(0, a)]) for a in accts], NOW)
-    mine, other = store_on(cluster.url, "notes"), store_on(cluster.url, "notes")
-    n0, n1 = shard_of(accts[0], N), shard_of(accts[1], N)
-    mine.assign({n0})
-    other.assign({n1})
-    for s, a in ((mine, accts[0]), (other, accts[1])):
-        out = s.credit_control(op(f"s-{a}", 0, core.INITIAL, a, requested=100))
-        assert out.services[0].fui  # the whole balance: a top-up sends a RAR
-    admin.topup(accts[0], 500, NOW)
-    admin.topup(accts[1], 500, NOW)
-    assert [n.session for n in mine.take_notices()] == [f"s-{accts[0]}"]
-    assert [n.session for n in other.take_notices()] == [f"s-{accts[1]}"]
-    assert mine.take_notices() == [] and admin.take_notices() == []
-    for s in (admin, mine, other):
-        s.close()
 
 
 @needs_cluster

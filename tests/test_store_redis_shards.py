@@ -310,27 +310,3 @@ def test_an_assign_made_while_redis_is_away_is_claimed_once_it_is_back(tmp_path)
         store.close()
         server.terminate()
         server.wait(10)
-
-
-def test_notices_live_in_their_shard_and_the_old_store_wide_list_is_still_taken(make):
-    """RAR/ASR notices are queued in the account's shard (`cg:{sN}:notices`) and taken by
-    the shard's owner only; notices a store before that queued in `cg:notices` are taken by
-    whoever looks, so an upgrade loses none."""
-    from chargegw.workers.charging.store import Notice
-    from chargegw.workers.charging.stores.redis_db import enc
-
-    admin, owner, other = make(), make(), make()
-    a = "4670000077"
-    n = shard_of(a, N)
-    admin.import_accounts([AccountRow(a, 100, 0, False, [(0, a)])], NOW)
-    owner.assign({n})
-    other.assign({(n + 1) % N})
-    out = owner.credit_control(op("fui", 0, core.INITIAL, [svc(requested=100)], [(0, a)], n))
-    assert out.services[0].fui
-    admin.set_blocked(a, True)  # ASR to its open session
-    assert admin.r.llen(f"{admin.p}:{{s{n}}}:notices") == 1
-    assert other.take_notices() == []
-    assert [(x.kind, x.session) for x in owner.take_notices()] == [("asr", "fui")]
-    old = Notice("rar", "legacy", a, "c.test", "test")
-    admin.r.rpush(f"{admin.p}:notices", enc.encode(old))
-    assert other.take_notices() == [old] and owner.take_notices() == []

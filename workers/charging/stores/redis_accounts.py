@@ -156,7 +156,7 @@ class RedisAccounts(RedisTables):
             s = sess_dec.decode(raw)
             if s.state == core.OPEN and (s.fui or not fui_only):
                 pipe.rpush(
-                    self._knotices(self._sh(a)),
+                    f"{self.p}:notices",
                     enc.encode(Notice(kind, s.id, a, s.client_host, s.client_realm)),
                 )
         if len(pipe):

@@ -16,25 +16,22 @@ hash slot (Redis Cluster) and one script can change any of it atomically:
 | `cg:{sN}:ss:ACCT` / `:subs:ACCT` / `:sy:ACCT` | an account's open sessions / identities / Sy sessions |
 | `cg:{sN}:sub:TYPE:DATA` | identity -> account id, in the account's shard |
 | `cg:{sN}:sweep` | the shard's open sessions by expiry (member `ACCT\\nSID`) |
-| `cg:{sN}:notices` | RAR/ASR notices for the shard's sessions, taken by its owner |
 | `cg:alias:TYPE:DATA` | identity -> account shard, where shard_of(DATA) is another shard |
 | `cg:sidx:SID` | Session-Id -> account id (fallback routing of CCR-U/T) |
 | `cg:sy:SID` | a Sy subscription by its Sy Session-Id |
-| `cg:layout`, `cg:rules`, `cg:seeded` | store-wide |
+| `cg:layout`, `cg:rules`, `cg:seeded`, `cg:notices` | store-wide |
 
 Every script (`CAS`: credit control, sweeps, admin writes) names keys of one shard only, so
-of one hash slot: on a Redis Cluster it runs on that slot's node, and the client refuses a
-script whose keys span slots before sending it. The untagged keys (alias, sidx, sy, layout,
-rules, seeded, and the `cg:notices` list a store before shard-tagged notices filled) are
-only ever read or written by single-key commands, alone or in a non-transactional pipeline
-(which a cluster client splits by node): never inside a script or a MULTI. They are looked
-up by what a request carries (an identity, a Session-Id) before its shard is known, so no
-shard's tag would place them right.
+of one hash slot: on a Redis Cluster it runs on that slot's node, and a script whose keys
+span slots is refused (CROSSSLOT) before anything is applied. The untagged keys (alias,
+sidx, sy, layout, rules, seeded, notices) are only ever read or written by single-key
+commands, alone or in a non-transactional pipeline (which a cluster client splits by node):
+never inside a script or a MULTI. Alias, sidx and sy are looked up by what a request carries
+(an identity, a Session-Id) before its shard is known, so no shard's tag would place them.
 
 The old layout (keys tagged by account, `cg:{ACCT}:a`, the set `cg:accounts`) is detected at
-open and refused with `LayoutError`, naming `redis_store.migrate_redis_layout`. Shard-tagged
-notices kept the layout version (2): nothing else moved, and `take_notices` still drains the
-old store-wide list.
+open and refused with `LayoutError`, naming `redis_store.migrate_redis_layout`. No key was
+renamed for Redis Cluster, so the layout version stays 2.
 """
 
 from __future__ import annotations
@@ -341,10 +338,6 @@ class RedisTables(CachedRules, RedisConn):
     def _ksub(self, n: int, t: int, d: str) -> str:
         """Identity -> account id, in shard `n` (its account's)."""
         return f"{self.p}:{{s{n}}}:sub:{t}:{d}"
-
-    def _knotices(self, n: int) -> str:
-        """Shard `n`'s queued RAR/ASR notices (a list), taken by the shard's owner."""
-        return f"{self.p}:{{s{n}}}:notices"
 
     def _kalias(self, t: int, d: str) -> str:
         """Identity -> its account's shard. Untagged (looked up before the shard is known):

@@ -77,17 +77,7 @@ class RedisSweeps(RedisTables):
         return "released"
 
     def take_notices(self, limit: int = 100) -> list[Notice]:
-        """The notices of the shards served here (their owner sends the RAR/ASR), at most
-        `limit` from each, in one pipeline of single-key LPOPs; plus those a store before
-        shard-tagged notices queued in the store-wide list `cg:notices`, which any process
-        takes (so an upgrade loses none)."""
-        shards = self._served()
-
-        def pop() -> list[bytes]:
-            pipe = self.r.pipeline(transaction=False)
-            for n in shards:
-                pipe.lpop(self._knotices(n), limit)
-            pipe.lpop(f"{self.p}:notices", limit)
-            return [x for got in pipe.execute() for x in got or []]
-
-        return [msgspec.msgpack.decode(x, type=Notice) for x in self._call(pop)]
+        """The queued RAR/ASR notices, from the store-wide list `cg:notices` (one LPOP: a
+        single-key command, so it works on a cluster); any worker may take them."""
+        raw = self._call(lambda: self.r.lpop(f"{self.p}:notices", limit))
+        return [msgspec.msgpack.decode(x, type=Notice) for x in raw or []]
