@@ -1,10 +1,13 @@
-"""One contract suite for every store backend: SQLite always, Redis when redis-server exists."""
+"""One contract suite for every store backend: SQLite always, Redis when redis-server exists,
+and Redis Cluster (3 primaries on loopback) when redis-cli exists too."""
 
 from __future__ import annotations
 
 import multiprocessing as mp
 import shutil
+import sys
 import time
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -25,6 +28,9 @@ from chargegw.workers.charging.store import (
 )
 from chargegw.workers.charging.testing import RedisServer
 
+sys.path.insert(0, str(Path(__file__).parent))
+import redis_cluster  # noqa: E402
+
 HAS_REDIS = shutil.which("redis-server") is not None
 E164 = 0
 NOW = 1_750_000_000.0
@@ -36,6 +42,29 @@ def redis_server():
         pytest.skip("redis-server binary not installed (apt-get install redis-server)")
     with RedisServer() as srv:
         yield srv
+
+
+@pytest.fixture(scope="module")
+def cluster_server():
+    """A private 3-primary Redis Cluster (about 2 s to start)."""
+    why = redis_cluster.missing()
+    if why is not None:
+        pytest.skip(why)
+    pytest.importorskip("redis")
+    with redis_cluster.RedisCluster() as c:
+        yield c
+
+
+REDIS_KINDS = ("redis", "cluster")
+
+
+def redis_of(request, kind: str):
+    """The server fixture a backend needs (None for SQLite)."""
+    if kind == "redis":
+        return request.getfixturevalue("redis_server")
+    if kind == "cluster":
+        return request.getfixturevalue("cluster_server")
+    return None
 
 
 _n = [0]
@@ -72,10 +101,9 @@ def admin(tmp_path):
     return sharded(tmp_path, "admin")
 
 
-@pytest.fixture(params=["sqlite", "sharded", "redis"])
+@pytest.fixture(params=["sqlite", "sharded", "redis", "cluster"])
 def store(request, tmp_path):
-    srv = request.getfixturevalue("redis_server") if request.param == "redis" else None
-    s = make_store(request.param, tmp_path, srv)
+    s = make_store(request.param, tmp_path, redis_of(request, request.param))
     yield s
     s.close()
 
@@ -315,7 +343,19 @@ def durable_redis():
         r.close()
 
 
-@pytest.fixture(params=["sqlite", "redis"])
+@pytest.fixture(scope="module")
+def durable_cluster():
+    """A private 3-primary Redis Cluster whose nodes fsync their append-only files."""
+    why = redis_cluster.missing()
+    if why is not None:
+        pytest.skip(why)
+    pytest.importorskip("redis")
+    extra = ("--appendonly", "yes", "--appendfsync", "always")
+    with redis_cluster.RedisCluster(extra=extra) as c:
+        yield c
+
+
+@pytest.fixture(params=["sqlite", "redis", "cluster"])
 def cdr_store(request, tmp_path):
     if request.param == "sqlite":
         from chargegw.workers.charging.sqlite_store import SqliteCdrStore
@@ -325,7 +365,8 @@ def cdr_store(request, tmp_path):
         from chargegw.workers.charging.redis_store import RedisCdrStore
 
         _n[0] += 1
-        srv = request.getfixturevalue("durable_redis")
+        name = "durable_redis" if request.param == "redis" else "durable_cluster"
+        srv = request.getfixturevalue(name)
         s = RedisCdrStore(srv.url, prefix=f"t{_n[0]}", timeout=2.0)
     yield s
     s.close()
@@ -451,7 +492,7 @@ actions = st.lists(
 )
 
 
-@pytest.mark.parametrize("kind", ["sqlite", "sharded", "redis"])
+@pytest.mark.parametrize("kind", ["sqlite", "sharded", "redis", "cluster"])
 @settings(
     max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
@@ -459,8 +500,7 @@ actions = st.lists(
 def test_invariants_hold_under_random_workloads(
     request, tmp_path_factory, kind, script, balance, limit
 ):
-    srv = request.getfixturevalue("redis_server") if kind == "redis" else None
-    s = make_store(kind, tmp_path_factory.mktemp("h"), srv)
+    s = make_store(kind, tmp_path_factory.mktemp("h"), redis_of(request, kind))
     try:
         seed(s, balance=balance, limit=limit)
         number = {}
@@ -507,14 +547,13 @@ events = st.lists(
 )
 
 
-@pytest.mark.parametrize("kind", ["sqlite", "sharded", "redis"])
+@pytest.mark.parametrize("kind", ["sqlite", "sharded", "redis", "cluster"])
 @settings(
     max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(script=events)
 def test_refunds_never_give_back_more_than_was_debited(request, tmp_path_factory, kind, script):
-    srv = request.getfixturevalue("redis_server") if kind == "redis" else None
-    s = make_store(kind, tmp_path_factory.mktemp("r"), srv)
+    s = make_store(kind, tmp_path_factory.mktemp("r"), redis_of(request, kind))
     try:
         seed(s, balance=100_000)
         seed(s, balance=100_000, acct="A2", msisdn="222")
@@ -565,11 +604,12 @@ def _hammer(kind: str, target: str, prefix: str, worker: int, sessions: int, q) 
     q.put(charged)
 
 
-@pytest.mark.parametrize("kind", ["sqlite", "redis"])
+@pytest.mark.parametrize("kind", ["sqlite", *REDIS_KINDS])
 def test_several_processes_never_charge_twice(kind, tmp_path, request):
-    if kind == "redis":
-        target = request.getfixturevalue("redis_server").url
-        s = make_store("redis", tmp_path, request.getfixturevalue("redis_server"))
+    if kind in REDIS_KINDS:
+        srv = redis_of(request, kind)
+        target = srv.url
+        s = make_store(kind, tmp_path, srv)
         prefix = s.p
     else:
         s = make_store("sqlite", tmp_path)
@@ -647,7 +687,7 @@ def test_finished_sessions_are_forgotten_in_bulk(store):
     if hasattr(store, "db"):  # SQLite: the rows are gone
         assert store.db.execute("SELECT count(*) FROM sessions").fetchone()[0] == 0
     else:  # Redis: finished sessions carry a TTL and are not in the sweep index
-        assert store.r.zcard(f"{store.p}:sweep") == 0
+        assert sum(store.r.zcard(store._ksweep(n)) for n in range(store.shards)) == 0
         assert 0 < store.r.pttl(store._ks("A1", "b0")) <= 50_000
     assert ledger_check(store).ok
 
@@ -732,21 +772,50 @@ def _accounts_on_shards(n: int) -> list[str]:
     return sorted(found.values(), key=lambda a: shard_of(a, SHARDS))
 
 
-def test_sharded_move_while_the_old_owner_is_alive(tmp_path):
+def owner(where: tuple[str, str, str], name: str, shards=None):
+    """A store of `where` (kind, target, prefix: a folder for the sharded SQLite store, a
+    URL for Redis) as the process `name` opens it; with `shards`, assigned them."""
+    kind, target, prefix = where
+    if kind == "sharded":
+        import pathlib
+
+        return sharded(pathlib.Path(target), name, shards)
+    from chargegw.workers.charging.redis_store import RedisStore
+
+    s = RedisStore(target, prefix=prefix, timeout=5.0, shards=SHARDS)
+    if shards is not None:
+        s.assign_shards(frozenset(shards))
+    return s
+
+
+def owned(s) -> frozenset[int]:
+    return s.owned_shards() if hasattr(s, "owned_shards") else s.owned()
+
+
+@pytest.fixture(params=["sharded", *REDIS_KINDS])
+def where(request, tmp_path) -> tuple[str, str, str]:
+    """Where the sharded tests' processes meet: a data folder, or a Redis server/cluster."""
+    if request.param == "sharded":
+        return ("sharded", str(tmp_path), "")
+    _n[0] += 1
+    return (request.param, redis_of(request, request.param).url, f"t{_n[0]}")
+
+
+def test_sharded_move_while_the_old_owner_is_alive(where):
     """The shard moves to B while A still runs: A's next request of it gets NotOwner and
     applies nothing; B goes on from the same balances and session state."""
     from chargegw.sharding import NotOwner, shard_of
 
     accts = _accounts_on_shards(SHARDS)
-    adm = admin(tmp_path)
+    adm = owner(where, "admin")
     adm.import_accounts([AccountRow(a, 10_000, 0, False, [(E164, a)]) for a in accts], NOW)
-    a = sharded(tmp_path, "A", range(SHARDS))
+    a = owner(where, "A", range(SHARDS))
     for k, acct in enumerate(accts):
         o = op(f"s{k}", 0, core.INITIAL, [svc(requested=100)], subs=[(E164, acct)])
         o.shard = shard_of(acct, SHARDS)
         assert a.credit_control(o).result == 2001
     moved = shard_of(accts[0], SHARDS)
-    b = sharded(tmp_path, "B", [moved])
+    b = owner(where, "B", [moved])
     ops = []
     for k, acct in enumerate(accts):
         o = op(f"s{k}", 1, core.UPDATE, [svc(used=30, requested=100)], subs=[(E164, acct)])
@@ -763,7 +832,7 @@ def test_sharded_move_while_the_old_owner_is_alive(tmp_path):
     assert b.credit_control(ops[0]).replay  # B has the session's state, resend included
     with pytest.raises(NotOwner):
         a.credit_control(ops[0])
-    assert moved not in a.owned_shards() and b.owned_shards() == {moved}
+    assert moved not in owned(a) and owned(b) == {moved}
     rep = ledger_check(adm)
     assert rep.ok, rep.problems
     assert rep.debits == 300 * len(accts) and rep.accounts == len(accts)
@@ -788,10 +857,8 @@ def _session_script(sid: str, acct: str) -> list[CCOp]:
     return ops
 
 
-def _owner_under_load(path: str, accts: list[str], started) -> None:
-    import pathlib
-
-    s = sharded(pathlib.Path(path), "victim", range(SHARDS))
+def _owner_under_load(where: tuple[str, str, str], accts: list[str], started) -> None:
+    s = owner(where, "victim", range(SHARDS))
     started.set()
     i = 0
     while True:  # until killed
@@ -803,18 +870,18 @@ def _owner_under_load(path: str, accts: list[str], started) -> None:
             s.credit_control_many(batch[k : k + 3])
 
 
-def test_sharded_killed_owner_is_replaced_and_nothing_is_charged_twice(tmp_path):
+def test_sharded_killed_owner_is_replaced_and_nothing_is_charged_twice(where):
     """kill -9 an owner in the middle of its load; another process claims its shards and
     gets every resend of its sessions answered, none charged twice, the ledger whole."""
     import os
     import signal
 
     accts = _accounts_on_shards(SHARDS)
-    adm = admin(tmp_path)
+    adm = owner(where, "admin")
     adm.import_accounts([AccountRow(a, 10**12, 0, False, [(E164, a)]) for a in accts], NOW)
     ctx = mp.get_context("fork")
     started = ctx.Event()
-    p = ctx.Process(target=_owner_under_load, args=(str(tmp_path), accts, started))
+    p = ctx.Process(target=_owner_under_load, args=(where, accts, started))
     p.start()
     try:
         assert started.wait(30)
@@ -822,7 +889,7 @@ def test_sharded_killed_owner_is_replaced_and_nothing_is_charged_twice(tmp_path)
     finally:
         os.kill(p.pid, signal.SIGKILL)
         p.join(10)
-    heir = sharded(tmp_path, "heir", range(SHARDS))
+    heir = owner(where, "heir", range(SHARDS))
     rep = ledger_check(adm)
     assert rep.ok, rep.problems
     assert rep.debits > 0  # the victim did commit work before it died

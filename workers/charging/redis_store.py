@@ -1,5 +1,6 @@
-"""The scale-out store: Redis (standalone; the key layout is Cluster-ready), shared by
-workers on many hosts, and the engine of sharded charging state (issue 10).
+"""The scale-out store: Redis (one server, Sentinel, or a Redis Cluster named by
+`redis+cluster://HOST:PORT[,HOST:PORT...]`), shared by workers on many hosts, and the engine
+of sharded charging state (issue 10).
 
 Keys are tagged by shard, `cg:{sN}:...`, so everything of one shard is one hash slot (see
 `stores.redis_db` for the layout). A request's rows are applied by `core` in Python and

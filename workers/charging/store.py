@@ -382,9 +382,9 @@ class StoreConfig(msgspec.Struct, forbid_unknown_fields=True):
     # Charging state is split into this many shards (issue 10; sqlite: persisted in the
     # shard map, a store made with another count refuses to open).
     shards: int = DEFAULT_SHARDS
-    # Redis with replicas (a Sentinel URL, `redis+sentinel://HOST:PORT/MASTER`): a batch is
-    # answered only once this many replicas hold it (WAIT), so a failover loses no answered
-    # change; fewer within `replica_wait` seconds gives 3004.
+    # Redis with replicas (`redis+sentinel://HOST:PORT/MASTER`, or `redis+cluster://HOST:PORT`:
+    # WAIT on each primary written): a batch is answered only once this many replicas hold
+    # it (WAIT), so a failover loses no answered change; fewer in `replica_wait` s gives 3004.
     replicas: int = 0
     replica_wait: float = 0.1
 
@@ -407,6 +407,10 @@ class StoreConfig(msgspec.Struct, forbid_unknown_fields=True):
                 from .stores.redis_db import parse_sentinel_url
 
                 parse_sentinel_url(url)  # ValueError names what is wrong
+            elif url.startswith("redis+cluster://"):
+                from .stores.redis_db import parse_cluster_url
+
+                parse_cluster_url(url)
         if self.backend not in ("sqlite", "redis"):
             raise ValueError(f"backend must be 'sqlite' or 'redis', not {self.backend!r}")
         if self.timeout <= 0:

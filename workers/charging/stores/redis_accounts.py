@@ -24,7 +24,16 @@ from .common import (
     provisioned,
     topped_up,
 )
-from .redis_db import LAYOUT_VERSION, RedisTables, Script, enc, ledger_dec, sess_dec
+from .redis_db import (
+    LAYOUT_VERSION,
+    LayoutError,
+    RedisTables,
+    Script,
+    enc,
+    is_cluster,
+    ledger_dec,
+    sess_dec,
+)
 
 _SUB_TYPES = range(5)  # Subscription-Id-Type values `get_account` tries for a bare identity
 _CHUNK = 1000  # list entries / keys read per round trip when iterating
@@ -103,7 +112,7 @@ class RedisAccounts(RedisTables):
         it, and identities hashing elsewhere get their alias (written before the account's
         identity keys, so a request routed by the alias finds them once they exist)."""
         m = self._sh(r.id)
-        pipe = self.r.pipeline(transaction=False)
+        pipe = self._pipe()
         for t, d in r.subscriptions:
             old = self._account_of(t, d)
             if old is not None and old != r.id:
@@ -150,7 +159,8 @@ class RedisAccounts(RedisTables):
                     f"{self.p}:notices",
                     enc.encode(Notice(kind, s.id, a, s.client_host, s.client_realm)),
                 )
-        self._call(pipe.execute)
+        if len(pipe):
+            self._call(pipe.execute)
 
     def topup(self, account_id: str, amount: int, now: float) -> Account:
         check_topup(amount)
@@ -192,7 +202,7 @@ class RedisAccounts(RedisTables):
     # -- iteration for checks and CLIs -----------------------------------------------------
 
     def _account_ids(self) -> list[str]:
-        pipe = self.r.pipeline(transaction=False)
+        pipe = self._pipe()
         for n in range(self.shards):
             pipe.smembers(self._kaccts(n))
         found = self._call(pipe.execute)
@@ -238,6 +248,11 @@ class RedisAccounts(RedisTables):
         r, p = self.r, self.p
         if r.get(f"{p}:layout") is not None:
             return 0
+        if is_cluster(r):  # its transactions span slots; that layout never ran on a cluster
+            raise LayoutError(
+                f"redis {self.url}: migrate the account-tagged layout on a single server,"
+                " then move the data into the cluster"
+            )
         ids = sorted(x.decode() for x in r.smembers(f"{p}:accounts"))
         sweep: dict[str, list[tuple[str, float]]] = {}
         for m, score in r.zrange(f"{p}:sweep", 0, -1, withscores=True):

@@ -4,18 +4,24 @@ stored once. A batch is acknowledged only once it is in the fsynced append-only 
 WAITAOF 1 0 on Redis 7.2+, else the server must run appendfsync always (checked at open,
 or at the first write when the server was not up yet), and with `replicas` once that many
 replicas hold it (WAIT). With `retention` each session's
-hash expires that long after its last record."""
+hash expires that long after its last record.
+
+On a Redis Cluster (`redis+cluster://`) the session hashes spread over the nodes by their
+`{SID}` tag; every primary's settings are checked, and WAITAOF (and WAIT) go to each primary
+the batch wrote, in the same pipeline after that node's writes, so a batch counts only once
+every node that took part of it has it on disk."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from functools import partial
+from typing import Any
 
 import msgspec
 
 from ..store import Cdr, NotDurable, StoreUnavailable
 from .common import SWEEP_BUDGET
-from .redis_db import RedisConn
+from .redis_conn import RedisConn, is_cluster, pipeline_nodes
 
 _cdr_dec = msgspec.json.Decoder(Cdr)
 
@@ -24,18 +30,33 @@ class RedisCdr(RedisConn):
     timeout: float
     retention: int
     _mode: str  # "waitaof" or "always" once checked, "" before
-    _response_error: type[BaseException]
 
     def _check(self) -> None:
         """How a commit is made durable on this server, or NotDurable."""
         if self._mode:
             return
-        r = self.r
+        if is_cluster(self.r):
+            c = self.r
+            nodes = self._call(lambda: [c.get_redis_connection(n) for n in c.get_primaries()])
+            modes = {self._check_node(node) for node in nodes}
+            if len(modes) > 1:  # WAITAOF to a node before 7.2 would fail every batch
+                raise NotDurable(
+                    f"redis {self.url}: the cluster mixes Redis before and after 7.2; run one"
+                    " version on every node"
+                )
+            self._mode = modes.pop()
+        else:
+            self._mode = self._check_node(self.r)
+
+    def _check_node(self, r: Any) -> str:
+        """One server's durable mode ("waitaof" or "always"), or NotDurable."""
+        from redis.exceptions import ResponseError  # (a CONFIG GET refused: a managed Redis)
+
         info = self._call(lambda: r.info("server"))
         version = tuple(int(x) for x in str(info["redis_version"]).split(".")[:2])
         try:
             conf = self._call(lambda: r.config_get("append*"))
-        except self._response_error as exc:
+        except ResponseError as exc:
             raise NotDurable(
                 f"redis {self.url}: cannot read the append-only settings ({exc}); the CDR store"
                 " needs appendonly yes (and appendfsync always before Redis 7.2)"
@@ -46,14 +67,13 @@ class RedisCdr(RedisConn):
                 " a restart or power cut; run the CDR Redis with appendonly yes"
             )
         if version >= (7, 2):
-            self._mode = "waitaof"
-        elif conf.get("appendfsync") == "always":
-            self._mode = "always"
-        else:
-            raise NotDurable(
-                f"redis {self.url}: Redis {'.'.join(map(str, version))} has no WAITAOF and"
-                f" appendfsync is {conf.get('appendfsync')!r}; set appendfsync always"
-            )
+            return "waitaof"
+        if conf.get("appendfsync") == "always":
+            return "always"
+        raise NotDurable(
+            f"redis {self.url}: Redis {'.'.join(map(str, version))} has no WAITAOF and"
+            f" appendfsync is {conf.get('appendfsync')!r}; set appendfsync always"
+        )
 
     def _key(self, session_id: str) -> str:
         return f"{self.p}:cdr:{{{session_id}}}"
@@ -63,6 +83,8 @@ class RedisCdr(RedisConn):
             self._check()
         except NotDurable as exc:  # found at the first write: refuse the records (3004)
             raise StoreUnavailable(str(exc)) from exc
+        if not cdrs:
+            return []
         pipe = self.r.pipeline(transaction=False)
         step = 2 if self.retention else 1
         for c in cdrs:
@@ -70,19 +92,21 @@ class RedisCdr(RedisConn):
             pipe.hsetnx(key, f"{c.record_number}:{c.sub_session}", msgspec.json.encode(c))
             if self.retention:
                 pipe.expire(key, self.retention)
-        if self.replicas:  # the replicas hold it too: a failover keeps every answered CDR
-            pipe.execute_command("WAIT", self.replicas, self.replica_wait_ms)
+        n = len(cdrs) * step
+        written = pipeline_nodes(self.r, pipe) if is_cluster(self.r) else []
+        waits = self._queue_waits(pipe)  # the replicas hold it too: a failover keeps every CDR
         if self._mode == "waitaof":
-            pipe.execute_command("WAITAOF", 1, 0, max(1, int(self.timeout * 800)))
-        res = self._call(pipe.execute)
-        if self._mode == "waitaof" and int(res[-1][0]) < 1:
-            raise StoreUnavailable(f"redis {self.url}: the append-only file was not fsynced")
-        if self.replicas:
-            acked = res[len(cdrs) * step]
-            if int(acked) < self.replicas:
-                raise StoreUnavailable(
-                    f"redis {self.url}: {acked} of {self.replicas} replicas hold the CDRs"
-                )
+            aof = ("WAITAOF", 1, 0, max(1, int(self.timeout * 800)))
+            for node in written:  # each node that took records, after them
+                pipe.execute_command(*aof, target_nodes=node)
+            if not is_cluster(self.r):
+                pipe.execute_command(*aof)
+        res = self._call(pipe.execute)  # an error of any node is raised
+        for got in res[n + waits :]:
+            if int(got[0]) < 1:
+                raise StoreUnavailable(f"redis {self.url}: the append-only file was not fsynced")
+        if waits:
+            self._check_waits(res[n : n + waits])
         return [bool(res[i * step]) for i in range(len(cdrs))]
 
     def put_cdr(self, cdr: Cdr) -> bool:

@@ -1,6 +1,7 @@
-"""Redis plumbing shared by the charging store and the CDR store: the client, error mapping
-within the loop turn's budget, the sharded key layout, the one compare-and-set script through
-which every change is written, and the owner's cache of its shards' hot rows.
+"""Redis plumbing of the charging store: the sharded key layout, the one compare-and-set
+script through which every change is written, and the owner's cache of its shards' hot rows.
+The connection (one server, Sentinel or Redis Cluster) is `redis_conn`'s; its names are
+re-exported here.
 
 Key layout (issue 10): everything of shard N carries the hash tag `{sN}`, so one shard is one
 hash slot (Redis Cluster) and one script can change any of it atomically:
@@ -17,10 +18,20 @@ hash slot (Redis Cluster) and one script can change any of it atomically:
 | `cg:{sN}:sweep` | the shard's open sessions by expiry (member `ACCT\\nSID`) |
 | `cg:alias:TYPE:DATA` | identity -> account shard, where shard_of(DATA) is another shard |
 | `cg:sidx:SID` | Session-Id -> account id (fallback routing of CCR-U/T) |
-| `cg:layout`, `cg:rules`, `cg:seeded`, `cg:notices`, `cg:sy:SID` | store-wide |
+| `cg:sy:SID` | a Sy subscription by its Sy Session-Id |
+| `cg:layout`, `cg:rules`, `cg:seeded`, `cg:notices` | store-wide |
+
+Every script (`CAS`: credit control, sweeps, admin writes) names keys of one shard only, so
+of one hash slot: on a Redis Cluster it runs on that slot's node, and a script whose keys
+span slots is refused (CROSSSLOT) before anything is applied. The untagged keys (alias,
+sidx, sy, layout, rules, seeded, notices) are only ever read or written by single-key
+commands, alone or in a non-transactional pipeline (which a cluster client splits by node):
+never inside a script or a MULTI. Alias, sidx and sy are looked up by what a request carries
+(an identity, a Session-Id) before its shard is known, so no shard's tag would place them.
 
 The old layout (keys tagged by account, `cg:{ACCT}:a`, the set `cg:accounts`) is detected at
-open and refused with `LayoutError`, naming `redis_store.migrate_redis_layout`.
+open and refused with `LayoutError`, naming `redis_store.migrate_redis_layout`. No key was
+renamed for Redis Cluster, so the layout version stays 2.
 """
 
 from __future__ import annotations
@@ -43,11 +54,17 @@ from ..store import (
     StoreError,
     StoreUnavailable,
     SySubscription,
-    spend_turn,
     turn_deadline,
-    turn_spent,
 )
-from .common import CachedRules, Nowait
+from .common import CachedRules
+from .redis_conn import CLUSTER_SCHEME as CLUSTER_SCHEME
+from .redis_conn import SENTINEL_SCHEME as SENTINEL_SCHEME
+from .redis_conn import RedisConn as RedisConn
+from .redis_conn import client as client
+from .redis_conn import is_cluster as is_cluster
+from .redis_conn import parse_cluster_url as parse_cluster_url
+from .redis_conn import parse_sentinel_url as parse_sentinel_url
+from .redis_conn import redis_errors as redis_errors
 
 T = TypeVar("T")
 
@@ -202,118 +219,24 @@ class Script:
         self.ops += [name, self._k(key), *args]
 
     def queue(self, pipe: Any) -> None:
-        """EVALSHA on `pipe` (the script is loaded at open and again after a NOSCRIPT)."""
+        """EVALSHA on `pipe` (the script is loaded at open and again after a NOSCRIPT).
+
+        A cluster pipeline is told the node (its shard's slot's primary): left to find the
+        keys itself, redis-py 8 asks a server (COMMAND GETKEYS) once per script, one more
+        round trip each. The node still refuses keys of another slot (CROSSSLOT)."""
         gen = b"" if self.gen is None else b"%d" % self.gen
         keys = self.keys
         packed = pack_args([gen, b"%d" % len(self.vals), *self.vals, *self.ops])
-        pipe.execute_command("EVALSHA", CAS_SHA, len(keys), *keys, packed)
+        locate = getattr(pipe, "get_node_from_key", None)
+        if locate is None:
+            pipe.execute_command("EVALSHA", CAS_SHA, len(keys), *keys, packed)
+        else:
+            node = locate(keys[0])
+            pipe.execute_command("EVALSHA", CAS_SHA, len(keys), *keys, packed, target_nodes=node)
 
     @property
     def compared(self) -> list[str]:
         return self.keys[1 : 1 + len(self.vals)]
-
-
-SENTINEL_SCHEME = "redis+sentinel://"
-
-
-def parse_sentinel_url(url: str) -> tuple[list[tuple[str, int]], str, int, str | None]:
-    """`redis+sentinel://[:PASSWORD@]HOST:PORT[,HOST:PORT...]/MASTER[/DB]`: the Sentinels,
-    the monitored master's name, the database and the data nodes' password. ValueError on
-    anything else (a configuration error, named at start)."""
-    if not url.startswith(SENTINEL_SCHEME):
-        raise ValueError(f"not a {SENTINEL_SCHEME} URL")
-    rest = url[len(SENTINEL_SCHEME) :]
-    password = None
-    if "@" in rest:
-        cred, rest = rest.rsplit("@", 1)
-        password = cred.split(":", 1)[1] if ":" in cred else cred
-    hosts, _, path = rest.partition("/")
-    parts = [p for p in path.split("/") if p]
-    if not hosts or not parts or len(parts) > 2:
-        raise ValueError(f"a Sentinel URL is {SENTINEL_SCHEME}HOST:PORT[,HOST:PORT...]/MASTER[/DB]")
-    nodes: list[tuple[str, int]] = []
-    for h in hosts.split(","):
-        host, sep, port = h.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ValueError(f"bad Sentinel address {h!r} (HOST:PORT)")
-        nodes.append((host.strip("[]"), int(port)))
-    if len(parts) == 2 and not parts[1].isdigit():
-        raise ValueError(f"bad database number {parts[1]!r}")
-    return nodes, parts[0], int(parts[1]) if len(parts) == 2 else 0, password
-
-
-def client(url: str, timeout: float) -> Any:
-    """A redis-py client that fails (no retries) after `timeout` instead of hanging.
-
-    `redis+sentinel://` URLs (`parse_sentinel_url`) give a client of the master that the
-    Sentinels name: after a failover its next connection goes to the promoted replica (the
-    gap is StoreUnavailable, answered 3004, like any outage)."""
-    try:
-        import redis
-        from redis.backoff import NoBackoff
-        from redis.retry import Retry
-    except ImportError as exc:  # pragma: no cover - depends on the install
-        raise StoreUnavailable(
-            "the redis backend needs the 'redis' package (pip install chargegw[redis])"
-        ) from exc
-    opts: dict[str, Any] = {
-        "socket_timeout": timeout,
-        "socket_connect_timeout": timeout,
-        "retry": Retry(NoBackoff(), 0),
-        "health_check_interval": 0,
-    }
-    if url.startswith(SENTINEL_SCHEME):
-        from redis.sentinel import Sentinel
-
-        nodes, master, db, password = parse_sentinel_url(url)
-        sentinel = Sentinel(
-            nodes,
-            sentinel_kwargs={"socket_timeout": timeout, "socket_connect_timeout": timeout},
-            **opts,
-        )
-        return sentinel.master_for(master, db=db, password=password, **opts)
-    return redis.Redis.from_url(url, **opts)
-
-
-def redis_errors() -> tuple[tuple[type[BaseException], ...], type[BaseException]]:
-    """The errors that mean "server unreachable", and the one for "server still loading"."""
-    import redis
-
-    return (redis.ConnectionError, redis.TimeoutError, OSError), redis.exceptions.BusyLoadingError
-
-
-class RedisConn(Nowait):
-    """One Redis connection. `_errors` use up the loop turn's store budget when met
-    (`spend_turn`); `_busy` only fail the call."""
-
-    r: Any
-    url: str
-    p: str  # key prefix
-    replicas: int = 0  # writes wait (WAIT) for this many replicas before they count
-    replica_wait_ms: int = 100
-    _errors: tuple[type[BaseException], ...]
-    _busy: tuple[type[BaseException], ...] = ()
-
-    def _ready(self) -> None:
-        """Checks made once before the first command (the charging store: its layout)."""
-
-    def _call(self, fn: Callable[[], T]) -> T:
-        """`fn()`, with connection errors as StoreUnavailable. On an event loop, one that
-        fails uses up the turn's store budget (`spend_turn`): the turn's other requests get
-        3004 at once instead of each waiting out `timeout` on an unreachable server."""
-        if turn_spent():
-            raise StoreUnavailable(f"redis {self.url}: unavailable in this loop turn")
-        try:
-            self._ready()
-            return fn()
-        except self._errors as exc:
-            spend_turn()
-            raise StoreUnavailable(f"redis {self.url}: {exc}") from exc
-        except self._busy as exc:
-            raise StoreUnavailable(f"redis {self.url}: {exc}") from exc
-
-    def close(self) -> None:
-        self.r.close()
 
 
 class RedisTables(CachedRules, RedisConn):
@@ -417,9 +340,13 @@ class RedisTables(CachedRules, RedisConn):
         return f"{self.p}:{{s{n}}}:sub:{t}:{d}"
 
     def _kalias(self, t: int, d: str) -> str:
+        """Identity -> its account's shard. Untagged (looked up before the shard is known):
+        single-key GET/SET/DEL only, never in a script."""
         return f"{self.p}:alias:{t}:{d}"
 
     def _ksidx(self, sid: str) -> str:
+        """Session-Id -> account. Untagged (it finds the shard): single-key GET/SET only,
+        queued after a script in the same pipeline, never in it."""
         return f"{self.p}:sidx:{sid}"
 
     # -- shards and the cache -------------------------------------------------------------
@@ -488,22 +415,26 @@ class RedisTables(CachedRules, RedisConn):
         With `replicas` the pipeline ends with WAIT (same round trip): its writes count only
         once that many replicas hold them, so a failover to one of them loses no answered
         change. Fewer in time: StoreUnavailable for the whole batch (3004; what the primary
-        applied is found by the client's retry, which is idempotent)."""
+        applied is found by the client's retry, which is idempotent).
+
+        On a Redis Cluster the pipeline goes out as one per node, in parallel; `waits`
+        queues a WAIT on each primary, after that node's commands, so every node's writes
+        are held by `replicas` of its own replicas. A node that could not be reached comes
+        back as a value here: it is raised, so the batch is StoreUnavailable as on one
+        server."""
         n = len(pipe)
-        if self.replicas:
-            pipe.execute_command("WAIT", self.replicas, self.replica_wait_ms)
+        waits = self._queue_waits(pipe)
         try:
             res = list(pipe.execute(raise_on_error=False))
         except self._noscript as exc:
             self.r.script_load(CAS)
             return [exc] * n
-        if self.replicas:
-            acked = res.pop()
-            if isinstance(acked, Exception) or int(acked) < self.replicas:
-                raise StoreUnavailable(
-                    f"redis {self.url}: {acked} of {self.replicas} replicas acknowledged"
-                )
-        return res
+        for x in res:
+            if isinstance(x, self._errors):
+                raise x
+        if waits:
+            self._check_waits(res[n:])
+        return res[:n]
 
     def _lose(self, n: int) -> None:
         if self._owned.pop(n, None) is not None:

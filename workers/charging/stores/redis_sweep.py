@@ -77,5 +77,7 @@ class RedisSweeps(RedisTables):
         return "released"
 
     def take_notices(self, limit: int = 100) -> list[Notice]:
+        """The queued RAR/ASR notices, from the store-wide list `cg:notices` (one LPOP: a
+        single-key command, so it works on a cluster); any worker may take them."""
         raw = self._call(lambda: self.r.lpop(f"{self.p}:notices", limit))
         return [msgspec.msgpack.decode(x, type=Notice) for x in raw or []]

@@ -11,6 +11,9 @@ from .redis_db import RedisTables, enc, sy_dec
 
 class RedisSy(RedisTables):
     def _ksy(self, session_id: str) -> str:
+        """A Sy subscription, found by its Session-Id alone (SLR/STR name no account, so no
+        shard): untagged, single-key GET/SET/GETDEL only. The account's set of them is in
+        the account's shard; the two are written one after the other, not atomically."""
         return f"{self.p}:sy:{session_id}"
 
     def _ksys(self, a: str) -> str:

@@ -1,0 +1,255 @@
+"""The connection to Redis, shared by the charging store and the CDR store: the URL forms
+(one server, `redis+sentinel://`, `redis+cluster://`), the redis-py client for each, the
+errors that mean "unreachable", and the call wrapper that turns them into StoreUnavailable
+within the loop turn's budget, plus WAIT for `replicas` (per primary on a cluster)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from ..store import StoreUnavailable, spend_turn, turn_spent
+from .common import Nowait
+
+T = TypeVar("T")
+
+SENTINEL_SCHEME = "redis+sentinel://"
+
+
+def _split(url: str, scheme: str) -> tuple[str | None, str, list[str]]:
+    """A `scheme[:PASSWORD@]HOSTS/PATH...` URL's password, hosts and path parts."""
+    if not url.startswith(scheme):
+        raise ValueError(f"not a {scheme} URL")
+    rest = url[len(scheme) :]
+    password = None
+    if "@" in rest:
+        cred, rest = rest.rsplit("@", 1)
+        password = cred.split(":", 1)[1] if ":" in cred else cred
+    hosts, _, path = rest.partition("/")
+    return password, hosts, [p for p in path.split("/") if p]
+
+
+def _hosts(hosts: str, what: str) -> list[tuple[str, int]]:
+    """`HOST:PORT[,HOST:PORT...]` (IPv6 in brackets) as (host, port) pairs."""
+    nodes: list[tuple[str, int]] = []
+    for h in hosts.split(","):
+        host, sep, port = h.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"bad {what} address {h!r} (HOST:PORT)")
+        nodes.append((host.strip("[]"), int(port)))
+    return nodes
+
+
+def parse_sentinel_url(url: str) -> tuple[list[tuple[str, int]], str, int, str | None]:
+    """`redis+sentinel://[:PASSWORD@]HOST:PORT[,HOST:PORT...]/MASTER[/DB]`: the Sentinels,
+    the monitored master's name, the database and the data nodes' password. ValueError on
+    anything else (a configuration error, named at start)."""
+    password, hosts, parts = _split(url, SENTINEL_SCHEME)
+    if not hosts or not parts or len(parts) > 2:
+        raise ValueError(f"a Sentinel URL is {SENTINEL_SCHEME}HOST:PORT[,HOST:PORT...]/MASTER[/DB]")
+    nodes = _hosts(hosts, "Sentinel")
+    if len(parts) == 2 and not parts[1].isdigit():
+        raise ValueError(f"bad database number {parts[1]!r}")
+    return nodes, parts[0], int(parts[1]) if len(parts) == 2 else 0, password
+
+
+CLUSTER_SCHEME = "redis+cluster://"
+
+
+def parse_cluster_url(url: str) -> tuple[list[tuple[str, int]], str | None]:
+    """`redis+cluster://[:PASSWORD@]HOST:PORT[,HOST:PORT...][/0]`: some nodes of the cluster
+    (the client learns the others and the slot map from them) and the password. A Redis
+    Cluster has database 0 only, so any other number is refused. ValueError on anything
+    else (a configuration error, named at start)."""
+    password, hosts, parts = _split(url, CLUSTER_SCHEME)
+    if not hosts or len(parts) > 1:
+        raise ValueError(f"a Redis Cluster URL is {CLUSTER_SCHEME}HOST:PORT[,HOST:PORT...][/0]")
+    if parts and parts[0] != "0":
+        raise ValueError(f"a Redis Cluster has database 0 only, not {parts[0]!r}")
+    return _hosts(hosts, "Redis Cluster node"), password
+
+
+def is_cluster(r: Any) -> bool:
+    """Whether `r` is a Redis Cluster client (its pipelines split by node, WAIT is per node);
+    asked without making a `LazyCluster`'s client."""
+    return isinstance(r, LazyCluster) or hasattr(r, "get_primaries")
+
+
+def pipeline_nodes(r: Any, pipe: Any) -> list[Any]:
+    """The primaries a cluster pipeline's queued commands go to (every command this store
+    queues names its key first; EVALSHA after the script and key count). redis-py keeps the
+    queue in `_execution_strategy.command_queue` (6+) or `command_stack` (5); where neither
+    is found, every primary."""
+    strategy = getattr(pipe, "_execution_strategy", None)
+    queue = getattr(strategy, "command_queue", None)
+    if queue is None:
+        queue = getattr(pipe, "command_stack", None)
+    if queue is None:
+        return list(r.get_primaries())
+    found: dict[str, Any] = {}
+    for c in queue:
+        args = c.args
+        key = args[3] if str(args[0]).upper() in ("EVALSHA", "EVAL") else args[1]
+        node = r.get_node_from_key(key)
+        found.setdefault(node.name, node)
+    return list(found.values())
+
+
+def client(url: str, timeout: float) -> Any:
+    """A redis-py client that fails (no retries) after `timeout` instead of hanging.
+
+    `redis+sentinel://` URLs (`parse_sentinel_url`) give a client of the master that the
+    Sentinels name: after a failover its next connection goes to the promoted replica (the
+    gap is StoreUnavailable, answered 3004, like any outage).
+
+    `redis+cluster://` URLs (`parse_cluster_url`) give a RedisCluster client: it learns the
+    slot map from the nodes named, sends each command to its slot's primary and splits a
+    pipeline into one per node, sent together (one round trip, all nodes in parallel). It
+    follows MOVED/ASK itself; a node that cannot be reached is StoreUnavailable."""
+    try:
+        import redis
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        raise StoreUnavailable(
+            "the redis backend needs the 'redis' package (pip install chargegw[redis])"
+        ) from exc
+    opts: dict[str, Any] = {
+        "socket_timeout": timeout,
+        "socket_connect_timeout": timeout,
+        "retry": Retry(NoBackoff(), 0),
+        "health_check_interval": 0,
+    }
+    if url.startswith(SENTINEL_SCHEME):
+        from redis.sentinel import Sentinel
+
+        nodes, master, db, password = parse_sentinel_url(url)
+        sentinel = Sentinel(
+            nodes,
+            sentinel_kwargs={"socket_timeout": timeout, "socket_connect_timeout": timeout},
+            **opts,
+        )
+        return sentinel.master_for(master, db=db, password=password, **opts)
+    if url.startswith(CLUSTER_SCHEME):
+        nodes, password = parse_cluster_url(url)
+        return LazyCluster(nodes, password, opts)
+    return redis.Redis.from_url(url, **opts)
+
+
+class LazyCluster:
+    """A RedisCluster made on first use. RedisCluster reads the slot map from the nodes as
+    it is made and raises when none answers, where the other clients connect on their first
+    command: made here on first use, a cluster not up yet is StoreUnavailable for that call
+    (3004, tried again on the next), as a single server not up yet is, instead of a worker
+    that fails to start."""
+
+    def __init__(self, nodes: list[tuple[str, int]], password: str | None, opts: dict[str, Any]):
+        self._nodes, self._password, self._opts = nodes, password, opts
+        self._c: Any = None
+
+    def _client(self) -> Any:
+        if self._c is None:
+            import redis
+            from redis.cluster import ClusterNode, RedisCluster
+
+            opts = dict(self._opts)
+            try:
+                self._c = RedisCluster(
+                    startup_nodes=[ClusterNode(h, p) for h, p in self._nodes],
+                    password=self._password,
+                    retry=opts.pop("retry"),
+                    require_full_coverage=True,
+                    **opts,
+                )
+            except redis.exceptions.RedisClusterException as exc:  # no node answered
+                raise redis.ConnectionError(str(exc)) from exc
+        return self._c
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client(), name)
+
+    def close(self) -> None:
+        if self._c is not None:
+            self._c.close()
+
+
+def redis_errors() -> tuple[tuple[type[BaseException], ...], type[BaseException]]:
+    """The errors that mean "server unreachable", and the one for "server still loading"."""
+    import redis
+    from redis import exceptions as e
+
+    # A cluster that lost a primary answers CLUSTERDOWN (or TRYAGAIN during a move) until a
+    # replica is promoted: the same gap as a Sentinel failover.
+    down = (
+        redis.ConnectionError,
+        redis.TimeoutError,
+        OSError,
+        e.ClusterDownError,
+        e.TryAgainError,
+        e.SlotNotCoveredError,
+    )
+    return down, e.BusyLoadingError
+
+
+class RedisConn(Nowait):
+    """One Redis connection. `_errors` use up the loop turn's store budget when met
+    (`spend_turn`); `_busy` only fail the call."""
+
+    r: Any
+    url: str
+    p: str  # key prefix
+    replicas: int = 0  # writes wait (WAIT) for this many replicas before they count
+    replica_wait_ms: int = 100
+    _errors: tuple[type[BaseException], ...]
+    _busy: tuple[type[BaseException], ...] = ()
+
+    def _ready(self) -> None:
+        """Checks made once before the first command (the charging store: its layout)."""
+
+    def _call(self, fn: Callable[[], T]) -> T:
+        """`fn()`, with connection errors as StoreUnavailable. On an event loop, one that
+        fails uses up the turn's store budget (`spend_turn`): the turn's other requests get
+        3004 at once instead of each waiting out `timeout` on an unreachable server."""
+        if turn_spent():
+            raise StoreUnavailable(f"redis {self.url}: unavailable in this loop turn")
+        try:
+            self._ready()
+            return fn()
+        except self._errors as exc:
+            spend_turn()
+            raise StoreUnavailable(f"redis {self.url}: {exc}") from exc
+        except self._busy as exc:
+            raise StoreUnavailable(f"redis {self.url}: {exc}") from exc
+
+    def _pipe(self) -> Any:
+        """A new pipeline (no transaction), made inside `_call`: a cluster's client is made
+        on first use (`LazyCluster`), and one that cannot be is StoreUnavailable."""
+        return self._call(lambda: self.r.pipeline(transaction=False))
+
+    def _queue_waits(self, pipe: Any) -> int:
+        """Queue the WAITs of `replicas`: how many. On a cluster, one to each primary the
+        pipeline writes to (after that node's commands, on the same connection), never to
+        the others: a WAIT counts the connection's own writes, so one sent to a primary
+        whose replica lags would hold up the shards of every other node as well. (A write
+        redirected by MOVED/ASK during a slot migration is retried on another connection,
+        which its node's WAIT does not cover.)"""
+        if not self.replicas:
+            return 0
+        if not is_cluster(self.r):
+            pipe.execute_command("WAIT", self.replicas, self.replica_wait_ms)
+            return 1
+        nodes = pipeline_nodes(self.r, pipe)
+        for node in nodes:
+            pipe.execute_command("WAIT", self.replicas, self.replica_wait_ms, target_nodes=node)
+        return len(nodes)
+
+    def _check_waits(self, acks: list[Any]) -> None:
+        """StoreUnavailable unless every WAIT saw `replicas` replicas acknowledge."""
+        for acked in acks:
+            if isinstance(acked, Exception) or int(acked) < self.replicas:
+                raise StoreUnavailable(
+                    f"redis {self.url}: {acked} of {self.replicas} replicas acknowledged"
+                )
+
+    def close(self) -> None:
+        self.r.close()
