@@ -18,7 +18,9 @@ def add_store_args(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--data-dir", help="data directory (overrides the config's data_dir)")
     parser.add_argument(
-        "--store-url", help="use this Redis (redis://host:port/db) instead of the configured store"
+        "--store-url",
+        help="use this Redis instead of the configured store (redis://HOST:PORT/DB, "
+        "redis+sentinel://HOST:PORT/MASTER or redis+cluster://HOST:PORT[,HOST:PORT...])",
     )
 
 
