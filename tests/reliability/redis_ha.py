@@ -41,11 +41,7 @@ class RedisHA:
         wd.mkdir(parents=True, exist_ok=True)
         self.procs[name] = subprocess.Popen(
             [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly",
-             "yes", "--appendfsync", self.fsync, "--dir", str(wd),
-             # after a failover the other replica may need a full sync from the promoted
-             # one; Redis waits 5 s by default before a diskless one starts, and WAIT
-             # (store.replicas) refuses writes until it is done
-             "--repl-diskless-sync-delay", "0", *extra],
+             "yes", "--appendfsync", self.fsync, "--dir", str(wd), *extra],
             stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
         )  # fmt: skip
 
