@@ -130,6 +130,11 @@ class Gateway:
     workers: int = 2
     extra: str = ""  # TOML appended to the config (sections other than those below)
     worker_extra: str = ""  # keys added to [worker]
+    # Heartbeats of the pool and the workers (generous, see above) and the pool's deadline
+    # (0: the default). A scenario about silence itself (a paused worker) shortens them.
+    heartbeat_interval: float = 0.5
+    heartbeat_timeout: float = 5.0
+    deadline: float = 0.0
     port: int = 0
     proc: subprocess.Popen[bytes] | None = None
 
@@ -170,12 +175,16 @@ class Gateway:
             while self.log.with_name(f"run.log.{n}").exists():
                 n += 1
             self.log.rename(self.log.with_name(f"run.log.{n}"))
+        hb = (
+            f"heartbeat_interval = {self.heartbeat_interval}\n"
+            f"heartbeat_timeout = {self.heartbeat_timeout}\n"
+        )
         self.cfg.write_text(
             f'data_dir = "{self.data_dir}"\n'
             f'[[listen]]\naddress = "127.0.0.1"\nport = {self.port}\n'
             "[metrics]\nenabled = false\n"
-            "[pool]\nheartbeat_interval = 0.5\nheartbeat_timeout = 5.0\n"
-            "[worker]\nheartbeat_interval = 0.5\nheartbeat_timeout = 5.0\n" + self.worker_extra +
+            f"[pool]\n{hb}" + (f"deadline = {self.deadline}\n" if self.deadline else "")
+            + f"[worker]\n{hb}" + self.worker_extra +
             "[launcher]\nrestart_backoff_min = 0.2\ncrash_limit = 0\n" + self.extra
         )
         with open(self.log, "wb") as log:

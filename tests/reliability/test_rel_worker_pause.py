@@ -33,43 +33,16 @@ DEADLINE = 4.0
 PAUSE = 2.5  # > HB_TIMEOUT
 
 
-class PausableGateway(rel.Gateway):
+def pausable(workdir: Path, workers: int) -> rel.Gateway:
     """`chargegw run` with heartbeats short enough that a paused worker is dropped well
     within the pool deadline (the harness's own are generous: 0.5 s / 5 s)."""
-
-    def start(self, timeout: float = 60.0) -> rel.Gateway:
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self.port = self.port or rel.free_port()
-        self.cfg.write_text(
-            f'data_dir = "{self.data_dir}"\n'
-            f'[[listen]]\naddress = "127.0.0.1"\nport = {self.port}\n'
-            "[metrics]\nenabled = false\n"
-            f"[pool]\ndeadline = {DEADLINE}\nheartbeat_interval = {HB_INTERVAL}\n"
-            f"heartbeat_timeout = {HB_TIMEOUT}\n"
-            f"[worker]\nheartbeat_interval = {HB_INTERVAL}\nheartbeat_timeout = {HB_TIMEOUT}\n"
-            "[launcher]\nrestart_backoff_min = 0.2\ncrash_limit = 0\n"
-        )
-        with open(self.log, "wb") as log:
-            self.proc = subprocess.Popen(
-                [*rel.CLI, "run", "-c", str(self.cfg), "--workers", str(self.workers)],
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-            )  # fmt: skip
-        end = time.monotonic() + timeout
-        while self.output().count("registered (pid") < self.workers or (
-            "listening on" not in self.output()
-        ):
-            if self.proc.poll() is not None or time.monotonic() > end:
-                out = self.output()[-3000:]
-                self.stop()
-                raise RuntimeError(f"chargegw run did not come up:\n{out}")
-            time.sleep(0.05)
-        time.sleep(1.0)  # the start-up shard moves settle (see rel.Gateway.start)
-        return self
+    return rel.Gateway(workdir, workers=workers, heartbeat_interval=HB_INTERVAL,
+                       heartbeat_timeout=HB_TIMEOUT, deadline=DEADLINE)  # fmt: skip
 
 
 def test_paused_worker_requests_are_resent_not_left_to_the_deadline(tmp_path: Path) -> None:
     duration = 7.0
-    with PausableGateway(tmp_path, workers=2) as gw:
+    with pausable(tmp_path, workers=2) as gw:
         out = tmp_path / "load.json"
         load = subprocess.Popen(
             [*rel.CLI, "load", "--port", str(gw.port), "--json", str(out), "--quiet",
