@@ -87,6 +87,19 @@ def make_ccr(
     )
 
 
+def make_cca(ccr: Message, origin_host: str, origin_realm: str, **extra: Any) -> Message:
+    """A 2001 CCA to `ccr`, echoing its CC-Request-Type and -Number (a test server's answer)."""
+    return ccr.answer(
+        2001,
+        origin_host=origin_host,
+        origin_realm=origin_realm,
+        auth_application_id=4,
+        cc_request_type=ccr.cc_request_type,
+        cc_request_number=ccr.cc_request_number,
+        **extra,
+    )
+
+
 def make_dwr(origin_host: str, origin_realm: str, hop_by_hop: int = 7) -> Message:
     return class_for(get_dictionary(), 0, CMD_DWR, True)(
         hop_by_hop=hop_by_hop,

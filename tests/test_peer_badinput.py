@@ -14,7 +14,7 @@ import pytest
 
 from chargegw.codec.constants import CMD_CCR
 from chargegw.peer import ListenConfig, Node, NodeConfig, PeerConfig
-from chargegw.peer.testing import RawPeer, make_ccr, make_cer, result_code
+from chargegw.peer.testing import RawPeer, make_cca, make_ccr, make_cer, result_code
 
 REALM = "bad.example"
 SERVER = "server.bad.example"
@@ -25,14 +25,7 @@ pytestmark = pytest.mark.timeout(60)
 
 
 def cca(req: Any) -> Any:
-    return req.answer(
-        2001,
-        origin_host=SERVER,
-        origin_realm=REALM,
-        auth_application_id=4,
-        cc_request_type=req.cc_request_type,
-        cc_request_number=req.cc_request_number,
-    )
+    return make_cca(req, SERVER, REALM)
 
 
 async def with_server(body: Any, *, max_length: int = 1 << 20) -> None:

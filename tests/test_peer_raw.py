@@ -23,7 +23,7 @@ from chargegw.peer import connection as connmod
 from chargegw.peer.config import NodeConfig, PeerConfig
 from chargegw.peer.errors import ProtocolError
 from chargegw.peer.link import RawHandler
-from chargegw.peer.testing import MemoryNode, PeerPair, make_ccr, make_dwr, result_code
+from chargegw.peer.testing import MemoryNode, PeerPair, make_cca, make_ccr, make_dwr, result_code
 
 REALM = "test.example"
 SERVER = "server.test.example"
@@ -33,14 +33,7 @@ RC = ResultCode
 
 
 def answer_ok(req: Message) -> Message:
-    return req.answer(
-        2001,
-        origin_host=SERVER,
-        origin_realm=REALM,
-        auth_application_id=4,
-        cc_request_type=req.cc_request_type,
-        cc_request_number=req.cc_request_number,
-    )
+    return make_cca(req, SERVER, REALM)
 
 
 def served(kind: str, handler: Callable[..., Any] | None = None, **cfg: Any) -> PeerPair:

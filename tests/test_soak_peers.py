@@ -18,7 +18,7 @@ import pytest
 from chargegw.codec import Message
 from chargegw.codec.constants import CMD_CCR, CMD_DPR
 from chargegw.peer import ListenConfig, Node, NodeConfig, PeerConfig
-from chargegw.peer.testing import RawPeer, make_dpr, result_code
+from chargegw.peer.testing import RawPeer, make_cca, make_dpr, result_code
 
 REALM = "soak.example"
 SERVER = "server.soak.example"
@@ -28,14 +28,7 @@ pytestmark = pytest.mark.timeout(60)
 
 
 def _cca(req: Message) -> Message:
-    return req.answer(
-        2001,
-        origin_host=SERVER,
-        origin_realm=REALM,
-        auth_application_id=4,
-        cc_request_type=req.cc_request_type,
-        cc_request_number=req.cc_request_number,
-    )
+    return make_cca(req, SERVER, REALM)
 
 
 async def _until(cond: Any, timeout: float = 5.0) -> bool:

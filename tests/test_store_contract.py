@@ -44,15 +44,19 @@ def redis_server():
         yield srv
 
 
-@pytest.fixture(scope="module")
-def cluster_server():
-    """A private 3-primary Redis Cluster (about 2 s to start)."""
+def _cluster(extra: tuple[str, ...] = ()):
     why = redis_cluster.missing()
     if why is not None:
         pytest.skip(why)
     pytest.importorskip("redis")
-    with redis_cluster.RedisCluster() as c:
+    with redis_cluster.RedisCluster(extra=extra) as c:
         yield c
+
+
+@pytest.fixture(scope="module")
+def cluster_server():
+    """A private 3-primary Redis Cluster (about 2 s to start)."""
+    yield from _cluster()
 
 
 REDIS_KINDS = ("redis", "cluster")
@@ -346,13 +350,7 @@ def durable_redis():
 @pytest.fixture(scope="module")
 def durable_cluster():
     """A private 3-primary Redis Cluster whose nodes fsync their append-only files."""
-    why = redis_cluster.missing()
-    if why is not None:
-        pytest.skip(why)
-    pytest.importorskip("redis")
-    extra = ("--appendonly", "yes", "--appendfsync", "always")
-    with redis_cluster.RedisCluster(extra=extra) as c:
-        yield c
+    yield from _cluster(("--appendonly", "yes", "--appendfsync", "always"))
 
 
 @pytest.fixture(params=["sqlite", "redis", "cluster"])
