@@ -14,13 +14,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any, NoReturn
+from typing import Any
 
 from chargegw.codec import CodecError, Message, Peek, ResultCode, append_avps
 from chargegw.config.schema import Config, is_loopback
 from chargegw.gateway.metrics import AnswerStats, result_code
 from chargegw.gateway.overload import OverloadReporter
-from chargegw.gateway.pool import ROUTE_ENDS, ROUTE_FRESH, NoWorker, Pending, PoolCore
+from chargegw.gateway.pool import ROUTE_ENDS, ROUTE_FRESH, Pending, PoolCore
 from chargegw.gateway.pool_io import OutRequestFailed, PoolServer
 from chargegw.ipc import security as sec
 from chargegw.peer.config import (
@@ -312,14 +312,14 @@ class Gateway:
 
     # The hot path ---------------------------------------------------------------------
 
-    def _handle(self, raw: bytes, p: Peek, peer: Any) -> None:
+    def _handle(self, raw: bytes, p: Peek, peer: Any) -> ProtocolError | None:
         self.metrics.request(p.app_id, p.code)
         if p.oc_supported:
             self._oc_peers.add(peer.name)
         elif self._oc_peers:
             self._oc_peers.discard(peer.name)
         if self.draining:
-            self._refuse(p, ResultCode.DIAMETER_TOO_BUSY, "gateway shutting down")
+            return self._refuse(p, ResultCode.DIAMETER_TOO_BUSY, "gateway shutting down")
         sid = p.session_id or b""  # the affinity key, from the Node's peek
         core = self.core
         shard = -1
@@ -334,21 +334,21 @@ class Gateway:
                 route = ROUTE_FRESH
             if ends:
                 route |= ROUTE_ENDS  # dropped once answered
-        try:
-            self.pool.submit(
-                peer=peer.name,
-                hbh=p.hop_by_hop,
-                app=p.app_id,
-                cmd=p.code,
-                session_id=sid,
-                raw=raw,
-                shard=shard,
-                route=route,
-            )
-        except NoWorker as exc:
-            if route:
-                core.forget_route(sid)  # shed: the session did not start, or it ends here
-            self._refuse(p, exc.result_code, exc.reason)
+        refused = self.pool.offer(
+            peer=peer.name,
+            hbh=p.hop_by_hop,
+            app=p.app_id,
+            cmd=p.code,
+            session_id=sid,
+            raw=raw,
+            shard=shard,
+            route=route,
+        )
+        if refused is None:
+            return None
+        if route:
+            core.forget_route(sid)  # shed: the session did not start, or it ends here
+        return self._refuse(p, refused.result_code, refused.reason)
 
     def _answered(self, p: Pending, raw: bytes) -> None:
         """A worker's answer left (PoolServer.on_answer): count it by its Result-Code."""
@@ -374,15 +374,16 @@ class Gateway:
         except Exception as exc:  # the peer went away meanwhile: nothing to answer to
             log.debug("answer for %s not sent: %s", peer, exc)
 
-    def _refuse(self, p: Peek, code: int, reason: str) -> NoReturn:
-        """Answer the request being handled with a locally made error. Raised, not returned:
+    def _refuse(self, p: Peek, code: int, reason: str) -> ProtocolError:
+        """The locally made error for the request being handled, for `_handle` to return:
         the Node sends a handler's ProtocolError through its error-answer boundary and does
-        not keep it in the duplicate cache (a returned answer would be kept). A reacting
-        node (the request carries OC-Supported-Features) gets the DOIC report on it too, as
-        on a worker's answer: a 3004 shed here is the overload it must hear of first."""
+        not keep it in the duplicate cache (returned answer octets would be kept); returned
+        rather than raised, so shedding does not pay for unwinding. A reacting node (the
+        request carries OC-Supported-Features) gets the DOIC report on it too, as on a
+        worker's answer: a 3004 shed here is the overload it must hear of first."""
         self.errors_sent += 1
         self.metrics.answer(p.app_id, p.code, int(code), 0.0)
-        raise ProtocolError(code, reason, extra=self.overload.extra if p.oc_supported else b"")
+        return ProtocolError(code, reason, extra=self.overload.extra if p.oc_supported else b"")
 
     def _error(self, request: bytes, code: int, reason: str) -> bytes:
         """Through the peer layer's one error-answer boundary, from the request's octets:

@@ -423,7 +423,7 @@ class PoolCore:
 
     # Placement ------------------------------------------------------------------------
 
-    def place(
+    def offer(
         self,
         *,
         peer: str,
@@ -437,11 +437,13 @@ class PoolCore:
         ref: Any = None,
         shard: int = -1,
         route: int = 0,
-    ) -> Pending:
-        """Give a request to a worker (raises NoWorker). The caller sends it. A request of
-        a sharded application (`shard` >= 0, see `route_shard`) goes to its shard's owner
-        only: that worker is the one writer of the shard's accounts. `route`: ROUTE_ENDS /
-        ROUTE_FRESH, when the session's remembered route is dropped."""
+    ) -> Pending | NoWorker:
+        """Give a request to a worker, or say why none takes it: a NoWorker, returned rather
+        than raised (under overload this is the shed path; returning spares the unwinding).
+        The caller sends it. A request of a sharded application (`shard` >= 0, see
+        `route_shard`) goes to its shard's owner only: that worker is the one writer of the
+        shard's accounts. `route`: ROUTE_ENDS / ROUTE_FRESH, when the session's remembered
+        route is dropped."""
         if shard >= 0:
             w = self._shard_owner(shard, app)
         else:
@@ -458,13 +460,13 @@ class PoolCore:
             # else's requests into 3004 (it gets them itself, sooner), also in the instant
             # before the others' first requests arrive.
             self.counters.shed_fair += 1
-            raise NoWorker(ResultCode.DIAMETER_TOO_BUSY, "this peer holds its share of the pool")
+            return NoWorker(ResultCode.DIAMETER_TOO_BUSY, "this peer holds its share of the pool")
         if w is None:
             if app in self._serving:  # someone serves it, busy: 3004 (a set, not a scan)
                 self.counters.shed_busy += 1
-                raise NoWorker(ResultCode.DIAMETER_TOO_BUSY, "no worker has a free slot")
+                return NoWorker(ResultCode.DIAMETER_TOO_BUSY, "no worker has a free slot")
             self.counters.no_worker += 1
-            raise NoWorker(
+            return NoWorker(
                 ResultCode.DIAMETER_UNABLE_TO_DELIVER, f"no live worker serves application {app}"
             )
         rid = self._next_id
@@ -490,6 +492,30 @@ class PoolCore:
         w.sent += 1
         w.inflight.add(rid)
         self.counters.placed += 1
+        return p
+
+    def place(
+        self,
+        *,
+        peer: str,
+        hbh: int,
+        app: int,
+        cmd: int,
+        session_id: bytes,
+        raw: bytes,
+        now: float,
+        wall_now: float,
+        ref: Any = None,
+        shard: int = -1,
+        route: int = 0,
+    ) -> Pending:
+        """`offer`, raising its NoWorker."""
+        p = self.offer(
+            peer=peer, hbh=hbh, app=app, cmd=cmd, session_id=session_id, raw=raw, now=now,
+            wall_now=wall_now, ref=ref, shard=shard, route=route,
+        )  # fmt: skip
+        if isinstance(p, NoWorker):
+            raise p
         return p
 
     def _peer_done(self, peer: str) -> None:

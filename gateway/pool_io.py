@@ -225,7 +225,29 @@ class PoolServer(OutRequests):
     ) -> None:
         """Place a request on a worker; raises NoWorker (3004 or 3002) when none can take it.
         `route`: when the session's route is dropped (PoolCore.place)."""
-        p = self.core.place(
+        refused = self.offer(
+            peer=peer, hbh=hbh, app=app, cmd=cmd, session_id=session_id, raw=raw, ref=ref,
+            shard=shard, route=route,
+        )  # fmt: skip
+        if refused is not None:
+            raise refused
+
+    def offer(
+        self,
+        *,
+        peer: str,
+        hbh: int,
+        app: int,
+        cmd: int,
+        session_id: bytes,
+        raw: bytes,
+        ref: Any = None,
+        shard: int = -1,
+        route: int = 0,
+    ) -> NoWorker | None:
+        """`submit`, returning its NoWorker rather than raising it (the front end's shed
+        path: see PoolCore.offer)."""
+        p = self.core.offer(
             peer=peer,
             hbh=hbh,
             app=app,
@@ -238,7 +260,10 @@ class PoolServer(OutRequests):
             shard=shard,
             route=route,
         )
+        if isinstance(p, NoWorker):
+            return p
         self._queue(p.worker, self._request(p))
+        return None
 
     @staticmethod
     def _request(p: Pending) -> pp.Request:

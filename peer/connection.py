@@ -33,7 +33,7 @@ from chargegw.peer.errors import (
     ProtocolError,
     RequestError,
     answer_for_codec_error,
-    build_error_answer,
+    encode_error,
 )
 from chargegw.peer.link import (
     AnswerReceived,
@@ -291,6 +291,8 @@ class PeerConnection(PeerState):
                     dup.put(key, res, now)
             elif res is None:  # answered later by send_answer
                 self.answer_later(link, p.hop_by_hop, key, now, False)
+            elif type(res) is ProtocolError:  # returned rather than raised: the shed path
+                self.refused(link, req, res, key, p.app_id, p.code)
             elif isinstance(res, Message):
                 out = answer_bytes(res, p, self.ctx.config)
                 self.answer(link, out, key, now, answer_class(res))
@@ -303,17 +305,15 @@ class PeerConnection(PeerState):
     ) -> None:
         """The handler raised: its Result-Code (ProtocolError / AvpError) or 5012. Not cached,
         so a retransmission after a passing failure is handled again."""
+        if isinstance(exc, ProtocolError):
+            self.refused(link, req, exc, key, *_app_code(req))
+            return
         if key is not None:
             self.ctx.dup.forget(key)
-        if isinstance(exc, ProtocolError | AvpError):
+        if isinstance(exc, AvpError):
             app, code = _app_code(req)
             self.ctx.commands.get(app, code).answers_out[rc_class(exc.result_code)] += 1
-            if isinstance(exc, ProtocolError):
-                self.send_error(
-                    link, req, exc.result_code, exc.error_message, exc.failed_avps, exc.extra
-                )
-            else:
-                self.send_error(link, req, exc.result_code, str(exc)[:200], exc.failed_avps)
+            self.send_error(link, req, exc.result_code, str(exc)[:200], exc.failed_avps)
             return
         self.ctx.stats["handler_errors"] += 1
         app, code = _app_code(req)
@@ -331,13 +331,27 @@ class PeerConnection(PeerState):
         extra: bytes = b"",
     ) -> None:
         """An error answer made here; `extra`: encoded AVPs appended to it."""
+        self._send_error(link, req, ProtocolError(rc, text, failed, extra=extra))
+
+    def refused(
+        self, link: Link, req: Message | bytes, err: ProtocolError, key: Any, app: int, code: int
+    ) -> None:
+        """A handler's ProtocolError, raised or returned (returning it spares unwinding the
+        handler's frames: the gateway sheds 3004 so). Not kept for duplicates: it reports a
+        passing condition, and a retransmission must be handled again."""
+        if key is not None:
+            self.ctx.dup.forget(key)
+        self.ctx.commands.get(app, code).answers_out[rc_class(err.result_code)] += 1
+        self._send_error(link, req, err)
+
+    def _send_error(self, link: Link, req: Message | bytes, err: ProtocolError) -> None:
         cfg = self.ctx.config
-        ans = build_error_answer(req, rc, cfg.origin_host, cfg.origin_realm, text, failed)
+        ans = encode_error(req, err, cfg.origin_host, cfg.origin_realm)
         if ans is not None:
-            if extra:
-                ans = append_avps(ans, extra)
+            if err.extra:
+                ans = append_avps(ans, err.extra)
             self.stats["errors_out"] += 1
-            self.counters.answers_out[rc_class(rc)] += 1
+            self.counters.answers_out[rc_class(err.result_code)] += 1
             link.send(ans)
 
     def _count_out(self, app: int, code: int, cls: int) -> None:

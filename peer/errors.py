@@ -94,6 +94,27 @@ def error_answer_bytes(
     codec's one builder (`chargegw.codec.error_answer`); None only without a whole header."""
     failed = [failed_avp] if isinstance(failed_avp, Avp) else failed_avp
     err = DiameterError(result_code, error_message or "", failed)
+    return encode_error(
+        request,
+        err,
+        origin_host,
+        origin_realm,
+        error_reporting_host=error_reporting_host,
+        origin_state_id=origin_state_id,
+    )
+
+
+def encode_error(
+    request: Message | bytes,
+    err: DiameterError,
+    origin_host: str,
+    origin_realm: str,
+    *,
+    error_reporting_host: str | None = None,
+    origin_state_id: int | None = None,
+) -> bytes | None:
+    """The error answer for an error object already made (a handler's ProtocolError): what
+    `error_answer_bytes` does once it has made one; None only without a whole header."""
     try:
         return codec_error_answer(
             request,

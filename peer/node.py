@@ -29,7 +29,7 @@ from chargegw.peer.connection import (
     framing_reply,
     plan_failover,
 )
-from chargegw.peer.errors import RequestError, RequestTimeout
+from chargegw.peer.errors import ProtocolError, RequestError, RequestTimeout
 from chargegw.peer.fsm import OPEN_STATES, State
 from chargegw.peer.link import (
     AnswerReceived,
@@ -55,8 +55,10 @@ from chargegw.peer.transport import Connection
 log = logging.getLogger("chargegw.peer")
 
 Answer = Message | bytes | None
-Handler = Callable[[Message, "PeerInfo"], Answer | Awaitable[Answer]]
-RawHandlerFn = Callable[[bytes, Peek, "PeerInfo"], Answer | Awaitable[Answer]]
+# A handler may also return (not only raise) a ProtocolError: the same error answer, without
+# unwinding its frames (the gateway's shed path).
+Handler = Callable[[Message, "PeerInfo"], Answer | ProtocolError | Awaitable[Answer]]
+RawHandlerFn = Callable[[bytes, Peek, "PeerInfo"], Answer | ProtocolError | Awaitable[Answer]]
 
 _TICK = 0.05
 _NOT_DELIVERED = ResultCode.DIAMETER_UNABLE_TO_DELIVER
@@ -191,7 +193,8 @@ class Node(NodeSockets):
         The handler gets (request, PeerInfo) and returns the answer (a Message, or bytes
         already encoded), None to answer later with `send_answer`, or an awaitable of those.
         Raising ProtocolError/AvpError answers with that Result-Code; anything else 5012.
-        A returned answer is kept for duplicates (T flag); a raised error is not, so a
+        Returning a ProtocolError answers as raising it does, at less cost (shedding).
+        A returned answer is kept for duplicates (T flag); an error is not, so a
         retransmission after a passing failure (no worker, overload) is handled again.
         """
         self.ctx.handlers[(app_id, command)] = handler

@@ -373,7 +373,7 @@ def test_front_end_forwards_from_the_nodes_peek_and_parses_a_request_once(
 
     gw = Gateway(config(tmp_path))
     submitted: list[dict[str, Any]] = []
-    monkeypatch.setattr(gw.pool, "submit", lambda **kw: submitted.append(kw))
+    monkeypatch.setattr(gw.pool, "offer", lambda **kw: submitted.append(kw))
     front = MemoryNode(gw.node.config)
     front.ctx.handlers = gw.node.ctx.handlers
     front.ctx.handler_apps = gw.node.ctx.handler_apps

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from chargegw import codec
-from chargegw.codec import FrameReader, Message, Peek
+from chargegw.codec import Avp, FrameReader, Message, Peek
 from chargegw.codec.constants import CMD_CCR, ResultCode
 from chargegw.peer import connection as connmod
 from chargegw.peer.config import NodeConfig, PeerConfig
@@ -259,6 +259,33 @@ def test_a_raw_handlers_error_is_answered_from_the_octets_and_not_cached() -> No
     assert result_code(ans) == 5012 and not ans.is_error
     assert (ans.session_id, ans.cc_request_type, ans.cc_request_number) == ("client;err", 2, 4)
     exchange(pair, _with_bits(req, 0x10))
+    assert len(pair.calls) == 2  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("how", ["raised", "returned"])
+def test_a_handlers_protocol_error_raised_or_returned_gets_one_answer(kind: str, how: str) -> None:
+    """Returning a ProtocolError (the gateway's shed path) answers exactly as raising it
+    does: its Result-Code with the E bit, the extra AVPs appended, counted, and not kept
+    for duplicates (a T-flagged resend reaches the handler again)."""
+    extra = Avp.new("Origin-State-Id", 77).encode()
+
+    def refuse(*_args: Any) -> Any:
+        err = ProtocolError(RC.DIAMETER_TOO_BUSY, "busy", extra=extra)
+        if how == "raised":
+            raise err
+        return err
+
+    pair = served(kind, refuse)
+    req = ccr(request_type=1, number=0, session_id="client;busy")
+    (ans,) = exchange(pair, req)
+    assert result_code(ans) == RC.DIAMETER_TOO_BUSY and ans.is_error
+    assert ans.session_id == "client;busy" and ans.hop_by_hop == 0x77
+    assert ans.get("Error-Message") == "busy" and ans.get("Origin-State-Id") == 77
+    counts = pair.b.ctx.commands.get(4, CMD_CCR).answers_out
+    assert counts[3] == 1  # one 3xxx answer counted for the command
+    (again,) = exchange(pair, _with_bits(req, 0x10))
+    assert result_code(again) == RC.DIAMETER_TOO_BUSY
     assert len(pair.calls) == 2  # type: ignore[attr-defined]
 
 
