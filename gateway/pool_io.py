@@ -49,6 +49,7 @@ TICK = 0.05
 RETRY_PAUSE = 0.02  # seconds before a request its shard's owner refused is offered again
 FLUSH_AT = 64  # messages for one worker that go out at once instead of at the end of the turn
 GONE_KEPT = 32  # workers that left, remembered for `chargegw status` (the latest)
+GONE_TEXT = 256  # characters of a gone worker's id and host kept
 
 DeliverFn = Callable[[str, bytes], None]
 ErrorFn = Callable[[Pending, int, str], None]
@@ -623,9 +624,10 @@ class PoolServer(OutRequests):
 
     def _gone(self, w: WorkerState, why: str, now: float) -> None:
         """Remember a worker that left (bounded: the latest GONE_KEPT; a copy of a few
-        fields, not the registration with its sets)."""
-        row = {"id": w.worker_id, "host": w.host, "pid": w.pid, "address": w.address,
-               "why": why, "at": time.time(), "handled": w.handled}  # fmt: skip
+        fields, not the registration with its sets, and of the strings the worker chose at
+        most GONE_TEXT characters, so what is kept after it left stays small)."""
+        row = {"id": w.worker_id[:GONE_TEXT], "host": w.host[:GONE_TEXT], "pid": w.pid,
+               "address": w.address, "why": why, "at": time.time(), "handled": w.handled}  # fmt: skip
         self.gone.append((row, now))
 
     def _settle(self, moved: list[tuple[bytes, Pending]], failed: list[Pending], why: str) -> None:

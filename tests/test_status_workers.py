@@ -4,11 +4,13 @@ the worker reports about itself (Stats' trailing handled/errors/busy), joined in
 Unit tests: the protocol's trailing fields in both directions of a version skew, hostile
 counts refused, the CLI's per-worker rates. In-process pool (PoolServer and WorkerRuntimes
 over ipc://): the rows follow traffic, error answers, deadline timeouts and a worker that
-falls silent. Real processes (`chargegw run` + `chargegw load`): answered and commits rise
+falls silent; over CURVE tcp://, the row names the worker's address and an admitted worker's
+lying Stats are refused while the gateway goes on. Real processes (`chargegw run` + `chargegw load`): answered and commits rise
 with load, and a SIGKILLed worker leaves the table and is listed with why."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -262,3 +264,50 @@ def test_real_workers_figures_rise_with_load_and_a_killed_one_leaves(
         name = victim["name"]
         doc = _wait_json(gw.cfg, lambda d: any(w["name"] == name and w["incarnation"] == 2
                                                for w in d["pool"]["workers"]))  # fmt: skip
+
+
+@aio
+async def test_curve_worker_row_names_its_address_and_survives_hostile_stats(
+    tmp_path: Path,
+) -> None:
+    from chargegw.gateway.pool import PoolCore
+    from chargegw.gateway.pool_io import PoolServer
+    from chargegw.ipc import security as sec
+    from chargegw.workers.runtime import WorkerRuntime
+
+    sec.generate(str(tmp_path / "keys"), ["good"])
+    k = tmp_path / "keys"
+    core = PoolCore(deadline=4.0, heartbeat_timeout=0.4)
+    server = PoolServer(
+        core, ["tcp://127.0.0.1:0"], deliver=lambda *a: None, error_answer=lambda *a: None,
+        heartbeat_interval=0.1, curve_secret_key=str(k / "gateway" / "gateway.key_secret"),
+        curve_workers=str(k / "gateway" / "workers"),
+    )  # fmt: skip
+    server.start()
+    figs = worker_figures(SimpleNamespace(core=core, pool=server))
+    rt = WorkerRuntime(
+        gateways=[server.bound[-1]], apps=[TEST], worker_id="c.1", heartbeat_interval=0.1,
+        heartbeat_timeout=0.4, data_dir=str(tmp_path),
+        curve_secret_key=str(k / "worker" / "good.key_secret"),
+        curve_server_key=str(k / "worker" / "gateway.key"),
+    )  # fmt: skip
+    stop = asyncio.Event()
+    task = asyncio.ensure_future(rt.run(stop, drain_timeout=1.0))
+    try:
+        await until(lambda: (_row(server.status(), "c.1") or {}).get("report"), what="report")
+        row = _row(server.status(), "c.1")
+        assert row is not None and row["address"] == "127.0.0.1"
+        assert "127.0.0.1 (" in render(server.status())
+        # An admitted worker lies: a negative count, then far too many rating groups.
+        rt._queue(0, pp.Stats(boot=1, handled=-7))
+        rt._queue(0, pp.Stats(boot=1, units=[pp.Units(rg, 1) for rg in range(5000)]))
+        rt._flush()
+        await until(lambda: figs.refused == 2, what="both refused")
+        await asyncio.sleep(0.3)  # its honest reports go on
+        row = _row(server.status(), "c.1")
+        assert row is not None and row["report"]["handled"] is not None
+        assert row["report"]["handled"] >= 0 and row["report"]["boot"] == rt.figures.boot
+    finally:
+        stop.set()
+        await asyncio.gather(task, return_exceptions=True)
+        server.close(goodbye=False)
