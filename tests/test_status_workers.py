@@ -189,6 +189,26 @@ async def test_rows_follow_traffic_errors_timeouts_and_silence(tmp_path: Path) -
         assert "left lately" in render(doc) and gone[0]["why"] in render(doc)
 
 
+@aio
+async def test_a_draining_worker_is_marked_then_listed_as_gone(tmp_path: Path) -> None:
+    async with pool(tmp_path) as (gw, ws):
+        worker_figures(SimpleNamespace(core=gw.core, pool=gw.server))
+        a = ws.start(make_worker([gw.endpoint], [slow(0.8)], wid="d.1"))
+        await until(lambda: len(gw.core.workers) == 1, what="registration")
+        gw.submit(make_request(1))
+        await until(lambda: _row(gw.server.status(), "d.1")["inflight"] == 1, what="held")
+        stop = asyncio.ensure_future(ws.stop(a))  # it drains: Goodbye(drain), then goodbye
+        await until(lambda: (_row(gw.server.status(), "d.1") or {}).get("draining"),
+                    what="draining")  # fmt: skip
+        doc = gw.server.status()
+        assert "draining" in render(doc) and not doc["pool"]["gone"]
+        await stop
+        await until(lambda: gw.server.status()["pool"]["gone"], what="gone")
+        doc = gw.server.status()
+        assert _row(doc, "d.1") is None and gw.total() == 1
+        assert doc["pool"]["gone"][0]["id"] == "d.1" and doc["pool"]["gone"][0]["handled"] == 1
+
+
 # Real processes ----------------------------------------------------------------------------
 
 
