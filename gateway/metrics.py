@@ -35,6 +35,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 from chargegw.codec import avp_key
 from chargegw.codec.constants import AVP_VENDOR
+from chargegw.gateway.worker_report import worker_row
 from chargegw.ipc import protocol as pp
 from chargegw.process import current_level
 
@@ -249,8 +250,8 @@ _WORKER_LABEL = 64  # characters of a worker id used as a label value
 class _Seen:
     """The last report of one worker identity (its cumulative figures, of process `boot`)."""
 
-    __slots__ = ("apps", "at", "boot", "shards", "store", "store_counts", "store_errors",
-                 "store_sum", "units")  # fmt: skip
+    __slots__ = ("apps", "at", "boot", "busy", "errors", "handled", "shards", "store",
+                 "store_counts", "store_errors", "store_sum", "units")  # fmt: skip
 
     def __init__(self) -> None:
         self.boot: int | None = None
@@ -262,6 +263,7 @@ class _Seen:
         self.shards = 0
         self.store = pp.STORE_NONE
         self.at = 0.0  # monotonic time of the last Ready or Stats
+        self.handled = self.errors = self.busy = pp.NOT_SENT  # for `chargegw status` only
 
 
 def _counts_ok(counts: list[int], n: int) -> bool:
@@ -291,6 +293,8 @@ def _valid(m: pp.Stats) -> bool:
             return False
         if not all(0 <= v <= _MAX_COUNT for v in (u.granted, u.used, u.debited, u.refunded)):
             return False
+    if not all(v == pp.NOT_SENT or 0 <= v <= _MAX_COUNT for v in (m.handled, m.errors, m.busy)):
+        return False
     return 0 <= m.shards <= 1 << 20 and m.store in (pp.STORE_NONE, pp.STORE_DOWN, pp.STORE_OK)
 
 
@@ -392,6 +396,7 @@ class WorkerFigures:
             s.units[u.rg] = (u.granted, u.used, u.debited, u.refunded)
         s.store_counts, s.store_sum, s.store_errors = m.store_counts, m.store_sum, m.store_errors
         s.shards, s.store, s.at = m.shards, m.store, now
+        s.handled, s.errors, s.busy = m.handled, m.errors, m.busy
 
     def stores_ok(self, now: float, within: float) -> int:
         """Registered workers taking requests whose store answered its last operation, as
@@ -490,6 +495,7 @@ def worker_figures(gw: Any) -> WorkerFigures:
         figs = WorkerFigures(gw.core)
         gw.worker_figures = figs
         gw.pool.on_stats = figs.ingest
+        gw.pool.worker_report = lambda ident: worker_row(figs.seen.get(ident), time.monotonic())
     return figs
 
 

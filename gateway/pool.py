@@ -21,7 +21,7 @@ from __future__ import annotations
 import bisect
 import zlib
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -69,12 +69,27 @@ class WorkerState:
     mismatches: int = 0  # consecutive heartbeats whose `free` did not reconcile
     shards: int = 0  # its store's shard count (0: it serves no sharded application)
     shard_apps: frozenset[int] = frozenset()
+    # For `chargegw status` (none is touched per request): where its connection comes
+    # from (the CURVE connection's peer address; "" on ipc), when it registered and last
+    # sent a heartbeat (monotonic), requests of it this gateway answered 3002 at their
+    # deadline, and requests it dropped unapplied (Expired).
+    address: str = ""
+    registered_at: float = 0.0
+    heartbeat_at: float | None = None
+    timeouts: int = 0
+    expired: int = 0
 
     def to_dict(self, now: float) -> dict[str, Any]:
+        name, n = _incarnation(self.worker_id)
+        hb = self.heartbeat_at
         return {
             "id": self.worker_id,
+            "name": name,
+            "incarnation": n,
+            "gen": self.gen,
             "host": self.host,
             "pid": self.pid,
+            "address": self.address,
             "apps": sorted(self.apps),
             "credit": self.credit,
             "available": self.available,
@@ -84,6 +99,10 @@ class WorkerState:
             "sent": self.sent,
             "shard_apps": sorted(self.shard_apps),
             "silent_s": round(max(0.0, now - self.last_seen), 3),
+            "heartbeat_s": None if hb is None else round(max(0.0, now - hb), 3),
+            "registered_s": round(max(0.0, now - self.registered_at), 3),
+            "timeouts": self.timeouts,
+            "expired": self.expired,
         }
 
 
@@ -232,6 +251,7 @@ class PoolCore:
         owner: bytes = b"",
         shards: int = 0,
         shard_apps: Iterable[int] = (),
+        address: str = "",
     ) -> tuple[list[tuple[bytes, Pending]], list[Pending]]:
         """A worker's Ready. A repeat of the current registration only refreshes it; a new
         one (`gen` differs) places again, at once, what the old one held (it will not
@@ -283,6 +303,8 @@ class PoolCore:
             excess=granted - credit,
             shards=shards,
             shard_apps=sharded,
+            address=address,
+            registered_at=now,
         )
         if shards and not self.shards:
             self.shards = shards
@@ -771,12 +793,15 @@ class PoolCore:
             if p.deadline > now:
                 break
             out.append(p)
+        workers = self.workers
         for p in out:
             del self.pending[p.id]
             self._peer_done(p.peer)
             self._answered_here(p)
-            if p.worker in self.workers:
+            w = workers.get(p.worker)
+            if w is not None:
                 self.zombies[p.id] = p.worker
+                w.timeouts += 1
         self.counters.expired += len(out)
         return out
 
@@ -804,10 +829,17 @@ class PoolCore:
             if not w.draining and (app is None or app in w.apps)
         )
 
-    def status(self, now: float) -> dict[str, Any]:
+    def status(
+        self, now: float, report: Callable[[bytes], dict[str, Any]] | None = None
+    ) -> dict[str, Any]:
+        """The pool for `chargegw status`; `report(ident)` adds what a worker reported."""
         return {
             "workers": [
-                {**w.to_dict(now), "shards_owned": len(self.assigned.get(w.ident, ()))}
+                {
+                    **w.to_dict(now),
+                    "shards_owned": len(self.assigned.get(w.ident, ())),
+                    **(report(w.ident) if report is not None else {}),
+                }
                 for w in self.workers.values()
             ],
             "pending": len(self.pending),

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Collection
 from typing import Any
 
@@ -37,6 +38,7 @@ from chargegw.gateway.pool import (
     Pending,
     PoolCore,
     ShardCountMismatch,
+    WorkerState,
 )
 from chargegw.gateway.pool_out import OutRequestFailed, OutRequestFn, OutRequests
 from chargegw.ipc import protocol as pp
@@ -46,6 +48,8 @@ from chargegw.ipc.zmqloop import LoopSocket
 TICK = 0.05
 RETRY_PAUSE = 0.02  # seconds before a request its shard's owner refused is offered again
 FLUSH_AT = 64  # messages for one worker that go out at once instead of at the end of the turn
+GONE_KEPT = 32  # workers that left, remembered for `chargegw status` (the latest)
+GONE_TEXT = 256  # characters of a gone worker's id and host kept
 
 DeliverFn = Callable[[str, bytes], None]
 ErrorFn = Callable[[Pending, int, str], None]
@@ -112,6 +116,10 @@ class PoolServer(OutRequests):
         # Told of each registered worker's Ready and Stats (the metrics' worker figures;
         # hostile input it must survive itself).
         self.on_stats: Callable[[bytes, pp.PoolMessage, float], None] | None = None
+        # What a worker reported, for its row of the status document (the metrics' figures).
+        self.worker_report: Callable[[bytes], dict[str, Any]] | None = None
+        # The latest workers that left, and why, for `chargegw status`.
+        self.gone: deque[tuple[dict[str, Any], float]] = deque(maxlen=GONE_KEPT)
         self.log_level: str | None = None  # set by SIGHUP: sent to every worker, new ones too
 
     # Life cycle ----------------------------------------------------------------------
@@ -432,7 +440,7 @@ class PoolServer(OutRequests):
                 return known
             owner = _user_id(src)
             old = core.workers.get(ident)
-            before = list(core.workers)
+            before = dict(core.workers)
             try:
                 moved, failed = core.register(
                     ident,
@@ -446,6 +454,7 @@ class PoolServer(OutRequests):
                     owner=owner,
                     shards=m.shards,
                     shard_apps=m.shard_apps,
+                    address=_peer_address(src),
                 )
             except IdentityInUse as exc:
                 self.log.warning("registration refused: %s", exc)
@@ -458,8 +467,9 @@ class PoolServer(OutRequests):
             if old is not None and old is not core.workers.get(ident):
                 # A new registration: what was queued for the old one is placed again.
                 self._outbox.pop(ident, None)
-            for gone in before:
+            for gone, was in before.items():
                 if gone != ident and gone not in core.workers:
+                    self._gone(was, f"replaced by its restart {m.worker_id[:64]}", now)
                     # An earlier incarnation of this worker (PoolCore.register): its process
                     # is gone; what it held (what was queued for it too) is placed again below.
                     self._outbox.pop(gone, None)
@@ -498,6 +508,9 @@ class PoolServer(OutRequests):
             return known
         if t is pp.Heartbeat:
             assert isinstance(m, pp.Heartbeat)
+            w = core.workers.get(ident)
+            if w is not None:
+                w.heartbeat_at = now
             self._reconcile(ident, m)
         elif t is pp.Stats:
             if self.on_stats is not None:
@@ -505,6 +518,9 @@ class PoolServer(OutRequests):
         elif t is pp.Expired:
             assert isinstance(m, pp.Expired)
             core.counters.worker_expired += 1
+            w = core.workers.get(ident)
+            if w is not None:
+                w.expired += 1
             p = core.answer(ident, m.id)
             if p is not None:  # the worker's clock saw the deadline pass first
                 self.error_answer(
@@ -616,7 +632,9 @@ class PoolServer(OutRequests):
         if w is None:
             return
         held = len(w.inflight)
-        moved, failed = self.core.drop(ident, time.monotonic())
+        now = time.monotonic()
+        self._gone(w, why, now)
+        moved, failed = self.core.drop(ident, now)
         self._outbox.pop(ident, None)
         self._send_assignments()
         self.log.warning(
@@ -628,6 +646,14 @@ class PoolServer(OutRequests):
             len(failed),
         )
         self._settle(moved, failed, f"worker lost ({why})")
+
+    def _gone(self, w: WorkerState, why: str, now: float) -> None:
+        """Remember a worker that left (bounded: the latest GONE_KEPT; a copy of a few
+        fields, not the registration with its sets, and of the strings the worker chose at
+        most GONE_TEXT characters, so what is kept after it left stays small)."""
+        row = {"id": w.worker_id[:GONE_TEXT], "host": w.host[:GONE_TEXT], "pid": w.pid,
+               "address": w.address, "why": why, "at": time.time(), "handled": w.handled}  # fmt: skip
+        self.gone.append((row, now))
 
     def _settle(self, moved: list[tuple[bytes, Pending]], failed: list[Pending], why: str) -> None:
         for ident, p in moved:
@@ -664,12 +690,16 @@ class PoolServer(OutRequests):
     # Status ---------------------------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
+        now = time.monotonic()
         doc: dict[str, Any] = {
             "time": time.time(),
             "uptime_s": round(time.time() - self.started, 3),
             "endpoints": self.bound,
-            "pool": self.core.status(time.monotonic()),
+            "pool": self.core.status(now, self.worker_report),
         }
+        doc["pool"]["gone"] = [
+            {**row, "ago_s": round(max(0.0, now - at), 3)} for row, at in reversed(self.gone)
+        ]
         doc["pool"]["counters"].update(
             bad_frames=self.bad_frames,
             bad_answers=self.bad_answers,
@@ -687,6 +717,16 @@ class PoolServer(OutRequests):
 
 def _sid(p: Pending) -> str:
     return p.session_id.decode("utf-8", "replace") or "(none)"
+
+
+def _peer_address(src: Any) -> str:
+    """The remote address of a CURVE (tcp://) connection, as ZeroMQ names it; "" on ipc."""
+    if src is None:
+        return ""
+    try:
+        return str(src.get("Peer-Address") or "")[:64]
+    except (zmq.ZMQError, UnicodeDecodeError):
+        return ""
 
 
 def _user_id(src: Any) -> bytes:

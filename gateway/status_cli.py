@@ -9,7 +9,8 @@ Counters are totals since start; rates need a time base, so the CLI takes two sa
 `--interval` seconds apart and divides the change by the gateway's own monotonic clock
 between them (not this process's: the gap between asking and answering is not counted).
 Latency percentiles come the same way from the front end's histogram: over the interval
-when answers were made in it, else since start (the output says which).
+when answers were made in it, else since start (the output says which). Per-worker rows
+and their rates: gateway/status_workers.py.
 
 Exit status: 0; 1 when the gateway does not answer; 2 for a config error; 3 when it
 answers but has no worker registered (every application request would get 3002).
@@ -27,6 +28,7 @@ import orjson
 import zmq
 
 from chargegw.gateway.metrics import quantile
+from chargegw.gateway.status_workers import derive_workers, render_workers
 from chargegw.ipc import protocol as pp
 
 EX_NO_WORKER = 3
@@ -153,6 +155,7 @@ def derive(before: dict[str, Any] | None, after: dict[str, Any]) -> dict[str, An
             dt = t1 - t0
             out["interval_s"] = round(dt, 3)
             out["rates"] = {k: round((v - c0.get(k, 0)) / dt, 3) for k, v in c1.items()}
+    out["workers"] = derive_workers(before, after, out.get("interval_s"))
     lat = (after.get("front_end") or {}).get("latency")
     if isinstance(lat, dict):
         bounds = list(lat.get("bounds_s", []))
@@ -178,7 +181,6 @@ def derive(before: dict[str, Any] | None, after: dict[str, Any]) -> dict[str, An
 def render(doc: dict[str, Any], derived: dict[str, Any] | None = None) -> str:
     """The document for a person: peers, workers, then every counter with its rate."""
     derived = derived or {}
-    pool = doc.get("pool", {})
     lines = [
         f"gateway {doc.get('origin_host', '?')} (realm {doc.get('origin_realm', '?')}), "
         f"up {doc.get('uptime_s', 0):.0f}s, listening on {', '.join(doc.get('listen', [])) or '-'}"
@@ -192,14 +194,7 @@ def render(doc: dict[str, Any], derived: dict[str, Any] | None = None) -> str:
             f"  {p.get('name')}  {p.get('state')}  wd={p.get('watchdog', '-')}  apps={p.get('apps')}  "
             f"in={p.get('requests_in', 0)} out={p.get('requests_out', 0)} outstanding={p.get('outstanding', 0)}"
         )
-    workers = pool.get("workers", [])
-    lines += ["", f"workers ({len(workers)}), pending {pool.get('pending', 0)}:"]
-    for w in workers:
-        lines.append(
-            f"  {w.get('id')}  pid={w.get('pid')}  apps={w.get('apps')}  credit={w.get('credit')}  "
-            f"available={w.get('available')}  inflight={w.get('inflight')}  handled={w.get('handled')}"
-            f"{'  draining' if w.get('draining') else ''}  silent={w.get('silent_s')}s"
-        )
+    lines += ["", *render_workers(doc, derived)]
     if "launcher" in doc:
         la = doc["launcher"]
         lines.append(f"  launcher: {la.get('workers')} slots, restarts {la.get('restarts')}")

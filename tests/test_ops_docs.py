@@ -133,11 +133,45 @@ def test_counters_and_series_named_are_the_gateways() -> None:
             },
         )
     )
+    cli_keys |= _status_fields()
     for n in sorted(x for x in named if "_" in x and not x.startswith("chargegw_")):
         if n.startswith("_"):  # a suffix in "`chargegw_pool_workers`, `_credit`, ..."
             assert "chargegw_pool" + n in series or fam_prefix + n in series, n
             continue
         assert n in counters | labels | cli_keys, f"{n}: no such counter, label or field"
+
+
+def _status_fields() -> set[str]:
+    """The keys of `chargegw status`'s worker rows (with a report), of a worker that left,
+    and of the per-worker rates, as the code makes them."""
+    from chargegw.gateway.metrics import worker_figures
+    from chargegw.gateway.pool import PoolCore
+    from chargegw.gateway.pool_io import PoolServer
+    from chargegw.gateway.status_workers import derive_workers
+    from chargegw.ipc import protocol as pp
+
+    core = PoolCore(deadline=1.0, heartbeat_timeout=1.0)
+    core.register(b"w", worker_id="h-w0.1", credit=1, apps=[4], now=0.0)
+    server = PoolServer(core, [], deliver=lambda *a: None, error_answer=lambda *a: None)
+    figs = worker_figures(type("Gw", (), {"core": core, "pool": server})())
+    counts = [1] + [0] * len(pp.STORE_BUCKETS)
+    figs.ingest(b"w", pp.Stats(boot=1, store_counts=counts, store_sum=0.001), 0.0)
+    server._gone(core.workers[b"w"], "silent", 0.0)
+    doc = server.status()
+    row, gone = doc["pool"]["workers"][0], doc["pool"]["gone"][0]
+    rates = derive_workers(doc, doc, 1.0)["h-w0.1"]
+    return {*row, *row["report"], *gone, *rates}
+
+
+def test_every_pool_counter_is_in_the_status_table() -> None:
+    from chargegw.gateway.metrics import POOL_COUNTERS
+
+    table = DOC.split("**Pool counters** in `chargegw status`", 1)[1].split("\n\n", 2)[1]
+    rows = dict(re.findall(r"^\| `([a-z_]+)`( \*)? \|", table, re.M))
+    server_counters = {"bad_frames", "bad_answers", "out_requests", "out_refused", "oversize"}
+    assert set(rows) == set(Counters.__slots__) | server_counters
+    # Marked * exactly when /metrics does not export it.
+    assert {n for n, star in rows.items() if star} == set(rows) - set(POOL_COUNTERS)
 
 
 def test_backup_command_copies_a_live_wal_database(tmp_path: Path) -> None:

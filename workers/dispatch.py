@@ -297,4 +297,5 @@ class RequestPath:
             )
             error = DiameterError(ResultCode.DIAMETER_UNABLE_TO_COMPLY, "the application failed")
             request = inc._message
+        self.figures.failed(error.result_code)
         return answer_error(req, error, self.origin_host, self.origin_realm, request)

@@ -380,7 +380,8 @@ class WorkerRuntime(RequestPath):
             stats: pp.Stats | None = None
             if beat:
                 self._last_hb = now
-                stats = self.figures.message(len(frozenset().union(*(x.shards for x in self.links))))
+                owned = len(frozenset().union(*(x.shards for x in self.links)))
+                stats = self.figures.message(owned, handled=self.handled)
             for i, link in enumerate(self.links):
                 if link.stuck:
                     link.send(self.max_frame)  # what zmq.Again held back; nothing new meanwhile

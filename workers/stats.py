@@ -8,7 +8,9 @@ scrapes one endpoint and never a worker. What is counted here:
 - the charging store's batch commits (latency histogram, errors) and whether the store
   answered its last operation;
 - the OCS's granted and used units and debited and refunded micro-units by rating group,
-  at most MAX_RGS groups per worker (the rest fold into protocol.RG_OTHER).
+  at most MAX_RGS groups per worker (the rest fold into protocol.RG_OTHER);
+- error answers for a failure of the worker's own (`failed`: a handler's exception, a
+  store that did not answer), and how many were 3004, for `chargegw status`.
 
 Why cumulative and since process start: a Stats that is lost, repeated or read twice
 changes nothing, and the gateway turns each into a delta against the previous one of the
@@ -16,7 +18,8 @@ same `boot`, so its totals stay monotonic across worker restarts and drops.
 
 The request path pays one clock read per application batch and, per answer (or per batch
 of answers that left together), one bisect and two increments; everything else happens
-once a heartbeat in `message`. One `STATS` per process: the applications' hooks
+once a heartbeat in `message`; error answers cost an increment on their own (error) path
+only. One `STATS` per process: the applications' hooks
 (workers/charging/gy.py, sy.py) reach it without being handed anything.
 """
 
@@ -27,10 +30,12 @@ import secrets
 from time import perf_counter
 from typing import Any
 
+from chargegw.codec.constants import ResultCode
 from chargegw.ipc import protocol as pp
 
 MAX_RGS = pp.MAX_STATS_RGS - 1  # rating groups counted apart; the rest are RG_OTHER
 _MAX_COUNT = (1 << 62) - 1
+_TOO_BUSY = int(ResultCode.DIAMETER_TOO_BUSY)
 
 
 class AppTimer:
@@ -62,6 +67,8 @@ class WorkerStats:
         self.store = pp.STORE_NONE
         self.units: dict[int, list[int]] = {}  # rating group -> [granted, used, debited, refunded]
         self._rows: dict[str, list[int]] = {}  # service key ("rg:sid") -> its row in `units`
+        self.errors = 0  # error answers for a failure here (see `failed`)
+        self.busy = 0  # of those, 3004 DIAMETER_TOO_BUSY
 
     def timer(self, app: int) -> AppTimer:
         t = self.apps.get(app)
@@ -79,6 +86,14 @@ class WorkerStats:
         """A batch commit (or another store operation) met an unavailable store."""
         self.store_errors += 1
         self.store = pp.STORE_DOWN
+
+    def failed(self, result_code: int, n: int = 1) -> None:
+        """`n` requests answered `result_code` for a failure in this worker: a handler's
+        exception, or a store that did not answer (not a request's own fault, such as a
+        malformed one or an exhausted balance)."""
+        self.errors += n
+        if result_code == _TOO_BUSY:
+            self.busy += n
 
     def committed(self, seconds: float, outcomes: Any, *, ok: bool = True) -> None:
         """One batch commit took `seconds`; count its outcomes' units by rating group.
@@ -129,8 +144,9 @@ class WorkerStats:
 
     # The message -----------------------------------------------------------------------
 
-    def message(self, shards: int) -> pp.Stats:
-        """The cumulative figures now (clamped to what the gateway accepts)."""
+    def message(self, shards: int, handled: int = pp.NOT_SENT) -> pp.Stats:
+        """The cumulative figures now (clamped to what the gateway accepts); `handled`: the
+        requests the worker finished (the runtime counts them)."""
         return pp.Stats(
             boot=self.boot,
             apps=[
@@ -146,6 +162,9 @@ class WorkerStats:
             ],
             shards=shards,
             store=self.store,
+            handled=min(handled, _MAX_COUNT),
+            errors=min(self.errors, _MAX_COUNT),
+            busy=min(self.busy, _MAX_COUNT),
         )
 
 

@@ -347,6 +347,7 @@ class CreditControlApp(ShardedApp):
         self.ctx.log.error("CCR failed (answering 5012): %s: %s", type(exc).__name__, exc,
                            exc_info=exc)  # fmt: skip
         assert self.render is not None
+        STATS.failed(ResultCode.DIAMETER_UNABLE_TO_COMPLY)
         ans = Answer(ResultCode.DIAMETER_UNABLE_TO_COMPLY, error_message="the application failed")
         return self.render.cca(v, ans)
 
@@ -356,6 +357,7 @@ class CreditControlApp(ShardedApp):
             return decide.balance_answer(self.store.resolve(e.subscriptions), e.cost)
         except StoreUnavailable as exc:
             self._store_down(exc)
+            STATS.failed(ResultCode.DIAMETER_TOO_BUSY)
             return decide.store_down()
 
     def _commit(self, pending: list[tuple[int, Any, Pending, float]], out: list[Any]) -> None:
@@ -437,6 +439,7 @@ class CreditControlApp(ShardedApp):
             return out
         if isinstance(out, StoreUnavailable):
             self._store_down(out)  # logged at most once every 5 s
+            STATS.failed(ResultCode.DIAMETER_TOO_BUSY)
             return render.cca(v, decide.store_down())
         if isinstance(out, BaseException):
             return self._failed(b"", v, out)

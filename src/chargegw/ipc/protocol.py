@@ -178,6 +178,7 @@ STORE_BUCKETS: tuple[float, ...] = (
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
 )  # fmt: skip
 STORE_NONE, STORE_DOWN, STORE_OK = -1, 0, 1
+NOT_SENT = -1  # a Stats count an older worker does not report
 RG_OTHER = -1  # the rating group of the units folded together beyond a worker's bound
 MAX_STATS_APPS = 64  # applications in one Stats
 MAX_STATS_RGS = 65  # rating groups in one Stats (64 and RG_OTHER)
@@ -216,6 +217,14 @@ class Stats(_Msg, tag=15):
     units: list[Units] = msgspec.field(default_factory=list)
     shards: int = 0  # shards this worker owns now (the union over its gateways)
     store: int = STORE_NONE  # whether the store answered its last operation
+    # Appended after version 4 shipped, so the version stays: a gateway that does not know
+    # them ignores trailing fields, and a worker that does not send them leaves NOT_SENT.
+    # Requests it finished (answered, moved or dropped past their deadline), its error
+    # answers for a failure of its own (a handler's exception, its store down), and how many
+    # of those were 3004; for `chargegw status`, per worker.
+    handled: int = NOT_SENT
+    errors: int = NOT_SENT
+    busy: int = NOT_SENT
 
 
 class LogLevel(_Msg, tag=16):
