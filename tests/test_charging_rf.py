@@ -114,3 +114,20 @@ def test_each_cdr_commit_is_timed_in_the_worker_store_series(tmp_path):
     for n in range(3):
         assert answer(app, acr(3, n), None).result_code == 2001
     assert sum(STATS.store_counts) == before + 3 and STATS.store_errors == errors
+
+
+def test_a_cdr_store_outage_is_3004_and_counted_as_the_workers_busy_answer(tmp_path):
+    from chargegw.workers.charging.store import StoreUnavailable
+    from chargegw.workers.stats import STATS
+
+    app = make(tmp_path)
+
+    def down(*_a, **_k):
+        raise StoreUnavailable("disk gone")
+
+    app.store.put_cdrs = down  # type: ignore[union-attr]
+    app.store.put_cdr = down  # type: ignore[union-attr]
+    busy, errors = STATS.busy, STATS.errors
+    a = answer(app, acr(2, 0, sid="pgw;down"), None)
+    assert a.result_code == 3004
+    assert (STATS.busy - busy, STATS.errors - errors) == (1, 1)

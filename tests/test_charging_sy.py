@@ -154,3 +154,21 @@ def test_missing_sl_request_type_is_5005(tmp_path):
     req.remove("SL-Request-Type")
     a = Message.decode(sy.handle(Message.decode(req.encode()), None).encode())
     assert a.result_code == 5005 and a.failed_avp.sl_request_type == 0
+
+
+def test_a_charging_store_outage_is_3004_and_counted_as_the_workers_busy_answer(tmp_path):
+    from chargegw.workers.charging.store import StoreUnavailable
+    from chargegw.workers.stats import STATS
+
+    _gy, sy, _ctx = apps(tmp_path)
+
+    def down(*_a, **_k):
+        raise StoreUnavailable("disk gone")
+
+    sy.store.sy_get = down  # type: ignore[union-attr]
+    sy.store.sy_put = down  # type: ignore[union-attr]
+    sy.store.provision = down  # type: ignore[union-attr]
+    busy, errors = STATS.busy, STATS.errors
+    a = sy.handle(slr(sid="pcrf;down"), None)
+    assert a.result_code == 3004
+    assert (STATS.busy - busy, STATS.errors - errors) == (1, 1)

@@ -161,6 +161,7 @@ class AccountingApp:
     def _stored(self, requests: list[Message], inserted: list[bool] | Exception) -> list[Message]:
         if isinstance(inserted, Exception):
             self.ctx.log.error("CDR store unavailable: %s", inserted)
+            STATS.failed(ResultCode.DIAMETER_TOO_BUSY, len(requests))
             return [
                 self._answer(r, ResultCode.DIAMETER_TOO_BUSY, error_message="CDR store unavailable")
                 for r in requests

@@ -144,6 +144,7 @@ class SpendingLimitApp(ShardedApp):
 
     def _unavailable(self, request: Message, exc: Exception) -> Message:
         STATS.store_failed()
+        STATS.failed(ResultCode.DIAMETER_TOO_BUSY)
         self.ctx.log.error("charging store unavailable: %s", exc)
         return self._answer(
             request, ResultCode.DIAMETER_TOO_BUSY, error_message="charging store unavailable"
