@@ -207,6 +207,8 @@ POOL_COUNTERS: dict[str, str] = {
     "placed": "Requests placed on a worker",
     "answered": "Worker answers matched to a pending request",
     "shed_busy": "Requests shed with 3004 (no worker credit)",
+    "shed_fair": "Requests shed with 3004: their peer held its share of a nearly full worker",
+    "shard_moves": "Requests placed again on a shard's owner after a worker's Moved",
     "no_worker": "Requests answered 3002: no live worker serves the application",
     "expired": "Requests answered 3002 because their deadline passed in the pool",
     "resent": "Requests placed again when their worker was lost or registered again (resends)",

@@ -282,3 +282,17 @@ def test_the_query_reader_catches_what_it_must() -> None:
     for bad in ('{__name__="x"}', "sum(rate(x[5m])", "sum by x (y)"):
         with pytest.raises(ValueError):
             parse(bad)
+
+
+def test_each_panels_queries_have_distinct_ref_ids() -> None:
+    """Grafana keys a panel's queries by refId: a repeated one hides a series."""
+
+    def panels(ps: list[dict[str, Any]]) -> Any:
+        for p in ps:
+            yield p
+            yield from panels(p.get("panels", []))
+
+    dash = json.loads(DASHBOARD.read_text())
+    for p in panels(dash["panels"]):
+        ids = [t.get("refId") for t in p.get("targets", [])]
+        assert len(ids) == len(set(ids)), (p.get("title"), ids)
