@@ -23,7 +23,7 @@ import zlib
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NotRequired, TypedDict, Unpack
 
 from chargegw.codec.constants import ResultCode
 from chargegw.codec.errors import DiameterError
@@ -192,6 +192,28 @@ def _hrw(worker_id: str, ident: bytes, shard: int) -> tuple[int, bytes]:
     """Rendezvous weight: the live worker with the highest owns the shard, so a worker that
     comes back under its id gets the same shards, and one that leaves moves only its own."""
     return zlib.crc32(f"{owner_name(worker_id)}/{shard}".encode()), ident
+
+
+class RequestArgs(TypedDict):
+    """A request to place (PoolServer.submit / offer): PoolCore.offer's arguments less the
+    clocks."""
+
+    peer: str
+    hbh: int
+    app: int
+    cmd: int
+    session_id: bytes
+    raw: bytes
+    ref: NotRequired[Any]
+    shard: NotRequired[int]
+    route: NotRequired[int]
+
+
+class OfferArgs(RequestArgs):
+    """`PoolCore.offer`'s arguments, for the callers that pass them on (`place`)."""
+
+    now: float
+    wall_now: float
 
 
 class PoolCore:
@@ -516,26 +538,9 @@ class PoolCore:
         self.counters.placed += 1
         return p
 
-    def place(
-        self,
-        *,
-        peer: str,
-        hbh: int,
-        app: int,
-        cmd: int,
-        session_id: bytes,
-        raw: bytes,
-        now: float,
-        wall_now: float,
-        ref: Any = None,
-        shard: int = -1,
-        route: int = 0,
-    ) -> Pending:
+    def place(self, **kw: Unpack[OfferArgs]) -> Pending:
         """`offer`, raising its NoWorker."""
-        p = self.offer(
-            peer=peer, hbh=hbh, app=app, cmd=cmd, session_id=session_id, raw=raw, now=now,
-            wall_now=wall_now, ref=ref, shard=shard, route=route,
-        )  # fmt: skip
+        p = self.offer(**kw)
         if isinstance(p, NoWorker):
             raise p
         return p

@@ -24,7 +24,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Collection
-from typing import Any
+from typing import Any, Unpack
 
 import orjson
 import zmq
@@ -37,6 +37,7 @@ from chargegw.gateway.pool import (
     NoWorker,
     Pending,
     PoolCore,
+    RequestArgs,
     ShardCountMismatch,
     WorkerState,
 )
@@ -218,56 +219,17 @@ class PoolServer(OutRequests):
 
     # Requests in ----------------------------------------------------------------------
 
-    def submit(
-        self,
-        *,
-        peer: str,
-        hbh: int,
-        app: int,
-        cmd: int,
-        session_id: bytes,
-        raw: bytes,
-        ref: Any = None,
-        shard: int = -1,
-        route: int = 0,
-    ) -> None:
+    def submit(self, **kw: Unpack[RequestArgs]) -> None:
         """Place a request on a worker; raises NoWorker (3004 or 3002) when none can take it.
         `route`: when the session's route is dropped (PoolCore.place)."""
-        refused = self.offer(
-            peer=peer, hbh=hbh, app=app, cmd=cmd, session_id=session_id, raw=raw, ref=ref,
-            shard=shard, route=route,
-        )  # fmt: skip
+        refused = self.offer(**kw)
         if refused is not None:
             raise refused
 
-    def offer(
-        self,
-        *,
-        peer: str,
-        hbh: int,
-        app: int,
-        cmd: int,
-        session_id: bytes,
-        raw: bytes,
-        ref: Any = None,
-        shard: int = -1,
-        route: int = 0,
-    ) -> NoWorker | None:
+    def offer(self, **kw: Unpack[RequestArgs]) -> NoWorker | None:
         """`submit`, returning its NoWorker rather than raising it (the front end's shed
         path: see PoolCore.offer)."""
-        p = self.core.offer(
-            peer=peer,
-            hbh=hbh,
-            app=app,
-            cmd=cmd,
-            session_id=session_id,
-            raw=raw,
-            now=time.monotonic(),
-            wall_now=time.time(),
-            ref=ref,
-            shard=shard,
-            route=route,
-        )
+        p = self.core.offer(**kw, now=time.monotonic(), wall_now=time.time())
         if isinstance(p, NoWorker):
             return p
         self._queue(p.worker, self._request(p))

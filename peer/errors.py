@@ -94,14 +94,9 @@ def error_answer_bytes(
     codec's one builder (`chargegw.codec.error_answer`); None only without a whole header."""
     failed = [failed_avp] if isinstance(failed_avp, Avp) else failed_avp
     err = DiameterError(result_code, error_message or "", failed)
-    return encode_error(
-        request,
-        err,
-        origin_host,
-        origin_realm,
-        error_reporting_host=error_reporting_host,
-        origin_state_id=origin_state_id,
-    )
+    return encode_error(request, err, origin_host, origin_realm,
+                        error_reporting_host=error_reporting_host,
+                        origin_state_id=origin_state_id)  # fmt: skip
 
 
 def encode_error(
@@ -116,14 +111,9 @@ def encode_error(
     """The error answer for an error object already made (a handler's ProtocolError): what
     `error_answer_bytes` does once it has made one; None only without a whole header."""
     try:
-        return codec_error_answer(
-            request,
-            err,
-            origin_host,
-            origin_realm,
-            error_reporting_host=error_reporting_host,
-            origin_state_id=origin_state_id,
-        )
+        return codec_error_answer(request, err, origin_host, origin_realm,
+                                  error_reporting_host=error_reporting_host,
+                                  origin_state_id=origin_state_id)  # fmt: skip
     except FramingError:
         return None
 
