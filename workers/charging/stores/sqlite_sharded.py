@@ -190,12 +190,11 @@ class ShardedSqliteStore:
         return self._find("SELECT account FROM sy WHERE session=?", (session_id,))
 
     def subscription_shard(self, sub_type: int, data: str) -> int | None:
-        alias = self.map.alias(sub_type, data)
+        s = shard_of(data, self.shard_count)
+        alias, path = self.map.locate(sub_type, data, s)  # no SQL but a version check
         if alias is not None:
             return alias
-        s = shard_of(data, self.shard_count)
-        path = self.map.file_of(s)
-        if path == os.path.abspath(self.active.path):
+        if path == self.active.path:  # opened by `_file`: absolute
             return None
         row = self._file(path)._read(
             "SELECT account FROM subscriptions WHERE sub_type=? AND sub_data=?", (sub_type, data)
