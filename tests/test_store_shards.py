@@ -524,3 +524,22 @@ def test_a_new_subscribers_ccr_i_reads_no_map_row_when_nothing_moved(tmp_path):
     assert ledger_check(adm).ok
     for s in (a, adm):
         s.close()
+
+
+def test_the_map_read_under_its_lock_after_a_write_there_is_the_written_one(tmp_path):
+    """Inside `locked()` this connection's own writes do not move its data_version: the map
+    is read anew there, and the rows read there are not kept past it."""
+    a = store(tmp_path, "A")
+    home = a.map.files()[0]
+    with a.map.locked() as db:
+        assert a.map.file_of(0) == home
+        db.execute("UPDATE map SET file='elsewhere.db' WHERE shard=0")
+        assert a.map.file_of(0) == a.map.abs("elsewhere.db")  # the write is seen
+        db.execute("UPDATE map SET file=? WHERE shard=0", (a.map.rel(home),))
+    assert a.map.file_of(0) == home
+    with pytest.raises(RuntimeError), a.map.locked() as db:  # rolled back: not kept either
+        db.execute("UPDATE map SET file='elsewhere.db' WHERE shard=0")
+        assert a.map.file_of(0) == a.map.abs("elsewhere.db")
+        raise RuntimeError("abandon")
+    assert a.map.file_of(0) == home
+    a.close()

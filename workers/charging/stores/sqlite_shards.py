@@ -126,11 +126,12 @@ class ShardMap:
     def _fresh(self) -> None:
         """Re-read the map's rows when another connection committed to the map since they
         were read (or this one wrote: see `_forget`): the version and the rows in one read
-        transaction (or the caller's, under `locked()`), so that they agree."""
-        if self._read("PRAGMA data_version")[0][0] == self._version:
-            return
+        transaction, so that they agree. Under `locked()` they are read anew each time and
+        not kept (this connection's own writes there do not move the version)."""
         db = self.db
         own = not db.in_transaction
+        if own and self._read("PRAGMA data_version")[0][0] == self._version:
+            return
         try:
             if own:
                 db.execute("BEGIN")
@@ -150,7 +151,8 @@ class ShardMap:
             if own:
                 rollback(db)
             raise StoreUnavailable(f"sqlite {self.path}: {exc}") from exc
-        self._entries, self._aliases, self._version = entries, aliases, version
+        self._entries, self._aliases = entries, aliases
+        self._version = version if own else -1
 
     def _forget(self) -> None:
         """Drop the rows in memory: this connection wrote the map (which does not change
