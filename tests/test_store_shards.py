@@ -461,3 +461,85 @@ def test_an_owner_fenced_by_a_stale_claim_takes_its_assigned_shard_back(tmp_path
     assert rep.ok, rep.problems
     for x in (a, b, adm):
         x.close()
+
+
+def _map_sql(s) -> list[str]:
+    """Statements the store's map connection runs from now on."""
+    seen: list[str] = []
+    s.map.db.set_trace_callback(seen.append)
+    return seen
+
+
+@pytest.mark.parametrize("alias_cache", [True, False])
+def test_the_map_in_memory_sees_other_processes_writes_and_its_own(
+    tmp_path, monkeypatch, alias_cache
+):
+    """The map's rows are kept in memory, yet an alias or a move committed by another
+    connection is seen by the next look-up, and so is one written through this one."""
+    from chargegw.workers.charging.stores import sqlite_shards
+
+    if not alias_cache:  # more aliases than are kept in memory: asked per look-up
+        monkeypatch.setattr(sqlite_shards, "ALIAS_CACHE_MAX", 0)
+    accts = ids(N)
+    acct, alias, other = accts[0], accts[1], accts[2]
+    adm = store(tmp_path, "admin")
+    adm.set_rules([ProvisionRule(E164, "4670", 1000, 0)])
+    a = store(tmp_path, "A", [shard_of(alias, N), shard_of(other, N)])
+    first = cc("s0", 0, core.INITIAL, other, requested=10)
+    assert a.credit_control(first).result == 2001  # the map is read and kept
+    assert a.map.alias(1, alias) is None
+    # another process imports an account with an alias whose data hashes to A's shard
+    adm.import_accounts([AccountRow(acct, 10_000, 0, False, [(E164, acct), (1, alias)])], NOW)
+    o = cc("s1", 0, core.INITIAL, alias, requested=10)
+    o.subscriptions = [(1, alias)]
+    with pytest.raises(ShardMoved) as exc:
+        a.credit_control(o)
+    assert exc.value.shard == shard_of(acct, N)
+    # another process claims a shard: A's map names the new file at once
+    b = store(tmp_path, "B", [shard_of(acct, N)])
+    assert a.map.file_of(shard_of(acct, N)) == b.active.path
+    # this connection's own write (under the map's lock: an import) is seen too
+    assert a.map.alias(1, other) is None
+    a.import_accounts([AccountRow(acct, 0, 0, False, [(1, other)])], NOW)
+    assert a.map.alias(1, other) == shard_of(acct, N) == adm.map.alias(1, other)
+    for s in (a, b, adm):
+        s.close()
+
+
+def test_a_new_subscribers_ccr_i_reads_no_map_row_when_nothing_moved(tmp_path):
+    """Only the map's version is asked; its rows are read again once it changes."""
+    adm = store(tmp_path, "admin")
+    adm.set_rules([ProvisionRule(E164, "4670", 1000, 0)])
+    news = ids(N, "46701")
+    a = store(tmp_path, "A", range(N))
+    assert a.credit_control(cc("s0", 0, core.INITIAL, news[0], requested=10)).result == 2001
+    seen = _map_sql(a)
+    for i, x in enumerate(news[1:4]):
+        assert a.credit_control(cc(f"s{i + 1}", 0, core.INITIAL, x, requested=10)).result == 2001
+    assert seen and all(q == "PRAGMA data_version" for q in seen), seen
+    adm.import_accounts([AccountRow("other", 10, 0, False, [(1, "x")])], NOW)  # a map write
+    seen.clear()
+    assert a.credit_control(cc("s9", 0, core.INITIAL, news[5], requested=10)).result == 2001
+    assert any("FROM map" in q for q in seen), seen
+    assert ledger_check(adm).ok
+    for s in (a, adm):
+        s.close()
+
+
+def test_the_map_read_under_its_lock_after_a_write_there_is_the_written_one(tmp_path):
+    """Inside `locked()` this connection's own writes do not move its data_version: the map
+    is read anew there, and the rows read there are not kept past it."""
+    a = store(tmp_path, "A")
+    home = a.map.files()[0]
+    with a.map.locked() as db:
+        assert a.map.file_of(0) == home
+        db.execute("UPDATE map SET file='elsewhere.db' WHERE shard=0")
+        assert a.map.file_of(0) == a.map.abs("elsewhere.db")  # the write is seen
+        db.execute("UPDATE map SET file=? WHERE shard=0", (a.map.rel(home),))
+    assert a.map.file_of(0) == home
+    with pytest.raises(RuntimeError), a.map.locked() as db:  # rolled back: not kept either
+        db.execute("UPDATE map SET file='elsewhere.db' WHERE shard=0")
+        assert a.map.file_of(0) == a.map.abs("elsewhere.db")
+        raise RuntimeError("abandon")
+    assert a.map.file_of(0) == home
+    a.close()

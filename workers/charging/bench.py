@@ -9,6 +9,11 @@ the ledger invariants, prints the figures and writes a JSON report with orjson.
 (it claims them into its own file, so processes commit in parallel); it is printed beside
 its ANCHOR, the single-file store measured in the same run with the same process counts.
 Each process works on accounts of its own shards in both, so the two differ only in files.
+
+`--cpu` (issue 10) measures instead the worker's CPU per CCR on the default store: one
+process owning every shard of a sharded, durable SQLite store, drained batches of requests
+from sessions of new subscribers (CCR-I, 3 CCR-U, CCR-T each, as erl-ccr-client sends),
+timed with time.process_time (CPU, not wall: it stays comparable on a shared machine).
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from chargegw.sharding import DEFAULT_SHARDS, shard_of
 
 from . import core
 from .core import CCOp, ServiceReq
-from .store import AccountRow, StoreConfig, ledger_check, open_store
+from .store import AccountRow, ProvisionRule, StoreConfig, ledger_check, open_store
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -55,6 +60,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="requests per store transaction (group commit), comma-separated",
     )
     parser.add_argument("--json", default="bench-store.json", help="report path ('' for none)")
+    parser.add_argument(
+        "--cpu",
+        type=int,
+        default=0,
+        metavar="BATCHES",
+        help="instead: CPU us per CCR over this many batches (sizes from --batch) of"
+        " I/U/U/U/T sessions, in this process",
+    )
 
 
 def _mine(idx: int, procs: int, args: dict[str, Any]) -> tuple[frozenset[int], list[int]]:
@@ -143,7 +156,105 @@ def _run(cfg: StoreConfig, procs: int, args: dict[str, Any]) -> dict[str, Any]:
         shutil.rmtree(data_dir, ignore_errors=True)
 
 
+CPU_PREFIX = "4670"  # the provisioning rule's E.164 prefix (erl-ccr-client's numbers)
+CPU_INFLIGHT = 50  # sessions in progress at once (erl-ccr-client's default concurrency)
+
+
+def cpu_per_ccr(
+    batches: int, batch: int = 20, shards: int = DEFAULT_SHARDS, warmup: int = 50
+) -> dict[str, Any]:
+    """CPU microseconds per CCR of one worker on the default store (see the module
+    docstring): `warmup` batches, then `batches` timed ones of `batch` requests, each
+    request of another session; every session is CCR-I (a new subscriber, provisioned by
+    rule), 3 CCR-U and CCR-T. The ledger is checked afterwards (outside the timing)."""
+    from .sqlite_store import open_sharded
+
+    data_dir = tempfile.mkdtemp(prefix="cg-bench-cpu-")
+    try:
+        store = open_sharded(
+            os.path.join(data_dir, "charging.db"), owner="cpu0", shards=shards, timeout=10.0
+        )
+        store.set_rules([ProvisionRule(0, CPU_PREFIX, 10**12, 0)])
+        store.assign_shards(frozenset(range(shards)))
+        now = time.time()
+        grant = [ServiceReq("1:", 10, 60, 0, 600)]
+        update = [ServiceReq("1:", 10, 60, 60, 600)]
+        final = [ServiceReq("1:", 10, 60, 60, 0)]
+        # each slot: (subscriber number, next request number); a finished slot starts anew
+        slots = [[i, 0] for i in range(CPU_INFLIGHT)]
+        nxt = CPU_INFLIGHT
+        turn = 0
+
+        def ops() -> list[CCOp]:
+            nonlocal nxt, turn
+            out = []
+            for _ in range(batch):
+                slot = slots[turn % len(slots)]
+                turn += 1
+                sub, n = slot
+                data = f"{CPU_PREFIX}{sub:09d}"
+                sid, shard = f"cpu;{sub}", shard_of(data, shards)
+                if n == 0:
+                    op = CCOp(sid, 0, core.INITIAL, grant, [(0, data)], now=now, shard=shard)
+                elif n < 4:
+                    op = CCOp(sid, n, core.UPDATE, update, now=now, shard=shard)
+                else:
+                    op = CCOp(sid, n, core.TERMINATION, final, now=now, shard=shard)
+                    slot[0], nxt = nxt, nxt + 1
+                    n = -1
+                slot[1] = n + 1
+                out.append(op)
+            return out
+
+        def drain(work: list[list[CCOp]]) -> int:
+            """Runs the batches; the requests not applied."""
+            failed = 0
+            for chunk in work:
+                out = store.credit_control_many(chunk)
+                failed += len(chunk) if out is None else sum(isinstance(o, Exception) for o in out)
+            return failed
+
+        work = [ops() for _ in range(warmup + batches)]
+        failed = drain(work[:warmup])
+        t0 = time.process_time()
+        failed += drain(work[warmup:])
+        cpu = time.process_time() - t0
+        rep = ledger_check(store)
+        store.close()
+        return {
+            "batches": batches,
+            "batch": batch,
+            "ccrs": batches * batch,
+            "cpu_us_per_ccr": round(cpu / (batches * batch) * 1e6, 1),
+            "failed": failed,
+            "ledger_ok": rep.ok,
+            "debits": rep.debits,
+        }
+    finally:
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def run_cpu(args: argparse.Namespace) -> int:
+    report: dict[str, Any] = {"benchmark": "store-cpu", "results": []}
+    for b in [int(x) for x in str(args.batch).split(",") if x.strip()]:
+        res = cpu_per_ccr(args.cpu, b, args.shards)
+        report["results"].append(res)
+        print(
+            f"sqlite sharded durable batch={b:<3d} {res['cpu_us_per_ccr']:>7.1f} us CPU per CCR"
+            f"  ({res['ccrs']} CCRs I/U/U/U/T, {res['failed']} failed,"
+            f" ledger {'ok' if res['ledger_ok'] else 'FAILED'})"
+        )
+        sys.stdout.flush()
+    if args.json:
+        with open(args.json, "wb") as f:
+            f.write(orjson.dumps(report, option=orjson.OPT_INDENT_2))
+    ok = all(r["ledger_ok"] and not r["failed"] for r in report["results"])
+    return 0 if ok else 1
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.cpu:
+        return run_cpu(args)
     counts = [int(x) for x in str(args.processes).split(",") if x.strip()]
     batches = [int(x) for x in str(args.batch).split(",") if x.strip()]
     params = {

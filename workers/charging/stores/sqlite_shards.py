@@ -25,6 +25,14 @@ next claim into that file replaces.
 Fencing: the old owner, still alive, next begins a transaction on its file, sees `PRAGMA
 data_version` changed (the claim committed to its file), re-reads its `shards` rows and
 drops s (`SqliteTables._refence`): its requests of s get NotOwner, unapplied.
+
+Each process keeps the map's rows in memory (`ShardMap._fresh`), the aliases too while there
+are at most ALIAS_CACHE_MAX of them: a new subscriber's CCR-I then reads no map row. Every
+look-up first asks the map file's `PRAGMA data_version`, which changes when another
+connection commits, and re-reads the rows if it did; this connection's own writes (all under
+`locked()`) drop them. So a look-up sees the map as fresh as an SQL read would (the map is
+read without its lock either way: what keeps a request off a shard it does not own is the
+fencing of its own file, above, never the map).
 """
 
 from __future__ import annotations
@@ -50,6 +58,9 @@ CREATE TABLE IF NOT EXISTS aliases (
 CREATE INDEX IF NOT EXISTS aliases_data ON aliases(sub_data);
 """
 CLAIM_TIMEOUT = 10.0  # seconds a claim or an admin write waits for a lock
+# Aliases held in memory when there are at most this many (about 100 bytes each); a map
+# with more is asked per look-up, as before.
+ALIAS_CACHE_MAX = 32768
 
 
 def begin_wait(db: sqlite3.Connection, path: str, timeout: float) -> None:
@@ -108,6 +119,45 @@ class ShardMap:
                 raise
 
         self.db = connect(path, timeout, "FULL", MAP_SCHEMA, init)
+        self._version = -1  # `PRAGMA data_version` the rows below were read at; -1: none
+        self._entries: dict[int, tuple[str, int]] = {}
+        self._aliases: dict[tuple[int, str], int] | None = None  # None: too many, ask SQL
+
+    def _fresh(self) -> None:
+        """Re-read the map's rows when another connection committed to the map since they
+        were read (or this one wrote: see `_forget`): the version and the rows in one read
+        transaction, so that they agree. Under `locked()` they are read anew each time and
+        not kept (this connection's own writes there do not move the version)."""
+        db = self.db
+        own = not db.in_transaction
+        if own and self._read("PRAGMA data_version")[0][0] == self._version:
+            return
+        try:
+            if own:
+                db.execute("BEGIN")
+            version = db.execute("PRAGMA data_version").fetchone()[0]
+            entries = {
+                int(s): (self.abs(f), int(g))
+                for s, f, g in db.execute("SELECT shard, file, gen FROM map")
+            }
+            n = db.execute("SELECT count(*) FROM aliases").fetchone()[0]
+            aliases = None
+            if n <= ALIAS_CACHE_MAX:
+                rows = db.execute("SELECT sub_type, sub_data, shard FROM aliases")
+                aliases = {(int(t), str(d)): int(s) for t, d, s in rows}
+            if own:
+                db.execute("COMMIT")
+        except sqlite3.OperationalError as exc:
+            if own:
+                rollback(db)
+            raise StoreUnavailable(f"sqlite {self.path}: {exc}") from exc
+        self._entries, self._aliases = entries, aliases
+        self._version = version if own else -1
+
+    def _forget(self) -> None:
+        """Drop the rows in memory: this connection wrote the map (which does not change
+        its own `data_version`), or a write of it was rolled back."""
+        self._version = -1
 
     def rel(self, path: str) -> str:
         return os.path.relpath(os.path.abspath(path), self.dir)
@@ -123,22 +173,38 @@ class ShardMap:
 
     def files(self) -> dict[int, str]:
         """shard -> absolute path of the file holding its live rows."""
-        return {int(s): self.abs(f) for s, f in self._read("SELECT shard, file FROM map")}
+        self._fresh()
+        return {s: f for s, (f, _g) in self._entries.items()}
 
     def file_of(self, shard: int) -> str:
-        return self.abs(self._read("SELECT file FROM map WHERE shard=?", (shard,))[0][0])
+        self._fresh()
+        return self._entries[shard][0]
 
     def entries(self) -> dict[int, tuple[str, int]]:
-        return {
-            int(s): (self.abs(f), int(g))
-            for s, f, g in self._read("SELECT shard, file, gen FROM map")
-        }
+        """shard -> (absolute path of its file, generation)."""
+        self._fresh()
+        return dict(self._entries)
 
-    def alias(self, sub_type: int, data: str) -> int | None:
+    def _alias(self, sub_type: int, data: str) -> int | None:
+        """`alias`, the map's rows already fresh."""
+        aliases = self._aliases
+        if aliases is not None:
+            return aliases.get((sub_type, data))
         row = self._read(
             "SELECT shard FROM aliases WHERE sub_type=? AND sub_data=?", (sub_type, data)
         )
         return int(row[0][0]) if row else None
+
+    def alias(self, sub_type: int, data: str) -> int | None:
+        """The account shard a subscription is aliased to, if any."""
+        self._fresh()
+        return self._alias(sub_type, data)
+
+    def locate(self, sub_type: int, data: str, shard: int) -> tuple[int | None, str]:
+        """`alias(sub_type, data)` and `file_of(shard)` (the data's own shard), from one
+        look at the map's version."""
+        self._fresh()
+        return self._alias(sub_type, data), self._entries[shard][0]
 
     def alias_by_data(self, data: str) -> int | None:
         row = self._read("SELECT shard FROM aliases WHERE sub_data=? LIMIT 1", (data,))
@@ -149,12 +215,14 @@ class ShardMap:
     ) -> None:
         """Inside `locked()`: record aliases (sub_type, data, account shard) and forget
         those of subscriptions that are now primary (their data hashes to their account's)."""
+        self._forget()
         self.db.executemany("INSERT OR REPLACE INTO aliases VALUES (?,?,?)", links)
         self.db.executemany("DELETE FROM aliases WHERE sub_type=? AND sub_data=?", primary)
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[sqlite3.Connection]:
-        """The map's write lock for a claim or an admin write (it freezes moves)."""
+        """The map's write lock for a claim or an admin write (it freezes moves). The rows
+        in memory are dropped at the end: this connection may have written the map."""
         begin_wait(self.db, self.path, self.timeout)
         try:
             yield self.db
@@ -162,6 +230,8 @@ class ShardMap:
         except BaseException:
             rollback(self.db)
             raise
+        finally:
+            self._forget()
 
     def close(self) -> None:
         self.db.close()
