@@ -413,7 +413,10 @@ class PeerConnection(PeerState):
         key = None
         oh = vals.get(k_oh)
         if oh is not None and dup.max_size:
-            key = (oh.lower(), e2e)
+            host = oh.lower()
+            if host == self.key_octets:  # the usual case: one shared object, not a copy each
+                host = self.key_octets
+            key = (host, e2e)
             hit = dup.get(key, now)
             if hit is not None:
                 ctx.stats["duplicates"] += 1

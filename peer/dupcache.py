@@ -35,8 +35,9 @@ class DuplicateCache:
         # A request whose answer never came (a lost worker, a handler that never answers)
         # must not make its retransmissions disappear for the whole TTL.
         self.in_progress_ttl = in_progress_ttl
-        # key -> (expiry, answer bytes or IN_PROGRESS, time begun)
-        self._data: OrderedDict[Any, tuple[float, Any, float]] = OrderedDict()
+        # key -> (answer bytes or IN_PROGRESS, time put); it expires at time put + ttl (one
+        # ttl for all: no expiry kept per entry, ~30 bytes less each)
+        self._data: OrderedDict[Any, tuple[Any, float]] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._data)
@@ -50,10 +51,11 @@ class DuplicateCache:
         item = self._data.get(key)
         if item is None:
             return None
-        if item[0] <= now or (item[1] is IN_PROGRESS and now - item[2] > self.in_progress_ttl):
+        value, at = item
+        if at + self.ttl <= now or (value is IN_PROGRESS and now - at > self.in_progress_ttl):
             self._pop(key)
             return None
-        return item[1]
+        return value
 
     def begin(self, key: Any, now: float) -> None:
         """Note that a request is being handled, so a copy arriving meanwhile is caught."""
@@ -70,13 +72,13 @@ class DuplicateCache:
 
     def _pop(self, key: Any) -> None:
         item = self._data.pop(key, None)
-        if item is not None and item[1] is not IN_PROGRESS:
-            self.nbytes -= len(item[1])
+        if item is not None and item[0] is not IN_PROGRESS:
+            self.nbytes -= len(item[0])
 
     def _put(self, key: Any, value: Any, now: float) -> None:
         data = self._data
         self._pop(key)
-        data[key] = (now + self.ttl, value, now)  # appended: insertion order is expiry order
+        data[key] = (value, now)  # appended: insertion order is expiry order
         if value is not IN_PROGRESS:
             self.nbytes += len(value)
         if len(data) > self.max_size:
@@ -89,21 +91,22 @@ class DuplicateCache:
         data = self._data
         while self.nbytes > self.max_bytes and data:
             _, item = data.popitem(last=False)
-            if item[1] is not IN_PROGRESS:
-                self.nbytes -= len(item[1])
+            if item[0] is not IN_PROGRESS:
+                self.nbytes -= len(item[0])
 
     def evict(self, now: float, force: int = 0) -> int:
         """Drop expired entries from the front, plus `force` of the oldest live ones."""
         data = self._data
         removed = 0
+        oldest = now - self.ttl  # entries put after this have not expired
         while data:
             key = next(iter(data))
             if force > 0:
                 force -= 1
-            elif data[key][0] > now:
+            elif data[key][1] > oldest:
                 break
             _, item = data.popitem(last=False)
-            if item[1] is not IN_PROGRESS:
-                self.nbytes -= len(item[1])
+            if item[0] is not IN_PROGRESS:
+                self.nbytes -= len(item[0])
             removed += 1
         return removed

@@ -60,6 +60,8 @@ class PeerState:
         cfg = ctx.config
         self.name = name
         self.key = name.lower()
+        # the same as octets: duplicate-cache keys of this peer's own requests share it
+        self.key_octets = self.key.encode()
         self.ctx = ctx
         self.config = config
         self.realm: str | None = config.realm if config is not None else None
