@@ -1,4 +1,5 @@
-"""The docker-compose topology without containers: a private redis-server, `chargegw gateway`
+"""The docker-compose topology without containers: a private redis-server (or a 3-primary Redis
+Cluster), `chargegw gateway`
 with its pool on tcp:// (CURVE), and three `chargegw worker` processes on the Redis store.
 The bundled load generator runs Gy sessions while one worker is killed with SIGKILL; every
 session step is answered (by the worker's successor, or with an RFC error), and the money
@@ -78,23 +79,45 @@ def workers_registered(cfg: Path) -> list[dict[str, object]]:
     return []
 
 
-def test_gateway_three_curve_workers_on_redis_survive_a_killed_worker(tmp_path: Path) -> None:
+@contextlib.contextmanager
+def single_redis(d: Path) -> Iterator[str]:
+    """A private redis-server on a unix socket; yields its URL."""
     exe = shutil.which("redis-server")
     if exe is None:
         pytest.skip("redis-server not installed (apt-get install -y redis-server)")
-    sock = tmp_path / "redis.sock"
-    (tmp_path / "redis").mkdir()
+    sock = d / "redis.sock"
+    (d / "redis").mkdir()
     # Redis 7.0 has no WAITAOF: the CDR store (Rf) needs appendfsync always to start.
     redis_argv = [exe, "--port", "0", "--unixsocket", str(sock), "--save", "",
-                  "--appendonly", "yes", "--appendfsync", "always", "--dir",
-                  str(tmp_path / "redis")]  # fmt: skip
-    port, pool_port = free_port(), free_port()
-    with spawn(redis_argv, tmp_path / "redis.log"):
+                  "--appendonly", "yes", "--appendfsync", "always", "--dir", str(d / "redis")]  # fmt: skip
+    with spawn(redis_argv, d / "redis.log"):
         end = time.monotonic() + 10
         while not sock.exists():
-            assert time.monotonic() < end, (tmp_path / "redis.log").read_text()
+            assert time.monotonic() < end, (d / "redis.log").read_text()
             time.sleep(0.05)
-        cfg = write_config(tmp_path, f"unix://{sock}", port, pool_port)
+        yield f"unix://{sock}"
+
+
+@contextlib.contextmanager
+def cluster_redis(d: Path) -> Iterator[str]:
+    """A private 3-primary Redis Cluster (tests/redis_cluster.py); yields its URL."""
+    from redis_cluster import RedisCluster, missing
+
+    why = missing()
+    if why:
+        pytest.skip(why)
+    with RedisCluster(masters=3, extra=("--appendonly", "yes", "--appendfsync", "always")) as c:
+        yield c.url
+
+
+@pytest.mark.parametrize("redis", ["single", "cluster"])
+def test_gateway_three_curve_workers_on_redis_survive_a_killed_worker(
+    tmp_path: Path, redis: str
+) -> None:
+    port, pool_port = free_port(), free_port()
+    server = single_redis if redis == "single" else cluster_redis
+    with server(tmp_path) as url:
+        cfg = write_config(tmp_path, url, port, pool_port)
         with contextlib.ExitStack() as stack:
             gw = stack.enter_context(
                 spawn([*CLI, "gateway", "-c", str(cfg)], tmp_path / "gateway.log")
