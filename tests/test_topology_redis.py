@@ -1,6 +1,6 @@
 """The docker-compose topology without containers: a private redis-server (or a 3-primary Redis
-Cluster), `chargegw gateway`
-with its pool on tcp:// (CURVE), and three `chargegw worker` processes on the Redis store.
+Cluster), `chargegw gateway` with its pool on tcp:// (CURVE), and three `chargegw worker`
+processes on the Redis store.
 The bundled load generator runs Gy sessions while one worker is killed with SIGKILL; every
 session step is answered (by the worker's successor, or with an RFC error), and the money
 the generator's usage reports should have cost is what the ledger shows (--verify-ledger),
