@@ -543,3 +543,48 @@ def test_the_map_read_under_its_lock_after_a_write_there_is_the_written_one(tmp_
         raise RuntimeError("abandon")
     assert a.map.file_of(0) == home
     a.close()
+
+
+def test_shard_rows_are_found_through_indexes_without_a_shard_index_per_table(tmp_path):
+    """Only accounts and notices keep an index on `shard` (the others' would be written on
+    every insert of the hot path); a move finds a shard's subscriptions, sessions and Sy
+    rows through its accounts, by index (no table scan), and an older file's extra shard
+    indexes are dropped when it is opened."""
+    from chargegw.workers.charging.stores.sqlite_db import SHARDED_TABLES, shard_rows
+
+    s = store(tmp_path, "admin")
+    db = s.home.db
+    names = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='index'")}
+    assert {"accounts_shard", "notices_shard"} <= names
+    assert not names & {"subscriptions_shard", "sessions_shard", "sy_shard"}
+    for table in SHARDED_TABLES:
+        for verb in ("SELECT *", "DELETE"):
+            q = f"EXPLAIN QUERY PLAN {verb} FROM {table} WHERE {shard_rows(table)}"
+            plan = [str(r[-1]) for r in db.execute(q, (3,))]
+            assert all(not step.startswith("SCAN") for step in plan), (table, plan)
+            assert plan[0].startswith(f"SEARCH {table} USING"), (table, plan)
+    db.execute("CREATE INDEX sessions_shard ON sessions(shard)")  # as an older version made
+    s.close()
+    again = store(tmp_path, "admin")
+    q = "SELECT name FROM sqlite_master WHERE type='index'"
+    names = {r[0] for r in again.home.db.execute(q)}
+    assert "sessions_shard" not in names
+    again.close()
+
+
+def test_a_move_carries_a_shards_sessions_subscriptions_and_sy_rows(tmp_path):
+    accts = ids(N)
+    adm = store(tmp_path, "admin")
+    adm.set_rules([ProvisionRule(E164, "4670", 10_000, 0)])
+    for i, a in enumerate(accts):
+        assert adm.credit_control(cc(f"s{i}", 0, core.INITIAL, a, requested=10)).result == 2001
+    w = store(tmp_path, "w1", {shard_of(accts[2], N)})
+    f = w.active.db
+    assert f.execute("SELECT account FROM sessions").fetchall() == [(accts[2],)]
+    assert f.execute("SELECT account FROM subscriptions").fetchall() == [(accts[2],)]
+    home = adm.home.db
+    assert (accts[2],) not in home.execute("SELECT account FROM sessions").fetchall()
+    assert len(home.execute("SELECT account FROM sessions").fetchall()) == N - 1
+    assert ledger_check(adm).ok
+    w.close()
+    adm.close()

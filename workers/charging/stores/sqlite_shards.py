@@ -45,7 +45,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from ..store import ShardLayoutError, StoreUnavailable
-from .sqlite_db import SHARDED_TABLES, SqliteTables, connect
+from .sqlite_db import SHARDED_TABLES, SqliteTables, connect, shard_rows
 
 MAP_SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT) WITHOUT ROWID;
@@ -259,14 +259,17 @@ def _read_rows(db: sqlite3.Connection, shard: int) -> Rows:
     out: Rows = {}
     for table in SHARDED_TABLES:
         cols = [c for c in _columns(db, table) if not (table == "notices" and c == "seq")]
-        rows = db.execute(f"SELECT {', '.join(cols)} FROM {table} WHERE shard=?", (shard,))
+        rows = db.execute(
+            f"SELECT {', '.join(cols)} FROM {table} WHERE {shard_rows(table)}", (shard,)
+        )
         out[table] = (cols, rows.fetchall())
     return out
 
 
 def _drop_rows(db: sqlite3.Connection, shard: int) -> None:
-    for table in SHARDED_TABLES:
-        db.execute(f"DELETE FROM {table} WHERE shard=?", (shard,))
+    # the accounts last: the other tables' rows are found through them
+    for table in reversed(SHARDED_TABLES):
+        db.execute(f"DELETE FROM {table} WHERE {shard_rows(table)}", (shard,))
 
 
 def _write_rows(db: sqlite3.Connection, shard: int, rows: Rows) -> None:
