@@ -263,7 +263,8 @@ def test_sigterm_sends_dpr_and_exits_cleanly(run2: Running) -> None:
 
     _cause, closed = asyncio.run(scenario())
     assert closed == 1
-    assert run2.proc.p.wait(30) == 0
+    rc = run2.proc.p.wait(30)
+    assert rc == 0, run2.proc.output(5)[-4000:]  # what it said on the way out
     # The workers were stopped with it (the launcher's process group is empty).
     with pytest.raises(ProcessLookupError):
         os.killpg(run2.proc.p.pid, 0)

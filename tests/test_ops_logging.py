@@ -342,3 +342,14 @@ def test_gateway_command_writes_json_lines_with_its_role(tmp_path: Path) -> None
     docs = [orjson.loads(line) for line in err.splitlines() if line.strip()]
     assert docs and all(d["role"] == "gateway" and d["pid"] == proc.pid for d in docs)
     assert any("stopping" in d["msg"] for d in docs)
+
+
+def test_the_repeat_sweeper_is_stopped_and_joined_before_the_exit_flush() -> None:
+    """A daemon thread writing to stderr while the interpreter finalises aborts the process
+    (SIGABRT): the exit hook stops the sweeper and waits for it before its last write."""
+    process.setup_logging("info", Logging(repeat_interval=0.1), stream=io.StringIO())
+    sweeper = process._state["sweeper_thread"]
+    assert sweeper.name == "chargegw-log-repeats" and sweeper.is_alive()
+    process._flush_repeats()
+    assert not sweeper.is_alive()
+    process.teardown_logging()

@@ -391,15 +391,27 @@ def setup_logging(
         )
         thread.start()
         _state["sweeper"] = stop
+        _state["sweeper_thread"] = thread
     set_level(level)
     return handler
 
 
-def _teardown() -> None:
-    root = logging.getLogger()
+def _stop_sweeper() -> None:
+    """Stop the repeat sweeper and wait for it: a daemon thread caught in the middle of a
+    write to stderr when the interpreter finalises makes it abort (SIGABRT, "could not
+    acquire lock for <stderr> at interpreter shutdown"), as `chargegw run` once did on
+    SIGTERM in the test suite."""
     stop = _state.pop("sweeper", None)
+    thread = _state.pop("sweeper_thread", None)
     if stop is not None:
         stop.set()
+    if thread is not None and thread is not threading.current_thread():
+        thread.join(2.0)
+
+
+def _teardown() -> None:
+    root = logging.getLogger()
+    _stop_sweeper()
     for h in list(root.handlers):
         if getattr(h, "_chargegw", False):
             repeat = _state.get("repeat")
@@ -416,6 +428,7 @@ def teardown_logging() -> None:
 
 @atexit.register
 def _flush_repeats() -> None:
+    _stop_sweeper()  # before the last write, and before the interpreter finalises
     repeat = _state.get("repeat")
     if repeat is not None:
         repeat.flush()
