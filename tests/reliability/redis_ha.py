@@ -100,7 +100,9 @@ class RedisHA:
             f"port {self.sentinel}\nbind 127.0.0.1\ndir {self.d}\n"
             f"logfile {self.d / 'sentinel.log'}\n"
             f"sentinel monitor {MASTER} 127.0.0.1 {self.primary} 1\n"
-            f"sentinel down-after-milliseconds {MASTER} 1000\n"
+            # Sentinel PINGs once a second: a 1 s limit took a just-promoted primary that
+            # was slow to answer its first PING for a dead one and failed over again.
+            f"sentinel down-after-milliseconds {MASTER} 3000\n"
             f"sentinel failover-timeout {MASTER} 4000\n"
         )
         exe = shutil.which("redis-server")

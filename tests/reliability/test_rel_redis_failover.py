@@ -72,11 +72,13 @@ def test_a_redis_primary_killed_mid_run_fails_over_and_no_answered_charge_is_los
                 resync_s = ha.wait_synced(new, [p for p in ha.replicas if p != new], SETTLE_S)
                 time.sleep(JUDGED_S)
                 load.send_signal(signal.SIGTERM)
+                master_end = ha.master_port()  # the judged seconds ran on `new` alone
                 text = load.communicate(timeout=120)[0].decode(errors="replace")
             finally:
                 if load.poll() is None:
                     load.kill()
                     load.wait(10)
+            assert master_end == new, f"failed over again: {new} -> {master_end}\n{ha.logs()}"
             assert out.exists(), text[-3000:]
             assert gw.alive(), gw.output()[-3000:]
             log = gw.output()
