@@ -24,7 +24,6 @@ import argparse
 import contextlib
 import os
 import re
-import select
 import shutil
 import signal
 import subprocess
@@ -80,15 +79,22 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 class Proc:
-    """A child in its own session; `stop()` signals the whole group."""
+    """A child in its own session; `stop()` signals the whole group. Its output goes to an
+    unnamed temporary file, not a pipe: a pipe nobody reads once the start-up line is seen
+    fills at 64 KiB, and then every process of the group blocks on its next log line (a
+    benchmark would measure a stall of its own making)."""
 
     def __init__(
         self, argv: list[str], *, env: dict[str, str] | None = None, cwd: str | None = None
     ) -> None:
         self.argv = argv
+        self._out = tempfile.TemporaryFile()
+        self._pos = 0  # octets of the output read so far
+        self._partial = b""  # a line not yet ended
+        self._scanned = 0  # lines `wait_line` has looked at
         self.p = subprocess.Popen(
             argv,
-            stdout=subprocess.PIPE,
+            stdout=self._out,
             stderr=subprocess.STDOUT,
             env=env,
             cwd=cwd,
@@ -96,37 +102,44 @@ class Proc:
         )
         self.lines: list[str] = []
 
+    def _read(self) -> bytes:
+        chunk = os.pread(self._out.fileno(), 1 << 20, self._pos)
+        self._pos += len(chunk)
+        return chunk
+
     def wait_line(self, pattern: str, timeout: float) -> re.Match[str]:
-        assert self.p.stdout is not None
+        """The first line not yet matched against that matches `pattern` (RuntimeError after
+        `timeout`, or once the process exited without writing one)."""
         rx = re.compile(pattern)
         end = time.monotonic() + timeout
-        fd = self.p.stdout.fileno()
-        buf = b""
-        while time.monotonic() < end:
-            r, _, _ = select.select([fd], [], [], 0.2)
-            if not r:
-                if self.p.poll() is not None:
-                    break
-                continue
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                break
-            buf += chunk
-            *done, buf = buf.split(b"\n")
-            for raw in done:
-                line = raw.decode(errors="replace")
-                self.lines.append(line)
-                if m := rx.search(line):
+        while True:
+            lines = self.lines
+            while self._scanned < len(lines):
+                self._scanned += 1
+                if m := rx.search(lines[self._scanned - 1]):
                     return m
+            exited = self.p.poll() is not None
+            chunk = self._read()
+            if chunk:
+                *done, self._partial = (self._partial + chunk).split(b"\n")
+                lines.extend(raw.decode(errors="replace") for raw in done)
+                continue
+            if exited or time.monotonic() >= end:
+                break
+            time.sleep(0.02)
         raise RuntimeError(f"{self.argv[:3]}: no line matching {pattern!r}; got: {self.lines[-5:]}")
 
     def output(self, timeout: float) -> str:
+        """Everything it wrote, once it has exited (stopped after `timeout` otherwise)."""
         try:
-            out, _ = self.p.communicate(timeout=timeout)
+            self.p.wait(timeout)
         except subprocess.TimeoutExpired:
             self.stop()
-            out, _ = self.p.communicate()
-        return "\n".join(self.lines) + "\n" + (out or b"").decode(errors="replace")
+        rest = self._partial
+        while chunk := self._read():
+            rest += chunk
+        self._partial = b""
+        return "\n".join(self.lines) + "\n" + rest.decode(errors="replace")
 
     def cpu_seconds(self) -> float:
         """user+system CPU of the process itself (not its children)."""
@@ -545,6 +558,10 @@ def part_ocs(d: Path, a: argparse.Namespace, port: int) -> dict[str, Any]:
             cfg = write_config(d, f"{name}-{n}", port, apps)
             with chargegw_run(cfg, n) as gw:
                 r = _erl_measured(client, port, gw, argv)
+            if r.get("result") != "ok" or r.get("errors"):
+                # what the gateway and its workers said (warnings and up): the only account
+                # of why a run failed once the data directory is gone
+                r["log_tail"] = gw.output(5)[-6000:]
             r["ledger_ok"] = _ledger_ok(cfg)
             rate = r.get("answers_per_s") or 0
             r["ratio_otp"] = round(rate / otp, 3) if otp else None

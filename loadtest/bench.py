@@ -14,10 +14,8 @@ Client and server share the machine's cores, so compare ratios, not absolute num
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import re
-import select
 import shutil
 import signal
 import socket
@@ -26,6 +24,8 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from chargegw.gateway.bench import Proc  # output to a file: a full pipe would stall it
 
 from .generator import ConnectError, LoadConfig
 from .report import write_json
@@ -45,46 +45,6 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--peers-dir", default=str(PEERS))
     p.add_argument("--base-port", type=int, default=39300)
     p.add_argument("--json", metavar="F", help="write the report here")
-
-
-class Proc:
-    """A child in its own process group, read line by line until a pattern shows."""
-
-    def __init__(self, argv: list[str]) -> None:
-        self.argv = argv
-        self.p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                  start_new_session=True)
-        self.lines: list[str] = []
-
-    def wait_line(self, pattern: str, timeout: float) -> None:
-        assert self.p.stdout is not None
-        fd, buf, end = self.p.stdout.fileno(), b"", time.monotonic() + timeout
-        while time.monotonic() < end:
-            if not select.select([fd], [], [], 0.2)[0]:
-                if self.p.poll() is not None:
-                    break
-                continue
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                break
-            buf += chunk
-            *done, buf = buf.split(b"\n")
-            for raw in done:
-                self.lines.append(raw.decode(errors="replace"))
-                if re.search(pattern, self.lines[-1]):
-                    return
-        raise RuntimeError(f"{self.argv[:3]}: no {pattern!r}; last lines: {self.lines[-5:]}")
-
-    def stop(self, sig: int = signal.SIGINT) -> None:
-        if self.p.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.p.pid, sig)
-            try:
-                self.p.wait(15)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.p.pid, signal.SIGKILL)
-                self.p.wait(5)
 
 
 def _wait_port(port: int, timeout: float = 15.0) -> None:
@@ -142,7 +102,7 @@ def part_fd(a: argparse.Namespace, port: int) -> dict[str, Any]:
               f"{res['fd_client']['answers_per_s'] or 0:>10,.1f} answers/s", flush=True)
         res["chargegw_load"] = _ours("test_app", port, a)
     finally:
-        server.stop()
+        server.stop(signal.SIGINT)
     fd = res["fd_client"]["answers_per_s"]
     ours = res["chargegw_load"].get("answers_per_s")
     res["ratio"] = round(ours / fd, 3) if fd and ours else None
@@ -157,7 +117,7 @@ def part_null(a: argparse.Namespace, port: int) -> dict[str, Any]:
         server.wait_line(r"STUB READY", 30)
         return {k: _ours(k, port, a) for k in ("test_app", "gy")}
     finally:
-        server.stop()
+        server.stop(signal.SIGINT)
 
 
 def part_erl(a: argparse.Namespace, port: int) -> dict[str, Any]:
@@ -171,7 +131,7 @@ def part_erl(a: argparse.Namespace, port: int) -> dict[str, Any]:
         # OTP's RFC 4006 dictionary lacks the 3GPP AVPs: plain RFC 4006 CCRs
         return {"gy": _ours("gy", port, a, ps=False)}
     finally:
-        server.stop()
+        server.stop(signal.SIGINT)
 
 
 def run(a: argparse.Namespace) -> int:
