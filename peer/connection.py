@@ -291,7 +291,7 @@ class PeerConnection(PeerState):
                     dup.put(key, res, now)
             elif res is None:  # answered later by send_answer
                 self.answer_later(link, p.hop_by_hop, key, now, False)
-            elif type(res) is ProtocolError:  # returned rather than raised: the shed path
+            elif isinstance(res, ProtocolError):  # returned rather than raised: the shed path
                 self.refused(link, req, res, key, p.app_id, p.code)
             elif isinstance(res, Message):
                 out = answer_bytes(res, p, self.ctx.config)
@@ -305,16 +305,13 @@ class PeerConnection(PeerState):
     ) -> None:
         """The handler raised: its Result-Code (ProtocolError / AvpError) or 5012. Not cached,
         so a retransmission after a passing failure is handled again."""
+        if isinstance(exc, AvpError):  # a value the handler read was bad: its answer as such
+            exc = ProtocolError(exc.result_code, str(exc)[:200], exc.failed_avps)
         if isinstance(exc, ProtocolError):
             self.refused(link, req, exc, key, *_app_code(req))
             return
         if key is not None:
             self.ctx.dup.forget(key)
-        if isinstance(exc, AvpError):
-            app, code = _app_code(req)
-            self.ctx.commands.get(app, code).answers_out[rc_class(exc.result_code)] += 1
-            self.send_error(link, req, exc.result_code, str(exc)[:200], exc.failed_avps)
-            return
         self.ctx.stats["handler_errors"] += 1
         app, code = _app_code(req)
         self.ctx.commands.get(app, code).answers_out[5] += 1
