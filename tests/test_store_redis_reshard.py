@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -163,4 +164,90 @@ def test_a_write_redirected_by_a_slot_move_waits_for_its_new_nodes_replica() -> 
         assert rep.debits == len(accts) * 500 and rep.reserved == 0 and rep.open_sessions == 0
         balances = {s.get_account(a).account.balance for a in accts}
         assert balances == {10_000 - 500}, balances  # the moved shard's account as the others
+        s.close()
+
+
+@needs_cluster
+@pytest.mark.timeout(180)
+def test_writes_while_a_slot_moves_key_by_key_are_charged_once(monkeypatch) -> None:
+    """A shard's slot moves key by key (MIGRATE of one key, then the next) while the store
+    charges every shard round after round: its scripts meet ASK, TRYAGAIN (their keys split
+    between the two nodes: 3004, resent) and then MOVED. Every request is charged once,
+    the ledger checks, and the moved shard's keys are all on the new node."""
+    pytest.importorskip("redis")
+    from chargegw.workers.charging.stores.redis_conn import RedisConn
+
+    followed: list[int] = []
+    redirect_node = RedisConn._redirect_node
+
+    def counting(self: RedisConn, e: Any) -> Any:
+        followed.append(e.port)
+        return redirect_node(self, e)
+
+    monkeypatch.setattr(RedisConn, "_redirect_node", counting)
+    with redis_cluster.RedisCluster(replicas=1, node_timeout_ms=3000) as c:
+        _replicas_online(c)
+        s = store_on(c.url, "kbk", replicas=1, replica_wait=5.0, timeout=8.0)
+        accts = accounts_on_every_shard(N)
+        s.import_accounts([AccountRow(a, 100_000, 0, False, [(0, a)]) for a in accts], NOW)
+        s.assign(range(N))
+
+        def settle(ops: list[Any]) -> list[Any]:
+            for _ in range(200):
+                out = s.credit_control_many(ops)
+                if not any(isinstance(o, Exception) for o in out):
+                    return out
+                time.sleep(0.02)
+            return out
+
+        out = settle([op(f"k-{a}", 0, core.INITIAL, a, requested=100) for a in accts])
+        assert all(o.result == 2001 for o in out), out
+        moved = accts[0]
+        slot = s.r.keyslot(s._ka(moved))
+        src = s.r.get_node_from_key(s._ka(moved)).port
+        dst = next(p for p in _primaries(c) if p != src)
+        done = threading.Event()
+        failed: list[BaseException] = []
+
+        def move() -> None:
+            try:
+                sn, dn = _node(src), _node(dst)
+                dn.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING",
+                                   sn.execute_command("CLUSTER", "MYID"))  # fmt: skip
+                sn.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING",
+                                   dn.execute_command("CLUSTER", "MYID"))  # fmt: skip
+                while keys := sn.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 1):
+                    sn.execute_command("MIGRATE", "127.0.0.1", dst, "", 0, 10_000, "KEYS", *keys)
+                    time.sleep(0.05)
+                _end_move(c, src, dst, slot)
+            except BaseException as exc:  # noqa: BLE001 - reported by the test thread
+                failed.append(exc)
+            finally:
+                done.set()
+
+        mover = threading.Thread(target=move)
+        number = 1
+        mover.start()
+        try:
+            while not done.is_set() or number < 4:
+                ops = [op(f"k-{a}", number, core.UPDATE, a, used=10, requested=100)
+                       for a in accts]  # fmt: skip
+                out = settle(ops)
+                assert all(o.result == 2001 for o in out), out
+                number += 1
+        finally:
+            mover.join(30)
+        assert not failed, failed
+        out = settle([op(f"k-{a}", number, core.TERMINATION, a, used=5) for a in accts])
+        assert all(o.result == 2001 for o in out), out
+        assert followed and set(followed) == {dst}, followed  # redirected, to the new node
+        assert _count(src, slot) == 0 and _count(dst, slot) > 0
+        assert s.r.get_node_from_key(s._ka(moved)).port == dst
+        rep = ledger_check(s)
+        assert rep.ok, rep.problems
+        # each session: (number - 1) UPDATEs of 10 units (100 each) + 5 (one block: 100)
+        each = (number - 1) * 100 + 100
+        assert rep.debits == len(accts) * each and rep.open_sessions == 0, (rep, number)
+        balances = {s.get_account(a).account.balance for a in accts}
+        assert balances == {100_000 - each}, balances
         s.close()
