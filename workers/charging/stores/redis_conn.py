@@ -14,6 +14,7 @@ from .common import Nowait
 T = TypeVar("T")
 
 SENTINEL_SCHEME = "redis+sentinel://"
+REDIRECTS = 5  # MOVED/ASK rounds followed for one pipeline (a slot moves once per step)
 
 
 def _split(url: str, scheme: str) -> tuple[str | None, str, list[str]]:
@@ -75,15 +76,22 @@ def is_cluster(r: Any) -> bool:
     return isinstance(r, LazyCluster) or hasattr(r, "get_primaries")
 
 
-def pipeline_nodes(r: Any, pipe: Any) -> list[Any]:
-    """The primaries a cluster pipeline's queued commands go to (every command this store
-    queues names its key first; EVALSHA after the script and key count). redis-py keeps the
-    queue in `_execution_strategy.command_queue` (6+) or `command_stack` (5); where neither
-    is found, every primary."""
+def _queued(pipe: Any) -> list[Any] | None:
+    """A cluster pipeline's queued commands (each with `args` and `options`, in order):
+    redis-py keeps them in `_execution_strategy.command_queue` (6+) or `command_stack` (5).
+    None where neither is found."""
     strategy = getattr(pipe, "_execution_strategy", None)
     queue = getattr(strategy, "command_queue", None)
     if queue is None:
         queue = getattr(pipe, "command_stack", None)
+    return None if queue is None else list(queue)
+
+
+def pipeline_nodes(r: Any, pipe: Any) -> list[Any]:
+    """The primaries a cluster pipeline's queued commands go to (every command this store
+    queues names its key first; EVALSHA after the script and key count); where the queue
+    is not found (`_queued`), every primary."""
+    queue = _queued(pipe)
     if queue is None:
         return list(r.get_primaries())
     found: dict[str, Any] = {}
@@ -230,9 +238,9 @@ class RedisConn(Nowait):
         """Queue the WAITs of `replicas`: how many. On a cluster, one to each primary the
         pipeline writes to (after that node's commands, on the same connection), never to
         the others: a WAIT counts the connection's own writes, so one sent to a primary
-        whose replica lags would hold up the shards of every other node as well. (A write
-        redirected by MOVED/ASK during a slot migration is retried on another connection,
-        which its node's WAIT does not cover.)"""
+        whose replica lags would hold up the shards of every other node as well. A write
+        redirected by MOVED/ASK during a slot migration is not covered by these: `_send`
+        sends it again with a WAIT of its own."""
         if not self.replicas:
             return 0
         if not is_cluster(self.r):
@@ -242,6 +250,100 @@ class RedisConn(Nowait):
         for node in nodes:
             pipe.execute_command("WAIT", self.replicas, self.replica_wait_ms, target_nodes=node)
         return len(nodes)
+
+    def _send(self, pipe: Any) -> list[Any]:
+        """`pipe.execute(raise_on_error=False)`: the replies in order, errors as values.
+
+        On a cluster with `replicas`, MOVED and ASK are followed here, not by redis-py:
+        redis-py sends a redirected command again alone, on a connection of the new node's
+        pool, after the pipeline's WAITs were answered, so no WAIT covers that write (and
+        one it resends after a connection error, WAIT included, goes out without its
+        node). Here the pipeline goes out with redirections off; each MOVED/ASK reply is
+        sent again to the node it names (after ASKING for an ASK; a MOVED also updates the
+        slot map) in one pipeline that ends with a WAIT on each such node, so the WAIT
+        follows the write on the same connection. A WAIT there short of `replicas` is
+        StoreUnavailable, as in `_check_waits`. A connection error or TRYAGAIN stays a
+        value, for the caller to raise (3004; the client's retry is idempotent)."""
+        if not self.replicas or not is_cluster(self.r):
+            return list(pipe.execute(raise_on_error=False))
+        queue = _queued(pipe)
+        if queue is None:  # an unknown redis-py: its own redirects (not covered)
+            return list(pipe.execute(raise_on_error=False))
+        try:
+            res = list(pipe.send_cluster_commands(queue, raise_on_error=False,
+                                                  allow_redirections=False))  # fmt: skip
+        finally:
+            pipe.reset()
+        self._follow(queue, res)
+        return res
+
+    def _follow(self, queue: list[Any], res: list[Any]) -> None:
+        """Send the commands of `queue` whose reply in `res` is MOVED or ASK to the node
+        named, each node's share followed by a WAIT, and put their replies in `res`; again
+        while a reply redirects (a slot that moved on meanwhile), `REDIRECTS` rounds at
+        most (StoreUnavailable after: the slot is still moving, 3004)."""
+        from redis.exceptions import AskError, MovedError
+
+        r = self.r
+        for _ in range(REDIRECTS):
+            redirected = [i for i, x in enumerate(res) if isinstance(x, AskError)]
+            if not redirected:
+                return
+            redo = r.pipeline(transaction=False)
+            at: list[int] = []  # redo's replies -> index in res; ASKING -1, WAIT -2
+            nodes: dict[str, Any] = {}
+            for i in redirected:
+                e = res[i]
+                node = self._redirect_node(e)
+                if not isinstance(e, MovedError):  # ASK: this command only, map unchanged
+                    redo.execute_command("ASKING", target_nodes=node)
+                    at.append(-1)
+                c = queue[i]
+                redo.execute_command(*c.args, **{**c.options, "target_nodes": node})
+                at.append(i)
+                nodes.setdefault(node.name, node)
+            for node in nodes.values():
+                redo.execute_command("WAIT", self.replicas, self.replica_wait_ms,
+                                     target_nodes=node)  # fmt: skip
+                at.append(-2)
+            redo_queue = _queued(redo)
+            try:
+                got = list(redo.send_cluster_commands(redo_queue, raise_on_error=False,
+                                                      allow_redirections=False))  # fmt: skip
+            finally:
+                redo.reset()
+            acks = []
+            for j, x in zip(at, got, strict=True):
+                if j >= 0:
+                    res[j] = x
+                elif j == -2:
+                    acks.append(x)
+            self._check_waits(acks)
+        raise StoreUnavailable(f"redis {self.url}: still redirected after {REDIRECTS} rounds")
+
+    def _redirect_node(self, e: Any) -> Any:
+        """The node a MOVED/ASK reply `e` names; a MOVED updates the client's slot map
+        (`move_slot`, redis-py 6+; else the map is read again), a node not known yet is
+        learnt from the cluster."""
+        from redis.exceptions import MovedError
+
+        r = self.r
+        manager = r.nodes_manager
+        if isinstance(e, MovedError):
+            move = getattr(manager, "move_slot", None)
+            if move is not None:
+                move(e)
+            else:  # pragma: no cover - redis-py 5
+                manager.initialize()
+        node = r.get_node(host=e.host, port=e.port)
+        if node is None:
+            manager.initialize()
+            node = r.get_node(host=e.host, port=e.port)
+        if node is None:
+            raise StoreUnavailable(
+                f"redis {self.url}: redirected to unknown node {e.host}:{e.port}"
+            )
+        return node
 
     def _check_waits(self, acks: list[Any]) -> None:
         """StoreUnavailable unless every WAIT saw `replicas` replicas acknowledge."""

@@ -419,13 +419,14 @@ class RedisTables(CachedRules, RedisConn):
 
         On a Redis Cluster the pipeline goes out as one per node, in parallel; `waits`
         queues a WAIT on each primary, after that node's commands, so every node's writes
-        are held by `replicas` of its own replicas. A node that could not be reached comes
-        back as a value here: it is raised, so the batch is StoreUnavailable as on one
-        server."""
+        are held by `replicas` of its own replicas; a write redirected by MOVED/ASK (a slot
+        migrating) is sent again with a WAIT on its new node (`_send`). A node that could
+        not be reached comes back as a value here: it is raised, so the batch is
+        StoreUnavailable as on one server."""
         n = len(pipe)
         waits = self._queue_waits(pipe)
         try:
-            res = list(pipe.execute(raise_on_error=False))
+            res = self._send(pipe)
         except self._noscript as exc:
             self.r.script_load(CAS)
             return [exc] * n
