@@ -300,7 +300,8 @@ class PoolServer(OutRequests):
         sock = self._sock
         if sock is None:
             return
-        if self._held.pop(ident, None) is not None:
+        held = self._held.pop(ident, None) is not None
+        if held:
             msgs = self._still_due(ident, msgs)
         frames = self._frames(ident, msgs)
         for i, (frame, _part) in enumerate(frames):
@@ -317,13 +318,16 @@ class PoolServer(OutRequests):
                 self._outbox[ident] = rest + later if later else rest
                 self._held[ident] = False
                 self.held_back += 1
-                self.log.debug("worker %r not reading: holding %d messages", ident, len(rest))
+                if not held:
+                    self.log.warning("worker %r not reading: holding %d messages", ident, len(rest))
                 return
             except zmq.ZMQError as exc:
                 # Unreachable (EHOSTUNREACH: its connection is gone) or a broken socket.
                 self.log.warning("worker %r unreachable (%s): dropping it", ident, exc.strerror)
                 self._drop(ident, "unreachable")
                 return
+        if held and frames:
+            self.log.info("worker %r reads again: what was held went", ident)
 
     def _still_due(self, ident: bytes, msgs: list[pp.PoolMessage]) -> list[pp.PoolMessage]:
         """A held box before it goes: a request it holds that is no longer this worker's

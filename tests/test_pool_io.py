@@ -887,6 +887,7 @@ async def test_real_router_holds_for_a_peer_that_does_not_read(
 
     monkeypatch.setattr(pool_io, "HWM", 2)
     async with pool(tmp_path, deadline=10.0) as (gw, _ws):
+        gw.core.heartbeat_timeout = 5.0  # its heartbeats keep it; a stalled test does not drop it
         peer = zmq.Context.instance().socket(zmq.DEALER)
         peer.setsockopt(zmq.LINGER, 0)
         peer.setsockopt(zmq.RCVHWM, 2)
