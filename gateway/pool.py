@@ -448,8 +448,15 @@ class PoolCore:
 
     def withdraw(self, ident: bytes, rid: int) -> Pending | None:
         """A request that could not be sent to its worker after all (it never got it): its
-        slot and the sent count go back, and the caller answers it."""
+        slot and the sent count go back, and the caller answers it. One that expired while
+        held back unsent (answered 3002 already) only gives its slot back: None."""
         w = self.workers.get(ident)
+        if w is not None and self.zombies.get(rid) == ident and rid in w.inflight:
+            del self.zombies[rid]
+            w.inflight.discard(rid)
+            w.available += 1
+            w.sent -= 1
+            return None
         p = self.pending.get(rid)
         if w is None or p is None or p.worker != ident or rid not in w.inflight:
             return None

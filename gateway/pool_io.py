@@ -51,6 +51,7 @@ RETRY_PAUSE = 0.02  # seconds before a request its shard's owner refused is offe
 FLUSH_AT = 64  # messages for one worker that go out at once instead of at the end of the turn
 GONE_KEPT = 32  # workers that left, remembered for `chargegw status` (the latest)
 GONE_TEXT = 256  # characters of a gone worker's id and host kept
+HWM = 100_000  # messages queued per worker pipe (each way) before a send is refused (zmq.Again)
 
 DeliverFn = Callable[[str, bytes], None]
 ErrorFn = Callable[[Pending, int, str], None]
@@ -99,6 +100,11 @@ class PoolServer(OutRequests):
         self._ls: LoopSocket | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._outbox: dict[bytes, list[pp.PoolMessage]] = {}
+        # Workers whose pipe was full (zmq.Again) at the last try: their box starts with
+        # what it refused. True once due for another try (the worker was heard from, or the
+        # tick came); until then a full pipe would only refuse again.
+        self._held: dict[bytes, bool] = {}
+        self.held_back = 0  # times a worker's full pipe refused a box (kept, sent later)
         self._flush_scheduled = False
         self._tick_handle: asyncio.TimerHandle | None = None
         self._last_hb = 0.0
@@ -142,8 +148,8 @@ class PoolServer(OutRequests):
         # No handover: a second connection under a live routing id does not take it over.
         sock.setsockopt(zmq.ROUTER_HANDOVER, 0)
         sock.setsockopt(zmq.LINGER, 0)
-        sock.setsockopt(zmq.SNDHWM, 100_000)
-        sock.setsockopt(zmq.RCVHWM, 100_000)
+        sock.setsockopt(zmq.SNDHWM, HWM)
+        sock.setsockopt(zmq.RCVHWM, HWM)
         sock.setsockopt(zmq.MAXMSGSIZE, self.max_frame)
         # ZMTP heartbeats close dead connections, freeing their routing ids for reconnects.
         sock.setsockopt(zmq.HEARTBEAT_IVL, max(1, int(self.heartbeat_interval * 1000)))
@@ -259,7 +265,7 @@ class PoolServer(OutRequests):
             self._outbox[ident] = [msg]
         else:
             box.append(msg)
-            if len(box) >= FLUSH_AT:
+            if len(box) >= FLUSH_AT and ident not in self._held:
                 # A big burst: let the worker start on it while we parse the rest.
                 self._send_box(ident, self._outbox.pop(ident))
                 return
@@ -273,8 +279,18 @@ class PoolServer(OutRequests):
         sock = self._sock
         if sock is None:
             return
+        # Until the outbox is empty but for boxes held back and not due: sending may drop
+        # a worker, which places its requests on others (more boxes).
         while self._outbox:
-            boxes, self._outbox = self._outbox, {}
+            if self._held:
+                held = self._held
+                boxes = {i: b for i, b in self._outbox.items() if held.get(i) is not False}
+                if not boxes:
+                    break
+                for ident in boxes:
+                    del self._outbox[ident]
+            else:
+                boxes, self._outbox = self._outbox, {}
             for ident, msgs in boxes.items():
                 self._send_box(ident, msgs)
         if self._ls is not None:
@@ -284,20 +300,72 @@ class PoolServer(OutRequests):
         sock = self._sock
         if sock is None:
             return
-        try:
-            for frame in self._frames(ident, msgs):
+        held = self._held.pop(ident, None) is not None
+        if held:
+            msgs = self._still_due(ident, msgs)
+        frames = self._frames(ident, msgs)
+        for i, (frame, _part) in enumerate(frames):
+            try:
                 sock.send_multipart([ident, frame], zmq.NOBLOCK)
-        except zmq.ZMQError as exc:
-            # Unreachable (gone, or its pipe is full although credit bounds it).
-            self.log.warning("worker %r unreachable (%s): dropping it", ident, exc.strerror)
-            self._drop(ident, "unreachable")
+            except zmq.Again:
+                # Its pipe is full (the high-water mark): a live worker that reads slowly
+                # (CPU-starved, say). Dropping it would place everything it holds again
+                # elsewhere, more load in an overload. Keep what did not go, in order and
+                # ahead of anything queued since, and try again when it is due. The
+                # multipart message is all or nothing: the refusal comes on its first part.
+                rest = [m for _f, part in frames[i:] for m in part]
+                later = self._outbox.pop(ident, None)
+                self._outbox[ident] = rest + later if later else rest
+                self._held[ident] = False
+                self.held_back += 1
+                if not held:
+                    self.log.warning("worker %r not reading: holding %d messages", ident, len(rest))
+                return
+            except zmq.ZMQError as exc:
+                # Unreachable (EHOSTUNREACH: its connection is gone) or a broken socket.
+                self.log.warning("worker %r unreachable (%s): dropping it", ident, exc.strerror)
+                self._drop(ident, "unreachable")
+                return
+        if held and frames:
+            self.log.info("worker %r reads again: what was held went", ident)
 
-    def _frames(self, ident: bytes, msgs: list[pp.PoolMessage]) -> list[bytes]:
-        """`msgs` in frames of at most `max_frame` bytes (the worker's inbound limit). A
-        request that cannot fit alone is taken back and answered 5012 here."""
+    def _still_due(self, ident: bytes, msgs: list[pp.PoolMessage]) -> list[pp.PoolMessage]:
+        """A held box before it goes: a request it holds that is no longer this worker's
+        (its deadline passed and the 3002 left, or it was placed elsewhere) must not reach
+        the worker now; an expired one's slot comes back here, since the worker will never
+        answer it. A heartbeat is stamped afresh (the worker takes its clock offset from
+        it), and of the plain ones only the first goes (the rest queued while it waited)."""
+        core = self.core
+        out: list[pp.PoolMessage] = []
+        now = time.time()
+        beat = False
+        for m in msgs:
+            t = type(m)
+            if t is pp.Request:
+                assert isinstance(m, pp.Request)
+                p = core.pending.get(m.id)
+                if p is None or p.worker != ident:
+                    core.withdraw(ident, m.id)  # gives back an expired request's slot
+                    continue
+            elif t is pp.Heartbeat:
+                assert isinstance(m, pp.Heartbeat)
+                if m.free == -1:  # not a drain acknowledgement
+                    if beat:
+                        continue
+                    beat = True
+                m = pp.Heartbeat(now, m.free, m.gen, m.received)
+            out.append(m)
+        return out
+
+    def _frames(
+        self, ident: bytes, msgs: list[pp.PoolMessage]
+    ) -> list[tuple[bytes, list[pp.PoolMessage]]]:
+        """`msgs` in frames of at most `max_frame` bytes (the worker's inbound limit), each
+        with the messages it holds. A request that cannot fit alone is taken back and
+        answered 5012 here."""
         frame = pp.encode(msgs)
         if len(frame) <= self.max_frame:
-            return [frame]
+            return [(frame, msgs)] if msgs else []
         if len(msgs) > 1:
             half = len(msgs) // 2
             return self._frames(ident, msgs[:half]) + self._frames(ident, msgs[half:])
@@ -319,6 +387,7 @@ class PoolServer(OutRequests):
     def _on_frames(self, batch: list[list[Any]]) -> None:
         now = time.monotonic()
         core = self.core
+        held = self._held
         for frames in batch:
             if len(frames) != 2:
                 self.bad_frames += 1
@@ -328,6 +397,8 @@ class PoolServer(OutRequests):
             if type(ident) is not bytes:  # CURVE: zmq.Frame with the sender's User-Id
                 src = frame
                 ident, frame = ident.bytes, frame.buffer
+            if held and ident in held:
+                held[ident] = True  # it reads again, maybe: its held box is due
             try:
                 msgs = pp.decode(frame)
             except pp.ProtocolError as exc:
@@ -428,13 +499,13 @@ class PoolServer(OutRequests):
                 return known
             if old is not None and old is not core.workers.get(ident):
                 # A new registration: what was queued for the old one is placed again.
-                self._outbox.pop(ident, None)
+                self._discard_box(ident)
             for gone, was in before.items():
                 if gone != ident and gone not in core.workers:
                     self._gone(was, f"replaced by its restart {m.worker_id[:64]}", now)
                     # An earlier incarnation of this worker (PoolCore.register): its process
                     # is gone; what it held (what was queued for it too) is placed again below.
-                    self._outbox.pop(gone, None)
+                    self._discard_box(gone)
                     self.log.warning(
                         "worker %r replaced by its restart %s: what it held is resent",
                         gone,
@@ -597,7 +668,7 @@ class PoolServer(OutRequests):
         now = time.monotonic()
         self._gone(w, why, now)
         moved, failed = self.core.drop(ident, now)
-        self._outbox.pop(ident, None)
+        self._discard_box(ident)
         self._send_assignments()
         self.log.warning(
             "worker %s dropped (%s): %d in flight, %d resent, %d answered 3002",
@@ -608,6 +679,12 @@ class PoolServer(OutRequests):
             len(failed),
         )
         self._settle(moved, failed, f"worker lost ({why})")
+
+    def _discard_box(self, ident: bytes) -> None:
+        """What was queued (or held back) for a registration that ended: the core places
+        its requests again."""
+        self._outbox.pop(ident, None)
+        self._held.pop(ident, None)
 
     def _gone(self, w: WorkerState, why: str, now: float) -> None:
         """Remember a worker that left (bounded: the latest GONE_KEPT; a copy of a few
@@ -644,6 +721,13 @@ class PoolServer(OutRequests):
                 t = time.time()
                 for ident, w in self.core.workers.items():
                     self._queue(ident, pp.Heartbeat(t, gen=w.gen))
+            if self._held:
+                # What a full pipe refused is due again (ZeroMQ tells no per-worker
+                # writability: a ROUTER's POLLOUT means any pipe, not this one).
+                for ident in self._held:
+                    self._held[ident] = True
+                if not self._flush_scheduled:
+                    self._flush()
             if self._ls is not None:
                 self._ls.kick()
         except Exception:  # the tick must survive anything

@@ -29,7 +29,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import orjson
 
@@ -277,6 +277,28 @@ def run_load(gw: Gateway, out: Path, *args: str, timeout: float = 120.0,
     )  # fmt: skip
     report: dict[str, Any] = orjson.loads(out.read_bytes()) if out.exists() else {}
     return p.returncode, report, p.stdout + p.stderr
+
+
+def popen_logged(argv: list[str]) -> tuple[subprocess.Popen[bytes], IO[bytes]]:
+    """Start `argv` with its output (stdout and stderr) going to an unnamed temporary file,
+    returned with it, not to a pipe: a pipe read only once the child has exited fills at
+    64 KiB, and a chatty child then blocks on its next write (a scenario would measure a
+    stall of its own making)."""
+    log = tempfile.TemporaryFile()
+    try:
+        return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT), log
+    except BaseException:
+        log.close()
+        raise
+
+
+def logged_output(p: subprocess.Popen[bytes], log: IO[bytes], timeout: float) -> str:
+    """Everything a `popen_logged` child wrote, once it has exited (TimeoutExpired after
+    `timeout`, as `communicate` raises)."""
+    p.wait(timeout)
+    with log:
+        log.seek(0)
+        return log.read().decode(errors="replace")
 
 
 def start_load(gw: Gateway, out: Path, *args: str) -> subprocess.Popen[bytes]:
@@ -533,12 +555,11 @@ def worker_crash(workdir: Path, duration: float = 12.0, every: float = 3.0, work
     timeout = 6.0  # the pool deadline is 4 s: an answer later than this is a lost request
     with Gateway(workdir, workers=workers) as gw, Sampler(gw.pid) as smp:
         out = workdir / "load.json"
-        load = subprocess.Popen(
+        load, load_log = popen_logged(
             [*CLI, "load", "--port", str(gw.port), "--json", str(out), "--quiet",
              "--duration", str(duration), "--concurrency", str(concurrency), "--updates", "2",
              "--subscribers", "200", "--timeout", str(timeout), "--max-error-rate", "1",
              "--verify-ledger", "--ledger-config", str(gw.cfg)],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         )  # fmt: skip
         killed: list[int] = []
         started = time.monotonic()
@@ -553,7 +574,7 @@ def worker_crash(workdir: Path, duration: float = 12.0, every: float = 3.0, work
                         killed.append(victim)
                 next_kill += every
             time.sleep(0.05)
-        text = load.communicate(timeout=120)[0].decode(errors="replace")
+        text = logged_output(load, load_log, timeout=120)
         res.faults = len(killed)
         rep = orjson.loads(out.read_bytes()) if out.exists() else {}
         s = _load_into(res, rep, timeout)
@@ -1078,18 +1099,18 @@ def gateway_restart(workdir: Path, sig: signal.Signals = signal.SIGKILL, restart
     out, record = workdir / "load.json", workdir / "acked.jsonl"
     gw = Gateway(workdir, workers=workers)
     load: subprocess.Popen[bytes] | None = None
+    load_log: IO[bytes] | None = None
     peaks: list[int] = []
     kills: list[dict[str, Any]] = []
     try:
         gw.start()
-        load = subprocess.Popen(
+        load, load_log = popen_logged(
             [*CLI, "load", "--port", str(gw.port), "--json", str(out), "--quiet",
              "--scenario", str(scn), "--duration", str(duration),
              "--concurrency", str(concurrency), "--connections", str(connections),
              "--subscribers", "200", "--timeout", str(timeout), "--max-error-rate", "1",
              "--reconnect", str(reconnect), "--record", str(record), "--seed", "14",
              "--verify-ledger", "--ledger-config", str(gw.cfg)],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         )  # fmt: skip
         # the run starts once the generator is connected (its ledger snapshot comes first)
         end = time.monotonic() + 60
@@ -1108,8 +1129,7 @@ def gateway_restart(workdir: Path, sig: signal.Signals = signal.SIGKILL, restart
             kills.append(_kill_gateway(gw, sig, stall=stall if sig == signal.SIGKILL else 0.0))
             gw.start()
         with Sampler(gw.pid) as smp:
-            text = load.communicate(timeout=duration + reconnect + 120)[0].decode(
-                errors="replace")
+            text = logged_output(load, load_log, timeout=duration + reconnect + 120)
         peaks.append(smp.peak_kb)
         res.faults = len(kills)
         rep = orjson.loads(out.read_bytes()) if out.exists() else {}
@@ -1170,6 +1190,8 @@ def gateway_restart(workdir: Path, sig: signal.Signals = signal.SIGKILL, restart
         if load is not None and load.poll() is None:
             load.kill()
             load.wait()
+        if load_log is not None:
+            load_log.close()
         gw.stop()
     res.peak_rss_kb = max(peaks, default=0)
     res.seconds = round(time.monotonic() - t0, 1)

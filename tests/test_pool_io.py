@@ -5,6 +5,7 @@ are submitted to the PoolServer directly and answers collected from its callback
 from __future__ import annotations
 
 import asyncio
+import errno
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -707,3 +708,237 @@ def test_adapter_keeps_each_failure_to_its_request() -> None:
     lazy = Incoming(good, ctx)
     assert lazy._message is None
     assert lazy.message is lazy.message and lazy.message.hop_by_hop == 1000
+
+
+# A worker's pipe that is full (zmq.Again) -----------------------------------------------
+
+
+class Pipes:
+    """The gateway's ROUTER as the sender sees it: each identity's pipe takes `room[ident]`
+    more frames (None: no limit) and then refuses with zmq.Again, the high-water mark; an
+    identity in `gone` is EHOSTUNREACH (ROUTER_MANDATORY). What went, in order, is kept."""
+
+    def __init__(self, real: zmq.Socket) -> None:
+        self.real = real  # the bound socket, for what the server asks of it besides sends
+        self.room: dict[bytes, int | None] = {}
+        self.gone: set[bytes] = set()
+        self.sent: list[tuple[bytes, list[pp.PoolMessage]]] = []
+
+    def send_multipart(self, parts: list[bytes], flags: int = 0) -> None:
+        ident, frame = parts
+        assert flags & zmq.NOBLOCK
+        if ident in self.gone:
+            raise zmq.ZMQError(errno.EHOSTUNREACH)
+        room = self.room.get(ident)
+        if room is not None:
+            if room <= 0:
+                raise zmq.Again(errno.EAGAIN)
+            self.room[ident] = room - 1
+        self.sent.append((ident, pp.decode(frame)))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+    def got(self, ident: bytes, kind: type = pp.Request) -> list[Any]:
+        return [m for i, msgs in self.sent if i == ident for m in msgs if type(m) is kind]
+
+    def frames_to(self, ident: bytes) -> int:
+        return sum(i == ident for i, _ in self.sent)
+
+
+@asynccontextmanager
+async def piped(tmp_path: Path, **kw: Any) -> AsyncIterator[tuple[Gw, Pipes]]:
+    """A gateway whose sends go through `Pipes`; workers register with a Ready frame handed
+    in as if it came off the socket, and stay alive (no silence check in these tests)."""
+    gw = make_gateway(f"ipc://{tmp_path}/gw.ipc", **kw)
+    gw.core.heartbeat_timeout = 60.0
+    real = gw.server._sock
+    assert real is not None
+    pipes = Pipes(real)
+    gw.server._sock = pipes  # type: ignore[assignment]
+    try:
+        yield gw, pipes
+    finally:
+        gw.server._sock = real
+        gw.server.close(goodbye=False)
+
+
+def register(gw: Gw, ident: bytes, *, credit: int = 64, gen: int = 1) -> None:
+    ready = pp.Ready(worker_id=ident.decode(), credit=credit, apps=[TEST_APP_ID], gen=gen)
+    gw.server._on_frames([[ident, pp.encode_one(ready)]])
+    assert ident in gw.core.workers
+
+
+@aio
+async def test_full_pipe_keeps_the_worker_and_delivers_everything_once_in_order(
+    tmp_path: Path,
+) -> None:
+    """zmq.Again is a slow worker, not a lost one: nothing is dropped while its pipe is
+    full, and when it frees, what waited goes once each, in the order it was placed."""
+    async with piped(tmp_path) as (gw, pipes):
+        register(gw, b"w")
+        await asyncio.sleep(0)
+        assert pipes.got(b"w", pp.Heartbeat), "the registration's acknowledgement went"
+        pipes.room[b"w"] = 0  # full from now on
+        for i in range(30):
+            gw.submit(make_request(i))
+            if i % 3 == 2:
+                await asyncio.sleep(0)  # several boxes, one a loop turn
+        await asyncio.sleep(0.3)  # ticks come and try again; the pipe stays full
+        assert b"w" in gw.core.workers, "a full pipe dropped a live worker"
+        assert gw.errors == [] and gw.total() == 0
+        assert pipes.got(b"w") == []
+        assert gw.server.held_back > 0
+        assert len(gw.core.pending) == 30
+        before, freed = len(pipes.sent), time.time()
+        pipes.room[b"w"] = None
+        await until(lambda: len(pipes.got(b"w")) >= 30, timeout=2.0, what="held requests")
+        # Of the heartbeats queued while it waited one goes, stamped when it went (the
+        # worker takes its clock offset from it).
+        first = pipes.sent[before][1]
+        beats = [m for m in first if type(m) is pp.Heartbeat]
+        assert len(beats) == 1 and beats[0].t >= freed
+        await asyncio.sleep(0.2)  # more ticks: nothing goes twice
+        assert [m.hbh for m in pipes.got(b"w")] == [1000 + i for i in range(30)]
+        assert all(not m.retransmit for m in pipes.got(b"w"))
+        assert gw.core.counters.resent == 0 and gw.errors == []
+        assert gw.server._outbox == {} and gw.server._held == {}
+
+
+@aio
+async def test_a_box_refused_halfway_keeps_only_what_did_not_go(tmp_path: Path) -> None:
+    """A box split into several frames (`max_frame`) whose pipe fills after two of them:
+    the rest, and what is queued after it, go later, in order, and nothing goes twice."""
+    async with piped(tmp_path, max_frame=1500) as (gw, pipes):
+        register(gw, b"w")
+        await asyncio.sleep(0)
+        pipes.room[b"w"] = 2
+        for i in range(20):  # one loop turn: one box, several frames
+            gw.submit(make_request(i))
+        await asyncio.sleep(0)
+        first = [m.hbh for m in pipes.got(b"w")]
+        assert 0 < len(first) < 20, "two frames went, the rest waits"
+        assert pipes.frames_to(b"w") == 2 + 1  # the acknowledgement before
+        for i in range(20, 25):  # queued behind what waits
+            gw.submit(make_request(i))
+        await asyncio.sleep(0.15)
+        assert b"w" in gw.core.workers and len(pipes.got(b"w")) == len(first)
+        pipes.room[b"w"] = None
+        await until(lambda: len(pipes.got(b"w")) >= 25, timeout=2.0, what="the rest")
+        await asyncio.sleep(0.15)
+        assert [m.hbh for m in pipes.got(b"w")] == [1000 + i for i in range(25)]
+
+
+@aio
+async def test_a_held_request_past_its_deadline_is_not_sent_after_its_3002(
+    tmp_path: Path,
+) -> None:
+    """The deadline answers a request still held for a full pipe (3002); when the pipe
+    frees, that request must not reach the worker (it would run it after the 3002), and
+    its slot comes back (the worker will never answer it)."""
+    async with piped(tmp_path, deadline=0.3) as (gw, pipes):
+        register(gw, b"w", credit=4)
+        await asyncio.sleep(0)
+        pipes.room[b"w"] = 0
+        for i in range(3):
+            gw.submit(make_request(i))
+        await until(lambda: gw.total() == 3, timeout=2.0, what="3002 at the deadline")
+        assert sorted(gw.errors) == [(1000 + i, 3002) for i in range(3)]
+        assert b"w" in gw.core.workers
+        gw.submit(make_request(3))  # still has a slot: placed and held too
+        pipes.room[b"w"] = None
+        await until(lambda: len(pipes.got(b"w")) >= 1, timeout=2.0, what="the live one")
+        await asyncio.sleep(0.15)
+        assert [m.hbh for m in pipes.got(b"w")] == [1003]
+        w = gw.core.workers[b"w"]
+        assert w.available == 3 and w.inflight == {pipes.got(b"w")[0].id}
+        assert w.sent == 1 and gw.core.zombies == {}
+        # What reached the worker reconciles: its free count (4 granted, 1 received, none
+        # answered) is the gateway's available + (sent - received).
+        assert gw.core.reconcile(b"w", 1, free=3, received=1) is True
+
+
+@aio
+async def test_an_unreachable_worker_is_still_dropped(tmp_path: Path) -> None:
+    """EHOSTUNREACH: its connection is gone; it is dropped and what it held placed again
+    (here on the other worker)."""
+    async with piped(tmp_path) as (gw, pipes):
+        register(gw, b"a")
+        register(gw, b"b")
+        await asyncio.sleep(0)
+        pipes.gone.add(b"a")
+        for i in range(20):
+            gw.submit(make_request(i))
+        await asyncio.sleep(0)
+        assert b"a" not in gw.core.workers and b"b" in gw.core.workers
+        assert gw.server.gone[-1][0]["why"] == "unreachable"
+        assert sorted(m.hbh for m in pipes.got(b"b")) == [1000 + i for i in range(20)]
+        assert gw.errors == [] and gw.server.held_back == 0
+
+
+@aio
+async def test_real_router_holds_for_a_peer_that_does_not_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A real ROUTER (small high-water mark) and a worker that registers, keeps sending
+    heartbeats, and reads nothing: its pipe fills, it stays registered, and when it reads
+    it gets every request once, in order. Then it closes: unreachable, dropped."""
+    import chargegw.gateway.pool_io as pool_io
+
+    monkeypatch.setattr(pool_io, "HWM", 2)
+    async with pool(tmp_path, deadline=10.0) as (gw, _ws):
+        gw.core.heartbeat_timeout = 5.0  # its heartbeats keep it; a stalled test does not drop it
+        peer = zmq.Context.instance().socket(zmq.DEALER)
+        peer.setsockopt(zmq.LINGER, 0)
+        peer.setsockopt(zmq.RCVHWM, 2)
+        peer.setsockopt(zmq.ROUTING_ID, b"slow")
+        peer.connect(gw.endpoint)
+        try:
+            ready = pp.Ready(worker_id="slow", credit=500, apps=[TEST_APP_ID], gen=1)
+            peer.send(pp.encode_one(ready))
+            await until(lambda: b"slow" in gw.core.workers, what="registration")
+            beat = pp.encode_one(pp.Heartbeat(time.time()))
+            pad = bytes(64 * 1024)
+            n = 0
+            for n in range(1, 200):  # until the pipe and the socket buffers are full
+                m = Message.decode(make_request(n))
+                gw.server.submit(peer="client.localdomain", hbh=m.hop_by_hop, app=TEST_APP_ID,
+                                 cmd=m.code, session_id=m.raw_value("Session-Id") or b"",
+                                 raw=make_request(n) + pad, ref=m)  # fmt: skip
+                peer.send(beat)
+                await asyncio.sleep(0.005)
+                if gw.server.held_back and n >= 10:
+                    break
+            assert gw.server.held_back > 0, "the pipe never filled"
+            for _ in range(6):  # ticks retry and are refused; the worker is alive
+                peer.send(beat)
+                await asyncio.sleep(0.1)
+            assert b"slow" in gw.core.workers, "a full pipe dropped a live worker"
+            assert gw.errors == [] and gw.core.counters.resent == 0
+            got: list[int] = []
+            end = time.monotonic() + 10
+            while len(got) < n and time.monotonic() < end:
+                while peer.poll(0):
+                    for msg in pp.decode(peer.recv()):
+                        if type(msg) is pp.Request:
+                            got.append(msg.hbh)
+                peer.send(beat)
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.2)
+            while peer.poll(0):
+                got += [x.hbh for x in pp.decode(peer.recv()) if type(x) is pp.Request]
+            assert got == [1000 + i for i in range(1, n + 1)]
+        finally:
+            peer.close(linger=0)
+        # Its connection closes: the next send finds no pipe (EHOSTUNREACH) and drops it.
+        gw.core.heartbeat_timeout = 60.0  # not for silence
+        end = time.monotonic() + 5
+        extra = 0
+        while b"slow" in gw.core.workers and time.monotonic() < end:
+            gw.submit(make_request(1000 + extra))
+            extra += 1
+            await asyncio.sleep(0.05)
+        assert b"slow" not in gw.core.workers
+        assert gw.server.gone[-1][0]["why"] == "unreachable"
+        # Everything it held is answered (3002: no other worker), once each.
+        assert not gw.core.pending and gw.total() == n + extra == len(gw.errors)

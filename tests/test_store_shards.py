@@ -7,6 +7,7 @@ from __future__ import annotations
 import sqlite3
 
 import pytest
+from shard_accounts import one_per_shard
 
 from chargegw.sharding import NotOwner, ShardMoved, shard_of
 from chargegw.workers.charging import core
@@ -36,13 +37,7 @@ def store(tmp_path, owner: str, shards=None, n: int = N):
 
 def ids(count: int, prefix: str = "4670") -> list[str]:
     """Numbers with distinct shards, in shard order."""
-    found: dict[int, str] = {}
-    i = 0
-    while len(found) < count:
-        x = f"{prefix}{i:07d}"
-        found.setdefault(shard_of(x, N), x)
-        i += 1
-    return sorted(found.values(), key=lambda x: shard_of(x, N))
+    return one_per_shard(N, count, prefix=prefix, width=7)
 
 
 def cc(sid, number, rtype, acct, used=0, requested=0, shard=None) -> CCOp:
