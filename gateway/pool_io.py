@@ -46,6 +46,8 @@ from chargegw.ipc import protocol as pp
 from chargegw.ipc import security as sec
 from chargegw.ipc.zmqloop import LoopSocket
 
+_NOBLOCK = int(zmq.NOBLOCK)
+_MORE_NOBLOCK = int(zmq.SNDMORE) | _NOBLOCK
 TICK = 0.05
 RETRY_PAUSE = 0.02  # seconds before a request its shard's owner refused is offered again
 FLUSH_AT = 64  # messages for one worker that go out at once instead of at the end of the turn
@@ -306,7 +308,10 @@ class PoolServer(OutRequests):
         frames = self._frames(ident, msgs)
         for i, (frame, _part) in enumerate(frames):
             try:
-                sock.send_multipart([ident, frame], zmq.NOBLOCK)
+                # send_multipart's own loop and `SNDMORE | flags` (enum arithmetic) cost as
+                # much as the sends: two plain sends with int flags, same semantics.
+                sock.send(ident, _MORE_NOBLOCK)
+                sock.send(frame, _NOBLOCK)
             except zmq.Again:
                 # Its pipe is full (the high-water mark): a live worker that reads slowly
                 # (CPU-starved, say). Dropping it would place everything it holds again

@@ -723,18 +723,30 @@ class Pipes:
         self.room: dict[bytes, int | None] = {}
         self.gone: set[bytes] = set()
         self.sent: list[tuple[bytes, list[pp.PoolMessage]]] = []
+        self._to: bytes | None = None  # the identity part of a message being sent
 
     def send_multipart(self, parts: list[bytes], flags: int = 0) -> None:
         ident, frame = parts
+        self.send(ident, flags | zmq.SNDMORE)
+        self.send(frame, flags)
+
+    def send(self, data: bytes, flags: int = 0) -> None:
+        """As a ROUTER: the first part names the pipe, and the refusal comes on it."""
         assert flags & zmq.NOBLOCK
-        if ident in self.gone:
-            raise zmq.ZMQError(errno.EHOSTUNREACH)
-        room = self.room.get(ident)
-        if room is not None:
-            if room <= 0:
-                raise zmq.Again(errno.EAGAIN)
-            self.room[ident] = room - 1
-        self.sent.append((ident, pp.decode(frame)))
+        if self._to is None:
+            assert flags & zmq.SNDMORE, "a message to a worker has two parts"
+            if data in self.gone:
+                raise zmq.ZMQError(errno.EHOSTUNREACH)
+            room = self.room.get(data)
+            if room is not None:
+                if room <= 0:
+                    raise zmq.Again(errno.EAGAIN)
+                self.room[data] = room - 1
+            self._to = data
+            return
+        assert not flags & zmq.SNDMORE
+        ident, self._to = self._to, None
+        self.sent.append((ident, pp.decode(data)))
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.real, name)
