@@ -45,6 +45,9 @@ CONN_EVENTS = (
     "reconnect_failed",  # dropped connections given up after the --reconnect patience
 )
 SERVER_REQUESTS = ("DWR", "DPR", "RAR", "ASR", "SNR", "other")
+# Result-Codes that get a latency histogram of their own (the first seen; the rest are only
+# counted): an answer's code comes from the server, so the set must be bounded.
+CODE_HISTOGRAMS = 16
 PERCENTILES = (("p50", 50.0), ("p90", 90.0), ("p99", 99.0), ("p999", 99.9))
 
 
@@ -86,9 +89,11 @@ class Recorder:
         self.mismatch: dict[str, int] = dict.fromkeys(MISMATCH_KINDS, 0)
         self.conn: dict[str, int] = dict.fromkeys(CONN_EVENTS, 0)
         self.server_requests: dict[str, int] = dict.fromkeys(SERVER_REQUESTS, 0)
-        self.hist = new_histogram()
+        self.hist = new_histogram()  # answers whose code has no histogram of its own
         self.lag = new_histogram()  # intended -> actual send time
         self.by_step: dict[str, HdrHistogram] = {}
+        # latency by Result-Code: under overload a 3004 should be quick, a 2001 may not be
+        self.by_code: dict[int, HdrHistogram] = {}
         self.step_sent: dict[str, int] = {}
         self.problems: list[str] = []
         # flow index -> [usage reports answered 2001, reports whose fate is unknown]; warm-up
@@ -127,7 +132,14 @@ class Recorder:
         else:
             c["errors"] += 1
         lat = min(max(latency_us, LOWEST_US), HIGHEST_US)
-        self.hist.record_value(lat)
+        # by Result-Code (the codes past CODE_HISTOGRAMS in `hist`); all of them together
+        # are added up in to_dict: one record per answer, not two
+        h = self.by_code.get(rc)
+        if h is None:
+            h = self.hist if len(self.by_code) >= CODE_HISTOGRAMS else new_histogram()
+            if h is not self.hist:
+                self.by_code[rc] = h
+        h.record_value(lat)
         h = self.by_step.get(step)
         if h is None:
             h = self.by_step[step] = new_histogram()
@@ -157,6 +169,14 @@ class Recorder:
             if self.interval is not None:
                 self.interval.timeouts += 1
 
+    def _all(self) -> HdrHistogram:
+        """Every measured answer's latency: the per-code histograms and the rest added."""
+        h = new_histogram()
+        for part in (self.hist, *self.by_code.values()):
+            if part.get_total_count():
+                h.add(part)
+        return h
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "counters": dict(self.c),
@@ -164,9 +184,10 @@ class Recorder:
             "mismatch": dict(self.mismatch),
             "conn": dict(self.conn),
             "server_requests": dict(self.server_requests),
-            "hist": self.hist.encode().decode() if self.hist.get_total_count() else "",
+            "hist": self._all().encode().decode() if self.c["answered"] else "",
             "lag": self.lag.encode().decode() if self.lag.get_total_count() else "",
             "by_step": {k: h.encode().decode() for k, h in self.by_step.items()},
+            "by_code": {str(k): h.encode().decode() for k, h in self.by_code.items()},
             "step_sent": dict(self.step_sent),
             "problems": list(self.problems),
             "usage": {k: list(v) for k, v in self.usage.items()},
@@ -219,6 +240,7 @@ def merge(parts: list[dict[str, Any]]) -> dict[str, Any]:
     hist = new_histogram()
     lag = new_histogram()
     by_step: dict[str, HdrHistogram] = {}
+    by_code: dict[str, HdrHistogram] = {}
     step_sent: dict[str, int] = {}
     problems: list[str] = []
     usage: dict[str, list[int]] = {}
@@ -239,6 +261,9 @@ def merge(parts: list[dict[str, Any]]) -> dict[str, Any]:
         _add(lag, p["lag"])
         for k, s in p["by_step"].items():
             _add(by_step.setdefault(k, new_histogram()), s)
+        for k, s in p.get("by_code", {}).items():
+            if k in by_code or len(by_code) < CODE_HISTOGRAMS:
+                _add(by_code.setdefault(k, new_histogram()), s)
         for line in p["problems"]:
             if line not in problems:
                 problems.append(line)
@@ -253,6 +278,7 @@ def merge(parts: list[dict[str, Any]]) -> dict[str, Any]:
         "hist": hist,
         "lag": lag,
         "by_step": by_step,
+        "by_code": by_code,
         "step_sent": step_sent,
         "problems": problems,
         "usage": usage,
@@ -313,6 +339,9 @@ def summarize(m: dict[str, Any], series: list[dict[str, Any]], offered: float | 
         "result_classes": dict(sorted(classes.items())),
         "mismatch_kinds": m["mismatch"],
         "latency_ms": latency_ms(m["hist"]),
+        "latency_ms_by_result": {
+            k: latency_ms(h) for k, h in sorted(m["by_code"].items(), key=lambda kv: int(kv[0]))
+        },
         "send_lag_ms": latency_ms(m["lag"]),
         "by_step": {
             k: {"sent": m["step_sent"].get(k, 0), "answered": h.get_total_count(),

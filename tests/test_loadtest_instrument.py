@@ -13,7 +13,14 @@ from hdrh.histogram import HdrHistogram
 from chargegw.loadtest import cli
 from chargegw.loadtest.generator import ConnectError, LoadConfig, run_process
 from chargegw.loadtest.runner import run_config
-from chargegw.loadtest.stats import Recorder, latency_ms, merge, new_histogram
+from chargegw.loadtest.stats import (
+    CODE_HISTOGRAMS,
+    Recorder,
+    latency_ms,
+    merge,
+    new_histogram,
+    summarize,
+)
 from chargegw.loadtest.stub import StubBehaviour, start_stub
 
 
@@ -209,6 +216,24 @@ def test_merge_is_exact() -> None:
     assert latency_ms(m["hist"]) == latency_ms(both)
 
 
+def test_latency_by_result_code_is_kept_per_code_merged_exactly_and_bounded() -> None:
+    a, b = Recorder(), Recorder()
+    fast, slow = new_histogram(), new_histogram()
+    for i in range(1, 3001):
+        rc, lat = (3004, 100 + i % 50) if i % 4 else (2001, 20_000 + i)
+        (a if i % 3 else b).on_answer("x", rc, lat, True, 0.0)
+        (fast if rc == 3004 else slow).record_value(lat)
+    for code in range(5000, 5000 + 2 * CODE_HISTOGRAMS):  # a server inventing codes
+        a.on_answer("x", code, 7, True, 0.0)
+    m = merge([a.to_dict(), b.to_dict()])
+    s = summarize(m, [], None)
+    by = s["latency_ms_by_result"]
+    assert by["3004"] == latency_ms(fast) and by["2001"] == latency_ms(slow)
+    assert by["3004"]["p99"] < 1 < by["2001"]["p50"]
+    assert len(by) == CODE_HISTOGRAMS  # bounded; every answer is still counted
+    assert s["result_codes"]["5030"] == 1 and s["answered"] == 3000 + 2 * CODE_HISTOGRAMS
+
+
 def test_two_processes_merge_counts() -> None:
     async def serve() -> tuple[Any, int]:
         return await start_stub()
@@ -241,7 +266,8 @@ EXPECTED_SUMMARY_KEYS = {
     "sent", "answered", "ok", "ok_2001", "errors", "timeouts", "mismatches", "lost",
     "unexpected_answers", "error_rate", "elapsed_s", "answers_per_s", "offered_rate",
     "sessions_started", "sessions_completed", "sessions_failed", "abated", "resent", "reconnects", "result_codes",
-    "result_classes", "mismatch_kinds", "latency_ms", "send_lag_ms", "by_step", "connections",
+    "result_classes", "mismatch_kinds", "latency_ms", "latency_ms_by_result", "send_lag_ms",
+    "by_step", "connections",
     "server_requests", "warmup", "usage_reports", "series", "problems",
 }
 LATENCY_KEYS = {"min", "mean", "p50", "p90", "p99", "p999", "max"}
