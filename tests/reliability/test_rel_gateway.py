@@ -56,12 +56,17 @@ def test_connection_flood_bounded_memory_and_good_peer_keeps_latency(tmp_path: P
 def test_overload_excess_gets_3004_quickly_and_accepted_p99_stays_bounded(
     tmp_path: Path,
 ) -> None:
-    # On a machine of two cores the generator, the gateway, its worker and the prober share
-    # them, and 2x the measured capacity saturates the CPU itself: every process then waits
-    # for a core, so the bound there is what fair reads give (measured p99 ~230 ms, from
-    # 1.9 s before), not the 1 ms the gateway meets when it has a core of its own.
+    # The gateway and its worker run on half the CPUs and the generator on the other half
+    # (rel.split_cpus). On a machine of two cores that is one core for the gateway and its
+    # worker, which 2x the measured capacity saturates by itself: requests then wait in the
+    # socket and the loop, so the bound there is what fair reads give (measured p99 ~230 ms),
+    # not the 1 ms the gateway meets with a core of its own. The accepted rate must stay at
+    # 30% of the capacity or more: shedding must not starve the work it protects (quiet
+    # machine, pinned: 70-110%; sharing both cores with the generator: 35-57%; a per-worker
+    # queue-delay limit tried once: 4-8%).
     busy = 50.0 if (os.cpu_count() or 1) > 2 else 500.0
-    r = rel.overload(tmp_path, seconds=5.0, factor=2.0, busy_p99_ms=busy, ok_p99_ms=500.0)
+    r = rel.overload(tmp_path, seconds=5.0, factor=2.0, busy_p99_ms=busy, ok_p99_ms=500.0,
+                     min_goodput=0.3)
     assert r.faults > 0, _show(r)
     assert r.passed, _show(r)
 
