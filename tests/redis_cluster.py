@@ -22,6 +22,14 @@ def missing() -> str | None:
     return None
 
 
+def _field(info: str, name: str) -> str:
+    """The value of `name:` in an INFO reply."""
+    for line in info.splitlines():
+        if line.startswith(name + ":"):
+            return line.split(":", 1)[1].strip()
+    raise KeyError(name)
+
+
 def _free_pair() -> int:
     """A free port whose cluster bus port (+10000) is free too."""
     for _ in range(200):
@@ -97,9 +105,14 @@ class RedisCluster:
         raise RuntimeError(f"redis-server on {port} did not start")
 
     def state_ok(self) -> bool:
-        """Every live node sees the cluster as ok and knows every other node, and every
-        replica is in sync with its primary."""
+        """Every live node sees the cluster as ok and knows every other node, every replica
+        is in sync with its primary, every node's gossiped view of who replicates whom is
+        what each node says of itself (`roles`; it lags the nodes' own for a while after
+        the cluster is made, and a replica's failover needs the primaries' votes on it),
+        `masters` of them are primaries, and each primary has every replica that follows
+        it acknowledge a write (`_acked`)."""
         want = len(self.ports)
+        own: dict[int, int | None] = {}
         for p in self.live():
             info = self.cli(p, "cluster", "info")
             if "cluster_state:ok" not in info or f"cluster_known_nodes:{want}" not in info:
@@ -107,25 +120,59 @@ class RedisCluster:
             repl = self.cli(p, "info", "replication")
             if "role:slave" in repl and "master_link_status:up" not in repl:
                 return False
-        return True
+            own[p] = int(_field(repl, "master_port")) if "role:slave" in repl else None
+        if sum(1 for m in own.values() if m is None) != self.masters:
+            return False  # (a restarted primary not yet turned into its successor's replica)
+        if any(self._view(p, own) != own for p in own):
+            return False
+        followers = {p: sum(1 for m in own.values() if m == p) for p, m in own.items() if m is None}
+        return all(self._acked(p, n) for p, n in followers.items() if n)
+
+    def _acked(self, port: int, replicas: int, wait_ms: int = 100) -> bool:
+        """Whether the primary on `port` has `replicas` replicas acknowledge a write (WAIT
+        after a SET and DEL of a key of its own, on one connection) within `wait_ms`. A
+        replica whose side of the link is up may not count yet: a primary starts a replica's
+        command stream only at the replica's first ACK (sent once a second), so a first WAIT
+        just after the cluster is made or a node rejoins took up to 0.8 s."""
+        with socket.create_connection(("127.0.0.1", port), timeout=5 + wait_ms / 1000) as c:
+            f = c.makefile("rb")
+            for i in range(64):  # a key of one of this node's slots (else -MOVED)
+                key = f"cg-fixture-ack:{i}"
+                c.sendall(f"SET {key} 1\r\n".encode())
+                line = f.readline()
+                if line.startswith(b"+OK"):
+                    break
+                if not line.startswith(b"-MOVED"):
+                    return False  # (CLUSTERDOWN, LOADING...: not ready yet)
+            else:
+                return True  # a primary without slots takes no write to wait for
+            c.sendall(f"DEL {key}\r\nWAIT {replicas} {wait_ms}\r\n".encode())
+            f.readline()
+            got = f.readline()
+        return got.startswith(b":") and int(got[1:]) >= replicas
 
     def live(self) -> list[int]:
         return [p for p in self.ports if self.procs[p].poll() is None]
 
-    def roles(self) -> dict[int, int | None]:
-        """Each live node's port -> the port of its primary (None: it is a primary), as the
-        first live node sees the cluster."""
+    def _view(self, port: int, live: dict[int, int | None]) -> dict[int, int | None]:
+        """The node on `port`'s gossiped view (CLUSTER NODES): each node of `live` -> the
+        port of its primary (None: a primary); nodes it flags as failing are left out."""
         out: dict[int, int | None] = {}
         ids: dict[str, int] = {}
-        rows = [ln.split() for ln in self.cli(self.live()[0], "cluster", "nodes").splitlines()]
+        rows = [ln.split() for ln in self.cli(port, "cluster", "nodes").splitlines()]
         for r in rows:
             if len(r) >= 4:
                 ids[r[0]] = int(r[1].split("@")[0].rsplit(":", 1)[1])
         for r in rows:
-            if len(r) >= 4 and "fail" not in r[2]:
-                port = ids[r[0]]
-                out[port] = None if "master" in r[2] else ids.get(r[3])
+            if len(r) >= 4 and "fail" not in r[2] and ids[r[0]] in live:
+                out[ids[r[0]]] = None if "master" in r[2] else ids.get(r[3])
         return out
+
+    def roles(self) -> dict[int, int | None]:
+        """Each live node's port -> the port of its primary (None: it is a primary), as the
+        first live node sees the cluster (once `state_ok`, every node agrees)."""
+        live = self.live()
+        return self._view(live[0], dict.fromkeys(live))
 
     def kill(self, port: int) -> None:
         self.procs[port].kill()

@@ -31,6 +31,7 @@ from chargegw.workers.charging.stores.redis_db import enc, parse_cluster_url
 
 sys.path.insert(0, str(Path(__file__).parent))
 import redis_cluster  # noqa: E402
+from shard_accounts import one_per_shard  # noqa: E402
 
 NOW = 1_750_000_000.0
 N = 16  # shards: enough to land on every one of 3 primaries, few enough to cover quickly
@@ -51,13 +52,7 @@ def op(sid: str, number: int, rtype: int, acct: str, used: int = 0, requested: i
 
 
 def accounts_on_every_shard(n: int) -> list[str]:
-    found: dict[int, str] = {}
-    i = 0
-    while len(found) < n:
-        a = f"46711{i:05d}"
-        found.setdefault(shard_of(a, n), a)
-        i += 1
-    return [found[k] for k in range(n)]
+    return one_per_shard(n, prefix="46711", width=5)
 
 
 @pytest.fixture(scope="module")

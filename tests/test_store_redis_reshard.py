@@ -55,16 +55,6 @@ def _primaries(c: redis_cluster.RedisCluster) -> dict[int, list[int]]:
     return out
 
 
-def _replicas_online(c: redis_cluster.RedisCluster, timeout: float = 10.0) -> None:
-    """Until every primary counts its replica as online (the fixture waits for the
-    replica's side of the link only): `_primaries` then names each one's replica."""
-    deadline = time.monotonic() + timeout
-    for port in _primaries(c):
-        while _node(port).info("replication").get("slave0", {}).get("state") != "online":
-            assert time.monotonic() < deadline, f"the replica of {port} never came online"
-            time.sleep(0.05)
-
-
 def _end_move(c: redis_cluster.RedisCluster, src: int, dst: int, slot: int) -> None:
     """Give `slot` to `dst` on every primary (new node first): the old node answers MOVED."""
     dst_id = _node(dst).execute_command("CLUSTER", "MYID")
@@ -86,9 +76,8 @@ def test_a_write_redirected_by_a_slot_move_waits_for_its_new_nodes_replica() -> 
     is back the resent request is answered, charged once; the ledger checks."""
     pytest.importorskip("redis")
     with redis_cluster.RedisCluster(replicas=1, node_timeout_ms=3000) as c:
-        _replicas_online(c)
-        # Just after the cluster is made a replica may take up to its 1 s ACK period to
-        # acknowledge its first write: the setup waits up to 5 s, the checks 0.5 s.
+        # (the cluster is handed out once each primary's replica acknowledged a write, so
+        # the setup's 5 s is a margin; the checks wait 0.5 s)
         s = store_on(c.url, "mv", replicas=1, replica_wait=5.0, timeout=8.0)
         accts = accounts_on_every_shard(N)
         s.import_accounts([AccountRow(a, 10_000, 0, False, [(0, a)]) for a in accts], NOW)
@@ -186,7 +175,6 @@ def test_writes_while_a_slot_moves_key_by_key_are_charged_once(monkeypatch) -> N
 
     monkeypatch.setattr(RedisConn, "_redirect_node", counting)
     with redis_cluster.RedisCluster(replicas=1, node_timeout_ms=3000) as c:
-        _replicas_online(c)
         s = store_on(c.url, "kbk", replicas=1, replica_wait=5.0, timeout=8.0)
         accts = accounts_on_every_shard(N)
         s.import_accounts([AccountRow(a, 100_000, 0, False, [(0, a)]) for a in accts], NOW)
@@ -251,3 +239,153 @@ def test_writes_while_a_slot_moves_key_by_key_are_charged_once(monkeypatch) -> N
         balances = {s.get_account(a).account.balance for a in accts}
         assert balances == {100_000 - each}, balances
         s.close()
+
+
+# -- Rf records (the CDR store) ----------------------------------------------------------
+
+# The CDR store refuses a server whose acknowledged writes are not on disk: before Redis 7.2
+# (no WAITAOF) it needs appendfsync always.
+CDR_AOF = ("--appendonly", "yes", "--appendfsync", "always")
+
+
+def _cdr_sessions(cdrs: Any, ports: list[int]) -> dict[int, str]:
+    """One session id per primary of `ports` (its record hash is on that node)."""
+    found: dict[int, str] = {}
+    i = 0
+    while len(found) < len(ports):
+        sid = f"cdr-{i}"
+        found.setdefault(cdrs.r.get_node_from_key(cdrs._key(sid)).port, sid)
+        i += 1
+    return found
+
+
+@needs_cluster
+@pytest.mark.timeout(180)
+def test_a_cdr_redirected_by_a_slot_move_waits_for_its_new_nodes_replica() -> None:
+    """Rf's rule on a cluster with `replicas = 1`: a batch of CDRs of two sessions on two
+    primaries is written while one session's slot moves to the third primary (ASK), then
+    after the move (MOVED). With the new node's replica stopped the batch is
+    StoreUnavailable (no ACA 2001: the old node's WAIT does not cover the redirected
+    record); once it runs again the resent batch is acknowledged, every record already
+    there (False: stored once), and each CDR is read back exactly once, the moved
+    session's from the new node."""
+    pytest.importorskip("redis")
+    from chargegw.workers.charging.redis_store import RedisCdrStore
+    from chargegw.workers.charging.store import Cdr
+
+    with redis_cluster.RedisCluster(replicas=1, node_timeout_ms=3000, extra=CDR_AOF) as c:
+        cdrs = RedisCdrStore(c.url, prefix="mvc", timeout=8.0, retention=3600, replicas=1,
+                             replica_wait=5.0)  # fmt: skip
+        primaries = _primaries(c)
+        sids = _cdr_sessions(cdrs, list(primaries))
+        src = next(iter(sids))
+        moved = sids[src]
+        dst = next(p for p in primaries if p != src)
+        (dst_replica,) = primaries[dst]
+        slot = cdrs.r.keyslot(cdrs._key(moved))
+        del sids[dst]  # the batch writes nothing else there: only the moved record needs it
+
+        def batch(number: int) -> list[Cdr]:
+            return [Cdr(sid, number, 3, NOW + number, "c.test", "test") for sid in sids.values()]
+
+        def settle(number: int) -> list[bool]:
+            """Resend a batch until it is acknowledged (the client's retries)."""
+            for _ in range(100):
+                try:
+                    return cdrs.put_cdrs(batch(number))
+                except StoreUnavailable:
+                    time.sleep(0.1)
+            return cdrs.put_cdrs(batch(number))
+
+        def put_with_new_nodes_replica_stopped(number: int) -> None:
+            c.procs[dst_replica].send_signal(signal.SIGSTOP)
+            try:
+                with pytest.raises(StoreUnavailable):
+                    cdrs.put_cdrs(batch(number))
+            finally:
+                c.procs[dst_replica].send_signal(signal.SIGCONT)
+
+        assert settle(0) == [True] * len(sids)
+        cdrs.replica_wait_ms = 500
+        # during the move: the old node answers ASK, the slot map is unchanged
+        _start_move(src, dst, slot)
+        assert _count(src, slot) == 0 and _count(dst, slot) > 0
+        put_with_new_nodes_replica_stopped(1)
+        assert _count(src, slot) == 0  # the record went to the new node, not back to the old
+        assert cdrs.r.get_node_from_key(cdrs._key(moved)).port == src  # ASK leaves no trace
+        assert settle(1) == [False] * len(sids)  # each written by the refused try: once
+        # after it: the old node answers MOVED (the client still names it)
+        _end_move(c, src, dst, slot)
+        put_with_new_nodes_replica_stopped(2)
+        assert cdrs.r.get_node_from_key(cdrs._key(moved)).port == dst  # MOVED updated the map
+        assert settle(2) == [False] * len(sids)
+        assert settle(3) == [True] * len(sids)
+
+        got = sorted((x.session_id, x.record_number) for x in cdrs.iter_cdrs())
+        assert got == sorted((sid, k) for sid in sids.values() for k in range(4))
+        assert _count(src, slot) == 0
+        assert _node(dst).hlen(cdrs._key(moved)) == 4
+        assert 0 < _node(dst).ttl(cdrs._key(moved)) <= 3600  # its EXPIRE followed it too
+        cdrs.close()
+
+
+def _commands(raw: bytes) -> list[str]:
+    """The command names in a packed (RESP) send of one or more commands."""
+    names: list[str] = []
+    lines = raw.split(b"\r\n")
+    i = 0
+    while i < len(lines):
+        if lines[i].startswith(b"*"):
+            names.append(lines[i + 2].decode().upper())  # *N, $len, NAME
+            i += 1 + 2 * int(lines[i][1:])
+        else:
+            i += 1
+    return names
+
+
+@needs_cluster
+@pytest.mark.timeout(180)
+def test_a_redirected_cdrs_resend_ends_with_wait_and_waitaof_on_its_new_node(
+    monkeypatch,
+) -> None:
+    """In WAITAOF mode (Redis 7.2+) a record redirected by ASK is sent to its new node in one
+    send with ASKING before it and WAIT then WAITAOF after it, as the old node's share ends:
+    what is on the wire to the new node is checked (before 7.2 the mode is forced and the
+    server refuses WAITAOF, so that batch is refused as well)."""
+    pytest.importorskip("redis")
+    import redis
+
+    from chargegw.workers.charging.redis_store import RedisCdrStore
+    from chargegw.workers.charging.store import Cdr
+
+    with redis_cluster.RedisCluster(replicas=1, node_timeout_ms=3000, extra=CDR_AOF) as c:
+        cdrs = RedisCdrStore(c.url, prefix="aof", timeout=8.0, replicas=1, replica_wait=5.0)
+        native = cdrs._mode == "waitaof"
+        cdrs._mode = "waitaof"
+        primaries = _primaries(c)
+        sids = _cdr_sessions(cdrs, list(primaries))
+        src = next(iter(sids))
+        moved = sids[src]
+        dst = next(p for p in primaries if p != src)
+        _start_move(src, dst, slot := cdrs.r.keyslot(cdrs._key(moved)))
+        sent: list[tuple[int, list[str]]] = []
+        send = redis.connection.Connection.send_packed_command
+
+        def sending(self: Any, cmd: Any, *a: Any, **k: Any) -> Any:
+            raw = cmd if isinstance(cmd, bytes) else b"".join(bytes(x) for x in cmd)
+            sent.append((self.port, _commands(raw)))
+            return send(self, cmd, *a, **k)
+
+        monkeypatch.setattr(redis.connection.Connection, "send_packed_command", sending)
+        batch = [Cdr(sid, 0, 1, NOW, "c.test", "test") for sid in sids.values()]
+        if native:
+            assert cdrs.put_cdrs(batch) == [True] * len(sids)
+        else:
+            with pytest.raises((StoreUnavailable, redis.exceptions.ResponseError)):
+                cdrs.put_cdrs(batch)
+        monkeypatch.undo()
+        to_dst = [names for port, names in sent if port == dst]
+        assert ["ASKING", "HSETNX", "WAIT", "WAITAOF"] in to_dst, sent
+        assert ["HSETNX", "WAIT", "WAITAOF"] in [names for port, names in sent if port == src]
+        assert _count(src, slot) == 0 and _count(dst, slot) == 1  # written once, on dst
+        cdrs.close()

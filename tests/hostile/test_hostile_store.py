@@ -247,7 +247,7 @@ class _FakeRedis:
             def execute_command(self, *a):
                 self.cmds.append(a)
 
-            def execute(self):
+            def execute(self, raise_on_error=True):
                 fake.sent.extend(self.cmds)
                 return [[fake.fsynced, 0] if c[0] == "WAITAOF" else 1 for c in self.cmds]
 

@@ -9,7 +9,9 @@ hash expires that long after its last record.
 On a Redis Cluster (`redis+cluster://`) the session hashes spread over the nodes by their
 `{SID}` tag; every primary's settings are checked, and WAITAOF (and WAIT) go to each primary
 the batch wrote, in the same pipeline after that node's writes, so a batch counts only once
-every node that took part of it has it on disk."""
+every node that took part of it has it on disk. A record redirected by MOVED/ASK (its slot
+migrating to another primary) is sent again to the new node with the same WAIT and WAITAOF
+after it (`RedisConn._send`): its batch counts only once that node holds it too."""
 
 from __future__ import annotations
 
@@ -75,6 +77,23 @@ class RedisCdr(RedisConn):
             f" appendfsync is {conf.get('appendfsync')!r}; set appendfsync always"
         )
 
+    def _aof(self) -> tuple[Any, ...]:
+        """WAITAOF for this server's own fsync (the replicas are WAIT's), within `timeout`."""
+        return ("WAITAOF", 1, 0, max(1, int(self.timeout * 800)))
+
+    def _acks(self) -> list[tuple[Any, ...]]:
+        return [*super()._acks(), *([self._aof()] if self._mode == "waitaof" else [])]
+
+    def _check_ack(self, cmd: tuple[Any, ...], got: Any) -> None:
+        if cmd[0] != "WAITAOF":
+            return super()._check_ack(cmd, got)
+        self._check_aof(got)
+
+    def _check_aof(self, got: Any) -> None:
+        """StoreUnavailable unless a WAITAOF reply says the local append-only file has it."""
+        if isinstance(got, Exception) or int(got[0]) < 1:
+            raise StoreUnavailable(f"redis {self.url}: the append-only file was not fsynced")
+
     def _key(self, session_id: str) -> str:
         return f"{self.p}:cdr:{{{session_id}}}"
 
@@ -96,15 +115,21 @@ class RedisCdr(RedisConn):
         written = pipeline_nodes(self.r, pipe) if is_cluster(self.r) else []
         waits = self._queue_waits(pipe)  # the replicas hold it too: a failover keeps every CDR
         if self._mode == "waitaof":
-            aof = ("WAITAOF", 1, 0, max(1, int(self.timeout * 800)))
             for node in written:  # each node that took records, after them
-                pipe.execute_command(*aof, target_nodes=node)
+                pipe.execute_command(*self._aof(), target_nodes=node)
             if not is_cluster(self.r):
-                pipe.execute_command(*aof)
-        res = self._call(pipe.execute)  # an error of any node is raised
+                pipe.execute_command(*self._aof())
+
+        def send() -> list[Any]:
+            res = self._send(pipe)  # redirected records: sent again with their WAIT(AOF)s
+            for x in res:
+                if isinstance(x, Exception):  # an error of any node fails the batch
+                    raise x
+            return res
+
+        res = self._call(send)
         for got in res[n + waits :]:
-            if int(got[0]) < 1:
-                raise StoreUnavailable(f"redis {self.url}: the append-only file was not fsynced")
+            self._check_aof(got)
         if waits:
             self._check_waits(res[n : n + waits])
         return [bool(res[i * step]) for i in range(len(cdrs))]

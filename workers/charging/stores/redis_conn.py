@@ -251,20 +251,33 @@ class RedisConn(Nowait):
             pipe.execute_command("WAIT", self.replicas, self.replica_wait_ms, target_nodes=node)
         return len(nodes)
 
+    def _acks(self) -> list[tuple[Any, ...]]:
+        """The commands that end a primary's share of a write pipeline, on its connection
+        after its writes, so that its replies count only once the writes are held: WAIT
+        for `replicas` (nothing without). The CDR store adds WAITAOF. `_follow` ends the
+        share of each node a write was redirected to with the same commands."""
+        return [("WAIT", self.replicas, self.replica_wait_ms)] if self.replicas else []
+
+    def _check_ack(self, cmd: tuple[Any, ...], got: Any) -> None:
+        """StoreUnavailable unless `got`, the reply to the `_acks` command `cmd`, says the
+        writes before it are held."""
+        self._check_waits([got])
+
     def _send(self, pipe: Any) -> list[Any]:
         """`pipe.execute(raise_on_error=False)`: the replies in order, errors as values.
 
-        On a cluster with `replicas`, MOVED and ASK are followed here, not by redis-py:
-        redis-py sends a redirected command again alone, on a connection of the new node's
-        pool, after the pipeline's WAITs were answered, so no WAIT covers that write (and
-        one it resends after a connection error, WAIT included, goes out without its
-        node). Here the pipeline goes out with redirections off; each MOVED/ASK reply is
-        sent again to the node it names (after ASKING for an ASK; a MOVED also updates the
-        slot map) in one pipeline that ends with a WAIT on each such node, so the WAIT
-        follows the write on the same connection. A WAIT there short of `replicas` is
-        StoreUnavailable, as in `_check_waits`. A connection error or TRYAGAIN stays a
-        value, for the caller to raise (3004; the client's retry is idempotent)."""
-        if not self.replicas or not is_cluster(self.r):
+        On a cluster with `_acks` (`replicas`; the CDR store's WAITAOF), MOVED and ASK are
+        followed here, not by redis-py: redis-py sends a redirected command again alone, on
+        a connection of the new node's pool, after the pipeline's WAITs were answered, so
+        no WAIT covers that write (and one it resends after a connection error, WAIT
+        included, goes out without its node). Here the pipeline goes out with redirections
+        off; each MOVED/ASK reply is sent again to the node it names (after ASKING for an
+        ASK; a MOVED also updates the slot map) in one pipeline that ends with the `_acks`
+        on each such node, so they follow the write on the same connection. One there that
+        falls short is StoreUnavailable (`_check_ack`). A connection error or TRYAGAIN
+        stays a value, for the caller to raise (3004; the client's retry is idempotent)."""
+        acks = self._acks()
+        if not acks or not is_cluster(self.r):
             return list(pipe.execute(raise_on_error=False))
         queue = _queued(pipe)
         if queue is None:  # an unknown redis-py: its own redirects (not covered)
@@ -274,12 +287,12 @@ class RedisConn(Nowait):
                                                   allow_redirections=False))  # fmt: skip
         finally:
             pipe.reset()
-        self._follow(queue, res)
+        self._follow(queue, res, acks)
         return res
 
-    def _follow(self, queue: list[Any], res: list[Any]) -> None:
+    def _follow(self, queue: list[Any], res: list[Any], acks: list[tuple[Any, ...]]) -> None:
         """Send the commands of `queue` whose reply in `res` is MOVED or ASK to the node
-        named, each node's share followed by a WAIT, and put their replies in `res`; again
+        named, each node's share followed by `acks`, and put their replies in `res`; again
         while a reply redirects (a slot that moved on meanwhile), `REDIRECTS` rounds at
         most (StoreUnavailable after: the slot is still moving, 3004)."""
         from redis.exceptions import AskError, MovedError
@@ -290,7 +303,7 @@ class RedisConn(Nowait):
             if not redirected:
                 return
             redo = r.pipeline(transaction=False)
-            at: list[int] = []  # redo's replies -> index in res; ASKING -1, WAIT -2
+            at: list[int] = []  # redo's replies -> index in res; ASKING -1, acks[k] -2-k
             nodes: dict[str, Any] = {}
             for i in redirected:
                 e = res[i]
@@ -303,22 +316,20 @@ class RedisConn(Nowait):
                 at.append(i)
                 nodes.setdefault(node.name, node)
             for node in nodes.values():
-                redo.execute_command("WAIT", self.replicas, self.replica_wait_ms,
-                                     target_nodes=node)  # fmt: skip
-                at.append(-2)
+                for k, cmd in enumerate(acks):
+                    redo.execute_command(*cmd, target_nodes=node)
+                    at.append(-2 - k)
             redo_queue = _queued(redo)
             try:
                 got = list(redo.send_cluster_commands(redo_queue, raise_on_error=False,
                                                       allow_redirections=False))  # fmt: skip
             finally:
                 redo.reset()
-            acks = []
             for j, x in zip(at, got, strict=True):
                 if j >= 0:
                     res[j] = x
-                elif j == -2:
-                    acks.append(x)
-            self._check_waits(acks)
+                elif j <= -2:
+                    self._check_ack(acks[-2 - j], x)
         raise StoreUnavailable(f"redis {self.url}: still redirected after {REDIRECTS} rounds")
 
     def _redirect_node(self, e: Any) -> Any:
