@@ -71,6 +71,16 @@ def store_on(url: str, prefix: str, **kw):
     return RedisStore(url, prefix=prefix, shards=kw.pop("shards", N), **kw)
 
 
+def funded_store(url: str, prefix: str, balance: int, **kw):  # noqa: ANN003, ANN201
+    """A store on the cluster at `url` that serves every shard, with one account of
+    `balance` on each shard (its own number as its E.164 subscription): (store, accounts)."""
+    s = store_on(url, prefix, **kw)
+    accts = accounts_on_every_shard(N)
+    s.import_accounts([AccountRow(a, balance, 0, False, [(0, a)]) for a in accts], NOW)
+    s.assign(range(N))
+    return s, accts
+
+
 def test_cluster_urls_are_parsed_and_bad_ones_named() -> None:
     assert parse_cluster_url("redis+cluster://10.0.0.1:7000,[::1]:7001") == (
         [("10.0.0.1", 7000), ("::1", 7001)], None)  # fmt: skip
@@ -169,10 +179,7 @@ def test_a_warm_batch_is_one_send_per_primary(cluster, monkeypatch) -> None:
     shard is one write per primary, all sent before any reply is read."""
     import redis
 
-    s = store_on(cluster.url, "rtt")
-    accts = accounts_on_every_shard(N)
-    s.import_accounts([AccountRow(a, 10**9, 0, False, [(0, a)]) for a in accts], NOW)
-    s.assign(range(N))
+    s, accts = funded_store(cluster.url, "rtt", 10**9)
     out = s.credit_control_many([op(f"w-{a}", 0, core.INITIAL, a, requested=10) for a in accts])
     assert all(o.result == 2001 for o in out), out
     events: list[str] = []
@@ -274,10 +281,7 @@ def test_wait_on_every_primary_and_a_primary_failover_loses_no_answered_change()
     client follows the promoted replica, and every answered change is there."""
     pytest.importorskip("redis")
     with redis_cluster.RedisCluster(replicas=1, node_timeout_ms=1000) as c:
-        s = store_on(c.url, "ha", replicas=1, replica_wait=1.0, timeout=3.0)
-        accts = accounts_on_every_shard(N)
-        s.import_accounts([AccountRow(a, 10_000, 0, False, [(0, a)]) for a in accts], NOW)
-        s.assign(range(N))
+        s, accts = funded_store(c.url, "ha", 10_000, replicas=1, replica_wait=1.0, timeout=3.0)
         out = s.credit_control_many([op(f"h-{a}", 0, core.INITIAL, a, requested=100)
                                      for a in accts])  # fmt: skip
         assert all(o.result == 2001 for o in out), out

@@ -11,6 +11,7 @@ import signal
 import sys
 import threading
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +19,11 @@ import pytest
 
 from chargegw.sharding import shard_of
 from chargegw.workers.charging import core
-from chargegw.workers.charging.store import AccountRow, StoreUnavailable, ledger_check
+from chargegw.workers.charging.store import StoreUnavailable, ledger_check
 
 sys.path.insert(0, str(Path(__file__).parent))
 import redis_cluster  # noqa: E402
-from test_store_redis_cluster import NOW, N, accounts_on_every_shard, op, store_on  # noqa: E402
+from test_store_redis_cluster import NOW, N, funded_store, op  # noqa: E402
 
 needs_cluster = pytest.mark.skipif(redis_cluster.missing() is not None,
                                    reason=str(redis_cluster.missing()))  # fmt: skip
@@ -62,6 +63,17 @@ def _end_move(c: redis_cluster.RedisCluster, src: int, dst: int, slot: int) -> N
         _node(p).execute_command("CLUSTER", "SETSLOT", slot, "NODE", dst_id)
 
 
+def _settle(s: Any, ops: list[Any], tries: int, pause: float) -> list[Any]:
+    """Resend `ops` until none is refused (the client's retries: idempotent)."""
+    out = s.credit_control_many(ops)
+    for _ in range(tries):
+        if not any(isinstance(o, Exception) for o in out):
+            break
+        time.sleep(pause)
+        out = s.credit_control_many(ops)
+    return out
+
+
 def _count(port: int, slot: int) -> int:
     return int(_node(port).execute_command("CLUSTER", "COUNTKEYSINSLOT", slot))
 
@@ -78,19 +90,8 @@ def test_a_write_redirected_by_a_slot_move_waits_for_its_new_nodes_replica() -> 
     with redis_cluster.RedisCluster(replicas=1, node_timeout_ms=3000) as c:
         # (the cluster is handed out once each primary's replica acknowledged a write, so
         # the setup's 5 s is a margin; the checks wait 0.5 s)
-        s = store_on(c.url, "mv", replicas=1, replica_wait=5.0, timeout=8.0)
-        accts = accounts_on_every_shard(N)
-        s.import_accounts([AccountRow(a, 10_000, 0, False, [(0, a)]) for a in accts], NOW)
-        s.assign(range(N))
-
-        def settle(ops: list[Any]) -> list[Any]:
-            """Resend `ops` until no 3004 (the client's retries: idempotent)."""
-            for _ in range(100):
-                out = s.credit_control_many(ops)
-                if not any(isinstance(o, Exception) for o in out):
-                    return out
-                time.sleep(0.1)
-            return out
+        s, accts = funded_store(c.url, "mv", 10_000, replicas=1, replica_wait=5.0, timeout=8.0)
+        settle = partial(_settle, s, tries=100, pause=0.1)
 
         out = settle([op(f"m-{a}", 0, core.INITIAL, a, requested=100) for a in accts])
         assert all(o.result == 2001 for o in out), out
@@ -175,18 +176,8 @@ def test_writes_while_a_slot_moves_key_by_key_are_charged_once(monkeypatch) -> N
 
     monkeypatch.setattr(RedisConn, "_redirect_node", counting)
     with redis_cluster.RedisCluster(replicas=1, node_timeout_ms=3000) as c:
-        s = store_on(c.url, "kbk", replicas=1, replica_wait=5.0, timeout=8.0)
-        accts = accounts_on_every_shard(N)
-        s.import_accounts([AccountRow(a, 100_000, 0, False, [(0, a)]) for a in accts], NOW)
-        s.assign(range(N))
-
-        def settle(ops: list[Any]) -> list[Any]:
-            for _ in range(200):
-                out = s.credit_control_many(ops)
-                if not any(isinstance(o, Exception) for o in out):
-                    return out
-                time.sleep(0.02)
-            return out
+        s, accts = funded_store(c.url, "kbk", 100_000, replicas=1, replica_wait=5.0, timeout=8.0)
+        settle = partial(_settle, s, tries=200, pause=0.02)
 
         out = settle([op(f"k-{a}", 0, core.INITIAL, a, requested=100) for a in accts])
         assert all(o.result == 2001 for o in out), out
