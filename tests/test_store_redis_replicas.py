@@ -106,3 +106,44 @@ def test_writes_count_only_once_the_replica_holds_them_and_survive_a_failover(
         finally:
             store.close()
             cdrs.close()
+
+
+@needs_redis
+@pytest.mark.timeout(120)
+def test_a_sy_subscription_counts_only_once_the_replica_holds_it(tmp_path: Path) -> None:
+    """SLR/STR change whom a spend is reported to: with `replicas`, those writes wait for
+    the replica as the charging writes do (a failover must not forget a subscription)."""
+    pytest.importorskip("redis")
+    from chargegw.workers.charging.redis_store import RedisStore
+    from chargegw.workers.charging.store import SyCounter, SySubscription
+
+    with redis_ha(tmp_path) as ha:
+        store = RedisStore(ha.url, timeout=1.0, shards=8, replicas=1, replica_wait=0.2)
+        try:
+            store.import_accounts([AccountRow("4670000001", 10_000, 0, False,
+                                              [(0, "4670000001")])], NOW)  # fmt: skip
+            store.sy_put(SySubscription("sy1", "4670000001", "pcrf.test", "test", []))
+            # an intermediate SLR: the same session and account, other counters (no change
+            # of the account's count, so no account write whose WAIT would cover it)
+            counters = [SyCounter("c1", "normal", [(1_000, "near")])]
+            again = SySubscription("sy1", "4670000001", "pcrf.test", "test", counters)
+            ha.procs["replica0"].send_signal(signal.SIGSTOP)
+            try:
+                with pytest.raises(StoreUnavailable):
+                    store.sy_put(again)
+                with pytest.raises(StoreUnavailable):
+                    store.sy_put(SySubscription("sy2", "4670000001", "pcrf.test", "test", []))
+                with pytest.raises(StoreUnavailable):
+                    store.sy_delete("sy1")
+            finally:
+                ha.procs["replica0"].send_signal(signal.SIGCONT)
+            # what the primary applied before the refusal is there; the retries complete
+            store.sy_put(again)
+            assert store.sy_get("sy1") == again
+            store.sy_put(SySubscription("sy2", "4670000001", "pcrf.test", "test", []))
+            assert store.sy_get("sy2") is not None
+            store.sy_delete("sy1")
+            assert store.sy_get("sy1") is None
+            assert sorted(s.session_id for s in store.sy_for_account("4670000001")) == ["sy2"]
+        finally:
+            store.close()

@@ -1,8 +1,14 @@
 """Redis Sy subscriptions: one key per Sy session, a set per account (in its shard), and each
 account's count of them (its `sy` field, which credit control reads to know whether a spend
-must be reported)."""
+must be reported). Writes go through `_execute`, so with `replicas` an SLA or STA leaves
+only once the subscription's change is held by the replicas (WAIT per primary written), as
+the charging writes do: a failover must not forget whom to notify."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+from typing import Any
 
 from ..core import Account, LedgerEntry
 from ..store import StoreError, SySubscription
@@ -33,24 +39,33 @@ class RedisSy(RedisTables):
         pipe = self.r.pipeline(transaction=False)
         pipe.set(self._ksy(sub.session_id), enc.encode(sub))
         pipe.sadd(self._ksys(sub.account), sub.session_id)
-        self._call(pipe.execute)
+        self._call(partial(self._execute, pipe))
         if old is None or old.account != sub.account:
             if old is not None:
-                old_set = self._ksys(old.account)
-                self._call(lambda: self.r.srem(old_set, sub.session_id))
+                self._write(lambda p: p.srem(self._ksys(old.account), sub.session_id))
                 self._sy_count(old.account, -1)
             self._sy_count(sub.account, +1)
+
+    def _write(self, queue: Callable[[Any], Any]) -> list[Any]:
+        """One write pipeline (`queue` fills it), held by `replicas` before it returns."""
+
+        def go() -> list[Any]:
+            pipe = self.r.pipeline(transaction=False)
+            queue(pipe)
+            return self._execute(pipe)
+
+        return self._call(go)
 
     def sy_get(self, session_id: str) -> SySubscription | None:
         raw = self._call(lambda: self.r.get(self._ksy(session_id)))
         return sy_dec.decode(raw) if raw else None
 
     def sy_delete(self, session_id: str) -> SySubscription | None:
-        raw = self._call(lambda: self.r.getdel(self._ksy(session_id)))
+        (raw,) = self._write(lambda p: p.getdel(self._ksy(session_id)))
         if not raw:
             return None
         sub = sy_dec.decode(raw)
-        self._call(lambda: self.r.srem(self._ksys(sub.account), session_id))
+        self._write(lambda p: p.srem(self._ksys(sub.account), session_id))
         self._sy_count(sub.account, -1)
         return sub
 
