@@ -37,3 +37,20 @@ def test_lines_after_a_match_are_kept_for_the_next_wait() -> None:
     assert p.wait_line(r"^one$", 20).group(0) == "one"
     assert p.wait_line(r"^three$", 20).group(0) == "three"  # read with "one", found later
     assert p.output(5).split() == ["one", "two", "three"]
+
+
+def test_the_ocs_table_shows_the_per_worker_load_series_without_an_otp_ratio() -> None:
+    from chargegw.gateway.bench import CONCURRENCY, _table
+
+    run = {"answers_per_s": 3000.0, "ratio_otp": None, "gateway_us_per_ccr": 60.0,
+           "worker_us_per_ccr": [70.0, 72.0], "worker_cpu_vs_1": 0.95, "result": "ok",
+           "ledger_ok": True}  # fmt: skip
+    ocs = {"client": "--concurrency 50", "otp": {"answers_per_s": 8000.0},
+           "sqlite": {"1": {**run, "ratio_otp": 0.4}}, "redis": {"skipped": "no redis"},
+           "sqlite_per_worker_load": {"2": run}}  # fmt: skip
+    text = _table({"ocs": ocs})
+    assert f"sqlite with {CONCURRENCY} in flight per worker (no OTP ratio):" in text
+    lines = text.splitlines()
+    at = lines.index(f"  sqlite with {CONCURRENCY} in flight per worker (no OTP ratio):")
+    assert lines[at + 1].startswith("  sqlite 2 worker(s): 3000.0/s ratio None")
+    assert "(x0.95 of 1)" in lines[at + 1] and "ratio 0.4" in text
