@@ -35,6 +35,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 from chargegw.codec import avp_key
 from chargegw.codec.constants import AVP_VENDOR
+from chargegw.gateway.pool_io import SERVER_COUNTERS
 from chargegw.gateway.worker_report import worker_row
 from chargegw.ipc import protocol as pp
 from chargegw.process import current_level
@@ -226,6 +227,7 @@ POOL_COUNTERS: dict[str, str] = {
     "out_requests": "Worker-initiated requests sent to peers",
     "out_refused": "Worker-initiated requests refused",
     "oversize": "Worker frames over the size limit",
+    "held_back": "Sends to a worker whose pipe was full (held and sent later, not dropped)",
 }
 
 # Node counters exported as chargegw_node_<name>_total.
@@ -548,7 +550,7 @@ class GatewayCollector(Collector):
         )  # fmt: skip
         counters = core.counters.to_dict()
         pool = gw.pool
-        for name in ("bad_frames", "bad_answers", "out_requests", "out_refused", "oversize"):
+        for name in SERVER_COUNTERS:
             counters[name] = getattr(pool, name)
         for name, doc in POOL_COUNTERS.items():
             yield _counter(f"chargegw_pool_{name}", doc, counters.get(name, 0))

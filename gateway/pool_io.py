@@ -46,6 +46,10 @@ from chargegw.ipc import protocol as pp
 from chargegw.ipc import security as sec
 from chargegw.ipc.zmqloop import LoopSocket
 
+# Counters kept here rather than in the core's `Counters` (they are about frames and the
+# socket); `chargegw status` and /metrics show them with the core's.
+SERVER_COUNTERS = ("bad_frames", "bad_answers", "out_requests", "out_refused", "oversize",
+                   "held_back")  # fmt: skip
 _NOBLOCK = int(zmq.NOBLOCK)
 _MORE_NOBLOCK = int(zmq.SNDMORE) | _NOBLOCK
 TICK = 0.05
@@ -751,13 +755,7 @@ class PoolServer(OutRequests):
         doc["pool"]["gone"] = [
             {**row, "ago_s": round(max(0.0, now - at), 3)} for row, at in reversed(self.gone)
         ]
-        doc["pool"]["counters"].update(
-            bad_frames=self.bad_frames,
-            bad_answers=self.bad_answers,
-            out_requests=self.out_requests,
-            out_refused=self.out_refused,
-            oversize=self.oversize,
-        )
+        doc["pool"]["counters"].update({n: getattr(self, n) for n in SERVER_COUNTERS})
         if self.status_extra is not None:
             try:
                 doc.update(self.status_extra())
