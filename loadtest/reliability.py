@@ -943,8 +943,8 @@ def overload(workdir: Path, seconds: float = 6.0, factor: float = 2.0, workers: 
              pin: bool = True) -> Result:
     """Measure the gateway's capacity (closed loop), then offer `factor` times it open loop
     with `chargegw load` while a prober measures latency per Result-Code. The excess must get
-    3004 quickly (prober's 3004 p99 under `busy_p99_ms`), accepted requests' p99 must stay
-    under `ok_p99_ms`, the accepted rate must stay at `min_goodput` of the capacity or more
+    3004 quickly (the generator's and the prober's 3004 p99 under `busy_p99_ms`), accepted
+    requests' p99 (both again) must stay under `ok_p99_ms`, the accepted rate must stay at `min_goodput` of the capacity or more
     (shedding must not starve the work it protects), nothing may time out and the
     gateway's RSS must stay bounded.
 
@@ -1001,9 +1001,18 @@ def overload(workdir: Path, seconds: float = 6.0, factor: float = 2.0, workers: 
     busy, ok = lat.get(3004, []), lat.get(2001, [])
     res.check(bool(ok), "the prober got no request accepted")
     res.check(-1 not in lat, f"the prober lost {len(lat.get(-1, []))} requests")
-    res.check(_pct(busy, 99) <= busy_p99_ms,
-              f"3004 p99 {_pct(busy, 99)} ms > {busy_p99_ms} ms")
-    res.check(_pct(ok, 99) <= ok_p99_ms, f"accepted p99 {_pct(ok, 99)} ms > {ok_p99_ms} ms")
+    # Both sides' figures: the prober's (a well-behaved peer beside the flood, which the
+    # fair share mostly spares a 3004) and the generator's (the flood, whose excess is what
+    # must get its 3004 quickly).
+    by = s.get("latency_ms_by_result") or {}
+    gen_busy = float((by.get("3004") or {}).get("p99") or 0.0)
+    gen_ok = float((by.get("2001") or {}).get("p99") or 0.0)
+    res.check(max(_pct(busy, 99), gen_busy) <= busy_p99_ms,
+              f"3004 p99 {max(_pct(busy, 99), gen_busy)} ms > {busy_p99_ms} ms"
+              f" (prober {_pct(busy, 99)}, generator {gen_busy})")
+    res.check(max(_pct(ok, 99), gen_ok) <= ok_p99_ms,
+              f"accepted p99 {max(_pct(ok, 99), gen_ok)} ms > {ok_p99_ms} ms"
+              f" (prober {_pct(ok, 99)}, generator {gen_ok})")
     elapsed = float(s.get("elapsed_s") or 0.0)
     accepted = codes.get(2001, 0) / elapsed if elapsed else 0.0
     goodput = accepted / capacity if capacity else 0.0
@@ -1011,7 +1020,6 @@ def overload(workdir: Path, seconds: float = 6.0, factor: float = 2.0, workers: 
               f"accepted {accepted:.0f}/s under overload, {goodput:.0%} of the capacity"
               f" ({capacity:.0f}/s; at least {min_goodput:.0%} expected)")
     res.check(growth_mb <= rss_limit_mb, f"gateway RSS grew {growth_mb:.0f} MB")
-    by = s.get("latency_ms_by_result") or {}
     res.details = {
         "capacity_per_s": capacity, "offered_rate": rate,
         "answers_per_s": s.get("answers_per_s"), "result_codes": codes,
