@@ -7,7 +7,6 @@ the charging writes do: a failover must not forget whom to notify."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import partial
 from typing import Any
 
 from ..core import Account, LedgerEntry
@@ -36,10 +35,8 @@ class RedisSy(RedisTables):
 
     def sy_put(self, sub: SySubscription) -> None:
         old = self.sy_get(sub.session_id)
-        pipe = self.r.pipeline(transaction=False)
-        pipe.set(self._ksy(sub.session_id), enc.encode(sub))
-        pipe.sadd(self._ksys(sub.account), sub.session_id)
-        self._call(partial(self._execute, pipe))
+        self._write(lambda p: (p.set(self._ksy(sub.session_id), enc.encode(sub)),
+                               p.sadd(self._ksys(sub.account), sub.session_id)))  # fmt: skip
         if old is None or old.account != sub.account:
             if old is not None:
                 self._write(lambda p: p.srem(self._ksys(old.account), sub.session_id))
