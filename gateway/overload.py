@@ -3,11 +3,19 @@
 A peer that sends OC-Supported-Features in its requests is a reacting node. Its answers then
 carry OC-Supported-Features naming the loss algorithm (OLR_DEFAULT_ALGO), and, while the
 worker pool is overloaded, an OC-OLR host report: the percentage of its traffic the peer
-should abate. The reduction is derived from the pool's occupancy (requests held by workers
-against the credit they granted) and from the share of requests shed with 3004 since the last
-update: it rises as the queue fills or sheds begin, and decays by half per update once they
-pass, so a reacting node backs off smoothly instead of oscillating.
+should abate.
 
+The reduction is a feedback loop on what the gateway sees once a second:
+- requests shed with 3004 are the excess. They were shed from traffic the reacting nodes had
+  already reduced by the report in force, so the reduction that would have let nothing be
+  shed compounds the two: 1 - (1 - reduction) x (1 - shed share), rounded up to STEP. At
+  twice the capacity, one update asks for 50% and the next finds nothing shed;
+- a filling queue (the pool's occupancy above START) with nothing shed is the onset: it
+  starts a modest reduction (up to QUEUE_REDUCTION), or holds the one in force, since a
+  full queue at a reduction that sheds nothing means the reduction is about right;
+- a queue below START with nothing shed means the reduction is more than needed: it
+  decays by a quarter (at least STEP) per update, so a reacting node returns to full
+  traffic in seconds once the overload passes, without the swing a halving gives.
 The sequence number starts from the wall clock (seconds) so that it keeps growing across a
 gateway restart, and grows with each change of the report, as RFC 7683 requires. When the
 overload ends, one more report with OC-Validity-Duration 0 tells reacting nodes to stop
@@ -21,10 +29,16 @@ from chargegw.codec import Avp
 OLR_DEFAULT_ALGO = 1  # OC-Feature-Vector bit: the loss abatement algorithm
 HOST_REPORT = 0
 START = 0.7  # occupancy at which abatement starts
-FULL = 1.0  # occupancy at which the reduction reaches MAX_REDUCTION
+FULL = 1.0  # occupancy at which the onset reduction reaches QUEUE_REDUCTION
+QUEUE_REDUCTION = 25  # a full queue alone says there is pressure, not how much
 MAX_REDUCTION = 95  # some traffic always passes, so recovery can be seen
 STEP = 5  # reductions are rounded to this, so a steady load keeps one report
 END_REPORTS_S = 5.0  # how long the "ended" report (validity 0) is still sent
+
+
+def _up(percent: float) -> int:
+    """Rounded up to a multiple of STEP (a float a hair above a multiple is that multiple)."""
+    return -int(-round(percent, 6) // STEP) * STEP
 
 
 class OverloadReporter:
@@ -40,12 +54,16 @@ class OverloadReporter:
 
     def update(self, now: float, occupancy: float, shed_share: float) -> None:
         """Called once a second with the pool's occupancy (0..1) and the share of requests
-        shed (3004) since the previous call."""
-        span = FULL - START
-        by_queue = (occupancy - START) / span * MAX_REDUCTION if occupancy > START else 0.0
-        target = max(by_queue, shed_share * 100.0)
-        decayed = self.reduction / 2
-        new = min(MAX_REDUCTION, int(round(max(target, decayed) / STEP)) * STEP)
+        shed (3004) since the previous call (see the module docstring)."""
+        held = self.reduction
+        if shed_share > 0.0:
+            need = 100.0 * (1.0 - (1.0 - held / 100.0) * (1.0 - min(1.0, shed_share)))
+            new = max(held, _up(need))
+        elif occupancy > START:
+            new = max(held, _up((min(occupancy, FULL) - START) / (FULL - START) * QUEUE_REDUCTION))
+        else:
+            new = max(0, held - max(STEP, _up(held / 4)))
+        new = min(MAX_REDUCTION, new)
         if new == self.reduction:
             if self.ended_at is not None and now - self.ended_at > END_REPORTS_S:
                 self.ended_at = None
@@ -66,9 +84,7 @@ class OverloadReporter:
         return self._extra
 
     def _encode(self) -> bytes:
-        out = Avp.new(
-            "OC-Supported-Features", {"oc_feature_vector": OLR_DEFAULT_ALGO}
-        ).encode()
+        out = Avp.new("OC-Supported-Features", {"oc_feature_vector": OLR_DEFAULT_ALGO}).encode()
         if self.reduction or self.ended_at is not None:
             olr = {
                 "oc_sequence_number": self.sequence,
@@ -78,4 +94,3 @@ class OverloadReporter:
             }
             out += Avp.new("OC-OLR", olr).encode()
         return out
-

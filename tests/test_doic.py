@@ -16,7 +16,13 @@ from typing import Any
 import pytest
 
 from chargegw.codec import Message, append_avps, commands, peek
-from chargegw.gateway.overload import END_REPORTS_S, MAX_REDUCTION, START, OverloadReporter
+from chargegw.gateway.overload import (
+    END_REPORTS_S,
+    MAX_REDUCTION,
+    QUEUE_REDUCTION,
+    START,
+    OverloadReporter,
+)
 from chargegw.gateway.pool import PoolCore
 from chargegw.loadtest.wire import AnswerView, with_oc_supported
 
@@ -31,13 +37,47 @@ def test_no_report_below_the_start_of_abatement() -> None:
 
 def test_reduction_follows_occupancy_and_sheds_and_sequence_grows_on_change() -> None:
     r = OverloadReporter(now_wall=1_000)
-    r.update(1.0, 1.0, 0.0)
-    assert r.reduction == MAX_REDUCTION and r.sequence == 1_001
+    r.update(1.0, 1.0, 0.0)  # a full queue, nothing shed: the onset, a modest reduction
+    assert r.reduction == QUEUE_REDUCTION and r.sequence == 1_001
     r.update(2.0, 1.0, 0.0)
     assert r.sequence == 1_001  # the same report: no new sequence number
+    r.update(3.0, 1.0, 0.2)  # 20% shed of the 75% still sent: 40% in all
+    assert r.reduction == 40 and r.sequence == 1_002
     r2 = OverloadReporter(now_wall=1_000)
     r2.update(1.0, 0.0, 0.4)  # 40% of requests shed: ask for at least that reduction
     assert r2.reduction == 40
+    r2.update(2.0, 1.0, 1.0)  # everything shed: the most a report asks
+    assert r2.reduction == MAX_REDUCTION
+
+
+def _reacting_node(factor: float, updates: int, r: OverloadReporter) -> list[tuple[int, float]]:
+    """A model of one reacting node offering `factor` times the capacity: what reaches the
+    gateway is its offer less the reduction in force; what is above the capacity is shed and
+    a queue at or above the capacity is full."""
+    seen = []
+    for t in range(updates):
+        arriving = factor * (1 - r.reduction / 100)
+        shed = max(0.0, 1 - 1 / arriving) if arriving else 0.0
+        r.update(float(t), min(1.0, arriving), shed)
+        seen.append((r.reduction, shed))
+    return seen
+
+
+@pytest.mark.parametrize(("factor", "settled"), [(1.5, 35), (2.0, 50), (4.0, 75), (20.0, 95)])
+def test_reduction_settles_where_nothing_is_shed(factor: float, settled: int) -> None:
+    # The excess is what is shed; the report in force already removed part of the offer, so
+    # the next report compounds the two and lands at once where nothing more is shed (the
+    # old rule, shed share alone, swung between too little and too much).
+    seen = _reacting_node(factor, 10, OverloadReporter(now_wall=0))
+    assert [red for red, _ in seen[1:]] == [settled] * 9, seen
+    assert all(shed < 1e-9 for _, shed in seen[1:]), seen  # nothing shed after the first
+
+
+def test_reduction_decays_once_the_queue_drains() -> None:
+    r = OverloadReporter(now_wall=0)
+    _reacting_node(2.0, 3, r)
+    _reacting_node(0.4, 20, r)  # the overload passed: back to full traffic, step by step
+    assert r.reduction == 0
 
 
 def test_report_decays_then_ends_with_validity_zero_then_stops() -> None:
@@ -49,7 +89,7 @@ def test_report_decays_then_ends_with_validity_zero_then_stops() -> None:
         r.update(t, 0.0, 0.0)
         seen.append(r.reduction)
         t += 1.0
-    assert seen == sorted(seen, reverse=True) and len(seen) > 2  # halves, not a cliff
+    assert seen == sorted(seen, reverse=True) and len(seen) > 2  # steps, not a cliff
     olr = Message.decode(append_avps(answer(), r.extra)).get("OC-OLR")
     assert olr is not None and olr.oc_validity_duration == 0  # "overload ended"
     r.update(t + END_REPORTS_S + 1, 0.0, 0.0)
