@@ -214,8 +214,9 @@ class Gateway:
         """Once a second: the DOIC report from the pool's occupancy and its 3004 sheds."""
         self._oc_timer = asyncio.get_running_loop().call_later(1.0, self._overload_tick)
         c = self.core.counters
-        placed, shed = c.placed - self._oc_last[0], c.shed_busy - self._oc_last[1]
-        self._oc_last = (c.placed, c.shed_busy)
+        shed_now = c.shed_busy + c.shed_fair  # both are 3004s for want of a worker's slot
+        placed, shed = c.placed - self._oc_last[0], shed_now - self._oc_last[1]
+        self._oc_last = (c.placed, shed_now)
         share = shed / (placed + shed) if placed + shed else 0.0
         now = time.monotonic()
         self.overload.update(now, self.core.occupancy(), share)
