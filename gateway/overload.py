@@ -6,16 +6,20 @@ worker pool is overloaded, an OC-OLR host report: the percentage of its traffic 
 should abate.
 
 The reduction is a feedback loop on what the gateway sees once a second:
-- requests shed with 3004 are the excess. They were shed from traffic the reacting nodes had
-  already reduced by the report in force, so the reduction that would have let nothing be
-  shed compounds the two: 1 - (1 - reduction) x (1 - shed share), rounded up to STEP. At
-  twice the capacity, one update asks for 50% and the next finds nothing shed;
-- a filling queue (the pool's occupancy above START) with nothing shed is the onset: it
-  starts a modest reduction (up to QUEUE_REDUCTION), or holds the one in force, since a
-  full queue at a reduction that sheds nothing means the reduction is about right;
-- a queue below START with nothing shed means the reduction is more than needed: it
-  decays by a quarter (at least STEP) per update, so a reacting node returns to full
-  traffic in seconds once the overload passes, without the swing a halving gives.
+- requests shed with 3004 (no worker slot, or the peer's fair share used up) are the excess.
+  They were shed from traffic the reacting nodes had already reduced by the report in force,
+  so the reduction that would have let nothing be shed compounds the two:
+  1 - (1 - reduction) x (1 - shed share), in whole percent rounded up. At twice the
+  capacity, one update asks for 50% and the next finds nothing shed;
+- a filling queue (the pool's occupancy above START) with nothing shed and no report in
+  force is the onset: it starts a modest reduction (up to QUEUE_REDUCTION);
+- with nothing shed, the report in force is probed downwards: while the queue is busy
+  (above START) it lets PROBE more traffic through (at least one point less), and once the
+  queue has drained it halves. Sheds that come back compound it up again, so it settles
+  within a few points of the edge, near 100% as well as near 0, and a reacting node is back
+  to full traffic in seconds once the overload passes. (A report raised on sheds measured
+  before the previous one took effect asks for too much; the probe takes that back.)
+
 The sequence number starts from the wall clock (seconds) so that it keeps growing across a
 gateway restart, and grows with each change of the report, as RFC 7683 requires. When the
 overload ends, one more report with OC-Validity-Duration 0 tells reacting nodes to stop
@@ -32,13 +36,13 @@ START = 0.7  # occupancy at which abatement starts
 FULL = 1.0  # occupancy at which the onset reduction reaches QUEUE_REDUCTION
 QUEUE_REDUCTION = 25  # a full queue alone says there is pressure, not how much
 MAX_REDUCTION = 95  # some traffic always passes, so recovery can be seen
-STEP = 5  # reductions are rounded to this, so a steady load keeps one report
+PROBE = 0.05  # with nothing shed and a busy queue: let this much more traffic through
 END_REPORTS_S = 5.0  # how long the "ended" report (validity 0) is still sent
 
 
 def _up(percent: float) -> int:
-    """Rounded up to a multiple of STEP (a float a hair above a multiple is that multiple)."""
-    return -int(-round(percent, 6) // STEP) * STEP
+    """Whole percent, rounded up (a float a hair above a whole number is that number)."""
+    return -int(-round(percent, 6) // 1)
 
 
 class OverloadReporter:
@@ -59,10 +63,13 @@ class OverloadReporter:
         if shed_share > 0.0:
             need = 100.0 * (1.0 - (1.0 - held / 100.0) * (1.0 - min(1.0, shed_share)))
             new = max(held, _up(need))
+        elif held == 0:
+            onset = (min(occupancy, FULL) - START) / (FULL - START) * QUEUE_REDUCTION
+            new = _up(onset) if occupancy > START else 0
         elif occupancy > START:
-            new = max(held, _up((min(occupancy, FULL) - START) / (FULL - START) * QUEUE_REDUCTION))
+            new = max(0, min(held - 1, int(100 - (100 - held) * (1 + PROBE))))
         else:
-            new = max(0, held - max(STEP, _up(held / 4)))
+            new = held // 2
         new = min(MAX_REDUCTION, new)
         if new == self.reduction:
             if self.ended_at is not None and now - self.ended_at > END_REPORTS_S:
