@@ -76,6 +76,20 @@ def test_overload_excess_gets_3004_quickly_and_accepted_p99_stays_bounded(
     assert r.passed, _show(r)
 
 
+def test_overload_with_a_doic_reacting_node_abates_the_excess_at_its_source(
+    tmp_path: Path,
+) -> None:
+    # The same 2x overload, the generator acting as a DOIC reacting node: the gateway's
+    # reports (compounding what was shed with the reduction in force) must take at least
+    # half of the excess off the wire before it is sent. Same latency bounds as above: the
+    # first second, before any report, is an overload like the plain one.
+    wide = (os.cpu_count() or 1) > 2
+    r = rel.overload(tmp_path, seconds=8.0, factor=2.0, busy_p99_ms=50.0 if wide else 1000.0,
+                     ok_p99_ms=500.0 if wide else 1000.0, min_goodput=0.15, doic=True)
+    assert r.details["abated"] > 0, _show(r)
+    assert r.passed, _show(r)
+
+
 def test_live_socket_fuzz_beside_a_good_peer(tmp_path: Path) -> None:
     r = relfuzz.live_fuzz(tmp_path, count=3000, seed=14, conns=6, seconds=15.0)
     fz = r.details["fuzz"]
