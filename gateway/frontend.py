@@ -307,8 +307,14 @@ class Gateway:
             self.pool.close()
 
     def reload(self, config: Config) -> None:
-        """SIGHUP: peers, routes and allowlists; established connections stay up."""
-        self.node.update_config(build_node_config(config))
+        """SIGHUP: peers, routes and allowlists, and the admitted worker keys
+        (pool.curve_workers: a worker whose key was removed is dropped); established
+        connections stay up. A key directory that cannot be read keeps the running config."""
+        node_config = build_node_config(config)
+        admitted, dropped = self.pool.reload_keys(config.pool.curve_workers)
+        if admitted or dropped:
+            log.info("SIGHUP: %d worker keys admitted, %d workers dropped", admitted, dropped)
+        self.node.update_config(node_config)
         self.config = config
 
     # The hot path ---------------------------------------------------------------------

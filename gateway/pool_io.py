@@ -95,6 +95,10 @@ class PoolServer(OutRequests):
         self._ctx = context or zmq.Context.instance()
         self._own_ctx: zmq.Context | None = None
         self._auth: Any = None
+        # The admitted worker keys (z85) with CURVE, None on ipc://: checked again at every
+        # registration, so a key removed on SIGHUP (reload_keys) cannot register again on
+        # the connection it already has.
+        self._admitted: frozenset[bytes] | None = None
         self.curve_secret_key = curve_secret_key
         self.curve_workers = curve_workers
         self.max_frame = max_frame
@@ -144,7 +148,8 @@ class PoolServer(OutRequests):
         curve = sec.needs_curve(self.endpoints)
         keys = sec.server_keys(self.curve_secret_key, self.curve_workers) if curve else None
         if keys is not None:
-            if not sec.allowed_keys(keys.allowed_dir):
+            self._admitted = frozenset(sec.allowed_keys(keys.allowed_dir))
+            if not self._admitted:
                 self.log.warning("pool.curve_workers %s admits no worker key", keys.allowed_dir)
             if self._ctx_arg is None:  # one ZAP handler per context: a context of our own
                 self._ctx = self._own_ctx = zmq.Context()
@@ -183,6 +188,33 @@ class PoolServer(OutRequests):
         if status is not None:
             self._status_ls = LoopSocket(self._loop, status, self._on_status)
         self._tick_handle = self._loop.call_later(TICK, self._tick)
+
+    def reload_keys(self, workers_dir: str) -> tuple[int, int]:
+        """SIGHUP: admit the worker keys now in `workers_dir` (pool.curve_workers). New
+        connections are checked against them by the ZAP handler; a registered worker whose
+        key is no longer there is dropped at once (what it held is resent, its shards move
+        under fencing, as for a silent worker) and told goodbye, and its connection, which
+        CURVE admitted before, can no longer register. Returns (keys admitted, workers
+        dropped); PoolKeyError (the running keys kept) when the directory cannot be read.
+        Without CURVE (ipc://) there is nothing to reload."""
+        if self._auth is None or self._admitted is None:
+            return 0, 0
+        try:
+            admitted = frozenset(sec.allowed_keys(workers_dir))
+        except (OSError, ValueError) as exc:  # no such directory, or a key file that is not one
+            raise sec.PoolKeyError(f"pool.curve_workers {workers_dir}: {exc}") from None
+        self._auth.configure_curve(domain=sec.ZAP_DOMAIN, location=workers_dir)
+        self._admitted = admitted
+        self.curve_workers = workers_dir
+        revoked = [i for i, w in self.core.workers.items() if w.owner not in admitted]
+        for ident in revoked:
+            self._drop(ident, "its key was removed from pool.curve_workers")
+            self._send_now(ident, pp.Goodbye(reason="key no longer admitted"))
+        if self._outbox and not self._flush_scheduled:
+            self._flush()
+        if not admitted:
+            self.log.warning("pool.curve_workers %s admits no worker key", workers_dir)
+        return len(admitted), len(revoked)
 
     def _stop_auth(self) -> None:
         if self._auth is not None:
@@ -481,6 +513,12 @@ class PoolServer(OutRequests):
                 )
                 return known
             owner = _user_id(src)
+            if self._admitted is not None and owner not in self._admitted:
+                # admitted by CURVE when it connected, removed since (reload_keys)
+                self.log.warning("registration refused: worker %s's key is no longer admitted",
+                                 m.worker_id[:64])
+                self._send_now(ident, pp.Goodbye(reason="key no longer admitted"))
+                return known
             old = core.workers.get(ident)
             before = dict(core.workers)
             try:

@@ -310,6 +310,56 @@ async def test_worker_without_an_admitted_key_never_registers(tmp_path: Path, ke
             stranger.close()
 
 
+@aio
+async def test_a_key_removed_on_reload_drops_its_worker_and_never_registers_again(
+    tmp_path: Path, keys: Keys
+) -> None:
+    # SIGHUP re-reads pool.curve_workers (Gateway.reload -> PoolServer.reload_keys): an
+    # operator revokes a compromised worker's key without restarting the gateway.
+    gw = start_gateway("tcp://127.0.0.1:0", keys, tmp_path)
+    good = make_worker(gw, keys, [TEST], "good")
+    async with running(gw, good):
+        await until(lambda: b"good" in gw.core.workers, what="the good worker registers")
+        inside = Rogue(gw.endpoint, keys, keys.worker_secret("inside"), b"inside")
+        again = late = None
+        try:
+            inside.send(ready("inside", 1, credit=64))
+            await until(lambda: b"inside" in gw.core.workers, what="the inside worker registers")
+            for i in range(40):  # some are placed on "inside", which never answers
+                gw.submit(plain_request(i))
+            await until(lambda: gw.core.workers[b"inside"].inflight, what="work for inside")
+            (Path(keys.workers_dir) / "inside.key").unlink()
+            assert gw.server.reload_keys(keys.workers_dir) == (1, 1)
+            assert set(gw.core.workers) == {b"good"}
+            # what "inside" held was placed again: every request answered, by "good"
+            await until(lambda: len(gw.answers) == 40, what="answers")
+            assert gw.codes() == [2001] * 40 and good.handled == 40
+            await until(lambda: any(isinstance(m, pp.Goodbye) for m in inside.received()),
+                        what="goodbye")  # fmt: skip
+            # Its connection was admitted before and stays, but it cannot register on it...
+            inside.send(ready("inside", 2, credit=64))
+            await until(lambda: any(isinstance(m, pp.Goodbye) for m in inside.received()),
+                        what="a second goodbye")  # fmt: skip
+            assert set(gw.core.workers) == {b"good"}
+            # ...and a new connection with that key fails CURVE's handshake.
+            again = Rogue(gw.endpoint, keys, keys.worker_secret("inside"), b"inside-2")
+            await again.wait_event(zmq.EVENT_HANDSHAKE_FAILED_AUTH)
+            # A key added and reloaded is admitted without a restart.
+            sec.generate(str(keys.dir), ["late"])
+            assert gw.server.reload_keys(keys.workers_dir) == (2, 0)
+            late = Rogue(gw.endpoint, keys, keys.worker_secret("late"), b"late")
+            late.send(ready("late", 1))
+            await until(lambda: b"late" in gw.core.workers, what="the new key registers")
+            # A directory that cannot be read keeps the running keys.
+            with pytest.raises(sec.PoolKeyError, match="pool.curve_workers"):
+                gw.server.reload_keys(str(tmp_path / "missing"))
+            assert b"late" in gw.core.workers and b"good" in gw.core.workers
+        finally:
+            for r in (inside, again, late):
+                if r is not None:
+                    r.close()
+
+
 def test_tcp_without_keys_refuses_to_start_naming_the_config_keys(tmp_path: Path) -> None:
     async def main() -> None:
         server = PoolServer(
