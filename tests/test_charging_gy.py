@@ -284,6 +284,49 @@ def test_topup_sends_rar_and_blocking_sends_asr(tmp_path):
     assert [r.session_id for r in asrs] == ["rich"] and asrs[0].app_id == 4
 
 
+def test_an_undelivered_rar_is_tried_again_until_an_answer_settles_it(tmp_path):
+    from chargegw.workers.api import SendError
+    from chargegw.workers.charging.gy import NOTICE_RETRY_S
+
+    script = ["lost", 3004, 2001]  # no route, then the peer is busy, then delivered
+
+    def respond(req):
+        what = script.pop(0) if script else 2001
+        if what == "lost":
+            raise SendError("no connection to client.test")
+        return req.answer(what)
+
+    app, ctx = make_app(tmp_path)
+    ctx.responder = respond
+    rt(app, ccr(1, 0, sid="low", msisdn="4680000000002", requested_service_unit={"cc_time": 600}))
+    app.store.topup("demo-low", 1_000_000, time.time())
+    delays = []
+    for _ in range(6):
+        delays += [d for d, cb in ctx.timers if cb.__name__ == "<lambda>"]
+        ctx.run_timers()
+    rars = [r for r, _ in ctx.sent if r.code == 258]
+    assert [r.session_id for r in rars] == ["low"] * 3  # the third try was answered 2001
+    assert delays == list(NOTICE_RETRY_S[:2])  # one retry each after the loss and the 3004
+
+
+def test_a_rar_answered_5002_or_never_is_not_tried_forever(tmp_path):
+    from chargegw.workers.api import SendError
+    from chargegw.workers.charging.gy import NOTICE_RETRY_S
+
+    def gone(req):
+        raise SendError("no connection to client.test")
+
+    for responder, tries in ((lambda req: req.answer(5002), 1), (gone, 1 + len(NOTICE_RETRY_S))):
+        app, ctx = make_app(tmp_path / str(tries))
+        ctx.responder = responder
+        rt(app, ccr(1, 0, sid="low", msisdn="4680000000002",
+                    requested_service_unit={"cc_time": 600}))  # fmt: skip
+        app.store.topup("demo-low", 1_000_000, time.time())
+        for _ in range(3 * len(NOTICE_RETRY_S)):
+            ctx.run_timers()
+        assert len([r for r, _ in ctx.sent if r.code == 258]) == tries
+
+
 def test_config_errors_name_the_key(tmp_path):
     with pytest.raises(cfgmod.ConfigError, match=r"\$\.quota\.validity_time"):
         make_app(tmp_path, {"quota": {"validity_time": "soon"}})

@@ -52,6 +52,10 @@ WINDOW_MAX = 64  # CCRs of one commit group (the store's chunk): a full group co
 _TASKS: set[asyncio.Task[Any]] = set()  # the loop keeps only weak references to tasks
 
 
+# Delays before each new try of a RAR/ASR that was not delivered (about 30 s in all).
+NOTICE_RETRY_S = (1.0, 2.0, 4.0, 8.0, 16.0)
+
+
 def _spawn(coro: Coroutine[Any, Any, Any]) -> None:
     """Run server-initiated work beside request handling, on the worker's loop."""
     try:
@@ -179,8 +183,15 @@ class CreditControlApp(ShardedApp):
         finally:
             self.ctx.call_later(self.cfg.notice_interval, self._notice_tick)
 
-    async def _send_notice(self, kind: str, session_id: str, host: str, realm: str) -> None:
-        """RAR after a top-up of a session under Final-Unit-Indication; ASR for a blocked account."""
+    async def _send_notice(
+        self, kind: str, session_id: str, host: str, realm: str, attempt: int = 0
+    ) -> None:
+        """RAR after a top-up of a session under Final-Unit-Indication; ASR for a blocked
+        account. The store hands a notice out once, so a failed delivery (no route, the
+        peer gone or busy: an exception or a 3xxx answer) is tried again after each of
+        NOTICE_RETRY_S; an answer other than 3xxx (2001, or 5002 for a session the client
+        has already ended) settles it. Retries live in this process only: a worker that
+        dies meanwhile loses them, and the session is then swept by Tcc."""
         common = {
             "session_id": session_id,
             "origin_host": self.ctx.origin_host,
@@ -195,11 +206,25 @@ class CreditControlApp(ShardedApp):
             req = commands.AbortSessionRequest(app_id=APP_ID, **common)
         try:
             ans = await self.ctx.send_request(req, peer=host)
-            self.ctx.log.info(
-                "%s for %s answered %s", kind.upper(), session_id, ans.get("Result-Code")
+            rc = ans.get("Result-Code")
+            why = f"answered {rc}"
+        except Exception as exc:  # SendError or a dead peer
+            rc, why = None, f"not delivered: {exc}"
+        if rc is not None and not 3000 <= int(rc) < 4000:
+            self.ctx.log.info("%s for %s %s", kind.upper(), session_id, why)
+            return
+        if attempt >= len(NOTICE_RETRY_S):
+            self.ctx.log.warning(
+                "%s for %s %s; given up after %d tries", kind.upper(), session_id, why, attempt + 1
             )
-        except Exception as exc:  # SendError or a dead peer: the session is swept by Tcc anyway
-            self.ctx.log.warning("%s for %s not delivered: %s", kind.upper(), session_id, exc)
+            return
+        delay = NOTICE_RETRY_S[attempt]
+        self.ctx.log.warning(
+            "%s for %s %s; trying again in %.0f s", kind.upper(), session_id, why, delay
+        )
+        self.ctx.call_later(
+            delay, lambda: _spawn(self._send_notice(kind, session_id, host, realm, attempt + 1))
+        )
 
     def _store_down(self, exc: Exception) -> None:
         STATS.store_answered(False)
