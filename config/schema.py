@@ -205,24 +205,38 @@ class Diameter(_Base):
 
 
 class Agent(_Base):
-    """`chargegw relay`: a Diameter relay or proxy agent (RFC 6733 2.8), no workers.
-    Requests that are not for this node go upstream by `routes` (then [[routes]], the
-    peers' own realms and `diameter.default_route`), with a Route-Record added, loops
-    refused (3005), hop-by-hop ids mapped back and failover to an alternate (T flag)."""
+    """`chargegw relay`: a Diameter relay, proxy or redirect agent (RFC 6733 2.8), no
+    workers. A relay or proxy sends requests that are not for this node upstream by
+    `routes` (then [[routes]], the peers' own realms and `diameter.default_route`), with a
+    Route-Record added, loops refused (3005), hop-by-hop ids mapped back, failover to an
+    alternate (T flag) and a 3006 from upstream followed once. A redirect agent answers
+    them 3006 instead, naming the servers those routes hold (Redirect-Host)."""
 
-    mode: str = ""  # "relay" | "proxy"; "" = no agent (`chargegw relay` refuses to start)
+    # "relay" | "proxy" | "redirect"; "" = no agent (`chargegw relay` refuses to start)
+    mode: str = ""
     # proxy: the application ids it forwards and advertises in CER/CEA (a relay forwards
     # every application and advertises Relay, 0xffffffff, instead: leave it empty)
     apps: list[int] = []
     routes: list[Route] = []  # realm (+ app_id) -> upstream peers, tried before [[routes]]
     max_pending: int = 10000  # forwarded requests awaiting an answer per upstream; then 3004
     request_timeout: float = 0.0  # seconds for an upstream answer, then 3002; 0 = diameter's
+    # redirect: Redirect-Host-Usage in its 3006 answers (0 DONT_CACHE, 1 ALL_SESSION,
+    # 2 ALL_REALM, 3 REALM_AND_APPLICATION, 4 ALL_APPLICATION, 5 ALL_HOST, 6 ALL_USER)
+    redirect_usage: int = 0
+    # redirect: Redirect-Max-Cache-Time in seconds, sent (and required) when usage is not 0
+    redirect_cache_time: int = 0
 
     def __post_init__(self) -> None:
         _check(
-            self.mode in ("", "relay", "proxy"),
+            self.mode in ("", "relay", "proxy", "redirect"),
             "mode",
-            f"must be 'relay' or 'proxy' (or '' for no agent), not {self.mode!r}",
+            f"must be 'relay', 'proxy' or 'redirect' (or '' for no agent), not {self.mode!r}",
+        )
+        _check(0 <= self.redirect_usage <= 6, "redirect_usage", "must be 0 (DONT_CACHE) to 6")
+        _check(
+            not self.redirect_usage or 0 < self.redirect_cache_time < 1 << 32,
+            "redirect_cache_time",
+            "must be > 0 seconds when redirect_usage is not 0 (DONT_CACHE)",
         )
         for i, app in enumerate(self.apps):
             _check(0 < app < 0xFFFFFFFF, f"apps[{i}]", f"{app} is not an application id")
@@ -232,9 +246,9 @@ class Agent(_Base):
             "a proxy must list the application ids it proxies",
         )
         _check(
-            self.mode != "relay" or not self.apps,
+            self.mode not in ("relay", "redirect") or not self.apps,
             "apps",
-            "a relay forwards every application: leave apps empty, or use mode = 'proxy'",
+            f"a {self.mode} agent takes every application: leave apps empty (or mode = 'proxy')",
         )
         if self.mode == "proxy":
             for i, r in enumerate(self.routes):

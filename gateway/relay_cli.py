@@ -1,8 +1,10 @@
-"""`chargegw relay --config F`: a Diameter relay or proxy agent (RFC 6733 2.8), no workers.
+"""`chargegw relay --config F`: a Diameter relay, proxy or redirect agent (RFC 6733 2.8),
+no workers.
 
 The Node alone, with `peer.relay`'s agent on it: requests that are not this node's go to
 an upstream peer by `[agent] routes` (then `[[routes]]`, the peers' realms and
-`diameter.default_route`); answers come back as the upstream sent them. Nothing is handed to
+`diameter.default_route`); answers come back as the upstream sent them (a redirect agent
+answers 3006 naming those peers instead). Nothing is handed to
 a worker, so there is no pool and no `launcher.min_workers` wait: the listeners open at once.
 `[[applications]]` is not served here; in proxy mode an application listed there with a
 `vendor_id` is advertised as a Vendor-Specific-Application-Id, as the gateway would.
@@ -21,7 +23,7 @@ from chargegw.config import Config
 from chargegw.gateway.frontend import build_node_config
 from chargegw.gateway.service import load_or_exit, reloader
 from chargegw.peer.config import NodeConfig, RouteConfig, VendorApp
-from chargegw.peer.relay import AgentConfig, RelayAgent, advertised
+from chargegw.peer.relay import AgentConfig, Mode, RelayAgent, advertised
 from chargegw.process import install_signals, run_loop, setup_logging
 
 log = logging.getLogger("chargegw.relay")
@@ -38,11 +40,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def agent_config(config: Config) -> AgentConfig:
     a = config.agent
+    mode: Mode = "proxy" if a.mode == "proxy" else "redirect" if a.mode == "redirect" else "relay"
     return AgentConfig(
-        "proxy" if a.mode == "proxy" else "relay",
+        mode,
         frozenset(a.apps),
         max_pending=a.max_pending,
         request_timeout=a.request_timeout or None,
+        redirect_usage=a.redirect_usage,
+        redirect_cache_time=a.redirect_cache_time,
     )
 
 
@@ -71,9 +76,10 @@ def run(args: argparse.Namespace) -> int:
     config = load_or_exit(args.config)
     if config is None:
         return 2
-    if config.agent.mode not in ("relay", "proxy"):
+    if config.agent.mode not in ("relay", "proxy", "redirect"):
         print(
-            'chargegw relay: the config has no agent: set [agent] mode = "relay" or "proxy"'
+            'chargegw relay: the config has no agent: set [agent] mode = "relay", "proxy"'
+            ' or "redirect"'
             " (and [[agent.routes]] or [[routes]] for the upstream peers)",
             file=sys.stderr,
         )

@@ -46,6 +46,7 @@ from chargegw.peer.link import (
     RequestReceived,
 )
 from chargegw.peer.pending import EndToEndAllocator, PendingEntry
+from chargegw.peer.relay import redirect_hosts
 from chargegw.peer.routing import RoutingError, RoutingTable, Selector, least_outstanding
 from chargegw.peer.sockets import NodeSockets
 from chargegw.peer.stats import INTERVAL as STATS_INTERVAL
@@ -219,7 +220,11 @@ class Node(NodeSockets):
         table, over its live peers; the others reach the handlers as before."""
         if agent is not None:
             agent.select = self._agent_select
+            agent.servers = self._agent_servers
         self.ctx.agent = agent
+
+    def _agent_servers(self, app: int, host: Any, realm: Any) -> list[str]:
+        return redirect_hosts(self._routing, self._peers, self.config.peers, app, host, realm)
 
     def _agent_select(self, app: int, host: Any, realm: Any, exclude: Iterable[str]) -> PeerInfo:
         try:

@@ -19,6 +19,14 @@ request came from (RFC 6733 6.1.8; the next agent finds *our* identity there, wh
 loop through us is seen), and excludes from the candidates every identity already recorded,
 so a request never goes back to a node it passed (predictive loop avoidance, 6.1.9).
 
+A redirect agent (mode "redirect", RFC 6733 6.1.7) forwards nothing: it answers each
+request that is not its own with 3006 DIAMETER_REDIRECT_INDICATION naming, in Redirect-Host
+AVPs, the servers its routing table holds for the request (`servers`, bound by the adapter),
+and how long the client may cache that (Redirect-Host-Usage, Redirect-Max-Cache-Time). A relay
+or proxy that gets a 3006 from upstream follows it once: the request goes to the first
+Redirect-Host that is a live peer here and was not tried, keeping the original deadline;
+with none, the 3006 goes downstream unchanged, for the client to follow.
+
 No sockets, no loop, no clock: `now` is passed in, bytes are queued on `Link`s.
 """
 
@@ -33,24 +41,31 @@ from chargegw.codec import Avp, Message, Peek
 from chargegw.codec.constants import APP_RELAY, FLAG_ERROR, FLAG_PROXIABLE, ResultCode
 from chargegw.peer.routing import RoutingError
 from chargegw.peer.stats import rc_class
+from chargegw.peer.uri import DiameterURIError, parse_diameter_uri, redirect_uri
 
 if TYPE_CHECKING:
+    from chargegw.peer.config import PeerConfig
     from chargegw.peer.connection import PeerConnection
     from chargegw.peer.link import Link
+    from chargegw.peer.routing import RoutingTable
 
 log = logging.getLogger("chargegw.peer.relay")
 
 RC = ResultCode
-Mode = Literal["relay", "proxy"]
+Mode = Literal["relay", "proxy", "redirect"]
 # select(app, destination host, destination realm, excluded names) -> a peer machine,
 # or RoutingError (3002/3003): the node's routing table over its live peers.
 Select = Callable[[int, "str | None", "str | None", Iterable[str]], Any]
+# servers(app, destination host, destination realm) -> the DiameterURIs a redirect agent
+# names (RoutingError 3002/3003 for none): the node's routing table, usable peers or not.
+Servers = Callable[[int, "str | None", "str | None"], list[str]]
+REDIRECTS = 1  # 3006 answers a relay or proxy follows for one request
 
 
 @dataclass(slots=True)
 class AgentConfig:
     """How the agent behaves. `apps`: the applications a proxy forwards (and advertises);
-    a relay forwards every application and advertises Relay (0xffffffff)."""
+    a relay or a redirect agent takes every application and advertises Relay (0xffffffff)."""
 
     mode: Mode = "relay"
     apps: frozenset[int] = field(default_factory=frozenset)
@@ -59,22 +74,32 @@ class AgentConfig:
     # Seconds to wait for the upstream's answer (None: the node's request_timeout); on
     # expiry the downstream gets 3002.
     request_timeout: float | None = None
+    # A redirect agent's Redirect-Host-Usage (0 DONT_CACHE ... 6 ALL_USER) and, when it is
+    # not DONT_CACHE, Redirect-Max-Cache-Time in seconds.
+    redirect_usage: int = 0
+    redirect_cache_time: int = 0
 
     def __post_init__(self) -> None:
-        if self.mode not in ("relay", "proxy"):
-            raise ValueError(f"mode: {self.mode!r} is neither 'relay' nor 'proxy'")
+        if self.mode not in ("relay", "proxy", "redirect"):
+            raise ValueError(f"mode: {self.mode!r} is not 'relay', 'proxy' or 'redirect'")
         self.apps = frozenset(int(a) for a in self.apps)
         if self.mode == "proxy" and not self.apps:
             raise ValueError("apps: a proxy must name the applications it proxies")
-        if self.mode == "relay" and self.apps:
-            raise ValueError("apps: a relay forwards every application; apps is for a proxy")
+        if self.mode != "proxy" and self.apps:
+            raise ValueError(
+                f"apps: a {self.mode} agent takes every application; apps is for a proxy"
+            )
         if APP_RELAY in self.apps:
             raise ValueError("apps: the Relay id is advertised by mode = 'relay', not listed")
         if self.max_pending < 1:
             raise ValueError("max_pending: must be >= 1")
+        if not 0 <= self.redirect_usage <= 6:
+            raise ValueError("redirect_usage: must be 0 (DONT_CACHE) to 6 (ALL_USER)")
+        if self.redirect_usage and not 0 < self.redirect_cache_time < 1 << 32:
+            raise ValueError("redirect_cache_time: must be > 0 seconds when redirect_usage is set")
 
     def forwards(self, app_id: int) -> bool:
-        return self.mode == "relay" or app_id in self.apps
+        return self.mode != "proxy" or app_id in self.apps
 
 
 def _text(value: bytes | None) -> str | None:
@@ -89,15 +114,37 @@ def append_avp(data: bytes, avp: bytes) -> bytes:
 
 class Forwarded:
     """One forwarded request, as the upstream pending table's waiter: resolving it answers
-    the downstream once, on the link the request came in on, with its own hop-by-hop id."""
+    the downstream once, on the link the request came in on, with its own hop-by-hop id.
+    `out`, `meta`, `sent_at` and `timeout` are what a redirect (3006) needs to send the same
+    request on, by the same deadline; `hops`: the redirects it has followed."""
 
-    __slots__ = ("agent", "ingress", "link", "request", "_done")
+    __slots__ = (
+        "agent", "ingress", "link", "request", "out", "meta", "sent_at", "timeout", "hops",
+        "via", "_done",
+    )  # fmt: skip
 
-    def __init__(self, agent: RelayAgent, ingress: PeerConnection, link: Link, request: bytes):
+    def __init__(
+        self,
+        agent: RelayAgent,
+        ingress: PeerConnection,
+        link: Link,
+        request: bytes,
+        out: bytes = b"",
+        meta: Any = None,
+        sent_at: float = 0.0,
+        timeout: float = 0.0,
+        hops: int = 0,
+    ) -> None:
         self.agent = agent
         self.ingress = ingress
         self.link = link
         self.request = request  # the downstream's octets (its hop-by-hop id, for errors)
+        self.out = out  # as sent upstream (with our Route-Record)
+        self.meta = meta
+        self.sent_at = sent_at
+        self.timeout = timeout
+        self.hops = hops
+        self.via = ""  # the upstream it went to (a 3006 naming it again is not followed)
         self._done = False
 
     def done(self) -> bool:
@@ -107,7 +154,8 @@ class Forwarded:
         return False
 
     def set_result(self, answer: Message) -> None:
-        """The upstream answered: restore the hop-by-hop id, pass it on as it came."""
+        """The upstream answered: restore the hop-by-hop id, pass it on as it came (a 3006
+        is followed once, when a Redirect-Host is a live peer here)."""
         if self._done:
             return
         self._done = True
@@ -116,12 +164,14 @@ class Forwarded:
         if link.closed or link.closing:
             stats["answers_dropped"] += 1  # the downstream went away: nowhere to send it
             return
+        rc = answer.raw_value("Result-Code")
+        code = int.from_bytes(rc, "big") if rc is not None and len(rc) == 4 else 0
+        if code == RC.DIAMETER_REDIRECT_INDICATION and self.agent.follow(self, answer):
+            return
         data = answer.raw or answer.encode()
         data = data[:12] + self.request[12:16] + data[16:]
-        rc = answer.raw_value("Result-Code")
-        cls = rc_class(int.from_bytes(rc, "big")) if rc is not None and len(rc) == 4 else 0
         stats["answers_relayed"] += 1
-        self.ingress.answer(link, data, None, 0.0, cls)
+        self.ingress.answer(link, data, None, 0.0, rc_class(code) if code else 0)
 
     def set_exception(self, exc: BaseException) -> None:
         """No answer will come (timeout, no alternate after failover, node stopping):
@@ -143,11 +193,16 @@ class Forwarded:
 class RelayAgent:
     """The forwarding decisions and their bookkeeping; `select` is bound by the adapter."""
 
-    def __init__(self, config: AgentConfig, select: Select | None = None) -> None:
+    def __init__(
+        self, config: AgentConfig, select: Select | None = None, servers: Servers | None = None
+    ) -> None:
         self.config = config
         self.select = select
+        self.servers = servers
         self.stats: dict[str, int] = {
             "forwarded": 0,
+            "redirected": 0,  # 3006 answered here (a redirect agent)
+            "redirects_followed": 0,  # 3006 from upstream, the request sent on
             "answers_relayed": 0,
             "answers_dropped": 0,
             "errors_upstream": 0,
@@ -187,6 +242,9 @@ class RelayAgent:
         if p.flags & FLAG_ERROR:
             ingress.send_error(link, data, RC.DIAMETER_INVALID_HDR_BITS, "E bit set in a request")
             return True
+        if self.config.mode == "redirect":
+            self._redirect(ingress, link, data, p)
+            return True
         _, k_dh, k_dr, k_rr = ctx.routing_keys
         records = [r.lower() for r in p.all(k_rr)]
         if ctx.own_host_b in records:
@@ -214,9 +272,69 @@ class RelayAgent:
         out = append_avp(data, self.route_record(came_from))
         timeout = self.config.request_timeout or ctx.config.request_timeout
         meta = (p.app_id, dest_host, dest_realm, False, tuple(dict.fromkeys(exclude)))
-        target.send_request(out, Forwarded(self, ingress, link, data), timeout, meta, now)
+        fwd = Forwarded(self, ingress, link, data, out, meta, now, timeout)
+        fwd.via = target.name.lower()
+        target.send_request(out, fwd, timeout, meta, now)
         self.stats["forwarded"] += 1
         return True
+
+    def _redirect(self, ingress: PeerConnection, link: Link, data: bytes, p: Peek) -> None:
+        """A redirect agent's answer: 3006 naming the servers for the request."""
+        _, k_dh, k_dr, _ = ingress.ctx.routing_keys
+        dest_host = _text(p.values.get(k_dh))
+        dest_realm = _text(p.values.get(k_dr))
+        if self.servers is None:
+            ingress.send_error(link, data, RC.DIAMETER_UNABLE_TO_DELIVER, "no routing table")
+            return
+        try:
+            uris = self.servers(p.app_id, dest_host, dest_realm)
+        except RoutingError as exc:
+            self.stats["no_route"] += 1
+            ingress.send_error(link, data, exc.result_code, str(exc))
+            return
+        cfg = self.config
+        extra = b"".join(Avp.new("Redirect-Host", u).encode() for u in uris)
+        extra += Avp.new("Redirect-Host-Usage", cfg.redirect_usage).encode()
+        if cfg.redirect_usage:
+            extra += Avp.new("Redirect-Max-Cache-Time", cfg.redirect_cache_time).encode()
+        self.stats["redirected"] += 1
+        ingress.send_error(link, data, RC.DIAMETER_REDIRECT_INDICATION, None, extra=extra)
+
+    def follow(self, fwd: Forwarded, answer: Message) -> bool:
+        """A 3006 from upstream for `fwd`: send the same request to the first Redirect-Host
+        that is a live peer here, supports the application and was not tried, by the
+        original deadline (RFC 6733 6.1.7). False (the 3006 goes downstream as it came)
+        when it has been redirected REDIRECTS times, or no Redirect-Host is usable here."""
+        if fwd.hops >= REDIRECTS or self.select is None or fwd.meta is None:
+            return False
+        app, dest_host, dest_realm, pinned, tried = fwd.meta
+        tried = (*tried, fwd.via)
+        for text in answer.get_all("Redirect-Host"):
+            try:
+                host = parse_diameter_uri(str(text)).host.lower()
+            except DiameterURIError:
+                continue
+            if host in tried:
+                continue
+            try:
+                peer = self.select(app, host, None, tried)
+            except RoutingError:
+                continue
+            if peer.name.lower() != host:  # a default route, not the host named
+                continue
+            meta = (app, dest_host, dest_realm, pinned, (*tried, host))
+            nxt = Forwarded(
+                self, fwd.ingress, fwd.link, fwd.request, fwd.out, meta, fwd.sent_at,
+                fwd.timeout, fwd.hops + 1,
+            )  # fmt: skip
+            nxt.via = host
+            try:
+                peer.send_request(fwd.out, nxt, fwd.timeout, meta, fwd.sent_at)
+            except Exception:  # its link closed meanwhile: try the next one
+                continue
+            self.stats["redirects_followed"] += 1
+            return True
+        return False
 
     def _select(
         self, ctx: Any, app: int, host: str | None, realm: str | None, exclude: tuple[str, ...]
@@ -231,11 +349,37 @@ class RelayAgent:
             return exc.result_code, str(exc)
 
 
+def redirect_hosts(
+    table: RoutingTable,
+    peers: Any,
+    configs: Iterable[PeerConfig],
+    app: int,
+    host: str | None,
+    realm: str | None,
+) -> list[str]:
+    """A redirect agent's Redirect-Host values (what an adapter binds as `servers`): the
+    routing table's servers for the request, as DiameterURIs from their `[[peers]]` entries
+    (port, TLS, SCTP). RoutingError (3002/3003) when there is none."""
+    by_name = {pc.name.lower(): pc for pc in configs}
+    return [redirect_uri(n, by_name.get(n)) for n in table.servers(peers, app, host, realm)]
+
+
 def advertised(config: AgentConfig) -> tuple[bool, list[int]]:
     """What CER/CEA carry for this agent: (advertise Relay, the applications proxied)."""
-    if config.mode == "relay":
+    if config.mode != "proxy":
         return True, []
     return False, sorted(config.apps)
 
 
-__all__ = ["AgentConfig", "Forwarded", "Mode", "RelayAgent", "Select", "advertised", "append_avp"]
+__all__ = [
+    "REDIRECTS",
+    "AgentConfig",
+    "Forwarded",
+    "Mode",
+    "RelayAgent",
+    "Select",
+    "Servers",
+    "advertised",
+    "append_avp",
+    "redirect_hosts",
+]

@@ -108,19 +108,7 @@ class RoutingTable:
         realm = _norm(dest_realm)
         known_realm = False
         if realm is not None:
-            names: list[str] = []
-            routes = self._realm_routes(realm)
-            if routes:
-                known_realm = True
-                specific = [r for r in routes if r.app_id == app_id]
-                for route in specific or [r for r in routes if r.app_id is None]:
-                    names.extend(n.lower() for n in route.peers)
-            # Peers whose own realm is the destination realm are implicit routes.
-            for name, peer in peers.items():
-                if peer.realm is not None and peer.realm.lower() == realm:
-                    known_realm = True
-                    if name not in names:
-                        names.append(name)
+            names, known_realm = self._realm_names(peers, app_id, realm)
             choice = self._choose(peers, names, app_id, excluded)
             if choice is not None:
                 return choice
@@ -142,6 +130,59 @@ class RoutingTable:
         raise RoutingError(
             ResultCode.DIAMETER_UNABLE_TO_DELIVER,
             f"no usable peer for application {app_id} in {dest_realm!r}",
+        )
+
+    def _realm_names(
+        self, peers: Mapping[str, RoutablePeer], app_id: int, realm: str
+    ) -> tuple[list[str], bool]:
+        """The server names for a (lower-cased) realm and application, in route order: the
+        routes' peers (the application's own routes, else the realm's catch-all ones), then
+        the peers whose own realm it is; and whether the realm is known at all."""
+        names: list[str] = []
+        known_realm = False
+        routes = self._realm_routes(realm)
+        if routes:
+            known_realm = True
+            specific = [r for r in routes if r.app_id == app_id]
+            for route in specific or [r for r in routes if r.app_id is None]:
+                names.extend(n.lower() for n in route.peers)
+        # Peers whose own realm is the destination realm are implicit routes.
+        for name, peer in peers.items():
+            if peer.realm is not None and peer.realm.lower() == realm:
+                known_realm = True
+                if name not in names:
+                    names.append(name)
+        return names, known_realm
+
+    def servers(
+        self,
+        peers: Mapping[str, RoutablePeer],
+        app_id: int,
+        dest_host: str | None = None,
+        dest_realm: str | None = None,
+    ) -> list[str]:
+        """What a redirect agent names instead of forwarding (RFC 6733 6.1.7): every server
+        the table holds for the request, usable from here or not (the client connects to
+        them itself): a Destination-Host that is one of them first, then the realm's, else
+        the default route. RoutingError(3003) for a realm not served, 3002 for none."""
+        realm = _norm(dest_realm)
+        names: list[str] = []
+        known_realm = False
+        if realm is not None:
+            names, known_realm = self._realm_names(peers, app_id, realm)
+        if not names:
+            names = list(self.default_route)
+        host = _norm(dest_host)
+        if host is not None and (host in names or host in peers):
+            names = [host, *(n for n in names if n != host)]
+        if names:
+            return names
+        if realm is not None and not known_realm:
+            raise RoutingError(
+                ResultCode.DIAMETER_REALM_NOT_SERVED, f"realm {dest_realm!r} not served"
+            )
+        raise RoutingError(
+            ResultCode.DIAMETER_UNABLE_TO_DELIVER, f"no server for application {app_id}"
         )
 
     def _choose(

@@ -20,7 +20,13 @@ from typing import Any
 
 from chargegw.peer.config import DEFAULT_PORT, DEFAULT_TLS_PORT, PeerConfig, Transport
 
-__all__ = ["DiameterURI", "DiameterURIError", "parse_diameter_uri", "peer_from_uri"]
+__all__ = [
+    "DiameterURI",
+    "DiameterURIError",
+    "parse_diameter_uri",
+    "peer_from_uri",
+    "redirect_uri",
+]
 
 _FORM = "aaa://host[:port][;transport=tcp|sctp][;protocol=diameter] (or aaas://)"
 _LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\Z")
@@ -174,4 +180,15 @@ def peer_from_uri(
         port=parsed.effective_port,
         transport=parsed.peer_transport,
         **kw,
+    )
+
+
+def redirect_uri(name: str, pc: PeerConfig | None) -> str:
+    """The DiameterURI a redirect agent names for server `name`: its `[[peers]]` entry's
+    port and transport (aaas for TLS), or the defaults for a server known only by name."""
+    if pc is None:
+        return str(DiameterURI("aaa", name, None))
+    scheme = "aaas" if pc.transport == "tls" else "aaa"
+    return str(
+        DiameterURI(scheme, name, pc.effective_port, "sctp" if pc.transport == "sctp" else "tcp")
     )

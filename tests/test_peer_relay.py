@@ -31,7 +31,7 @@ from chargegw.peer.connection import plan_failover
 from chargegw.peer.errors import RequestError
 from chargegw.peer.fsm import State
 from chargegw.peer.link import AnswerReceived, Failover
-from chargegw.peer.relay import AgentConfig, Forwarded, RelayAgent, append_avp
+from chargegw.peer.relay import AgentConfig, Forwarded, RelayAgent, append_avp, redirect_hosts
 from chargegw.peer.testing import MemoryNode, PeerPair, make_ccr, result_code
 
 TW = 6.0
@@ -50,8 +50,11 @@ class AgentNode(MemoryNode):
         super().__init__(config, **kw)
         self.agent: RelayAgent | None = None
         if agent is not None:
-            self.agent = RelayAgent(agent, self._select)
+            self.agent = RelayAgent(agent, self._select, self._servers)
             self.ctx.agent = self.agent
+
+    def _servers(self, app: int, host: Any, realm: Any) -> list[str]:
+        return redirect_hosts(self.routing, self.peers, self.config.peers, app, host, realm)
 
     def _select(self, app: int, host: Any, realm: Any, exclude: Any) -> Any:
         return self.routing.select(self.peers, app, host, realm, exclude)
@@ -166,7 +169,7 @@ def relay_node(
 ) -> AgentNode:
     peers = [(u, S_REALM if u.startswith("server") else R_REALM) for u in upstream]
     agent = agent or AgentConfig("relay")
-    relay = agent.mode == "relay"
+    relay = agent.mode != "proxy"
     apps = [] if relay else sorted(agent.apps)
     if routes is None:
         routes = [RouteConfig(S_REALM, list(upstream))]
@@ -534,11 +537,144 @@ def test_append_avp_fixes_the_length_and_keeps_the_order() -> None:
     assert p.all(RR_KEY) == [b"a.example"]
 
 
+# -- redirects (RFC 6733 6.1.7) -------------------------------------------------------------
+
+REDIR = "redirect.s.example"
+
+
+def redirect_chain(agent: AgentConfig) -> tuple[AgentNode, AgentNode, Net]:
+    """client -> a redirect agent that knows two servers by configuration and is connected
+    to neither (a redirect agent never forwards)."""
+    client = client_node()
+    pcs = [PeerConfig(SERVER, port=3868, realm=S_REALM),
+           PeerConfig(SERVER2, port=5658, transport="tls", realm=S_REALM)]  # fmt: skip
+    config = NodeConfig(
+        origin_host=RELAY, origin_realm=R_REALM, peers=pcs, tw=TW, relay=True,
+        routes=[RouteConfig(S_REALM, [SERVER, SERVER2])],
+    )  # fmt: skip
+    redirector = AgentNode(config, agent, address=("127.0.0.5", 3868))
+    net = Net(PeerPair(client, redirector)).connect()
+    return client, redirector, net
+
+
+def test_redirect_agent_answers_3006_naming_the_servers_of_the_route() -> None:
+    client, redirector, net = redirect_chain(AgentConfig("redirect"))
+    assert client.peer(RELAY).remote_relay  # a redirect agent advertises Relay
+    msg = ccr()
+    ans = client.answers[send(client, net, msg)]
+    assert isinstance(ans, Message) and result_code(ans) == 3006 and ans.is_error
+    assert ans.hop_by_hop == msg.hop_by_hop and ans.get("Session-Id") == msg.get("Session-Id")
+    assert ans.get_all("Redirect-Host") == [
+        "aaa://server.s.example:3868;transport=tcp",
+        "aaas://server2.s.example:5658;transport=tcp",
+    ]
+    assert ans.get("Redirect-Host-Usage") == 0 and ans.get("Redirect-Max-Cache-Time") is None
+    Message.decode(ans.encode()).validate()  # the codec's grammar for the answer holds
+    # Destination-Host naming one of them puts it first.
+    pinned = ccr()
+    pinned.set("Destination-Host", SERVER2)
+    ans = client.answers[send(client, net, pinned)]
+    assert isinstance(ans, Message)
+    assert ans.get_all("Redirect-Host")[0].startswith("aaas://server2.s.example")
+    assert redirector.agent is not None and redirector.agent.stats["redirected"] == 2
+    assert redirector.agent.stats["forwarded"] == 0
+
+
+def test_redirect_agent_says_how_long_to_cache_and_refuses_unknown_realms() -> None:
+    agent = AgentConfig("redirect", redirect_usage=2, redirect_cache_time=600)  # ALL_REALM
+    client, redirector, net = redirect_chain(agent)
+    ans = client.answers[send(client, net, ccr())]
+    assert isinstance(ans, Message)
+    assert (ans.get("Redirect-Host-Usage"), ans.get("Redirect-Max-Cache-Time")) == (2, 600)
+    lost = make_ccr(CLIENT, C_REALM, "nowhere.example", end_to_end=0)
+    waiter = client.request(lost, net.now, peer=RELAY)
+    net.pump()
+    ans = client.answers[waiter]
+    assert isinstance(ans, Message) and result_code(ans) == 3003
+    assert ans.get("Redirect-Host") is None
+
+
+class Redirector(Server):
+    """A server that answers every request 3006, naming `to`."""
+
+    def __init__(self, name: str, to: list[str]) -> None:
+        super().__init__(name)
+
+        def handler(req: Message, peer: Any) -> Message:
+            self.seen.append(req)
+            ans = req.answer(3006, origin_host=name, origin_realm=S_REALM)
+            ans.is_error = True
+            for uri in to:
+                ans.add("Redirect-Host", uri)
+            return ans
+
+        self.add_handler(CC, handler, CMD_CCR)
+
+
+def follow_chain(
+    to: list[str], server2: Server | None = None
+) -> tuple[AgentNode, AgentNode, Redirector, Server, Net]:
+    """client -> relay -> redirector (the route for S_REALM), with the relay also connected
+    to SERVER2, which no route names (its realm, for the relay, is another one)."""
+    client = client_node()
+    config = cfg(
+        RELAY, R_REALM, (REDIR, S_REALM), (SERVER2, "t.example"), relay=True,
+        routes=[RouteConfig(S_REALM, [REDIR])],
+    )  # fmt: skip
+    relay = AgentNode(config, AgentConfig("relay"), address=("127.0.0.5", 3868))
+    redirector, server2 = Redirector(REDIR, to), server2 or Server(SERVER2)
+    net = Net(PeerPair(client, relay), PeerPair(relay, redirector), PeerPair(relay, server2))
+    net.connect()
+    return client, relay, redirector, server2, net
+
+
+def test_relay_follows_a_3006_to_a_live_redirect_host_once() -> None:
+    client, relay, redirector, server2, net = follow_chain(
+        ["aaa://unknown.s.example", f"aaa://{SERVER2}:3868;transport=tcp"]
+    )
+    msg = ccr()
+    ans = client.answers[send(client, net, msg)]
+    assert isinstance(ans, Message) and result_code(ans) == 2001
+    assert ans.get("Origin-Host") == SERVER2 and ans.hop_by_hop == msg.hop_by_hop
+    (first,), (second,) = redirector.seen, server2.seen
+    assert second.end_to_end == first.end_to_end == msg.end_to_end
+    assert [r.lower() for r in second.get_all("Route-Record")] == [CLIENT]  # not twice
+    assert relay.agent is not None and relay.agent.stats["redirects_followed"] == 1
+    assert relay.peer(SERVER2).outstanding == 0 and relay.peer(REDIR).outstanding == 0
+
+
+def test_a_3006_naming_no_live_peer_goes_downstream_unchanged() -> None:
+    client, relay, redirector, server2, net = follow_chain(["aaa://unknown.s.example"])
+    ans = client.answers[send(client, net, ccr())]
+    assert isinstance(ans, Message) and result_code(ans) == 3006
+    assert ans.get_all("Redirect-Host") == ["aaa://unknown.s.example"]  # for the client
+    assert ans.get("Origin-Host") == REDIR and server2.seen == []
+    assert relay.agent is not None and relay.agent.stats["redirects_followed"] == 0
+
+
+def test_a_redirect_is_followed_once_and_not_back_to_the_redirector() -> None:
+    # The redirector names itself: not followed (it answered already), so the client gets
+    # the 3006; and a chain of redirects stops after REDIRECTS hops.
+    client, relay, redirector, server2, net = follow_chain([f"aaa://{REDIR}"])
+    ans = client.answers[send(client, net, ccr())]
+    assert isinstance(ans, Message) and result_code(ans) == 3006
+    assert len(redirector.seen) == 1
+    bouncing = Redirector(SERVER2, [f"aaa://{REDIR}"])  # SERVER2 sends it back again
+    client, relay, redirector, _, net = follow_chain([f"aaa://{SERVER2}"], bouncing)
+    ans = client.answers[send(client, net, ccr())]
+    assert isinstance(ans, Message) and result_code(ans) == 3006
+    assert ans.get("Origin-Host") == SERVER2  # the second 3006, passed on
+    assert len(redirector.seen) == 1 and len(bouncing.seen) == 1
+
+
 @pytest.mark.parametrize(
     ("kw", "why"),
     [
-        ({"mode": "redirect"}, "mode"),
+        ({"mode": "forward"}, "mode"),
         ({"mode": "proxy"}, "apps"),
+        ({"mode": "redirect", "apps": frozenset({4})}, "apps"),
+        ({"mode": "redirect", "redirect_usage": 7}, "redirect_usage"),
+        ({"mode": "redirect", "redirect_usage": 2}, "redirect_cache_time"),
         ({"mode": "relay", "apps": frozenset({4})}, "apps"),
         ({"mode": "proxy", "apps": frozenset({APP_RELAY})}, "apps"),
         ({"max_pending": 0}, "max_pending"),

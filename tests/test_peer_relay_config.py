@@ -27,9 +27,12 @@ def load(agent: dict[str, Any], **extra: Any) -> Any:
 @pytest.mark.parametrize(
     ("agent", "message"),
     [
-        ({"mode": "redirect"}, "agent.mode: must be 'relay' or 'proxy'"),
+        ({"mode": "forward"}, "agent.mode: must be 'relay', 'proxy' or 'redirect'"),
+        ({"mode": "redirect", "apps": [4]}, "agent.apps: a redirect agent takes every"),
+        ({"mode": "redirect", "redirect_usage": 9}, "agent.redirect_usage: must be 0"),
+        ({"mode": "redirect", "redirect_usage": 1}, "agent.redirect_cache_time: must be > 0"),
         ({"mode": "proxy"}, "agent.apps: a proxy must list the application ids"),
-        ({"mode": "relay", "apps": [4]}, "agent.apps: a relay forwards every application"),
+        ({"mode": "relay", "apps": [4]}, "agent.apps: a relay agent takes every application"),
         ({"mode": "proxy", "apps": [0xFFFFFFFF]}, "is not an application id"),
         ({"mode": "relay", "max_pending": 0}, "agent.max_pending: must be >= 1"),
         ({"mode": "relay", "request_timeout": -1.0}, "agent.request_timeout: must be >= 0"),
@@ -85,4 +88,4 @@ def test_chargegw_relay_refuses_a_config_without_an_agent(
     path = tmp_path / "c.toml"
     path.write_text('[identity]\norigin_host = "relay.example.net"\n')
     assert main(["relay", "--config", str(path)]) == 2
-    assert 'set [agent] mode = "relay" or "proxy"' in capsys.readouterr().err
+    assert 'set [agent] mode = "relay", "proxy" or "redirect"' in capsys.readouterr().err

@@ -129,3 +129,44 @@ def test_forwarded_request_fails_over_with_the_t_flag_on_the_node() -> None:
                 await node.stop(timeout=1)
 
     run(main())
+
+
+def test_redirect_agent_on_the_node_names_its_servers_and_forwards_nothing() -> None:
+    async def main() -> None:
+        # The redirect agent knows the servers by configuration only (connect = false):
+        # it never forwards, so it needs no connection to them.
+        peers = [
+            PeerConfig(S1, port=3869, realm=S_REALM, connect=False),
+            PeerConfig(S2, port=3870, transport="tls", realm=S_REALM, connect=False),
+        ]
+        redirect = Node(
+            NodeConfig(
+                origin_host=RELAY, origin_realm=R_REALM, relay=True,
+                listen=[ListenConfig(port=0)], peers=peers,
+                routes=[RouteConfig(S_REALM, [S1, S2])],
+            )
+        )  # fmt: skip
+        redirect.set_agent(RelayAgent(AgentConfig("redirect")))
+        await redirect.start()
+        client = Node(
+            NodeConfig(
+                origin_host=CLIENT, origin_realm=C_REALM, auth_apps=[CC],
+                peers=[PeerConfig(RELAY, port=port_of(redirect), realm=R_REALM)],
+                routes=[RouteConfig(S_REALM, [RELAY])],
+            )
+        )  # fmt: skip
+        await client.start()
+        try:
+            await client.wait_open(RELAY)
+            ans = await client.request(make_ccr(CLIENT, C_REALM, S_REALM), timeout=10)
+            assert result_code(ans) == ResultCode.DIAMETER_REDIRECT_INDICATION and ans.is_error
+            assert ans.get_all("Redirect-Host") == [
+                f"aaa://{S1}:3869;transport=tcp",
+                f"aaas://{S2}:3870;transport=tcp",
+            ]
+            assert ans.get("Redirect-Host-Usage") == 0 and ans.get("Origin-Host") == RELAY
+        finally:
+            for node in (client, redirect):
+                await node.stop(timeout=1)
+
+    run(main())
