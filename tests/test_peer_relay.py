@@ -594,6 +594,31 @@ def test_redirect_agent_says_how_long_to_cache_and_refuses_unknown_realms() -> N
     assert ans.get("Redirect-Host") is None
 
 
+@pytest.mark.interop
+def test_the_redirect_answer_passes_wiresharks_dissector(tmp_path: Any) -> None:
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    check = Path(__file__).resolve().parent.parent.parent / "shared" / "peers" / "tshark-check.sh"
+    if not check.is_file():
+        pytest.skip(f"{check} is not here")
+    if not (shutil.which("tshark") and shutil.which("text2pcap")):
+        pytest.skip("tshark/text2pcap are not installed (../shared/peers/setup.sh tshark)")
+    agent = AgentConfig("redirect", redirect_usage=3, redirect_cache_time=60)
+    client, redirector, net = redirect_chain(agent)
+    ans = client.answers[send(client, net, ccr())]
+    assert isinstance(ans, Message) and result_code(ans) == 3006
+    hexfile = tmp_path / "redirect.hex"
+    hexfile.write_text(f"# 3006\n{ans.encode().hex()}\n")
+    r = subprocess.run(["bash", str(check), "--port", "3868", "--hex", str(hexfile)],
+                       capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert r.returncode == 0, r.stdout + r.stderr
+    line = r.stdout.strip().splitlines()[-1]
+    assert "tshark-check: OK" in line and "diameter_msgs=1 " in line, line
+    assert "malformed=0 expert_errors=0 expert_warnings=0" in line, line
+
+
 class Redirector(Server):
     """A server that answers every request 3006, naming `to`."""
 
