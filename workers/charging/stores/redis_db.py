@@ -59,6 +59,7 @@ from ..store import (
 from .common import CachedRules
 from .redis_conn import CLUSTER_SCHEME as CLUSTER_SCHEME
 from .redis_conn import SENTINEL_SCHEME as SENTINEL_SCHEME
+from .redis_conn import Batch as Batch
 from .redis_conn import RedisConn as RedisConn
 from .redis_conn import client as client
 from .redis_conn import is_cluster as is_cluster
@@ -219,20 +220,13 @@ class Script:
         self.ops += [name, self._k(key), *args]
 
     def queue(self, pipe: Any) -> None:
-        """EVALSHA on `pipe` (the script is loaded at open and again after a NOSCRIPT).
-
-        A cluster pipeline is told the node (its shard's slot's primary): left to find the
-        keys itself, redis-py 8 asks a server (COMMAND GETKEYS) once per script, one more
-        round trip each. The node still refuses keys of another slot (CROSSSLOT)."""
+        """EVALSHA on `pipe` (a `Batch`; the script is loaded at open and again after a
+        NOSCRIPT). On a cluster the batch sends it to its first key's node (the shard's
+        slot's primary), which refuses keys of another slot (CROSSSLOT)."""
         gen = b"" if self.gen is None else b"%d" % self.gen
         keys = self.keys
         packed = pack_args([gen, b"%d" % len(self.vals), *self.vals, *self.ops])
-        locate = getattr(pipe, "get_node_from_key", None)
-        if locate is None:
-            pipe.execute_command("EVALSHA", CAS_SHA, len(keys), *keys, packed)
-        else:
-            node = locate(keys[0])
-            pipe.execute_command("EVALSHA", CAS_SHA, len(keys), *keys, packed, target_nodes=node)
+        pipe.execute_command("EVALSHA", CAS_SHA, len(keys), *keys, packed)
 
     @property
     def compared(self) -> list[str]:
@@ -386,12 +380,11 @@ class RedisTables(CachedRules, RedisConn):
 
     def _settle(self, sc: Script, res: Any) -> int:
         """Book a script's reply: the cache learns the values written (applied) or the fresh
-        ones (conflict); a fenced shard is no longer owned. The reply's code; a server that
-        lost the script (restart, SCRIPT FLUSH) gets it again, and the reply counts as a
-        conflict (nothing was applied)."""
+        ones (conflict); a fenced shard is no longer owned. The reply's code; a NOSCRIPT
+        (a server that lost the script: `_execute` loaded it again) counts as a conflict
+        (nothing was applied)."""
         if isinstance(res, Exception):
             if isinstance(res, self._noscript):
-                self.r.script_load(CAS)
                 return CONFLICT
             raise res
         code = int(res[0])
@@ -407,35 +400,25 @@ class RedisTables(CachedRules, RedisConn):
             self._lose(sc.shard)
         return code
 
-    def _execute(self, pipe: Any) -> list[Any]:
-        """The pipeline's replies, errors as values. A server that lost the script (restart,
-        SCRIPT FLUSH; redis-py raises that one) gets it loaded again, and every script of
-        the pipeline replies NOSCRIPT (nothing applied: planned again by the caller).
+    def _execute(self, batch: Batch) -> list[Any]:
+        """The batch's replies, errors as values (`RedisConn._send`: one round trip, one per
+        node on a cluster, in parallel). A server that lost the script (restart, SCRIPT
+        FLUSH) replies NOSCRIPT to each of its scripts (nothing applied: planned again by
+        the caller) and gets it loaded again, once.
 
-        With `replicas` the pipeline ends with WAIT (same round trip): its writes count only
-        once that many replicas hold them, so a failover to one of them loses no answered
-        change. Fewer in time: StoreUnavailable for the whole batch (3004; what the primary
-        applied is found by the client's retry, which is idempotent).
-
-        On a Redis Cluster the pipeline goes out as one per node, in parallel; `waits`
-        queues a WAIT on each primary, after that node's commands, so every node's writes
-        are held by `replicas` of its own replicas; a write redirected by MOVED/ASK (a slot
-        migrating) is sent again with a WAIT on its new node (`_send`). A node that could
-        not be reached comes back as a value here: it is raised, so the batch is
-        StoreUnavailable as on one server."""
-        n = len(pipe)
-        waits = self._queue_waits(pipe)
-        try:
-            res = self._send(pipe)
-        except self._noscript as exc:
-            self.r.script_load(CAS)
-            return [exc] * n
+        With `replicas` each primary's share ends with WAIT on the same connection: its
+        writes count only once that many replicas hold them, so a failover to one of them
+        loses no answered change. Fewer in time, or a node that cannot be reached:
+        StoreUnavailable for the whole batch (3004; what the primary applied is found by
+        the client's retry, which is idempotent). A write redirected by MOVED/ASK (a slot
+        migrating) is sent again with a WAIT on its new node (`_send`)."""
+        res = self._send(batch)
+        noscript = self._noscript
         for x in res:
-            if isinstance(x, self._errors):
-                raise x
-        if waits:
-            self._check_waits(res[n:])
-        return res[:n]
+            if isinstance(x, noscript):
+                self.r.script_load(CAS)
+                break
+        return res
 
     def _lose(self, n: int) -> None:
         if self._owned.pop(n, None) is not None:
@@ -444,11 +427,11 @@ class RedisTables(CachedRules, RedisConn):
     def _run(self, sc: Script, extra: Callable[[Any], None] | None = None) -> None:
         """One script alone in a pipeline (with `extra` commands after it): Conflict when a
         compared key changed, Fenced when the shard was claimed by someone newer."""
-        pipe = self.r.pipeline(transaction=False)
-        sc.queue(pipe)
+        batch = Batch()
+        sc.queue(batch)
         if extra is not None:
-            extra(pipe)
-        code = self._settle(sc, self._execute(pipe)[0])
+            extra(batch)
+        code = self._settle(sc, self._execute(batch)[0])
         if code == CONFLICT:
             raise Conflict
         if code == FENCED:
