@@ -37,7 +37,6 @@ renamed for Redis Cluster, so the layout version stays 2.
 from __future__ import annotations
 
 import hashlib
-import struct
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
@@ -72,35 +71,41 @@ T = TypeVar("T")
 LAYOUT_VERSION = 2
 
 # The one write script. KEYS[1] is the shard's fencing token, KEYS[2..c+1] the compared keys.
-# ARGV[1] packs every argument into one string (`pack_args`: a big-endian u32 count, that
-# many u32 lengths, then the strings): one argument per call, so the client library encodes
-# one bulk string instead of some 25. The arguments: the gen this writer claimed ('' =
-# unsharded, no check); c; the c values the writer based its decision on ('' = absent);
-# then write operations (name, key index, arguments). Returns {1} applied, {-1} fenced
-# (nothing applied), or {0, current values...} when a compared key changed (nothing
+# ARGV: the gen this writer claimed ('' = unsharded, no check); c; the c values the writer
+# based its decision on ('' = absent); then write operations (name, key index, arguments).
+# The whole list is checked before anything is read or written (every operation known, with
+# its arguments and a key index that names a key; the count adds up), so a damaged call is
+# refused, never half applied. The token and compared keys are read with one MGET (each
+# redis.call costs the server more than the command itself). Returns {1} applied, {-1}
+# fenced (nothing applied), or {0, current values...} when a compared key changed (nothing
 # applied; the caller now holds a fresh read and retries).
 CAS = """
-local s = ARGV[1]
-if #s < 4 then return redis.error_reply('chargegw CAS: short argument') end
-local n = struct.unpack('>I4', s)
-if #s < 4 + 4 * n then return redis.error_reply('chargegw CAS: short argument') end
-local A, p = {}, 5 + 4 * n
-for j = 1, n do
-  local len = struct.unpack('>I4', s, 1 + 4 * j)
-  A[j] = string.sub(s, p, p + len - 1)
-  p = p + len
-end
-if p ~= #s + 1 then return redis.error_reply('chargegw CAS: bad argument lengths') end
-if A[1] ~= '' and redis.call('GET', KEYS[1]) ~= A[1] then return {-1} end
+local A, n = ARGV, #ARGV
 local c = tonumber(A[2])
+if not c or c < 0 or c % 1 ~= 0 or n < c + 2 or #KEYS < c + 1 then
+  return redis.error_reply('chargegw CAS: bad arguments')
+end
+local W = {set = 3, setpx = 4, setnx = 3, del = 2, sadd = 3, srem = 3, rpush = 3, zadd = 4,
+           zrem = 3}
+local i = c + 3
+while i <= n do
+  local w = W[A[i]]
+  if not w then return redis.error_reply('chargegw CAS: unknown operation ' .. tostring(A[i])) end
+  local k = tonumber(A[i + 1])
+  if not k or KEYS[k] == nil then return redis.error_reply('chargegw CAS: bad key index') end
+  i = i + w
+end
+if i ~= n + 1 then return redis.error_reply('chargegw CAS: bad argument count') end
+local got = redis.call('MGET', unpack(KEYS, 1, c + 1))
+if A[1] ~= '' and got[1] ~= A[1] then return {-1} end
 local cur, same = {0}, true
-for i = 1, c do
-  local v = redis.call('GET', KEYS[i + 1]) or ''
-  cur[i + 1] = v
-  if v ~= A[i + 2] then same = false end
+for j = 1, c do
+  local v = got[j + 1] or ''
+  cur[j + 1] = v
+  if v ~= A[j + 2] then same = false end
 end
 if not same then return cur end
-local i = c + 3
+i = c + 3
 while i <= n do
   local o, k = A[i], KEYS[tonumber(A[i + 1])]
   if o == 'set' then redis.call('SET', k, A[i + 2]); i = i + 3
@@ -111,8 +116,7 @@ while i <= n do
   elseif o == 'srem' then redis.call('SREM', k, A[i + 2]); i = i + 3
   elseif o == 'rpush' then redis.call('RPUSH', k, A[i + 2]); i = i + 3
   elseif o == 'zadd' then redis.call('ZADD', k, A[i + 2], A[i + 3]); i = i + 4
-  elseif o == 'zrem' then redis.call('ZREM', k, A[i + 2]); i = i + 3
-  else return redis.error_reply('chargegw CAS: unknown operation ' .. tostring(o)) end
+  else redis.call('ZREM', k, A[i + 2]); i = i + 3 end
 end
 return {1}
 """
@@ -144,30 +148,6 @@ class Fenced(Exception):
     def __init__(self, shard: int) -> None:
         super().__init__(f"shard {shard} fenced")
         self.shard = shard
-
-
-def pack_args(items: list[bytes | str]) -> bytes:
-    """The CAS script's arguments as its one packed argument: a big-endian u32 count, the
-    u32 length of each item, then the items (str as UTF-8). The script checks that the
-    lengths add up, so a truncated or padded string is refused, never half applied."""
-    b = [x if type(x) is bytes else x.encode() for x in items]  # type: ignore[union-attr]
-    return _PACK_HEAD.pack(len(b)) + struct.pack(f">{len(b)}I", *map(len, b)) + b"".join(b)
-
-
-def unpack_args(s: bytes) -> list[bytes]:
-    """`pack_args` undone (what the script does in Lua): for tests and tools."""
-    (n,) = _PACK_HEAD.unpack_from(s)
-    lens = struct.unpack_from(f">{n}I", s, 4)
-    out, p = [], 4 + 4 * n
-    for ln in lens:
-        out.append(s[p : p + ln])
-        p += ln
-    if p != len(s):
-        raise ValueError("packed arguments: lengths do not add up")
-    return out
-
-
-_PACK_HEAD = struct.Struct(">I")
 
 
 class Script:
@@ -225,8 +205,9 @@ class Script:
         slot's primary), which refuses keys of another slot (CROSSSLOT)."""
         gen = b"" if self.gen is None else b"%d" % self.gen
         keys = self.keys
-        packed = pack_args([gen, b"%d" % len(self.vals), *self.vals, *self.ops])
-        pipe.execute_command("EVALSHA", CAS_SHA, len(keys), *keys, packed)
+        pipe.execute_command(
+            "EVALSHA", CAS_SHA, len(keys), *keys, gen, len(self.vals), *self.vals, *self.ops
+        )
 
     @property
     def compared(self) -> list[str]:
