@@ -5,6 +5,7 @@ within the loop turn's budget, plus WAIT for `replicas` (per primary on a cluste
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
@@ -230,6 +231,8 @@ class RedisConn(Nowait):
     replica_wait_ms: int = 100
     _errors: tuple[type[BaseException], ...]
     _busy: tuple[type[BaseException], ...] = ()
+    _held: dict[int, tuple[Any, Any]]  # id(pool) -> (pool, the connection kept from it)
+    _held_pid: int
 
     def _ready(self) -> None:
         """Checks made once before the first command (the charging store: its layout)."""
@@ -320,55 +323,63 @@ class RedisConn(Nowait):
 
     def _exchange(self, parts: list[tuple[Any, list[bytes]]]) -> list[list[Any]]:
         """For each (redis-py client, packed commands): the commands written as one send on
-        a connection of the client's pool, every part before any reply is read, then each
-        part's replies in order (hiredis), error replies as values. A connection that
-        fails is closed and its error raised once the other parts' replies are read (their
-        connections stay in step); on a cluster, a node that cannot be connected to has the
-        slot map read again (as redis-py does: a failover's promoted replica is found)."""
+        this store's connection to that client's server (`_held`), every part before any
+        reply is read, then each part's replies in order (hiredis), error replies as
+        values. A connection that fails is closed (the next batch connects it again) and
+        its error raised once the other parts' replies are read (their connections stay in
+        step); on a cluster, the slot map is read again then (as redis-py does when a node
+        cannot be connected to: a failover's promoted replica is found)."""
         from redis.exceptions import ResponseError
 
-        taken: list[tuple[Any, Any]] = []  # (pool, connection) to give back
+        conns: list[Any] = []
         out: list[list[Any]] = []
         err: BaseException | None = None
-        try:
-            for client, wire in parts:
-                pool = client.connection_pool
-                try:
-                    conn = pool.get_connection()
-                except Exception as exc:
-                    err = err or exc
-                    taken.append((pool, None))
-                    self._unreachable()
-                    continue
-                taken.append((pool, conn))
-                try:
-                    conn.send_packed_command([b"".join(wire)], check_health=False)
-                except Exception as exc:  # redis-py closed it
-                    err = err or exc
-                    taken[-1] = (pool, None)
-                    pool.release(conn)
-            for (_, wire), (_, conn) in zip(parts, taken, strict=True):
-                got: list[Any] = []
-                if conn is not None:
-                    read = conn.read_response
-                    for _ in wire:
-                        try:
-                            got.append(read())
-                        except ResponseError as e:
-                            got.append(e)
-                        except Exception as exc:
-                            conn.disconnect()
-                            err = err or exc
-                            break
-                got.extend([err] * (len(wire) - len(got)))
-                out.append(got)
-        finally:
-            for pool, conn in taken:
-                if conn is not None:
-                    pool.release(conn)
+        sent = [False] * len(parts)
+        for k, (client, wire) in enumerate(parts):
+            try:
+                conn = self._held_conn(client)
+                conns.append(conn)
+                conn.send_packed_command([b"".join(wire)], check_health=False)
+                sent[k] = True
+            except Exception as exc:  # not connected (redis-py closed a failed one)
+                err = err or exc
+                if len(conns) == k:
+                    conns.append(None)
+        for (_, wire), conn, ok in zip(parts, conns, sent, strict=True):
+            got: list[Any] = []
+            if ok:
+                read = conn.read_response
+                for _ in wire:
+                    try:
+                        got.append(read())
+                    except ResponseError as e:
+                        got.append(e)
+                    except Exception as exc:
+                        conn.disconnect()
+                        err = err or exc
+                        break
+            got.extend([err] * (len(wire) - len(got)))
+            out.append(got)
         if err is not None:
+            self._unreachable()
             raise err
         return out
+
+    def _held_conn(self, client: Any) -> Any:
+        """This store's own connection to `client`'s server, taken from its pool once and
+        kept: the worker is one thread and a batch reads every reply it sends (or closes
+        the connection), so taking and giving back a pooled one per batch (a poll of the
+        socket each time) buys nothing. After a fork the child takes its own."""
+        held = getattr(self, "_held", None)
+        pid = os.getpid()
+        if held is None or getattr(self, "_held_pid", pid) != pid:
+            held = self._held = {}
+            self._held_pid = pid
+        pool = client.connection_pool
+        got = held.get(id(pool))
+        if got is None or got[0] is not pool:
+            got = held[id(pool)] = (pool, pool.get_connection())
+        return got[1]
 
     def _unreachable(self) -> None:
         """A node could not be connected to: a cluster's slot map is read again (a failure
@@ -376,7 +387,7 @@ class RedisConn(Nowait):
         r = self.r
         if not is_cluster(r):
             return
-        try:
+        try:  # (a read or write error too: the node may be gone, its slots elsewhere)
             r.nodes_manager.initialize()
         except Exception:  # noqa: BLE001 - no node answers: the batch fails anyway
             pass
@@ -456,4 +467,7 @@ class RedisConn(Nowait):
                 )
 
     def close(self) -> None:
+        for pool, conn in getattr(self, "_held", {}).values():
+            pool.release(conn)
+        self._held = {}
         self.r.close()
