@@ -1,7 +1,10 @@
 """The connection to Redis, shared by the charging store and the CDR store: the URL forms
 (one server, `redis+sentinel://`, `redis+cluster://`), the redis-py client for each, the
-errors that mean "unreachable", and the call wrapper that turns them into StoreUnavailable
-within the loop turn's budget, plus WAIT for `replicas` (per primary on a cluster)."""
+errors that mean "unreachable", the call wrapper that turns them into StoreUnavailable
+within the loop turn's budget, and the one write path: a `Batch` of commands packed in RESP
+(hiredis), sent on a connection kept per server, one send per node, with WAIT for `replicas`
+(per primary on a cluster) and MOVED/ASK followed (`RedisConn._send`). redis-py makes the
+connections and keeps Sentinel's master and the cluster's slot map."""
 
 from __future__ import annotations
 
@@ -336,16 +339,16 @@ class RedisConn(Nowait):
         err: BaseException | None = None
         sent = [False] * len(parts)
         for k, (client, wire) in enumerate(parts):
+            conn = None
             try:
                 conn = self._held_conn(client)
-                conns.append(conn)
                 conn.send_packed_command([b"".join(wire)], check_health=False)
                 sent[k] = True
-            except Exception as exc:  # not connected (redis-py closed a failed one)
+            except Exception as exc:  # not connected
                 err = err or exc
-                if len(conns) == k:
-                    conns.append(None)
-        for (_, wire), conn, ok in zip(parts, conns, sent, strict=True):
+                self._drop(client)
+            conns.append(conn)
+        for (client, wire), conn, ok in zip(parts, conns, sent, strict=True):
             got: list[Any] = []
             if ok:
                 read = conn.read_response
@@ -355,8 +358,8 @@ class RedisConn(Nowait):
                     except ResponseError as e:
                         got.append(e)
                     except Exception as exc:
-                        conn.disconnect()
                         err = err or exc
+                        self._drop(client)
                         break
             got.extend([err] * (len(wire) - len(got)))
             out.append(got)
@@ -367,9 +370,12 @@ class RedisConn(Nowait):
 
     def _held_conn(self, client: Any) -> Any:
         """This store's own connection to `client`'s server, taken from its pool once and
-        kept: the worker is one thread and a batch reads every reply it sends (or closes
-        the connection), so taking and giving back a pooled one per batch (a poll of the
-        socket each time) buys nothing. After a fork the child takes its own."""
+        kept: the worker is one thread and a batch reads every reply it sends, so taking
+        and giving back a pooled one per batch (a poll of the socket each time) buys
+        nothing. One that fails is dropped (`_drop`): the next is taken from the pool,
+        which connects it where the pool says (a Sentinel pool asks for the master then;
+        a dropped connection reconnecting by itself would go back to the old address).
+        After a fork the child takes its own."""
         held = getattr(self, "_held", None)
         pid = os.getpid()
         if held is None or getattr(self, "_held_pid", pid) != pid:
@@ -380,6 +386,15 @@ class RedisConn(Nowait):
         if got is None or got[0] is not pool:
             got = held[id(pool)] = (pool, pool.get_connection())
         return got[1]
+
+    def _drop(self, client: Any) -> None:
+        """Close and give back the connection kept for `client` (it failed mid-batch: what
+        it still has to read is unknown)."""
+        got = getattr(self, "_held", {}).pop(id(client.connection_pool), None)
+        if got is not None:
+            pool, conn = got
+            conn.disconnect()
+            pool.release(conn)
 
     def _unreachable(self) -> None:
         """A node could not be connected to: a cluster's slot map is read again (a failure
