@@ -1,7 +1,7 @@
-"""The Redis CAS script's one packed argument (issue 10: one bulk string per script call
-instead of some 25): the format round-trips, the script reads exactly what Python packed
-(any bytes, empty strings, big values), a call through `Script` writes what it says, and a
-truncated or padded argument is refused with nothing written."""
+"""The Redis CAS script's arguments (issue 10): the script reads exactly what Python sent
+(any bytes, empty strings, big values), a call through `Script` writes what it says, it
+fences on the shard's gen, and a damaged argument list is refused with nothing written
+(the script checks the whole list before it applies anything)."""
 
 from __future__ import annotations
 
@@ -16,33 +16,8 @@ from chargegw.workers.charging.stores.redis_db import (
     CONFLICT,
     FENCED,
     Script,
-    pack_args,
-    unpack_args,
 )
 from chargegw.workers.charging.testing import RedisServer
-
-ITEMS: list[list[bytes | str]] = [
-    [],
-    [b""],
-    ["", b"0"],
-    [b"\x00\xff\x00", "set", "2", b"x" * 70_000, b"", "\u20ac"],
-    [bytes(range(256))] * 40,
-]
-
-
-@pytest.mark.parametrize("items", ITEMS)
-def test_pack_round_trips(items: list[bytes | str]) -> None:
-    want = [x if isinstance(x, bytes) else x.encode() for x in items]
-    assert unpack_args(pack_args(items)) == want
-
-
-def test_unpack_refuses_wrong_lengths() -> None:
-    packed = pack_args([b"abc", b"de"])
-    with pytest.raises(ValueError):
-        unpack_args(packed[:-1])
-    with pytest.raises(ValueError):
-        unpack_args(packed + b"!")
-
 
 needs_redis = pytest.mark.skipif(
     shutil.which("redis-server") is None, reason="redis-server binary not installed"
@@ -101,15 +76,31 @@ def test_script_fences_on_gen(r) -> None:
     assert r.get("pk:f") is None
 
 
+# (ARGV after gen and count) -- each starts with a good write, so "nothing written" means
+# the damage was found before the first write
+DAMAGED: list[list[bytes | str]] = [
+    ["set", "2", b"v", "set", "2"],  # an operation cut short
+    ["set", "2", b"v", "setpx", "2", b"w"],  # setpx without its PX
+    ["set", "2", b"v", "explode", "2", b"w"],  # unknown operation
+    ["set", "2", b"v", "set", "9", b"w"],  # key index past KEYS
+    ["set", "2", b"v", "set", "x", b"w"],  # key index not a number
+    ["set", "2", b"v", b"extra"],  # a leftover argument
+]
+
+
 @needs_redis
-@pytest.mark.parametrize("cut", [1, 3, -1])
-def test_script_refuses_a_damaged_argument(r, cut: int) -> None:
-    packed = pack_args([b"", b"0", "set", "2", b"value"])
-    bad = packed[:-cut] if cut > 0 else packed + b"extra"
+@pytest.mark.parametrize("ops", DAMAGED)
+def test_script_refuses_a_damaged_argument_list(r, ops: list[bytes | str]) -> None:
     redis = pytest.importorskip("redis")
     with pytest.raises(redis.ResponseError):
-        r.evalsha(CAS_SHA, 2, "pk:gen", "pk:dmg", bad)
+        r.evalsha(CAS_SHA, 2, "pk:gen", "pk:dmg", b"", b"0", *ops)
     assert r.get("pk:dmg") is None
+
+
+@needs_redis
+@pytest.mark.parametrize("head", [[], [b""], [b"", b"x"], [b"", b"-1"], [b"", b"3", b""]])
+def test_script_refuses_a_bad_count(r, head: list[bytes]) -> None:
+    redis = pytest.importorskip("redis")
     with pytest.raises(redis.ResponseError):
-        r.evalsha(CAS_SHA, 2, "pk:gen", "pk:dmg", b"\x00\x00")
+        r.evalsha(CAS_SHA, 2, "pk:gen", "pk:dmg", *head)
     assert r.get("pk:dmg") is None

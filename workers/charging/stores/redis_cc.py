@@ -28,7 +28,7 @@ from .. import core
 from ..core import CCOp, LedgerEntry, Outcome
 from ..store import ProvisionRule, StoreBusy, StoreUnavailable, match_rule, turn_deadline
 from .common import credit, no_account, provisioned
-from .redis_db import APPLIED, CONFLICT, RedisTables, Script, acct_dec, enc, sess_dec
+from .redis_db import APPLIED, CONFLICT, Batch, RedisTables, Script, acct_dec, enc, sess_dec
 
 _STARTS = (core.INITIAL, core.EVENT)
 _NO, _HIT, _ALL = 0, 1, 2  # what of a read to keep in the owner's cache: nothing, found rows, all
@@ -110,7 +110,7 @@ class RedisCreditControl(RedisTables):
             later: list[_Job] = []
             held: set[str] = set()  # sessions with a request waiting: keep their order
             queued: list[tuple[_Job, Outcome, Script, int]] = []
-            pipe = self.r.pipeline(transaction=False)
+            pipe = Batch()
             for job in pending:
                 sid = job.op.session_id
                 if sid in held:

@@ -23,7 +23,7 @@ import msgspec
 
 from ..store import Cdr, NotDurable, StoreUnavailable
 from .common import SWEEP_BUDGET
-from .redis_conn import RedisConn, is_cluster, pipeline_nodes
+from .redis_conn import Batch, RedisConn, is_cluster
 
 _cdr_dec = msgspec.json.Decoder(Cdr)
 
@@ -104,34 +104,24 @@ class RedisCdr(RedisConn):
             raise StoreUnavailable(str(exc)) from exc
         if not cdrs:
             return []
-        pipe = self.r.pipeline(transaction=False)
+        batch = Batch()
         step = 2 if self.retention else 1
         for c in cdrs:
             key = self._key(c.session_id)
-            pipe.hsetnx(key, f"{c.record_number}:{c.sub_session}", msgspec.json.encode(c))
+            batch.cmd("HSETNX", key, f"{c.record_number}:{c.sub_session}", msgspec.json.encode(c))
             if self.retention:
-                pipe.expire(key, self.retention)
-        n = len(cdrs) * step
-        written = pipeline_nodes(self.r, pipe) if is_cluster(self.r) else []
-        waits = self._queue_waits(pipe)  # the replicas hold it too: a failover keeps every CDR
-        if self._mode == "waitaof":
-            for node in written:  # each node that took records, after them
-                pipe.execute_command(*self._aof(), target_nodes=node)
-            if not is_cluster(self.r):
-                pipe.execute_command(*self._aof())
+                batch.cmd("EXPIRE", key, self.retention)
 
         def send() -> list[Any]:
-            res = self._send(pipe)  # redirected records: sent again with their WAIT(AOF)s
+            # each node written ends with WAIT (replicas: a failover keeps every CDR) and
+            # WAITAOF (`_acks`); redirected records are sent again with them (`_send`)
+            res = self._send(batch)
             for x in res:
                 if isinstance(x, Exception):  # an error of any node fails the batch
                     raise x
             return res
 
         res = self._call(send)
-        for got in res[n + waits :]:
-            self._check_aof(got)
-        if waits:
-            self._check_waits(res[n : n + waits])
         return [bool(res[i * step]) for i in range(len(cdrs))]
 
     def put_cdr(self, cdr: Cdr) -> bool:

@@ -1,15 +1,27 @@
 """The connection to Redis, shared by the charging store and the CDR store: the URL forms
 (one server, `redis+sentinel://`, `redis+cluster://`), the redis-py client for each, the
-errors that mean "unreachable", and the call wrapper that turns them into StoreUnavailable
-within the loop turn's budget, plus WAIT for `replicas` (per primary on a cluster)."""
+errors that mean "unreachable", the call wrapper that turns them into StoreUnavailable
+within the loop turn's budget, and the one write path: a `Batch` of commands packed in RESP
+(hiredis), sent on a connection kept per server, one send per node, with WAIT for `replicas`
+(per primary on a cluster) and MOVED/ASK followed (`RedisConn._send`). redis-py makes the
+connections and keeps Sentinel's master and the cluster's slot map."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from ..store import StoreUnavailable, spend_turn, turn_spent
 from .common import Nowait
+
+_Pack = Callable[[tuple[Any, ...]], bytes]
+try:  # RESP packing in C (its stubs type the tuple's length wrong, hence the cast)
+    import hiredis
+
+    _pack = cast(_Pack, hiredis.pack_command)
+except ImportError:  # pragma: no cover - depends on the install
+    _pack = cast(_Pack, None)
 
 T = TypeVar("T")
 
@@ -71,36 +83,44 @@ def parse_cluster_url(url: str) -> tuple[list[tuple[str, int]], str | None]:
 
 
 def is_cluster(r: Any) -> bool:
-    """Whether `r` is a Redis Cluster client (its pipelines split by node, WAIT is per node);
+    """Whether `r` is a Redis Cluster client (a batch splits by node, WAIT is per node);
     asked without making a `LazyCluster`'s client."""
     return isinstance(r, LazyCluster) or hasattr(r, "get_primaries")
 
 
-def _queued(pipe: Any) -> list[Any] | None:
-    """A cluster pipeline's queued commands (each with `args` and `options`, in order):
-    redis-py keeps them in `_execution_strategy.command_queue` (6+) or `command_stack` (5).
-    None where neither is found."""
-    strategy = getattr(pipe, "_execution_strategy", None)
-    queue = getattr(strategy, "command_queue", None)
-    if queue is None:
-        queue = getattr(pipe, "command_stack", None)
-    return None if queue is None else list(queue)
+class Batch:
+    """Commands for one `RedisConn._send`, packed in RESP as they are queued (hiredis), each
+    with the key that places it on a cluster (every command here names its key first;
+    EVALSHA after the script and key count). It replaces redis-py's pipeline on the write
+    path: redis-py's per-command packing, callbacks and dispatch cost more than the
+    store's own work per CCR."""
 
+    __slots__ = ("wire", "keys")
 
-def pipeline_nodes(r: Any, pipe: Any) -> list[Any]:
-    """The primaries a cluster pipeline's queued commands go to (every command this store
-    queues names its key first; EVALSHA after the script and key count); where the queue
-    is not found (`_queued`), every primary."""
-    queue = _queued(pipe)
-    if queue is None:
-        return list(r.get_primaries())
-    found: dict[str, Any] = {}
-    for c in queue:
-        args = c.args
-        key = args[3] if str(args[0]).upper() in ("EVALSHA", "EVAL") else args[1]
-        node = r.get_node_from_key(key)
-        found.setdefault(node.name, node)
-    return list(found.values())
+    def __init__(self) -> None:
+        self.wire: list[bytes] = []
+        self.keys: list[str] = []
+
+    def __len__(self) -> int:
+        return len(self.wire)
+
+    def execute_command(self, *args: Any) -> None:
+        """Queue one command (the name of redis-py's pipeline method, for `Script.queue`)."""
+        self.wire.append(_pack(args))
+        self.keys.append(args[3] if args[0] in ("EVALSHA", "EVAL") else args[1])
+
+    def cmd(self, *args: Any) -> None:
+        """Queue `NAME KEY ARGS...`."""
+        self.wire.append(_pack(args))
+        self.keys.append(args[1])
+
+    def get(self, key: str) -> None:
+        self.wire.append(_pack(("GET", key)))
+        self.keys.append(key)
+
+    def set(self, key: str, value: bytes | str, px: int | None = None) -> None:
+        self.wire.append(_pack(("SET", key, value, "PX", px) if px else ("SET", key, value)))
+        self.keys.append(key)
 
 
 def client(url: str, timeout: float) -> Any:
@@ -122,6 +142,10 @@ def client(url: str, timeout: float) -> Any:
         raise StoreUnavailable(
             "the redis backend needs the 'redis' package (pip install chargegw[redis])"
         ) from exc
+    if _pack is None:  # pragma: no cover - depends on the install
+        raise StoreUnavailable(
+            "the redis backend needs the 'hiredis' package (pip install chargegw[redis])"
+        )
     opts: dict[str, Any] = {
         "socket_timeout": timeout,
         "socket_connect_timeout": timeout,
@@ -210,6 +234,8 @@ class RedisConn(Nowait):
     replica_wait_ms: int = 100
     _errors: tuple[type[BaseException], ...]
     _busy: tuple[type[BaseException], ...] = ()
+    _held: dict[int, tuple[Any, Any]]  # id(pool) -> (pool, the connection kept from it)
+    _held_pid: int
 
     def _ready(self) -> None:
         """Checks made once before the first command (the charging store: its layout)."""
@@ -230,29 +256,13 @@ class RedisConn(Nowait):
             raise StoreUnavailable(f"redis {self.url}: {exc}") from exc
 
     def _pipe(self) -> Any:
-        """A new pipeline (no transaction), made inside `_call`: a cluster's client is made
-        on first use (`LazyCluster`), and one that cannot be is StoreUnavailable."""
+        """A new redis-py pipeline (no transaction) for the admin reads and writes that need
+        no acks (the write path is `Batch`/`_send`), made inside `_call`: a cluster's client
+        is made on first use (`LazyCluster`), and one that cannot be is StoreUnavailable."""
         return self._call(lambda: self.r.pipeline(transaction=False))
 
-    def _queue_waits(self, pipe: Any) -> int:
-        """Queue the WAITs of `replicas`: how many. On a cluster, one to each primary the
-        pipeline writes to (after that node's commands, on the same connection), never to
-        the others: a WAIT counts the connection's own writes, so one sent to a primary
-        whose replica lags would hold up the shards of every other node as well. A write
-        redirected by MOVED/ASK during a slot migration is not covered by these: `_send`
-        sends it again with a WAIT of its own."""
-        if not self.replicas:
-            return 0
-        if not is_cluster(self.r):
-            pipe.execute_command("WAIT", self.replicas, self.replica_wait_ms)
-            return 1
-        nodes = pipeline_nodes(self.r, pipe)
-        for node in nodes:
-            pipe.execute_command("WAIT", self.replicas, self.replica_wait_ms, target_nodes=node)
-        return len(nodes)
-
     def _acks(self) -> list[tuple[Any, ...]]:
-        """The commands that end a primary's share of a write pipeline, on its connection
+        """The commands that end a primary's share of a write batch, on its connection
         after its writes, so that its replies count only once the writes are held: WAIT
         for `replicas` (nothing without). The CDR store adds WAITAOF. `_follow` ends the
         share of each node a write was redirected to with the same commands."""
@@ -263,36 +273,151 @@ class RedisConn(Nowait):
         writes before it are held."""
         self._check_waits([got])
 
-    def _send(self, pipe: Any) -> list[Any]:
-        """`pipe.execute(raise_on_error=False)`: the replies in order, errors as values.
+    def _send(self, batch: Batch) -> list[Any]:
+        """The replies to `batch`'s commands in order, errors as values, once its writes
+        are held (`_acks`: WAIT for `replicas`, the CDR store's WAITAOF).
 
-        On a cluster with `_acks` (`replicas`; the CDR store's WAITAOF), MOVED and ASK are
-        followed here, not by redis-py: redis-py sends a redirected command again alone, on
-        a connection of the new node's pool, after the pipeline's WAITs were answered, so
-        no WAIT covers that write (and one it resends after a connection error, WAIT
-        included, goes out without its node). Here the pipeline goes out with redirections
-        off; each MOVED/ASK reply is sent again to the node it names (after ASKING for an
-        ASK; a MOVED also updates the slot map) in one pipeline that ends with the `_acks`
-        on each such node, so they follow the write on the same connection. One there that
-        falls short is StoreUnavailable (`_check_ack`). A connection error or TRYAGAIN
-        stays a value, for the caller to raise (3004; the client's retry is idempotent)."""
+        One server (or Sentinel's master): the batch, then the acks, go out as one write on
+        one connection. A cluster: the commands split by their key's primary, each node's
+        share followed by the acks on the same connection (a WAIT counts its connection's
+        writes, so a node whose replica lags holds up its own shards only, never the other
+        nodes'); every share is written before any reply is read, so the nodes work in
+        parallel. MOVED and ASK replies are followed here (`_follow`): each is sent again
+        to the node it names with the acks after it there (redis-py's own redirects would
+        send it alone, after the WAITs were answered: uncovered). A reply that means
+        "unreachable" (`_errors`: CLUSTERDOWN, TRYAGAIN...) and a connection error are
+        raised (3004; the client's retry is idempotent); an ack that falls short is
+        StoreUnavailable (`_check_ack`)."""
+        if not batch.wire:
+            return []
         acks = self._acks()
-        if not acks or not is_cluster(self.r):
-            return list(pipe.execute(raise_on_error=False))
-        queue = _queued(pipe)
-        if queue is None:  # an unknown redis-py: its own redirects (not covered)
-            return list(pipe.execute(raise_on_error=False))
-        try:
-            res = list(pipe.send_cluster_commands(queue, raise_on_error=False,
-                                                  allow_redirections=False))  # fmt: skip
-        finally:
-            pipe.reset()
-        self._follow(queue, res, acks)
+        ack_wire = [_pack(a) for a in acks]
+        held: list[tuple[tuple[Any, ...], Any]] = []  # (ack command, its reply)
+        r = self.r
+        n = len(batch)
+        if not is_cluster(r):
+            (got,) = self._exchange([(r, [*batch.wire, *ack_wire])])
+            res = got[:n]
+            held.extend(zip(acks, got[n:], strict=True))
+        else:
+            shares: dict[str, tuple[Any, list[int]]] = {}
+            for i, k in enumerate(batch.keys):
+                node = r.get_node_from_key(k)
+                sh = shares.get(node.name)
+                if sh is None:
+                    sh = shares[node.name] = (node, [])
+                sh[1].append(i)
+            parts = [
+                (r.get_redis_connection(node), [*(batch.wire[i] for i in at), *ack_wire])
+                for node, at in shares.values()
+            ]
+            res = [None] * n
+            for (_, at), got in zip(shares.values(), self._exchange(parts), strict=True):
+                for i, x in zip(at, got, strict=False):
+                    res[i] = x
+                held.extend(zip(acks, got[len(at) :], strict=True))
+            self._follow(batch, res, acks, ack_wire, held)
+        for x in res:
+            if isinstance(x, self._errors):
+                raise x
+        for cmd, x in held:
+            self._check_ack(cmd, x)
         return res
 
-    def _follow(self, queue: list[Any], res: list[Any], acks: list[tuple[Any, ...]]) -> None:
-        """Send the commands of `queue` whose reply in `res` is MOVED or ASK to the node
-        named, each node's share followed by `acks`, and put their replies in `res`; again
+    def _exchange(self, parts: list[tuple[Any, list[bytes]]]) -> list[list[Any]]:
+        """For each (redis-py client, packed commands): the commands written as one send on
+        this store's connection to that client's server (`_held`), every part before any
+        reply is read, then each part's replies in order (hiredis), error replies as
+        values. A connection that fails is closed (the next batch connects it again) and
+        its error raised once the other parts' replies are read (their connections stay in
+        step); on a cluster, the slot map is read again then (as redis-py does when a node
+        cannot be connected to: a failover's promoted replica is found)."""
+        from redis.exceptions import ResponseError
+
+        conns: list[Any] = []
+        out: list[list[Any]] = []
+        err: BaseException | None = None
+        sent = [False] * len(parts)
+        for k, (client, wire) in enumerate(parts):
+            conn = None
+            try:
+                conn = self._held_conn(client)
+                conn.send_packed_command([b"".join(wire)], check_health=False)
+                sent[k] = True
+            except Exception as exc:  # not connected
+                err = err or exc
+                self._drop(client)
+            conns.append(conn)
+        for (client, wire), conn, ok in zip(parts, conns, sent, strict=True):
+            got: list[Any] = []
+            if ok:
+                read = conn.read_response
+                for _ in wire:
+                    try:
+                        got.append(read())
+                    except ResponseError as e:
+                        got.append(e)
+                    except Exception as exc:
+                        err = err or exc
+                        self._drop(client)
+                        break
+            got.extend([err] * (len(wire) - len(got)))
+            out.append(got)
+        if err is not None:
+            self._unreachable()
+            raise err
+        return out
+
+    def _held_conn(self, client: Any) -> Any:
+        """This store's own connection to `client`'s server, taken from its pool once and
+        kept: the worker is one thread and a batch reads every reply it sends, so taking
+        and giving back a pooled one per batch (a poll of the socket each time) buys
+        nothing. One that fails is dropped (`_drop`): the next is taken from the pool,
+        which connects it where the pool says (a Sentinel pool asks for the master then;
+        a dropped connection reconnecting by itself would go back to the old address).
+        After a fork the child takes its own."""
+        held = getattr(self, "_held", None)
+        pid = os.getpid()
+        if held is None or getattr(self, "_held_pid", pid) != pid:
+            held = self._held = {}
+            self._held_pid = pid
+        pool = client.connection_pool
+        got = held.get(id(pool))
+        if got is None or got[0] is not pool:
+            got = held[id(pool)] = (pool, pool.get_connection())
+        return got[1]
+
+    def _drop(self, client: Any) -> None:
+        """Close and give back the connection kept for `client` (it failed mid-batch: what
+        it still has to read is unknown)."""
+        got = getattr(self, "_held", {}).pop(id(client.connection_pool), None)
+        if got is not None:
+            pool, conn = got
+            conn.disconnect()
+            pool.release(conn)
+
+    def _unreachable(self) -> None:
+        """A node could not be connected to: a cluster's slot map is read again (a failure
+        to do so leaves the old one, tried again at the next such error)."""
+        r = self.r
+        if not is_cluster(r):
+            return
+        try:  # (a read or write error too: the node may be gone, its slots elsewhere)
+            r.nodes_manager.initialize()
+        except Exception:  # noqa: BLE001 - no node answers: the batch fails anyway
+            pass
+
+    def _follow(
+        self,
+        batch: Batch,
+        res: list[Any],
+        acks: list[tuple[Any, ...]],
+        ack_wire: list[bytes],
+        held: list[tuple[tuple[Any, ...], Any]],
+    ) -> None:
+        """Send the commands of `batch` whose reply in `res` is MOVED or ASK to the node
+        named (after ASKING for an ASK; a MOVED updates the slot map), each node's share
+        followed by the acks, and put their replies in `res` (the acks' in `held`); again
         while a reply redirects (a slot that moved on meanwhile), `REDIRECTS` rounds at
         most (StoreUnavailable after: the slot is still moving, 3004)."""
         from redis.exceptions import AskError, MovedError
@@ -302,35 +427,27 @@ class RedisConn(Nowait):
             redirected = [i for i, x in enumerate(res) if isinstance(x, AskError)]
             if not redirected:
                 return
-            redo = r.pipeline(transaction=False)
-            at: list[int] = []  # redo's replies -> index in res; ASKING -1, acks[k] -2-k
-            nodes: dict[str, Any] = {}
+            shares: dict[str, tuple[Any, list[bytes], list[int]]] = {}
             for i in redirected:
                 e = res[i]
                 node = self._redirect_node(e)
+                sh = shares.get(node.name)
+                if sh is None:
+                    sh = shares[node.name] = (node, [], [])
                 if not isinstance(e, MovedError):  # ASK: this command only, map unchanged
-                    redo.execute_command("ASKING", target_nodes=node)
-                    at.append(-1)
-                c = queue[i]
-                redo.execute_command(*c.args, **{**c.options, "target_nodes": node})
-                at.append(i)
-                nodes.setdefault(node.name, node)
-            for node in nodes.values():
-                for k, cmd in enumerate(acks):
-                    redo.execute_command(*cmd, target_nodes=node)
-                    at.append(-2 - k)
-            redo_queue = _queued(redo)
-            try:
-                got = list(redo.send_cluster_commands(redo_queue, raise_on_error=False,
-                                                      allow_redirections=False))  # fmt: skip
-            finally:
-                redo.reset()
-            for j, x in zip(at, got, strict=True):
-                if j >= 0:
-                    res[j] = x
-                elif j <= -2:
-                    self._check_ack(acks[-2 - j], x)
-        raise StoreUnavailable(f"redis {self.url}: still redirected after {REDIRECTS} rounds")
+                    sh[1].append(_pack(("ASKING",)))
+                    sh[2].append(-1)
+                sh[1].append(batch.wire[i])
+                sh[2].append(i)
+            parts = [(r.get_redis_connection(node), [*wire, *ack_wire])
+                     for node, wire, _ in shares.values()]  # fmt: skip
+            for (_, _, at), got in zip(shares.values(), self._exchange(parts), strict=True):
+                for j, x in zip(at, got, strict=False):
+                    if j >= 0:
+                        res[j] = x
+                held.extend(zip(acks, got[len(at) :], strict=True))
+        if any(isinstance(x, AskError) for x in res):
+            raise StoreUnavailable(f"redis {self.url}: still redirected after {REDIRECTS} rounds")
 
     def _redirect_node(self, e: Any) -> Any:
         """The node a MOVED/ASK reply `e` names; a MOVED updates the client's slot map
@@ -365,4 +482,7 @@ class RedisConn(Nowait):
                 )
 
     def close(self) -> None:
+        for pool, conn in getattr(self, "_held", {}).values():
+            pool.release(conn)
+        self._held = {}
         self.r.close()

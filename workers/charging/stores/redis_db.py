@@ -37,7 +37,6 @@ renamed for Redis Cluster, so the layout version stays 2.
 from __future__ import annotations
 
 import hashlib
-import struct
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
@@ -59,6 +58,7 @@ from ..store import (
 from .common import CachedRules
 from .redis_conn import CLUSTER_SCHEME as CLUSTER_SCHEME
 from .redis_conn import SENTINEL_SCHEME as SENTINEL_SCHEME
+from .redis_conn import Batch as Batch
 from .redis_conn import RedisConn as RedisConn
 from .redis_conn import client as client
 from .redis_conn import is_cluster as is_cluster
@@ -71,35 +71,41 @@ T = TypeVar("T")
 LAYOUT_VERSION = 2
 
 # The one write script. KEYS[1] is the shard's fencing token, KEYS[2..c+1] the compared keys.
-# ARGV[1] packs every argument into one string (`pack_args`: a big-endian u32 count, that
-# many u32 lengths, then the strings): one argument per call, so the client library encodes
-# one bulk string instead of some 25. The arguments: the gen this writer claimed ('' =
-# unsharded, no check); c; the c values the writer based its decision on ('' = absent);
-# then write operations (name, key index, arguments). Returns {1} applied, {-1} fenced
-# (nothing applied), or {0, current values...} when a compared key changed (nothing
+# ARGV: the gen this writer claimed ('' = unsharded, no check); c; the c values the writer
+# based its decision on ('' = absent); then write operations (name, key index, arguments).
+# The whole list is checked before anything is read or written (every operation known, with
+# its arguments and a key index that names a key; the count adds up), so a damaged call is
+# refused, never half applied. The token and compared keys are read with one MGET (each
+# redis.call costs the server more than the command itself). Returns {1} applied, {-1}
+# fenced (nothing applied), or {0, current values...} when a compared key changed (nothing
 # applied; the caller now holds a fresh read and retries).
 CAS = """
-local s = ARGV[1]
-if #s < 4 then return redis.error_reply('chargegw CAS: short argument') end
-local n = struct.unpack('>I4', s)
-if #s < 4 + 4 * n then return redis.error_reply('chargegw CAS: short argument') end
-local A, p = {}, 5 + 4 * n
-for j = 1, n do
-  local len = struct.unpack('>I4', s, 1 + 4 * j)
-  A[j] = string.sub(s, p, p + len - 1)
-  p = p + len
-end
-if p ~= #s + 1 then return redis.error_reply('chargegw CAS: bad argument lengths') end
-if A[1] ~= '' and redis.call('GET', KEYS[1]) ~= A[1] then return {-1} end
+local A, n = ARGV, #ARGV
 local c = tonumber(A[2])
+if not c or c < 0 or c % 1 ~= 0 or n < c + 2 or #KEYS < c + 1 then
+  return redis.error_reply('chargegw CAS: bad arguments')
+end
+local W = {set = 3, setpx = 4, setnx = 3, del = 2, sadd = 3, srem = 3, rpush = 3, zadd = 4,
+           zrem = 3}
+local i = c + 3
+while i <= n do
+  local w = W[A[i]]
+  if not w then return redis.error_reply('chargegw CAS: unknown operation ' .. tostring(A[i])) end
+  local k = tonumber(A[i + 1])
+  if not k or KEYS[k] == nil then return redis.error_reply('chargegw CAS: bad key index') end
+  i = i + w
+end
+if i ~= n + 1 then return redis.error_reply('chargegw CAS: bad argument count') end
+local got = redis.call('MGET', unpack(KEYS, 1, c + 1))
+if A[1] ~= '' and got[1] ~= A[1] then return {-1} end
 local cur, same = {0}, true
-for i = 1, c do
-  local v = redis.call('GET', KEYS[i + 1]) or ''
-  cur[i + 1] = v
-  if v ~= A[i + 2] then same = false end
+for j = 1, c do
+  local v = got[j + 1] or ''
+  cur[j + 1] = v
+  if v ~= A[j + 2] then same = false end
 end
 if not same then return cur end
-local i = c + 3
+i = c + 3
 while i <= n do
   local o, k = A[i], KEYS[tonumber(A[i + 1])]
   if o == 'set' then redis.call('SET', k, A[i + 2]); i = i + 3
@@ -110,8 +116,7 @@ while i <= n do
   elseif o == 'srem' then redis.call('SREM', k, A[i + 2]); i = i + 3
   elseif o == 'rpush' then redis.call('RPUSH', k, A[i + 2]); i = i + 3
   elseif o == 'zadd' then redis.call('ZADD', k, A[i + 2], A[i + 3]); i = i + 4
-  elseif o == 'zrem' then redis.call('ZREM', k, A[i + 2]); i = i + 3
-  else return redis.error_reply('chargegw CAS: unknown operation ' .. tostring(o)) end
+  else redis.call('ZREM', k, A[i + 2]); i = i + 3 end
 end
 return {1}
 """
@@ -143,30 +148,6 @@ class Fenced(Exception):
     def __init__(self, shard: int) -> None:
         super().__init__(f"shard {shard} fenced")
         self.shard = shard
-
-
-def pack_args(items: list[bytes | str]) -> bytes:
-    """The CAS script's arguments as its one packed argument: a big-endian u32 count, the
-    u32 length of each item, then the items (str as UTF-8). The script checks that the
-    lengths add up, so a truncated or padded string is refused, never half applied."""
-    b = [x if type(x) is bytes else x.encode() for x in items]  # type: ignore[union-attr]
-    return _PACK_HEAD.pack(len(b)) + struct.pack(f">{len(b)}I", *map(len, b)) + b"".join(b)
-
-
-def unpack_args(s: bytes) -> list[bytes]:
-    """`pack_args` undone (what the script does in Lua): for tests and tools."""
-    (n,) = _PACK_HEAD.unpack_from(s)
-    lens = struct.unpack_from(f">{n}I", s, 4)
-    out, p = [], 4 + 4 * n
-    for ln in lens:
-        out.append(s[p : p + ln])
-        p += ln
-    if p != len(s):
-        raise ValueError("packed arguments: lengths do not add up")
-    return out
-
-
-_PACK_HEAD = struct.Struct(">I")
 
 
 class Script:
@@ -219,20 +200,14 @@ class Script:
         self.ops += [name, self._k(key), *args]
 
     def queue(self, pipe: Any) -> None:
-        """EVALSHA on `pipe` (the script is loaded at open and again after a NOSCRIPT).
-
-        A cluster pipeline is told the node (its shard's slot's primary): left to find the
-        keys itself, redis-py 8 asks a server (COMMAND GETKEYS) once per script, one more
-        round trip each. The node still refuses keys of another slot (CROSSSLOT)."""
+        """EVALSHA on `pipe` (a `Batch`; the script is loaded at open and again after a
+        NOSCRIPT). On a cluster the batch sends it to its first key's node (the shard's
+        slot's primary), which refuses keys of another slot (CROSSSLOT)."""
         gen = b"" if self.gen is None else b"%d" % self.gen
         keys = self.keys
-        packed = pack_args([gen, b"%d" % len(self.vals), *self.vals, *self.ops])
-        locate = getattr(pipe, "get_node_from_key", None)
-        if locate is None:
-            pipe.execute_command("EVALSHA", CAS_SHA, len(keys), *keys, packed)
-        else:
-            node = locate(keys[0])
-            pipe.execute_command("EVALSHA", CAS_SHA, len(keys), *keys, packed, target_nodes=node)
+        pipe.execute_command(
+            "EVALSHA", CAS_SHA, len(keys), *keys, gen, len(self.vals), *self.vals, *self.ops
+        )
 
     @property
     def compared(self) -> list[str]:
@@ -386,12 +361,11 @@ class RedisTables(CachedRules, RedisConn):
 
     def _settle(self, sc: Script, res: Any) -> int:
         """Book a script's reply: the cache learns the values written (applied) or the fresh
-        ones (conflict); a fenced shard is no longer owned. The reply's code; a server that
-        lost the script (restart, SCRIPT FLUSH) gets it again, and the reply counts as a
-        conflict (nothing was applied)."""
+        ones (conflict); a fenced shard is no longer owned. The reply's code; a NOSCRIPT
+        (a server that lost the script: `_execute` loaded it again) counts as a conflict
+        (nothing was applied)."""
         if isinstance(res, Exception):
             if isinstance(res, self._noscript):
-                self.r.script_load(CAS)
                 return CONFLICT
             raise res
         code = int(res[0])
@@ -407,35 +381,25 @@ class RedisTables(CachedRules, RedisConn):
             self._lose(sc.shard)
         return code
 
-    def _execute(self, pipe: Any) -> list[Any]:
-        """The pipeline's replies, errors as values. A server that lost the script (restart,
-        SCRIPT FLUSH; redis-py raises that one) gets it loaded again, and every script of
-        the pipeline replies NOSCRIPT (nothing applied: planned again by the caller).
+    def _execute(self, batch: Batch) -> list[Any]:
+        """The batch's replies, errors as values (`RedisConn._send`: one round trip, one per
+        node on a cluster, in parallel). A server that lost the script (restart, SCRIPT
+        FLUSH) replies NOSCRIPT to each of its scripts (nothing applied: planned again by
+        the caller) and gets it loaded again, once.
 
-        With `replicas` the pipeline ends with WAIT (same round trip): its writes count only
-        once that many replicas hold them, so a failover to one of them loses no answered
-        change. Fewer in time: StoreUnavailable for the whole batch (3004; what the primary
-        applied is found by the client's retry, which is idempotent).
-
-        On a Redis Cluster the pipeline goes out as one per node, in parallel; `waits`
-        queues a WAIT on each primary, after that node's commands, so every node's writes
-        are held by `replicas` of its own replicas; a write redirected by MOVED/ASK (a slot
-        migrating) is sent again with a WAIT on its new node (`_send`). A node that could
-        not be reached comes back as a value here: it is raised, so the batch is
-        StoreUnavailable as on one server."""
-        n = len(pipe)
-        waits = self._queue_waits(pipe)
-        try:
-            res = self._send(pipe)
-        except self._noscript as exc:
-            self.r.script_load(CAS)
-            return [exc] * n
+        With `replicas` each primary's share ends with WAIT on the same connection: its
+        writes count only once that many replicas hold them, so a failover to one of them
+        loses no answered change. Fewer in time, or a node that cannot be reached:
+        StoreUnavailable for the whole batch (3004; what the primary applied is found by
+        the client's retry, which is idempotent). A write redirected by MOVED/ASK (a slot
+        migrating) is sent again with a WAIT on its new node (`_send`)."""
+        res = self._send(batch)
+        noscript = self._noscript
         for x in res:
-            if isinstance(x, self._errors):
-                raise x
-        if waits:
-            self._check_waits(res[n:])
-        return res[:n]
+            if isinstance(x, noscript):
+                self.r.script_load(CAS)
+                break
+        return res
 
     def _lose(self, n: int) -> None:
         if self._owned.pop(n, None) is not None:
@@ -444,11 +408,11 @@ class RedisTables(CachedRules, RedisConn):
     def _run(self, sc: Script, extra: Callable[[Any], None] | None = None) -> None:
         """One script alone in a pipeline (with `extra` commands after it): Conflict when a
         compared key changed, Fenced when the shard was claimed by someone newer."""
-        pipe = self.r.pipeline(transaction=False)
-        sc.queue(pipe)
+        batch = Batch()
+        sc.queue(batch)
         if extra is not None:
-            extra(pipe)
-        code = self._settle(sc, self._execute(pipe)[0])
+            extra(batch)
+        code = self._settle(sc, self._execute(batch)[0])
         if code == CONFLICT:
             raise Conflict
         if code == FENCED:

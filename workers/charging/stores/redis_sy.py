@@ -11,7 +11,7 @@ from typing import Any
 
 from ..core import Account, LedgerEntry
 from ..store import StoreError, SySubscription
-from .redis_db import RedisTables, enc, sy_dec
+from .redis_db import Batch, RedisTables, enc, sy_dec
 
 
 class RedisSy(RedisTables):
@@ -36,10 +36,10 @@ class RedisSy(RedisTables):
     def sy_put(self, sub: SySubscription) -> None:
         old = self.sy_get(sub.session_id)
         self._write(lambda p: (p.set(self._ksy(sub.session_id), enc.encode(sub)),
-                               p.sadd(self._ksys(sub.account), sub.session_id)))  # fmt: skip
+                               p.cmd("SADD", self._ksys(sub.account), sub.session_id)))  # fmt: skip
         if old is None or old.account != sub.account:
             if old is not None:
-                self._write(lambda p: p.srem(self._ksys(old.account), sub.session_id))
+                self._write(lambda p: p.cmd("SREM", self._ksys(old.account), sub.session_id))
                 self._sy_count(old.account, -1)
             self._sy_count(sub.account, +1)
 
@@ -47,9 +47,9 @@ class RedisSy(RedisTables):
         """One write pipeline (`queue` fills it), held by `replicas` before it returns."""
 
         def go() -> list[Any]:
-            pipe = self.r.pipeline(transaction=False)
-            queue(pipe)
-            return self._execute(pipe)
+            batch = Batch()
+            queue(batch)
+            return self._execute(batch)
 
         return self._call(go)
 
@@ -58,11 +58,11 @@ class RedisSy(RedisTables):
         return sy_dec.decode(raw) if raw else None
 
     def sy_delete(self, session_id: str) -> SySubscription | None:
-        (raw,) = self._write(lambda p: p.getdel(self._ksy(session_id)))
+        (raw,) = self._write(lambda p: p.cmd("GETDEL", self._ksy(session_id)))
         if not raw:
             return None
         sub = sy_dec.decode(raw)
-        self._write(lambda p: p.srem(self._ksys(sub.account), session_id))
+        self._write(lambda p: p.cmd("SREM", self._ksys(sub.account), session_id))
         self._sy_count(sub.account, -1)
         return sub
 
