@@ -30,7 +30,9 @@ from .types import IdentityType, UTF8StringType, _identity_ok
 MAX_DEPTH = 16  # grouped AVPs nested deeper than this are left to the codec
 
 _II = struct.Struct(">II")
+_III = struct.Struct(">III")
 _I = struct.Struct(">I")
+_PAD = bytes(4)  # behind the message: every AVP header can be read with its next 4 bytes
 _HDR = struct.Struct(">IIIII")
 
 
@@ -72,8 +74,7 @@ def _make_checker(d: Dictionary) -> Callable[..., bool]:
     must stop the reader (unknown with the M bit, not allowed by a closed grammar, or a known
     group holding such an AVP at any depth); Unreadable on a malformed member."""
     known = _known(d)
-    unpack = _II.unpack_from
-    vendor_of = _I.unpack_from
+    unpack = _III.unpack_from  # the buffer has 4 bytes behind the message (see `read`)
 
     def inside(buf: bytes, pos: int, end: int, depth: int) -> bool:
         if depth > MAX_DEPTH:
@@ -81,12 +82,12 @@ def _make_checker(d: Dictionary) -> Callable[..., bool]:
         while pos < end:
             if end - pos < 8:
                 raise Unreadable
-            code, fl = unpack(buf, pos)
+            code, fl, vendor = unpack(buf, pos)
             n = fl & 0xFFFFFF
             if fl & AVP_VENDOR << 24:
                 if n < 12 or pos + n > end:
                     raise Unreadable
-                grouped = known.get(code | vendor_of(buf, pos + 8)[0] << 32)
+                grouped = known.get(code | vendor << 32)
                 head = 12
             else:
                 if n < 8 or pos + n > end:
@@ -125,6 +126,7 @@ class _Gen:
         self.env: dict[str, Any] = {
             "Unreadable": Unreadable,
             "_II": _II.unpack_from,
+            "_III": _III.unpack_from,
             "_I": _I.unpack_from,
             "_HDR": _HDR.unpack_from,
             "_other": _make_checker(d),
@@ -141,14 +143,15 @@ class _Gen:
         spec: Spec,
         where: str,
         extra: tuple[str, ...] = (),
-        top: bool = False,
+        depth: int = 0,
     ) -> int:
-        """Emit class _C<i> and function _g<i>(buf, pos, end, depth); returns i.
+        """Emit class _C<i> and function _g<i>(buf, pos, end); returns i.
 
         The walk keeps every field in a local (a local is the cheapest thing Python reads
         and writes) and builds the view, a slotted object, once at the end; `extra` names
-        slots the caller fills in (the header fields, for the command). `top`: the walk of
-        the command itself, which `read` calls with `end` at the buffer's end."""
+        slots the caller fills in (the header fields, for the command). `depth`: how deep
+        the spec nests this walk (the command's own is 0), known here, so never counted
+        at run time."""
         i = self.n
         self.n += 1
         fields: list[tuple[AvpDef, Any, bool]] = []
@@ -169,7 +172,7 @@ class _Gen:
             if isinstance(what, Mapping):
                 if a.kind != 2 or a.grammar is None:
                     raise KeyError(f"{a.name} is not a Grouped AVP")
-                subs[a.name] = self.group(a.grammar, what, a.name)
+                subs[a.name] = self.group(a.grammar, what, a.name, depth=depth + 1)
         attrs: list[tuple[str, bool]] = []  # (attribute, is a list)
         for a, what, many in fields:
             if what != "raw":
@@ -192,34 +195,34 @@ class _Gen:
         e(f"class _C{i}:")
         e(f"    # {where}")
         e(f"    __slots__ = {slots!r}")
-        e(f"def _g{i}(buf, pos, end, depth):")
-        e("    if depth > MAX_DEPTH:")
-        e("        raise Unreadable")
+        e(f"def _g{i}(buf, pos, end):")
+        if depth > MAX_DEPTH:
+            e("    raise Unreadable")
         for attr, many in attrs:
             e(f"    v_{attr} = {'[]' if many else 'None'}")
         e("    while pos < end:")
-        if not top:  # the command's walk ends at the buffer's end: unpacking past it fails
-            e("        if end - pos < 8:")
-            e("            raise Unreadable")
-        e("        code, fl = _II(buf, pos)")
+        # One unpack: the header and the 4 bytes behind it (the Vendor-Id, or a 32-bit
+        # value). `read` put 4 bytes behind the message, so a header that starts 8 bytes or
+        # more before the message's end is read whole; one that starts later fails to
+        # unpack. A header that crosses a group's end has a length that does (n >= 8).
+        e("        code, fl, w = _III(buf, pos)")
         e("        n = fl & 0xFFFFFF")
         e("        ve = pos + n")
         e(f"        if fl & {AVP_VENDOR << 24:#x}:")
         e("            if n < 12 or ve > end:")
         e("                raise Unreadable")
-        e("            key = code | _I(buf, pos + 8)[0] << 32")
+        e("            code |= w << 32  # the index key, as the dictionary's ikey")
         e("            vs = pos + 12")
         e("        else:")
         e("            if n < 8 or ve > end:")
         e("                raise Unreadable")
-        e("            key = code")
         e("            vs = pos + 8")
         kw = "if"
         for a, what, many in fields:
-            e(f"        {kw} key == {a.ikey}:  # {a.name}")
+            e(f"        {kw} code == {a.ikey}:  # {a.name}")
             kw = "elif"
             if isinstance(what, Mapping):
-                value = f"_g{subs[a.name]}(buf, vs, ve, depth + 1)"
+                value = f"_g{subs[a.name]}(buf, vs, ve)"
             elif what == "raw":
                 value = ""
             elif a.kind == 2:
@@ -227,15 +230,16 @@ class _Gen:
             else:
                 value = self.value(a)
             self.store(a, what, many, value)
-        e(f"        {kw} key in _plain{i}:")
+        e(f"        {kw} code in _plain{i}:")
         e("            pass")
-        e(f"        elif _other(buf, key, fl, vs, ve, depth, _allowed{i}):")
+        e(f"        elif _other(buf, code, fl, vs, ve, {depth}, _allowed{i}):")
         e("            raise Unreadable")
         # A member ends inside the group (checked above); only its padding may pass `end`
         # (a group length that leaves out its last member's padding). The codec's scan
         # accepts that, and the reader must agree with it: a request it declines is judged
         # by the codec's validation, and one that passes there would get 5012.
-        e("        pos = ve + (-n & 3)")
+        # (every AVP starts on a multiple of 4 from the message's start, as `pos` does)
+        e("        pos = (ve + 3) & -4")
         for r in grammar.rules:
             if r.avp is not None and r.min > 0:
                 attr = r.avp.attr if spec.get(r.avp.name) != "raw" else r.avp.attr + "_avp"
@@ -257,7 +261,14 @@ class _Gen:
         if codec.fixed and not codec.converts and not codec.is_float:
             name = f"_S{a.code}_{a.vendor}"
             self.env[name] = codec.struct.unpack_from
-            return f"(_S{a.code}_{a.vendor}(buf, vs)[0] if ve - vs == {codec.size} else _bad())"
+            fmt = codec.struct.format
+            if fmt in (">I", ">i") and not a.vendor:
+                # the walk's `w` holds the value when the V bit is clear (else: Vendor-Id)
+                # (V clear and n == 12); anything else is left to the general form
+                w = "w" if fmt == ">I" else "(w if w < 0x80000000 else w - 0x100000000)"
+                return (f"({w} if fl & {AVP_VENDOR << 24 | 0xFFFFFF:#x} == 12 else"
+                        f" {name}(buf, vs)[0] if ve - vs == 4 else _bad())")  # fmt: skip
+            return f"({name}(buf, vs)[0] if ve - vs == {codec.size} else _bad())"
         if type(codec) is UTF8StringType:  # the type's decode, inlined (no call)
             return "(s if '\\x00' not in (s := str(buf[vs:ve], 'utf-8')) else _bad())"
         if type(codec) is IdentityType:
@@ -330,7 +341,7 @@ def compile_reader(
     assert grammar is not None
     gen = _Gen(d)
     gen.env["_bad"] = _bad
-    top = gen.group(grammar, fields, cmd.name, ("flags", "hop_by_hop", "end_to_end"), top=True)
+    top = gen.group(grammar, fields, cmd.name, ("flags", "hop_by_hop", "end_to_end"))
     want = FLAG_REQUEST if request else 0
     e = gen.emit
     e("def read(buf):")
@@ -342,7 +353,7 @@ def compile_reader(
       f" or fc >> 24 & {FLAG_REQUEST} != {want}:")  # fmt: skip
     e("        raise Unreadable")
     e("    try:")
-    e(f"        o = _g{top}(buf, 20, n, 0)")
+    e(f"        o = _g{top}(b''.join((buf, _PAD)), 20, n)")
     e("    except (ValueError, struct.error, IndexError, RecursionError):")
     e("        raise Unreadable from None")
     e("    o.flags = fc >> 24")
@@ -350,7 +361,7 @@ def compile_reader(
     e("    o.end_to_end = e2e")
     e("    return o")
     source = "\n".join(gen.lines) + "\n"
-    env = dict(gen.env, struct=struct, _new=object.__new__)
+    env = dict(gen.env, struct=struct, _new=object.__new__, _PAD=_PAD)
     exec(compile(source, f"<compiled reader {cmd.name}>", "exec"), env)  # noqa: S102
     return Reader(env["read"], source, d)
 
