@@ -200,6 +200,7 @@ class _Gen:
             e("    raise Unreadable")
         for attr, many in attrs:
             e(f"    v_{attr} = {'[]' if many else 'None'}")
+        self.lead(grammar, fields)
         e("    while pos < end:")
         # One unpack: the header and the 4 bytes behind it (the Vendor-Id, or a 32-bit
         # value). `read` put 4 bytes behind the message, so a header that starts 8 bytes or
@@ -229,7 +230,7 @@ class _Gen:
                 raise KeyError(f'{a.name} is Grouped: give its spec, or read it "raw"')
             else:
                 value = self.value(a)
-            self.store(a, what, many, value)
+            self.store(a, what, many, value, " " * 12)
         e(f"        {kw} code in _plain{i}:")
         e("            pass")
         e(f"        elif _other(buf, code, fl, vs, ve, {depth}, _allowed{i}):")
@@ -252,6 +253,33 @@ class _Gen:
             e(f"    o.{attr} = v_{attr}")
         e("    return o")
         return i
+
+    def lead(self, grammar: Grammar, fields: list[tuple[AvpDef, Any, bool]]) -> None:
+        """Emit the walk's lead: the required single plain AVPs that open the grammar
+        (Session-Id, Origin-Host, ... CC-Request-Number for a CCR), read in that order
+        while the message follows it, each with one test instead of the if-chain's. At
+        the first AVP that is not the next of them the chain takes over from there (it
+        also catches a second occurrence of one of them)."""
+        required = {r.avp.ikey for r in grammar.rules if r.avp is not None and r.min > 0}
+        pad = "    "
+        for a, what, many in fields:
+            if (
+                a.ikey not in required or many or a.vendor or a.kind == 2
+                or isinstance(what, Mapping) or what == "raw"
+            ):  # fmt: skip
+                break
+            e = self.emit
+            e(f"{pad}if pos < end:")
+            e(f"{pad}    code, fl, w = _III(buf, pos)")
+            e(f"{pad}    if code == {a.ikey} and fl < {AVP_VENDOR << 24:#x}:  # {a.name}")
+            pad += " " * 8
+            e(f"{pad}n = fl & 0xFFFFFF")
+            e(f"{pad}ve = pos + n")
+            e(f"{pad}if n < 8 or ve > end:")
+            e(f"{pad}    raise Unreadable")
+            e(f"{pad}vs = pos + 8")
+            self.store(a, what, many, self.value(a), pad, first=True)
+            e(f"{pad}pos = (ve + 3) & -4")
 
     def value(self, a: AvpDef) -> str:
         """An expression for the value of AVP `a` in buf[vs:ve]."""
@@ -280,27 +308,32 @@ class _Gen:
         self.env[name] = codec.strict  # raises TypeFault (a ValueError) on a bad value
         return f"{name}(buf, vs, ve)"
 
-    def store(self, a: AvpDef, what: Any, many: bool, value: str) -> None:
+    def store(
+        self, a: AvpDef, what: Any, many: bool, value: str, pad: str, first: bool = False
+    ) -> None:
+        """Emit, indented by `pad`, the keeping of AVP `a`; `first`: it cannot have been
+        seen before (the walk's lead)."""
         e = self.emit
         raw = "(buf[pos:ve] if not n & 3 else buf[pos:ve] + bytes(-n & 3))"
         if what == "raw":
             if many:
-                e(f"            v_{a.attr}_avp.append({raw})")
+                e(f"{pad}v_{a.attr}_avp.append({raw})")
             else:
-                e(f"            if v_{a.attr}_avp is not None:")
-                e("                raise Unreadable")
-                e(f"            v_{a.attr}_avp = {raw}")
+                e(f"{pad}if v_{a.attr}_avp is not None:")
+                e(f"{pad}    raise Unreadable")
+                e(f"{pad}v_{a.attr}_avp = {raw}")
             return
         if many:
-            e(f"            v_{a.attr}.append({value})")
+            e(f"{pad}v_{a.attr}.append({value})")
             if what == "avp":
-                e(f"            v_{a.attr}_avp.append({raw})")
+                e(f"{pad}v_{a.attr}_avp.append({raw})")
             return
-        e(f"            if v_{a.attr} is not None:")
-        e("                raise Unreadable  # 5009: the codec names the second one")
-        e(f"            v_{a.attr} = {value}")
+        if not first:
+            e(f"{pad}if v_{a.attr} is not None:")
+            e(f"{pad}    raise Unreadable  # 5009: the codec names the second one")
+        e(f"{pad}v_{a.attr} = {value}")
         if what == "avp":
-            e(f"            v_{a.attr}_avp = {raw}")
+            e(f"{pad}v_{a.attr}_avp = {raw}")
 
 
 _IDENTITIES: dict[Any, str] = {}  # DiameterIdentity bytes -> the checked value
