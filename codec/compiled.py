@@ -74,32 +74,37 @@ def _make_checker(d: Dictionary) -> Callable[..., bool]:
     must stop the reader (unknown with the M bit, not allowed by a closed grammar, or a known
     group holding such an AVP at any depth); Unreadable on a malformed member."""
     known = _known(d)
+    leaves = frozenset(k for k, grouped in known.items() if not grouped)
+    groups = frozenset(k for k, grouped in known.items() if grouped)
     unpack = _III.unpack_from  # the buffer has 4 bytes behind the message (see `read`)
+    vendor_bit = AVP_VENDOR << 24
+    mandatory = AVP_MANDATORY << 24
 
     def inside(buf: bytes, pos: int, end: int, depth: int) -> bool:
         if depth > MAX_DEPTH:
             raise Unreadable
         while pos < end:
-            if end - pos < 8:
-                raise Unreadable
+            # a header that crosses `end` has a length that does (see `_Gen.group`)
             code, fl, vendor = unpack(buf, pos)
             n = fl & 0xFFFFFF
-            if fl & AVP_VENDOR << 24:
-                if n < 12 or pos + n > end:
+            ve = pos + n
+            if fl & vendor_bit:
+                if n < 12 or ve > end:
                     raise Unreadable
-                grouped = known.get(code | vendor << 32)
+                code |= vendor << 32
                 head = 12
             else:
-                if n < 8 or pos + n > end:
+                if n < 8 or ve > end:
                     raise Unreadable
-                grouped = known.get(code)
                 head = 8
-            if grouped is None:
-                if fl & AVP_MANDATORY << 24:
+            if code in leaves:
+                pass
+            elif code in groups:
+                if inside(buf, pos + head, ve, depth + 1):
                     return True
-            elif grouped and inside(buf, pos + head, pos + n, depth + 1):
+            elif fl & mandatory:
                 return True
-            pos += (n + 3) & ~3
+            pos = (ve + 3) & -4
         # pos may pass `end` only by the last member's padding, which the group's length
         # may leave out: the codec's scan accepts that, so the reader does too
         return False
