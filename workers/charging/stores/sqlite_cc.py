@@ -53,9 +53,9 @@ def _account_put(put: tuple[Any, ...]) -> Account:
 
 class SqliteCreditControl(SqliteTables):
     # the running chunk's pending writes: account id -> _SAVE_ACCOUNT's parameters, and
-    # session id -> its new `data` (see the module's docstring)
+    # session id -> _SAVE_SESSION's (its new `data`, its id); see the module's docstring
     _put_accounts: dict[str, tuple[Any, ...]] = {}  # noqa: RUF012  (each chunk sets its own)
-    _put_sessions: dict[str, bytes] = {}  # noqa: RUF012
+    _put_sessions: dict[str, tuple[bytes, str]] = {}  # noqa: RUF012
 
     def credit_control(self, op: CCOp) -> Outcome:
         out = self._txn(lambda: self._chunk([op])[0], keep_cache=True)
@@ -70,7 +70,7 @@ class SqliteCreditControl(SqliteTables):
         ledger: list[LedgerEntry] = []
         out: list[Outcome | Exception] = []
         accounts: dict[str, tuple[Any, ...]] = {}
-        sessions: dict[str, bytes] = {}
+        sessions: dict[str, tuple[bytes, str]] = {}
         self._put_accounts, self._put_sessions = accounts, sessions
         try:
             for op in ops:
@@ -82,7 +82,7 @@ class SqliteCreditControl(SqliteTables):
             if accounts:
                 db.executemany(_SAVE_ACCOUNT, accounts.values())
             if sessions:
-                db.executemany(_SAVE_SESSION, [(v, k) for k, v in sessions.items()])
+                db.executemany(_SAVE_SESSION, sessions.values())
         finally:  # written, or rolled back with the transaction
             self._put_accounts, self._put_sessions = {}, {}
         if ledger:
@@ -153,8 +153,10 @@ class SqliteCreditControl(SqliteTables):
 
     def _cc(self, op: CCOp, ledger: list[LedgerEntry]) -> Outcome:
         """One request inside the caller's transaction. Rows come from the cache when it has
-        them (see `SqliteTables`); every change is still written to SQLite here, but its
-        ledger entries are added to `ledger`, for the caller to write before it commits."""
+        them (see `SqliteTables`); every change is written to SQLite in the transaction: a
+        new or changed session row here, the account and a session's new `data` by the
+        chunk (`_put_accounts`, `_put_sessions`), its ledger entries added to `ledger`: all
+        before the chunk commits."""
         db = self.db
         account: Account | None
         session: Session | None
@@ -163,7 +165,9 @@ class SqliteCreditControl(SqliteTables):
         hit = self._sessions.get(op.session_id)
         if hit is not None:
             session, bucket = hit
-            account = self._cached_account(session.account)
+            account = self._accounts.get(session.account)
+            if account is None:
+                account = self._cached_account(session.account)
         else:
             row = db.execute(
                 "SELECT s.data, s.expires, a.id, a.balance, a.reserved, a.credit_limit, a.blocked, a.spent, a.period, a.sy"
@@ -171,8 +175,9 @@ class SqliteCreditControl(SqliteTables):
                 (op.session_id,),
             ).fetchone()
             if row is not None:
-                data = self._put_sessions.get(op.session_id, row[0])
-                session, bucket = sess_dec.decode(data), row[1]
+                put_s = self._put_sessions.get(op.session_id)
+                session = sess_dec.decode(row[0] if put_s is None else put_s[0])
+                bucket = row[1]
                 put = self._put_accounts.get(row[2])
                 if row[2] is None:
                     account = None
@@ -182,7 +187,8 @@ class SqliteCreditControl(SqliteTables):
             else:
                 session, bucket, account = None, 0.0, None
         if session is not None:
-            self._here(session.account, op.shard)
+            if self._fence:
+                self._here(session.account, op.shard)
         elif self._locator is not None and op.req_type in (core.UPDATE, core.TERMINATION):
             # routed by a Session-Id the gateway forgot: the session may live in another shard
             self._elsewhere(self._locator.session_shard(op.session_id))
@@ -191,7 +197,7 @@ class SqliteCreditControl(SqliteTables):
         early = core.precheck(op, session)
         if early is not None:
             return early
-        ref = self._ref_session(op)
+        ref = self._ref_session(op) if op.req_type == core.EVENT else None
         if session is not None:
             applied, inserted = core.apply_cc(op, account, session, ref), False
         else:
@@ -210,7 +216,7 @@ class SqliteCreditControl(SqliteTables):
         r = applied.ref_session
         puts = self._put_sessions
         if r is not None:  # a refunded debit event: what is left to refund
-            puts[r.id] = sess_enc.encode(r)
+            puts[r.id] = (sess_enc.encode(r), r.id)
         s = applied.session
         if s is not None:
             new_bucket = _bucket(s.expires, op.tcc)
@@ -224,7 +230,7 @@ class SqliteCreditControl(SqliteTables):
             elif s is session and new_bucket == bucket and stored == (s.state, s.fui):
                 # the usual update, pending till the chunk's end: only `data` is written, so
                 # SQLite leaves the sweep index (state, expires) alone
-                puts[s.id] = sess_enc.encode(s)
+                puts[s.id] = (sess_enc.encode(s), s.id)
             else:
                 if puts:  # this write carries the newer `data`
                     puts.pop(s.id, None)
@@ -255,7 +261,10 @@ class SqliteCreditControl(SqliteTables):
         if op.req_type != core.EVENT or op.action != core.REFUND_ACCOUNT or not op.ref:
             return None
         row = self.db.execute("SELECT data FROM sessions WHERE id=?", (op.ref,)).fetchone()
-        return sess_dec.decode(self._put_sessions.get(op.ref, row[0])) if row else None
+        if row is None:
+            return None
+        put = self._put_sessions.get(op.ref)
+        return sess_dec.decode(row[0] if put is None else put[0])
 
     def _cc_new(
         self, op: CCOp, ledger: list[LedgerEntry], ref: Session | None = None
