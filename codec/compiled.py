@@ -33,6 +33,10 @@ _II = struct.Struct(">II")
 _III = struct.Struct(">III")
 _I = struct.Struct(">I")
 _PAD = bytes(4)  # behind the message: every AVP header can be read with its next 4 bytes
+# The V bit is the top bit of the word holding an AVP's flags and length, so `fl >= _V`
+# tests it: a comparison, where `fl & _V` makes a new int (the walks avoid & where they can)
+_V = AVP_VENDOR << 24
+assert _V == 1 << 31
 _HDR = struct.Struct(">IIIII")
 
 
@@ -77,7 +81,6 @@ def _make_checker(d: Dictionary) -> Callable[..., bool]:
     leaves = frozenset(k for k, grouped in known.items() if not grouped)
     groups = frozenset(k for k, grouped in known.items() if grouped)
     unpack = _III.unpack_from  # the buffer has 4 bytes behind the message (see `read`)
-    vendor_bit = AVP_VENDOR << 24
     mandatory = AVP_MANDATORY << 24
 
     def inside(buf: bytes, pos: int, end: int, depth: int) -> bool:
@@ -88,7 +91,7 @@ def _make_checker(d: Dictionary) -> Callable[..., bool]:
             code, fl, vendor = unpack(buf, pos)
             n = fl & 0xFFFFFF
             ve = pos + n
-            if fl & vendor_bit:
+            if fl >= _V:
                 if n < 12 or ve > end:
                     raise Unreadable
                 code |= vendor << 32
@@ -104,7 +107,7 @@ def _make_checker(d: Dictionary) -> Callable[..., bool]:
                     return True
             elif fl & mandatory:
                 return True
-            pos = (ve + 3) & -4
+            pos = (ve + 3) // 4 * 4
         # pos may pass `end` only by the last member's padding, which the group's length
         # may leave out: the codec's scan accepts that, so the reader does too
         return False
@@ -214,7 +217,7 @@ class _Gen:
         e("        code, fl, w = _III(buf, pos)")
         e("        n = fl & 0xFFFFFF")
         e("        ve = pos + n")
-        e(f"        if fl & {AVP_VENDOR << 24:#x}:")
+        e(f"        if fl >= {_V:#x}:  # V")
         e("            if n < 12 or ve > end:")
         e("                raise Unreadable")
         e("            code |= w << 32  # the index key, as the dictionary's ikey")
@@ -245,7 +248,7 @@ class _Gen:
         # accepts that, and the reader must agree with it: a request it declines is judged
         # by the codec's validation, and one that passes there would get 5012.
         # (every AVP starts on a multiple of 4 from the message's start, as `pos` does)
-        e("        pos = (ve + 3) & -4")
+        e("        pos = (ve + 3) // 4 * 4")
         for r in grammar.rules:
             if r.avp is not None and r.min > 0:
                 attr = r.avp.attr if spec.get(r.avp.name) != "raw" else r.avp.attr + "_avp"
@@ -276,7 +279,7 @@ class _Gen:
             e = self.emit
             e(f"{pad}if pos < end:")
             e(f"{pad}    code, fl, w = _III(buf, pos)")
-            e(f"{pad}    if code == {a.ikey} and fl < {AVP_VENDOR << 24:#x}:  # {a.name}")
+            e(f"{pad}    if code == {a.ikey} and fl < {_V:#x}:  # {a.name}")
             pad += " " * 8
             e(f"{pad}n = fl & 0xFFFFFF")
             e(f"{pad}ve = pos + n")
@@ -284,7 +287,7 @@ class _Gen:
             e(f"{pad}    raise Unreadable")
             e(f"{pad}vs = pos + 8")
             self.store(a, what, many, self.value(a), pad, first=True)
-            e(f"{pad}pos = (ve + 3) & -4")
+            e(f"{pad}pos = (ve + 3) // 4 * 4")
 
     def value(self, a: AvpDef) -> str:
         """An expression for the value of AVP `a` in buf[vs:ve]."""
@@ -299,7 +302,7 @@ class _Gen:
                 # the walk's `w` holds the value when the V bit is clear (else: Vendor-Id)
                 # (V clear and n == 12); anything else is left to the general form
                 w = "w" if fmt == ">I" else "(w if w < 0x80000000 else w - 0x100000000)"
-                return (f"({w} if fl & {AVP_VENDOR << 24 | 0xFFFFFF:#x} == 12 else"
+                return (f"({w} if n == 12 and fl < {_V:#x} else"
                         f" {name}(buf, vs)[0] if ve - vs == 4 else _bad())")  # fmt: skip
             return f"({name}(buf, vs)[0] if ve - vs == {codec.size} else _bad())"
         if type(codec) is UTF8StringType:  # the type's decode, inlined (no call)
