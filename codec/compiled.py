@@ -30,7 +30,13 @@ from .types import IdentityType, UTF8StringType, _identity_ok
 MAX_DEPTH = 16  # grouped AVPs nested deeper than this are left to the codec
 
 _II = struct.Struct(">II")
+_III = struct.Struct(">III")
 _I = struct.Struct(">I")
+_PAD = bytes(4)  # behind the message: every AVP header can be read with its next 4 bytes
+# The V bit is the top bit of the word holding an AVP's flags and length, so `fl >= _V`
+# tests it: a comparison, where `fl & _V` makes a new int (the walks avoid & where they can)
+_V = AVP_VENDOR << 24
+assert _V == 1 << 31
 _HDR = struct.Struct(">IIIII")
 
 
@@ -72,33 +78,36 @@ def _make_checker(d: Dictionary) -> Callable[..., bool]:
     must stop the reader (unknown with the M bit, not allowed by a closed grammar, or a known
     group holding such an AVP at any depth); Unreadable on a malformed member."""
     known = _known(d)
-    unpack = _II.unpack_from
-    vendor_of = _I.unpack_from
+    leaves = frozenset(k for k, grouped in known.items() if not grouped)
+    groups = frozenset(k for k, grouped in known.items() if grouped)
+    unpack = _III.unpack_from  # the buffer has 4 bytes behind the message (see `read`)
+    mandatory = AVP_MANDATORY << 24
 
     def inside(buf: bytes, pos: int, end: int, depth: int) -> bool:
         if depth > MAX_DEPTH:
             raise Unreadable
         while pos < end:
-            if end - pos < 8:
-                raise Unreadable
-            code, fl = unpack(buf, pos)
+            # a header that crosses `end` has a length that does (see `_Gen.group`)
+            code, fl, vendor = unpack(buf, pos)
             n = fl & 0xFFFFFF
-            if fl & AVP_VENDOR << 24:
-                if n < 12 or pos + n > end:
+            ve = pos + n
+            if fl >= _V:
+                if n < 12 or ve > end:
                     raise Unreadable
-                grouped = known.get(code | vendor_of(buf, pos + 8)[0] << 32)
+                code |= vendor << 32
                 head = 12
             else:
-                if n < 8 or pos + n > end:
+                if n < 8 or ve > end:
                     raise Unreadable
-                grouped = known.get(code)
                 head = 8
-            if grouped is None:
-                if fl & AVP_MANDATORY << 24:
+            if code in leaves:
+                pass
+            elif code in groups:
+                if inside(buf, pos + head, ve, depth + 1):
                     return True
-            elif grouped and inside(buf, pos + head, pos + n, depth + 1):
+            elif fl & mandatory:
                 return True
-            pos += (n + 3) & ~3
+            pos = (ve + 3) // 4 * 4
         # pos may pass `end` only by the last member's padding, which the group's length
         # may leave out: the codec's scan accepts that, so the reader does too
         return False
@@ -125,6 +134,7 @@ class _Gen:
         self.env: dict[str, Any] = {
             "Unreadable": Unreadable,
             "_II": _II.unpack_from,
+            "_III": _III.unpack_from,
             "_I": _I.unpack_from,
             "_HDR": _HDR.unpack_from,
             "_other": _make_checker(d),
@@ -141,14 +151,15 @@ class _Gen:
         spec: Spec,
         where: str,
         extra: tuple[str, ...] = (),
-        top: bool = False,
+        depth: int = 0,
     ) -> int:
-        """Emit class _C<i> and function _g<i>(buf, pos, end, depth); returns i.
+        """Emit class _C<i> and function _g<i>(buf, pos, end); returns i.
 
         The walk keeps every field in a local (a local is the cheapest thing Python reads
         and writes) and builds the view, a slotted object, once at the end; `extra` names
-        slots the caller fills in (the header fields, for the command). `top`: the walk of
-        the command itself, which `read` calls with `end` at the buffer's end."""
+        slots the caller fills in (the header fields, for the command). `depth`: how deep
+        the spec nests this walk (the command's own is 0), known here, so never counted
+        at run time."""
         i = self.n
         self.n += 1
         fields: list[tuple[AvpDef, Any, bool]] = []
@@ -169,7 +180,7 @@ class _Gen:
             if isinstance(what, Mapping):
                 if a.kind != 2 or a.grammar is None:
                     raise KeyError(f"{a.name} is not a Grouped AVP")
-                subs[a.name] = self.group(a.grammar, what, a.name)
+                subs[a.name] = self.group(a.grammar, what, a.name, depth=depth + 1)
         attrs: list[tuple[str, bool]] = []  # (attribute, is a list)
         for a, what, many in fields:
             if what != "raw":
@@ -192,50 +203,52 @@ class _Gen:
         e(f"class _C{i}:")
         e(f"    # {where}")
         e(f"    __slots__ = {slots!r}")
-        e(f"def _g{i}(buf, pos, end, depth):")
-        e("    if depth > MAX_DEPTH:")
-        e("        raise Unreadable")
+        e(f"def _g{i}(buf, pos, end):")
+        if depth > MAX_DEPTH:
+            e("    raise Unreadable")
         for attr, many in attrs:
             e(f"    v_{attr} = {'[]' if many else 'None'}")
+        self.lead(grammar, fields)
         e("    while pos < end:")
-        if not top:  # the command's walk ends at the buffer's end: unpacking past it fails
-            e("        if end - pos < 8:")
-            e("            raise Unreadable")
-        e("        code, fl = _II(buf, pos)")
+        # One unpack: the header and the 4 bytes behind it (the Vendor-Id, or a 32-bit
+        # value). `read` put 4 bytes behind the message, so a header that starts 8 bytes or
+        # more before the message's end is read whole; one that starts later fails to
+        # unpack. A header that crosses a group's end has a length that does (n >= 8).
+        e("        code, fl, w = _III(buf, pos)")
         e("        n = fl & 0xFFFFFF")
         e("        ve = pos + n")
-        e(f"        if fl & {AVP_VENDOR << 24:#x}:")
+        e(f"        if fl >= {_V:#x}:  # V")
         e("            if n < 12 or ve > end:")
         e("                raise Unreadable")
-        e("            key = code | _I(buf, pos + 8)[0] << 32")
+        e("            code |= w << 32  # the index key, as the dictionary's ikey")
         e("            vs = pos + 12")
         e("        else:")
         e("            if n < 8 or ve > end:")
         e("                raise Unreadable")
-        e("            key = code")
         e("            vs = pos + 8")
         kw = "if"
         for a, what, many in fields:
-            e(f"        {kw} key == {a.ikey}:  # {a.name}")
+            e(f"        {kw} code == {a.ikey}:  # {a.name}")
             kw = "elif"
             if isinstance(what, Mapping):
-                value = f"_g{subs[a.name]}(buf, vs, ve, depth + 1)"
+                value = f"_g{subs[a.name]}(buf, vs, ve)"
             elif what == "raw":
                 value = ""
             elif a.kind == 2:
                 raise KeyError(f'{a.name} is Grouped: give its spec, or read it "raw"')
             else:
                 value = self.value(a)
-            self.store(a, what, many, value)
-        e(f"        {kw} key in _plain{i}:")
+            self.store(a, what, many, value, " " * 12)
+        e(f"        {kw} code in _plain{i}:")
         e("            pass")
-        e(f"        elif _other(buf, key, fl, vs, ve, depth, _allowed{i}):")
+        e(f"        elif _other(buf, code, fl, vs, ve, {depth}, _allowed{i}):")
         e("            raise Unreadable")
         # A member ends inside the group (checked above); only its padding may pass `end`
         # (a group length that leaves out its last member's padding). The codec's scan
         # accepts that, and the reader must agree with it: a request it declines is judged
         # by the codec's validation, and one that passes there would get 5012.
-        e("        pos = ve + (-n & 3)")
+        # (every AVP starts on a multiple of 4 from the message's start, as `pos` does)
+        e("        pos = (ve + 3) // 4 * 4")
         for r in grammar.rules:
             if r.avp is not None and r.min > 0:
                 attr = r.avp.attr if spec.get(r.avp.name) != "raw" else r.avp.attr + "_avp"
@@ -249,6 +262,33 @@ class _Gen:
         e("    return o")
         return i
 
+    def lead(self, grammar: Grammar, fields: list[tuple[AvpDef, Any, bool]]) -> None:
+        """Emit the walk's lead: the required single plain AVPs that open the grammar
+        (Session-Id, Origin-Host, ... CC-Request-Number for a CCR), read in that order
+        while the message follows it, each with one test instead of the if-chain's. At
+        the first AVP that is not the next of them the chain takes over from there (it
+        also catches a second occurrence of one of them)."""
+        required = {r.avp.ikey for r in grammar.rules if r.avp is not None and r.min > 0}
+        pad = "    "
+        for a, what, many in fields:
+            if (
+                a.ikey not in required or many or a.vendor or a.kind == 2
+                or isinstance(what, Mapping) or what == "raw"
+            ):  # fmt: skip
+                break
+            e = self.emit
+            e(f"{pad}if pos < end:")
+            e(f"{pad}    code, fl, w = _III(buf, pos)")
+            e(f"{pad}    if code == {a.ikey} and fl < {_V:#x}:  # {a.name}")
+            pad += " " * 8
+            e(f"{pad}n = fl & 0xFFFFFF")
+            e(f"{pad}ve = pos + n")
+            e(f"{pad}if n < 8 or ve > end:")
+            e(f"{pad}    raise Unreadable")
+            e(f"{pad}vs = pos + 8")
+            self.store(a, what, many, self.value(a), pad, first=True)
+            e(f"{pad}pos = (ve + 3) // 4 * 4")
+
     def value(self, a: AvpDef) -> str:
         """An expression for the value of AVP `a` in buf[vs:ve]."""
         codec = a.codec
@@ -257,7 +297,14 @@ class _Gen:
         if codec.fixed and not codec.converts and not codec.is_float:
             name = f"_S{a.code}_{a.vendor}"
             self.env[name] = codec.struct.unpack_from
-            return f"(_S{a.code}_{a.vendor}(buf, vs)[0] if ve - vs == {codec.size} else _bad())"
+            fmt = codec.struct.format
+            if fmt in (">I", ">i") and not a.vendor:
+                # the walk's `w` holds the value when the V bit is clear (else: Vendor-Id)
+                # (V clear and n == 12); anything else is left to the general form
+                w = "w" if fmt == ">I" else "(w if w < 0x80000000 else w - 0x100000000)"
+                return (f"({w} if n == 12 and fl < {_V:#x} else"
+                        f" {name}(buf, vs)[0] if ve - vs == 4 else _bad())")  # fmt: skip
+            return f"({name}(buf, vs)[0] if ve - vs == {codec.size} else _bad())"
         if type(codec) is UTF8StringType:  # the type's decode, inlined (no call)
             return "(s if '\\x00' not in (s := str(buf[vs:ve], 'utf-8')) else _bad())"
         if type(codec) is IdentityType:
@@ -269,27 +316,32 @@ class _Gen:
         self.env[name] = codec.strict  # raises TypeFault (a ValueError) on a bad value
         return f"{name}(buf, vs, ve)"
 
-    def store(self, a: AvpDef, what: Any, many: bool, value: str) -> None:
+    def store(
+        self, a: AvpDef, what: Any, many: bool, value: str, pad: str, first: bool = False
+    ) -> None:
+        """Emit, indented by `pad`, the keeping of AVP `a`; `first`: it cannot have been
+        seen before (the walk's lead)."""
         e = self.emit
         raw = "(buf[pos:ve] if not n & 3 else buf[pos:ve] + bytes(-n & 3))"
         if what == "raw":
             if many:
-                e(f"            v_{a.attr}_avp.append({raw})")
+                e(f"{pad}v_{a.attr}_avp.append({raw})")
             else:
-                e(f"            if v_{a.attr}_avp is not None:")
-                e("                raise Unreadable")
-                e(f"            v_{a.attr}_avp = {raw}")
+                e(f"{pad}if v_{a.attr}_avp is not None:")
+                e(f"{pad}    raise Unreadable")
+                e(f"{pad}v_{a.attr}_avp = {raw}")
             return
         if many:
-            e(f"            v_{a.attr}.append({value})")
+            e(f"{pad}v_{a.attr}.append({value})")
             if what == "avp":
-                e(f"            v_{a.attr}_avp.append({raw})")
+                e(f"{pad}v_{a.attr}_avp.append({raw})")
             return
-        e(f"            if v_{a.attr} is not None:")
-        e("                raise Unreadable  # 5009: the codec names the second one")
-        e(f"            v_{a.attr} = {value}")
+        if not first:
+            e(f"{pad}if v_{a.attr} is not None:")
+            e(f"{pad}    raise Unreadable  # 5009: the codec names the second one")
+        e(f"{pad}v_{a.attr} = {value}")
         if what == "avp":
-            e(f"            v_{a.attr}_avp = {raw}")
+            e(f"{pad}v_{a.attr}_avp = {raw}")
 
 
 _IDENTITIES: dict[Any, str] = {}  # DiameterIdentity bytes -> the checked value
@@ -330,7 +382,7 @@ def compile_reader(
     assert grammar is not None
     gen = _Gen(d)
     gen.env["_bad"] = _bad
-    top = gen.group(grammar, fields, cmd.name, ("flags", "hop_by_hop", "end_to_end"), top=True)
+    top = gen.group(grammar, fields, cmd.name, ("flags", "hop_by_hop", "end_to_end"))
     want = FLAG_REQUEST if request else 0
     e = gen.emit
     e("def read(buf):")
@@ -342,7 +394,7 @@ def compile_reader(
       f" or fc >> 24 & {FLAG_REQUEST} != {want}:")  # fmt: skip
     e("        raise Unreadable")
     e("    try:")
-    e(f"        o = _g{top}(buf, 20, n, 0)")
+    e(f"        o = _g{top}(b''.join((buf, _PAD)), 20, n)")
     e("    except (ValueError, struct.error, IndexError, RecursionError):")
     e("        raise Unreadable from None")
     e("    o.flags = fc >> 24")
@@ -350,7 +402,7 @@ def compile_reader(
     e("    o.end_to_end = e2e")
     e("    return o")
     source = "\n".join(gen.lines) + "\n"
-    env = dict(gen.env, struct=struct, _new=object.__new__)
+    env = dict(gen.env, struct=struct, _new=object.__new__, _PAD=_PAD)
     exec(compile(source, f"<compiled reader {cmd.name}>", "exec"), env)  # noqa: S102
     return Reader(env["read"], source, d)
 

@@ -1,11 +1,18 @@
 """SQLite credit control: the money path. Each request (or chunk of 64, group commit) is one
 BEGIN IMMEDIATE ... COMMIT that loads the account and session, applies `core` and writes the
 result; rows are served from the connection's cache while no other connection has committed
-(see `SqliteTables`)."""
+(see `SqliteTables`).
+
+The writes every request makes (its account's new state, its open session's new `data`)
+are collected per chunk and written by one executemany each before the chunk's COMMIT
+(one statement instead of one per request, ~1.2 us less CPU per row). A row written so
+is read back from what is pending, never from SQLite, until it is written; any other
+write of a session drops what is pending for it (that write carries the newer `data`)."""
 
 from __future__ import annotations
 
 from functools import partial
+from typing import Any
 
 from chargegw.sharding import NotOwner, ShardMoved
 
@@ -24,6 +31,11 @@ from .sqlite_db import (
 )
 
 CHUNK = 64  # requests per transaction in a batch
+_SAVE_ACCOUNT = (
+    "UPDATE accounts SET balance=?, reserved=?, credit_limit=?, blocked=?, spent=?, period=?,"
+    " sy=? WHERE id=?"
+)
+_SAVE_SESSION = "UPDATE sessions SET data=? WHERE id=?"
 _CACHE_MAX = 65536  # entries per cache dict; the oldest goes first
 
 
@@ -34,7 +46,17 @@ def _bucket(expires: float, tcc: float) -> float:
     return -(-expires // step) * step
 
 
+def _account_put(put: tuple[Any, ...]) -> Account:
+    """The Account a pending `_SAVE_ACCOUNT` row writes."""
+    return Account(put[7], put[0], put[1], put[2], bool(put[3]), put[4], put[5], put[6])
+
+
 class SqliteCreditControl(SqliteTables):
+    # the running chunk's pending writes: account id -> _SAVE_ACCOUNT's parameters, and
+    # session id -> _SAVE_SESSION's (its new `data`, its id); see the module's docstring
+    _put_accounts: dict[str, tuple[Any, ...]] = {}  # noqa: RUF012  (each chunk sets its own)
+    _put_sessions: dict[str, tuple[bytes, str]] = {}  # noqa: RUF012
+
     def credit_control(self, op: CCOp) -> Outcome:
         out = self._txn(lambda: self._chunk([op])[0], keep_cache=True)
         if isinstance(out, Exception):  # ShardMoved / NotOwner: nothing was applied
@@ -47,11 +69,22 @@ class SqliteCreditControl(SqliteTables):
         `_cc` before it wrote anything; the others go on."""
         ledger: list[LedgerEntry] = []
         out: list[Outcome | Exception] = []
-        for op in ops:
-            try:
-                out.append(self._cc(op, ledger))
-            except ShardMoved as exc:
-                out.append(exc)
+        accounts: dict[str, tuple[Any, ...]] = {}
+        sessions: dict[str, tuple[bytes, str]] = {}
+        self._put_accounts, self._put_sessions = accounts, sessions
+        try:
+            for op in ops:
+                try:
+                    out.append(self._cc(op, ledger))
+                except ShardMoved as exc:
+                    out.append(exc)
+            db = self.db
+            if accounts:
+                db.executemany(_SAVE_ACCOUNT, accounts.values())
+            if sessions:
+                db.executemany(_SAVE_SESSION, sessions.values())
+        finally:  # written, or rolled back with the transaction
+            self._put_accounts, self._put_sessions = {}, {}
         if ledger:
             self._ledger(ledger)
         return out
@@ -112,15 +145,18 @@ class SqliteCreditControl(SqliteTables):
     def _cached_account(self, account_id: str) -> Account | None:
         a = self._accounts.get(account_id)
         if a is None:
-            a = self._load_account(account_id)
+            put = self._put_accounts.get(account_id)
+            a = self._load_account(account_id) if put is None else _account_put(put)
             if a is not None:
                 self._cache_account(a)
         return a
 
     def _cc(self, op: CCOp, ledger: list[LedgerEntry]) -> Outcome:
         """One request inside the caller's transaction. Rows come from the cache when it has
-        them (see `SqliteTables`); every change is still written to SQLite here, but its
-        ledger entries are added to `ledger`, for the caller to write before it commits."""
+        them (see `SqliteTables`); every change is written to SQLite in the transaction: a
+        new or changed session row here, the account and a session's new `data` by the
+        chunk (`_put_accounts`, `_put_sessions`), its ledger entries added to `ledger`: all
+        before the chunk commits."""
         db = self.db
         account: Account | None
         session: Session | None
@@ -129,7 +165,9 @@ class SqliteCreditControl(SqliteTables):
         hit = self._sessions.get(op.session_id)
         if hit is not None:
             session, bucket = hit
-            account = self._cached_account(session.account)
+            account = self._accounts.get(session.account)
+            if account is None:
+                account = self._cached_account(session.account)
         else:
             row = db.execute(
                 "SELECT s.data, s.expires, a.id, a.balance, a.reserved, a.credit_limit, a.blocked, a.spent, a.period, a.sy"
@@ -137,12 +175,20 @@ class SqliteCreditControl(SqliteTables):
                 (op.session_id,),
             ).fetchone()
             if row is not None:
-                session, bucket = sess_dec.decode(row[0]), row[1]
-                account = self._cache_account(account_of(row[2:])) if row[2] is not None else None
+                put_s = self._put_sessions.get(op.session_id)
+                session = sess_dec.decode(row[0] if put_s is None else put_s[0])
+                bucket = row[1]
+                put = self._put_accounts.get(row[2])
+                if row[2] is None:
+                    account = None
+                else:
+                    got = account_of(row[2:]) if put is None else _account_put(put)
+                    account = self._cache_account(got)
             else:
                 session, bucket, account = None, 0.0, None
         if session is not None:
-            self._here(session.account, op.shard)
+            if self._fence:
+                self._here(session.account, op.shard)
         elif self._locator is not None and op.req_type in (core.UPDATE, core.TERMINATION):
             # routed by a Session-Id the gateway forgot: the session may live in another shard
             self._elsewhere(self._locator.session_shard(op.session_id))
@@ -151,21 +197,26 @@ class SqliteCreditControl(SqliteTables):
         early = core.precheck(op, session)
         if early is not None:
             return early
-        ref = self._ref_session(op)
+        ref = self._ref_session(op) if op.req_type == core.EVENT else None
         if session is not None:
             applied, inserted = core.apply_cc(op, account, session, ref), False
         else:
             applied, inserted = self._cc_new(op, ledger, ref)
-        if applied.account is not None:
+        a = applied.account
+        if a is not None:
             if not inserted:
-                self._save_account(applied.account)
+                self._put_accounts[a.id] = (
+                    a.balance, a.reserved, a.credit_limit, int(a.blocked), a.spent, a.period,
+                    a.sy, a.id,
+                )  # fmt: skip
         elif account is not None:  # apply_cc may have touched it without a write: forget it
             self._accounts.pop(account.id, None)
         if applied.ledger:
             ledger += applied.ledger
         r = applied.ref_session
+        puts = self._put_sessions
         if r is not None:  # a refunded debit event: what is left to refund
-            db.execute("UPDATE sessions SET data=? WHERE id=?", (sess_enc.encode(r), r.id))
+            puts[r.id] = (sess_enc.encode(r), r.id)
         s = applied.session
         if s is not None:
             new_bucket = _bucket(s.expires, op.tcc)
@@ -176,19 +227,23 @@ class SqliteCreditControl(SqliteTables):
                     (s.id, s.account, s.state, new_bucket, int(s.fui), sess_enc.encode(s),
                      self._shard(s.account)),
                 )  # fmt: skip
-            elif new_bucket != bucket:
-                db.execute(
-                    "UPDATE sessions SET state=?, expires=?, fui=?, data=? WHERE id=?",
-                    (s.state, new_bucket, int(s.fui), sess_enc.encode(s), s.id),
-                )
-            elif s is session and stored == (s.state, s.fui):
-                # the usual update: SQLite then leaves the sweep index (state, expires) alone
-                db.execute("UPDATE sessions SET data=? WHERE id=?", (sess_enc.encode(s), s.id))
-            else:  # leave the expiry index alone when the bucket did not move
-                db.execute(
-                    "UPDATE sessions SET state=?, fui=?, data=? WHERE id=?",
-                    (s.state, int(s.fui), sess_enc.encode(s), s.id),
-                )
+            elif s is session and new_bucket == bucket and stored == (s.state, s.fui):
+                # the usual update, pending till the chunk's end: only `data` is written, so
+                # SQLite leaves the sweep index (state, expires) alone
+                puts[s.id] = (sess_enc.encode(s), s.id)
+            else:
+                if puts:  # this write carries the newer `data`
+                    puts.pop(s.id, None)
+                if new_bucket != bucket:
+                    db.execute(
+                        "UPDATE sessions SET state=?, expires=?, fui=?, data=? WHERE id=?",
+                        (s.state, new_bucket, int(s.fui), sess_enc.encode(s), s.id),
+                    )
+                else:  # leave the expiry index alone when the bucket did not move
+                    db.execute(
+                        "UPDATE sessions SET state=?, fui=?, data=? WHERE id=?",
+                        (s.state, int(s.fui), sess_enc.encode(s), s.id),
+                    )
             if s.state == core.OPEN:
                 sessions = self._sessions
                 if s.id not in sessions and len(sessions) >= _CACHE_MAX:
@@ -206,7 +261,10 @@ class SqliteCreditControl(SqliteTables):
         if op.req_type != core.EVENT or op.action != core.REFUND_ACCOUNT or not op.ref:
             return None
         row = self.db.execute("SELECT data FROM sessions WHERE id=?", (op.ref,)).fetchone()
-        return sess_dec.decode(row[0]) if row else None
+        if row is None:
+            return None
+        put = self._put_sessions.get(op.ref)
+        return sess_dec.decode(row[0] if put is None else put[0])
 
     def _cc_new(
         self, op: CCOp, ledger: list[LedgerEntry], ref: Session | None = None
