@@ -423,56 +423,60 @@ class WorkerRuntime(RequestPath):
     # Frames in ------------------------------------------------------------------------
 
     def _on_frames(self, i: int, batch: list[list[bytes]]) -> None:
-        link = self.links[i]
-        link.last_heard = time.monotonic()
-        grouped: dict[int, list[pp.Request]] = {}
-        now = time.time() + link.offset  # the gateway's clock, once per batch
-        for frames in batch:
-            try:
-                msgs = pp.decode(frames[-1])
-            except pp.ProtocolError as exc:
-                log.warning("bad frame from gateway %s: %s", link.endpoint, exc)
-                continue
-            for m in msgs:
-                t = type(m)
-                if t is pp.Request:
-                    assert isinstance(m, pp.Request)
-                    if not link.acked:  # sent under a registration the gateway fails over
-                        link.stale += 1
-                        continue
-                    link.received += 1
-                    if m.deadline <= now:  # as _expired says, with the batch's clock
-                        self._drop_expired(i, m)
-                        continue
-                    reqs = grouped.get(m.app)
-                    if reqs is None:
-                        grouped[m.app] = [m]
-                    else:
-                        reqs.append(m)
-                elif t is pp.OutAnswer:
-                    assert isinstance(m, pp.OutAnswer)
-                    self.out.answer(link, m)
-                elif t is pp.Heartbeat:
-                    assert isinstance(m, pp.Heartbeat)
-                    link.offset = m.t - time.time()
-                    now = time.time() + link.offset
-                    if m.gen == link.gen:
-                        link.acked = True
-                    if m.free == pp.DRAIN_ACK:
-                        link.drain_acked = True
-                elif t is pp.Assign:
-                    assert isinstance(m, pp.Assign)
-                    self._assign(i, m)
-                elif t is pp.LogLevel:
-                    assert isinstance(m, pp.LogLevel)
-                    self._set_level(m.level)
-                elif t is pp.Reset:
-                    self._reregister(i, "gateway does not know us")
-                elif t is pp.Goodbye:
-                    self._reregister(i, "gateway said goodbye")
-        for app_id, reqs in grouped.items():
-            self._dispatch(i, app_id, reqs)
-        self._flush()
+        # What the batch queues leaves in the one flush at the end: no call_soon for it.
+        self._flush_scheduled = True
+        try:
+            link = self.links[i]
+            link.last_heard = time.monotonic()
+            grouped: dict[int, list[pp.Request]] = {}
+            now = time.time() + link.offset  # the gateway's clock, once per batch
+            for frames in batch:
+                try:
+                    msgs = pp.decode(frames[-1])
+                except pp.ProtocolError as exc:
+                    log.warning("bad frame from gateway %s: %s", link.endpoint, exc)
+                    continue
+                for m in msgs:
+                    t = type(m)
+                    if t is pp.Request:
+                        assert isinstance(m, pp.Request)
+                        if not link.acked:  # sent under a registration the gateway fails over
+                            link.stale += 1
+                            continue
+                        link.received += 1
+                        if m.deadline <= now:  # as _expired says, with the batch's clock
+                            self._drop_expired(i, m)
+                            continue
+                        reqs = grouped.get(m.app)
+                        if reqs is None:
+                            grouped[m.app] = [m]
+                        else:
+                            reqs.append(m)
+                    elif t is pp.OutAnswer:
+                        assert isinstance(m, pp.OutAnswer)
+                        self.out.answer(link, m)
+                    elif t is pp.Heartbeat:
+                        assert isinstance(m, pp.Heartbeat)
+                        link.offset = m.t - time.time()
+                        now = time.time() + link.offset
+                        if m.gen == link.gen:
+                            link.acked = True
+                        if m.free == pp.DRAIN_ACK:
+                            link.drain_acked = True
+                    elif t is pp.Assign:
+                        assert isinstance(m, pp.Assign)
+                        self._assign(i, m)
+                    elif t is pp.LogLevel:
+                        assert isinstance(m, pp.LogLevel)
+                        self._set_level(m.level)
+                    elif t is pp.Reset:
+                        self._reregister(i, "gateway does not know us")
+                    elif t is pp.Goodbye:
+                        self._reregister(i, "gateway said goodbye")
+            for app_id, reqs in grouped.items():
+                self._dispatch(i, app_id, reqs)
+        finally:
+            self._flush()
 
     def _set_level(self, level: str) -> None:
         """The gateway's SIGHUP changed `logging.level`: apply it to this process now."""
