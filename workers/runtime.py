@@ -38,6 +38,7 @@ import secrets
 import socket
 import time
 from collections.abc import Awaitable
+from functools import partial
 from typing import Any
 
 import zmq
@@ -204,9 +205,7 @@ class WorkerRuntime(RequestPath):
             )
             idx = len(self.links)
             self.links.append(link)
-            link.ls = LoopSocket(
-                self._loop, link.sock, lambda batch, i=idx: self._on_frames(i, batch)
-            )
+            link.ls = LoopSocket(self._loop, link.sock, partial(self._on_frames, idx))
         for i in range(len(self.links)):
             self._send_ready(i)
         self._tick_handle = self._loop.call_later(TICK, self._tick)
@@ -250,7 +249,7 @@ class WorkerRuntime(RequestPath):
         if link.ls is not None:
             link.ls.close()
         link.sock = self._socket(link.endpoint)
-        link.ls = LoopSocket(self._loop, link.sock, lambda batch: self._on_frames(i, batch))
+        link.ls = LoopSocket(self._loop, link.sock, partial(self._on_frames, i))
         link.stuck = False
         link.last_heard = link.unacked_since = time.monotonic()  # a while before another
         log.info("worker %s reconnecting to %s", self.worker_id, link.endpoint)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from typing import Any
 
 import zmq
 
@@ -29,6 +30,8 @@ DRAIN_LIMIT = 512
 # ~90 us of Python per batch went to EnumType.__call__ and Flag.__and__).
 _EVENTS = int(zmq.EVENTS)
 _POLLIN = int(zmq.POLLIN)
+_RCVMORE = int(zmq.RCVMORE)
+_NOBLOCK = int(zmq.NOBLOCK)
 
 
 class LoopSocket:
@@ -60,7 +63,7 @@ class LoopSocket:
         self._scheduled = True
         more = False
         sock = self.sock
-        recv = sock.recv_multipart
+        recv = sock.recv
         get = sock.get
         copy = self.copy
         budget = self.limit
@@ -71,7 +74,11 @@ class LoopSocket:
                 # raising and catching that exception costs more than the read itself.
                 # ZMQ_EVENTS is an int option; pyzmq types get() as int | bytes.
                 while get(_EVENTS) & _POLLIN:  # type: ignore[operator]  # an int option
-                    batch.append(recv(zmq.NOBLOCK, copy=copy))
+                    # recv_multipart's work without its frame and enum conversions
+                    parts: list[Any] = [recv(_NOBLOCK, copy=copy)]  # bytes or frames
+                    while get(_RCVMORE):
+                        parts.append(recv(_NOBLOCK, copy=copy))
+                    batch.append(parts)
                     budget -= 1
                     if not budget:
                         break
