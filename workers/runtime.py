@@ -68,6 +68,8 @@ def _shard_count(app: Any) -> int:
     n = getattr(app, "shards", 0)
     return n if type(n) is int and n > 0 else 0
 
+
+_Request = pp.Request  # looked up once per message on the request path
 TICK = 0.1
 FLUSH_AT = 64  # answers for one gateway that go out at once instead of at the end of the turn
 
@@ -436,9 +438,8 @@ class WorkerRuntime(RequestPath):
                     log.warning("bad frame from gateway %s: %s", link.endpoint, exc)
                     continue
                 for m in msgs:
-                    t = type(m)
-                    if t is pp.Request:
-                        assert isinstance(m, pp.Request)
+                    # `type(m) is X` narrows m for mypy without an isinstance per message
+                    if type(m) is _Request:
                         if not link.acked:  # sent under a registration the gateway fails over
                             link.stale += 1
                             continue
@@ -451,26 +452,22 @@ class WorkerRuntime(RequestPath):
                             grouped[m.app] = [m]
                         else:
                             reqs.append(m)
-                    elif t is pp.OutAnswer:
-                        assert isinstance(m, pp.OutAnswer)
+                    elif type(m) is pp.OutAnswer:
                         self.out.answer(link, m)
-                    elif t is pp.Heartbeat:
-                        assert isinstance(m, pp.Heartbeat)
+                    elif type(m) is pp.Heartbeat:
                         link.offset = m.t - time.time()
                         now = time.time() + link.offset
                         if m.gen == link.gen:
                             link.acked = True
                         if m.free == pp.DRAIN_ACK:
                             link.drain_acked = True
-                    elif t is pp.Assign:
-                        assert isinstance(m, pp.Assign)
+                    elif type(m) is pp.Assign:
                         self._assign(i, m)
-                    elif t is pp.LogLevel:
-                        assert isinstance(m, pp.LogLevel)
+                    elif type(m) is pp.LogLevel:
                         self._set_level(m.level)
-                    elif t is pp.Reset:
+                    elif type(m) is pp.Reset:
                         self._reregister(i, "gateway does not know us")
-                    elif t is pp.Goodbye:
+                    elif type(m) is pp.Goodbye:
                         self._reregister(i, "gateway said goodbye")
             for app_id, reqs in grouped.items():
                 self._dispatch(i, app_id, reqs)
@@ -525,9 +522,12 @@ class WorkerRuntime(RequestPath):
 
     def _flush(self) -> None:
         self._flush_scheduled = False
-        dirty, self._dirty = self._dirty, set()
-        for i in dirty:
-            self.links[i].send(self.max_frame)
+        dirty = self._dirty
+        if dirty:
+            self._dirty = set()
+            links = self.links
+            for i in dirty:
+                links[i].send(self.max_frame)
 
     # Worker-initiated requests --------------------------------------------------------
 
