@@ -19,6 +19,7 @@ from chargegw.ipc import protocol as pp
 from chargegw.ipc.zmqloop import LoopSocket
 
 log = logging.getLogger("chargegw.worker")
+_NOBLOCK = int(zmq.NOBLOCK)  # a plain int: no enum conversion per send
 
 
 @dataclass(slots=True)
@@ -65,7 +66,7 @@ class Link:
         sent = 0
         try:
             for frame, n in frames(msgs, max_frame):
-                self.sock.send(frame, zmq.NOBLOCK)
+                self.sock.send(frame, _NOBLOCK)
                 sent += n
             self.stuck = False
         except zmq.Again:
@@ -82,11 +83,12 @@ class Link:
             self.ls.kick()
 
 
-def frames(msgs: list[pp.PoolMessage], limit: int) -> list[tuple[bytes, int]]:
+def frames(msgs: list[pp.PoolMessage], limit: int) -> tuple[tuple[bytes, int], ...]:
     """`msgs` as frames of at most `limit` bytes (the gateway's inbound limit), each with
     how many messages it holds. Every message fits alone (answers are capped)."""
     frame = pp.encode(msgs)
-    if len(frame) <= limit or len(msgs) == 1:
-        return [(frame, len(msgs))]
-    half = len(msgs) // 2
+    n = len(msgs)
+    if len(frame) <= limit or n == 1:
+        return ((frame, n),)
+    half = n // 2
     return frames(msgs[:half], limit) + frames(msgs[half:], limit)

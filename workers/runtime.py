@@ -38,6 +38,7 @@ import secrets
 import socket
 import time
 from collections.abc import Awaitable
+from functools import partial
 from typing import Any
 
 import zmq
@@ -67,6 +68,8 @@ def _shard_count(app: Any) -> int:
     n = getattr(app, "shards", 0)
     return n if type(n) is int and n > 0 else 0
 
+
+_Request = pp.Request  # looked up once per message on the request path
 TICK = 0.1
 FLUSH_AT = 64  # answers for one gateway that go out at once instead of at the end of the turn
 
@@ -204,9 +207,7 @@ class WorkerRuntime(RequestPath):
             )
             idx = len(self.links)
             self.links.append(link)
-            link.ls = LoopSocket(
-                self._loop, link.sock, lambda batch, i=idx: self._on_frames(i, batch)
-            )
+            link.ls = LoopSocket(self._loop, link.sock, partial(self._on_frames, idx))
         for i in range(len(self.links)):
             self._send_ready(i)
         self._tick_handle = self._loop.call_later(TICK, self._tick)
@@ -250,7 +251,7 @@ class WorkerRuntime(RequestPath):
         if link.ls is not None:
             link.ls.close()
         link.sock = self._socket(link.endpoint)
-        link.ls = LoopSocket(self._loop, link.sock, lambda batch: self._on_frames(i, batch))
+        link.ls = LoopSocket(self._loop, link.sock, partial(self._on_frames, i))
         link.stuck = False
         link.last_heard = link.unacked_since = time.monotonic()  # a while before another
         log.info("worker %s reconnecting to %s", self.worker_id, link.endpoint)
@@ -423,56 +424,55 @@ class WorkerRuntime(RequestPath):
     # Frames in ------------------------------------------------------------------------
 
     def _on_frames(self, i: int, batch: list[list[bytes]]) -> None:
-        link = self.links[i]
-        link.last_heard = time.monotonic()
-        grouped: dict[int, list[pp.Request]] = {}
-        now = time.time() + link.offset  # the gateway's clock, once per batch
-        for frames in batch:
-            try:
-                msgs = pp.decode(frames[-1])
-            except pp.ProtocolError as exc:
-                log.warning("bad frame from gateway %s: %s", link.endpoint, exc)
-                continue
-            for m in msgs:
-                t = type(m)
-                if t is pp.Request:
-                    assert isinstance(m, pp.Request)
-                    if not link.acked:  # sent under a registration the gateway fails over
-                        link.stale += 1
-                        continue
-                    link.received += 1
-                    if m.deadline <= now:  # as _expired says, with the batch's clock
-                        self._drop_expired(i, m)
-                        continue
-                    reqs = grouped.get(m.app)
-                    if reqs is None:
-                        grouped[m.app] = [m]
-                    else:
-                        reqs.append(m)
-                elif t is pp.OutAnswer:
-                    assert isinstance(m, pp.OutAnswer)
-                    self.out.answer(link, m)
-                elif t is pp.Heartbeat:
-                    assert isinstance(m, pp.Heartbeat)
-                    link.offset = m.t - time.time()
-                    now = time.time() + link.offset
-                    if m.gen == link.gen:
-                        link.acked = True
-                    if m.free == pp.DRAIN_ACK:
-                        link.drain_acked = True
-                elif t is pp.Assign:
-                    assert isinstance(m, pp.Assign)
-                    self._assign(i, m)
-                elif t is pp.LogLevel:
-                    assert isinstance(m, pp.LogLevel)
-                    self._set_level(m.level)
-                elif t is pp.Reset:
-                    self._reregister(i, "gateway does not know us")
-                elif t is pp.Goodbye:
-                    self._reregister(i, "gateway said goodbye")
-        for app_id, reqs in grouped.items():
-            self._dispatch(i, app_id, reqs)
-        self._flush()
+        # What the batch queues leaves in the one flush at the end: no call_soon for it.
+        self._flush_scheduled = True
+        try:
+            link = self.links[i]
+            link.last_heard = time.monotonic()
+            grouped: dict[int, list[pp.Request]] = {}
+            now = time.time() + link.offset  # the gateway's clock, once per batch
+            for frames in batch:
+                try:
+                    msgs = pp.decode(frames[-1])
+                except pp.ProtocolError as exc:
+                    log.warning("bad frame from gateway %s: %s", link.endpoint, exc)
+                    continue
+                for m in msgs:
+                    # `type(m) is X` narrows m for mypy without an isinstance per message
+                    if type(m) is _Request:
+                        if not link.acked:  # sent under a registration the gateway fails over
+                            link.stale += 1
+                            continue
+                        link.received += 1
+                        if m.deadline <= now:  # as _expired says, with the batch's clock
+                            self._drop_expired(i, m)
+                            continue
+                        reqs = grouped.get(m.app)
+                        if reqs is None:
+                            grouped[m.app] = [m]
+                        else:
+                            reqs.append(m)
+                    elif type(m) is pp.OutAnswer:
+                        self.out.answer(link, m)
+                    elif type(m) is pp.Heartbeat:
+                        link.offset = m.t - time.time()
+                        now = time.time() + link.offset
+                        if m.gen == link.gen:
+                            link.acked = True
+                        if m.free == pp.DRAIN_ACK:
+                            link.drain_acked = True
+                    elif type(m) is pp.Assign:
+                        self._assign(i, m)
+                    elif type(m) is pp.LogLevel:
+                        self._set_level(m.level)
+                    elif type(m) is pp.Reset:
+                        self._reregister(i, "gateway does not know us")
+                    elif type(m) is pp.Goodbye:
+                        self._reregister(i, "gateway said goodbye")
+            for app_id, reqs in grouped.items():
+                self._dispatch(i, app_id, reqs)
+        finally:
+            self._flush()
 
     def _set_level(self, level: str) -> None:
         """The gateway's SIGHUP changed `logging.level`: apply it to this process now."""
@@ -522,9 +522,12 @@ class WorkerRuntime(RequestPath):
 
     def _flush(self) -> None:
         self._flush_scheduled = False
-        dirty, self._dirty = self._dirty, set()
-        for i in dirty:
-            self.links[i].send(self.max_frame)
+        dirty = self._dirty
+        if dirty:
+            self._dirty = set()
+            links = self.links
+            for i in dirty:
+                links[i].send(self.max_frame)
 
     # Worker-initiated requests --------------------------------------------------------
 

@@ -6,7 +6,10 @@ the socket is drained with NOBLOCK until empty, handing the frames over as one b
 
 The zmq fd is edge-like: it signals that the socket's event state *may* have changed, and
 a send can consume that signal. So after sending, `kick()` checks ZMQ_EVENTS and schedules
-a drain when input is waiting, and the owner calls `kick()` from a periodic timer too.
+a drain when input is waiting, and the owner calls `kick()` from a periodic timer too. A
+drain looks again itself after handing over each batch (the owner answers inside
+`on_batch`), and drains on in the same loop turn: one wake-up for a batch, its answers and
+whatever arrived meanwhile.
 
 With `copy=False` the batch holds zmq.Frame objects instead of bytes, for owners that need
 a frame's metadata (the CURVE key a worker connected with).
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from typing import Any
 
 import zmq
 
@@ -26,6 +30,8 @@ DRAIN_LIMIT = 512
 # ~90 us of Python per batch went to EnumType.__call__ and Flag.__and__).
 _EVENTS = int(zmq.EVENTS)
 _POLLIN = int(zmq.POLLIN)
+_RCVMORE = int(zmq.RCVMORE)
+_NOBLOCK = int(zmq.NOBLOCK)
 
 
 class LoopSocket:
@@ -49,34 +55,51 @@ class LoopSocket:
         loop.add_reader(self._fd, self._readable)
 
     def _readable(self) -> None:
-        self._scheduled = False
         if self._closed:
             return
+        # While draining, `kick()` from `on_batch` (the owner sending its answers) is a
+        # no-op: the check at the top of the next round below stands for it, so a batch's
+        # answers and the next drain share one loop turn and one ZMQ_EVENTS read.
+        self._scheduled = True
+        more = False
         sock = self.sock
-        recv = sock.recv_multipart
+        recv = sock.recv
         get = sock.get
         copy = self.copy
-        batch: list[list[bytes] | list[zmq.Frame]] = []  # frames when copy=False
-        # Ask ZMQ_EVENTS before each read instead of reading until zmq.Again: raising and
-        # catching that exception costs more than the read itself.
+        budget = self.limit
         try:
-            for _ in range(self.limit):
+            while True:
+                batch: list[list[bytes] | list[zmq.Frame]] = []  # frames when copy=False
+                # Ask ZMQ_EVENTS before each read instead of reading until zmq.Again:
+                # raising and catching that exception costs more than the read itself.
                 # ZMQ_EVENTS is an int option; pyzmq types get() as int | bytes.
-                if not get(_EVENTS) & _POLLIN:  # type: ignore[operator]  # an int option
-                    break
-                batch.append(recv(zmq.NOBLOCK, copy=copy))
+                while get(_EVENTS) & _POLLIN:  # type: ignore[operator]  # an int option
+                    # recv_multipart's work without its frame and enum conversions
+                    parts: list[Any] = [recv(_NOBLOCK, copy=copy)]  # bytes or frames
+                    while get(_RCVMORE):
+                        parts.append(recv(_NOBLOCK, copy=copy))
+                    batch.append(parts)
+                    budget -= 1
+                    if not budget:
+                        break
+                if not batch:
+                    return
+                self.on_batch(batch)  # type: ignore[arg-type]  # bytes or frames, as `copy` says
+                if self._closed:
+                    return
+                if not budget:  # yield to the loop (TCP peers must get their turn)
+                    more = True
+                    return
         except zmq.Again:
             pass
         except zmq.ZMQError:
             if self._closed:
                 return
             raise
-        if batch:
-            self.on_batch(batch)  # type: ignore[arg-type]  # bytes or frames, as `copy` says
-            if len(batch) >= self.limit:
-                self._schedule()
-                return
-        self.kick()
+        finally:
+            self._scheduled = more
+            if more:
+                self.loop.call_soon(self._readable)
 
     def _schedule(self) -> None:
         if not self._scheduled and not self._closed:
@@ -84,7 +107,8 @@ class LoopSocket:
             self.loop.call_soon(self._readable)
 
     def kick(self) -> None:
-        """Drain soon if input is waiting (call after sending on the socket)."""
+        """Drain soon if input is waiting (call after sending on the socket). A no-op
+        while a drain is running or scheduled: that drain looks again after its batch."""
         if self._closed or self._scheduled:
             return
         try:
