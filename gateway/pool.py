@@ -23,7 +23,7 @@ import zlib
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, NotRequired, TypedDict, Unpack
+from typing import Any, NamedTuple, NotRequired, TypedDict, Unpack
 
 from chargegw.codec.constants import ResultCode
 from chargegw.codec.errors import DiameterError
@@ -149,6 +149,20 @@ class NoWorker(DiameterError):
     def __init__(self, result_code: int, reason: str) -> None:
         super().__init__(result_code, reason)
         self.reason = reason
+
+
+class Refused(NamedTuple):
+    """Why `PoolCore.offer` placed a request nowhere: a plain value, so that the shed path
+    (every request under overload) builds no exception object; `place` raises it as a
+    NoWorker."""
+
+    result_code: int
+    reason: str
+
+
+# The refusals whose text does not vary: made once, returned for every shed request.
+SHED_BUSY = Refused(ResultCode.DIAMETER_TOO_BUSY, "no worker has a free slot")
+SHED_FAIR = Refused(ResultCode.DIAMETER_TOO_BUSY, "this peer holds its share of the pool")
 
 
 class IdentityInUse(Exception):
@@ -488,9 +502,9 @@ class PoolCore:
         ref: Any = None,
         shard: int = -1,
         route: int = 0,
-    ) -> Pending | NoWorker:
-        """Give a request to a worker, or say why none takes it: a NoWorker, returned rather
-        than raised (under overload this is the shed path; returning spares the unwinding).
+    ) -> Pending | Refused:
+        """Give a request to a worker, or say why none takes it: a Refused value, not an
+        exception (under overload this is the shed path: no object made, nothing unwound).
         The caller sends it. A request of a sharded application (`shard` >= 0, see
         `route_shard`) goes to its shard's owner only: that worker is the one writer of the
         shard's accounts. `route`: ROUTE_ENDS / ROUTE_FRESH, when the session's remembered
@@ -511,13 +525,13 @@ class PoolCore:
             # else's requests into 3004 (it gets them itself, sooner), also in the instant
             # before the others' first requests arrive.
             self.counters.shed_fair += 1
-            return NoWorker(ResultCode.DIAMETER_TOO_BUSY, "this peer holds its share of the pool")
+            return SHED_FAIR
         if w is None:
             if app in self._serving:  # someone serves it, busy: 3004 (a set, not a scan)
                 self.counters.shed_busy += 1
-                return NoWorker(ResultCode.DIAMETER_TOO_BUSY, "no worker has a free slot")
+                return SHED_BUSY
             self.counters.no_worker += 1
-            return NoWorker(
+            return Refused(
                 ResultCode.DIAMETER_UNABLE_TO_DELIVER, f"no live worker serves application {app}"
             )
         rid = self._next_id
@@ -546,11 +560,11 @@ class PoolCore:
         return p
 
     def place(self, **kw: Unpack[OfferArgs]) -> Pending:
-        """`offer`, raising its NoWorker."""
+        """`offer`, raising its refusal as a NoWorker."""
         p = self.offer(**kw)
-        if isinstance(p, NoWorker):
-            raise p
-        return p
+        if type(p) is Refused:
+            raise NoWorker(p.result_code, p.reason)
+        return p  # type: ignore[return-value]
 
     def _peer_done(self, peer: str) -> None:
         """A request of `peer` left `pending` (answered, failed, withdrawn or expired)."""

@@ -37,6 +37,7 @@ from chargegw.gateway.pool import (
     NoWorker,
     Pending,
     PoolCore,
+    Refused,
     RequestArgs,
     ShardCountMismatch,
     WorkerState,
@@ -236,15 +237,31 @@ class PoolServer(OutRequests):
         `route`: when the session's route is dropped (PoolCore.place)."""
         refused = self.offer(**kw)
         if refused is not None:
-            raise refused
+            raise NoWorker(refused.result_code, refused.reason)
 
-    def offer(self, **kw: Unpack[RequestArgs]) -> NoWorker | None:
-        """`submit`, returning its NoWorker rather than raising it (the front end's shed
-        path: see PoolCore.offer)."""
-        p = self.core.offer(**kw, now=time.monotonic(), wall_now=time.time())
-        if isinstance(p, NoWorker):
+    def offer(
+        self,
+        *,
+        peer: str,
+        hbh: int,
+        app: int,
+        cmd: int,
+        session_id: bytes,
+        raw: bytes,
+        ref: Any = None,
+        shard: int = -1,
+        route: int = 0,
+    ) -> Refused | None:
+        """`submit`, returning its refusal (a plain value) rather than raising it: the front
+        end's shed path (see PoolCore.offer). The arguments are named, not packed into a
+        dict and out again: this runs for every request."""
+        p = self.core.offer(
+            peer=peer, hbh=hbh, app=app, cmd=cmd, session_id=session_id, raw=raw,
+            now=time.monotonic(), wall_now=time.time(), ref=ref, shard=shard, route=route,
+        )  # fmt: skip
+        if type(p) is Refused:
             return p
-        self._queue(p.worker, self._request(p))
+        self._queue(p.worker, self._request(p))  # type: ignore[union-attr,arg-type]
         return None
 
     @staticmethod
