@@ -748,7 +748,8 @@ class PoolCore:
             return None
         idents = self._ring_idents
         workers = self.workers
-        start = bisect.bisect(keys, session_hash(session_id)) % n
+        h = zlib.crc32(session_id) if type(session_id) is bytes else session_hash(session_id)
+        start = bisect.bisect(keys, h) % n  # session_hash, without its call (every request)
         w = workers[idents[start]]
         if w.available > 0 and app in w.apps:
             return w
