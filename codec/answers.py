@@ -28,7 +28,7 @@ from .avp import Avp, _materialize, scan_into
 from .constants import FLAG_ERROR, FLAG_PROXIABLE
 from .dictionary import Dictionary, get_dictionary
 from .errors import AvpError, DiameterError, FramingError
-from .header import HEADER
+from .header import HEADER, append_avps
 from .message import Message, class_for
 from .peek import keys_for
 
@@ -107,8 +107,11 @@ def error_answer(
     error_reporting_host: str | None = None,
     origin_state_id: int | None = None,
     dictionary: Dictionary | None = None,
+    extra: bytes = b"",
 ) -> bytes:
-    """The error answer to `request` for `error` (see the module's docstring for its shape)."""
+    """The error answer to `request` for `error` (see the module's docstring for its shape).
+    `extra`: encoded (padded) AVPs put at its end as they are, e.g. a DOIC overload report
+    (RFC 7683) on a 3004, in the same join as the rest (no second copy of the answer)."""
     d = dictionary or get_dictionary()
     failed = error.failed_avps
     if (
@@ -125,13 +128,13 @@ def error_answer(
         try:
             return _generic(request if type(request) is bytes else bytes(request),
                             int(error.result_code), error.error_message,
-                            origin_host, origin_realm, d)  # fmt: skip
+                            origin_host, origin_realm, d, extra)  # fmt: skip
         except Exception:  # noqa: BLE001 - a value that will not encode: the general path copes
             pass
     src = _Source(request)
     for attempt in range(3):
         try:
-            return _build(
+            ans = _build(
                 src,
                 error,
                 origin_host,
@@ -144,7 +147,9 @@ def error_answer(
             )
         except Exception:  # noqa: BLE001 - a value that will not encode: drop it and retry
             continue
-    return _minimal(src, int(error.result_code), error.e_bit, origin_host, origin_realm)
+        return append_avps(ans, extra) if extra else ans
+    ans = _minimal(src, int(error.result_code), error.e_bit, origin_host, origin_realm)
+    return append_avps(ans, extra) if extra else ans
 
 
 # (id(dictionary), Origin-Host, Origin-Realm, Result-Code, text) -> _generic_parts(...)
@@ -155,7 +160,13 @@ _PAD = (b"", b"\0\0\0", b"\0\0", b"\0")  # by length & 3: the zeros to a 4-octet
 
 
 def _generic(
-    buf: bytes, code: int, text: str, origin_host: str, origin_realm: str, d: Dictionary
+    buf: bytes,
+    code: int,
+    text: str,
+    origin_host: str,
+    origin_realm: str,
+    d: Dictionary,
+    extra: bytes = b"",
 ) -> bytes:
     """An E-bit answer in the generic grammar's order: [Session-Id] {Origin-Host}
     {Origin-Realm} {Result-Code} [Error-Message] *[Proxy-Info]; the request's Session-Id and
@@ -192,8 +203,10 @@ def _generic(
     find = buf.find
     if find(proxy_octets, pos, end) < 0 and (head or find(sid_octets, 20, end) < 0):
         # Nothing more to copy (the shed path): one join, no walk.
-        total = 20 + len(head) + len(pad) + len(middle)
-        return b"".join((_AVP_HEAD.pack(0x01000000 | total, flags), buf[8:20], head, pad, middle))
+        total = 20 + len(head) + len(pad) + len(middle) + len(extra)
+        return b"".join(
+            (_AVP_HEAD.pack(0x01000000 | total, flags), buf[8:20], head, pad, middle, extra)
+        )
     parts_out = [b"", buf[8:20], head, pad, middle]
     unpack = _AVP_HEAD.unpack_from
     while pos + 8 <= end:
@@ -208,6 +221,7 @@ def _generic(
             elif c == proxy_code:
                 parts_out += (buf[pos : pos + size], _PAD[size & 3])
         pos += (size + 3) & ~3
+    parts_out.append(extra)
     parts_out[0] = _AVP_HEAD.pack(0x01000000 | (8 + sum(map(len, parts_out))), flags)
     return b"".join(parts_out)
 

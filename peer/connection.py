@@ -25,7 +25,7 @@ import struct
 from collections.abc import Callable
 from typing import Any
 
-from chargegw.codec import AvpError, CodecError, FramingError, Message, Peek, append_avps, peek
+from chargegw.codec import AvpError, CodecError, FramingError, Message, Peek, peek
 from chargegw.codec import error_answer as codec_error_answer
 from chargegw.codec.constants import ResultCode
 from chargegw.peer.admission import framing_reply
@@ -350,12 +350,9 @@ class PeerConnection(PeerState):
         class when the caller has it."""
         cfg = self.ctx.config
         try:
-            ans = codec_error_answer(req, err, cfg.origin_host, cfg.origin_realm)
+            ans = codec_error_answer(req, err, cfg.origin_host, cfg.origin_realm, extra=err.extra)
         except FramingError:  # not even a header: nothing to answer to
             return
-        extra = err.extra
-        if extra:
-            ans = append_avps(ans, extra)
         self.stats["errors_out"] += 1
         self.counters.answers_out[rc_class(err.result_code) if cls < 0 else cls] += 1
         link.send(ans)
