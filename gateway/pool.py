@@ -508,32 +508,61 @@ class PoolCore:
         The caller sends it. A request of a sharded application (`shard` >= 0, see
         `route_shard`) goes to its shard's owner only: that worker is the one writer of the
         shard's accounts. `route`: ROUTE_ENDS / ROUTE_FRESH, when the session's remembered
-        route is dropped."""
+        route is dropped. `target` then `put`, which a caller may call apart to read its
+        clocks only for a request that is placed (PoolServer.offer)."""
+        w = self.target(peer, app, session_id, shard)
+        if isinstance(w, Refused):
+            return w
+        return self.put(
+            w, peer=peer, hbh=hbh, app=app, cmd=cmd, session_id=session_id, raw=raw,
+            now=now, wall_now=wall_now, ref=ref, shard=shard, route=route,
+        )  # fmt: skip
+
+    def target(self, peer: str, app: int, session_id: bytes, shard: int) -> WorkerState | Refused:
+        """The worker that takes the request (see `offer`), or why none does."""
         if shard >= 0:
             w = self._shard_owner(shard, app)
         else:
             w = self._choose(app, session_id)
-        held = self.peer_inflight
-        if (
-            w is not None
-            and w.credit >= FAIR_MIN_CREDIT
-            and w.available <= w.credit >> 2
-            and held.get(peer, 0) >= w.credit >> 1
-        ):
-            # Fair shedding: the last quarter of a worker's slots is kept for the peers that
-            # do not already hold half of it, so one flooding peer cannot turn everyone
-            # else's requests into 3004 (it gets them itself, sooner), also in the instant
-            # before the others' first requests arrive.
-            self.counters.shed_fair += 1
-            return SHED_FAIR
-        if w is None:
-            if app in self._serving:  # someone serves it, busy: 3004 (a set, not a scan)
-                self.counters.shed_busy += 1
-                return SHED_BUSY
-            self.counters.no_worker += 1
-            return Refused(
-                ResultCode.DIAMETER_UNABLE_TO_DELIVER, f"no live worker serves application {app}"
-            )
+        if w is not None:
+            credit = w.credit
+            if (
+                credit >= FAIR_MIN_CREDIT
+                and w.available <= credit >> 2
+                and self.peer_inflight.get(peer, 0) >= credit >> 1
+            ):
+                # Fair shedding: the last quarter of a worker's slots is kept for the peers
+                # that do not already hold half of it, so one flooding peer cannot turn
+                # everyone else's requests into 3004 (it gets them itself, sooner), also in
+                # the instant before the others' first requests arrive.
+                self.counters.shed_fair += 1
+                return SHED_FAIR
+            return w
+        if app in self._serving:  # someone serves it, busy: 3004 (a set, not a scan)
+            self.counters.shed_busy += 1
+            return SHED_BUSY
+        self.counters.no_worker += 1
+        return Refused(
+            ResultCode.DIAMETER_UNABLE_TO_DELIVER, f"no live worker serves application {app}"
+        )
+
+    def put(
+        self,
+        w: WorkerState,
+        *,
+        peer: str,
+        hbh: int,
+        app: int,
+        cmd: int,
+        session_id: bytes,
+        raw: bytes,
+        now: float,
+        wall_now: float,
+        ref: Any = None,
+        shard: int = -1,
+        route: int = 0,
+    ) -> Pending:
+        """Place the request on `w` (from `target`): its Pending, which the caller sends."""
         rid = self._next_id
         self._next_id = rid + 1
         p = Pending(
@@ -552,6 +581,7 @@ class PoolCore:
             route=route,
         )
         self.pending[rid] = p
+        held = self.peer_inflight
         held[peer] = held.get(peer, 0) + 1
         w.available -= 1
         w.sent += 1
@@ -562,9 +592,9 @@ class PoolCore:
     def place(self, **kw: Unpack[OfferArgs]) -> Pending:
         """`offer`, raising its refusal as a NoWorker."""
         p = self.offer(**kw)
-        if type(p) is Refused:
+        if isinstance(p, Refused):
             raise NoWorker(p.result_code, p.reason)
-        return p  # type: ignore[return-value]
+        return p
 
     def _peer_done(self, peer: str) -> None:
         """A request of `peer` left `pending` (answered, failed, withdrawn or expired)."""

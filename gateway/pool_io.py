@@ -254,14 +254,17 @@ class PoolServer(OutRequests):
     ) -> Refused | None:
         """`submit`, returning its refusal (a plain value) rather than raising it: the front
         end's shed path (see PoolCore.offer). The arguments are named, not packed into a
-        dict and out again: this runs for every request."""
-        p = self.core.offer(
-            peer=peer, hbh=hbh, app=app, cmd=cmd, session_id=session_id, raw=raw,
+        dict and out again, and the clocks are read only for a request that is placed
+        (two clock reads cost a shed 3004 about 1.3 us here): this runs for every request."""
+        core = self.core
+        w = core.target(peer, app, session_id, shard)
+        if isinstance(w, Refused):
+            return w
+        p = core.put(
+            w, peer=peer, hbh=hbh, app=app, cmd=cmd, session_id=session_id, raw=raw,
             now=time.monotonic(), wall_now=time.time(), ref=ref, shard=shard, route=route,
         )  # fmt: skip
-        if type(p) is Refused:
-            return p
-        self._queue(p.worker, self._request(p))  # type: ignore[union-attr,arg-type]
+        self._queue(p.worker, self._request(p))
         return None
 
     @staticmethod
