@@ -28,7 +28,7 @@ from .avp import Avp, _materialize, scan_into
 from .constants import FLAG_ERROR, FLAG_PROXIABLE
 from .dictionary import Dictionary, get_dictionary
 from .errors import AvpError, DiameterError, FramingError
-from .header import HEADER
+from .header import HEADER, append_avps
 from .message import Message, class_for
 from .peek import keys_for
 
@@ -107,30 +107,34 @@ def error_answer(
     error_reporting_host: str | None = None,
     origin_state_id: int | None = None,
     dictionary: Dictionary | None = None,
+    extra: bytes = b"",
 ) -> bytes:
-    """The error answer to `request` for `error` (see the module's docstring for its shape)."""
+    """The error answer to `request` for `error` (see the module's docstring for its shape).
+    `extra`: encoded (padded) AVPs put at its end as they are, e.g. a DOIC overload report
+    (RFC 7683) on a 3004, in the same join as the rest (no second copy of the answer)."""
     d = dictionary or get_dictionary()
     failed = error.failed_avps
     if (
-        error.e_bit
-        and not failed
-        and not isinstance(request, Message)
+        not failed
         and error_reporting_host is None
         and origin_state_id is None
+        and error.e_bit
+        and not isinstance(request, Message)
         and len(request) >= 20
     ):
         # The common protocol error (3004 under overload, 3002, 3007): the generic grammar
         # assembled from octets, equal to what _build makes (tests/test_codec_answers_fast.py)
         # at a fraction of its cost, so that shedding load stays cheap.
         try:
-            return _generic(bytes(request), int(error.result_code), error.error_message,
-                            origin_host, origin_realm, d)  # fmt: skip
+            return _generic(request if type(request) is bytes else bytes(request),
+                            int(error.result_code), error.error_message,
+                            origin_host, origin_realm, d, extra)  # fmt: skip
         except Exception:  # noqa: BLE001 - a value that will not encode: the general path copes
             pass
     src = _Source(request)
     for attempt in range(3):
         try:
-            return _build(
+            ans = _build(
                 src,
                 error,
                 origin_host,
@@ -143,16 +147,26 @@ def error_answer(
             )
         except Exception:  # noqa: BLE001 - a value that will not encode: drop it and retry
             continue
-    return _minimal(src, int(error.result_code), error.e_bit, origin_host, origin_realm)
+        return append_avps(ans, extra) if extra else ans
+    ans = _minimal(src, int(error.result_code), error.e_bit, origin_host, origin_realm)
+    return append_avps(ans, extra) if extra else ans
 
 
 # (id(dictionary), Origin-Host, Origin-Realm, Result-Code, text) -> _generic_parts(...)
 _generic_cache: dict[tuple[int, str, str, int, str], tuple[int, bytes, int, bytes, bytes]] = {}
 _AVP_HEAD = Struct(">II")
+_HEAD_AVP = Struct(">II12xII")  # version|length, flags|code; the first AVP's code, flags|length
+_PAD = (b"", b"\0\0\0", b"\0\0", b"\0")  # by length & 3: the zeros to a 4-octet boundary
 
 
 def _generic(
-    buf: bytes, code: int, text: str, origin_host: str, origin_realm: str, d: Dictionary
+    buf: bytes,
+    code: int,
+    text: str,
+    origin_host: str,
+    origin_realm: str,
+    d: Dictionary,
+    extra: bytes = b"",
 ) -> bytes:
     """An E-bit answer in the generic grammar's order: [Session-Id] {Origin-Host}
     {Origin-Realm} {Result-Code} [Error-Message] *[Proxy-Info]; the request's Session-Id and
@@ -163,9 +177,6 @@ def _generic(
     a Session-Id that is the first AVP, as RFC 6733 8.8 places it, is taken from there, and
     when the four octets of an AVP code still looked for (Proxy-Info's; Session-Id's when it
     was not first) occur nowhere after that, no AVP header can hold them: nothing to copy."""
-    vl, fc, app_id, hbh, e2e = HEADER.unpack_from(buf, 0)
-    length = vl & 0xFFFFFF
-    end = length if 20 <= length <= len(buf) else len(buf)
     key = (id(d), origin_host, origin_realm, code, text)
     parts = _generic_cache.get(key)
     if parts is None:
@@ -173,34 +184,46 @@ def _generic(
             _generic_cache.clear()
         parts = _generic_cache[key] = _generic_parts(code, text, origin_host, origin_realm, d)
     sid_code, sid_octets, proxy_code, proxy_octets, middle = parts
-    head = b""
-    pos = 20
-    unpack = _AVP_HEAD.unpack_from
-    if end >= 28:
-        c, fl = unpack(buf, 20)
-        n = fl & 0xFFFFFF
-        if c == sid_code and not fl & 0x80000000 and n >= 8 and 20 + n <= end:
-            head = buf[20 : 20 + n] + b"\0" * (-n % 4)
-            pos = 20 + ((n + 3) & ~3)
-    body = head + middle
+    n = len(buf)
+    if n >= 28:  # the header's first two words and the first AVP's header, in one read
+        vl, fc, c, fl = _HEAD_AVP.unpack_from(buf, 0)
+    else:
+        vl, fc = _AVP_HEAD.unpack_from(buf, 0)
+        c = fl = 0
+    length = vl & 0xFFFFFF
+    end = length if 20 <= length <= n else n
+    size = fl & 0xFFFFFF
+    if c == sid_code and not fl & 0x80000000 and size >= 8 and 20 + size <= end:
+        head, pad = buf[20 : 20 + size], _PAD[size & 3]
+        pos = 20 + ((size + 3) & ~3)
+    else:
+        head = pad = b""
+        pos = 20
+    flags = (((fc >> 24) & FLAG_PROXIABLE) | FLAG_ERROR) << 24 | (fc & 0xFFFFFF)
     find = buf.find
-    if find(proxy_octets, pos, end) >= 0 or (not head and find(sid_octets, 20, end) >= 0):
-        proxies = []
-        while pos + 8 <= end:
-            c, fl = unpack(buf, pos)
-            n = fl & 0xFFFFFF
-            if n < (12 if fl & 0x80000000 else 8) or pos + n > end:
-                break
-            if not fl & 0x80000000:  # both are base-protocol AVPs: no vendor
-                if c == sid_code and not head:
-                    head = buf[pos : pos + n] + b"\0" * (-n % 4)
-                elif c == proxy_code:
-                    proxies.append(buf[pos : pos + n] + b"\0" * (-n % 4))
-            pos += (n + 3) & ~3
-        body = head + middle + b"".join(proxies)
-    flags = ((fc >> 24) & FLAG_PROXIABLE) | FLAG_ERROR
-    return HEADER.pack(0x01000000 | (20 + len(body)), flags << 24 | (fc & 0xFFFFFF), app_id,
-                       hbh, e2e) + body  # fmt: skip
+    if find(proxy_octets, pos, end) < 0 and (head or find(sid_octets, 20, end) < 0):
+        # Nothing more to copy (the shed path): one join, no walk.
+        total = 20 + len(head) + len(pad) + len(middle) + len(extra)
+        return b"".join(
+            (_AVP_HEAD.pack(0x01000000 | total, flags), buf[8:20], head, pad, middle, extra)
+        )
+    parts_out = [b"", buf[8:20], head, pad, middle]
+    unpack = _AVP_HEAD.unpack_from
+    while pos + 8 <= end:
+        c, fl = unpack(buf, pos)
+        size = fl & 0xFFFFFF
+        if size < (12 if fl & 0x80000000 else 8) or pos + size > end:
+            break
+        if not fl & 0x80000000:  # both are base-protocol AVPs: no vendor
+            if c == sid_code and not head:
+                head = parts_out[2] = buf[pos : pos + size]
+                parts_out[3] = _PAD[size & 3]
+            elif c == proxy_code:
+                parts_out += (buf[pos : pos + size], _PAD[size & 3])
+        pos += (size + 3) & ~3
+    parts_out.append(extra)
+    parts_out[0] = _AVP_HEAD.pack(0x01000000 | (8 + sum(map(len, parts_out))), flags)
+    return b"".join(parts_out)
 
 
 def _generic_parts(

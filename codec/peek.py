@@ -274,38 +274,42 @@ def peek(
     if length != n:
         raise FramingError(f"length field says {length} octets, the buffer holds {n}", 5015)
     # One struct call per AVP header. The vendor word is read only for a V-flagged AVP
-    # whose code is one asked for: the rest only has its length checked.
+    # whose code is one asked for; the rest only has its length checked, and only against
+    # its header's size: an AVP that runs past the message takes the walk past `length`,
+    # which the end checks once (`at`: the AVP being read, the one a fault names).
     vals: dict[int, bytes] = {}
     more: dict[int, list[bytes]] | None = None
     unpack = _unpack_avp
-    pos = 20
+    pos = at = 20
     try:
         while pos < length:
+            at = pos
             key, fl = unpack(buf, pos)  # StructError: 4 stray octets at the end
-            nxt = pos + (fl & 0xFFFFFF)
+            size = fl & 0xFFFFFF
             if fl & 0x80000000:
-                if not pos + 12 <= nxt <= length:
+                if size < 12:
                     break
                 if key in codes32:
                     key |= _unpack_u32(buf, pos + 8)[0] << 32
                     if key in want:
                         if key not in vals:
-                            vals[key] = buf[pos + 12 : nxt]
+                            vals[key] = buf[pos + 12 : pos + size]
                         else:
-                            more = _again(more, key, buf[pos + 12 : nxt])
-            elif not pos + 8 <= nxt <= length:
+                            more = _again(more, key, buf[pos + 12 : pos + size])
+            elif size < 8:
                 break
             elif key in want:
                 if key not in vals:
-                    vals[key] = buf[pos + 8 : nxt]
+                    vals[key] = buf[pos + 8 : pos + size]
                 else:
-                    more = _again(more, key, buf[pos + 8 : nxt])
-            pos = (nxt + 3) & ~3
+                    more = _again(more, key, buf[pos + 8 : pos + size])
+            pos = (pos + size + 3) & ~3
         else:
-            return _new(Peek, (1, length, fc >> 24, fc & 0xFFFFFF, app, hbh, e2e, vals, more))
+            if pos == length:  # else the AVP at `at` ran past the message
+                return _new(Peek, (1, length, fc >> 24, fc & 0xFFFFFF, app, hbh, e2e, vals, more))
     except StructError:
         pass
-    raise malformed(buf, pos, length, (dictionary or get_dictionary()).avps)
+    raise malformed(buf, at, length, (dictionary or get_dictionary()).avps)
 
 
 _unpack_header = HEADER.unpack_from

@@ -16,7 +16,7 @@ import logging
 import time
 from typing import Any
 
-from chargegw.codec import CodecError, Message, Peek, ResultCode, append_avps
+from chargegw.codec import CodecError, Message, Peek, ResultCode, append_avps, avp_key
 from chargegw.config.schema import Config, is_loopback
 from chargegw.gateway.metrics import AnswerStats, result_code
 from chargegw.gateway.overload import OverloadReporter
@@ -36,6 +36,10 @@ from chargegw.peer.errors import ProtocolError, error_answer_bytes
 from chargegw.peer.node import Node, RequestError
 
 log = logging.getLogger("chargegw.gateway")
+
+# The peek's keys the front end reads per request, from the dictionary.
+_SESSION_ID = avp_key("Session-Id")
+_OC_SUPPORTED = avp_key("OC-Supported-Features")  # RFC 7683: the sender is a reacting node
 
 
 def _tls(t: Any) -> TlsConfig | None:
@@ -190,6 +194,7 @@ class Gateway:
         # overload report appended to their answers.
         self.overload = OverloadReporter(now_wall=time.time())
         self._oc_peers: set[str] = set()
+        self._refusals: dict[tuple[int, str, bytes], ProtocolError] = {}  # see _refuse
         self._oc_last = (0, 0)  # (placed, shed) at the previous overload update
         self._oc_timer: asyncio.TimerHandle | None = None
 
@@ -320,31 +325,35 @@ class Gateway:
     # The hot path ---------------------------------------------------------------------
 
     def _handle(self, raw: bytes, p: Peek, peer: Any) -> ProtocolError | None:
-        self.metrics.request(p.app_id, p.code)
-        if p.oc_supported:
-            self._oc_peers.add(peer.name)
+        app = p.app_id
+        self.metrics.request(app, p.code)
+        vals = p.values  # the Node's peek: read by key, once each
+        oc = _OC_SUPPORTED in vals
+        name = peer.name
+        if oc:
+            self._oc_peers.add(name)
         elif self._oc_peers:
-            self._oc_peers.discard(peer.name)
+            self._oc_peers.discard(name)
         if self.draining:
-            return self._refuse(p, ResultCode.DIAMETER_TOO_BUSY, "gateway shutting down")
-        sid = p.session_id or b""  # the affinity key, from the Node's peek
+            return self._refuse(p, ResultCode.DIAMETER_TOO_BUSY, "gateway shutting down", oc)
+        sid = vals.get(_SESSION_ID) or b""  # the affinity key
         core = self.core
         shard = -1
         route = 0
-        if p.app_id in core.shard_apps:  # charging state: to the owner of the account's shard
+        if app in core.shard_apps:  # charging state: to the owner of the account's shard
             ends = p.ends_session
             shard = core.session_routes.get(sid, -1)
             if shard < 0:
                 # Learnt now, dropped if the session does not start; not even learnt for a
                 # first request that is also the last (an event, under overload mostly shed).
-                shard = core.route_shard(p.app_id, sid, p.subscription_data, remember=not ends)
+                shard = core.route_shard(app, sid, p.subscription_data, remember=not ends)
                 route = ROUTE_FRESH
             if ends:
                 route |= ROUTE_ENDS  # dropped once answered
         refused = self.pool.offer(
-            peer=peer.name,
+            peer=name,
             hbh=p.hop_by_hop,
-            app=p.app_id,
+            app=app,
             cmd=p.code,
             session_id=sid,
             raw=raw,
@@ -355,7 +364,7 @@ class Gateway:
             return None
         if route:
             core.forget_route(sid)  # shed: the session did not start, or it ends here
-        return self._refuse(p, refused.result_code, refused.reason)
+        return self._refuse(p, refused.result_code, refused.reason, oc)
 
     def _answered(self, p: Pending, raw: bytes) -> None:
         """A worker's answer left (PoolServer.on_answer): count it by its Result-Code."""
@@ -381,16 +390,27 @@ class Gateway:
         except Exception as exc:  # the peer went away meanwhile: nothing to answer to
             log.debug("answer for %s not sent: %s", peer, exc)
 
-    def _refuse(self, p: Peek, code: int, reason: str) -> ProtocolError:
+    def _refuse(self, p: Peek, code: int, reason: str, oc: bool) -> ProtocolError:
         """The locally made error for the request being handled, for `_handle` to return:
         the Node sends a handler's ProtocolError through its error-answer boundary and does
         not keep it in the duplicate cache (returned answer octets would be kept); returned
-        rather than raised, so shedding does not pay for unwinding. A reacting node (the
-        request carries OC-Supported-Features) gets the DOIC report on it too, as on a
-        worker's answer: a 3004 shed here is the overload it must hear of first."""
+        rather than raised, so shedding does not pay for unwinding. A reacting node (`oc`:
+        the request carries OC-Supported-Features) gets the DOIC report on it too, as on a
+        worker's answer: a 3004 shed here is the overload it must hear of first.
+
+        The error is made once per (code, reason, report) and handed out again: under
+        overload every request is shed, and the Node only reads it (never raised)."""
         self.errors_sent += 1
-        self.metrics.answer(p.app_id, p.code, int(code), 0.0)
-        return ProtocolError(code, reason, extra=self.overload.extra if p.oc_supported else b"")
+        code = int(code)
+        self.metrics.answer(p.app_id, p.code, code, 0.0)
+        extra = self.overload.extra if oc else b""
+        key = (code, reason, extra)
+        err = self._refusals.get(key)
+        if err is None:
+            if len(self._refusals) >= 64:  # a new report each update: the old ones go
+                self._refusals.clear()
+            err = self._refusals[key] = ProtocolError(code, reason, extra=extra)
+        return err
 
     def _error(self, request: bytes, code: int, reason: str) -> bytes:
         """Through the peer layer's one error-answer boundary, from the request's octets:

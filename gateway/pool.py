@@ -23,7 +23,7 @@ import zlib
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, NotRequired, TypedDict, Unpack
+from typing import Any, NamedTuple, NotRequired, TypedDict, Unpack
 
 from chargegw.codec.constants import ResultCode
 from chargegw.codec.errors import DiameterError
@@ -149,6 +149,20 @@ class NoWorker(DiameterError):
     def __init__(self, result_code: int, reason: str) -> None:
         super().__init__(result_code, reason)
         self.reason = reason
+
+
+class Refused(NamedTuple):
+    """Why `PoolCore.offer` placed a request nowhere: a plain value, so that the shed path
+    (every request under overload) builds no exception object; `place` raises it as a
+    NoWorker."""
+
+    result_code: int
+    reason: str
+
+
+# The refusals whose text does not vary: made once, returned for every shed request.
+SHED_BUSY = Refused(ResultCode.DIAMETER_TOO_BUSY, "no worker has a free slot")
+SHED_FAIR = Refused(ResultCode.DIAMETER_TOO_BUSY, "this peer holds its share of the pool")
 
 
 class IdentityInUse(Exception):
@@ -488,38 +502,67 @@ class PoolCore:
         ref: Any = None,
         shard: int = -1,
         route: int = 0,
-    ) -> Pending | NoWorker:
-        """Give a request to a worker, or say why none takes it: a NoWorker, returned rather
-        than raised (under overload this is the shed path; returning spares the unwinding).
+    ) -> Pending | Refused:
+        """Give a request to a worker, or say why none takes it: a Refused value, not an
+        exception (under overload this is the shed path: no object made, nothing unwound).
         The caller sends it. A request of a sharded application (`shard` >= 0, see
         `route_shard`) goes to its shard's owner only: that worker is the one writer of the
         shard's accounts. `route`: ROUTE_ENDS / ROUTE_FRESH, when the session's remembered
-        route is dropped."""
+        route is dropped. `target` then `put`, which a caller may call apart to read its
+        clocks only for a request that is placed (PoolServer.offer)."""
+        w = self.target(peer, app, session_id, shard)
+        if isinstance(w, Refused):
+            return w
+        return self.put(
+            w, peer=peer, hbh=hbh, app=app, cmd=cmd, session_id=session_id, raw=raw,
+            now=now, wall_now=wall_now, ref=ref, shard=shard, route=route,
+        )  # fmt: skip
+
+    def target(self, peer: str, app: int, session_id: bytes, shard: int) -> WorkerState | Refused:
+        """The worker that takes the request (see `offer`), or why none does."""
         if shard >= 0:
             w = self._shard_owner(shard, app)
         else:
             w = self._choose(app, session_id)
-        held = self.peer_inflight
-        if (
-            w is not None
-            and w.credit >= FAIR_MIN_CREDIT
-            and w.available <= w.credit >> 2
-            and held.get(peer, 0) >= w.credit >> 1
-        ):
-            # Fair shedding: the last quarter of a worker's slots is kept for the peers that
-            # do not already hold half of it, so one flooding peer cannot turn everyone
-            # else's requests into 3004 (it gets them itself, sooner), also in the instant
-            # before the others' first requests arrive.
-            self.counters.shed_fair += 1
-            return NoWorker(ResultCode.DIAMETER_TOO_BUSY, "this peer holds its share of the pool")
-        if w is None:
-            if app in self._serving:  # someone serves it, busy: 3004 (a set, not a scan)
-                self.counters.shed_busy += 1
-                return NoWorker(ResultCode.DIAMETER_TOO_BUSY, "no worker has a free slot")
-            self.counters.no_worker += 1
-            return NoWorker(
-                ResultCode.DIAMETER_UNABLE_TO_DELIVER, f"no live worker serves application {app}"
-            )
+        if w is not None:
+            credit = w.credit
+            if (
+                credit >= FAIR_MIN_CREDIT
+                and w.available <= credit >> 2
+                and self.peer_inflight.get(peer, 0) >= credit >> 1
+            ):
+                # Fair shedding: the last quarter of a worker's slots is kept for the peers
+                # that do not already hold half of it, so one flooding peer cannot turn
+                # everyone else's requests into 3004 (it gets them itself, sooner), also in
+                # the instant before the others' first requests arrive.
+                self.counters.shed_fair += 1
+                return SHED_FAIR
+            return w
+        if app in self._serving:  # someone serves it, busy: 3004 (a set, not a scan)
+            self.counters.shed_busy += 1
+            return SHED_BUSY
+        self.counters.no_worker += 1
+        return Refused(
+            ResultCode.DIAMETER_UNABLE_TO_DELIVER, f"no live worker serves application {app}"
+        )
+
+    def put(
+        self,
+        w: WorkerState,
+        *,
+        peer: str,
+        hbh: int,
+        app: int,
+        cmd: int,
+        session_id: bytes,
+        raw: bytes,
+        now: float,
+        wall_now: float,
+        ref: Any = None,
+        shard: int = -1,
+        route: int = 0,
+    ) -> Pending:
+        """Place the request on `w` (from `target`): its Pending, which the caller sends."""
         rid = self._next_id
         self._next_id = rid + 1
         p = Pending(
@@ -538,6 +581,7 @@ class PoolCore:
             route=route,
         )
         self.pending[rid] = p
+        held = self.peer_inflight
         held[peer] = held.get(peer, 0) + 1
         w.available -= 1
         w.sent += 1
@@ -546,10 +590,10 @@ class PoolCore:
         return p
 
     def place(self, **kw: Unpack[OfferArgs]) -> Pending:
-        """`offer`, raising its NoWorker."""
+        """`offer`, raising its refusal as a NoWorker."""
         p = self.offer(**kw)
-        if isinstance(p, NoWorker):
-            raise p
+        if isinstance(p, Refused):
+            raise NoWorker(p.result_code, p.reason)
         return p
 
     def _peer_done(self, peer: str) -> None:
@@ -734,7 +778,8 @@ class PoolCore:
             return None
         idents = self._ring_idents
         workers = self.workers
-        start = bisect.bisect(keys, session_hash(session_id)) % n
+        h = zlib.crc32(session_id) if type(session_id) is bytes else session_hash(session_id)
+        start = bisect.bisect(keys, h) % n  # session_hash, without its call (every request)
         w = workers[idents[start]]
         if w.available > 0 and app in w.apps:
             return w

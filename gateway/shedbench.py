@@ -12,7 +12,9 @@ a DWR answered by the peer machine itself, and a CCR answered by a raw handler t
 ready-made octets (the least any answer costs on this path). Figures are microseconds per
 request (median of 7 rounds); on a shared machine compare the ratios, not the figures, and
 time with `--cpu` (the process's CPU time: a round the scheduler took the core from is not
-charged the wait).
+charged the wait). Also printed: the codec's peek alone (every request's one read of its
+header and routing values), on the Gy CCR-U test vector and on a CCR shaped as the Erlang
+load client sends it.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from collections.abc import Callable
 from typing import Any
 
 from chargegw.codec import Message, peek
+from chargegw.codec.bench import load_vectors
 from chargegw.config.schema import Config
 from chargegw.gateway.frontend import Gateway, build_node_config
 from chargegw.peer.link import RawHandler
@@ -98,6 +101,27 @@ def _time(
     return (clock() - t0) / n * 1e6, bytes(out)
 
 
+def _erl_ccr() -> bytes:
+    """A CCR-U as an erl-ccr-client-like load client sends it: the base AVPs, one
+    Subscription-Id, Requested-Service-Unit{CC-Time}."""
+    m = make_ccr(
+        "erl.client.localdomain", "localdomain", _config().identity.origin_realm,
+        session_id="erl.client.localdomain;1733238000;1;42", request_type=2, number=1,
+        subscription_id=[{"subscription_id_type": 0, "subscription_id_data": "491701234567"}],
+        requested_service_unit={"cc_time": 60},
+    )  # fmt: skip
+    m.hop_by_hop = m.end_to_end = 1
+    return m.encode()
+
+
+def _time_peek(frame: bytes, n: int, clock: Callable[[], float]) -> float:
+    """Microseconds per peek of `frame` (the routing values, as the peer machine asks)."""
+    t0 = clock()
+    for _ in range(n):
+        peek(frame)
+    return (clock() - t0) / n * 1e6
+
+
 def run(n: int, rounds: int = 7, *, cpu: bool = False) -> dict[str, Any]:
     clock = time.process_time if cpu else time.perf_counter
     pair, gw = _front(oc=False)
@@ -112,19 +136,21 @@ def run(n: int, rounds: int = 7, *, cpu: bool = False) -> dict[str, Any]:
         "anchor_ready_answer": (anchor_pair, _frame(False)),
         "anchor_dwr_dwa": (pair, dwr),
     }
-    figures: dict[str, list[float]] = {k: [] for k in cases}
+    peeks = {"peek_gy_ccr_u": load_vectors()["ccr_u"], "peek_erl_ccr": _erl_ccr()}
+    figures: dict[str, list[float]] = {k: [] for k in (*cases, *peeks)}
     last: dict[str, bytes] = {}
     for _ in range(rounds):
         for name, (pr, frame) in cases.items():
             us, last[name] = _time(pr, frame, n, clock)
             figures[name].append(us)
+        for name, frame in peeks.items():
+            figures[name].append(_time_peek(frame, n, clock))
     out: dict[str, Any] = {k: round(statistics.median(v), 2) for k, v in figures.items()}
     for name in ("shed_3004", "shed_3004_with_oc_olr"):
         ans = Message.decode(last[name])
         out[f"{name}_result_code"] = ans.get("Result-Code")
         out[f"{name}_has_oc_olr"] = ans.get("OC-OLR") is not None
     out["n"] = n
-    _ = peek  # the codec's peek is what the peer machine runs per request
     return out
 
 

@@ -25,7 +25,8 @@ import struct
 from collections.abc import Callable
 from typing import Any
 
-from chargegw.codec import AvpError, CodecError, FramingError, Message, Peek, append_avps, peek
+from chargegw.codec import AvpError, CodecError, FramingError, Message, Peek, peek
+from chargegw.codec import error_answer as codec_error_answer
 from chargegw.codec.constants import ResultCode
 from chargegw.peer.admission import framing_reply
 from chargegw.peer.dupcache import IN_PROGRESS
@@ -33,7 +34,6 @@ from chargegw.peer.errors import (
     ProtocolError,
     RequestError,
     answer_for_codec_error,
-    encode_error,
 )
 from chargegw.peer.link import (
     AnswerReceived,
@@ -338,18 +338,24 @@ class PeerConnection(PeerState):
         passing condition, and a retransmission must be handled again."""
         if key is not None:
             self.ctx.dup.forget(key)
-        self.ctx.commands.get(app, code).answers_out[rc_class(err.result_code)] += 1
-        self._send_error(link, req, err)
+        cls = rc_class(err.result_code)
+        self.ctx.commands.get(app, code).answers_out[cls] += 1
+        self._send_error(link, req, err, cls)
 
-    def _send_error(self, link: Link, req: Message | bytes, err: ProtocolError) -> None:
+    def _send_error(
+        self, link: Link, req: Message | bytes, err: ProtocolError, cls: int = -1
+    ) -> None:
+        """Through the codec's one error-answer builder (what peer/errors.encode_error does,
+        without its extra call: this is every shed request's answer); `cls`: the Result-Code
+        class when the caller has it."""
         cfg = self.ctx.config
-        ans = encode_error(req, err, cfg.origin_host, cfg.origin_realm)
-        if ans is not None:
-            if err.extra:
-                ans = append_avps(ans, err.extra)
-            self.stats["errors_out"] += 1
-            self.counters.answers_out[rc_class(err.result_code)] += 1
-            link.send(ans)
+        try:
+            ans = codec_error_answer(req, err, cfg.origin_host, cfg.origin_realm, extra=err.extra)
+        except FramingError:  # not even a header: nothing to answer to
+            return
+        self.stats["errors_out"] += 1
+        self.counters.answers_out[rc_class(err.result_code) if cls < 0 else cls] += 1
+        link.send(ans)
 
     def _count_out(self, app: int, code: int, cls: int) -> None:
         self.counters.answers_out[cls] += 1
