@@ -31,6 +31,8 @@ NOT_CONFIG: dict[str, str] = {
     "CHARGEGW_UVLOOP": "0 = asyncio's event loop even when uvloop is installed (peer/loop.py)",
     "CHARGEGW_MALLOC_TRIM": "0 = never hand freed heap back to the kernel (src/chargegw/memory.py)",
     "CHARGEGW_MEMLOG": "a directory for each process's memory figures (src/chargegw/memory.py)",
+    "CHARGEGW_GC_TUNE": "0 = Python's default garbage-collector thresholds, no freeze"
+    " (src/chargegw/memory.py)",
 }
 
 

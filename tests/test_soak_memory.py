@@ -148,3 +148,31 @@ def test_checks_keep_their_descriptors_instead_of_opening_one_each_time(tmp_path
     assert len((tmp_path / f"mem-{os.getpid()}.jsonl").read_text().splitlines()) == 21
     keeper.close()
     assert _fds() == held - 2
+
+
+_GC_PROBE = """
+import gc, sys
+from chargegw.memory import GC_THRESHOLDS, tune_gc
+from chargegw.process import run_loop
+
+async def main():
+    return gc.get_threshold(), gc.get_freeze_count()
+
+threshold, frozen = run_loop(main())
+print(tuple(threshold) == GC_THRESHOLDS, frozen > 10_000)
+"""
+
+
+@pytest.mark.parametrize(("switch", "tuned"), [(None, True), ("0", False)])
+def test_long_running_processes_run_fewer_gc_passes(switch: str | None, tuned: bool) -> None:
+    # run_loop, which every long-running command goes through, raises the collector's
+    # thresholds and freezes what is alive (modules, the dictionary, a worker's set-up);
+    # CHARGEGW_GC_TUNE=0 leaves Python's defaults. In a child: it changes the process.
+    env = {k: v for k, v in os.environ.items() if k != "CHARGEGW_GC_TUNE"}
+    if switch is not None:
+        env["CHARGEGW_GC_TUNE"] = switch
+    out = subprocess.run(
+        [sys.executable, "-c", _GC_PROBE], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == [str(tuned), str(tuned)]

@@ -34,7 +34,7 @@ from typing import Any, Protocol, TextIO, TypeVar
 
 import orjson
 
-from chargegw.memory import MemoryKeeper, malloc_tuning_wanted, tune_malloc
+from chargegw.memory import MemoryKeeper, malloc_tuning_wanted, tune_gc, tune_malloc
 from chargegw.peer import loop as peer_loop
 
 T = TypeVar("T")
@@ -482,6 +482,7 @@ def run_loop(coro: Coroutine[Any, Any, T]) -> T:
 
     if malloc_tuning_wanted():
         tune_malloc()
+    tune_gc()  # after the imports and a worker's application set-up (run_worker)
 
     async def main() -> T:
         keeper = MemoryKeeper.from_env(_role())
