@@ -6,19 +6,23 @@ worker pool is overloaded, an OC-OLR host report: the percentage of its traffic 
 should abate.
 
 The reduction is a feedback loop on what the gateway sees once a second:
-- requests shed with 3004 (no worker slot, or the peer's fair share used up) are the excess.
-  They were shed from traffic the reacting nodes had already reduced by the report in force,
-  so the reduction that would have let nothing be shed compounds the two:
+- requests shed with 3004 (no worker slot, or the peer's fair share used up) while the
+  queue is busy (the pool's occupancy above START) are the excess. They were shed from
+  traffic the reacting nodes had already reduced by the report in force, so the reduction
+  that would have let nothing be shed compounds the two:
   1 - (1 - reduction) x (1 - shed share), in whole percent rounded up. At twice the
-  capacity, one update asks for 50% and the next finds nothing shed;
+  capacity, one update asks for 50% and the next finds nothing shed. Sheds while the queue
+  has drained came from a burst that filled a worker's slots within a loop turn, which a
+  lower rate does not prevent: they do not raise the report;
 - a filling queue (the pool's occupancy above START) with nothing shed and no report in
   force is the onset: it starts a modest reduction (up to QUEUE_REDUCTION);
-- with nothing shed, the report in force is probed downwards: while the queue is busy
-  (above START) it lets PROBE more traffic through (at least one point less), and once the
-  queue has drained it halves. Sheds that come back compound it up again, so it settles
-  within a few points of the edge, near 100% as well as near 0, and a reacting node is back
-  to full traffic in seconds once the overload passes. (A report raised on sheds measured
-  before the previous one took effect asks for too much; the probe takes that back.)
+- otherwise the report in force is probed downwards: while the queue is busy, or sheds
+  come from bursts, it lets PROBE more traffic through (at least one point less); once the
+  queue has drained with nothing shed, it halves. Sheds on a busy queue compound it up
+  again, so it settles within a few points of the edge, near 100% as well as near 0, and a
+  reacting node is back to full traffic in seconds once the overload passes. (A report
+  raised on sheds measured before the previous one took effect asks for too much; the
+  probe takes that back.)
 
 The sequence number starts from the wall clock (seconds) so that it keeps growing across a
 gateway restart, and grows with each change of the report, as RFC 7683 requires. When the
@@ -60,16 +64,16 @@ class OverloadReporter:
         """Called once a second with the pool's occupancy (0..1) and the share of requests
         shed (3004) since the previous call (see the module docstring)."""
         held = self.reduction
-        if shed_share > 0.0:
+        busy = occupancy > START
+        if shed_share > 0.0 and busy:
             need = 100.0 * (1.0 - (1.0 - held / 100.0) * (1.0 - min(1.0, shed_share)))
             new = max(held, _up(need))
-        elif held == 0:
-            onset = (min(occupancy, FULL) - START) / (FULL - START) * QUEUE_REDUCTION
-            new = _up(onset) if occupancy > START else 0
-        elif occupancy > START:
-            new = max(0, min(held - 1, int(100 - (100 - held) * (1 + PROBE))))
-        else:
+        elif not busy and not shed_share:  # drained, nothing shed: the overload has passed
             new = held // 2
+        elif held == 0:
+            new = _up((occupancy - START) / (FULL - START) * QUEUE_REDUCTION) if busy else 0
+        else:  # busy with nothing shed, or sheds from a burst: let a little more through
+            new = max(0, min(held - 1, int(100 - (100 - held) * (1 + PROBE))))
         new = min(MAX_REDUCTION, new)
         if new == self.reduction:
             if self.ended_at is not None and now - self.ended_at > END_REPORTS_S:

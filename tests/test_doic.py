@@ -45,10 +45,26 @@ def test_reduction_follows_occupancy_and_sheds_and_sequence_grows_on_change() ->
     r.update(3.0, 1.0, 0.0)  # nothing shed, the queue busy: probe a little more traffic
     assert r.reduction == 37 and r.sequence == 1_003
     r2 = OverloadReporter(now_wall=1_000)
-    r2.update(1.0, 0.0, 0.4)  # 40% of requests shed: ask for at least that reduction
+    r2.update(1.0, 0.9, 0.4)  # 40% of requests shed, the queue busy: at least that reduction
     assert r2.reduction == 40
     r2.update(2.0, 1.0, 1.0)  # everything shed: the most a report asks
     assert r2.reduction == MAX_REDUCTION
+
+
+def test_sheds_from_a_burst_while_the_queue_is_drained_do_not_raise_the_report() -> None:
+    # A burst read in one loop turn can fill a worker's slots and be shed while the queue is
+    # empty by the time of the update: a lower rate would not prevent it, so no report
+    # starts, and one in force is probed down (the live DOIC scenario climbed to 90% on
+    # such sheds, ~10% of each second's requests with the queue idle at every update).
+    r = OverloadReporter(now_wall=0)
+    r.update(1.0, 0.05, 0.1)
+    assert r.reduction == 0
+    r.update(2.0, 0.9, 0.5)
+    assert r.reduction == 50
+    r.update(3.0, 0.05, 0.1)
+    assert r.reduction == 47
+    r.update(4.0, 0.05, 0.0)  # drained, nothing shed: the overload has passed
+    assert r.reduction == 23
 
 
 def _reacting_node(factor: float, updates: int, r: OverloadReporter) -> list[tuple[int, float]]:
