@@ -970,9 +970,11 @@ def overload(workdir: Path, seconds: float = 6.0, factor: float = 2.0, workers: 
     gen = cpus[1] if cpus else None
     try:
         with Gateway(workdir, workers=workers, worker_extra=f"credit = {credit}\n") as gw:
+            # 80 in flight saturates the worker and stays under the fair share of one peer
+            # (3/4 of the credit, 96 at 128): a capacity run that sheds measures the shedding
             _rc, cap, _ = run_load(gw, workdir / "capacity.json", "--scenario", "gy-event",
                                    "--requested-action", "3", "--duration", "3",
-                                   "--concurrency", "100", "--subscribers", "100", cpus=gen)
+                                   "--concurrency", "80", "--subscribers", "100", cpus=gen)
             capacity = float((cap.get("summary") or {}).get("answers_per_s") or 0.0)
             res.check(capacity > 0, "could not measure the capacity")
             rate = max(100.0, capacity * factor)
