@@ -220,10 +220,13 @@ def test_redis_cdr_store_refuses_a_server_that_does_not_fsync(tmp_path):
 
 
 class _FakeRedis:
-    """Just enough of a Redis 7.2 client to see what the CDR store sends (no 7.2 here)."""
+    """Just enough of a Redis 7.2 client to see what the CDR store sends (no 7.2 here): its
+    pool hands out one connection that decodes the packed commands (RESP, read back with
+    hiredis) and answers each in order."""
 
     def __init__(self, version: str, conf: dict[str, str], fsynced: int = 1) -> None:
         self.version, self.conf, self.fsynced, self.sent = version, conf, fsynced, []
+        self.connection_pool = _FakePool(self)
 
     def info(self, section):
         return {"redis_version": self.version}
@@ -231,27 +234,39 @@ class _FakeRedis:
     def config_get(self, pattern):
         return self.conf
 
-    def pipeline(self, transaction=False):
-        fake = self
 
-        class Pipe:
-            def __init__(self):
-                self.cmds = []
+class _FakePool:
+    def __init__(self, fake: _FakeRedis) -> None:
+        self.conn = _FakeConn(fake)
 
-            def hsetnx(self, *a):
-                self.cmds.append(("HSETNX", *a))
+    def get_connection(self, *a):
+        return self.conn
 
-            def expire(self, *a):
-                self.cmds.append(("EXPIRE", *a))
+    def release(self, conn):
+        pass
 
-            def execute_command(self, *a):
-                self.cmds.append(a)
 
-            def execute(self, raise_on_error=True):
-                fake.sent.extend(self.cmds)
-                return [[fake.fsynced, 0] if c[0] == "WAITAOF" else 1 for c in self.cmds]
+class _FakeConn:
+    def __init__(self, fake: _FakeRedis) -> None:
+        self.fake, self.replies = fake, []
 
-        return Pipe()
+    def send_packed_command(self, chunks, check_health=True):
+        import hiredis
+
+        reader = hiredis.Reader()
+        for chunk in chunks:
+            reader.feed(chunk)
+        while (cmd := reader.gets()) is not False:
+            args = [a.decode() for a in cmd]
+            c = (args[0].upper(), *(int(a) if a.isdigit() else a for a in args[1:]))
+            self.fake.sent.append(c)
+            self.replies.append([self.fake.fsynced, 0] if c[0] == "WAITAOF" else 1)
+
+    def read_response(self):
+        return self.replies.pop(0)
+
+    def disconnect(self):
+        self.replies.clear()
 
 
 def test_redis_72_cdr_batches_wait_for_the_local_aof_fsync(monkeypatch):
