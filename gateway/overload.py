@@ -7,7 +7,8 @@ should abate.
 
 The reduction is a feedback loop on what the gateway sees once a second:
 - requests shed with 3004 (no worker slot, or the peer's fair share used up) while the
-  queue is busy (the pool's occupancy above START) are the excess. They were shed from
+  queue is busy (the pool's occupancy above START, or more than BURST of the requests
+  shed) are the excess. They were shed from
   traffic the reacting nodes had already reduced by the report in force, so the reduction
   that would have let nothing be shed compounds the two:
   1 - (1 - reduction) x (1 - shed share), in whole percent rounded up. At twice the
@@ -41,6 +42,10 @@ FULL = 1.0  # occupancy at which the onset reduction reaches QUEUE_REDUCTION
 QUEUE_REDUCTION = 25  # a full queue alone says there is pressure, not how much
 MAX_REDUCTION = 95  # some traffic always passes, so recovery can be seen
 PROBE = 0.05  # with nothing shed and a busy queue: let this much more traffic through
+# A share of sheds above this is overload whatever the queue looked like at the update (the
+# occupancy is one sample, and one peer's fair share keeps it at 0.75 at most); below it,
+# sheds on a drained queue are bursts.
+BURST = 0.2
 END_REPORTS_S = 5.0  # how long the "ended" report (validity 0) is still sent
 
 
@@ -64,7 +69,7 @@ class OverloadReporter:
         """Called once a second with the pool's occupancy (0..1) and the share of requests
         shed (3004) since the previous call (see the module docstring)."""
         held = self.reduction
-        busy = occupancy > START
+        busy = occupancy > START or shed_share > BURST
         if shed_share > 0.0 and busy:
             need = 100.0 * (1.0 - (1.0 - held / 100.0) * (1.0 - min(1.0, shed_share)))
             new = max(held, _up(need))

@@ -59,7 +59,7 @@ def test_sheds_from_a_burst_while_the_queue_is_drained_do_not_raise_the_report()
     r = OverloadReporter(now_wall=0)
     r.update(1.0, 0.05, 0.1)
     assert r.reduction == 0
-    r.update(2.0, 0.9, 0.5)
+    r.update(2.0, 0.05, 0.5)  # half shed is overload, whatever the one sample of the queue
     assert r.reduction == 50
     r.update(3.0, 0.05, 0.1)
     assert r.reduction == 47
