@@ -201,14 +201,14 @@ class RelayAgent:
         self.servers = servers
         self.stats: dict[str, int] = {
             "forwarded": 0,
-            "redirected": 0,  # 3006 answered here (a redirect agent)
-            "redirects_followed": 0,  # 3006 from upstream, the request sent on
             "answers_relayed": 0,
             "answers_dropped": 0,
             "errors_upstream": 0,
             "loops": 0,
             "no_route": 0,
             "too_busy": 0,
+            "redirected": 0,  # 3006 answered here (a redirect agent)
+            "redirects_followed": 0,  # 3006 from upstream, the request sent on
         }
 
     def route_record(self, identity: str) -> bytes:
