@@ -75,9 +75,12 @@ class LoopSocket:
                 # ZMQ_EVENTS is an int option; pyzmq types get() as int | bytes.
                 while get(_EVENTS) & _POLLIN:  # type: ignore[operator]  # an int option
                     # recv_multipart's work without its frame and enum conversions
-                    parts: list[Any] = [recv(_NOBLOCK, copy=copy)]  # bytes or frames
-                    while get(_RCVMORE):
-                        parts.append(recv(_NOBLOCK, copy=copy))
+                    try:
+                        parts: list[Any] = [recv(_NOBLOCK, copy=copy)]  # bytes or frames
+                        while get(_RCVMORE):
+                            parts.append(recv(_NOBLOCK, copy=copy))
+                    except zmq.Again:  # what was read before still goes to the owner
+                        break
                     batch.append(parts)
                     budget -= 1
                     if not budget:
@@ -90,8 +93,6 @@ class LoopSocket:
                 if not budget:  # yield to the loop (TCP peers must get their turn)
                     more = True
                     return
-        except zmq.Again:
-            pass
         except zmq.ZMQError:
             if self._closed:
                 return
