@@ -274,6 +274,12 @@ class Pool(_Base):
     # would reach their deadline (3002) before it is declared gone.
     heartbeat_timeout: float = 3.0
     max_credit: int = 4096  # cap on what one worker may grant (bounds the in-flight map)
+    # A latency objective, in milliseconds (0: off). With it each worker holds only as many
+    # requests as it answers within this mean time (gateway to worker and back), and the
+    # rest get 3004 at once instead of a place in a queue (gateway/latency.py). Keep it well
+    # above a worker's unloaded latency; a closed-loop client whose concurrency implies
+    # more than this sees 3004s it would otherwise not.
+    latency_target_ms: float = 0.0
     drain_timeout: float = 5.0  # graceful shutdown: bound on draining in-flight requests
     vnodes: int = 64  # consistent-hash points per worker
     # CURVE (required for every tcp:// bind; `chargegw keys generate` writes the files):
@@ -295,6 +301,11 @@ class Pool(_Base):
             "must be greater than heartbeat_interval",
         )
         _check(self.max_credit >= 1, "max_credit", "must be >= 1")
+        _check(
+            0 <= self.latency_target_ms < self.deadline * 1000,
+            "latency_target_ms",
+            "must be >= 0 (0: off) and below the deadline",
+        )
         _check(self.vnodes >= 1, "vnodes", "must be >= 1")
         for i, ep in enumerate(self.bind):
             _check(_is_endpoint(ep), f"bind[{i}]", f"{ep!r} is not a tcp:// or ipc:// endpoint")

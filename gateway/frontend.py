@@ -18,6 +18,7 @@ from typing import Any
 
 from chargegw.codec import CodecError, Message, Peek, ResultCode, append_avps, avp_key
 from chargegw.config.schema import Config, is_loopback
+from chargegw.gateway.latency import ADAPT_INTERVAL
 from chargegw.gateway.metrics import AnswerStats, result_code
 from chargegw.gateway.overload import OverloadReporter
 from chargegw.gateway.pool import ROUTE_ENDS, ROUTE_FRESH, Pending, PoolCore
@@ -162,6 +163,7 @@ class Gateway:
             heartbeat_timeout=config.pool.heartbeat_timeout,
             max_credit=config.pool.max_credit,
             vnodes=config.pool.vnodes,
+            latency_target=config.pool.latency_target_ms / 1000.0,
         )
         self.pool = PoolServer(
             self.core,
@@ -197,6 +199,7 @@ class Gateway:
         self._refusals: dict[tuple[int, str, bytes], ProtocolError] = {}  # see _refuse
         self._oc_last = (0, 0)  # (placed, shed) at the previous overload update
         self._oc_timer: asyncio.TimerHandle | None = None
+        self._adapt_timer: asyncio.TimerHandle | None = None
 
     async def start(
         self,
@@ -214,6 +217,15 @@ class Gateway:
         no Diameter port is open yet."""
         self.pool.start()
         self._oc_timer = asyncio.get_running_loop().call_later(1.0, self._overload_tick)
+        if self.core.latency_target > 0:
+            self._adapt_timer = asyncio.get_running_loop().call_later(
+                ADAPT_INTERVAL, self._adapt_tick
+            )
+
+    def _adapt_tick(self) -> None:
+        """Every ADAPT_INTERVAL: the workers' latency limits (gateway/latency.py)."""
+        self._adapt_timer = asyncio.get_running_loop().call_later(ADAPT_INTERVAL, self._adapt_tick)
+        self.core.adapt()
 
     def _overload_tick(self) -> None:
         """Once a second: the DOIC report from the pool's occupancy and its 3004 sheds."""
@@ -309,6 +321,8 @@ class Gateway:
         finally:
             if self._oc_timer is not None:
                 self._oc_timer.cancel()
+            if self._adapt_timer is not None:
+                self._adapt_timer.cancel()
             self.pool.close()
 
     def reload(self, config: Config) -> None:

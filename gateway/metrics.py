@@ -540,8 +540,14 @@ class GatewayCollector(Collector):
             sum(w.credit for w in workers),
         )  # fmt: skip
         yield _gauge(
+            "chargegw_pool_limit",
+            "Request slots the workers may hold now (the credit, less what the latency limit"
+            " withholds)",
+            sum(w.limit for w in workers),
+        )  # fmt: skip
+        yield _gauge(
             "chargegw_pool_credit_in_use", "Granted slots holding a request now",
-            sum(max(0, w.credit - w.available) for w in workers),
+            sum(max(0, w.limit - w.available) for w in workers),
         )  # fmt: skip
         yield _gauge("chargegw_pool_pending", "Requests waiting on a worker", len(core.pending))
         yield _gauge(

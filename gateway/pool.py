@@ -13,7 +13,8 @@ Invariants:
   worker's slot (a "zombie") until the worker answers or is dropped;
 - a live identity belongs to the key that registered it: another key's registration under
   it is refused, never adopted;
-- the worker's reported free slots reconcile exactly with `available` (see `reconcile`).
+- the worker's reported free slots reconcile exactly with `available` plus the slots the
+  latency limit withholds (see `reconcile`, `adapt`).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import Any, NamedTuple, NotRequired, TypedDict, Unpack
 
 from chargegw.codec.constants import ResultCode
 from chargegw.codec.errors import DiameterError
+from chargegw.gateway.latency import next_limit
 from chargegw.sharding import MAX_SHARDS, owner_name, shard_of
 
 
@@ -78,6 +80,12 @@ class WorkerState:
     heartbeat_at: float | None = None
     timeouts: int = 0
     expired: int = 0
+    # Latency-targeted admission (gateway/latency.py): the slots it may hold now (credit when
+    # off), and its answers' latency since the last adjustment (the sum of their
+    # now - deadline, and their count).
+    limit: int = 0
+    lat_sum: float = 0.0
+    lat_n: int = 0
 
     def to_dict(self, now: float) -> dict[str, Any]:
         name, n = _incarnation(self.worker_id)
@@ -93,6 +101,7 @@ class WorkerState:
             "apps": sorted(self.apps),
             "credit": self.credit,
             "available": self.available,
+            "limit": self.limit,
             "inflight": len(self.inflight),
             "handled": self.handled,
             "draining": self.draining,
@@ -232,9 +241,16 @@ class OfferArgs(RequestArgs):
 
 class PoolCore:
     def __init__(
-        self, *, deadline: float, heartbeat_timeout: float, max_credit: int = 4096, vnodes: int = 64
+        self,
+        *,
+        deadline: float,
+        heartbeat_timeout: float,
+        max_credit: int = 4096,
+        vnodes: int = 64,
+        latency_target: float = 0.0,
     ) -> None:
         self.deadline = deadline
+        self.latency_target = latency_target  # seconds; 0: off (see gateway/latency.py)
         self.heartbeat_timeout = heartbeat_timeout
         self.max_credit = max_credit
         self.vnodes = vnodes
@@ -330,6 +346,7 @@ class PoolCore:
             worker_id=worker_id,
             credit=credit,
             available=credit,
+            limit=credit,
             apps=frozenset(apps),
             last_seen=now,
             gen=gen,
@@ -440,18 +457,20 @@ class PoolCore:
         if w is not None and n > 0:
             grant = max(0, min(n, self.max_credit - w.credit))
             w.credit += grant
+            w.limit += grant
             w.available += grant
             w.excess += n - grant
 
     def reconcile(self, ident: bytes, gen: int, free: int, received: int) -> bool | None:
         """A worker heartbeat's `free` against this side's count: everything the worker
         answered before the heartbeat has been processed here (one ordered pipe), so
-        free == available + excess + (requests sent - requests it had received). None when
+        free == available + withheld + excess + (requests sent - requests it had received),
+        where `withheld` is what the latency limit keeps back (credit - limit). None when
         it is not about the current registration, else whether the two agree."""
         w = self.workers.get(ident)
         if w is None or gen != w.gen or received < 0 or free < 0:
             return None
-        ok = free == w.available + w.excess + (w.sent - received)
+        ok = free == w.available + (w.credit - w.limit) + w.excess + (w.sent - received)
         if ok:
             w.mismatches = 0
             self.counters.credit_checked += 1
@@ -525,11 +544,11 @@ class PoolCore:
         else:
             w = self._choose(app, session_id)
         if w is not None:
-            credit = w.credit
+            limit = w.limit
             if (
-                credit >= FAIR_MIN_CREDIT
-                and w.available <= credit >> 2
-                and self.peer_inflight.get(peer, 0) >= credit >> 1
+                w.credit >= FAIR_MIN_CREDIT
+                and w.available <= limit >> 2
+                and self.peer_inflight.get(peer, 0) >= limit >> 1
             ):
                 # Fair shedding: the last quarter of a worker's slots is kept for the peers
                 # that do not already hold half of it, so one flooding peer cannot turn
@@ -820,8 +839,9 @@ class PoolCore:
 
     # Answers and deadlines ------------------------------------------------------------
 
-    def answer(self, ident: bytes, rid: int) -> Pending | None:
-        """A worker's answer to `rid`: the Pending to deliver, or None (late or stray)."""
+    def answer(self, ident: bytes, rid: int, now: float | None = None) -> Pending | None:
+        """A worker's answer to `rid`: the Pending to deliver, or None (late or stray).
+        `now` (monotonic), when given, times it for the latency limit (see `adapt`)."""
         w = self.workers.get(ident)
         if w is not None and rid in w.inflight:
             w.inflight.discard(rid)
@@ -829,6 +849,9 @@ class PoolCore:
             w.handled += 1
         p = self.pending.get(rid)
         if p is not None and p.worker == ident:
+            if now is not None and w is not None:
+                w.lat_sum += now - p.deadline  # + self.deadline: the time since it was sent
+                w.lat_n += 1
             del self.pending[rid]
             self._peer_done(p.peer)
             self.counters.answered += 1
@@ -862,6 +885,24 @@ class PoolCore:
         self.counters.expired += len(out)
         return out
 
+    def adapt(self) -> None:
+        """Move each worker's latency limit towards `latency_target` from its answers since
+        the last call (see gateway/latency.py); the adapter calls it every ADAPT_INTERVAL
+        while a target is set. Slots the limit withholds are taken out of `available`
+        (which may go below zero: nothing more is placed there until enough is answered)."""
+        target = self.latency_target
+        if target <= 0:
+            return
+        for w in self.workers.values():
+            n = w.lat_n
+            mean = w.lat_sum / n + self.deadline if n else 0.0
+            w.lat_sum, w.lat_n = 0.0, 0
+            if w.draining:
+                continue
+            new = next_limit(w.limit, w.credit, n, mean, bool(w.inflight), target)
+            w.available += new - w.limit
+            w.limit = new
+
     def next_deadline(self) -> float | None:
         for p in self.pending.values():
             return p.deadline
@@ -870,18 +911,18 @@ class PoolCore:
     # Introspection --------------------------------------------------------------------
 
     def occupancy(self) -> float:
-        """The share of live workers' granted slots holding a request now (0..1): how full
-        the pool is, for the DOIC overload report."""
-        credit = used = 0
+        """The share of live workers' usable slots (their latency limits, else their
+        credit) holding a request now (0..1): how full the pool is, for the DOIC report."""
+        limit = used = 0
         for w in self.workers.values():
             if not w.draining:
-                credit += w.credit
-                used += w.credit - w.available
-        return used / credit if credit else 0.0
+                limit += w.limit
+                used += w.limit - w.available
+        return min(1.0, used / limit) if limit else 0.0
 
     def free_slots(self, app: int | None = None) -> int:
         return sum(
-            w.available
+            max(0, w.available)
             for w in self.workers.values()
             if not w.draining and (app is None or app in w.apps)
         )

@@ -470,7 +470,7 @@ class PoolServer(OutRequests):
             for m in msgs:
                 if type(m) is pp.Answer:
                     if known:
-                        p = core.answer(ident, m.id)
+                        p = core.answer(ident, m.id, now)
                         if p is not None:
                             self._deliver(p, m.raw)
                     else:
@@ -621,7 +621,7 @@ class PoolServer(OutRequests):
             w = core.workers.get(ident)
             if w is not None:
                 w.expired += 1
-            p = core.answer(ident, m.id)
+            p = core.answer(ident, m.id, now)
             if p is not None:  # the worker's clock saw the deadline pass first
                 self.error_answer(
                     p,
@@ -689,7 +689,7 @@ class PoolServer(OutRequests):
                 "on the way",
                 w.worker_id,
                 m.free,
-                w.available + w.excess,
+                w.available + (w.credit - w.limit) + w.excess,
                 w.sent - m.received,
             )
             if w.mismatches >= 2:

@@ -130,6 +130,7 @@ class Gateway:
     workers: int = 2
     extra: str = ""  # TOML appended to the config (sections other than those below)
     worker_extra: str = ""  # keys added to [worker]
+    pool_extra: str = ""  # keys added to [pool]
     # Heartbeats of the pool and the workers (generous, see above) and the pool's deadline
     # (0: the default). A scenario about silence itself (a paused worker) shortens them.
     heartbeat_interval: float = 0.5
@@ -184,6 +185,7 @@ class Gateway:
             f'[[listen]]\naddress = "127.0.0.1"\nport = {self.port}\n'
             "[metrics]\nenabled = false\n"
             f"[pool]\n{hb}" + (f"deadline = {self.deadline}\n" if self.deadline else "")
+            + self.pool_extra
             + f"[worker]\n{hb}" + self.worker_extra +
             "[launcher]\nrestart_backoff_min = 0.2\ncrash_limit = 0\n" + self.extra
         )
@@ -937,10 +939,20 @@ def _pct(xs: list[float], p: float) -> float:
     return round(ys[min(len(ys) - 1, int(p / 100 * len(ys)))], 3)
 
 
+def _capacity(gw: Gateway, workdir: Path, cpus: set[int] | None) -> float:
+    """Answers a second at 80 in flight, closed loop: that saturates the worker and stays
+    under the fair share of one peer (3/4 of the credit, 96 at 128): a capacity run that
+    sheds measures the shedding."""
+    _rc, cap, _ = run_load(gw, workdir / "capacity.json", "--scenario", "gy-event",
+                           "--requested-action", "3", "--duration", "3",
+                           "--concurrency", "80", "--subscribers", "100", cpus=cpus)
+    return float((cap.get("summary") or {}).get("answers_per_s") or 0.0)
+
+
 def overload(workdir: Path, seconds: float = 6.0, factor: float = 2.0, workers: int = 1,
              credit: int = 128, busy_p99_ms: float = 50.0, ok_p99_ms: float = 500.0,
              rss_limit_mb: float = 150.0, min_goodput: float = 0.5,
-             pin: bool = True, doic: bool = False) -> Result:
+             pin: bool = True, doic: bool = False, latency_target_ms: float = 0.0) -> Result:
     """Measure the gateway's capacity (closed loop), then offer `factor` times it open loop
     with `chargegw load` while a prober measures latency per Result-Code. The excess must get
     3004 quickly (the generator's and the prober's 3004 p99 under `busy_p99_ms`), accepted
@@ -960,22 +972,30 @@ def overload(workdir: Path, seconds: float = 6.0, factor: float = 2.0, workers: 
     `credit` is at least the pool's FAIR_MIN_CREDIT (128; the worker's default is 256): below
     it the pool keeps no slots for the peers that are not flooding, and the prober, whose
     requests arrive while the flood's backlog refills every freed slot in the same turn, could
-    see nothing but 3004 (this test failed that way now and then with 64)."""
-    res = Result("overload_doic" if doic else "overload")
+    see nothing but 3004 (this test failed that way now and then with 64).
+
+    With `latency_target_ms` the gateway under overload has that `pool.latency_target_ms`
+    (gateway/latency.py): each worker holds only what it answers in that time. The capacity
+    is then measured first on a gateway without it, because a closed-loop client that sends
+    again the moment it gets a 3004 turns a tight limit into a storm of 3004s (the capacity
+    run's own measure would be of that storm)."""
+    res = Result("overload_slo" if latency_target_ms else "overload_doic" if doic else "overload")
     t0 = time.monotonic()
     cpus = split_cpus() if pin else None
     mine = os.sched_getaffinity(0) if cpus else None
     if cpus:
         os.sched_setaffinity(0, cpus[0])  # the prober here; the gateway and workers inherit
     gen = cpus[1] if cpus else None
+    extra = f"credit = {credit}\n"
     try:
-        with Gateway(workdir, workers=workers, worker_extra=f"credit = {credit}\n") as gw:
-            # 80 in flight saturates the worker and stays under the fair share of one peer
-            # (3/4 of the credit, 96 at 128): a capacity run that sheds measures the shedding
-            _rc, cap, _ = run_load(gw, workdir / "capacity.json", "--scenario", "gy-event",
-                                   "--requested-action", "3", "--duration", "3",
-                                   "--concurrency", "80", "--subscribers", "100", cpus=gen)
-            capacity = float((cap.get("summary") or {}).get("answers_per_s") or 0.0)
+        capacity = 0.0
+        if latency_target_ms:
+            with Gateway(workdir / "capacity", workers=workers, worker_extra=extra) as gw:
+                capacity = _capacity(gw, workdir, gen)
+        with Gateway(workdir, workers=workers, worker_extra=extra,
+                     pool_extra=f"latency_target_ms = {latency_target_ms}\n") as gw:
+            if not latency_target_ms:
+                capacity = _capacity(gw, workdir, gen)
             res.check(capacity > 0, "could not measure the capacity")
             rate = max(100.0, capacity * factor)
             base_kb = rss_kb(gw.pid)
@@ -1043,6 +1063,7 @@ def overload(workdir: Path, seconds: float = 6.0, factor: float = 2.0, workers: 
         "accepted_per_s": round(accepted, 1), "goodput": round(goodput, 3),
         "abated": abated, "abated_share": round(abated_share, 3),
         "cpus": {"gateway": sorted(cpus[0]), "generator": sorted(cpus[1])} if cpus else None,
+        "latency_target_ms": latency_target_ms,
         "probe": {str(k): {"n": len(v), "p50_ms": _pct(v, 50), "p99_ms": _pct(v, 99),
                            "max_ms": _pct(v, 100)} for k, v in lat.items()},
         "load_p99_ms": (s.get("latency_ms") or {}).get("p99"),
@@ -1285,6 +1306,7 @@ SCENARIOS: dict[str, Callable[[Path], Result]] = {
     "connection_flood": lambda d: connection_flood(d),
     "overload": lambda d: overload(d),
     "overload_doic": lambda d: overload(d, seconds=10.0, doic=True),
+    "overload_slo": lambda d: overload(d, seconds=10.0, latency_target_ms=3.0),
     "gateway_restart": lambda d: gateway_restart(d),
     "gateway_restart_sigterm": lambda d: gateway_restart(d, signal.SIGTERM),
 }
