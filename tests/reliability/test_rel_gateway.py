@@ -96,11 +96,13 @@ def test_overload_with_a_latency_objective_keeps_accepted_requests_quick(
     # The same 2x overload against a gateway with pool.latency_target_ms = 3: each worker
     # holds only what it answers in about 3 ms, and the rest get 3004 at once, so accepted
     # requests no longer wait behind the credit's 128 slots. On the 2-core machine (gateway,
-    # worker and prober on one core; 2026-12-03): accepted p99 11-14 ms (prober and
-    # generator), 3004 p50 1.7 ms, p99 5.5 ms, goodput 56%; without the objective in the
-    # same run, accepted p99 67-70 ms. The bound below sits between the two.
-    r = rel.overload(tmp_path, seconds=6.0, factor=2.0, busy_p99_ms=50.0, ok_p99_ms=40.0,
-                     min_goodput=0.25, latency_target_ms=3.0)
+    # worker and prober on one core; 2026-12-03, 10 runs): the prober's accepted p99 11-19
+    # ms, the generator's 13-34 ms (its own loop, saturated by 2x, is in its figure), 3004
+    # p50 1.5-2.5 ms; without the objective, accepted p99 53-70 ms. The bound below sits
+    # between the two. Goodput 20-77%: the one core also carries the gateway's 3004s, and a
+    # worker held to small batches answers fewer per CPU second.
+    r = rel.overload(tmp_path, seconds=6.0, factor=2.0, busy_p99_ms=50.0, ok_p99_ms=45.0,
+                     min_goodput=0.1, latency_target_ms=3.0)
     assert r.faults > 0, _show(r)
     assert r.details["latency_target_ms"] == 3.0
     assert r.passed, _show(r)
