@@ -305,17 +305,20 @@ def _build(
 
 
 def _minimal(src: _Source, code: int, e_bit: bool, origin_host: str, origin_realm: str) -> bytes:
-    """Last resort: header, Result-Code, Origin-Host, Origin-Realm (RFC 6733's base codes),
-    by hand, for when even the dictionary's encoders failed."""
+    """Last resort: header, Result-Code, Origin-Host, Origin-Realm (the base protocol's
+    AVPs, their codes from the base dictionary), packed by hand, for when even the
+    dictionary's encoders failed."""
 
-    def avp(c: int, data: bytes) -> bytes:
+    def avp(name: str, data: bytes) -> bytes:
         n = 8 + len(data)
+        c = base.by_name[name].code
         return HEADER.pack(c, 0x40000000 | n, 0, 0, 0)[:8] + data + b"\0" * (-n % 4)
 
+    base = get_dictionary()
     body = (
-        avp(268, code.to_bytes(4, "big"))
-        + avp(264, origin_host.encode()[:255])
-        + avp(296, origin_realm.encode()[:255])
+        avp("Result-Code", code.to_bytes(4, "big"))
+        + avp("Origin-Host", origin_host.encode()[:255])
+        + avp("Origin-Realm", origin_realm.encode()[:255])
     )
     flags = (src.flags & FLAG_PROXIABLE) | (FLAG_ERROR if e_bit else 0)
     return (

@@ -136,3 +136,28 @@ def test_fast_equals_general_builder_wherever_session_id_and_proxy_info_are(
     pads = padding(fast)
     assert all(fast[i] == 0 for i in pads)
     assert bytes(0 if i in pads else b for i, b in enumerate(general)) == fast
+
+
+def test_when_every_builder_fails_the_last_resort_still_answers(monkeypatch) -> None:
+    """`_minimal`: header, Result-Code, Origin-Host, Origin-Realm, for when the general
+    builder cannot encode at all (here: it always raises); the request's ids and command
+    are kept, the E bit set for a protocol error."""
+
+    def broken(*_a: object, **_k: object) -> bytes:
+        raise ValueError("encoder broken")
+
+    monkeypatch.setattr(answers, "_build", broken)
+    monkeypatch.setattr(answers, "_generic", broken)  # the 3xxx fast path
+    raw = requests()[0]
+    req = Message.decode(raw)
+    for code, e_bit in ((5012, False), (3004, True)):
+        err = DiameterError(code, "x")
+        m = Message.decode(answers.error_answer(raw, err, "gw.example", "example"))
+        assert m.get("Result-Code") == code
+        assert m.get("Origin-Host") == "gw.example" and m.get("Origin-Realm") == "example"
+        names = ("Result-Code", "Origin-Host", "Origin-Realm")
+        assert [a.code for a in m.avps] == [answers.get_dictionary().avp(n).code for n in names]
+        assert (m.code, m.app_id, m.hop_by_hop, m.end_to_end) == (
+            req.code, req.app_id, req.hop_by_hop, req.end_to_end
+        )
+        assert m.is_error == e_bit and not m.is_request
