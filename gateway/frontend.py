@@ -217,13 +217,21 @@ class Gateway:
         no Diameter port is open yet."""
         self.pool.start()
         self._oc_timer = asyncio.get_running_loop().call_later(1.0, self._overload_tick)
-        if self.core.latency_target > 0:
+        self._set_latency_target(self.core.latency_target)
+
+    def _set_latency_target(self, target: float) -> None:
+        """Apply `pool.latency_target_ms` (in seconds here): at start and on SIGHUP."""
+        self.core.set_latency_target(target)
+        if target > 0 and self._adapt_timer is None:
             self._adapt_timer = asyncio.get_running_loop().call_later(
                 ADAPT_INTERVAL, self._adapt_tick
             )
 
     def _adapt_tick(self) -> None:
-        """Every ADAPT_INTERVAL: the workers' latency limits (gateway/latency.py)."""
+        """Every ADAPT_INTERVAL while a target is set: the workers' latency limits."""
+        if self.core.latency_target <= 0:
+            self._adapt_timer = None
+            return
         self._adapt_timer = asyncio.get_running_loop().call_later(ADAPT_INTERVAL, self._adapt_tick)
         self.core.adapt()
 
@@ -326,14 +334,23 @@ class Gateway:
             self.pool.close()
 
     def reload(self, config: Config) -> None:
-        """SIGHUP: peers, routes and allowlists, and the admitted worker keys
-        (pool.curve_workers: a worker whose key was removed is dropped); established
+        """SIGHUP: peers, routes and allowlists, the admitted worker keys
+        (pool.curve_workers: a worker whose key was removed is dropped) and the latency
+        objective (pool.latency_target_ms; 0 gives every worker its credit back); established
         connections stay up. A key directory that cannot be read keeps the running config."""
         node_config = build_node_config(config)
         admitted, dropped = self.pool.reload_keys(config.pool.curve_workers)
         if admitted or dropped:
             log.info("SIGHUP: %d worker keys admitted, %d workers dropped", admitted, dropped)
         self.node.update_config(node_config)
+        target = config.pool.latency_target_ms / 1000.0
+        if target != self.core.latency_target:
+            log.info(
+                "SIGHUP: pool.latency_target_ms %g -> %g",
+                self.core.latency_target * 1000,
+                config.pool.latency_target_ms,
+            )
+            self._set_latency_target(target)
         self.config = config
 
     # The hot path ---------------------------------------------------------------------

@@ -885,6 +885,16 @@ class PoolCore:
         self.counters.expired += len(out)
         return out
 
+    def set_latency_target(self, target: float) -> None:
+        """A new latency objective (seconds; SIGHUP). Off (0): every worker gets its whole
+        credit back at once; a new or changed target starts from the limits in force."""
+        self.latency_target = max(0.0, target)
+        for w in self.workers.values():
+            w.lat_sum, w.lat_n = 0.0, 0
+            if not self.latency_target:
+                w.available += w.credit - w.limit
+                w.limit = w.credit
+
     def adapt(self) -> None:
         """Move each worker's latency limit towards `latency_target` from its answers since
         the last call (see gateway/latency.py); the adapter calls it every ADAPT_INTERVAL

@@ -309,3 +309,36 @@ def test_set_level_applies_to_loggers_that_set_their_own() -> None:
     finally:
         set_level(old)
         own.setLevel(logging.NOTSET)
+
+
+def test_sighup_sets_changes_and_clears_the_latency_objective(tmp_path: Path) -> None:
+    """pool.latency_target_ms on reload: set, the limits start moving every ADAPT_INTERVAL
+    (a worker whose answers take 4x the target has its limit halved); cleared, every
+    worker has its whole credit back at once and the adjusting stops."""
+
+    async def main() -> None:
+        gw = Gateway(_config(tmp_path))  # the pool not started: no I/O to the made-up worker
+        try:
+            core = gw.core
+            core.register(b"w", worker_id="w", credit=128, apps=[4], now=time.monotonic())
+            w = core.workers[b"w"]
+            assert core.latency_target == 0.0 and gw._adapt_timer is None
+            gw.reload(_config(tmp_path, pool={"latency_target_ms": 5.0}))
+            assert core.latency_target == 0.005 and gw._adapt_timer is not None
+            now = time.monotonic()
+            for i in range(10):
+                p = core.offer(peer=f"p{i}", hbh=i, app=4, cmd=272, session_id=b"s%d" % i,
+                               raw=b"x", now=now, wall_now=0.0)  # fmt: skip
+                core.answer(b"w", p.id, now + 0.020)
+            await _until(lambda: w.limit == 64, "the limit halved by the adjusting timer")
+            gw.reload(_config(tmp_path, pool={"latency_target_ms": 0}))
+            assert core.latency_target == 0.0
+            assert w.limit == w.credit == 128 and w.available == 128
+            await asyncio.sleep(0.15)
+            assert gw._adapt_timer is None  # stopped at its next tick
+        finally:
+            if gw._adapt_timer is not None:
+                gw._adapt_timer.cancel()
+            gw.pool.close()
+
+    _run(main)
