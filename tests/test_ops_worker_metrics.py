@@ -297,10 +297,14 @@ def test_worker_series_add_up_during_a_load_run(tmp_path: Path, chargegw_run: An
         load = subprocess.Popen(
             [*CLI, "load", "--port", str(gw.port), "--scenario", "gy", "--updates", "2",
              "--rating-group", "1", "--rating-group", "100", "--sessions", "60",
-             "--concurrency", "10", "--subscribers", "20", "--timeout", "10", "--quiet",
+             "--rate", "25", "--subscribers", "20", "--timeout", "10", "--quiet",
              "--verify-ledger", "--ledger-config", str(gw.cfg), "--json", str(out)],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )  # fmt: skip
+        # Paced at 25 sessions a second (60 sessions: about 2.4 s), so that the run outlasts
+        # the workers' one-a-heartbeat reports: a closed loop of 10 ended before the first
+        # report once the generator stopped stalling every second, and no scrape during the
+        # run could see a move.
         during: dict[Any, float] = {}
         while load.poll() is None:  # a scrape while the load runs: the worker series move
             during = _samples(_get(base + "/metrics")[1])

@@ -95,17 +95,22 @@ def test_overload_with_a_latency_objective_keeps_accepted_requests_quick(
 ) -> None:
     # The same 2x overload against a gateway with pool.latency_target_ms = 3: each worker
     # holds only what it answers in about 3 ms, and the rest get 3004 at once, so accepted
-    # requests no longer wait behind the credit's 128 slots. On the 2-core machine (gateway,
-    # worker and prober on one core; 2026-12-03, 10 runs): the prober's accepted p99 11-19
-    # ms, the generator's 13-34 ms (its own loop, saturated by 2x, is in its figure), 3004
-    # p50 1.5-2.5 ms; without the objective, accepted p99 53-70 ms. The bound below sits
-    # between the two. Goodput 20-77%: the one core also carries the gateway's 3004s, and a
-    # worker held to small batches answers fewer per CPU second.
-    r = rel.overload(tmp_path, seconds=6.0, factor=2.0, busy_p99_ms=50.0, ok_p99_ms=45.0,
+    # requests no longer wait behind the credit's 128 slots. Judged at the prober, the
+    # well-behaved peer beside the flood whose latency the objective protects. On the
+    # 2-core machine (gateway, worker and prober on one core; 2026-12-03, 12 runs) its
+    # accepted p50 was 4-7 ms, p99 11-25 ms; without the objective p50 13-86 ms, p99
+    # 33-153 ms. The p50 bound separates the two; the p99 bound catches a long tail.
+    # The generator's own figures (2001 p99 13-79 ms, 3004 p99 5-63 ms in the same runs)
+    # include its loop, which 2x saturates: they get the wide bounds of the plain test.
+    # Goodput 20-77%: the one core also carries the gateway's 3004s, and a worker held to
+    # small batches answers fewer per CPU second.
+    r = rel.overload(tmp_path, seconds=6.0, factor=2.0, busy_p99_ms=1000.0, ok_p99_ms=1000.0,
                      min_goodput=0.1, latency_target_ms=3.0)
     assert r.faults > 0, _show(r)
     assert r.details["latency_target_ms"] == 3.0
     assert r.passed, _show(r)
+    probe = r.details["probe"]["2001"]
+    assert probe["p50_ms"] <= 10.0 and probe["p99_ms"] <= 35.0, _show(r)
 
 
 def test_live_socket_fuzz_beside_a_good_peer(tmp_path: Path) -> None:
