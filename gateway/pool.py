@@ -87,6 +87,12 @@ class WorkerState:
     lat_sum: float = 0.0
     lat_n: int = 0
 
+    def free_here(self) -> int:
+        """The free slots this side counts as the worker counts them, before what is on the
+        way: `available`, what the latency limit withholds (credit - limit), and the credit
+        it granted beyond max_credit (see PoolCore.reconcile)."""
+        return self.available + (self.credit - self.limit) + self.excess
+
     def to_dict(self, now: float) -> dict[str, Any]:
         name, n = _incarnation(self.worker_id)
         hb = self.heartbeat_at
@@ -470,7 +476,7 @@ class PoolCore:
         w = self.workers.get(ident)
         if w is None or gen != w.gen or received < 0 or free < 0:
             return None
-        ok = free == w.available + (w.credit - w.limit) + w.excess + (w.sent - received)
+        ok = free == w.free_here() + (w.sent - received)
         if ok:
             w.mismatches = 0
             self.counters.credit_checked += 1

@@ -689,7 +689,7 @@ class PoolServer(OutRequests):
                 "on the way",
                 w.worker_id,
                 m.free,
-                w.available + (w.credit - w.limit) + w.excess,
+                w.free_here(),
                 w.sent - m.received,
             )
             if w.mismatches >= 2:
