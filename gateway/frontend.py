@@ -246,6 +246,7 @@ class Gateway:
         now = time.monotonic()
         self.overload.update(now, self.core.occupancy(), share)
         self.core.age_routes(now)  # sessions that never end: their routes age out
+        self.core.age_peers(now)  # who else sends: the fair share's window
 
     async def open(
         self,

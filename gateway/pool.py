@@ -190,6 +190,9 @@ class ShardCountMismatch(Exception):
 
 
 FAIR_MIN_CREDIT = 128  # below this (tests, small pools) every slot goes to whoever asks first
+# Seconds of the fairness window: a peer competes for the pool when another peer sent a
+# request within the last one or two of these (see PoolCore.target and age_peers).
+FAIR_PERIOD = 5.0
 MAX_PLACED = 4  # placements of one request (failover and Moved together) before it is answered
 SESSION_ROUTES = 200_000  # Session-Id -> shard entries the front end remembers (LRU)
 # Seconds a remembered route may go unused before it is forgotten: the workers' default Tcc
@@ -289,6 +292,11 @@ class PoolCore:
         self.session_routes: OrderedDict[bytes, int] = OrderedDict()
         self.old_routes: OrderedDict[bytes, int] = OrderedDict()
         self.peer_inflight: dict[str, int] = {}  # requests in `pending` by peer (fairness)
+        # The peers that sent a request this fairness period and the one before (age_peers):
+        # the last quarter of a worker is kept for the others only when there are others.
+        self._peers_now: set[str] = set()
+        self._peers_before: set[str] = set()
+        self._peers_aged: float | None = None  # monotonic time of the last swap
         self.max_session_routes = SESSION_ROUTES
         self.route_ttl = ROUTE_TTL
         self._routes_swapped: float | None = None  # monotonic time of the last swap
@@ -545,6 +553,7 @@ class PoolCore:
 
     def target(self, peer: str, app: int, session_id: bytes, shard: int) -> WorkerState | Refused:
         """The worker that takes the request (see `offer`), or why none does."""
+        self._peers_now.add(peer)
         if shard >= 0:
             w = self._shard_owner(shard, app)
         else:
@@ -555,11 +564,14 @@ class PoolCore:
                 w.credit >= FAIR_MIN_CREDIT
                 and w.available <= limit >> 2
                 and self.peer_inflight.get(peer, 0) >= limit >> 1
+                and self._others_sent(peer)
             ):
                 # Fair shedding: the last quarter of a worker's slots is kept for the peers
                 # that do not already hold half of it, so one flooding peer cannot turn
                 # everyone else's requests into 3004 (it gets them itself, sooner), also in
-                # the instant before the others' first requests arrive.
+                # the instant between two requests of a peer that sends now and then. Only
+                # while another peer is sending: a peer alone (one load client, one relay in
+                # front) may fill every slot, rather than draw 3004 with a quarter idle.
                 self.counters.shed_fair += 1
                 return SHED_FAIR
             return w
@@ -570,6 +582,27 @@ class PoolCore:
         return Refused(
             ResultCode.DIAMETER_UNABLE_TO_DELIVER, f"no live worker serves application {app}"
         )
+
+    def _others_sent(self, peer: str) -> bool:
+        """Whether a peer other than `peer` sent a request this fairness period or the last
+        (only asked when `peer` is about to take the last quarter of a worker)."""
+        for q in self._peers_now:
+            if q != peer:
+                return True
+        for q in self._peers_before:
+            if q != peer:
+                return True
+        return False
+
+    def age_peers(self, now: float) -> None:
+        """Called now and then (once a second) with the monotonic clock: every FAIR_PERIOD
+        seconds the peers seen sending become the previous period's, and those of the one
+        before are forgotten, so a peer quiet for two periods no longer counts as another."""
+        if self._peers_aged is None:
+            self._peers_aged = now
+        elif now - self._peers_aged >= FAIR_PERIOD:
+            self._peers_aged = now
+            self._peers_before, self._peers_now = self._peers_now, set()
 
     def put(
         self,

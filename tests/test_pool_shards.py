@@ -12,7 +12,13 @@ import pytest
 from test_pool_io import aio, make_request, make_worker, pool, until
 
 from chargegw.codec import Message
-from chargegw.gateway.pool import MAX_PLACED, NoWorker, PoolCore, ShardCountMismatch
+from chargegw.gateway.pool import (
+    FAIR_PERIOD,
+    MAX_PLACED,
+    NoWorker,
+    PoolCore,
+    ShardCountMismatch,
+)
 from chargegw.ipc import protocol as pp
 from chargegw.sharding import NotOwner, ShardMoved, shard_of
 from chargegw.workers.api import AppSpec, Incoming
@@ -332,9 +338,16 @@ async def test_worker_reports_its_shard_count_and_receives_assign_first(tmp_path
         assert pp.Assign([1], 2) == pp.decode(pp.encode([pp.Assign([1], 2)]))[0]
 
 
+def _place(core: PoolCore, peer: str, i: int) -> None:
+    core.place(peer=peer, hbh=i, app=APP, cmd=1, session_id=b"%s%d" % (peer.encode(), i),
+               raw=b"", now=0.0, wall_now=0.0)  # fmt: skip
+
+
 def test_a_flooding_peer_is_shed_before_it_takes_the_last_quarter_of_a_worker() -> None:
     core = PoolCore(deadline=5.0, heartbeat_timeout=1.0)
     core.register(b"w", worker_id="w", credit=128, apps=[APP], now=0.0)
+    _place(core, "good", 99)  # another peer sends (now and then): the quarter is kept for it
+    core.answer(b"w", next(iter(core.pending)))
     placed = 0
     with pytest.raises(NoWorker) as exc:
         for i in range(128):
@@ -350,3 +363,36 @@ def test_a_flooding_peer_is_shed_before_it_takes_the_last_quarter_of_a_worker() 
     p = next(iter(core.pending.values()))
     core.answer(b"w", p.id)
     assert core.peer_inflight["flood"] == 95  # counts follow requests out of `pending`
+
+
+def test_a_peer_alone_may_fill_every_slot_and_fairness_returns_with_another() -> None:
+    """One load client, or one relay in front of the gateway: nobody else to keep the last
+    quarter for, so it is not refused with a quarter of the pool idle (it was: 3004 for 12%
+    of a 200-in-flight run against one worker of 256). Another peer that sends brings the
+    fair share back at once; one quiet for two FAIR_PERIODs no longer counts."""
+    core = PoolCore(deadline=5.0, heartbeat_timeout=1.0)
+    core.register(b"w", worker_id="w", credit=128, apps=[APP], now=0.0)
+    core.age_peers(0.0)
+    for i in range(128):
+        _place(core, "alone", i)
+    with pytest.raises(NoWorker) as exc:
+        _place(core, "alone", 128)
+    assert exc.value.result_code == 3004  # the pool is full: busy, not a fair-share refusal
+    assert core.counters.shed_busy == 1 and core.counters.shed_fair == 0
+    for rid in list(core.pending)[:40]:  # 40 answered: 88 held, 40 free
+        core.answer(b"w", rid)
+    _place(core, "other", 0)  # another peer's request: it is placed, and counts from now
+    core.answer(b"w", next(reversed(core.pending)))
+    placed = 0
+    with pytest.raises(NoWorker):
+        for i in range(200, 240):
+            _place(core, "alone", i)
+            placed += 1
+    assert placed == 8 and core.counters.shed_fair == 1  # up to 96 held: 32 kept
+    core.age_peers(FAIR_PERIOD)  # "other" sent in the previous period: still counts
+    with pytest.raises(NoWorker):
+        _place(core, "alone", 300)
+    core.age_peers(2 * FAIR_PERIOD)  # quiet for two periods: "alone" is alone again
+    for i in range(400, 432):
+        _place(core, "alone", i)
+    assert core.peer_inflight == {"alone": 128}
