@@ -12,7 +12,9 @@
    CCR-I/U/T at 1, 2 and 4 workers, on the default SQLite store and (where redis-server is
    installed) on a private Redis, beside the Erlang/OTP reference server under the same
    client: CCA/s, the gateway's and each worker's CPU per CCR read from /proc, and
-   `chargegw ledger check` after each run.
+   `chargegw ledger check` after each run. OTP's server's CPU per CCR is read the same way
+   and the client's from its rusage, so each run also gives `cpu_ratio_otp` (OTP's CPU per
+   CCR over ours): on a machine whose speed drifts between runs it is the steadier figure.
 
 Runs that need a tool that is not installed are skipped with the reason. Every process
 is started in its own session and killed by process group afterwards.
@@ -24,6 +26,7 @@ import argparse
 import contextlib
 import os
 import re
+import resource
 import shutil
 import signal
 import subprocess
@@ -512,21 +515,50 @@ def _ledger_ok(cfg: Path) -> bool | None:
     return out.returncode == 0
 
 
-def _erl_measured(client: list[str], port: int, gw: Proc, argv: list[str]) -> dict[str, Any]:
-    """One erl-ccr-client run against `gw`, with CPU per CCR of each of its processes."""
-    workers = children(gw.p.pid)
-    before = {pid: process_cpu(pid) for pid in [gw.p.pid, *workers]}
+def _reaped_cpu() -> float:
+    """user+system CPU seconds of this process's children that have ended and been waited
+    for (an erl-ccr-client run, once `subprocess.run` returns)."""
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
+def _erl_client_run(
+    client: list[str], port: int, argv: list[str], pids: list[int]
+) -> tuple[dict[str, Any], dict[int, float]]:
+    """One erl-ccr-client run: its figures with the client's own CPU per CCR
+    (`client_us_per_ccr`: the load client shares the cores with what it measures, so its cost
+    bounds every ratio), and the CPU seconds each of `pids` spent meanwhile."""
+    before = {pid: process_cpu(pid) for pid in pids}
+    c0 = _reaped_cpu()
     out = subprocess.run(
         [*client, "--port", str(port), *argv], capture_output=True, text=True, timeout=600
     )
-    after = {pid: process_cpu(pid) for pid in before}
+    c1 = _reaped_cpu()
+    spent = {pid: process_cpu(pid) - before[pid] for pid in pids}
     r = _erl_rate(out.stdout + out.stderr)
     n = r.get("ok") or 0
     if n:
-        per = {pid: round((after[pid] - before[pid]) / n * 1e6, 1) for pid in before}
+        r["client_us_per_ccr"] = round((c1 - c0) / n * 1e6, 1)
+    return r, spent
+
+
+def _erl_measured(
+    client: list[str], port: int, gw: Proc, argv: list[str], otp_us: float | None = None
+) -> dict[str, Any]:
+    """One erl-ccr-client run against `gw`, with CPU per CCR of each of its processes and,
+    given OTP's server's (`otp_us`), `cpu_ratio_otp`: OTP's CPU per CCR over ours (gateway and
+    workers together), the at-par figure that the machine's speed does not move."""
+    workers = children(gw.p.pid)
+    r, spent = _erl_client_run(client, port, argv, [gw.p.pid, *workers])
+    n = r.get("ok") or 0
+    if n:
+        per = {pid: round(cpu / n * 1e6, 1) for pid, cpu in spent.items()}
         r["gateway_us_per_ccr"] = per.pop(gw.p.pid)
         r["worker_us_per_ccr"] = list(per.values())
         r["workers_us_per_ccr_total"] = round(sum(per.values()), 1)
+        ours = r["gateway_us_per_ccr"] + r["workers_us_per_ccr_total"]
+        if otp_us and ours > 0:
+            r["cpu_ratio_otp"] = round(otp_us / ours, 3)
     return r
 
 
@@ -544,14 +576,16 @@ def part_ocs(d: Path, a: argparse.Namespace, port: int) -> dict[str, Any]:
     )
     try:
         server.wait_line(r"ERL-CCR-SERVER READY", 60)
-        out = subprocess.run(
-            [*client, "--port", str(port), *argv], capture_output=True, text=True, timeout=600
-        )
-        res["otp"] = _erl_rate(out.stdout + out.stderr)
+        # the escript execs the Erlang VM: the server's pid is its beam process
+        res["otp"], spent = _erl_client_run(client, port, argv, [server.p.pid])
+        n = res["otp"].get("ok") or 0
+        if n:
+            res["otp"]["server_us_per_ccr"] = round(spent[server.p.pid] / n * 1e6, 1)
     finally:
         server.stop()
     port += 1
     otp = res["otp"].get("answers_per_s") or 0
+    otp_us = res["otp"].get("server_us_per_ccr")
 
     def series(name: str, apps: str, per_worker: bool = False) -> dict[str, Any]:
         """1, 2, 4 workers under the client's 50 in flight; with `per_worker`, 50 in flight
@@ -562,7 +596,7 @@ def part_ocs(d: Path, a: argparse.Namespace, port: int) -> dict[str, Any]:
             cfg = write_config(d, f"{name}-{n}", port, apps)
             run_argv = argv[:-1] + [str(CONCURRENCY * n)] if per_worker else argv
             with chargegw_run(cfg, n) as gw:
-                r = _erl_measured(client, port, gw, run_argv)
+                r = _erl_measured(client, port, gw, run_argv, otp_us)
             if r.get("result") != "ok" or r.get("errors"):
                 # what the gateway and its workers said (warnings and up): the only account
                 # of why a run failed once the data directory is gone
@@ -680,7 +714,9 @@ def _table(report: dict[str, Any]) -> str:
         else:
             lines.append(
                 f"real OCS under erl-ccr-client ({o.get('client')}): "
-                f"OTP server {o['otp'].get('answers_per_s')}/s"
+                f"OTP server {o['otp'].get('answers_per_s')}/s, "
+                f"{o['otp'].get('server_us_per_ccr')} µs/CCR (client "
+                f"{o['otp'].get('client_us_per_ccr')} µs/CCR)"
             )
             for store in ("sqlite", "redis", "sqlite_per_worker_load"):
                 runs = o.get(store) or {}
@@ -696,6 +732,8 @@ def _table(report: dict[str, Any]) -> str:
                         f"  workers {r.get('worker_us_per_ccr')} µs/CCR"
                         f" (x{r.get('worker_cpu_vs_1')} of 1)  {r.get('result')}"
                         f"  ledger {'ok' if r.get('ledger_ok') else 'FAIL'}"
+                        f"  CPU ratio to OTP {r.get('cpu_ratio_otp')}"
+                        f"  client {r.get('client_us_per_ccr')} µs/CCR"
                     )
     s = report.get("scaling")
     if s:

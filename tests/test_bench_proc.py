@@ -54,3 +54,31 @@ def test_the_ocs_table_shows_the_per_worker_load_series_without_an_otp_ratio() -
     at = lines.index(f"  sqlite with {CONCURRENCY} in flight per worker (no OTP ratio):")
     assert lines[at + 1].startswith("  sqlite 2 worker(s): 3000.0/s ratio None")
     assert "(x0.95 of 1)" in lines[at + 1] and "ratio 0.4" in text
+
+
+def test_an_erl_client_run_reports_the_clients_own_cpu_per_ccr(tmp_path: Path) -> None:
+    """The load client shares the cores with what it measures: its CPU per CCR is read from
+    its rusage once it has ended (here a stand-in that burns ~0.4 s of CPU for 100 CCRs),
+    and a process that only sleeps meanwhile is charged about nothing."""
+    import subprocess
+
+    from chargegw.gateway.bench import _erl_client_run
+
+    fake = tmp_path / "client.py"
+    fake.write_text(
+        "import time\n"
+        "t = time.process_time()\n"
+        "while time.process_time() - t < 0.4:\n"
+        "    pass\n"
+        "print('SENT=100 ANSWERED=100 OK=100 ERRORS=0 elapsed_s=1.0 answers_per_s=100.0')\n"
+        "print('RESULT ok')\n"
+    )
+    idle = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        r, spent = _erl_client_run([sys.executable, str(fake)], 1, [], [idle.pid])
+    finally:
+        idle.kill()
+        idle.wait()
+    assert r["ok"] == 100 and r["result"] == "ok"
+    assert 3_900 <= r["client_us_per_ccr"] <= 8_000  # 0.4 s / 100, plus the start-up
+    assert spent[idle.pid] < 0.2
