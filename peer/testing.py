@@ -14,6 +14,20 @@ from typing import Any
 
 from chargegw.codec import FrameReader, FramingError, Message, class_for, get_dictionary
 from chargegw.codec.constants import CMD_CCR, CMD_CER, CMD_DPR, CMD_DWR
+from chargegw.peer.admission import Admission, framing_reply
+from chargegw.peer.connection import PeerConnection, plan_failover
+from chargegw.peer.errors import RequestError
+from chargegw.peer.link import (
+    AnswerReceived,
+    Connect,
+    Context,
+    Failover,
+    FramingFault,
+    Link,
+    RequestReceived,
+)
+from chargegw.peer.pending import EndToEndAllocator
+from chargegw.peer.routing import RoutingTable
 
 _e2e = 0x10000
 
@@ -248,10 +262,6 @@ class MemoryNode:
     """
 
     def __init__(self, config: Any, address: tuple[str, int] = ("127.0.0.1", 3868)) -> None:
-        from chargegw.peer.admission import Admission
-        from chargegw.peer.link import Context
-        from chargegw.peer.pending import EndToEndAllocator
-        from chargegw.peer.routing import RoutingTable
 
         self.config = config
         self.address = address
@@ -269,7 +279,6 @@ class MemoryNode:
 
     def peer(self, name: str) -> Any:
         """The machine for `name` (a configured peer's is made on first use)."""
-        from chargegw.peer.connection import PeerConnection
 
         key = name.lower()
         m = self.peers.get(key)
@@ -300,15 +309,6 @@ class MemoryNode:
 
     def handle(self, peer: Any, events: list[Any], now: float) -> None:
         """What the asyncio Node does with a machine's events, synchronously."""
-        from chargegw.peer.admission import framing_reply
-        from chargegw.peer.connection import plan_failover
-        from chargegw.peer.link import (
-            AnswerReceived,
-            Connect,
-            Failover,
-            FramingFault,
-            RequestReceived,
-        )
 
         for ev in events:
             self.events.append((peer.name, ev))
@@ -323,7 +323,6 @@ class MemoryNode:
             elif isinstance(ev, FramingFault):
                 framing_reply(self.ctx, ev.link, ev.error)
             elif isinstance(ev, Failover):
-                from chargegw.peer.errors import RequestError
 
                 def select(app: int, host: Any, realm: Any, tried: tuple[str, ...]) -> Any:
                     return self.routing.select(self.peers, app, host, realm, tried)
@@ -376,7 +375,6 @@ class PeerPair:
         return self.b.peers.get(self.a.config.origin_host.lower())
 
     def connect(self, *, start: bool = True) -> PeerPair:
-        from chargegw.peer.link import Link
 
         a, b, now = self.a, self.b, self.now
         m = self.a_peer
