@@ -191,7 +191,8 @@ class ShardCountMismatch(Exception):
 
 FAIR_MIN_CREDIT = 128  # below this (tests, small pools) every slot goes to whoever asks first
 # Seconds of the fairness window: a peer competes for the pool when another peer sent a
-# request within the last one or two of these (see PoolCore.target and age_peers).
+# request within the last one or two of these (see PoolCore.target and age_peers); then the
+# last quarter of a worker is kept for the others, else only the last sixteenth.
 FAIR_PERIOD = 5.0
 MAX_PLACED = 4  # placements of one request (failover and Moved together) before it is answered
 SESSION_ROUTES = 200_000  # Session-Id -> shard entries the front end remembers (LRU)
@@ -293,7 +294,7 @@ class PoolCore:
         self.old_routes: OrderedDict[bytes, int] = OrderedDict()
         self.peer_inflight: dict[str, int] = {}  # requests in `pending` by peer (fairness)
         # The peers that sent a request this fairness period and the one before (age_peers):
-        # the last quarter of a worker is kept for the others only when there are others.
+        # the last quarter of a worker is kept for the others when there are others.
         self._peers_now: set[str] = set()
         self._peers_before: set[str] = set()
         self._peers_aged: float | None = None  # monotonic time of the last swap
@@ -564,14 +565,15 @@ class PoolCore:
                 w.credit >= FAIR_MIN_CREDIT
                 and w.available <= limit >> 2
                 and self.peer_inflight.get(peer, 0) >= limit >> 1
-                and self._others_sent(peer)
+                and (w.available <= limit >> 4 or self._others_sent(peer))
             ):
                 # Fair shedding: the last quarter of a worker's slots is kept for the peers
                 # that do not already hold half of it, so one flooding peer cannot turn
                 # everyone else's requests into 3004 (it gets them itself, sooner), also in
-                # the instant between two requests of a peer that sends now and then. Only
-                # while another peer is sending: a peer alone (one load client, one relay in
-                # front) may fill every slot, rather than draw 3004 with a quarter idle.
+                # the instant between two requests of a peer that sends now and then. While
+                # no other peer sends, only the last sixteenth is kept (for a newcomer's
+                # first requests): a peer alone (one load client, one relay in front) is not
+                # refused with a quarter of the pool idle.
                 self.counters.shed_fair += 1
                 return SHED_FAIR
             return w

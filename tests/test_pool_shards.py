@@ -365,34 +365,42 @@ def test_a_flooding_peer_is_shed_before_it_takes_the_last_quarter_of_a_worker() 
     assert core.peer_inflight["flood"] == 95  # counts follow requests out of `pending`
 
 
-def test_a_peer_alone_may_fill_every_slot_and_fairness_returns_with_another() -> None:
+def test_a_peer_alone_keeps_a_sixteenth_free_and_fairness_returns_with_another() -> None:
     """One load client, or one relay in front of the gateway: nobody else to keep the last
-    quarter for, so it is not refused with a quarter of the pool idle (it was: 3004 for 12%
-    of a 200-in-flight run against one worker of 256). Another peer that sends brings the
-    fair share back at once; one quiet for two FAIR_PERIODs no longer counts."""
+    quarter for, so only a sixteenth is kept (a newcomer's first requests), not a quarter
+    (3004 for 12% of a 200-in-flight run against one worker of 256). Another peer that sends
+    brings the quarter back at once; one quiet for two FAIR_PERIODs no longer counts."""
     core = PoolCore(deadline=5.0, heartbeat_timeout=1.0)
     core.register(b"w", worker_id="w", credit=128, apps=[APP], now=0.0)
     core.age_peers(0.0)
-    for i in range(128):
+    for i in range(120):  # 128 - 128 // 16
         _place(core, "alone", i)
     with pytest.raises(NoWorker) as exc:
-        _place(core, "alone", 128)
-    assert exc.value.result_code == 3004  # the pool is full: busy, not a fair-share refusal
-    assert core.counters.shed_busy == 1 and core.counters.shed_fair == 0
-    for rid in list(core.pending)[:40]:  # 40 answered: 88 held, 40 free
+        _place(core, "alone", 120)
+    assert exc.value.result_code == 3004 and core.counters.shed_fair == 1
+    for i in range(8):  # the sixteenth kept: a newcomer's first requests get in
+        _place(core, "new", i)
+    for rid in list(core.pending)[:48]:  # 48 of "alone" answered: 72 held, 48 free
         core.answer(b"w", rid)
-    _place(core, "other", 0)  # another peer's request: it is placed, and counts from now
-    core.answer(b"w", next(reversed(core.pending)))
     placed = 0
     with pytest.raises(NoWorker):
         for i in range(200, 240):
             _place(core, "alone", i)
             placed += 1
-    assert placed == 8 and core.counters.shed_fair == 1  # up to 96 held: 32 kept
-    core.age_peers(FAIR_PERIOD)  # "other" sent in the previous period: still counts
-    with pytest.raises(NoWorker):
-        _place(core, "alone", 300)
+    assert placed == 16 and core.counters.shed_fair == 2  # "new" sent: a quarter kept
+    for rid in [r for r, p in core.pending.items() if p.peer == "new"]:
+        core.answer(b"w", rid)
+    core.age_peers(FAIR_PERIOD)  # "new" sent in the previous period: still counts
+
+    def fill(start: int) -> int:
+        n = 0
+        with pytest.raises(NoWorker):
+            for i in range(start, start + 128):
+                _place(core, "alone", i)
+                n += 1
+        return n
+
+    assert fill(300) == 8  # 40 free: down to the quarter
     core.age_peers(2 * FAIR_PERIOD)  # quiet for two periods: "alone" is alone again
-    for i in range(400, 432):
-        _place(core, "alone", i)
-    assert core.peer_inflight == {"alone": 128}
+    assert fill(400) == 24  # down to the sixteenth
+    assert core.peer_inflight == {"alone": 120}
