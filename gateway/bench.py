@@ -13,8 +13,9 @@
    installed) on a private Redis, beside the Erlang/OTP reference server under the same
    client: CCA/s, the gateway's and each worker's CPU per CCR read from /proc, and
    `chargegw ledger check` after each run. OTP's server's CPU per CCR is read the same way
-   and the client's from its rusage, so each run also gives `cpu_ratio_otp` (OTP's CPU per
-   CCR over ours): on a machine whose speed drifts between runs it is the steadier figure.
+   and the client's from its rusage, and on Redis the redis-server processes' as the store's,
+   so each run also gives `cpu_ratio_otp` (OTP's CPU per CCR over ours): where the CPU goes,
+   beside the CCA/s ratio.
 
 Runs that need a tool that is not installed are skipped with the reason. Every process
 is started in its own session and killed by process group afterwards.
@@ -480,8 +481,11 @@ def _redis_apps(url: str, cdr_url: str) -> str:
 
 
 @contextlib.contextmanager
-def private_redis(d: Path, name: str, fsync: str = "everysec") -> Iterator[str | None]:
-    """A redis-server on a unix socket under `d`, or None when it is not installed. AOF on,
+def private_redis(
+    d: Path, name: str, fsync: str = "everysec"
+) -> Iterator[tuple[str, int] | None]:
+    """A redis-server on a unix socket under `d` (its URL and pid: the bench charges its CPU
+    to the store), or None when it is not installed. AOF on,
     fsync every second for the charging state (the Gy store does not wait for the disk;
     a commit is acknowledged by Redis in memory), `always` for the CDR store's own server
     where Redis is older than 7.2 (no WAITAOF: it refuses to start otherwise)."""
@@ -500,7 +504,7 @@ def private_redis(d: Path, name: str, fsync: str = "everysec") -> Iterator[str |
         end = time.monotonic() + 10
         while not sock.exists() and time.monotonic() < end:
             time.sleep(0.05)
-        yield f"unix://{sock}"
+        yield f"unix://{sock}", proc.p.pid
     finally:
         proc.stop()
 
@@ -543,20 +547,29 @@ def _erl_client_run(
 
 
 def _erl_measured(
-    client: list[str], port: int, gw: Proc, argv: list[str], otp_us: float | None = None
+    client: list[str],
+    port: int,
+    gw: Proc,
+    argv: list[str],
+    otp_us: float | None = None,
+    store_pids: tuple[int, ...] = (),
 ) -> dict[str, Any]:
     """One erl-ccr-client run against `gw`, with CPU per CCR of each of its processes and,
-    given OTP's server's (`otp_us`), `cpu_ratio_otp`: OTP's CPU per CCR over ours (gateway and
-    workers together), the at-par figure that the machine's speed does not move."""
+    given OTP's server's (`otp_us`), `cpu_ratio_otp`: OTP's CPU per CCR over ours (gateway,
+    workers and the store's servers, `store_pids`, together): 1.0 is at par."""
     workers = children(gw.p.pid)
-    r, spent = _erl_client_run(client, port, argv, [gw.p.pid, *workers])
+    r, spent = _erl_client_run(client, port, argv, [gw.p.pid, *workers, *store_pids])
     n = r.get("ok") or 0
     if n:
         per = {pid: round(cpu / n * 1e6, 1) for pid, cpu in spent.items()}
         r["gateway_us_per_ccr"] = per.pop(gw.p.pid)
+        if store_pids:
+            r["store_us_per_ccr"] = round(sum(per.pop(pid) for pid in store_pids), 1)
         r["worker_us_per_ccr"] = list(per.values())
         r["workers_us_per_ccr_total"] = round(sum(per.values()), 1)
-        ours = r["gateway_us_per_ccr"] + r["workers_us_per_ccr_total"]
+        ours = (
+            r["gateway_us_per_ccr"] + r["workers_us_per_ccr_total"] + r.get("store_us_per_ccr", 0)
+        )
         if otp_us and ours > 0:
             r["cpu_ratio_otp"] = round(otp_us / ours, 3)
     return r
@@ -587,16 +600,19 @@ def part_ocs(d: Path, a: argparse.Namespace, port: int) -> dict[str, Any]:
     otp = res["otp"].get("answers_per_s") or 0
     otp_us = res["otp"].get("server_us_per_ccr")
 
-    def series(name: str, apps: str, per_worker: bool = False) -> dict[str, Any]:
+    def series(
+        name: str, apps: str, per_worker: bool = False, store_pids: tuple[int, ...] = ()
+    ) -> dict[str, Any]:
         """1, 2, 4 workers under the client's 50 in flight; with `per_worker`, 50 in flight
-        per worker (each worker then drains batches of the size one worker gets at 50)."""
+        per worker (each worker then drains batches of the size one worker gets at 50);
+        `store_pids`: the store's server processes, whose CPU is ours too."""
         nonlocal port
         out: dict[str, Any] = {}
         for n in a.ocs_workers:
             cfg = write_config(d, f"{name}-{n}", port, apps)
             run_argv = argv[:-1] + [str(CONCURRENCY * n)] if per_worker else argv
             with chargegw_run(cfg, n) as gw:
-                r = _erl_measured(client, port, gw, run_argv, otp_us)
+                r = _erl_measured(client, port, gw, run_argv, otp_us, store_pids)
             if r.get("result") != "ok" or r.get("errors"):
                 # what the gateway and its workers said (warnings and up): the only account
                 # of why a run failed once the data directory is gone
@@ -624,12 +640,14 @@ def part_ocs(d: Path, a: argparse.Namespace, port: int) -> dict[str, Any]:
         res["sqlite_per_worker_load"] = series("ocs-sqlite-pw", _default_apps(), True)
     except Exception as exc:
         res["sqlite_per_worker_load"] = {"error": f"{type(exc).__name__}: {exc}"}
-    with private_redis(d, "gy") as url, private_redis(d, "cdr", "always") as cdr_url:
-        if url is None or cdr_url is None:
+    with private_redis(d, "gy") as gy, private_redis(d, "cdr", "always") as cdr:
+        if gy is None or cdr is None:
             res["redis"] = {"skipped": "redis-server not installed"}
         else:
             try:
-                res["redis"] = series("ocs-redis", _redis_apps(url, cdr_url))
+                res["redis"] = series(
+                    "ocs-redis", _redis_apps(gy[0], cdr[0]), store_pids=(gy[1], cdr[1])
+                )
             except Exception as exc:
                 res["redis"] = {"error": f"{type(exc).__name__}: {exc}"}
     res["targets"] = {
@@ -732,7 +750,9 @@ def _table(report: dict[str, Any]) -> str:
                         f"  workers {r.get('worker_us_per_ccr')} µs/CCR"
                         f" (x{r.get('worker_cpu_vs_1')} of 1)  {r.get('result')}"
                         f"  ledger {'ok' if r.get('ledger_ok') else 'FAIL'}"
-                        f"  CPU ratio to OTP {r.get('cpu_ratio_otp')}"
+                        + (f"  redis-server {r['store_us_per_ccr']} µs/CCR"
+                           if "store_us_per_ccr" in r else "")
+                        + f"  CPU ratio to OTP {r.get('cpu_ratio_otp')}"
                         f"  client {r.get('client_us_per_ccr')} µs/CCR"
                     )
     s = report.get("scaling")

@@ -82,3 +82,15 @@ def test_an_erl_client_run_reports_the_clients_own_cpu_per_ccr(tmp_path: Path) -
     assert r["ok"] == 100 and r["result"] == "ok"
     assert 3_900 <= r["client_us_per_ccr"] <= 8_000  # 0.4 s / 100, plus the start-up
     assert spent[idle.pid] < 0.2
+
+
+def test_the_ocs_table_charges_the_redis_servers_cpu_to_the_store() -> None:
+    from chargegw.gateway.bench import _table
+
+    run = {"answers_per_s": 2000.0, "ratio_otp": 0.2, "gateway_us_per_ccr": 80.0,
+           "worker_us_per_ccr": [190.0], "worker_cpu_vs_1": 1.0, "result": "ok",
+           "ledger_ok": True, "store_us_per_ccr": 70.0, "cpu_ratio_otp": 0.21}  # fmt: skip
+    text = _table({"ocs": {"client": "", "otp": {"answers_per_s": 9000.0},
+                           "redis": {"1": run}, "sqlite": {"1": {**run, "store_us_per_ccr": 0}}}})  # fmt: skip
+    redis = next(x for x in text.splitlines() if x.startswith("  redis  1"))
+    assert "redis-server 70.0 µs/CCR" in redis and "CPU ratio to OTP 0.21" in redis
