@@ -481,9 +481,7 @@ def _redis_apps(url: str, cdr_url: str) -> str:
 
 
 @contextlib.contextmanager
-def private_redis(
-    d: Path, name: str, fsync: str = "everysec"
-) -> Iterator[tuple[str, int] | None]:
+def private_redis(d: Path, name: str, fsync: str = "everysec") -> Iterator[tuple[str, int] | None]:
     """A redis-server on a unix socket under `d` (its URL and pid: the bench charges its CPU
     to the store), or None when it is not installed. AOF on,
     fsync every second for the charging state (the Gy store does not wait for the disk;
@@ -742,7 +740,9 @@ def _table(report: dict[str, Any]) -> str:
                     lines.append(f"  {store}: {runs.get('skipped') or runs.get('error')}")
                     continue
                 if store == "sqlite_per_worker_load" and runs:
-                    lines.append(f"  sqlite with {CONCURRENCY} in flight per worker (no OTP ratio):")
+                    lines.append(
+                        f"  sqlite with {CONCURRENCY} in flight per worker (no OTP ratio):"
+                    )
                 for n, r in runs.items():
                     lines.append(
                         f"  {store[:6]:<6} {n} worker(s): {r.get('answers_per_s')}/s "
@@ -750,8 +750,11 @@ def _table(report: dict[str, Any]) -> str:
                         f"  workers {r.get('worker_us_per_ccr')} µs/CCR"
                         f" (x{r.get('worker_cpu_vs_1')} of 1)  {r.get('result')}"
                         f"  ledger {'ok' if r.get('ledger_ok') else 'FAIL'}"
-                        + (f"  redis-server {r['store_us_per_ccr']} µs/CCR"
-                           if "store_us_per_ccr" in r else "")
+                        + (
+                            f"  redis-server {r['store_us_per_ccr']} µs/CCR"
+                            if "store_us_per_ccr" in r
+                            else ""
+                        )
                         + f"  CPU ratio to OTP {r.get('cpu_ratio_otp')}"
                         f"  client {r.get('client_us_per_ccr')} µs/CCR"
                     )
