@@ -507,6 +507,11 @@ def private_redis(d: Path, name: str, fsync: str = "everysec") -> Iterator[tuple
         proc.stop()
 
 
+def _progress(text: str) -> None:
+    """A progress line on stderr: the OCS part alone runs for minutes."""
+    print(f"[bench] {text}", file=sys.stderr, flush=True)
+
+
 def _ledger_ok(cfg: Path) -> bool | None:
     out = subprocess.run(
         [sys.executable, "-P", "-m", "chargegw.cli", "ledger", "check", "--config", str(cfg)],
@@ -592,6 +597,7 @@ def part_ocs(d: Path, a: argparse.Namespace, port: int) -> dict[str, Any]:
         n = res["otp"].get("ok") or 0
         if n:
             res["otp"]["server_us_per_ccr"] = round(spent[server.p.pid] / n * 1e6, 1)
+        _progress(f"ocs OTP server: {res['otp'].get('answers_per_s')} CCA/s")
     finally:
         server.stop()
     port += 1
@@ -618,6 +624,8 @@ def part_ocs(d: Path, a: argparse.Namespace, port: int) -> dict[str, Any]:
             r["ledger_ok"] = _ledger_ok(cfg)
             rate = r.get("answers_per_s") or 0
             r["ratio_otp"] = round(rate / otp, 3) if otp and not per_worker else None
+            _progress(f"{name} {n} worker(s): {rate:,.0f} CCA/s, {r.get('result')}, "
+                      f"ledger {'ok' if r['ledger_ok'] else 'FAIL'}")  # fmt: skip
             out[str(n)] = r
             port += 1
         one = out.get("1", {}).get("workers_us_per_ccr_total")
@@ -788,7 +796,7 @@ def run(a: argparse.Namespace) -> int:
         ):
             if name not in parts:
                 continue
-            print(f"[bench] {name} ...", file=sys.stderr, flush=True)
+            _progress(f"{name} ...")
             try:
                 report[name] = fn(d, a, port)
             except Exception as exc:  # one part failing still reports the others
