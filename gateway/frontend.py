@@ -41,6 +41,7 @@ log = logging.getLogger("chargegw.gateway")
 # The peek's keys the front end reads per request, from the dictionary.
 _SESSION_ID = avp_key("Session-Id")
 _OC_SUPPORTED = avp_key("OC-Supported-Features")  # RFC 7683: the sender is a reacting node
+REACH_LOG_EVERY = 60.0  # seconds between warnings that the latency target is out of reach
 
 
 def _tls(t: Any) -> TlsConfig | None:
@@ -198,6 +199,7 @@ class Gateway:
         self._oc_peers: set[str] = set()
         self._refusals: dict[tuple[int, str, bytes], ProtocolError] = {}  # see _refuse
         self._oc_last = (0, 0)  # (placed, shed) at the previous overload update
+        self._reach_said = -REACH_LOG_EVERY  # when the target was last said out of reach
         self._oc_timer: asyncio.TimerHandle | None = None
         self._adapt_timer: asyncio.TimerHandle | None = None
 
@@ -247,6 +249,23 @@ class Gateway:
         self.overload.update(now, self.core.occupancy(), share)
         self.core.age_routes(now)  # sessions that never end: their routes age out
         self.core.age_peers(now)  # who else sends: the fair share's window
+        if now - self._reach_said >= REACH_LOG_EVERY:
+            self._say_out_of_reach(now)
+
+    def _say_out_of_reach(self, now: float) -> None:
+        """A latency target no worker can meet sheds most of the traffic for nothing: say so
+        (a config to fix), at most once every REACH_LOG_EVERY seconds."""
+        slow = self.core.out_of_reach()
+        if not slow:
+            return
+        self._reach_said = now
+        ident, mean, floor = max(slow, key=lambda x: x[1])
+        log.warning(
+            "pool.latency_target_ms %g is out of reach for %d worker(s): %s answers in %.1f ms"
+            " on average with no more than %d requests in flight, so most requests beyond"
+            " that get 3004; raise the target above that (or add workers)",
+            self.core.latency_target * 1000, len(slow), ident, mean * 1000, floor,
+        )  # fmt: skip
 
     async def open(
         self,

@@ -20,7 +20,10 @@ Once every ADAPT_INTERVAL, per worker, from the answers of that interval:
 It never goes below MIN_LIMIT: a batch-draining worker needs some requests at a time to stay
 efficient, and a target below what a worker can do at all would otherwise shut it off
 (then every request beyond MIN_LIMIT is shed: a target is a promise the operator makes,
-so keep it above the worker's unloaded latency). Off (target 0) the limit is the credit.
+so keep it above the worker's unloaded latency). A worker held at that floor while its
+mean stays above the target is reported (PoolCore.out_of_reach: the gateway's log, `chargegw
+status`): the target is out of its reach, and only a higher target or a faster worker gives
+back the throughput. Off (target 0) the limit is the credit.
 """
 
 from __future__ import annotations
@@ -28,6 +31,11 @@ from __future__ import annotations
 ADAPT_INTERVAL = 0.05  # seconds between adjustments
 MIN_LIMIT = 8
 MAX_GROWTH = 1.5
+
+
+def floor_limit(credit: int) -> int:
+    """The lowest limit a worker of this credit gets."""
+    return min(MIN_LIMIT, credit)
 
 
 def next_limit(
@@ -45,4 +53,4 @@ def next_limit(
     new = int(limit * ratio)
     if ratio > 1 and new == limit:
         new += 1  # small limits must still be able to grow
-    return max(min(MIN_LIMIT, credit), min(credit, new))
+    return max(floor_limit(credit), min(credit, new))

@@ -28,7 +28,7 @@ from typing import Any, NamedTuple, NotRequired, TypedDict, Unpack
 
 from chargegw.codec.constants import ResultCode
 from chargegw.codec.errors import DiameterError
-from chargegw.gateway.latency import next_limit
+from chargegw.gateway.latency import ADAPT_INTERVAL, floor_limit, next_limit
 from chargegw.sharding import MAX_SHARDS, owner_name, shard_of
 
 
@@ -86,6 +86,10 @@ class WorkerState:
     limit: int = 0
     lat_sum: float = 0.0
     lat_n: int = 0
+    # The last interval's mean latency (seconds), and for how many intervals in a row the
+    # limit has sat at its floor with the mean still above the target (see `out_of_reach`).
+    lat_mean: float = 0.0
+    floored: int = 0
 
     def free_here(self) -> int:
         """The free slots this side counts as the worker counts them, before what is on the
@@ -108,6 +112,8 @@ class WorkerState:
             "credit": self.credit,
             "available": self.available,
             "limit": self.limit,
+            "latency_ms": round(self.lat_mean * 1000, 3),
+            "target_out_of_reach": self.floored >= OUT_OF_REACH_INTERVALS,
             "inflight": len(self.inflight),
             "handled": self.handled,
             "draining": self.draining,
@@ -194,6 +200,9 @@ FAIR_MIN_CREDIT = 128  # below this (tests, small pools) every slot goes to whoe
 # request within the last one or two of these (see PoolCore.target and age_peers); then the
 # last quarter of a worker is kept for the others, else only the last sixteenth.
 FAIR_PERIOD = 5.0
+# Adjustments in a row (5 s) at the latency floor, still above the target, before a worker
+# counts as out of the target's reach (see PoolCore.out_of_reach)
+OUT_OF_REACH_INTERVALS = round(5.0 / ADAPT_INTERVAL)
 MAX_PLACED = 4  # placements of one request (failover and Moved together) before it is answered
 SESSION_ROUTES = 200_000  # Session-Id -> shard entries the front end remembers (LRU)
 # Seconds a remembered route may go unused before it is forgotten: the workers' default Tcc
@@ -932,6 +941,7 @@ class PoolCore:
         self.latency_target = max(0.0, target)
         for w in self.workers.values():
             w.lat_sum, w.lat_n = 0.0, 0
+            w.floored = 0
             if not self.latency_target:
                 w.available += w.credit - w.limit
                 w.limit = w.credit
@@ -953,6 +963,24 @@ class PoolCore:
             new = next_limit(w.limit, w.credit, n, mean, bool(w.inflight), target)
             w.available += new - w.limit
             w.limit = new
+            if n:
+                w.lat_mean = mean
+                # at its floor and still too slow: the target is beyond this worker
+                w.floored = w.floored + 1 if mean > target and new <= floor_limit(w.credit) else 0
+
+    def out_of_reach(self) -> list[tuple[str, float, int]]:
+        """The workers whose limit has sat at its floor for OUT_OF_REACH_INTERVALS adjustments
+        in a row while their mean latency stayed above the target: (id, last mean in
+        seconds, the floor). Shrinking cannot help them, and beyond the floor everything
+        gets 3004: the operator's target is below what the worker can do (a config to fix,
+        said once in a while by the gateway's log and always by `chargegw status`)."""
+        if self.latency_target <= 0:
+            return []
+        return [
+            (w.worker_id, w.lat_mean, floor_limit(w.credit))
+            for w in self.workers.values()
+            if w.floored >= OUT_OF_REACH_INTERVALS and not w.draining
+        ]
 
     def next_deadline(self) -> float | None:
         for p in self.pending.values():

@@ -96,6 +96,8 @@ def _state(w: dict[str, Any]) -> str:
         states.append("no report")
     elif rep.get("store") == "down":
         states.append("store down")
+    if w.get("target_out_of_reach"):
+        states.append(f"latency target out of reach ({w.get('latency_ms', 0):.1f} ms at its floor)")
     return ", ".join(states)
 
 

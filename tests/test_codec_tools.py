@@ -87,7 +87,15 @@ def test_bench_runs_and_checks_its_messages(tmp_path: Path) -> None:
 def test_bench_dispatcher_reports_missing_targets() -> None:
     from chargegw import bench
 
-    assert set(bench.TARGETS) == {"codec", "node", "gateway", "store", "load", "reliability"}
+    assert set(bench.TARGETS) == {
+        "codec",
+        "node",
+        "gateway",
+        "store",
+        "load",
+        "reliability",
+        "scaleout",
+    }
     r = subprocess.run(
         [sys.executable, "-m", "chargegw.cli", "bench", "nope"],
         capture_output=True,

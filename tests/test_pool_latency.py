@@ -9,7 +9,7 @@ import pytest
 from chargegw.codec import ResultCode
 from chargegw.config import ConfigError, load_config
 from chargegw.gateway.latency import MAX_GROWTH, MIN_LIMIT, next_limit
-from chargegw.gateway.pool import NoWorker, PoolCore
+from chargegw.gateway.pool import OUT_OF_REACH_INTERVALS, NoWorker, PoolCore
 
 APP = 4
 DEADLINE = 4.0
@@ -124,9 +124,93 @@ def test_off_by_default_the_limit_is_the_credit() -> None:
     assert c.status(0.0)["workers"][0]["limit"] == 128
 
 
+def test_a_target_the_worker_cannot_meet_at_its_floor_is_reported() -> None:
+    c = core(0.003)
+    w = c.workers[b"w"]
+    k = 0
+    while w.limit > MIN_LIMIT:  # 6 ms answers: halved down to the floor
+        cycle(c, MIN_LIMIT, float(k), 0.006, start=100 * k)
+        k += 1
+    assert c.out_of_reach() == [] and w.floored == 1  # the step that reached the floor
+    for _ in range(OUT_OF_REACH_INTERVALS - 2):
+        cycle(c, MIN_LIMIT, float(k), 0.006, start=100 * k)
+        cycle(c, 0, float(k), 0.0)  # an interval without answers changes nothing
+        k += 1
+    assert c.out_of_reach() == []
+    cycle(c, MIN_LIMIT, float(k), 0.006, start=100 * k)
+    k += 1
+    slow = c.out_of_reach()
+    assert [(ident, round(mean, 6), floor) for ident, mean, floor in slow] == [
+        ("w", 0.006, MIN_LIMIT)
+    ]
+    row = c.status(0.0)["workers"][0]
+    assert row["target_out_of_reach"] is True and row["latency_ms"] == 6.0
+    # one interval under the target: in reach again, and the count starts over
+    cycle(c, MIN_LIMIT, float(k), 0.002, start=100 * k)
+    assert c.out_of_reach() == [] and w.floored == 0
+    assert c.status(0.0)["workers"][0]["target_out_of_reach"] is False
+
+
+def test_slow_answers_above_the_floor_are_not_out_of_reach() -> None:
+    # a worker slower than the target but still above its floor is being shrunk, not stuck
+    c = core(0.003)
+    w = c.workers[b"w"]
+    for k in range(OUT_OF_REACH_INTERVALS + 5):
+        cycle(c, 20, float(k), 0.004, start=100 * k)
+        w.available += 64 - w.limit  # held up (as bursts of fast answers would)
+        w.limit = 64
+    assert c.out_of_reach() == [] and w.floored == 0
+    c.set_latency_target(0.0)
+    assert c.out_of_reach() == []
+
+
 @pytest.mark.parametrize("value", ["-1", "4000", "5000.5"])
 def test_a_target_outside_zero_to_the_deadline_is_refused(tmp_path, value: str) -> None:
     cfg = tmp_path / "c.toml"
     cfg.write_text(f"[pool]\ndeadline = 4.0\nlatency_target_ms = {value}\n")
     with pytest.raises(ConfigError, match="latency_target_ms"):
         load_config(cfg)
+
+
+def _stuck_core() -> PoolCore:
+    c = core(0.003)
+    for k in range(OUT_OF_REACH_INTERVALS + 10):
+        cycle(c, MIN_LIMIT, float(k), 0.006, start=100 * k)
+    assert c.out_of_reach()
+    return c
+
+
+def test_the_gateway_says_an_unreachable_target_once_a_minute(caplog) -> None:
+    from types import SimpleNamespace
+
+    from chargegw.gateway.frontend import REACH_LOG_EVERY, Gateway
+
+    gw = SimpleNamespace(core=_stuck_core(), _reach_said=-REACH_LOG_EVERY)
+    with caplog.at_level("WARNING", logger="chargegw.gateway"):
+        Gateway._say_out_of_reach(gw, 100.0)  # type: ignore[arg-type]
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) == 1 and gw._reach_said == 100.0
+    assert (
+        "pool.latency_target_ms 3 is out of reach for 1 worker(s): w answers in 6.0 ms" in said[0]
+    )
+    assert f"no more than {MIN_LIMIT} requests in flight" in said[0]
+    # nothing to say for a worker in reach
+    gw2 = SimpleNamespace(core=core(0.003), _reach_said=-REACH_LOG_EVERY)
+    caplog.clear()
+    Gateway._say_out_of_reach(gw2, 100.0)  # type: ignore[arg-type]
+    assert caplog.records == [] and gw2._reach_said == -REACH_LOG_EVERY
+
+
+def test_status_shows_a_worker_out_of_the_targets_reach() -> None:
+    from chargegw.gateway.status_workers import render_workers
+
+    c = _stuck_core()
+    doc = {"pool": c.status(0.0)}
+    lines = render_workers(doc, {})
+    row = next(line for line in lines if line.strip().startswith("w "))
+    assert "latency target out of reach (6.0 ms at its floor)" in row
+    c.set_latency_target(0.0)
+    row = next(
+        ln for ln in render_workers({"pool": c.status(0.0)}, {}) if ln.strip().startswith("w ")
+    )
+    assert "out of reach" not in row

@@ -1,4 +1,4 @@
-"""`chargegw bench {codec,node,gateway,store,load,reliability} [options]`: the benchmarks, one module each.
+"""`chargegw bench {codec,node,gateway,store,load,reliability,scaleout} [options]`: the benchmarks, one module each.
 
 Each target lives with the code it measures and provides `configure(parser)` and `run(args)`.
 It is imported only when asked for, so one benchmark does not pay for another's imports; a
@@ -18,6 +18,7 @@ TARGETS: dict[str, tuple[str, str]] = {
     "store": ("chargegw.workers.charging.bench", "the charging store's operations"),
     "load": ("chargegw.loadtest.bench", "the load generator against fd-server, beside fd-client"),
     "reliability": ("chargegw.loadtest.reliability", "faults, overload and fuzz against chargegw run"),
+    "scaleout": ("chargegw.loadtest.scaleout", "the real OCS on G gateways and W workers, scaling"),
 }
 
 
