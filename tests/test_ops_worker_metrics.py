@@ -287,10 +287,18 @@ def _base(out: str) -> str:
 def test_worker_series_add_up_during_a_load_run(tmp_path: Path, chargegw_run: Any) -> None:
     with chargegw_run(tmp_path, workers=2, extra=METRICS, timeout=90) as gw:
         base = _base(gw.output())
-        # Both workers' first reports (shards are assigned at registration).
+        # Both workers' reports with the assignment settled: each owns a share and the
+        # shares add up (the first to register holds all 64 until the second takes half;
+        # a sum of 64 alone can be the first's stale report).
         end = time.monotonic() + 20
-        while _sum(_samples(_get(base + "/metrics")[1]), "chargegw_worker_shards") < 64:
-            assert time.monotonic() < end, gw.output()
+        while True:
+            owned = [
+                v for (n, _), v in _samples(_get(base + "/metrics")[1]).items()
+                if n == "chargegw_worker_shards"
+            ]  # fmt: skip
+            if len(owned) == 2 and min(owned) > 0 and sum(owned) == 64:
+                break
+            assert time.monotonic() < end, (owned, gw.output())
             time.sleep(0.2)
         before = _samples(_get(base + "/metrics")[1])
         out = tmp_path / "load.json"
@@ -339,9 +347,16 @@ def test_worker_series_add_up_during_a_load_run(tmp_path: Path, chargegw_run: An
     assert moved(after, "chargegw_worker_time_seconds_count", app="4") == counted
     assert moved(after, "chargegw_worker_time_seconds_bucket", app="4", le="+Inf") == counted
     assert moved(after, "chargegw_worker_time_seconds_sum", app="4") > 0
-    # Store commits: at least one per drained batch, at most one per request.
+    # Store commits: at least one per drained batch, at most one per placement of a
+    # request: first placements, and those placed again (after a worker's Moved while a
+    # shard is claimed, or resent when its worker was taken for lost on a starved machine),
+    # each of which was in a batch on the worker it went to. (The full suite once saw 275
+    # commits for 240 requests, against a bound of one per request.)
     commits = moved(after, "chargegw_store_commit_seconds_count")
-    assert 1 <= commits <= counted, commits
+    placements = sum(
+        moved(after, f"chargegw_pool_{name}_total") for name in ("placed", "shard_moves", "resent")
+    )
+    assert 1 <= commits <= placements, (commits, placements)
     assert moved(after, "chargegw_store_errors_total") == 0
     # Money: what the workers say they debited is what the ledger rated during the run,
     # split evenly over the two rating groups (the same tariff and usage).
