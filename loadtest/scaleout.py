@@ -40,7 +40,7 @@ from typing import Any
 
 import orjson
 
-from chargegw.gateway.bench import CACHE, PEERS, Proc, process_cpu
+from chargegw.gateway.bench import CACHE, PEERS, Proc, children, process_cpu
 
 CLI = [sys.executable, "-P", "-m", "chargegw.cli"]
 EFFICIENCY_TARGET = 0.85  # issue 10: from 1 to 8 workers
@@ -91,15 +91,9 @@ def ports_for(n: int, base: int) -> list[int]:
     """`n` Diameter ports from `base` on; base 0: free ones the kernel picks (tests)."""
     if base:
         return list(range(base, base + n))
-    import socket
+    from chargegw.loadtest.reliability import free_port
 
-    out = []
-    with contextlib.ExitStack() as stack:
-        for _ in range(n):
-            s = stack.enter_context(socket.socket())
-            s.bind(("127.0.0.1", 0))
-            out.append(s.getsockname()[1])
-    return out
+    return [free_port() for _ in range(n)]
 
 
 def write_configs(d: Path, ports: list[int]) -> tuple[list[Path], Path]:
@@ -164,8 +158,6 @@ def topology(d: Path, ports: list[int], workers: int) -> Iterator[dict[str, Any]
 
 def _tree_cpu(pid: int) -> float:
     """CPU seconds of `pid` and its live descendants (a load command's processes)."""
-    from chargegw.gateway.bench import children
-
     total, todo = 0.0, [pid]
     while todo:
         p = todo.pop()
