@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import math
 import os
 import random
 import signal
@@ -949,10 +950,26 @@ def _capacity(gw: Gateway, workdir: Path, cpus: set[int] | None) -> float:
     return float((cap.get("summary") or {}).get("answers_per_s") or 0.0)
 
 
+# Sessions a second one generator process is given in an overload run: ~0.2 of a core at the
+# generator's ~40 us per request, so its loop is mostly idle and stamps answers as they come.
+RATE_PER_GENERATOR = 5000.0
+
+
+def generator_processes(rate: float, cpus: set[int] | None) -> int:
+    """`chargegw load --processes` for an open-loop offer of `rate` on `cpus` (None: unpinned,
+    one process). At twice a many-core gateway's capacity (20,000/s or more) one process
+    would spend most of a core sending and reading, and a saturated loop stamps each answer
+    late: its percentiles would then measure the generator, not the gateway's 3004s."""
+    if not cpus:
+        return 1
+    return max(1, min(len(cpus), math.ceil(rate / RATE_PER_GENERATOR)))
+
+
 def overload(workdir: Path, seconds: float = 6.0, factor: float = 2.0, workers: int = 1,
              credit: int = 128, busy_p99_ms: float = 50.0, ok_p99_ms: float = 500.0,
              rss_limit_mb: float = 150.0, min_goodput: float = 0.5,
-             pin: bool = True, doic: bool = False, latency_target_ms: float = 0.0) -> Result:
+             pin: bool = True, doic: bool = False, latency_target_ms: float = 0.0,
+             processes: int = 0) -> Result:
     """Measure the gateway's capacity (closed loop), then offer `factor` times it open loop
     with `chargegw load` while a prober measures latency per Result-Code. The excess must get
     3004 quickly (the generator's and the prober's 3004 p99 under `busy_p99_ms`), accepted
@@ -962,7 +979,8 @@ def overload(workdir: Path, seconds: float = 6.0, factor: float = 2.0, workers: 
 
     With `pin` (and two CPUs or more, `split_cpus`) the gateway, its workers and the prober
     run on one half of the CPUs and the load generator on the other, for the capacity run
-    and the overload alike.
+    and the overload alike; the overload's generator runs as `generator_processes` processes
+    there (one on two CPUs; `processes` sets the number), each its own peer.
 
     With `doic` the generator is a DOIC reacting node (`chargegw load --doic`): the gateway's
     overload reports must then take the excess off the wire at its source, so at least half
@@ -998,6 +1016,7 @@ def overload(workdir: Path, seconds: float = 6.0, factor: float = 2.0, workers: 
                 capacity = _capacity(gw, workdir, gen)
             res.check(capacity > 0, "could not measure the capacity")
             rate = max(100.0, capacity * factor)
+            procs = processes or generator_processes(rate, gen)
             base_kb = rss_kb(gw.pid)
             samples: list[tuple[float, float, int]] = []
             with Sampler(gw.pid) as smp:
@@ -1005,8 +1024,8 @@ def overload(workdir: Path, seconds: float = 6.0, factor: float = 2.0, workers: 
                 load = start_load(gw, out, "--scenario", "gy-event", "--requested-action", "3",
                                   "--rate", str(rate), "--duration", str(seconds),
                                   "--subscribers", "100", "--timeout", "8",
-                                  "--max-error-rate", "1", *(["--doic"] if doic else []),
-                                  cpus=gen)
+                                  "--max-error-rate", "1", "--processes", str(procs),
+                                  *(["--doic"] if doic else []), cpus=gen)
                 time.sleep(0.5)
                 asyncio.run(_probe(gw.port, seconds - 1.0, 50.0, samples))
                 load.wait(120)
@@ -1063,6 +1082,7 @@ def overload(workdir: Path, seconds: float = 6.0, factor: float = 2.0, workers: 
         "accepted_per_s": round(accepted, 1), "goodput": round(goodput, 3),
         "abated": abated, "abated_share": round(abated_share, 3),
         "cpus": {"gateway": sorted(cpus[0]), "generator": sorted(cpus[1])} if cpus else None,
+        "generator_processes": procs,
         "latency_target_ms": latency_target_ms,
         "probe": {str(k): {"n": len(v), "p50_ms": _pct(v, 50), "p99_ms": _pct(v, 99),
                            "max_ms": _pct(v, 100)} for k, v in lat.items()},

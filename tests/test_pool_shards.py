@@ -365,6 +365,64 @@ def test_a_flooding_peer_is_shed_before_it_takes_the_last_quarter_of_a_worker() 
     assert core.peer_inflight["flood"] == 95  # counts follow requests out of `pending`
 
 
+def test_two_flooding_peers_leave_the_quarter_for_a_third() -> None:
+    """With three peers sending, each holds at most a third of a nearly full worker: two
+    floods that may each hold up to half would share the whole worker between them, and a
+    well-behaved third peer would get nothing but 3004 (41% of its requests in a 2x
+    overload driven by two generator processes)."""
+    core = PoolCore(deadline=5.0, heartbeat_timeout=1.0)
+    core.register(b"w", worker_id="w", credit=128, apps=[APP], now=0.0)
+    core.age_peers(0.0)
+    _place(core, "good", 0)  # the light peer has sent: it is one of the three
+    core.answer(b"w", next(iter(core.pending)))
+    placed = {"a": 0, "b": 0}
+    refused: set[str] = set()
+    for i in range(1, 400):
+        peer = "ab"[i % 2]
+        if peer in refused:
+            continue
+        try:
+            _place(core, peer, i)
+            placed[peer] += 1
+        except NoWorker as exc:
+            assert exc.result_code == 3004
+            refused.add(peer)
+    assert placed == {"a": 48, "b": 48}  # refused at 128 // 3 = 42 or more, 32 slots left
+    # The quarter is for peers that hold less than a sixteenth (8), or less than half of
+    # what is left: a light peer's requests get in, a burst of it only in part.
+    for i in range(11):
+        _place(core, "good", 1000 + i)
+    with pytest.raises(NoWorker):
+        _place(core, "good", 1011)  # 11 held, 21 free
+    assert core.counters.shed_fair == 3
+
+
+def test_a_second_flood_cannot_take_the_last_quarter_in_one_burst() -> None:
+    """The first flood took three quarters while it was alone; a second one that arrives in
+    a burst holds less than its share but may not take more than half of what is left, so a
+    light third peer still finds slots."""
+    core = PoolCore(deadline=5.0, heartbeat_timeout=1.0)
+    core.register(b"w", worker_id="w", credit=128, apps=[APP], now=0.0)
+    core.age_peers(0.0)
+    for peer in ("b", "good"):  # both have sent this period
+        _place(core, peer, 0)
+        core.answer(b"w", next(iter(core.pending)))
+    for i in range(96):
+        _place(core, "a", i)
+    with pytest.raises(NoWorker):
+        _place(core, "a", 96)
+    placed = 0
+    with pytest.raises(NoWorker):
+        for i in range(100, 200):
+            _place(core, "b", i)
+            placed += 1
+    assert placed == 11  # 11 held, 21 free
+    for i in range(8):  # a peer holding less than a sixteenth is not shed
+        _place(core, "good", 200 + i)
+    assert core.peer_inflight == {"a": 96, "b": 11, "good": 8}
+    assert core.counters.shed_fair == 2
+
+
 def test_a_peer_alone_keeps_a_sixteenth_free_and_fairness_returns_with_another() -> None:
     """One load client, or one relay in front of the gateway: nobody else to keep the last
     quarter for, so only a sixteenth is kept (a newcomer's first requests), not a quarter

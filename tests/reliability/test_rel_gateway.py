@@ -76,6 +76,23 @@ def test_overload_excess_gets_3004_quickly_and_accepted_p99_stays_bounded(
     assert r.passed, _show(r)
 
 
+def test_overload_from_two_flooding_peers_spares_a_third(tmp_path: Path) -> None:
+    # The generator as two processes, two peers, beside the prober, a third peer that sends
+    # 50 price enquiries a second. Each flood may hold its share of a nearly full worker
+    # (the limit over the three peers) and less than half of what is left: before that
+    # rule the two floods shared the whole worker and 41% of the prober's requests got 3004
+    # (2026-12-04, 2 cores); with it 0 of 180, twice. A device run gets the same layout
+    # by itself (generator_processes) when the offered rate needs several generators.
+    r = rel.overload(tmp_path, seconds=5.0, factor=2.0, busy_p99_ms=1000.0, ok_p99_ms=1000.0,
+                     min_goodput=0.15, processes=2)
+    assert r.details["generator_processes"] == 2 and r.faults > 0, _show(r)
+    probe = r.details["probe"]
+    shed = probe.get("3004", {}).get("n", 0)
+    sent = sum(v["n"] for v in probe.values())
+    assert sent > 100 and shed <= 0.05 * sent, _show(r)
+    assert r.passed, _show(r)
+
+
 def test_overload_with_a_doic_reacting_node_abates_the_excess_at_its_source(
     tmp_path: Path,
 ) -> None:
