@@ -64,6 +64,9 @@ class WorkerState:
     host: str = ""
     draining: bool = False
     inflight: set[int] = field(default_factory=set)  # pending and zombie ids it holds
+    # Its requests in `pending` by peer: the fair share is judged on the worker that is
+    # nearly full (a peer's total over all workers would overstate what it holds there).
+    by_peer: dict[str, int] = field(default_factory=dict)
     handled: int = 0
     owner: bytes = b""  # the CURVE public key it registered with (b"" on ipc)
     sent: int = 0  # requests given to it in this registration (placed or moved)
@@ -258,6 +261,21 @@ class OfferArgs(RequestArgs):
     wall_now: float
 
 
+def _hold(w: WorkerState, peer: str) -> None:
+    """One more request of `peer` in `pending` held by `w` (see WorkerState.by_peer)."""
+    held = w.by_peer
+    held[peer] = held.get(peer, 0) + 1
+
+
+def _release(w: WorkerState, peer: str) -> None:
+    held = w.by_peer
+    n = held.get(peer, 0) - 1
+    if n > 0:
+        held[peer] = n
+    else:
+        held.pop(peer, None)
+
+
 class PoolCore:
     def __init__(
         self,
@@ -448,7 +466,7 @@ class PoolCore:
             target = self._target(p) if p.deadline > now else None
             if target is None:
                 del self.pending[rid]
-                self._peer_done(p.peer)
+                self._peer_done(p.peer, w)
                 self._answered_here(p)
                 self.counters.failed_over_lost += 1
                 failed.append(p)
@@ -456,6 +474,7 @@ class PoolCore:
             p.worker = target.ident
             p.retransmit = True
             p.placed += 1
+            _hold(target, p.peer)
             target.available -= 1
             target.sent += 1
             target.inflight.add(rid)
@@ -520,7 +539,7 @@ class PoolCore:
         if w is None or p is None or p.worker != ident or rid not in w.inflight:
             return None
         del self.pending[rid]
-        self._peer_done(p.peer)
+        self._peer_done(p.peer, w)
         self._answered_here(p)
         w.inflight.discard(rid)
         w.available += 1
@@ -579,7 +598,7 @@ class PoolCore:
             if w.credit >= FAIR_MIN_CREDIT and free <= limit >> 2:
                 recent = self._peers_recent
                 share = max(1, limit >> 4, min(limit // max(2, recent), free // 2))
-                if (free <= limit >> 4 or recent > 1) and self.peer_inflight.get(peer, 0) >= share:
+                if (free <= limit >> 4 or recent > 1) and w.by_peer.get(peer, 0) >= share:
                     # Fair shedding: the last quarter of a worker's slots is kept for the peers
                     # that hold less than a sixteenth of the limit, or less than their share
                     # (the limit over the number of peers sending, at most half) and less than
@@ -652,6 +671,8 @@ class PoolCore:
         self.pending[rid] = p
         held = self.peer_inflight
         held[peer] = held.get(peer, 0) + 1
+        held = w.by_peer
+        held[peer] = held.get(peer, 0) + 1
         w.available -= 1
         w.sent += 1
         w.inflight.add(rid)
@@ -665,14 +686,17 @@ class PoolCore:
             raise NoWorker(p.result_code, p.reason)
         return p
 
-    def _peer_done(self, peer: str) -> None:
-        """A request of `peer` left `pending` (answered, failed, withdrawn or expired)."""
+    def _peer_done(self, peer: str, w: WorkerState | None) -> None:
+        """A request of `peer` left `pending` (answered, failed, withdrawn or expired); `w`
+        the registration that held it (None: gone)."""
         held = self.peer_inflight
         n = held.get(peer, 0) - 1
         if n > 0:
             held[peer] = n
         else:
             held.pop(peer, None)
+        if w is not None:
+            _release(w, peer)
 
     # Shards ---------------------------------------------------------------------------
 
@@ -786,7 +810,7 @@ class PoolCore:
             target = None
         if target is None:
             del self.pending[rid]
-            self._peer_done(p.peer)
+            self._peer_done(p.peer, w)
             self._answered_here(p)
             self.counters.shard_moves_lost += 1
             return None, p
@@ -794,7 +818,10 @@ class PoolCore:
             # A retry on the same owner is bounded by the deadline, not by MAX_PLACED: it is
             # waiting for its own claim of the shard (the adapter resends after a pause).
             p.placed += 1
+        if w is not None:
+            _release(w, p.peer)
         p.worker = target.ident
+        _hold(target, p.peer)
         target.available -= 1
         target.sent += 1
         target.inflight.add(rid)
@@ -903,7 +930,7 @@ class PoolCore:
                 w.lat_sum += now - p.deadline  # + self.deadline: the time since it was sent
                 w.lat_n += 1
             del self.pending[rid]
-            self._peer_done(p.peer)
+            self._peer_done(p.peer, w)
             self.counters.answered += 1
             if p.route & ROUTE_ENDS:
                 self.forget_route(p.session_id)
@@ -926,9 +953,9 @@ class PoolCore:
         workers = self.workers
         for p in out:
             del self.pending[p.id]
-            self._peer_done(p.peer)
-            self._answered_here(p)
             w = workers.get(p.worker)
+            self._peer_done(p.peer, w)
+            self._answered_here(p)
             if w is not None:
                 self.zombies[p.id] = p.worker
                 w.timeouts += 1

@@ -30,9 +30,9 @@ def reg(
     c.register(name.encode(), worker_id=name, credit=credit, apps=apps, now=now, gen=gen)
 
 
-def place(c: PoolCore, sid: str, now: float = 0.0, app: int = APP):
+def place(c: PoolCore, sid: str, now: float = 0.0, app: int = APP, peer: str = "p"):
     return c.place(
-        peer="p", hbh=1, app=app, cmd=272, session_id=sid, raw=b"x", now=now, wall_now=1000.0 + now
+        peer=peer, hbh=1, app=app, cmd=272, session_id=sid, raw=b"x", now=now, wall_now=1000.0 + now
     )
 
 
@@ -248,7 +248,9 @@ def test_expire_returns_in_deadline_order_and_stops_early() -> None:
 @given(
     st.lists(
         st.tuples(
-            st.sampled_from(["place", "answer", "drop", "register", "expire", "credit"]),
+            st.sampled_from(
+                ["place", "answer", "drop", "register", "expire", "credit", "withdraw"]
+            ),
             st.integers(0, 3),
             st.integers(0, 50),
         ),
@@ -256,8 +258,9 @@ def test_expire_returns_in_deadline_order_and_stops_early() -> None:
     )
 )
 def test_invariants_under_random_events(events: list[tuple[str, int, int]]) -> None:
-    """Whatever happens, no worker holds more than it granted, and every placed request
-    is settled exactly once (answered, answered by the gateway, or still pending)."""
+    """Whatever happens, no worker holds more than it granted, every placed request is
+    settled exactly once (answered, answered by the gateway, or still pending), and the
+    fair share's counts (by peer, and by peer on each worker) are those of `pending`."""
     c = core(deadline=5.0)
     now = 0.0
     settled: collections.Counter[int] = collections.Counter()
@@ -279,7 +282,7 @@ def test_invariants_under_random_events(events: list[tuple[str, int, int]]) -> N
             settled.update(p.id for p in failed)
         elif kind == "place":
             try:
-                placed.add(place(c, f"s{n}", now=now).id)
+                placed.add(place(c, f"s{n}", now=now, peer=f"p{n % 3}").id)
             except NoWorker:
                 pass
         elif kind == "answer":
@@ -296,9 +299,18 @@ def test_invariants_under_random_events(events: list[tuple[str, int, int]]) -> N
             settled.update(p.id for p in c.expire(now + n * 0.1))
         elif kind == "credit":
             c.add_credit(ident, n % 3)
+        elif kind == "withdraw":
+            wk = c.workers.get(ident)
+            if wk and wk.inflight:
+                p = c.withdraw(ident, sorted(wk.inflight)[n % len(wk.inflight)])
+                if p is not None:
+                    settled[p.id] += 1
         for wk in c.workers.values():
             assert 0 <= wk.available <= wk.credit
             assert wk.credit - wk.available == len(wk.inflight)
+            mine = collections.Counter(p.peer for p in c.pending.values() if p.worker == wk.ident)
+            assert wk.by_peer == dict(mine)
+        assert c.peer_inflight == dict(collections.Counter(p.peer for p in c.pending.values()))
         for rid, p in c.pending.items():
             assert rid in c.workers[p.worker].inflight
     assert all(v == 1 for v in settled.values())

@@ -423,6 +423,42 @@ def test_a_second_flood_cannot_take_the_last_quarter_in_one_burst() -> None:
     assert core.counters.shed_fair == 2
 
 
+def test_the_share_is_judged_on_the_worker_that_is_nearly_full() -> None:
+    """A peer's requests on other workers do not count against it on a nearly full one:
+    a peer holding 40 on w2 and none on w1 still gets w1's free slots (by its total it
+    would hold more than half of what w1 has left), and a request that moves between
+    workers moves its count too."""
+    core = core_with("w1", "w2", credit=128)
+    core.age_peers(0.0)
+    by_owner: dict[bytes, list[int]] = {}
+    for s in range(N):
+        by_owner.setdefault(core.shard_owner(s) or b"", []).append(s)
+    s1, s2 = by_owner[b"w1"][0], by_owner[b"w2"][0]
+
+    def put(peer: str, shard: int, i: int) -> Any:
+        return core.place(peer=peer, hbh=i, app=APP, cmd=1, session_id=b"%s%d" % (
+            peer.encode(), i), raw=b"", now=0.0, wall_now=0.0, shard=shard)
+
+    for i in range(40):
+        put("medium", s2, i)
+    for i in range(100, 196):  # the flood fills w1 to its last quarter
+        put("flood", s1, i)
+    with pytest.raises(NoWorker):
+        put("flood", s1, 196)
+    w1, w2 = core.workers[b"w1"], core.workers[b"w2"]
+    assert w1.available == 32 and core.peer_inflight["medium"] == 40
+    for i in range(200, 210):
+        put("medium", s1, i)  # 0 held on w1: the share there is what counts
+    assert w1.by_peer == {"flood": 96, "medium": 10} and w2.by_peer == {"medium": 40}
+    p = next(p for p in core.pending.values() if p.worker == b"w2")
+    to, _ = core.moved(b"w2", p.id, s1)  # a move to w1 carries the count with it
+    assert to == b"w1" and w1.by_peer["medium"] == 11 and w2.by_peer["medium"] == 39
+    core.answer(b"w1", p.id)
+    for rid in [r for r, q in core.pending.items() if q.peer == "flood"]:
+        core.answer(b"w1", rid)
+    assert w1.by_peer == {"medium": 10} and core.peer_inflight == {"medium": 49}
+
+
 def test_a_peer_alone_keeps_a_sixteenth_free_and_fairness_returns_with_another() -> None:
     """One load client, or one relay in front of the gateway: nobody else to keep the last
     quarter for, so only a sixteenth is kept (a newcomer's first requests), not a quarter
