@@ -261,14 +261,14 @@ class OfferArgs(RequestArgs):
     wall_now: float
 
 
-def _hold(w: WorkerState, peer: str) -> None:
-    """One more request of `peer` in `pending` held by `w` (see WorkerState.by_peer)."""
-    held = w.by_peer
+def _count_in(held: dict[str, int], peer: str) -> None:
+    """One more request of `peer` in a fair-share count (PoolCore.peer_inflight,
+    WorkerState.by_peer)."""
     held[peer] = held.get(peer, 0) + 1
 
 
-def _release(w: WorkerState, peer: str) -> None:
-    held = w.by_peer
+def _count_out(held: dict[str, int], peer: str) -> None:
+    """One fewer; a peer with none is dropped, so the counts stay as small as `pending`."""
     n = held.get(peer, 0) - 1
     if n > 0:
         held[peer] = n
@@ -474,7 +474,7 @@ class PoolCore:
             p.worker = target.ident
             p.retransmit = True
             p.placed += 1
-            _hold(target, p.peer)
+            _count_in(target.by_peer, p.peer)
             target.available -= 1
             target.sent += 1
             target.inflight.add(rid)
@@ -669,10 +669,8 @@ class PoolCore:
             route=route,
         )
         self.pending[rid] = p
-        held = self.peer_inflight
-        held[peer] = held.get(peer, 0) + 1
-        held = w.by_peer
-        held[peer] = held.get(peer, 0) + 1
+        _count_in(self.peer_inflight, peer)
+        _count_in(w.by_peer, peer)
         w.available -= 1
         w.sent += 1
         w.inflight.add(rid)
@@ -689,14 +687,9 @@ class PoolCore:
     def _peer_done(self, peer: str, w: WorkerState | None) -> None:
         """A request of `peer` left `pending` (answered, failed, withdrawn or expired); `w`
         the registration that held it (None: gone)."""
-        held = self.peer_inflight
-        n = held.get(peer, 0) - 1
-        if n > 0:
-            held[peer] = n
-        else:
-            held.pop(peer, None)
+        _count_out(self.peer_inflight, peer)
         if w is not None:
-            _release(w, peer)
+            _count_out(w.by_peer, peer)
 
     # Shards ---------------------------------------------------------------------------
 
@@ -819,9 +812,9 @@ class PoolCore:
             # waiting for its own claim of the shard (the adapter resends after a pause).
             p.placed += 1
         if w is not None:
-            _release(w, p.peer)
+            _count_out(w.by_peer, p.peer)
         p.worker = target.ident
-        _hold(target, p.peer)
+        _count_in(target.by_peer, p.peer)
         target.available -= 1
         target.sent += 1
         target.inflight.add(rid)
