@@ -262,8 +262,7 @@ class OfferArgs(RequestArgs):
 
 
 def _count_in(held: dict[str, int], peer: str) -> None:
-    """One more request of `peer` in a fair-share count (PoolCore.peer_inflight,
-    WorkerState.by_peer)."""
+    """One more request of `peer` in a worker's fair-share count (WorkerState.by_peer)."""
     held[peer] = held.get(peer, 0) + 1
 
 
@@ -319,7 +318,6 @@ class PoolCore:
         # that under steady load the table holds about the live sessions.
         self.session_routes: OrderedDict[bytes, int] = OrderedDict()
         self.old_routes: OrderedDict[bytes, int] = OrderedDict()
-        self.peer_inflight: dict[str, int] = {}  # requests in `pending` by peer (fairness)
         # The peers that sent a request this fairness period and the one before (age_peers),
         # and how many they are together: the last quarter of a worker is kept for the
         # others when there are others, and each holds at most its share of the limit then.
@@ -669,7 +667,6 @@ class PoolCore:
             route=route,
         )
         self.pending[rid] = p
-        _count_in(self.peer_inflight, peer)
         _count_in(w.by_peer, peer)
         w.available -= 1
         w.sent += 1
@@ -687,7 +684,6 @@ class PoolCore:
     def _peer_done(self, peer: str, w: WorkerState | None) -> None:
         """A request of `peer` left `pending` (answered, failed, withdrawn or expired); `w`
         the registration that held it (None: gone)."""
-        _count_out(self.peer_inflight, peer)
         if w is not None:
             _count_out(w.by_peer, peer)
 

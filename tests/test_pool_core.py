@@ -310,7 +310,10 @@ def test_invariants_under_random_events(events: list[tuple[str, int, int]]) -> N
             assert wk.credit - wk.available == len(wk.inflight)
             mine = collections.Counter(p.peer for p in c.pending.values() if p.worker == wk.ident)
             assert wk.by_peer == dict(mine)
-        assert c.peer_inflight == dict(collections.Counter(p.peer for p in c.pending.values()))
+        everywhere = collections.Counter[str]()
+        for wk in c.workers.values():
+            everywhere.update(wk.by_peer)
+        assert everywhere == collections.Counter(p.peer for p in c.pending.values())
         for rid, p in c.pending.items():
             assert rid in c.workers[p.worker].inflight
     assert all(v == 1 for v in settled.values())

@@ -338,6 +338,15 @@ async def test_worker_reports_its_shard_count_and_receives_assign_first(tmp_path
         assert pp.Assign([1], 2) == pp.decode(pp.encode([pp.Assign([1], 2)]))[0]
 
 
+def held(core: PoolCore) -> dict[str, int]:
+    """Requests in `pending` by peer, over all workers (their fair-share counts)."""
+    out: dict[str, int] = {}
+    for w in core.workers.values():
+        for peer, n in w.by_peer.items():
+            out[peer] = out.get(peer, 0) + n
+    return out
+
+
 def _place(core: PoolCore, peer: str, i: int) -> None:
     core.place(peer=peer, hbh=i, app=APP, cmd=1, session_id=b"%s%d" % (peer.encode(), i),
                raw=b"", now=0.0, wall_now=0.0)  # fmt: skip
@@ -359,10 +368,10 @@ def test_a_flooding_peer_is_shed_before_it_takes_the_last_quarter_of_a_worker() 
     for i in range(4):  # the others still get the quarter kept for them
         core.place(peer="good", hbh=100 + i, app=APP, cmd=1, session_id=b"g%d" % i, raw=b"",
                    now=0.0, wall_now=0.0)  # fmt: skip
-    assert core.peer_inflight == {"flood": 96, "good": 4}
+    assert held(core) == {"flood": 96, "good": 4}
     p = next(iter(core.pending.values()))
     core.answer(b"w", p.id)
-    assert core.peer_inflight["flood"] == 95  # counts follow requests out of `pending`
+    assert held(core)["flood"] == 95  # counts follow requests out of `pending`
 
 
 def test_two_flooding_peers_leave_the_quarter_for_a_third() -> None:
@@ -419,7 +428,7 @@ def test_a_second_flood_cannot_take_the_last_quarter_in_one_burst() -> None:
     assert placed == 11  # 11 held, 21 free
     for i in range(8):  # a peer holding less than a sixteenth is not shed
         _place(core, "good", 200 + i)
-    assert core.peer_inflight == {"a": 96, "b": 11, "good": 8}
+    assert held(core) == {"a": 96, "b": 11, "good": 8}
     assert core.counters.shed_fair == 2
 
 
@@ -446,7 +455,7 @@ def test_the_share_is_judged_on_the_worker_that_is_nearly_full() -> None:
     with pytest.raises(NoWorker):
         put("flood", s1, 196)
     w1, w2 = core.workers[b"w1"], core.workers[b"w2"]
-    assert w1.available == 32 and core.peer_inflight["medium"] == 40
+    assert w1.available == 32 and held(core)["medium"] == 40
     for i in range(200, 210):
         put("medium", s1, i)  # 0 held on w1: the share there is what counts
     assert w1.by_peer == {"flood": 96, "medium": 10} and w2.by_peer == {"medium": 40}
@@ -456,7 +465,7 @@ def test_the_share_is_judged_on_the_worker_that_is_nearly_full() -> None:
     core.answer(b"w1", p.id)
     for rid in [r for r, q in core.pending.items() if q.peer == "flood"]:
         core.answer(b"w1", rid)
-    assert w1.by_peer == {"medium": 10} and core.peer_inflight == {"medium": 49}
+    assert w1.by_peer == {"medium": 10} and held(core) == {"medium": 49}
 
 
 def test_a_peer_alone_keeps_a_sixteenth_free_and_fairness_returns_with_another() -> None:
@@ -497,4 +506,4 @@ def test_a_peer_alone_keeps_a_sixteenth_free_and_fairness_returns_with_another()
     assert fill(300) == 8  # 40 free: down to the quarter
     core.age_peers(2 * FAIR_PERIOD)  # quiet for two periods: "alone" is alone again
     assert fill(400) == 24  # down to the sixteenth
-    assert core.peer_inflight == {"alone": 120}
+    assert held(core) == {"alone": 120}
